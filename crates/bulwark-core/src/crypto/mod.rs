@@ -1,0 +1,1 @@
+//! Crypto engine (being written).

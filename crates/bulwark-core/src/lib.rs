@@ -1,0 +1,15 @@
+//! Bulwark core: the part of the HSM that every front door (PKCS#11, gRPC, CLI) calls.
+//!
+//! It owns the PKCS#11-style object model, the crypto engine on aws-lc-rs, the key hierarchy
+//! (master key, keyslots, per-object sealing), the SQLite store and the self-tests. It does no
+//! network I/O and knows nothing of C, gRPC or tokio.
+
+pub mod attr;
+pub mod crypto;
+pub mod error;
+pub mod mechanism;
+pub mod secret;
+pub mod selftest;
+pub mod template;
+
+pub use error::{Error, Result};

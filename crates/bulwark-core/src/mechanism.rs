@@ -1,0 +1,1 @@
+//! Mechanisms (being written).
