@@ -7,9 +7,14 @@
 pub mod attr;
 pub mod crypto;
 pub mod error;
+pub mod hierarchy;
 pub mod mechanism;
+pub mod rollback;
 pub mod secret;
 pub mod selftest;
+pub mod store;
 pub mod template;
+pub mod token;
 
 pub use error::{Error, Result};
+pub use token::{Token, UserType};

@@ -1,0 +1,359 @@
+//! `bulwark key ...`: generate, list, show, destroy, public, export.
+//!
+//! Labels name keys on the command line: `generate` refuses a label that is taken, and a key
+//! pair's two halves share one label and one CKA_ID.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bulwark_core::attr::{AttrType, AttrValue, KeyType, ObjectClass};
+use bulwark_core::crypto::{Curve, KeySpec, MlDsaParam, MlKemParam};
+use bulwark_core::mechanism::KeyGenMechanism;
+use bulwark_core::token::ObjectInfo;
+use bulwark_core::{Error, Token};
+use clap::Subcommand;
+use serde_json::{json, Map, Value};
+
+use crate::{CliError, CliResult, Ctx};
+
+/// Session id used for the (token) objects the CLI makes.
+const CLI_SESSION: u64 = 1;
+
+/// Key commands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum KeyCommand {
+    /// Generate a key (or key pair) inside the HSM.
+    Generate {
+        /// aes-128, aes-192, aes-256, hmac-sha256, hmac-sha384, hmac-sha512, rsa-2048,
+        /// rsa-3072, rsa-4096, ec-p256, ec-p384, ec-p521, ec-secp256k1, ed25519, x25519,
+        /// ml-dsa-44, ml-dsa-65, ml-dsa-87, ml-kem-512, ml-kem-768, ml-kem-1024
+        #[arg(long = "type", value_name = "TYPE")]
+        key_type: String,
+        /// Label naming the key (must be unused).
+        #[arg(long)]
+        label: String,
+        /// Allow the key to leave the HSM wrapped under another key (CKA_EXTRACTABLE).
+        #[arg(long)]
+        extractable: bool,
+        /// Secret keys only: also allow plaintext export (CKA_SENSITIVE false). Implies
+        /// --extractable.
+        #[arg(long)]
+        not_sensitive: bool,
+        /// CKA_ID as hex (default: 16 random bytes).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List keys.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every attribute and policy flag of a key.
+    Show {
+        /// Key label.
+        label: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy a key (both halves of a pair).
+    Destroy {
+        /// Key label.
+        label: String,
+    },
+    /// Print the public key as SubjectPublicKeyInfo PEM.
+    Public {
+        /// Key label.
+        label: String,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Export a secret key in plaintext: refused unless the key is both non-sensitive and
+    /// extractable. Private keys never leave in plaintext.
+    Export {
+        /// Key label.
+        label: String,
+        /// Write raw bytes to this file (default: hex on stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn spec_for(name: &str) -> CliResult<KeySpec> {
+    Ok(match name {
+        "aes-128" => KeySpec::Aes { bytes: 16 },
+        "aes-192" => KeySpec::Aes { bytes: 24 },
+        "aes-256" => KeySpec::Aes { bytes: 32 },
+        "hmac-sha256" | "generic-256" => KeySpec::GenericSecret { bytes: 32 },
+        "hmac-sha384" => KeySpec::GenericSecret { bytes: 48 },
+        "hmac-sha512" => KeySpec::GenericSecret { bytes: 64 },
+        "rsa-2048" => KeySpec::Rsa { bits: 2048 },
+        "rsa-3072" => KeySpec::Rsa { bits: 3072 },
+        "rsa-4096" => KeySpec::Rsa { bits: 4096 },
+        "ec-p256" => KeySpec::Ec(Curve::P256),
+        "ec-p384" => KeySpec::Ec(Curve::P384),
+        "ec-p521" => KeySpec::Ec(Curve::P521),
+        "ec-secp256k1" => KeySpec::Ec(Curve::Secp256k1),
+        "ed25519" => KeySpec::Ed25519,
+        "x25519" => KeySpec::X25519,
+        "ml-dsa-44" => KeySpec::MlDsa(MlDsaParam::MlDsa44),
+        "ml-dsa-65" => KeySpec::MlDsa(MlDsaParam::MlDsa65),
+        "ml-dsa-87" => KeySpec::MlDsa(MlDsaParam::MlDsa87),
+        "ml-kem-512" => KeySpec::MlKem(MlKemParam::MlKem512),
+        "ml-kem-768" => KeySpec::MlKem(MlKemParam::MlKem768),
+        "ml-kem-1024" => KeySpec::MlKem(MlKemParam::MlKem1024),
+        other => {
+            return Err(CliError::Usage(format!(
+                "unknown key type {other:?}; see `bulwark key generate --help` for the list"
+            )))
+        }
+    })
+}
+
+fn b(t: AttrType, v: bool) -> (AttrType, AttrValue) {
+    (t, AttrValue::Bool(v))
+}
+
+fn generate(
+    t: &Token,
+    type_name: &str,
+    label: &str,
+    extractable: bool,
+    not_sensitive: bool,
+    id: Option<&str>,
+) -> CliResult<Vec<u64>> {
+    let spec = spec_for(type_name)?;
+    if !t.find_by_label(label)?.is_empty() {
+        return Err(Error::Exists(label.to_owned()).into());
+    }
+    let id = match id {
+        Some(h) => hex::decode(h).map_err(|_| CliError::Usage("--id must be hex".into()))?,
+        None => {
+            let mut r = vec![0u8; 16];
+            t.random(&mut r)?;
+            r
+        }
+    };
+    let common = vec![
+        b(AttrType::Token, true),
+        (AttrType::Label, AttrValue::Bytes(label.as_bytes().to_vec())),
+        (AttrType::Id, AttrValue::Bytes(id)),
+    ];
+    let mut secret = common.clone();
+    secret.push(b(AttrType::Private, true));
+    secret.push(b(AttrType::Extractable, extractable || not_sensitive));
+    secret.push(b(AttrType::Sensitive, !not_sensitive));
+    let mut public = common;
+    public.push(b(AttrType::Private, false));
+    let ulong = |t, v| (t, AttrValue::Ulong(v));
+    let pair = |mech, mut p: Vec<(AttrType, AttrValue)>, extra: Vec<(AttrType, AttrValue)>| {
+        if not_sensitive {
+            return Err(CliError::Usage("--not-sensitive applies to secret keys only".into()));
+        }
+        p.extend(extra);
+        let (ph, sh) = t.generate_key_pair(mech, &p, &secret, CLI_SESSION)?;
+        Ok(vec![sh, ph])
+    };
+    match spec {
+        KeySpec::Aes { bytes } => {
+            secret.push(ulong(AttrType::ValueLen, bytes as u64));
+            Ok(vec![t.generate_key(KeyGenMechanism::AesKeyGen, &secret, CLI_SESSION)?])
+        }
+        KeySpec::GenericSecret { bytes } => {
+            secret.push(ulong(AttrType::ValueLen, bytes as u64));
+            Ok(vec![t.generate_key(KeyGenMechanism::GenericSecretKeyGen, &secret, CLI_SESSION)?])
+        }
+        KeySpec::Rsa { bits } => {
+            pair(KeyGenMechanism::RsaPkcsKeyPairGen, public, vec![ulong(AttrType::ModulusBits, bits as u64)])
+        }
+        KeySpec::Ec(c) => pair(
+            KeyGenMechanism::EcKeyPairGen,
+            public,
+            vec![(AttrType::EcParams, AttrValue::Bytes(c.oid_der().to_vec()))],
+        ),
+        KeySpec::Ed25519 => pair(KeyGenMechanism::EcEdwardsKeyPairGen, public, vec![]),
+        KeySpec::X25519 => pair(KeyGenMechanism::EcMontgomeryKeyPairGen, public, vec![]),
+        KeySpec::MlDsa(p) => pair(
+            KeyGenMechanism::MlDsaKeyPairGen,
+            public,
+            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
+        ),
+        KeySpec::MlKem(p) => pair(
+            KeyGenMechanism::MlKemKeyPairGen,
+            public,
+            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
+        ),
+    }
+}
+
+/// The objects labelled `label`, or `NotFound`.
+pub(crate) fn by_label(t: &Token, label: &str) -> CliResult<Vec<ObjectInfo>> {
+    let v = t.find_by_label(label)?;
+    if v.is_empty() {
+        return Err(Error::NotFound(label.to_owned()).into());
+    }
+    Ok(v)
+}
+
+/// The one object of `class` labelled `label`.
+pub(crate) fn one_of(objs: &[ObjectInfo], class: ObjectClass, label: &str) -> CliResult<u64> {
+    let v: Vec<_> = objs.iter().filter(|o| o.attrs.class() == Some(class)).collect();
+    match v.as_slice() {
+        [o] => Ok(o.handle),
+        [] => Err(Error::NotFound(label.to_owned()).into()),
+        _ => Err(Error::Ambiguous(label.to_owned()).into()),
+    }
+}
+
+fn attr_name(t: AttrType) -> String {
+    let dbg = format!("{t:?}");
+    let mut out = String::from("CKA_");
+    for (i, ch) in dbg.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    // Spec spellings that do not follow the CamelCase rule.
+    out.replace("PRIME1", "PRIME_1").replace("PRIME2", "PRIME_2").replace("EXPONENT1", "EXPONENT_1").replace("EXPONENT2", "EXPONENT_2")
+}
+
+fn class_name(v: u64) -> String {
+    ObjectClass::from_raw(v).map_or_else(|| format!("0x{v:x}"), |c| format!("{c:?}"))
+}
+
+fn key_type_name(v: u64) -> String {
+    KeyType::from_raw(v).map_or_else(|| format!("0x{v:x}"), |k| format!("{k:?}"))
+}
+
+fn attr_json(t: AttrType, v: &AttrValue) -> Value {
+    match (t, v) {
+        (_, AttrValue::Bool(b)) => json!(b),
+        (AttrType::Class, AttrValue::Ulong(c)) => json!(class_name(*c)),
+        (AttrType::KeyType, AttrValue::Ulong(k)) => json!(key_type_name(*k)),
+        (AttrType::KeyGenMechanism, AttrValue::Ulong(m)) => json!(format!("0x{m:x}")),
+        (_, AttrValue::Ulong(u)) => json!(u),
+        (AttrType::Label | AttrType::UniqueId, AttrValue::Bytes(b)) => {
+            json!(String::from_utf8_lossy(b))
+        }
+        (_, AttrValue::Bytes(b)) => json!(hex::encode(b)),
+        (_, AttrValue::Date(None)) => Value::Null,
+        (_, AttrValue::Date(Some(d))) => {
+            let s = String::from_utf8_lossy(d).into_owned();
+            json!(format!("{}-{}-{}", &s[..4], &s[4..6], &s[6..]))
+        }
+        (_, AttrValue::MechanismList(l)) => json!(l.iter().map(|m| format!("0x{m:x}")).collect::<Vec<_>>()),
+    }
+}
+
+fn object_json(t: &Token, o: &ObjectInfo) -> Value {
+    let mut m = Map::new();
+    m.insert("handle".into(), json!(o.handle));
+    if let Ok(spec) = t.key_spec(o.handle) {
+        m.insert("type".into(), json!(spec.name()));
+    }
+    let mut attrs = Map::new();
+    for (k, v) in o.attrs.iter() {
+        attrs.insert(attr_name(k), attr_json(k, v));
+    }
+    m.insert("attributes".into(), Value::Object(attrs));
+    Value::Object(m)
+}
+
+fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String) {
+    let class = o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}"));
+    let ty = t.key_spec(o.handle).map_or_else(|_| "-".into(), |s| s.name());
+    let flags = [
+        (AttrType::Sign, "sign"),
+        (AttrType::Verify, "verify"),
+        (AttrType::Encrypt, "encrypt"),
+        (AttrType::Decrypt, "decrypt"),
+        (AttrType::Wrap, "wrap"),
+        (AttrType::Unwrap, "unwrap"),
+        (AttrType::Derive, "derive"),
+        (AttrType::Encapsulate, "encapsulate"),
+        (AttrType::Decapsulate, "decapsulate"),
+    ]
+    .iter()
+    .filter(|(a, _)| o.attrs.bool_or(*a, false))
+    .map(|(_, n)| *n)
+    .collect::<Vec<_>>()
+    .join(",");
+    (o.attrs.label(), class, ty, flags)
+}
+
+pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
+    let t = ctx.user_token()?;
+    match cmd {
+        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id } => {
+            let hs = generate(&t, &key_type, &label, extractable, not_sensitive, id.as_deref())?;
+            println!("generated {key_type} key {label:?} (handles {hs:?})");
+        }
+        KeyCommand::List { json } => {
+            let objs = t.list()?;
+            if json {
+                let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("{:<8} {:<24} {:<11} {:<14} USAGE", "HANDLE", "LABEL", "CLASS", "TYPE");
+                for o in &objs {
+                    let (l, c, ty, f) = summary(&t, o);
+                    println!("{:<8} {:<24} {:<11} {:<14} {}", o.handle, l, c, ty, f);
+                }
+            }
+        }
+        KeyCommand::Show { label, json } => {
+            let objs = by_label(&t, &label)?;
+            if json {
+                let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for o in &objs {
+                    println!("object {} ({})", o.handle, summary(&t, o).1);
+                    for (k, v) in o.attrs.iter() {
+                        println!("  {:<24} {}", attr_name(k), attr_json(k, v));
+                    }
+                }
+            }
+        }
+        KeyCommand::Destroy { label } => {
+            let objs = by_label(&t, &label)?;
+            for o in &objs {
+                t.destroy_object(o.handle)?;
+            }
+            println!("destroyed {} object(s) labelled {label:?}", objs.len());
+        }
+        KeyCommand::Public { label, out } => {
+            let objs = by_label(&t, &label)?;
+            let h = one_of(&objs, ObjectClass::PublicKey, &label)
+                .or_else(|_| one_of(&objs, ObjectClass::PrivateKey, &label))?;
+            let pem = t.public_key(h)?.to_pem();
+            match out {
+                Some(p) => std::fs::write(&p, pem.as_bytes())
+                    .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))?,
+                None => print!("{pem}"),
+            }
+        }
+        KeyCommand::Export { label, out } => {
+            let objs = by_label(&t, &label)?;
+            if objs.iter().any(|o| o.attrs.class() == Some(ObjectClass::PrivateKey)) {
+                return Err(Error::KeyUnextractable("private keys never leave the HSM in plaintext").into());
+            }
+            let h = one_of(&objs, ObjectClass::SecretKey, &label)?;
+            let v = t.export_secret(h)?;
+            match out {
+                Some(p) => std::fs::write(&p, v.expose_secret())
+                    .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))?,
+                None => {
+                    let mut s = hex::encode(v.expose_secret());
+                    let _ = writeln!(std::io::stdout(), "{s}");
+                    zeroize::Zeroize::zeroize(&mut s);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

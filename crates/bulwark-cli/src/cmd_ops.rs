@@ -1,0 +1,303 @@
+//! `bulwark sign|verify|encrypt|decrypt|random|selftest|status`.
+//!
+//! Signature defaults are chosen so that stock OpenSSL verifies them: RSA → PKCS#1 v1.5 with
+//! SHA-256; EC → DER ECDSA with SHA-256/384/512 by curve (P-256 and secp256k1: SHA-256, P-384:
+//! SHA-384, P-521: SHA-512); Ed25519 → pure Ed25519; ML-DSA → pure ML-DSA; HMAC keys →
+//! HMAC-SHA-256/384/512 by key size.
+//!
+//! `encrypt` output format (version 1), documented in docs/cli.md:
+//! `"BWK1"` (4 bytes) || nonce (12 bytes) || AES-GCM ciphertext || tag (16 bytes), where the
+//! 4-byte header is the associated data.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bulwark_core::attr::ObjectClass;
+use bulwark_core::crypto::{self, KeySpec, Provider};
+use bulwark_core::mechanism::{DigestAlg, Mechanism};
+use bulwark_core::{Error, Token};
+use clap::Args;
+use serde_json::json;
+
+use crate::cmd_keys::{by_label, one_of};
+use crate::{CliError, CliResult, Ctx};
+
+const MAGIC: &[u8; 4] = b"BWK1";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+/// `bulwark sign` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct SignArgs {
+    /// Key label.
+    #[arg(long)]
+    key: String,
+    /// Input file.
+    #[arg(long = "in", value_name = "FILE")]
+    input: PathBuf,
+    /// Signature output file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// rsa-pkcs1-sha256|384|512, rsa-pss-sha256|384|512, ecdsa-sha256|384|512, ed25519,
+    /// ml-dsa, hmac-sha256|384|512 (default: by key type, see `bulwark sign --help`).
+    #[arg(long)]
+    mechanism: Option<String>,
+}
+
+/// `bulwark verify` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// Key label.
+    #[arg(long)]
+    key: String,
+    /// Signed file.
+    #[arg(long = "in", value_name = "FILE")]
+    input: PathBuf,
+    /// Signature file.
+    #[arg(long, value_name = "FILE")]
+    sig: PathBuf,
+    /// As for `sign`.
+    #[arg(long)]
+    mechanism: Option<String>,
+}
+
+/// `bulwark encrypt|decrypt` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct CryptArgs {
+    /// AES key label.
+    #[arg(long)]
+    key: String,
+    /// Input file.
+    #[arg(long = "in", value_name = "FILE")]
+    input: PathBuf,
+    /// Output file.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+fn read(p: &Path) -> CliResult<Vec<u8>> {
+    std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind())))
+}
+
+fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
+    std::fs::write(p, data).map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
+}
+
+fn default_mechanism(spec: KeySpec) -> CliResult<Mechanism> {
+    Ok(match spec {
+        KeySpec::Rsa { .. } => Mechanism::Sha256RsaPkcs,
+        KeySpec::Ec(c) => match c {
+            crypto::Curve::P384 => Mechanism::EcdsaSha384,
+            crypto::Curve::P521 => Mechanism::EcdsaSha512,
+            _ => Mechanism::EcdsaSha256,
+        },
+        KeySpec::Ed25519 => Mechanism::EdDsa(None),
+        KeySpec::MlDsa(_) => Mechanism::MlDsa { context: Vec::new() },
+        KeySpec::GenericSecret { bytes } if bytes >= 64 => Mechanism::Hmac(DigestAlg::Sha512),
+        KeySpec::GenericSecret { bytes } if bytes >= 48 => Mechanism::Hmac(DigestAlg::Sha384),
+        KeySpec::GenericSecret { .. } => Mechanism::Hmac(DigestAlg::Sha256),
+        other => {
+            return Err(CliError::Usage(format!("a {} key cannot sign", other.name())));
+        }
+    })
+}
+
+fn named_mechanism(name: &str) -> CliResult<Mechanism> {
+    use DigestAlg::{Sha256, Sha384, Sha512};
+    Ok(match name {
+        "rsa-pkcs1-sha256" => Mechanism::Sha256RsaPkcs,
+        "rsa-pkcs1-sha384" => Mechanism::Sha384RsaPkcs,
+        "rsa-pkcs1-sha512" => Mechanism::Sha512RsaPkcs,
+        "rsa-pss-sha256" => Mechanism::pss(Sha256, false),
+        "rsa-pss-sha384" => Mechanism::pss(Sha384, false),
+        "rsa-pss-sha512" => Mechanism::pss(Sha512, false),
+        "ecdsa-sha256" => Mechanism::EcdsaSha256,
+        "ecdsa-sha384" => Mechanism::EcdsaSha384,
+        "ecdsa-sha512" => Mechanism::EcdsaSha512,
+        "ed25519" | "eddsa" => Mechanism::EdDsa(None),
+        "ml-dsa" => Mechanism::MlDsa { context: Vec::new() },
+        "hmac-sha256" => Mechanism::Hmac(Sha256),
+        "hmac-sha384" => Mechanism::Hmac(Sha384),
+        "hmac-sha512" => Mechanism::Hmac(Sha512),
+        other => return Err(CliError::Usage(format!("unknown mechanism {other:?}"))),
+    })
+}
+
+/// The key handle for signing (private or secret key) or verifying (public or secret key).
+fn key_handle(t: &Token, label: &str, signing: bool) -> CliResult<u64> {
+    let objs = by_label(t, label)?;
+    let class = if signing { ObjectClass::PrivateKey } else { ObjectClass::PublicKey };
+    one_of(&objs, class, label).or_else(|_| one_of(&objs, ObjectClass::SecretKey, label))
+}
+
+fn mechanism_for(t: &Token, h: u64, name: Option<&str>) -> CliResult<(Mechanism, KeySpec)> {
+    let spec = t.key_spec(h)?;
+    let m = match name {
+        Some(n) => named_mechanism(n)?,
+        None => default_mechanism(spec)?,
+    };
+    Ok((m, spec))
+}
+
+fn is_ecdsa(m: &Mechanism) -> bool {
+    matches!(m, Mechanism::Ecdsa | Mechanism::EcdsaSha256 | Mechanism::EcdsaSha384 | Mechanism::EcdsaSha512)
+}
+
+pub(crate) fn sign(ctx: &Ctx, a: &SignArgs) -> CliResult<ExitCode> {
+    let t = ctx.user_token()?;
+    let h = key_handle(&t, &a.key, true)?;
+    let (mech, spec) = mechanism_for(&t, h, a.mechanism.as_deref())?;
+    let data = read(&a.input)?;
+    let mut sig = t.sign(h, &mech, &data)?;
+    if let (KeySpec::Ec(curve), true) = (spec, is_ecdsa(&mech)) {
+        // PKCS#11 ECDSA output is r || s; OpenSSL and X.509 want DER.
+        sig = crypto::ecdsa_raw_to_der(curve, &sig)?;
+    }
+    write_file(&a.out, &sig)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn verify(ctx: &Ctx, a: &VerifyArgs) -> CliResult<ExitCode> {
+    let t = ctx.user_token()?;
+    let h = key_handle(&t, &a.key, false)?;
+    let (mech, spec) = mechanism_for(&t, h, a.mechanism.as_deref())?;
+    let data = read(&a.input)?;
+    let mut sig = read(&a.sig)?;
+    if let (KeySpec::Ec(curve), true) = (spec, is_ecdsa(&mech)) {
+        sig = match crypto::ecdsa_der_to_raw(curve, &sig) {
+            Ok(s) => s,
+            Err(_) => {
+                println!("signature INVALID (not a DER ECDSA signature)");
+                return Ok(ExitCode::from(1));
+            }
+        };
+    }
+    match t.verify(h, &mech, &data, &sig) {
+        Ok(()) => {
+            println!("signature OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Error::SignatureInvalid | Error::SignatureLenRange) => {
+            println!("signature INVALID");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn aes_key(t: &Token, label: &str) -> CliResult<u64> {
+    let objs = by_label(t, label)?;
+    let h = one_of(&objs, ObjectClass::SecretKey, label)?;
+    match t.key_spec(h)? {
+        KeySpec::Aes { .. } => Ok(h),
+        other => Err(CliError::Usage(format!("{label:?} is a {} key, not an AES key", other.name()))),
+    }
+}
+
+pub(crate) fn encrypt(ctx: &Ctx, a: &CryptArgs) -> CliResult<ExitCode> {
+    let t = ctx.user_token()?;
+    let h = aes_key(&t, &a.key)?;
+    let data = read(&a.input)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    t.random(&mut nonce)?;
+    let mech = Mechanism::AesGcm { iv: nonce.to_vec(), aad: MAGIC.to_vec(), tag_bits: 128 };
+    let ct = t.encrypt(h, &mech, &data)?;
+    let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ct.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    write_file(&a.out, &out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn decrypt(ctx: &Ctx, a: &CryptArgs) -> CliResult<ExitCode> {
+    let t = ctx.user_token()?;
+    let h = aes_key(&t, &a.key)?;
+    let data = read(&a.input)?;
+    if data.len() < MAGIC.len() + NONCE_LEN + TAG_LEN || &data[..4] != MAGIC {
+        return Err(CliError::Usage(format!(
+            "{} is not a bulwark ciphertext (expected the BWK1 format)",
+            a.input.display()
+        )));
+    }
+    let nonce = data[4..4 + NONCE_LEN].to_vec();
+    let mech = Mechanism::AesGcm { iv: nonce, aad: MAGIC.to_vec(), tag_bits: 128 };
+    let pt = t.decrypt(h, &mech, &data[4 + NONCE_LEN..])?;
+    write_file(&a.out, pt.expose_secret())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn random(ctx: &Ctx, n: usize, as_hex: bool) -> CliResult<ExitCode> {
+    if n == 0 || n > 1 << 20 {
+        return Err(CliError::Usage("--bytes must be between 1 and 1048576".into()));
+    }
+    // The RNG needs no login; a store is optional.
+    let mut buf = vec![0u8; n];
+    match ctx.store.as_ref() {
+        Some(_) => ctx.open_token()?.random(&mut buf)?,
+        None => Provider::get()?.random(&mut buf)?,
+    }
+    if as_hex {
+        println!("{}", hex::encode(&buf));
+    } else {
+        use std::io::Write;
+        std::io::stdout()
+            .write_all(&buf)
+            .map_err(|e| CliError::Usage(format!("cannot write: {}", e.kind())))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn selftest() -> CliResult<ExitCode> {
+    let results = bulwark_core::selftest::run_all();
+    let mut failed = 0;
+    for r in &results {
+        println!("{:<36} {:>4}  {:>8} us", r.name, if r.passed { "PASS" } else { "FAIL" }, r.micros);
+        if !r.passed {
+            failed += 1;
+        }
+    }
+    println!("{} passed, {} failed", results.len() - failed, failed);
+    if failed > 0 {
+        return Err(CliError::Usage(format!("{failed} self-test(s) failed: the module is in the error state")));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn status(ctx: &Ctx, as_json: bool) -> CliResult<ExitCode> {
+    let t = ctx.open_token()?;
+    let s = t.status()?;
+    let self_tests = Provider::get().map(|p| p.check().is_ok()).unwrap_or(false);
+    if as_json {
+        let v = json!({
+            "store": t.path().display().to_string(),
+            "label": s.label,
+            "policy": s.policy,
+            "store_id": s.store_id,
+            "generation": s.generation,
+            "objects": s.objects,
+            "user_pin_initialized": s.user_pin_initialized,
+            "user_pin_failures": s.user_pin_failures,
+            "user_pin_locked": s.user_pin_failures >= bulwark_core::token::MAX_PIN_FAILURES,
+            "so_pin_failures": s.so_pin_failures,
+            "zeroized": s.zeroized,
+            "self_tests_passed": self_tests,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("store:        {}", t.path().display());
+        println!("label:        {}", s.label);
+        println!("store id:     {}", s.store_id);
+        println!("policy:       {}", s.policy);
+        println!("generation:   {}", s.generation);
+        println!("objects:      {}", s.objects);
+        println!(
+            "user PIN:     {}{}",
+            if s.user_pin_initialized { "set" } else { "not set" },
+            if s.user_pin_failures >= bulwark_core::token::MAX_PIN_FAILURES { " (LOCKED)" } else { "" }
+        );
+        println!("self-tests:   {}", if self_tests { "passed" } else { "FAILED (error state)" });
+        println!("zeroized:     {}", if s.zeroized { "yes" } else { "no" });
+    }
+    Ok(ExitCode::SUCCESS)
+}

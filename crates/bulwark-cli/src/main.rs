@@ -1,0 +1,191 @@
+//! `bulwark`: the Bulwark HSM command-line tool (embedded store mode).
+//!
+//! Every command opens the store named by `--store` or `BULWARK_STORE`, logs in with a PIN
+//! taken from `BULWARK_PIN` / `BULWARK_SO_PIN`, a `--pin-file`, or a prompt (never from a plain
+//! argument), does one thing, and exits: 0 on success, 1 when `verify` finds a bad signature,
+//! 2 or more on any error, which is printed as one line on stderr.
+
+mod cmd_keys;
+mod cmd_ops;
+mod pin;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bulwark_core::Error;
+use clap::{Parser, Subcommand};
+
+/// Exit code for errors (1 is reserved for "signature invalid").
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "bulwark", version, about = "Bulwark software HSM", propagate_version = true)]
+struct Cli {
+    /// Store file (embedded mode).
+    #[arg(long, global = true, env = "BULWARK_STORE", value_name = "PATH")]
+    store: Option<PathBuf>,
+    /// Read the user PIN (or the SO PIN for SO commands) from this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new store (SO PIN from BULWARK_SO_PIN or --so-pin-file, user PIN from
+    /// BULWARK_PIN or --pin-file, else prompts).
+    Init {
+        /// Token label (1 to 32 bytes).
+        #[arg(long)]
+        label: String,
+        /// Read the SO PIN from this file.
+        #[arg(long, value_name = "FILE")]
+        so_pin_file: Option<PathBuf>,
+    },
+    /// Key management.
+    #[command(subcommand)]
+    Key(cmd_keys::KeyCommand),
+    /// Sign a file.
+    Sign(cmd_ops::SignArgs),
+    /// Verify a signature (exit 0 valid, 1 invalid, 2 error).
+    Verify(cmd_ops::VerifyArgs),
+    /// Encrypt a file with an AES key (AES-256-GCM, fresh random nonce; see docs/cli.md).
+    Encrypt(cmd_ops::CryptArgs),
+    /// Decrypt a file made by `bulwark encrypt`.
+    Decrypt(cmd_ops::CryptArgs),
+    /// Random bytes from the HSM's RNG.
+    Random {
+        /// How many bytes.
+        #[arg(long)]
+        bytes: usize,
+        /// Print hex instead of raw bytes.
+        #[arg(long)]
+        hex: bool,
+    },
+    /// Run the power-on self-tests and print each result.
+    Selftest,
+    /// Show the token status.
+    Status {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// PIN management.
+    #[command(subcommand)]
+    Pin(pin::PinCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bulwark: error: {}", one_line(&e));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Errors of the CLI itself (bad files, missing options) or of the core.
+#[derive(Debug)]
+pub(crate) enum CliError {
+    Core(Error),
+    Usage(String),
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Core(e)
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Core(e) => write!(f, "{}", describe(e)),
+            CliError::Usage(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The message a person sees for a core error: the error itself, plus what to do about it
+/// where that is not obvious.
+fn describe(e: &Error) -> String {
+    match e {
+        Error::PinIncorrect => "incorrect PIN".into(),
+        Error::PinLocked => {
+            "PIN is locked after too many failed attempts; the security officer must set a new one \
+             (bulwark pin init-user)"
+                .into()
+        }
+        Error::NotInitialized(p) => {
+            format!("no store at {p}: create one with `bulwark init --label LABEL`")
+        }
+        e => e.to_string(),
+    }
+}
+
+fn one_line(e: &CliError) -> String {
+    e.to_string().replace('\n', " ")
+}
+
+pub(crate) type CliResult<T> = Result<T, CliError>;
+
+pub(crate) fn store_path(cli_store: Option<&PathBuf>) -> CliResult<PathBuf> {
+    cli_store
+        .cloned()
+        .ok_or_else(|| CliError::Usage("no store given: use --store PATH or set BULWARK_STORE".into()))
+}
+
+fn run(cli: Cli) -> CliResult<ExitCode> {
+    let ctx = Ctx { store: cli.store, pin_file: cli.pin_file };
+    match cli.command {
+        Command::Init { label, so_pin_file } => {
+            let path = store_path(ctx.store.as_ref())?;
+            let so = pin::so_pin(so_pin_file.as_deref(), true)?;
+            let user = pin::user_pin(ctx.pin_file.as_deref(), true)?;
+            bulwark_core::Token::init(&path, &label, &so, Some(&user))?;
+            println!("initialized store {} (label {label:?})", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(k) => cmd_keys::run(&ctx, k),
+        Command::Sign(a) => cmd_ops::sign(&ctx, &a),
+        Command::Verify(a) => cmd_ops::verify(&ctx, &a),
+        Command::Encrypt(a) => cmd_ops::encrypt(&ctx, &a),
+        Command::Decrypt(a) => cmd_ops::decrypt(&ctx, &a),
+        Command::Random { bytes, hex } => cmd_ops::random(&ctx, bytes, hex),
+        Command::Selftest => cmd_ops::selftest(),
+        Command::Status { json } => cmd_ops::status(&ctx, json),
+        Command::Pin(p) => pin::run(&ctx, p),
+    }
+}
+
+/// What every command needs: where the store is and where the PIN comes from.
+pub(crate) struct Ctx {
+    pub(crate) store: Option<PathBuf>,
+    pub(crate) pin_file: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// Opens the store and logs in as the normal user.
+    pub(crate) fn user_token(&self) -> CliResult<bulwark_core::Token> {
+        let t = bulwark_core::Token::open(&store_path(self.store.as_ref())?)?;
+        let p = pin::user_pin(self.pin_file.as_deref(), false)?;
+        t.login(bulwark_core::UserType::User, &p)?;
+        Ok(t)
+    }
+
+    /// Opens the store and logs in as the security officer.
+    pub(crate) fn so_token(&self) -> CliResult<bulwark_core::Token> {
+        let t = bulwark_core::Token::open(&store_path(self.store.as_ref())?)?;
+        let p = pin::so_pin(self.pin_file.as_deref(), false)?;
+        t.login(bulwark_core::UserType::So, &p)?;
+        Ok(t)
+    }
+
+    /// Opens the store without logging in.
+    pub(crate) fn open_token(&self) -> CliResult<bulwark_core::Token> {
+        Ok(bulwark_core::Token::open(&store_path(self.store.as_ref())?)?)
+    }
+}

@@ -1,0 +1,406 @@
+//! SQLite store (rusqlite, bundled SQLite) in WAL mode.
+//!
+//! Several processes may open one store file: WAL lets readers run beside one writer, a busy
+//! timeout makes writers queue, and `PRAGMA data_version` tells a connection that another one
+//! committed. Every write runs in one `BEGIN IMMEDIATE` transaction together with the generation
+//! bump, so a killed process leaves either the old or the new state, never a mix. The schema is
+//! versioned with `PRAGMA user_version` and migrated forward on open.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::{GenerationBump, KeyslotRow, ObjectRow, Store, StoreMeta};
+use crate::error::{Error, Result};
+
+/// Forward migrations; index + 1 is the schema version they produce.
+const MIGRATIONS: &[&str] = &[
+    // v1: the initial schema.
+    "CREATE TABLE meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+     CREATE TABLE keyslots (
+        user_type INTEGER PRIMARY KEY,
+        salt BLOB NOT NULL, m_cost INTEGER NOT NULL, t_cost INTEGER NOT NULL,
+        p_cost INTEGER NOT NULL, wrapped_mk BLOB NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0);
+     CREATE TABLE objects (
+        handle INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid BLOB NOT NULL UNIQUE,
+        class INTEGER NOT NULL,
+        label BLOB NOT NULL,
+        ckaid BLOB NOT NULL,
+        private INTEGER NOT NULL,
+        attrs BLOB NOT NULL,
+        secret BLOB,
+        mac BLOB NOT NULL);
+     CREATE INDEX objects_label ON objects(label);
+     CREATE INDEX objects_ckaid ON objects(ckaid);
+     CREATE INDEX objects_class ON objects(class);",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// A token store in one SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit that returned is on disk (an acknowledged key is never lost).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if v > SCHEMA_VERSION {
+        return Err(Error::SchemaUnsupported(v));
+    }
+    if v == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Re-read inside the write lock: another process may have migrated meanwhile.
+    let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(v).unwrap_or(0)) {
+        tx.execute_batch(m)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i64_of(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Internal("value out of range for the store"))
+}
+
+fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRow> {
+    let uid: Vec<u8> = r.get(1)?;
+    Ok(ObjectRow {
+        handle: u64_of(r.get(0)?),
+        // A uid of the wrong length cannot authenticate; all-zero makes the MAC check fail.
+        uid: uid.as_slice().try_into().unwrap_or([0; 16]),
+        class: u64_of(r.get(2)?),
+        label: r.get(3)?,
+        ckaid: r.get(4)?,
+        private: r.get::<_, i64>(5)? != 0,
+        attrs: r.get(6)?,
+        secret: r.get(7)?,
+        mac: r.get(8)?,
+    })
+}
+
+const OBJ_COLS: &str = "handle, uid, class, label, ckaid, private, attrs, secret, mac";
+
+impl SqliteStore {
+    /// Creates a new store file (mode 0600) with its metadata and initial keyslots, in one
+    /// transaction. Fails with `AlreadyInitialized` if the file exists and holds a store.
+    pub fn create(path: &Path, meta: &StoreMeta, keyslots: &[KeyslotRow]) -> Result<Self> {
+        if path.exists() && std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false) {
+            return Err(Error::AlreadyInitialized(path.display().to_string()));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                return Err(Error::Store(format!("directory {} does not exist", dir.display())));
+            }
+        }
+        create_private_file(path)?;
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n: i64 = tx.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?;
+        if n > 0 {
+            return Err(Error::AlreadyInitialized(path.display().to_string()));
+        }
+        {
+            let mut ins = tx.prepare("INSERT INTO meta (k, v) VALUES (?1, ?2)")?;
+            ins.execute(params!["store_uid", meta.store_uid.to_vec()])?;
+            ins.execute(params!["label", meta.label.as_bytes()])?;
+            ins.execute(params!["policy", meta.policy.as_bytes()])?;
+            ins.execute(params!["generation", meta.generation.to_be_bytes().to_vec()])?;
+            ins.execute(params!["generation_mac", meta.generation_mac])?;
+            ins.execute(params!["zeroized", vec![0u8]])?;
+        }
+        for ks in keyslots {
+            insert_keyslot(&tx, ks)?;
+        }
+        tx.commit()?;
+        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    /// Opens an existing store, migrating its schema forward if needed.
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::NotInitialized(path.display().to_string()));
+        }
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        let is_db: rusqlite::Result<i64> =
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+        if is_db.is_err() {
+            return Err(Error::Integrity("the store file is not a Bulwark store"));
+        }
+        migrate(&mut conn)?;
+        let n: i64 = conn.query_row("SELECT count(*) FROM meta", [], |r| r.get(0))?;
+        if n == 0 {
+            return Err(Error::NotInitialized(path.display().to_string()));
+        }
+        Ok(Self { path: path.to_owned(), conn: Mutex::new(conn) })
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut c = self.conn.lock().map_err(|_| Error::Internal("store lock poisoned"))?;
+        f(&mut c)
+    }
+}
+
+#[cfg(unix)]
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| Error::Store(format!("cannot create {}: {}", path.display(), e.kind())))
+}
+
+#[cfg(not(unix))]
+fn create_private_file(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+fn insert_keyslot(tx: &rusqlite::Transaction<'_>, ks: &KeyslotRow) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO keyslots (user_type, salt, m_cost, t_cost, p_cost, wrapped_mk, failures)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![ks.user_type, ks.salt, ks.m_cost, ks.t_cost, ks.p_cost, ks.wrapped_mk, ks.failures],
+    )?;
+    Ok(())
+}
+
+fn get_meta(c: &Connection, k: &str) -> Result<Vec<u8>> {
+    c.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::Integrity("store metadata missing"))
+}
+
+/// Applies a generation bump inside `tx`, failing if another writer moved the generation.
+fn bump(tx: &rusqlite::Transaction<'_>, b: &GenerationBump) -> Result<()> {
+    let cur = get_meta(tx, "generation")?;
+    let cur = u64::from_be_bytes(cur.try_into().map_err(|_| Error::Integrity("generation malformed"))?);
+    if cur != b.expected {
+        return Err(Error::Store("store changed concurrently; retry".into()));
+    }
+    tx.execute("UPDATE meta SET v = ?1 WHERE k = 'generation'", [b.next.to_be_bytes().to_vec()])?;
+    tx.execute("UPDATE meta SET v = ?1 WHERE k = 'generation_mac'", [&b.mac])?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn meta(&self) -> Result<StoreMeta> {
+        self.with(|c| {
+            let tx = c.transaction()?; // one consistent snapshot
+            let uid = get_meta(&tx, "store_uid")?;
+            let gen = get_meta(&tx, "generation")?;
+            Ok(StoreMeta {
+                store_uid: uid.try_into().map_err(|_| Error::Integrity("store id malformed"))?,
+                label: String::from_utf8_lossy(&get_meta(&tx, "label")?).into_owned(),
+                policy: String::from_utf8_lossy(&get_meta(&tx, "policy")?).into_owned(),
+                generation: u64::from_be_bytes(
+                    gen.try_into().map_err(|_| Error::Integrity("generation malformed"))?,
+                ),
+                generation_mac: get_meta(&tx, "generation_mac")?,
+                zeroized: get_meta(&tx, "zeroized")?.first().copied().unwrap_or(0) != 0,
+            })
+        })
+    }
+
+    fn keyslot(&self, user_type: u8) -> Result<Option<KeyslotRow>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT salt, m_cost, t_cost, p_cost, wrapped_mk, failures FROM keyslots WHERE user_type = ?1",
+                [user_type],
+                |r| {
+                    Ok(KeyslotRow {
+                        user_type,
+                        salt: r.get(0)?,
+                        m_cost: r.get(1)?,
+                        t_cost: r.get(2)?,
+                        p_cost: r.get(3)?,
+                        wrapped_mk: r.get(4)?,
+                        failures: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+    }
+
+    fn put_keyslot(&self, row: &KeyslotRow, b: &GenerationBump) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump(&tx, b)?;
+            insert_keyslot(&tx, row)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn record_failure(&self, user_type: u8) -> Result<u32> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE keyslots SET failures = failures + 1 WHERE user_type = ?1", [user_type])?;
+            let n: u32 = tx
+                .query_row("SELECT failures FROM keyslots WHERE user_type = ?1", [user_type], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn clear_failures(&self, user_type: u8) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE keyslots SET failures = 0 WHERE user_type = ?1 AND failures <> 0", [user_type])?;
+            Ok(())
+        })
+    }
+
+    fn insert_object(
+        &self,
+        row: &ObjectRow,
+        b: &GenerationBump,
+        mac_for: &dyn Fn(&ObjectRow) -> Result<Vec<u8>>,
+    ) -> Result<u64> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump(&tx, b)?;
+            tx.execute(
+                "INSERT INTO objects (uid, class, label, ckaid, private, attrs, secret, mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, x'')",
+                params![
+                    row.uid.to_vec(),
+                    i64_of(row.class)?,
+                    row.label,
+                    row.ckaid,
+                    i64::from(row.private),
+                    row.attrs,
+                    row.secret
+                ],
+            )?;
+            let handle = u64_of(tx.last_insert_rowid());
+            let mut full = row.clone();
+            full.handle = handle;
+            let mac = mac_for(&full)?;
+            tx.execute("UPDATE objects SET mac = ?1 WHERE handle = ?2", params![mac, i64_of(handle)?])?;
+            tx.commit()?;
+            Ok(handle)
+        })
+    }
+
+    fn update_object(&self, row: &ObjectRow, b: &GenerationBump) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump(&tx, b)?;
+            let n = tx.execute(
+                "UPDATE objects SET class = ?1, label = ?2, ckaid = ?3, private = ?4, attrs = ?5,
+                 secret = ?6, mac = ?7 WHERE handle = ?8 AND uid = ?9",
+                params![
+                    i64_of(row.class)?,
+                    row.label,
+                    row.ckaid,
+                    i64::from(row.private),
+                    row.attrs,
+                    row.secret,
+                    row.mac,
+                    i64_of(row.handle)?,
+                    row.uid.to_vec()
+                ],
+            )?;
+            if n != 1 {
+                return Err(Error::ObjectHandleInvalid);
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn delete_object(&self, handle: u64, b: &GenerationBump) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            bump(&tx, b)?;
+            let n = tx.execute("DELETE FROM objects WHERE handle = ?1", [i64_of(handle)?])?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    fn object(&self, handle: u64) -> Result<Option<ObjectRow>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&format!("SELECT {OBJ_COLS} FROM objects WHERE handle = ?1"))?;
+            Ok(st.query_row([i64_of(handle)?], row_to_object).optional()?)
+        })
+    }
+
+    fn find(&self, class: Option<u64>, label: Option<&[u8]>, ckaid: Option<&[u8]>) -> Result<Vec<ObjectRow>> {
+        self.with(|c| {
+            let class = class.map(i64_of).transpose()?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {OBJ_COLS} FROM objects
+                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR label = ?2)
+                   AND (?3 IS NULL OR ckaid = ?3) ORDER BY handle"
+            ))?;
+            let rows = st.query_map(params![class, label, ckaid], row_to_object)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn count(&self) -> Result<u64> {
+        self.with(|c| Ok(u64_of(c.query_row("SELECT count(*) FROM objects", [], |r| r.get(0))?)))
+    }
+
+    fn change_counter(&self) -> Result<u64> {
+        self.with(|c| Ok(u64_of(c.query_row("PRAGMA data_version", [], |r| r.get(0))?)))
+    }
+
+    fn zeroize(&self) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("UPDATE keyslots SET wrapped_mk = zeroblob(length(wrapped_mk)), salt = x''", [])?;
+            tx.execute("DELETE FROM keyslots", [])?;
+            tx.execute("UPDATE meta SET v = x'01' WHERE k = 'zeroized'", [])?;
+            tx.commit()?;
+            // Rewrite the file so the old pages holding wrapped keys are not left behind.
+            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! Store creation, login and PIN management for the `keyslots` unlock policy.
+//!
+//! A wrong PIN is recorded before the error returns; after [`MAX_PIN_FAILURES`] consecutive
+//! failures the PIN is locked (the SO unlocks the user by setting a new user PIN). A successful
+//! login verifies the store generation's MAC and the anti-rollback mark before anything is
+//! served.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+use super::{read, write, Token, UserType, MAX_PIN_FAILURES};
+use crate::crypto::Provider;
+use crate::error::{Error, Result};
+use crate::hierarchy::{self, IntegrityKeys, KdfParams, MasterKey, Vault};
+use crate::secret::Pin;
+use crate::store::{GenerationBump, SqliteStore, Store, StoreMeta};
+
+fn rand_array<const N: usize>(p: &Provider) -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    p.random(&mut b)?;
+    Ok(b)
+}
+
+pub(super) fn init_store(
+    p: &Provider,
+    path: &Path,
+    label: &str,
+    so_pin: &Pin,
+    user_pin: Option<&Pin>,
+    kdf: KdfParams,
+) -> Result<()> {
+    if label.is_empty() || label.len() > 32 {
+        return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
+    }
+    let store_uid: [u8; 16] = rand_array(p)?;
+    let mut mk_bytes: [u8; 32] = rand_array(p)?;
+    let mk = MasterKey::from_random(mk_bytes);
+    zeroize::Zeroize::zeroize(&mut mk_bytes);
+    let mut slots = vec![hierarchy::wrap_mk(
+        &mk,
+        so_pin,
+        &store_uid,
+        UserType::So.slot(),
+        kdf,
+        rand_array(p)?,
+        rand_array(p)?,
+    )?];
+    if let Some(u) = user_pin {
+        slots.push(hierarchy::wrap_mk(
+            &mk,
+            u,
+            &store_uid,
+            UserType::User.slot(),
+            kdf,
+            rand_array(p)?,
+            rand_array(p)?,
+        )?);
+    }
+    let vault = Vault::new(mk, store_uid);
+    let ik = vault.integrity_keys()?;
+    let meta = StoreMeta {
+        store_uid,
+        label: label.to_owned(),
+        policy: "keyslots".to_owned(),
+        generation: 1,
+        generation_mac: ik.generation_mac(1),
+        zeroized: false,
+    };
+    SqliteStore::create(path, &meta, &slots)?;
+    crate::rollback::record(&store_uid, 1);
+    Ok(())
+}
+
+impl Token {
+    /// `C_Login`: authenticates `user` with `pin` and unlocks the master key.
+    pub fn login(&self, user: UserType, pin: &Pin) -> Result<()> {
+        self.provider.check()?;
+        {
+            let a = read(&self.auth);
+            match a.user {
+                Some(u) if u == user => return Err(Error::UserAlreadyLoggedIn),
+                Some(_) => return Err(Error::AnotherUserLoggedIn),
+                None => {}
+            }
+        }
+        let meta = self.store.meta()?;
+        if meta.zeroized {
+            return Err(Error::Zeroized);
+        }
+        let slot = self.store.keyslot(user.slot())?.ok_or(match user {
+            UserType::User => Error::UserPinNotInitialized,
+            UserType::So => Error::Integrity("SO keyslot missing"),
+        })?;
+        if slot.failures >= MAX_PIN_FAILURES {
+            return Err(Error::PinLocked);
+        }
+        // Fast path: this process already ran Argon2id for this PIN (DESIGN.md §9).
+        let cached = {
+            let a = read(&self.auth);
+            match (&a.pin_tags[usize::from(user.slot())], &a.integrity, &a.vault) {
+                (Some(tag), Some(ik), Some(_)) => {
+                    Some(bool::from(ik.pin_tag(user.slot(), pin).ct_eq(tag)))
+                }
+                _ => None,
+            }
+        };
+        let (vault, ik) = if cached == Some(true) {
+            let a = read(&self.auth);
+            match (&a.vault, &a.integrity) {
+                (Some(v), Some(i)) => (v.clone(), i.clone()),
+                _ => return Err(Error::Internal("login cache")),
+            }
+        } else {
+            match hierarchy::unwrap_mk(&slot, pin, &self.store_uid) {
+                Ok(mk) => {
+                    let v = Vault::new(mk, self.store_uid);
+                    let ik = v.integrity_keys()?;
+                    (Arc::new(v), Arc::new(ik))
+                }
+                Err(Error::PinIncorrect) => {
+                    self.store.record_failure(user.slot())?;
+                    return Err(Error::PinIncorrect);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // The store generation must authenticate and must not be older than any we saw.
+        self.check_generation(&ik, meta.generation, &meta.generation_mac)?;
+        if slot.failures != 0 {
+            self.store.clear_failures(user.slot())?;
+        }
+        let mut a = write(&self.auth);
+        if a.user.is_some() {
+            return Err(Error::UserAlreadyLoggedIn);
+        }
+        a.pin_tags[usize::from(user.slot())] = Some(ik.pin_tag(user.slot(), pin));
+        a.user = Some(user);
+        a.vault = Some(vault);
+        a.integrity = Some(ik);
+        Ok(())
+    }
+
+    fn check_generation(&self, ik: &IntegrityKeys, generation: u64, mac: &[u8]) -> Result<()> {
+        ik.verify_generation(generation, mac)?;
+        let seen = self.generation_seen.load(std::sync::atomic::Ordering::Acquire);
+        if generation < seen {
+            return Err(Error::Rollback { found: generation, seen });
+        }
+        self.note_generation(generation);
+        Ok(())
+    }
+
+    pub(super) fn note_generation(&self, generation: u64) {
+        let prev = self.generation_seen.fetch_max(generation, std::sync::atomic::Ordering::AcqRel);
+        if generation > prev {
+            crate::rollback::record(&self.store_uid, generation);
+        }
+    }
+
+    /// Prepares a generation bump for a write: verifies the current generation (integrity and
+    /// rollback) and MACs the next one.
+    pub(super) fn bump(&self, ik: &IntegrityKeys) -> Result<GenerationBump> {
+        let meta = self.store.meta()?;
+        if meta.zeroized {
+            return Err(Error::Zeroized);
+        }
+        self.check_generation(ik, meta.generation, &meta.generation_mac)?;
+        let next = meta.generation + 1;
+        Ok(GenerationBump { expected: meta.generation, next, mac: ik.generation_mac(next) })
+    }
+
+    /// `C_Logout`: forgets who is logged in and wipes every parsed key from the cache. The
+    /// master key stays unlocked in this process so that the next login with the same PIN is a
+    /// constant-time check instead of another Argon2id run.
+    pub fn logout(&self) -> Result<()> {
+        let mut a = write(&self.auth);
+        if a.user.take().is_none() {
+            return Err(Error::UserNotLoggedIn);
+        }
+        drop(a);
+        let mut c = write(&self.cache);
+        c.keys.clear();
+        c.objects.clear();
+        Ok(())
+    }
+
+    /// Wipes the master key and every cache from memory (`C_Finalize`, shutdown).
+    pub fn lock(&self) {
+        *write(&self.auth) = super::Auth::default();
+        let mut c = write(&self.cache);
+        c.keys.clear();
+        c.objects.clear();
+        super::write(&self.session_objects).clear();
+    }
+
+    /// `C_InitPIN`: the logged-in SO sets the user PIN (this also unlocks a locked user).
+    pub fn init_pin(&self, new_pin: &Pin) -> Result<()> {
+        let (vault, ik) = {
+            let a = read(&self.auth);
+            if a.user != Some(UserType::So) {
+                return Err(Error::UserNotLoggedIn);
+            }
+            (a.vault.clone().ok_or(Error::UserNotLoggedIn)?, a.integrity.clone().ok_or(Error::UserNotLoggedIn)?)
+        };
+        self.rewrap(&vault, &ik, UserType::User, new_pin)
+    }
+
+    /// `C_SetPIN`: changes the PIN of the logged-in user (or, when nobody is logged in, the
+    /// normal user's), after checking the old one.
+    pub fn set_pin(&self, old_pin: &Pin, new_pin: &Pin) -> Result<()> {
+        let user = self.logged_in().unwrap_or(UserType::User);
+        let slot = self.store.keyslot(user.slot())?.ok_or(Error::UserPinNotInitialized)?;
+        if slot.failures >= MAX_PIN_FAILURES {
+            return Err(Error::PinLocked);
+        }
+        let mk = match hierarchy::unwrap_mk(&slot, old_pin, &self.store_uid) {
+            Ok(mk) => mk,
+            Err(Error::PinIncorrect) => {
+                self.store.record_failure(user.slot())?;
+                return Err(Error::PinIncorrect);
+            }
+            Err(e) => return Err(e),
+        };
+        let vault = Vault::new(mk, self.store_uid);
+        let ik = vault.integrity_keys()?;
+        self.rewrap(&vault, &ik, user, new_pin)?;
+        write(&self.auth).pin_tags[usize::from(user.slot())] = None;
+        Ok(())
+    }
+
+    fn rewrap(&self, vault: &Vault, ik: &IntegrityKeys, user: UserType, new_pin: &Pin) -> Result<()> {
+        // New keyslots take the cost parameters the store was initialized with.
+        let kdf = self
+            .store
+            .keyslot(UserType::So.slot())?
+            .map_or_else(KdfParams::default, |s| KdfParams { m_cost: s.m_cost, t_cost: s.t_cost, p_cost: s.p_cost });
+        let slot = hierarchy::wrap_mk(
+            vault.master_key(),
+            new_pin,
+            &self.store_uid,
+            user.slot(),
+            kdf,
+            rand_array(self.provider)?,
+            rand_array(self.provider)?,
+        )?;
+        let b = self.bump(ik)?;
+        self.store.put_keyslot(&slot, &b)?;
+        self.note_generation(b.next);
+        write(&self.auth).pin_tags[usize::from(user.slot())] = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,252 @@
+//! The embedded token: one store, its login state, its object and key caches.
+//!
+//! `Token` is what the CLI and the PKCS#11 module call in embedded mode. It authenticates
+//! (keyslots), enforces visibility and key-usage policy, checks the integrity of every record it
+//! serves, and keeps parsed keys cached so that an operation never re-parses a key. Login state
+//! belongs to the application (one per `Token`), as in PKCS#11.
+//!
+//! Lock order: `auth` before `cache` before `session_objects`; no lock is held across a store
+//! call that writes.
+
+mod auth;
+mod objects;
+mod ops;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+pub use objects::ObjectInfo;
+pub use ops::{KeyRef, Usage};
+
+use crate::attr::Attributes;
+use crate::crypto::{KeyMaterial, Provider};
+use crate::error::{Error, Result};
+use crate::hierarchy::{IntegrityKeys, KdfParams, Vault};
+use crate::secret::Pin;
+use crate::store::{SqliteStore, Store};
+
+/// Consecutive failed logins after which a PIN is locked.
+pub const MAX_PIN_FAILURES: u32 = 10;
+
+/// Object handles at or above this value name session objects.
+pub const SESSION_HANDLE_BASE: u64 = 1 << 48;
+
+/// A PKCS#11 user type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserType {
+    /// `CKU_SO`
+    So,
+    /// `CKU_USER`
+    User,
+}
+
+impl UserType {
+    fn slot(self) -> u8 {
+        match self {
+            UserType::So => 0,
+            UserType::User => 1,
+        }
+    }
+}
+
+/// Identifies the session that owns a session object.
+pub type SessionId = u64;
+
+/// Token status, as `C_GetTokenInfo` and `bulwark status` show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenStatus {
+    /// Token label.
+    pub label: String,
+    /// Unlock policy.
+    pub policy: String,
+    /// Hex store id (also the serial number).
+    pub store_id: String,
+    /// Current store generation.
+    pub generation: u64,
+    /// Number of token objects.
+    pub objects: u64,
+    /// Whether the user PIN is set.
+    pub user_pin_initialized: bool,
+    /// User PIN failures so far.
+    pub user_pin_failures: u32,
+    /// SO PIN failures so far.
+    pub so_pin_failures: u32,
+    /// Who is logged in.
+    pub logged_in: Option<UserType>,
+    /// Whether the store was zeroized.
+    pub zeroized: bool,
+}
+
+/// A cached, verified object.
+pub(crate) struct Obj {
+    pub(crate) handle: u64,
+    pub(crate) uid: [u8; 16],
+    pub(crate) attrs: Attributes,
+    pub(crate) material: Material,
+    /// The record MAC (token objects) that the cached parsed key was made from.
+    pub(crate) mac: Vec<u8>,
+    /// Owning session for session objects.
+    pub(crate) session: Option<SessionId>,
+    /// False when read before any login in this process (MAC not yet checkable).
+    pub(crate) verified: bool,
+}
+
+pub(crate) enum Material {
+    None,
+    Sealed(Vec<u8>),
+    Plain(KeyMaterial),
+}
+
+#[derive(Default)]
+struct Auth {
+    user: Option<UserType>,
+    vault: Option<Arc<Vault>>,
+    integrity: Option<Arc<IntegrityKeys>>,
+    pin_tags: [Option<[u8; 32]>; 2],
+}
+
+#[derive(Default)]
+struct Cache {
+    change: u64,
+    objects: HashMap<u64, Arc<Obj>>,
+    keys: HashMap<u64, (Vec<u8>, KeyRef)>,
+}
+
+/// An embedded token over one store file.
+pub struct Token {
+    store: SqliteStore,
+    provider: &'static Provider,
+    store_uid: [u8; 16],
+    auth: RwLock<Auth>,
+    cache: RwLock<Cache>,
+    session_objects: RwLock<HashMap<u64, Arc<Obj>>>,
+    next_session_handle: AtomicU64,
+    generation_seen: AtomicU64,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("store", &self.store.path()).finish_non_exhaustive()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Token {
+    /// Creates a new store at `path` with an SO PIN and (optionally) a user PIN, using the
+    /// default Argon2id cost.
+    pub fn init(path: &Path, label: &str, so_pin: &Pin, user_pin: Option<&Pin>) -> Result<()> {
+        Self::init_with(path, label, so_pin, user_pin, KdfParams::default())
+    }
+
+    /// [`Token::init`] with explicit Argon2id parameters.
+    pub fn init_with(
+        path: &Path,
+        label: &str,
+        so_pin: &Pin,
+        user_pin: Option<&Pin>,
+        kdf: KdfParams,
+    ) -> Result<()> {
+        auth::init_store(Provider::get()?, path, label, so_pin, user_pin, kdf)
+    }
+
+    /// Opens an existing store. Loads nothing per object (start-up is flat in the number of
+    /// keys).
+    pub fn open(path: &Path) -> Result<Self> {
+        let provider = Provider::get()?;
+        let store = SqliteStore::open(path)?;
+        let meta = store.meta()?;
+        let change = store.change_counter()?;
+        Ok(Self {
+            store,
+            provider,
+            store_uid: meta.store_uid,
+            auth: RwLock::new(Auth::default()),
+            cache: RwLock::new(Cache { change, ..Cache::default() }),
+            session_objects: RwLock::new(HashMap::new()),
+            next_session_handle: AtomicU64::new(SESSION_HANDLE_BASE),
+            generation_seen: AtomicU64::new(crate::rollback::load(&meta.store_uid)),
+        })
+    }
+
+    /// The crypto provider this token uses.
+    pub fn provider(&self) -> &'static Provider {
+        self.provider
+    }
+
+    /// The store file path.
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Result<TokenStatus> {
+        let meta = self.store.meta()?;
+        let user = self.store.keyslot(UserType::User.slot())?;
+        let so = self.store.keyslot(UserType::So.slot())?;
+        Ok(TokenStatus {
+            label: meta.label,
+            policy: meta.policy,
+            store_id: hex::encode(meta.store_uid),
+            generation: meta.generation,
+            objects: self.store.count()?,
+            user_pin_initialized: user.is_some(),
+            user_pin_failures: user.map_or(0, |k| k.failures),
+            so_pin_failures: so.map_or(0, |k| k.failures),
+            logged_in: read(&self.auth).user,
+            zeroized: meta.zeroized,
+        })
+    }
+
+    /// Drops every cached object if another connection changed the store since we last
+    /// looked. Parsed keys survive: they are re-used only if their record's MAC is unchanged.
+    fn sync(&self) -> Result<()> {
+        let now = self.store.change_counter()?;
+        if read(&self.cache).change == now {
+            return Ok(());
+        }
+        let mut c = write(&self.cache);
+        c.change = now;
+        c.objects.clear();
+        Ok(())
+    }
+
+    fn next_session_handle(&self) -> u64 {
+        self.next_session_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn require_vault(&self) -> Result<(Arc<Vault>, Arc<IntegrityKeys>)> {
+        let a = read(&self.auth);
+        match (&a.vault, &a.integrity) {
+            (Some(v), Some(i)) if a.user.is_some() => Ok((v.clone(), i.clone())),
+            _ => Err(Error::UserNotLoggedIn),
+        }
+    }
+
+    fn integrity(&self) -> Option<Arc<IntegrityKeys>> {
+        read(&self.auth).integrity.clone()
+    }
+
+    /// Who is logged in.
+    pub fn logged_in(&self) -> Option<UserType> {
+        read(&self.auth).user
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn token_is_send_and_sync() {
+        assert_send_sync::<super::Token>();
+    }
+}

@@ -1,0 +1,407 @@
+//! Object management: create, find, read attributes, modify, copy, destroy.
+//!
+//! Every token object served is checked against its record MAC (once the token has been
+//! unlocked in this process); a record that does not authenticate is an integrity error and is
+//! never served. Private objects are invisible until the normal user logs in.
+
+use std::sync::Arc;
+
+use super::{read, write, Material, Obj, SessionId, Token, UserType, SESSION_HANDLE_BASE};
+use crate::attr::{AttrType, AttrValue, Attributes, KeyType, ObjectClass};
+use crate::crypto::{KeyMaterial, KeySpec, PublicKey};
+use crate::error::{Error, Result};
+use crate::secret::SecretBytes;
+use crate::store::{ObjectRow, Store};
+use crate::template::{self, CreateKind, Template};
+
+/// A caller's view of one object: handle and (non-secret) attributes.
+#[derive(Clone, Debug)]
+pub struct ObjectInfo {
+    /// Object handle.
+    pub handle: u64,
+    /// All stored attributes (never key material).
+    pub attrs: Attributes,
+}
+
+/// The key spec of a key object, from its attributes.
+pub(crate) fn spec_of(a: &Attributes) -> Result<KeySpec> {
+    let bad = Error::Integrity("key attributes inconsistent");
+    match (a.class(), a.key_type()) {
+        (Some(ObjectClass::SecretKey), Some(KeyType::Aes)) => {
+            Ok(KeySpec::Aes { bytes: a.ulong(AttrType::ValueLen).ok_or(bad)? as usize })
+        }
+        (Some(ObjectClass::SecretKey), Some(KeyType::GenericSecret | KeyType::Hkdf)) => {
+            Ok(KeySpec::GenericSecret { bytes: a.ulong(AttrType::ValueLen).ok_or(bad)? as usize })
+        }
+        (Some(ObjectClass::PrivateKey | ObjectClass::PublicKey), Some(_)) => {
+            let spki = a.bytes(AttrType::PublicKeyInfo).ok_or(bad)?;
+            Ok(PublicKey::from_spki_der(spki)?.spec())
+        }
+        _ => Err(Error::KeyTypeInconsistent),
+    }
+}
+
+/// Records the public values of a key pair in its attribute sets.
+pub(crate) fn fill_public(a: &mut Attributes, pk: &PublicKey, public_object: bool) {
+    a.set_bytes(AttrType::PublicKeyInfo, pk.spki_der().to_vec());
+    if let (Some(n), Some(e)) = (pk.rsa_modulus(), pk.rsa_public_exponent()) {
+        a.set_bytes(AttrType::Modulus, n.to_vec());
+        a.set_bytes(AttrType::PublicExponent, e.to_vec());
+        if public_object {
+            a.set_ulong(AttrType::ModulusBits, (n.len() * 8) as u64);
+        }
+    }
+    if public_object {
+        if let Some(p) = pk.ec_point_der() {
+            a.set_bytes(AttrType::EcPoint, p);
+        } else if matches!(pk.spec(), KeySpec::MlDsa(_) | KeySpec::MlKem(_)) {
+            a.set_bytes(AttrType::Value, pk.raw().to_vec());
+        }
+    }
+}
+
+impl Token {
+    fn decode_row(&self, row: ObjectRow) -> Result<Obj> {
+        let verified = match self.integrity() {
+            Some(ik) => {
+                ik.verify_record(&row)?;
+                true
+            }
+            None => false,
+        };
+        let attrs = Attributes::decode(&row.attrs)?;
+        // The indexed copies must agree with the authenticated attribute record.
+        if attrs.class().map(ObjectClass::to_raw) != Some(row.class)
+            || attrs.bytes(AttrType::Label).unwrap_or_default() != row.label.as_slice()
+            || attrs.bytes(AttrType::Id).unwrap_or_default() != row.ckaid.as_slice()
+            || attrs.bool_or(AttrType::Private, true) != row.private
+        {
+            return Err(Error::Integrity("object index columns disagree with the record"));
+        }
+        Ok(Obj {
+            handle: row.handle,
+            uid: row.uid,
+            attrs,
+            material: row.secret.map_or(Material::None, Material::Sealed),
+            mac: row.mac,
+            session: None,
+            verified,
+        })
+    }
+
+    fn can_see(&self, o: &Obj) -> bool {
+        !o.attrs.bool_or(AttrType::Private, true) || self.logged_in() == Some(UserType::User)
+    }
+
+    /// The object behind a handle, verified, if the caller may see it.
+    pub(crate) fn obj(&self, h: u64) -> Result<Arc<Obj>> {
+        let o = if h >= SESSION_HANDLE_BASE {
+            read(&self.session_objects).get(&h).cloned().ok_or(Error::ObjectHandleInvalid)?
+        } else {
+            self.sync()?;
+            let cached = read(&self.cache).objects.get(&h).cloned();
+            match cached {
+                Some(o) if o.verified || self.integrity().is_none() => o,
+                _ => {
+                    let row = self.store.object(h)?.ok_or(Error::ObjectHandleInvalid)?;
+                    let o = Arc::new(self.decode_row(row)?);
+                    write(&self.cache).objects.insert(h, o.clone());
+                    o
+                }
+            }
+        };
+        if !self.can_see(&o) {
+            return Err(Error::ObjectHandleInvalid);
+        }
+        Ok(o)
+    }
+
+    /// `C_FindObjects`: handles of every visible object matching `t`, token objects first.
+    pub fn find(&self, t: &Template) -> Result<Vec<u64>> {
+        self.sync()?;
+        let get = |a: AttrType| t.iter().find(|(k, _)| *k == a).map(|(_, v)| v);
+        let class = match get(AttrType::Class) {
+            Some(AttrValue::Ulong(c)) => Some(*c),
+            _ => None,
+        };
+        let label = match get(AttrType::Label) {
+            Some(AttrValue::Bytes(b)) => Some(b.as_slice()),
+            _ => None,
+        };
+        let ckaid = match get(AttrType::Id) {
+            Some(AttrValue::Bytes(b)) => Some(b.as_slice()),
+            _ => None,
+        };
+        let wants_session_only = matches!(get(AttrType::Token), Some(AttrValue::Bool(false)));
+        let mut out = Vec::new();
+        if !wants_session_only {
+            for row in self.store.find(class, label, ckaid)? {
+                let h = row.handle;
+                let o = match read(&self.cache).objects.get(&h) {
+                    Some(o) if o.mac == row.mac => o.clone(),
+                    _ => {
+                        let o = Arc::new(self.decode_row(row)?);
+                        write(&self.cache).objects.insert(h, o.clone());
+                        o
+                    }
+                };
+                if self.can_see(&o) && o.attrs.matches(t) {
+                    out.push(h);
+                }
+            }
+        }
+        for o in read(&self.session_objects).values() {
+            if self.can_see(o) && o.attrs.matches(t) {
+                out.push(o.handle);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Visible key objects with this label (any class), for the CLI.
+    pub fn find_by_label(&self, label: &str) -> Result<Vec<ObjectInfo>> {
+        let t = [(AttrType::Label, AttrValue::Bytes(label.as_bytes().to_vec()))];
+        self.find(&t)?.into_iter().map(|h| self.object_info(h)).collect()
+    }
+
+    /// Every visible object.
+    pub fn list(&self) -> Result<Vec<ObjectInfo>> {
+        self.find(&[])?.into_iter().map(|h| self.object_info(h)).collect()
+    }
+
+    /// Handle and attributes of one object.
+    pub fn object_info(&self, h: u64) -> Result<ObjectInfo> {
+        let o = self.obj(h)?;
+        Ok(ObjectInfo { handle: h, attrs: o.attrs.clone() })
+    }
+
+    /// `C_GetAttributeValue` for one attribute. Secret components are `AttributeSensitive`
+    /// unless the key is both non-sensitive and extractable (then CKA_VALUE of a secret key is
+    /// returned); an attribute the object does not have is `AttributeTypeInvalid`.
+    pub fn attribute(&self, h: u64, t: AttrType) -> Result<AttrValue> {
+        let o = self.obj(h)?;
+        let class = o.attrs.class();
+        let is_secret_obj = matches!(class, Some(ObjectClass::SecretKey | ObjectClass::PrivateKey));
+        if is_secret_obj && t.is_secret_component() {
+            let sensitive = o.attrs.bool_or(AttrType::Sensitive, true);
+            let extractable = o.attrs.bool_or(AttrType::Extractable, false);
+            if sensitive || !extractable || class != Some(ObjectClass::SecretKey) || t != AttrType::Value {
+                return Err(Error::AttributeSensitive(t));
+            }
+            let m = self.material(&o)?;
+            return Ok(AttrValue::Bytes(m.expose_secret().to_vec()));
+        }
+        o.attrs.get(t).cloned().ok_or(Error::AttributeTypeInvalid(t.to_raw()))
+    }
+
+    /// The plaintext key material of an object (inside the boundary only).
+    pub(crate) fn material(&self, o: &Obj) -> Result<KeyMaterial> {
+        let spec = spec_of(&o.attrs)?;
+        match &o.material {
+            Material::None => Err(Error::KeyTypeInconsistent),
+            Material::Plain(m) => Ok(KeyMaterial::new(m.spec(), SecretBytes::from_slice(m.expose_secret()))),
+            Material::Sealed(s) => {
+                let (vault, _) = self.require_vault()?;
+                Ok(KeyMaterial::new(spec, vault.open_secret(&o.uid, s)?))
+            }
+        }
+    }
+
+    /// Stores a new object (token or session per its CKA_TOKEN) and returns its handle.
+    pub(crate) fn insert(
+        &self,
+        attrs: Attributes,
+        material: Option<KeyMaterial>,
+        session: SessionId,
+    ) -> Result<u64> {
+        self.provider.check()?;
+        let private = attrs.bool_or(AttrType::Private, true);
+        if private && self.logged_in() != Some(UserType::User) {
+            return Err(Error::UserNotLoggedIn);
+        }
+        let mut uid = [0u8; 16];
+        self.provider.random(&mut uid)?;
+        let mut attrs = attrs;
+        attrs.set_bytes(AttrType::UniqueId, hex::encode(uid).into_bytes());
+        if !attrs.bool_or(AttrType::Token, false) {
+            let h = self.next_session_handle();
+            let o = Obj {
+                handle: h,
+                uid,
+                attrs,
+                material: material.map_or(Material::None, Material::Plain),
+                mac: Vec::new(),
+                session: Some(session),
+                verified: true,
+            };
+            write(&self.session_objects).insert(h, Arc::new(o));
+            return Ok(h);
+        }
+        let (vault, ik) = self.require_vault()?;
+        let secret = match &material {
+            Some(m) => {
+                let mut nonce = [0u8; 12];
+                self.provider.random(&mut nonce)?;
+                Some(vault.seal_secret(&uid, nonce, m.expose_secret())?)
+            }
+            None => None,
+        };
+        let row = ObjectRow {
+            handle: 0,
+            uid,
+            class: attrs.ulong(AttrType::Class).unwrap_or(0),
+            label: attrs.bytes(AttrType::Label).unwrap_or_default().to_vec(),
+            ckaid: attrs.bytes(AttrType::Id).unwrap_or_default().to_vec(),
+            private,
+            attrs: attrs.encode(),
+            secret,
+            mac: Vec::new(),
+        };
+        let b = self.bump(&ik)?;
+        let h = self.store.insert_object(&row, &b, &|r| Ok(ik.record_mac(r)))?;
+        self.note_generation(b.next);
+        Ok(h)
+    }
+
+    /// `C_CreateObject`: imports a data object, certificate, public key or secret key.
+    pub fn create_object(&self, t: &Template, session: SessionId) -> Result<u64> {
+        let (mut attrs, kind) = template::object_for_create(t)?;
+        let value = t.iter().find(|(k, _)| *k == AttrType::Value).map(|(_, v)| v);
+        let material = match kind {
+            CreateKind::Plain => None,
+            CreateKind::SecretKey(spec) => {
+                let Some(AttrValue::Bytes(v)) = value else {
+                    return Err(Error::TemplateIncomplete(AttrType::Value));
+                };
+                Some(self.provider.import_secret(spec, v)?)
+            }
+            CreateKind::PublicKey => {
+                let pk = public_from_template(&attrs)?;
+                fill_public(&mut attrs, &pk, true);
+                None
+            }
+            CreateKind::PrivateKey => {
+                return Err(Error::NotSupported(
+                    "plaintext private key import: unwrap it under a wrapping key instead",
+                ))
+            }
+        };
+        self.insert(attrs, material, session)
+    }
+
+    /// `C_DestroyObject`.
+    pub fn destroy_object(&self, h: u64) -> Result<()> {
+        let o = self.obj(h)?;
+        if !o.attrs.bool_or(AttrType::Destroyable, true) {
+            return Err(Error::ActionProhibited("object is not destroyable"));
+        }
+        if o.session.is_some() {
+            write(&self.session_objects).remove(&h);
+        } else {
+            let (_, ik) = self.require_vault()?;
+            let b = self.bump(&ik)?;
+            if !self.store.delete_object(h, &b)? {
+                return Err(Error::ObjectHandleInvalid);
+            }
+            self.note_generation(b.next);
+        }
+        let mut c = write(&self.cache);
+        c.objects.remove(&h);
+        c.keys.remove(&h);
+        Ok(())
+    }
+
+    /// `C_SetAttributeValue`.
+    pub fn set_attributes(&self, h: u64, changes: &Template) -> Result<()> {
+        let o = self.obj(h)?;
+        let next = template::apply_changes(&o.attrs, changes, false)?;
+        self.replace(&o, next)
+    }
+
+    fn replace(&self, o: &Obj, attrs: Attributes) -> Result<()> {
+        if let Some(s) = o.session {
+            let material = match &o.material {
+                Material::Plain(m) => {
+                    Material::Plain(KeyMaterial::new(m.spec(), SecretBytes::from_slice(m.expose_secret())))
+                }
+                _ => Material::None,
+            };
+            let n = Obj {
+                handle: o.handle,
+                uid: o.uid,
+                attrs,
+                material,
+                mac: Vec::new(),
+                session: Some(s),
+                verified: true,
+            };
+            write(&self.session_objects).insert(o.handle, Arc::new(n));
+            return Ok(());
+        }
+        let (_, ik) = self.require_vault()?;
+        let mut row = ObjectRow {
+            handle: o.handle,
+            uid: o.uid,
+            class: attrs.ulong(AttrType::Class).unwrap_or(0),
+            label: attrs.bytes(AttrType::Label).unwrap_or_default().to_vec(),
+            ckaid: attrs.bytes(AttrType::Id).unwrap_or_default().to_vec(),
+            private: attrs.bool_or(AttrType::Private, true),
+            attrs: attrs.encode(),
+            secret: match &o.material {
+                Material::Sealed(s) => Some(s.clone()),
+                _ => None,
+            },
+            mac: Vec::new(),
+        };
+        row.mac = ik.record_mac(&row);
+        let b = self.bump(&ik)?;
+        self.store.update_object(&row, &b)?;
+        self.note_generation(b.next);
+        let mut c = write(&self.cache);
+        c.objects.remove(&o.handle);
+        c.keys.remove(&o.handle);
+        Ok(())
+    }
+
+    /// `C_CopyObject`.
+    pub fn copy_object(&self, h: u64, t: &Template, session: SessionId) -> Result<u64> {
+        let o = self.obj(h)?;
+        let mut attrs = template::apply_changes(&o.attrs, t, true)?;
+        attrs.remove(AttrType::UniqueId);
+        let material = match o.material {
+            Material::None => None,
+            _ => Some(self.material(&o)?),
+        };
+        self.insert(attrs, material, session)
+    }
+
+    /// Destroys the session objects of a closed session.
+    pub fn close_session(&self, session: SessionId) {
+        write(&self.session_objects).retain(|_, o| o.session != Some(session));
+    }
+}
+
+fn public_from_template(a: &Attributes) -> Result<PublicKey> {
+    if let Some(spki) = a.bytes(AttrType::PublicKeyInfo) {
+        return PublicKey::from_spki_der(spki);
+    }
+    match a.key_type() {
+        Some(KeyType::Rsa) => PublicKey::from_rsa(
+            a.bytes(AttrType::Modulus).ok_or(Error::TemplateIncomplete(AttrType::Modulus))?,
+            a.bytes(AttrType::PublicExponent).ok_or(Error::TemplateIncomplete(AttrType::PublicExponent))?,
+        ),
+        Some(KeyType::Ec | KeyType::EcEdwards | KeyType::EcMontgomery) => {
+            let params = a.bytes(AttrType::EcParams).ok_or(Error::TemplateIncomplete(AttrType::EcParams))?;
+            let spec = template::ec_params_to_spec(params)?;
+            let point = a.bytes(AttrType::EcPoint).ok_or(Error::TemplateIncomplete(AttrType::EcPoint))?;
+            // CKA_EC_POINT is a DER OCTET STRING; accept a raw point too.
+            let raw = match point {
+                [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+                [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
+                _ => point,
+            };
+            PublicKey::from_parts(spec, raw).map_err(|_| Error::AttributeValueInvalid(AttrType::EcPoint))
+        }
+        _ => Err(Error::TemplateInconsistent("unsupported public key type")),
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole Bulwark test suite from a clean clone: installs the external tools the tests
+# check against (OpenSSL, Python with dilithium-py), then `cargo test --workspace` once.
+# Slow suites (fuzzing, soaks) are not part of this run; see README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+need_apt=()
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v cc >/dev/null || need_apt+=(gcc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  else
+    echo "missing tools: ${need_apt[*]} (install them, or run as root)" >&2; exit 1
+  fi
+fi
+
+# Python tools in a private venv (independent implementations used as test oracles).
+venv=target/test-venv
+if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import dilithium_py' 2>/dev/null; then
+  python3 -m venv "$venv" 2>/dev/null || { rm -rf "$venv"; python3 -m venv --without-pip "$venv"; }
+  "$venv/bin/python3" -m pip --version >/dev/null 2>&1 || python3 -m pip --python "$venv/bin/python3" --version >/dev/null
+  "$venv/bin/python3" -m pip install -q --disable-pip-version-check dilithium-py==1.5.1
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+
+cargo test --workspace --locked "$@"
