@@ -8,6 +8,7 @@ pub mod attr;
 pub mod crypto;
 pub mod error;
 pub mod hierarchy;
+pub mod hsm;
 pub mod mechanism;
 pub mod rollback;
 pub mod secret;

@@ -137,8 +137,11 @@ impl Token {
         if !wants_session_only {
             for row in self.store.find(class, label, ckaid)? {
                 let h = row.handle;
-                let o = match read(&self.cache).objects.get(&h) {
-                    Some(o) if o.mac == row.mac => o.clone(),
+                // Bind the cached entry first: a read guard held across the match would
+                // deadlock with the write below.
+                let cached = read(&self.cache).objects.get(&h).cloned();
+                let o = match cached {
+                    Some(o) if o.mac == row.mac => o,
                     _ => {
                         let o = Arc::new(self.decode_row(row)?);
                         write(&self.cache).objects.insert(h, o.clone());

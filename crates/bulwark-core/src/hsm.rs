@@ -1,0 +1,309 @@
+//! The `Hsm` service API: the one narrow interface every front door (the PKCS#11 module first,
+//! later the daemon's gRPC service and the CLI) calls to reach a token.
+//!
+//! It mirrors the embedded [`Token`]'s methods so that the embedded implementation is a thin
+//! forwarding layer, and so that a remote implementation (`bulwark-client`, gRPC) can plug in
+//! without the PKCS#11 layer noticing. The hot path is split in two: [`Hsm::prepare`] runs the
+//! policy gate once (at `C_SignInit` and friends) and returns a [`PreparedKey`]; the operation
+//! itself then runs on that object without touching the token again. Embedded mode keeps the
+//! parsed key inside it; a remote implementation would keep a server-side handle.
+//!
+//! This module must never widen what a caller can do: every method is exactly as strict as the
+//! [`Token`] method it forwards to.
+
+use std::sync::Arc;
+
+use crate::attr::{AttrType, AttrValue, Attributes};
+use crate::crypto::Provider;
+use crate::error::{Error, Result};
+use crate::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
+use crate::secret::{Pin, SecretBytes};
+use crate::template::Template;
+use crate::token::{KeyRef, SessionId, Token, TokenStatus, Usage};
+use crate::UserType;
+
+/// A key that passed the policy gate for one usage and mechanism, ready for repeated use.
+///
+/// Holding one does not keep anyone logged in; it is the PKCS#11 layer's job to drop it when the
+/// operation ends. Implementations hold no lock while an operation runs, so two threads using
+/// two prepared keys (or the same one) never wait for each other.
+pub trait PreparedKey: Send + Sync + std::fmt::Debug {
+    /// Signs (or MACs) `data`.
+    fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>>;
+    /// Verifies `sig` over `data`.
+    fn verify(&self, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()>;
+    /// Encrypts `data`.
+    fn encrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>>;
+    /// Decrypts `data` into a secret buffer.
+    fn decrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes>;
+    /// Exact (maximum) signature length for `mech`; 0 if the key cannot sign with it.
+    fn signature_len(&self, mech: &Mechanism) -> usize;
+    /// Exact ciphertext length for `in_len` plaintext bytes.
+    fn encrypt_len(&self, mech: &Mechanism, in_len: usize) -> usize;
+    /// Upper bound on the plaintext length for `in_len` ciphertext bytes.
+    fn decrypt_len_max(&self, mech: &Mechanism, in_len: usize) -> usize;
+}
+
+/// The narrow interface to one token (embedded store or remote HSM partition).
+///
+/// Session identifiers are the caller's (`C_OpenSession` handles); the HSM only uses them to
+/// own and drop session objects.
+pub trait Hsm: Send + Sync + std::fmt::Debug {
+    /// Token status (label, serial, PIN state, who is logged in).
+    fn status(&self) -> Result<TokenStatus>;
+    /// Who is logged in.
+    fn logged_in(&self) -> Option<UserType>;
+    /// `C_Login`.
+    fn login(&self, user: UserType, pin: &Pin) -> Result<()>;
+    /// `C_Logout`.
+    fn logout(&self) -> Result<()>;
+    /// Wipes the master key and every cached key (`C_Finalize`).
+    fn lock(&self);
+    /// `C_InitPIN` (SO logged in).
+    fn init_pin(&self, pin: &Pin) -> Result<()>;
+    /// `C_SetPIN`.
+    fn set_pin(&self, old: &Pin, new: &Pin) -> Result<()>;
+    /// Checks the PIN of the logged-in user without changing who is logged in
+    /// (`C_Login(CKU_CONTEXT_SPECIFIC)` for keys with CKA_ALWAYS_AUTHENTICATE). A wrong PIN
+    /// counts as a failed login.
+    fn check_pin(&self, pin: &Pin) -> Result<()>;
+    /// `C_FindObjects*`: visible objects matching `t`.
+    fn find(&self, t: &Template) -> Result<Vec<u64>>;
+    /// The non-secret attributes of a visible object.
+    fn attributes(&self, h: u64) -> Result<Attributes>;
+    /// One attribute as `C_GetAttributeValue` may reveal it.
+    fn attribute(&self, h: u64, t: AttrType) -> Result<AttrValue>;
+    /// `C_CreateObject`.
+    fn create_object(&self, t: &Template, session: SessionId) -> Result<u64>;
+    /// `C_CopyObject`.
+    fn copy_object(&self, h: u64, t: &Template, session: SessionId) -> Result<u64>;
+    /// `C_DestroyObject`.
+    fn destroy_object(&self, h: u64) -> Result<()>;
+    /// `C_SetAttributeValue`.
+    fn set_attributes(&self, h: u64, t: &Template) -> Result<()>;
+    /// Drops the session objects of a closed session.
+    fn close_session(&self, session: SessionId);
+    /// The policy gate: key `h` may be used for `usage` with `mech`. Returns the prepared key.
+    fn prepare(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<Arc<dyn PreparedKey>>;
+    /// `C_GenerateKey`.
+    fn generate_key(&self, mech: KeyGenMechanism, t: &Template, session: SessionId) -> Result<u64>;
+    /// `C_GenerateKeyPair`: returns (public handle, private handle).
+    fn generate_key_pair(
+        &self,
+        mech: KeyGenMechanism,
+        pub_t: &Template,
+        priv_t: &Template,
+        session: SessionId,
+    ) -> Result<(u64, u64)>;
+    /// `C_WrapKey`.
+    fn wrap_key(&self, wrapping: u64, mech: &Mechanism, target: u64) -> Result<Vec<u8>>;
+    /// `C_UnwrapKey`.
+    fn unwrap_key(
+        &self,
+        unwrapping: u64,
+        mech: &Mechanism,
+        wrapped: &[u8],
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64>;
+    /// `C_DeriveKey`.
+    fn derive_key(&self, base: u64, mech: &Mechanism, t: &Template, session: SessionId) -> Result<u64>;
+    /// `C_GenerateRandom`.
+    fn random(&self, out: &mut [u8]) -> Result<()>;
+    /// `C_Digest` (one shot).
+    fn digest(&self, alg: DigestAlg, data: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// The embedded prepared key: the parsed key itself and the provider that runs it.
+pub struct EmbeddedKey {
+    key: KeyRef,
+    provider: &'static Provider,
+}
+
+impl std::fmt::Debug for EmbeddedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EmbeddedKey({:?})", self.key)
+    }
+}
+
+impl PreparedKey for EmbeddedKey {
+    fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
+        match &self.key {
+            KeyRef::Private(k) => k.sign(self.provider, mech, data),
+            KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
+        }
+    }
+
+    fn verify(&self, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()> {
+        match &self.key {
+            KeyRef::Private(k) => k.verify(self.provider, mech, data, sig),
+            KeyRef::Public(k) => k.verify(self.provider, mech, data, sig),
+        }
+    }
+
+    fn encrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
+        match &self.key {
+            KeyRef::Private(k) => k.encrypt(self.provider, mech, data),
+            KeyRef::Public(k) => k.encrypt(self.provider, mech, data),
+        }
+    }
+
+    fn decrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes> {
+        match &self.key {
+            KeyRef::Private(k) => k.decrypt(self.provider, mech, data),
+            KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
+        }
+    }
+
+    fn signature_len(&self, mech: &Mechanism) -> usize {
+        match &self.key {
+            KeyRef::Private(k) => k.signature_len(mech),
+            KeyRef::Public(k) => k.signature_len(mech),
+        }
+    }
+
+    fn encrypt_len(&self, mech: &Mechanism, in_len: usize) -> usize {
+        match &self.key {
+            KeyRef::Private(k) => k.encrypt_len(mech, in_len),
+            KeyRef::Public(k) => k.encrypt_len(mech, in_len),
+        }
+    }
+
+    fn decrypt_len_max(&self, mech: &Mechanism, in_len: usize) -> usize {
+        match &self.key {
+            KeyRef::Private(k) => k.decrypt_len_max(mech, in_len),
+            KeyRef::Public(_) => 0,
+        }
+    }
+}
+
+impl Hsm for Token {
+    fn status(&self) -> Result<TokenStatus> {
+        Token::status(self)
+    }
+
+    fn logged_in(&self) -> Option<UserType> {
+        Token::logged_in(self)
+    }
+
+    fn login(&self, user: UserType, pin: &Pin) -> Result<()> {
+        Token::login(self, user, pin)
+    }
+
+    fn logout(&self) -> Result<()> {
+        Token::logout(self)
+    }
+
+    fn lock(&self) {
+        Token::lock(self);
+    }
+
+    fn init_pin(&self, pin: &Pin) -> Result<()> {
+        Token::init_pin(self, pin)
+    }
+
+    fn set_pin(&self, old: &Pin, new: &Pin) -> Result<()> {
+        Token::set_pin(self, old, new)
+    }
+
+    fn check_pin(&self, pin: &Pin) -> Result<()> {
+        if Token::logged_in(self).is_none() {
+            return Err(Error::UserNotLoggedIn);
+        }
+        // `set_pin(pin, pin)` checks the logged-in user's PIN with the failure counter and
+        // re-seals the keyslot under the same PIN. It costs a store write; a read-only
+        // `Token::check_pin` in core would avoid it (noted for the core owner).
+        Token::set_pin(self, pin, pin)
+    }
+
+    fn find(&self, t: &Template) -> Result<Vec<u64>> {
+        Token::find(self, t)
+    }
+
+    fn attributes(&self, h: u64) -> Result<Attributes> {
+        Ok(Token::object_info(self, h)?.attrs)
+    }
+
+    fn attribute(&self, h: u64, t: AttrType) -> Result<AttrValue> {
+        Token::attribute(self, h, t)
+    }
+
+    fn create_object(&self, t: &Template, session: SessionId) -> Result<u64> {
+        Token::create_object(self, t, session)
+    }
+
+    fn copy_object(&self, h: u64, t: &Template, session: SessionId) -> Result<u64> {
+        Token::copy_object(self, h, t, session)
+    }
+
+    fn destroy_object(&self, h: u64) -> Result<()> {
+        Token::destroy_object(self, h)
+    }
+
+    fn set_attributes(&self, h: u64, t: &Template) -> Result<()> {
+        Token::set_attributes(self, h, t)
+    }
+
+    fn close_session(&self, session: SessionId) {
+        Token::close_session(self, session);
+    }
+
+    fn prepare(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<Arc<dyn PreparedKey>> {
+        let key = self.key_for(h, usage, mech)?;
+        Ok(Arc::new(EmbeddedKey { key, provider: self.provider() }))
+    }
+
+    fn generate_key(&self, mech: KeyGenMechanism, t: &Template, session: SessionId) -> Result<u64> {
+        Token::generate_key(self, mech, t, session)
+    }
+
+    fn generate_key_pair(
+        &self,
+        mech: KeyGenMechanism,
+        pub_t: &Template,
+        priv_t: &Template,
+        session: SessionId,
+    ) -> Result<(u64, u64)> {
+        Token::generate_key_pair(self, mech, pub_t, priv_t, session)
+    }
+
+    fn wrap_key(&self, wrapping: u64, mech: &Mechanism, target: u64) -> Result<Vec<u8>> {
+        Token::wrap_key(self, wrapping, mech, target)
+    }
+
+    fn unwrap_key(
+        &self,
+        unwrapping: u64,
+        mech: &Mechanism,
+        wrapped: &[u8],
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
+        Token::unwrap_key(self, unwrapping, mech, wrapped, t, session)
+    }
+
+    fn derive_key(&self, base: u64, mech: &Mechanism, t: &Template, session: SessionId) -> Result<u64> {
+        Token::derive_key(self, base, mech, t, session)
+    }
+
+    fn random(&self, out: &mut [u8]) -> Result<()> {
+        Token::random(self, out)
+    }
+
+    fn digest(&self, alg: DigestAlg, data: &[u8]) -> Result<Vec<u8>> {
+        self.provider().digest(alg, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn assert_object_safe(_: Option<&dyn super::Hsm>, _: Option<&dyn super::PreparedKey>) {}
+
+    #[test]
+    fn traits_are_object_safe_and_shareable() {
+        fn send_sync<T: Send + Sync + ?Sized>() {}
+        send_sync::<dyn super::Hsm>();
+        send_sync::<super::EmbeddedKey>();
+        assert_object_safe(None, None);
+    }
+}

@@ -1,0 +1,334 @@
+//! Cryptographic operations: sign, verify, encrypt, decrypt, digest, random.
+//!
+//! Every `C_*Init` passes the policy gate once ([`Hsm::prepare`]) and keeps the prepared key in
+//! the session; the data calls then never touch the token. The output-buffer convention of
+//! PKCS#11 §5.2 lives in [`finish`]: a length query (`NULL` output) or a short buffer leaves the
+//! operation active, with any already computed result kept for the retry; any other outcome
+//! ends it.
+
+use bulwark_core::attr::{AttrType, AttrValue};
+use bulwark_core::mechanism::Mechanism;
+use bulwark_core::token::Usage;
+use bulwark_core::Error as CoreError;
+use zeroize::Zeroizing;
+
+use super::session::{CryptoOp, DigestOp, SessionState};
+use super::{lock, Module};
+use crate::error::{Error, Result};
+
+/// What a data call hands back to the C layer.
+#[derive(Debug)]
+pub enum Out {
+    /// Only the length (the caller passed a `NULL` output buffer).
+    Len(usize),
+    /// The output bytes (possibly empty).
+    Data(Zeroizing<Vec<u8>>),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Sign,
+    Verify,
+    Encrypt,
+    Decrypt,
+}
+
+impl Kind {
+    fn usage(self) -> Usage {
+        match self {
+            Kind::Sign => Usage::Sign,
+            Kind::Verify => Usage::Verify,
+            Kind::Encrypt => Usage::Encrypt,
+            Kind::Decrypt => Usage::Decrypt,
+        }
+    }
+
+    fn slot(self, st: &mut SessionState) -> &mut Option<CryptoOp> {
+        match self {
+            Kind::Sign => &mut st.sign,
+            Kind::Verify => &mut st.verify,
+            Kind::Encrypt => &mut st.encrypt,
+            Kind::Decrypt => &mut st.decrypt,
+        }
+    }
+}
+
+/// Maps "no such object" on a key argument to `CKR_KEY_HANDLE_INVALID`.
+pub(crate) fn key_handle(e: CoreError) -> Error {
+    match e {
+        CoreError::ObjectHandleInvalid => Error::KeyHandleInvalid,
+        e => Error::Core(e),
+    }
+}
+
+/// Runs (or replays) the final step of an operation under the output-buffer convention.
+///
+/// `known_len` is the exact (or maximum) output length when it is cheap to know without doing
+/// the work; `run` does the work. The operation ends unless the caller only asked for the
+/// length or gave too small a buffer.
+fn finish(
+    slot: &mut Option<CryptoOp>,
+    cap: Option<usize>,
+    known_len: impl FnOnce(&CryptoOp) -> usize,
+    run: impl FnOnce(&CryptoOp) -> bulwark_core::Result<Vec<u8>>,
+) -> Result<Out> {
+    let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
+    if op.needs_auth && !op.authed {
+        *slot = None;
+        return Err(Error::UserNotLoggedIn);
+    }
+    if op.pending.is_none() {
+        let n = known_len(op);
+        if n > 0 {
+            match cap {
+                None => return Ok(Out::Len(n)),
+                Some(c) if c < n => return Err(Error::BufferTooSmall(n)),
+                Some(_) => {}
+            }
+        }
+        match run(op) {
+            Ok(v) => op.pending = Some(Zeroizing::new(v)),
+            Err(e) => {
+                *slot = None;
+                return Err(e.into());
+            }
+        }
+    }
+    let n = op.pending.as_ref().map_or(0, |p| p.len());
+    match cap {
+        None => Ok(Out::Len(n)),
+        Some(c) if c < n => Err(Error::BufferTooSmall(n)),
+        Some(_) => {
+            let out = op.pending.take().unwrap_or_default();
+            *slot = None;
+            Ok(Out::Data(out))
+        }
+    }
+}
+
+impl Module {
+    fn init(&self, sh: u64, kind: Kind, mech: Mechanism, key: u64) -> Result<()> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let slot = kind.slot(&mut st);
+        if slot.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let prepared = s.hsm.prepare(key, kind.usage(), &mech).map_err(key_handle)?;
+        let needs_auth = matches!(kind, Kind::Sign | Kind::Decrypt)
+            && matches!(s.hsm.attribute(key, AttrType::AlwaysAuthenticate), Ok(AttrValue::Bool(true)));
+        *slot = Some(CryptoOp::new(prepared, mech, needs_auth));
+        Ok(())
+    }
+
+    fn update(&self, sh: u64, kind: Kind, data: &[u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let slot = kind.slot(&mut st);
+        let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
+        if op.pending.is_some() {
+            // A single-part call is waiting for its output buffer.
+            return Err(Error::OperationActive);
+        }
+        op.multipart = true;
+        op.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// `C_SignInit`.
+    pub fn sign_init(&self, sh: u64, mech: Mechanism, key: u64) -> Result<()> {
+        self.init(sh, Kind::Sign, mech, key)
+    }
+
+    /// `C_Sign`.
+    pub fn sign(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        if st.sign.as_ref().is_some_and(|o| o.multipart) {
+            return Err(Error::OperationActive);
+        }
+        finish(&mut st.sign, cap, |o| o.key.signature_len(&o.mech), |o| o.key.sign(&o.mech, data))
+    }
+
+    /// `C_SignUpdate`.
+    pub fn sign_update(&self, sh: u64, data: &[u8]) -> Result<()> {
+        self.update(sh, Kind::Sign, data)
+    }
+
+    /// `C_SignFinal`.
+    pub fn sign_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        finish(&mut st.sign, cap, |o| o.key.signature_len(&o.mech), |o| o.key.sign(&o.mech, &o.buf))
+    }
+
+    /// `C_VerifyInit`.
+    pub fn verify_init(&self, sh: u64, mech: Mechanism, key: u64) -> Result<()> {
+        self.init(sh, Kind::Verify, mech, key)
+    }
+
+    /// `C_Verify`.
+    pub fn verify(&self, sh: u64, data: &[u8], sig: &[u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let op = st.verify.take().ok_or(Error::OperationNotInitialized)?;
+        if op.multipart {
+            st.verify = Some(op);
+            return Err(Error::OperationActive);
+        }
+        Ok(op.key.verify(&op.mech, data, sig)?)
+    }
+
+    /// `C_VerifyUpdate`.
+    pub fn verify_update(&self, sh: u64, data: &[u8]) -> Result<()> {
+        self.update(sh, Kind::Verify, data)
+    }
+
+    /// `C_VerifyFinal`.
+    pub fn verify_final(&self, sh: u64, sig: &[u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        let op = lock(&s.state).verify.take().ok_or(Error::OperationNotInitialized)?;
+        Ok(op.key.verify(&op.mech, &op.buf, sig)?)
+    }
+
+    /// `C_EncryptInit`.
+    pub fn encrypt_init(&self, sh: u64, mech: Mechanism, key: u64) -> Result<()> {
+        self.init(sh, Kind::Encrypt, mech, key)
+    }
+
+    /// `C_Encrypt`.
+    pub fn encrypt(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        if st.encrypt.as_ref().is_some_and(|o| o.multipart) {
+            return Err(Error::OperationActive);
+        }
+        finish(
+            &mut st.encrypt,
+            cap,
+            |o| o.key.encrypt_len(&o.mech, data.len()),
+            |o| o.key.encrypt(&o.mech, data),
+        )
+    }
+
+    /// `C_EncryptUpdate`: input is buffered; the whole output comes with `C_EncryptFinal`
+    /// (AES-GCM must see all input before it can emit its tag; CBC and CTR follow suit).
+    pub fn encrypt_update(&self, sh: u64, data: &[u8]) -> Result<Out> {
+        self.update(sh, Kind::Encrypt, data)?;
+        Ok(Out::Data(Zeroizing::new(Vec::new())))
+    }
+
+    /// `C_EncryptFinal`.
+    pub fn encrypt_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        finish(
+            &mut st.encrypt,
+            cap,
+            |o| o.key.encrypt_len(&o.mech, o.buf.len()),
+            |o| o.key.encrypt(&o.mech, &o.buf),
+        )
+    }
+
+    /// `C_DecryptInit`.
+    pub fn decrypt_init(&self, sh: u64, mech: Mechanism, key: u64) -> Result<()> {
+        self.init(sh, Kind::Decrypt, mech, key)
+    }
+
+    /// `C_Decrypt`. The plaintext length is only known after decryption, so a length query
+    /// decrypts and keeps the result for the call that follows.
+    pub fn decrypt(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        if st.decrypt.as_ref().is_some_and(|o| o.multipart) {
+            return Err(Error::OperationActive);
+        }
+        finish(&mut st.decrypt, cap, |_| 0, |o| Ok(o.key.decrypt(&o.mech, data)?.expose_secret().to_vec()))
+    }
+
+    /// `C_DecryptUpdate` (buffered, like `C_EncryptUpdate`).
+    pub fn decrypt_update(&self, sh: u64, data: &[u8]) -> Result<Out> {
+        self.update(sh, Kind::Decrypt, data)?;
+        Ok(Out::Data(Zeroizing::new(Vec::new())))
+    }
+
+    /// `C_DecryptFinal`.
+    pub fn decrypt_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        finish(&mut st.decrypt, cap, |_| 0, |o| Ok(o.key.decrypt(&o.mech, &o.buf)?.expose_secret().to_vec()))
+    }
+
+    /// `C_DigestInit`.
+    pub fn digest_init(&self, sh: u64, mech: &Mechanism) -> Result<()> {
+        let s = self.session(sh)?;
+        let Mechanism::Digest(alg) = *mech else { return Err(Error::MechanismInvalid) };
+        let mut st = lock(&s.state);
+        if st.digest.is_some() {
+            return Err(Error::OperationActive);
+        }
+        st.digest = Some(DigestOp { alg, buf: Zeroizing::new(Vec::new()), multipart: false });
+        Ok(())
+    }
+
+    fn digest_out(&self, sh: u64, data: Option<&[u8]>, cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let op = st.digest.as_ref().ok_or(Error::OperationNotInitialized)?;
+        if data.is_some() && op.multipart {
+            return Err(Error::OperationActive);
+        }
+        let n = op.alg.output_len();
+        match cap {
+            None => return Ok(Out::Len(n)),
+            Some(c) if c < n => return Err(Error::BufferTooSmall(n)),
+            Some(_) => {}
+        }
+        let op = st.digest.take().ok_or(Error::OperationNotInitialized)?;
+        let d = s.hsm.digest(op.alg, data.unwrap_or(&op.buf))?;
+        Ok(Out::Data(Zeroizing::new(d)))
+    }
+
+    /// `C_Digest`.
+    pub fn digest(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        self.digest_out(sh, Some(data), cap)
+    }
+
+    /// `C_DigestUpdate`.
+    pub fn digest_update(&self, sh: u64, data: &[u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let op = st.digest.as_mut().ok_or(Error::OperationNotInitialized)?;
+        op.multipart = true;
+        op.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// `C_DigestKey`: secret key values never enter a digest here.
+    pub fn digest_key(&self, sh: u64, key: u64) -> Result<()> {
+        let s = self.session(sh)?;
+        if lock(&s.state).digest.is_none() {
+            return Err(Error::OperationNotInitialized);
+        }
+        s.hsm.attributes(key).map_err(key_handle)?;
+        Err(Error::KeyIndigestible)
+    }
+
+    /// `C_DigestFinal`.
+    pub fn digest_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
+        self.digest_out(sh, None, cap)
+    }
+
+    /// `C_GenerateRandom`.
+    pub fn generate_random(&self, sh: u64, out: &mut [u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        s.hsm.random(out)?;
+        Ok(())
+    }
+
+    /// `C_SeedRandom`: the DRBG takes no caller entropy.
+    pub fn seed_random(&self, sh: u64) -> Result<()> {
+        self.session(sh)?;
+        Err(Error::RandomSeedNotSupported)
+    }
+}

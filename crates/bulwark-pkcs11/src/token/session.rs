@@ -1,0 +1,94 @@
+//! One PKCS#11 session and the state of the operations running in it.
+//!
+//! An operation holds the [`PreparedKey`] that passed the policy gate at `C_*Init`, the parsed
+//! mechanism, and any buffered input (multi-part calls on mechanisms that hash or authenticate
+//! the whole message). Buffers that may hold plaintext are zeroized when the operation ends.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bulwark_core::hsm::{Hsm, PreparedKey};
+use bulwark_core::mechanism::{DigestAlg, Mechanism};
+use bulwark_core::secret::Pin;
+use zeroize::Zeroizing;
+
+use super::lock;
+use crate::error::{Error, Result};
+
+/// One session.
+pub(crate) struct Session {
+    pub(crate) handle: u64,
+    pub(crate) slot: usize,
+    pub(crate) rw: bool,
+    pub(crate) hsm: Arc<dyn Hsm>,
+    pub(crate) state: Mutex<SessionState>,
+}
+
+impl Session {
+    pub(crate) fn new(handle: u64, slot: usize, rw: bool, hsm: Arc<dyn Hsm>) -> Session {
+        Session { handle, slot, rw, hsm, state: Mutex::new(SessionState::default()) }
+    }
+
+    /// `C_Login(CKU_CONTEXT_SPECIFIC)`: re-authenticates for the one operation in progress whose
+    /// key has CKA_ALWAYS_AUTHENTICATE.
+    pub(crate) fn context_login(&self, pin: &Pin) -> Result<()> {
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let op = [st.sign.as_mut(), st.decrypt.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|o| o.needs_auth)
+            .ok_or(Error::OperationNotInitialized)?;
+        // The embedded token checks the PIN of the logged-in user (and counts failures).
+        self.hsm.check_pin(pin)?;
+        op.authed = true;
+        Ok(())
+    }
+}
+
+/// Operations in progress in one session (at most one of each kind).
+#[derive(Default)]
+pub(crate) struct SessionState {
+    pub(crate) find: Option<VecDeque<u64>>,
+    pub(crate) sign: Option<CryptoOp>,
+    pub(crate) verify: Option<CryptoOp>,
+    pub(crate) encrypt: Option<CryptoOp>,
+    pub(crate) decrypt: Option<CryptoOp>,
+    pub(crate) digest: Option<DigestOp>,
+}
+
+/// A key operation in progress.
+pub(crate) struct CryptoOp {
+    pub(crate) key: Arc<dyn PreparedKey>,
+    pub(crate) mech: Mechanism,
+    /// Input collected by `C_*Update`.
+    pub(crate) buf: Zeroizing<Vec<u8>>,
+    /// True once `C_*Update` was called: the operation must end with `C_*Final`.
+    pub(crate) multipart: bool,
+    /// The key has CKA_ALWAYS_AUTHENTICATE: a context-specific login must come first.
+    pub(crate) needs_auth: bool,
+    pub(crate) authed: bool,
+    /// A computed result the caller has not yet received (length query or short buffer).
+    pub(crate) pending: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl CryptoOp {
+    pub(crate) fn new(key: Arc<dyn PreparedKey>, mech: Mechanism, needs_auth: bool) -> CryptoOp {
+        CryptoOp {
+            key,
+            mech,
+            buf: Zeroizing::new(Vec::new()),
+            multipart: false,
+            needs_auth,
+            authed: false,
+            pending: None,
+        }
+    }
+}
+
+/// A digest in progress.
+pub(crate) struct DigestOp {
+    pub(crate) alg: DigestAlg,
+    pub(crate) buf: Zeroizing<Vec<u8>>,
+    pub(crate) multipart: bool,
+}
