@@ -169,6 +169,15 @@ pub enum Error {
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         tracing::warn!(error = %e, "store error");
+        // A column whose type or size does not fit the schema was written by someone else.
+        if matches!(
+            e,
+            rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)
+        ) {
+            return Error::Integrity("a stored record has a malformed column");
+        }
         // Only the SQLite error class goes to the caller, never a statement or a value.
         let msg = match &e {
             rusqlite::Error::SqliteFailure(f, _) => format!("{:?}", f.code),

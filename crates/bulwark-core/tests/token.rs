@@ -109,12 +109,24 @@ fn editing_any_column_of_an_object_is_detected() {
 /// Swapping one column's values between two objects is detected for every column.
 #[test]
 fn swapping_values_between_rows_is_detected() {
-    for col in ["uid", "class", "label", "ckaid", "attrs", "secret", "mac"] {
+    for col in ["uid", "class", "label", "ckaid", "private", "attrs", "secret", "mac"] {
         let f = fixture();
         {
+            // Two objects that differ in every column: a private secret key and a public
+            // data object.
             let t = open_user(&f.path);
             aes(&t, "a", &[(AttrType::Id, AttrValue::Bytes(vec![1]))]);
-            aes(&t, "b", &[(AttrType::Id, AttrValue::Bytes(vec![2]))]);
+            t.create_object(
+                &[
+                    ulong(AttrType::Class, ObjectClass::Data.to_raw()),
+                    b(AttrType::Token, true),
+                    b(AttrType::Private, false),
+                    label("b"),
+                    (AttrType::Value, AttrValue::Bytes(b"public data".to_vec())),
+                ],
+                S,
+            )
+            .unwrap();
         }
         let c = rusqlite::Connection::open(&f.path).unwrap();
         let (ha, hb): (i64, i64) = c

@@ -74,6 +74,39 @@ pub(super) fn init_store(
 }
 
 impl Token {
+    /// `C_InitToken` on an existing store: checks the SO PIN, then replaces the store with a
+    /// fresh one (new master key, SO PIN only; every object is gone). A missing store is simply
+    /// created.
+    pub fn reinit(path: &Path, label: &str, so_pin: &Pin) -> Result<()> {
+        if !path.exists() {
+            return Self::init(path, label, so_pin, None);
+        }
+        let old = Self::open(path)?;
+        let slot = old.store.keyslot(UserType::So.slot())?.ok_or(Error::Integrity("SO keyslot missing"))?;
+        if slot.failures >= MAX_PIN_FAILURES {
+            return Err(Error::PinLocked);
+        }
+        if let Err(e) = hierarchy::unwrap_mk(&slot, so_pin, &old.store_uid) {
+            if matches!(e, Error::PinIncorrect) {
+                old.store.record_failure(UserType::So.slot())?;
+            }
+            return Err(e);
+        }
+        let kdf = KdfParams { m_cost: slot.m_cost, t_cost: slot.t_cost, p_cost: slot.p_cost };
+        drop(old);
+        // Build the new store beside the old one, then swap it in with one rename.
+        let tmp = path.with_extension("reinit-tmp");
+        let _ = std::fs::remove_file(&tmp);
+        init_store(Provider::get()?, &tmp, label, so_pin, None, kdf)?;
+        for ext in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(ext);
+            let _ = std::fs::remove_file(side);
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::Store(format!("cannot replace the store: {}", e.kind())))?;
+        Ok(())
+    }
+
     /// `C_Login`: authenticates `user` with `pin` and unlocks the master key.
     pub fn login(&self, user: UserType, pin: &Pin) -> Result<()> {
         self.provider.check()?;

@@ -141,7 +141,7 @@ impl Token {
                 // deadlock with the write below.
                 let cached = read(&self.cache).objects.get(&h).cloned();
                 let o = match cached {
-                    Some(o) if o.mac == row.mac => o,
+                    Some(o) if o.mac == row.mac && (o.verified || self.integrity().is_none()) => o,
                     _ => {
                         let o = Arc::new(self.decode_row(row)?);
                         write(&self.cache).objects.insert(h, o.clone());

@@ -285,13 +285,18 @@ impl Token {
         let KeyRef::Private(k) = self.key_for(unwrapping, Usage::Unwrap, mech)? else {
             return Err(Error::KeyTypeInconsistent);
         };
-        let spec = target_secret_spec(t, None)?;
-        let material = k.unwrap(self.provider, mech, wrapped, spec)?;
-        let spec = match spec {
-            KeySpec::GenericSecret { bytes: 0 } => KeySpec::GenericSecret { bytes: material.expose_secret().len() },
-            s => s,
+        let want = target_secret_spec(t, None)?;
+        let material = k.unwrap(self.provider, mech, wrapped, want)?;
+        let spec = material.spec();
+        let len_ok = match (want, spec) {
+            (KeySpec::Aes { bytes: 0 } | KeySpec::GenericSecret { bytes: 0 }, _) => true,
+            (KeySpec::Aes { bytes: w }, KeySpec::Aes { bytes: g })
+            | (KeySpec::GenericSecret { bytes: w }, KeySpec::GenericSecret { bytes: g }) => w == g,
+            _ => false,
         };
-        let material = KeyMaterial::new(spec, SecretBytes::from_slice(material.expose_secret()));
+        if !len_ok || material.expose_secret().len() != spec_len(spec) {
+            return Err(Error::WrappedKeyInvalid);
+        }
         let attrs = template::secret_key_for_unwrap_or_derive(t, spec, Origin::Unwrapped)?;
         self.insert(attrs, Some(material), session)
     }
@@ -348,6 +353,13 @@ impl Token {
     }
 }
 
+fn spec_len(spec: KeySpec) -> usize {
+    match spec {
+        KeySpec::Aes { bytes } | KeySpec::GenericSecret { bytes } => bytes,
+        _ => usize::MAX,
+    }
+}
+
 /// The spec of a secret key to be made by unwrap/derive, from its template. A generic secret
 /// without CKA_VALUE_LEN takes the unwrapped length (`bytes: 0` marks "whatever it is").
 fn target_secret_spec(t: &Template, default_len: Option<usize>) -> Result<KeySpec> {
@@ -371,8 +383,9 @@ fn target_secret_spec(t: &Template, default_len: Option<usize>) -> Result<KeySpe
     };
     match kt {
         crate::attr::KeyType::Aes => {
-            let l = len.or(default_len).ok_or(Error::TemplateIncomplete(AttrType::ValueLen))?;
-            if !matches!(l, 16 | 24 | 32) {
+            // Unwrap without CKA_VALUE_LEN takes the unwrapped length (`bytes: 0`).
+            let l = len.or(default_len).unwrap_or(0);
+            if !matches!(l, 0 | 16 | 24 | 32) {
                 return Err(Error::AttributeValueInvalid(AttrType::ValueLen));
             }
             Ok(KeySpec::Aes { bytes: l })
