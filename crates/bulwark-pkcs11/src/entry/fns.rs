@@ -372,9 +372,9 @@ ck_entry! {
     fn C_EncryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, ul_len: CK_ULONG, p_out: *mut CK_BYTE, pul_out: *mut CK_ULONG) {
         let m = module()?;
         // SAFETY: as C_Encrypt.
-        let (data, (_, l)) = unsafe { (slice(p_data.cast_const(), ul_len)?, out_len(p_out, pul_out)?) };
+        let (data, (cap, l)) = unsafe { (slice(p_data.cast_const(), ul_len)?, out_len(p_out, pul_out)?) };
         // SAFETY: as C_Encrypt.
-        unsafe { write_out(m.encrypt_update(h, data), p_out, l) }
+        unsafe { write_out(m.encrypt_update(h, data, cap), p_out, l) }
     }
 
     /// `C_EncryptFinal` (§5.8).
@@ -408,9 +408,9 @@ ck_entry! {
     fn C_DecryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, ul_len: CK_ULONG, p_out: *mut CK_BYTE, pul_out: *mut CK_ULONG) {
         let m = module()?;
         // SAFETY: as C_Encrypt.
-        let (data, (_, l)) = unsafe { (slice(p_data.cast_const(), ul_len)?, out_len(p_out, pul_out)?) };
+        let (data, (cap, l)) = unsafe { (slice(p_data.cast_const(), ul_len)?, out_len(p_out, pul_out)?) };
         // SAFETY: as C_Encrypt.
-        unsafe { write_out(m.decrypt_update(h, data), p_out, l) }
+        unsafe { write_out(m.decrypt_update(h, data, cap), p_out, l) }
     }
 
     /// `C_DecryptFinal` (§5.9).

@@ -121,7 +121,10 @@ impl Module {
         Ok(())
     }
 
-    fn update(&self, sh: u64, kind: Kind, data: &[u8]) -> Result<()> {
+    /// Buffers `data` for a multi-part operation. With `consume == false` (a length query by
+    /// `C_EncryptUpdate(NULL)` / `C_DecryptUpdate(NULL)`) only checks the state: the caller will
+    /// pass the same input again.
+    fn update(&self, sh: u64, kind: Kind, data: &[u8], consume: bool) -> Result<()> {
         let s = self.session(sh)?;
         let mut st = lock(&s.state);
         let slot = kind.slot(&mut st);
@@ -130,8 +133,10 @@ impl Module {
             // A single-part call is waiting for its output buffer.
             return Err(Error::OperationActive);
         }
-        op.multipart = true;
-        op.buf.extend_from_slice(data);
+        if consume {
+            op.multipart = true;
+            op.buf.extend_from_slice(data);
+        }
         Ok(())
     }
 
@@ -152,7 +157,7 @@ impl Module {
 
     /// `C_SignUpdate`.
     pub fn sign_update(&self, sh: u64, data: &[u8]) -> Result<()> {
-        self.update(sh, Kind::Sign, data)
+        self.update(sh, Kind::Sign, data, true)
     }
 
     /// `C_SignFinal`.
@@ -181,7 +186,7 @@ impl Module {
 
     /// `C_VerifyUpdate`.
     pub fn verify_update(&self, sh: u64, data: &[u8]) -> Result<()> {
-        self.update(sh, Kind::Verify, data)
+        self.update(sh, Kind::Verify, data, true)
     }
 
     /// `C_VerifyFinal`.
@@ -213,8 +218,8 @@ impl Module {
 
     /// `C_EncryptUpdate`: input is buffered; the whole output comes with `C_EncryptFinal`
     /// (AES-GCM must see all input before it can emit its tag; CBC and CTR follow suit).
-    pub fn encrypt_update(&self, sh: u64, data: &[u8]) -> Result<Out> {
-        self.update(sh, Kind::Encrypt, data)?;
+    pub fn encrypt_update(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        self.update(sh, Kind::Encrypt, data, cap.is_some())?;
         Ok(Out::Data(Zeroizing::new(Vec::new())))
     }
 
@@ -247,8 +252,8 @@ impl Module {
     }
 
     /// `C_DecryptUpdate` (buffered, like `C_EncryptUpdate`).
-    pub fn decrypt_update(&self, sh: u64, data: &[u8]) -> Result<Out> {
-        self.update(sh, Kind::Decrypt, data)?;
+    pub fn decrypt_update(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
+        self.update(sh, Kind::Decrypt, data, cap.is_some())?;
         Ok(Out::Data(Zeroizing::new(Vec::new())))
     }
 

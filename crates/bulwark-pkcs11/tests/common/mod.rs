@@ -1,0 +1,147 @@
+//! Shared set-up for the PKCS#11 suites: loads the module named by `BULWARK_TEST_MODULE` (default:
+//! the `libbulwark_pkcs11.so` that `cargo test` built next to this test binary) once per test
+//! binary, with a configuration of many fresh slots, and hands each test its own freshly
+//! initialized token. The same code drives SoftHSMv2
+//! (`BULWARK_TEST_MODULE=/usr/lib/softhsm/libsofthsm2.so`), which gets a private token directory.
+
+#![allow(dead_code, missing_docs, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+
+pub const SO_PIN: &str = "so-pin-1234";
+pub const USER_PIN: &str = "user-pin-1234";
+const SLOTS: usize = 64;
+
+/// The module under test.
+pub fn module_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("BULWARK_TEST_MODULE").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    // The test binary lives in target/<profile>/deps, where `cargo test` also builds the cdylib
+    // (target/<profile>/libbulwark_pkcs11.so is only refreshed by `cargo build`).
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let p = dir.join("libbulwark_pkcs11.so");
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    for profile in ["debug", "release"] {
+        let p = target.join(profile).join("libbulwark_pkcs11.so");
+        if p.exists() {
+            return p;
+        }
+    }
+    target.join("debug/libbulwark_pkcs11.so")
+}
+
+/// True when the module under test is SoftHSMv2 (some Bulwark-only checks are skipped).
+pub fn is_softhsm() -> bool {
+    module_path().to_string_lossy().contains("softhsm")
+}
+
+struct Ctx {
+    p11: Pkcs11,
+    _dir: tempfile::TempDir,
+    init_lock: Mutex<u32>,
+}
+
+fn ctx() -> &'static Ctx {
+    static CTX: OnceLock<Ctx> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Bulwark: many slots, each a store that does not exist yet (uninitialized token).
+        let mut conf = String::new();
+        for i in 0..SLOTS {
+            conf.push_str(&format!(
+                "[[slot]]\nlabel = \"fresh-{i}\"\nstore = \"{}\"\n",
+                dir.path().join(format!("slot{i}/token.db")).display()
+            ));
+        }
+        let conf_path = dir.path().join("pkcs11.toml");
+        std::fs::write(&conf_path, conf).expect("write conf");
+        // SoftHSMv2: a private token directory.
+        let tokens = dir.path().join("softhsm-tokens");
+        std::fs::create_dir_all(&tokens).expect("token dir");
+        let shconf = dir.path().join("softhsm2.conf");
+        std::fs::write(&shconf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
+            .expect("write softhsm conf");
+        // Set once, before the module is loaded, while no other thread reads the environment.
+        std::env::set_var("BULWARK_PKCS11_CONF", &conf_path);
+        std::env::set_var("SOFTHSM2_CONF", &shconf);
+        let p11 = Pkcs11::new(module_path()).expect("load module");
+        p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).expect("C_Initialize");
+        Ctx { p11, _dir: dir, init_lock: Mutex::new(0) }
+    })
+}
+
+/// The loaded, initialized module.
+pub fn p11() -> &'static Pkcs11 {
+    &ctx().p11
+}
+
+pub fn so_pin() -> AuthPin {
+    AuthPin::new(SO_PIN.into())
+}
+
+pub fn user_pin() -> AuthPin {
+    AuthPin::new(USER_PIN.into())
+}
+
+/// A freshly initialized token (SO and user PIN set) that no other test uses.
+pub fn fresh_token() -> Slot {
+    let c = ctx();
+    let mut n = c.init_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    *n += 1;
+    let label = format!("test-{}", *n);
+    let slot = c
+        .p11
+        .get_all_slots()
+        .expect("slots")
+        .into_iter()
+        .find(|s| c.p11.get_token_info(*s).is_ok_and(|t| !t.token_initialized()))
+        .expect("an uninitialized slot is left");
+    c.p11.init_token(slot, &so_pin(), &label).expect("C_InitToken");
+    // SoftHSM moves an initialized token to a new slot ID; find it by label.
+    let slot = c
+        .p11
+        .get_slots_with_initialized_token()
+        .expect("slots")
+        .into_iter()
+        .find(|s| c.p11.get_token_info(*s).is_ok_and(|t| t.label() == label))
+        .expect("token by label");
+    let s = c.p11.open_rw_session(slot).expect("open session");
+    s.login(UserType::So, Some(&so_pin())).expect("SO login");
+    s.init_pin(&user_pin()).expect("C_InitPIN");
+    s.logout().expect("logout");
+    drop(s);
+    slot
+}
+
+/// An R/W session on a fresh token, logged in as the normal user.
+pub fn user_session() -> (Slot, Session) {
+    let slot = fresh_token();
+    let s = p11().open_rw_session(slot).expect("open session");
+    s.login(UserType::User, Some(&user_pin())).expect("user login");
+    (slot, s)
+}
+
+/// The `CKR_*` of a failed call.
+pub fn rv<T: std::fmt::Debug>(r: Result<T, Error>) -> RvError {
+    match r {
+        Err(Error::Pkcs11(rv, _)) => rv,
+        other => panic!("expected a PKCS#11 error, got {other:?}"),
+    }
+}
