@@ -739,7 +739,7 @@ mod tests {
         assert_eq!(a.bool(AttrType::AlwaysSensitive), Some(true));
         assert_eq!(a.bool(AttrType::NeverExtractable), Some(true));
         assert_eq!(a.bool(AttrType::Encrypt), Some(true));
-        assert_eq!(a.bool(AttrType::Sign), None, "AES keys have no CKA_SIGN");
+        assert_eq!(a.bool(AttrType::Sign), Some(false), "AES keys do not sign by default");
     }
 
     #[test]
