@@ -129,13 +129,12 @@ fn generate(
     if !t.find_by_label(label)?.is_empty() {
         return Err(Error::Exists(label.to_owned()).into());
     }
-    let id = match id {
-        Some(h) => hex::decode(h).map_err(|_| CliError::Usage("--id must be hex".into()))?,
-        None => {
-            let mut r = vec![0u8; 16];
-            t.random(&mut r)?;
-            r
-        }
+    let id = if let Some(h) = id {
+        hex::decode(h).map_err(|_| CliError::Usage("--id must be hex".into()))?
+    } else {
+        let mut r = vec![0u8; 16];
+        t.random(&mut r)?;
+        r
     };
     let common = vec![
         b(AttrType::Token, true),
@@ -166,9 +165,11 @@ fn generate(
             secret.push(ulong(AttrType::ValueLen, bytes as u64));
             Ok(vec![t.generate_key(KeyGenMechanism::GenericSecretKeyGen, &secret, CLI_SESSION)?])
         }
-        KeySpec::Rsa { bits } => {
-            pair(KeyGenMechanism::RsaPkcsKeyPairGen, public, vec![ulong(AttrType::ModulusBits, bits as u64)])
-        }
+        KeySpec::Rsa { bits } => pair(
+            KeyGenMechanism::RsaPkcsKeyPairGen,
+            public,
+            vec![ulong(AttrType::ModulusBits, bits as u64)],
+        ),
         KeySpec::Ec(c) => pair(
             KeyGenMechanism::EcKeyPairGen,
             public,
@@ -218,7 +219,10 @@ fn attr_name(t: AttrType) -> String {
         out.push(ch.to_ascii_uppercase());
     }
     // Spec spellings that do not follow the CamelCase rule.
-    out.replace("PRIME1", "PRIME_1").replace("PRIME2", "PRIME_2").replace("EXPONENT1", "EXPONENT_1").replace("EXPONENT2", "EXPONENT_2")
+    out.replace("PRIME1", "PRIME_1")
+        .replace("PRIME2", "PRIME_2")
+        .replace("EXPONENT1", "EXPONENT_1")
+        .replace("EXPONENT2", "EXPONENT_2")
 }
 
 fn class_name(v: u64) -> String {
@@ -245,7 +249,9 @@ fn attr_json(t: AttrType, v: &AttrValue) -> Value {
             let s = String::from_utf8_lossy(d).into_owned();
             json!(format!("{}-{}-{}", &s[..4], &s[4..6], &s[6..]))
         }
-        (_, AttrValue::MechanismList(l)) => json!(l.iter().map(|m| format!("0x{m:x}")).collect::<Vec<_>>()),
+        (_, AttrValue::MechanismList(l)) => {
+            json!(l.iter().map(|m| format!("0x{m:x}")).collect::<Vec<_>>())
+        }
     }
 }
 
@@ -332,26 +338,30 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 .or_else(|_| one_of(&objs, ObjectClass::PrivateKey, &label))?;
             let pem = t.public_key(h)?.to_pem();
             match out {
-                Some(p) => std::fs::write(&p, pem.as_bytes())
-                    .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))?,
+                Some(p) => std::fs::write(&p, pem.as_bytes()).map_err(|e| {
+                    CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind()))
+                })?,
                 None => print!("{pem}"),
             }
         }
         KeyCommand::Export { label, out } => {
             let objs = by_label(&t, &label)?;
             if objs.iter().any(|o| o.attrs.class() == Some(ObjectClass::PrivateKey)) {
-                return Err(Error::KeyUnextractable("private keys never leave the HSM in plaintext").into());
+                return Err(Error::KeyUnextractable(
+                    "private keys never leave the HSM in plaintext",
+                )
+                .into());
             }
             let h = one_of(&objs, ObjectClass::SecretKey, &label)?;
             let v = t.export_secret(h)?;
-            match out {
-                Some(p) => std::fs::write(&p, v.expose_secret())
-                    .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))?,
-                None => {
-                    let mut s = hex::encode(v.expose_secret());
-                    let _ = writeln!(std::io::stdout(), "{s}");
-                    zeroize::Zeroize::zeroize(&mut s);
-                }
+            if let Some(p) = out {
+                std::fs::write(&p, v.expose_secret()).map_err(|e| {
+                    CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind()))
+                })?;
+            } else {
+                let mut s = hex::encode(v.expose_secret());
+                let _ = writeln!(std::io::stdout(), "{s}");
+                zeroize::Zeroize::zeroize(&mut s);
             }
         }
     }

@@ -76,11 +76,13 @@ pub(crate) struct CryptArgs {
 }
 
 fn read(p: &Path) -> CliResult<Vec<u8>> {
-    std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind())))
+    std::fs::read(p)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind())))
 }
 
 fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
-    std::fs::write(p, data).map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
+    std::fs::write(p, data)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
 }
 
 fn default_mechanism(spec: KeySpec) -> CliResult<Mechanism> {
@@ -140,7 +142,10 @@ fn mechanism_for(t: &Token, h: u64, name: Option<&str>) -> CliResult<(Mechanism,
 }
 
 fn is_ecdsa(m: &Mechanism) -> bool {
-    matches!(m, Mechanism::Ecdsa | Mechanism::EcdsaSha256 | Mechanism::EcdsaSha384 | Mechanism::EcdsaSha512)
+    matches!(
+        m,
+        Mechanism::Ecdsa | Mechanism::EcdsaSha256 | Mechanism::EcdsaSha384 | Mechanism::EcdsaSha512
+    )
 }
 
 pub(crate) fn sign(ctx: &Ctx, a: &SignArgs) -> CliResult<ExitCode> {
@@ -164,12 +169,11 @@ pub(crate) fn verify(ctx: &Ctx, a: &VerifyArgs) -> CliResult<ExitCode> {
     let data = read(&a.input)?;
     let mut sig = read(&a.sig)?;
     if let (KeySpec::Ec(curve), true) = (spec, is_ecdsa(&mech)) {
-        sig = match crypto::ecdsa_der_to_raw(curve, &sig) {
-            Ok(s) => s,
-            Err(_) => {
-                println!("signature INVALID (not a DER ECDSA signature)");
-                return Ok(ExitCode::from(1));
-            }
+        sig = if let Ok(s) = crypto::ecdsa_der_to_raw(curve, &sig) {
+            s
+        } else {
+            println!("signature INVALID (not a DER ECDSA signature)");
+            return Ok(ExitCode::from(1));
         };
     }
     match t.verify(h, &mech, &data, &sig) {
@@ -190,7 +194,9 @@ fn aes_key(t: &Token, label: &str) -> CliResult<u64> {
     let h = one_of(&objs, ObjectClass::SecretKey, label)?;
     match t.key_spec(h)? {
         KeySpec::Aes { .. } => Ok(h),
-        other => Err(CliError::Usage(format!("{label:?} is a {} key, not an AES key", other.name()))),
+        other => {
+            Err(CliError::Usage(format!("{label:?} is a {} key, not an AES key", other.name())))
+        }
     }
 }
 
@@ -252,14 +258,21 @@ pub(crate) fn selftest() -> CliResult<ExitCode> {
     let results = bulwark_core::selftest::run_all();
     let mut failed = 0;
     for r in &results {
-        println!("{:<36} {:>4}  {:>8} us", r.name, if r.passed { "PASS" } else { "FAIL" }, r.micros);
+        println!(
+            "{:<36} {:>4}  {:>8} us",
+            r.name,
+            if r.passed { "PASS" } else { "FAIL" },
+            r.micros
+        );
         if !r.passed {
             failed += 1;
         }
     }
     println!("{} passed, {} failed", results.len() - failed, failed);
     if failed > 0 {
-        return Err(CliError::Usage(format!("{failed} self-test(s) failed: the module is in the error state")));
+        return Err(CliError::Usage(format!(
+            "{failed} self-test(s) failed: the module is in the error state"
+        )));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -267,7 +280,7 @@ pub(crate) fn selftest() -> CliResult<ExitCode> {
 pub(crate) fn status(ctx: &Ctx, as_json: bool) -> CliResult<ExitCode> {
     let t = ctx.open_token()?;
     let s = t.status()?;
-    let self_tests = Provider::get().map(|p| p.check().is_ok()).unwrap_or(false);
+    let self_tests = Provider::get().is_ok_and(|p| p.check().is_ok());
     if as_json {
         let v = json!({
             "store": t.path().display().to_string(),
@@ -294,7 +307,11 @@ pub(crate) fn status(ctx: &Ctx, as_json: bool) -> CliResult<ExitCode> {
         println!(
             "user PIN:     {}{}",
             if s.user_pin_initialized { "set" } else { "not set" },
-            if s.user_pin_failures >= bulwark_core::token::MAX_PIN_FAILURES { " (LOCKED)" } else { "" }
+            if s.user_pin_failures >= bulwark_core::token::MAX_PIN_FAILURES {
+                " (LOCKED)"
+            } else {
+                ""
+            }
         );
         println!("self-tests:   {}", if self_tests { "passed" } else { "FAILED (error state)" });
         println!("zeroized:     {}", if s.zeroized { "yes" } else { "no" });

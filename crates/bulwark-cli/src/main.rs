@@ -133,9 +133,9 @@ fn one_line(e: &CliError) -> String {
 pub(crate) type CliResult<T> = Result<T, CliError>;
 
 pub(crate) fn store_path(cli_store: Option<&PathBuf>) -> CliResult<PathBuf> {
-    cli_store
-        .cloned()
-        .ok_or_else(|| CliError::Usage("no store given: use --store PATH or set BULWARK_STORE".into()))
+    cli_store.cloned().ok_or_else(|| {
+        CliError::Usage("no store given: use --store PATH or set BULWARK_STORE".into())
+    })
 }
 
 fn run(cli: Cli) -> CliResult<ExitCode> {

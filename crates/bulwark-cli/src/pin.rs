@@ -33,8 +33,9 @@ pub(crate) enum PinCommand {
 }
 
 fn from_file(path: &Path) -> CliResult<Pin> {
-    let mut s = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Usage(format!("cannot read PIN file {}: {}", path.display(), e.kind())))?;
+    let mut s = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Usage(format!("cannot read PIN file {}: {}", path.display(), e.kind()))
+    })?;
     let trimmed_len = s.trim_end_matches(['\r', '\n']).len();
     s.truncate(trimmed_len);
     Ok(Pin::from_string(s))

@@ -54,7 +54,10 @@ impl Env {
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?} should fail with 2; stderr: {err}");
         assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err:?}");
-        assert!(err.to_lowercase().contains(&needle.to_lowercase()), "{args:?}: {err:?} lacks {needle:?}");
+        assert!(
+            err.to_lowercase().contains(&needle.to_lowercase()),
+            "{args:?}: {err:?} lacks {needle:?}"
+        );
         err
     }
 }
@@ -66,7 +69,12 @@ fn stderr(o: &Output) -> String {
 fn tool(name: &str) -> Command {
     let c = Command::new(name);
     assert!(
-        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap().status.success(),
+        Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .unwrap()
+            .status
+            .success(),
         "{name} is not installed: run the tests through scripts/test.sh, which installs it"
     );
     c
@@ -100,41 +108,100 @@ fn every_key_type_generates_and_signature_defaults_verify_with_openssl() {
         e.ok(&["key", "public", &label, "--out", pem.to_str().unwrap()]);
         let o = openssl(&["pkey", "-pubin", "-in", pem.to_str().unwrap(), "-noout", "-text"]);
         assert!(o.status.success(), "openssl cannot read the {ty} public key: {}", stderr(&o));
-        e.ok(&["sign", "--key", &label, "--in", msg.to_str().unwrap(), "--out", sig.to_str().unwrap()]);
-        let o = match how {
-            "rawin" => openssl(&[
-                "pkeyutl", "-verify", "-pubin", "-inkey", pem.to_str().unwrap(), "-rawin", "-in",
-                msg.to_str().unwrap(), "-sigfile", sig.to_str().unwrap(),
-            ]),
-            _ => {
-                let d = match how {
-                    "dgst-sha384" => "-sha384",
-                    "dgst-sha512" => "-sha512",
-                    _ => "-sha256",
-                };
-                openssl(&[
-                    "dgst", d, "-verify", pem.to_str().unwrap(), "-signature", sig.to_str().unwrap(),
-                    msg.to_str().unwrap(),
-                ])
-            }
+        e.ok(&[
+            "sign",
+            "--key",
+            &label,
+            "--in",
+            msg.to_str().unwrap(),
+            "--out",
+            sig.to_str().unwrap(),
+        ]);
+        let o = if how == "rawin" {
+            openssl(&[
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                pem.to_str().unwrap(),
+                "-rawin",
+                "-in",
+                msg.to_str().unwrap(),
+                "-sigfile",
+                sig.to_str().unwrap(),
+            ])
+        } else {
+            let d = match how {
+                "dgst-sha384" => "-sha384",
+                "dgst-sha512" => "-sha512",
+                _ => "-sha256",
+            };
+            openssl(&[
+                "dgst",
+                d,
+                "-verify",
+                pem.to_str().unwrap(),
+                "-signature",
+                sig.to_str().unwrap(),
+                msg.to_str().unwrap(),
+            ])
         };
-        assert!(o.status.success(), "openssl rejects the {ty} signature: {} {}", stderr(&o), String::from_utf8_lossy(&o.stdout));
+        assert!(
+            o.status.success(),
+            "openssl rejects the {ty} signature: {} {}",
+            stderr(&o),
+            String::from_utf8_lossy(&o.stdout)
+        );
         // Our own verify agrees, and a tampered message is caught with exit code 1.
-        e.ok(&["verify", "--key", &label, "--in", msg.to_str().unwrap(), "--sig", sig.to_str().unwrap()]);
+        e.ok(&[
+            "verify",
+            "--key",
+            &label,
+            "--in",
+            msg.to_str().unwrap(),
+            "--sig",
+            sig.to_str().unwrap(),
+        ]);
         let bad = e.path("bad.txt");
         write(&bad, b"attack at dusk\n");
-        let o = e.run(&["verify", "--key", &label, "--in", bad.to_str().unwrap(), "--sig", sig.to_str().unwrap()]);
+        let o = e.run(&[
+            "verify",
+            "--key",
+            &label,
+            "--in",
+            bad.to_str().unwrap(),
+            "--sig",
+            sig.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(1), "{ty}: tampered message must give exit 1");
         // OpenSSL rejects the tampered message too (the check above is not vacuous).
         let o = openssl(&[
-            "pkeyutl", "-verify", "-pubin", "-inkey", pem.to_str().unwrap(), "-rawin", "-in",
-            bad.to_str().unwrap(), "-sigfile", sig.to_str().unwrap(),
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            pem.to_str().unwrap(),
+            "-rawin",
+            "-in",
+            bad.to_str().unwrap(),
+            "-sigfile",
+            sig.to_str().unwrap(),
         ]);
         if how == "rawin" {
             assert!(!o.status.success());
         }
     }
-    for ty in ["rsa-3072", "rsa-4096", "ml-dsa-44", "ml-dsa-65", "ml-dsa-87", "ml-kem-768", "aes-128", "aes-256", "hmac-sha256"] {
+    for ty in [
+        "rsa-3072",
+        "rsa-4096",
+        "ml-dsa-44",
+        "ml-dsa-65",
+        "ml-dsa-87",
+        "ml-kem-768",
+        "aes-128",
+        "aes-256",
+        "hmac-sha256",
+    ] {
         e.ok(&["key", "generate", "--type", ty, "--label", &format!("k-{ty}")]);
     }
     let list = e.ok(&["key", "list", "--json"]);
@@ -151,10 +218,29 @@ fn rsa_4096_and_pss_verify_with_openssl() {
     let pem = e.path("r.pem");
     e.ok(&["key", "public", "r", "--out", pem.to_str().unwrap()]);
     let sig = e.path("r.sig");
-    e.ok(&["sign", "--key", "r", "--in", msg.to_str().unwrap(), "--out", sig.to_str().unwrap(), "--mechanism", "rsa-pss-sha256"]);
+    e.ok(&[
+        "sign",
+        "--key",
+        "r",
+        "--in",
+        msg.to_str().unwrap(),
+        "--out",
+        sig.to_str().unwrap(),
+        "--mechanism",
+        "rsa-pss-sha256",
+    ]);
     let o = openssl(&[
-        "dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32", "-verify",
-        pem.to_str().unwrap(), "-signature", sig.to_str().unwrap(), msg.to_str().unwrap(),
+        "dgst",
+        "-sha256",
+        "-sigopt",
+        "rsa_padding_mode:pss",
+        "-sigopt",
+        "rsa_pss_saltlen:32",
+        "-verify",
+        pem.to_str().unwrap(),
+        "-signature",
+        sig.to_str().unwrap(),
+        msg.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
@@ -164,7 +250,9 @@ fn ml_dsa_signature_verifies_with_an_independent_implementation() {
     let e = Env::new();
     let msg = e.path("m");
     write(&msg, b"post-quantum hello");
-    for (ty, class) in [("ml-dsa-44", "ML_DSA_44"), ("ml-dsa-65", "ML_DSA_65"), ("ml-dsa-87", "ML_DSA_87")] {
+    for (ty, class) in
+        [("ml-dsa-44", "ML_DSA_44"), ("ml-dsa-65", "ML_DSA_65"), ("ml-dsa-87", "ML_DSA_87")]
+    {
         e.ok(&["key", "generate", "--type", ty, "--label", ty]);
         let pem = e.path(&format!("{ty}.pem"));
         let sig = e.path(&format!("{ty}.sig"));
@@ -172,7 +260,7 @@ fn ml_dsa_signature_verifies_with_an_independent_implementation() {
         e.ok(&["sign", "--key", ty, "--in", msg.to_str().unwrap(), "--out", sig.to_str().unwrap()]);
         // dilithium-py (FIPS 204), from PyPI; the public key is the BIT STRING of the SPKI.
         let py = format!(
-            r#"
+            r"
 import base64, sys
 from dilithium_py.ml_dsa import {class} as A
 pem = open(sys.argv[1]).read()
@@ -191,13 +279,18 @@ ok = A.verify(pk, msg, sig)
 bad = A.verify(pk, msg + b'x', sig)
 print(ok, bad)
 sys.exit(0 if ok and not bad else 1)
-"#
+"
         );
         let o = tool("python3")
             .args(["-c", &py, pem.to_str().unwrap(), msg.to_str().unwrap(), sig.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(o.status.success(), "{ty}: dilithium-py: {} {}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(
+            o.status.success(),
+            "{ty}: dilithium-py: {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(&o)
+        );
     }
 }
 
@@ -209,21 +302,56 @@ fn encrypt_decrypt_round_trip_and_tamper() {
     let ct = e.path("ct");
     let back = e.path("back");
     write(&pt, b"the quick brown fox");
-    e.ok(&["encrypt", "--key", "data", "--in", pt.to_str().unwrap(), "--out", ct.to_str().unwrap()]);
+    e.ok(&[
+        "encrypt",
+        "--key",
+        "data",
+        "--in",
+        pt.to_str().unwrap(),
+        "--out",
+        ct.to_str().unwrap(),
+    ]);
     let c = std::fs::read(&ct).unwrap();
     assert_eq!(&c[..4], b"BWK1");
     assert_eq!(c.len(), 4 + 12 + 19 + 16);
-    e.ok(&["decrypt", "--key", "data", "--in", ct.to_str().unwrap(), "--out", back.to_str().unwrap()]);
+    e.ok(&[
+        "decrypt",
+        "--key",
+        "data",
+        "--in",
+        ct.to_str().unwrap(),
+        "--out",
+        back.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&back).unwrap(), b"the quick brown fox");
     // Two encryptions use different nonces.
     let ct2 = e.path("ct2");
-    e.ok(&["encrypt", "--key", "data", "--in", pt.to_str().unwrap(), "--out", ct2.to_str().unwrap()]);
+    e.ok(&[
+        "encrypt",
+        "--key",
+        "data",
+        "--in",
+        pt.to_str().unwrap(),
+        "--out",
+        ct2.to_str().unwrap(),
+    ]);
     assert_ne!(std::fs::read(&ct2).unwrap()[4..16], c[4..16]);
     let mut t = c.clone();
     let last = t.len() - 1;
     t[last] ^= 1;
     write(&ct, &t);
-    e.fails(&["decrypt", "--key", "data", "--in", ct.to_str().unwrap(), "--out", back.to_str().unwrap()], "invalid");
+    e.fails(
+        &[
+            "decrypt",
+            "--key",
+            "data",
+            "--in",
+            ct.to_str().unwrap(),
+            "--out",
+            back.to_str().unwrap(),
+        ],
+        "invalid",
+    );
 }
 
 #[test]
@@ -259,7 +387,8 @@ fn clear_errors_for_bad_input() {
     let o = e.cmd().env("BULWARK_PIN", "wrong-pin").args(["key", "list"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("incorrect PIN"), "{}", stderr(&o));
-    let o = e.cmd().env("BULWARK_STORE", e.path("missing.db")).args(["key", "list"]).output().unwrap();
+    let o =
+        e.cmd().env("BULWARK_STORE", e.path("missing.db")).args(["key", "list"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no store at"), "{}", stderr(&o));
     let o = e.cmd().env_remove("BULWARK_PIN").args(["key", "list"]).output().unwrap();
@@ -268,7 +397,12 @@ fn clear_errors_for_bad_input() {
     // A PIN can come from a file.
     let pf = e.path("pin");
     write(&pf, format!("{PIN}\n").as_bytes());
-    let o = e.cmd().env_remove("BULWARK_PIN").args(["--pin-file", pf.to_str().unwrap(), "key", "list"]).output().unwrap();
+    let o = e
+        .cmd()
+        .env_remove("BULWARK_PIN")
+        .args(["--pin-file", pf.to_str().unwrap(), "key", "list"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     // Refusing to init over an existing store.
     e.fails(&["init", "--label", "again"], "already exists");
@@ -287,13 +421,20 @@ fn lockout_after_ten_failures_and_so_unlock() {
     let v: serde_json::Value = serde_json::from_str(&st).unwrap();
     assert_eq!(v["user_pin_locked"], true);
     // The SO sets a new user PIN, which unlocks.
-    let o = e.cmd().env("BULWARK_NEW_PIN", "fresh-pin-99").args(["pin", "init-user"]).output().unwrap();
+    let o =
+        e.cmd().env("BULWARK_NEW_PIN", "fresh-pin-99").args(["pin", "init-user"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let o = e.cmd().env("BULWARK_PIN", "fresh-pin-99").args(["key", "list"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     e.fails(&["key", "list"], "incorrect PIN");
     // The user changes their PIN.
-    let o = e.cmd().env("BULWARK_PIN", "fresh-pin-99").env("BULWARK_NEW_PIN", "third-pin-77").args(["pin", "change"]).output().unwrap();
+    let o = e
+        .cmd()
+        .env("BULWARK_PIN", "fresh-pin-99")
+        .env("BULWARK_NEW_PIN", "third-pin-77")
+        .args(["pin", "change"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let o = e.cmd().env("BULWARK_PIN", "third-pin-77").args(["key", "list"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -303,7 +444,10 @@ fn lockout_after_ten_failures_and_so_unlock() {
 fn tampered_store_says_integrity() {
     let e = Env::new();
     e.ok(&["key", "generate", "--type", "ec-p256", "--label", "k"]);
-    let conn = rusqlite_free_edit(&e.store(), "UPDATE objects SET label = CAST('evil' AS BLOB) WHERE label = CAST('k' AS BLOB)");
+    let conn = rusqlite_free_edit(
+        &e.store(),
+        "UPDATE objects SET label = CAST('evil' AS BLOB) WHERE label = CAST('k' AS BLOB)",
+    );
     assert!(conn, "edit applied");
     e.fails(&["key", "list"], "integrity");
 }
@@ -323,11 +467,19 @@ fn rolled_back_store_is_detected() {
     e.ok(&["key", "generate", "--type", "aes-256", "--label", "a"]);
     // Snapshot the store (checkpointed into the main file), then change it.
     let py = "import sqlite3,sys\nc=sqlite3.connect(sys.argv[1])\nc.execute('PRAGMA wal_checkpoint(TRUNCATE)')\nc.close()";
-    assert!(tool("python3").args(["-c", py, e.store().to_str().unwrap()]).status().unwrap().success());
+    assert!(tool("python3")
+        .args(["-c", py, e.store().to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
     let snap = e.path("snap.db");
     std::fs::copy(e.store(), &snap).unwrap();
     e.ok(&["key", "generate", "--type", "aes-256", "--label", "b"]);
-    assert!(tool("python3").args(["-c", py, e.store().to_str().unwrap()]).status().unwrap().success());
+    assert!(tool("python3")
+        .args(["-c", py, e.store().to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
     // Roll back: old file in place, no WAL.
     let _ = std::fs::remove_file(e.store().with_extension("db-wal"));
     let _ = std::fs::remove_file(e.store().with_extension("db-shm"));
@@ -389,5 +541,13 @@ fn killed_writer_leaves_a_usable_store() {
     }
     let pt = e.path("pt");
     write(&pt, b"x");
-    e.ok(&["encrypt", "--key", "before", "--in", pt.to_str().unwrap(), "--out", e.path("ct").to_str().unwrap()]);
+    e.ok(&[
+        "encrypt",
+        "--key",
+        "before",
+        "--in",
+        pt.to_str().unwrap(),
+        "--out",
+        e.path("ct").to_str().unwrap(),
+    ]);
 }

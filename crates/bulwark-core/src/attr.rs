@@ -306,7 +306,7 @@ impl AttrValue {
                     return Ok(AttrValue::Date(None));
                 }
                 let arr: [u8; 8] = raw.try_into().map_err(|_| Error::AttributeValueInvalid(t))?;
-                if !valid_date(&arr) {
+                if !valid_date(arr) {
                     return Err(Error::AttributeValueInvalid(t));
                 }
                 Ok(AttrValue::Date(Some(arr)))
@@ -348,7 +348,7 @@ impl AttrValue {
 }
 
 /// `YYYYMMDD` with plausible ranges (month 01–12, day 01–31).
-fn valid_date(d: &[u8; 8]) -> bool {
+fn valid_date(d: [u8; 8]) -> bool {
     if !d.iter().all(u8::is_ascii_digit) {
         return false;
     }
@@ -451,7 +451,9 @@ impl Attributes {
 
     /// The label as text (lossy for non-UTF-8 labels), empty when absent.
     pub fn label(&self) -> String {
-        self.bytes(AttrType::Label).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default()
+        self.bytes(AttrType::Label)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Iterates in canonical (type) order.

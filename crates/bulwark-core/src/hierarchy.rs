@@ -213,7 +213,12 @@ impl Vault {
     }
 
     /// Seals an object's key material under its own derived key, bound to its uid.
-    pub fn seal_secret(&self, uid: &[u8; 16], nonce: [u8; NONCE_LEN], material: &[u8]) -> Result<Vec<u8>> {
+    pub fn seal_secret(
+        &self,
+        uid: &[u8; 16],
+        nonce: [u8; NONCE_LEN],
+        material: &[u8],
+    ) -> Result<Vec<u8>> {
         let k = self.mk.derive(&self.store_uid, &[b"bulwark object-key v1", uid])?;
         seal(&k, nonce, uid, material)
     }
@@ -309,7 +314,10 @@ mod tests {
         let row = wrap_mk(&mk, &pin, &uid, 1, FAST, [2; 16], [3; 12]).unwrap();
         let back = unwrap_mk(&row, &pin, &uid).unwrap();
         assert_eq!(back.0.expose_secret(), mk.0.expose_secret());
-        assert!(matches!(unwrap_mk(&row, &Pin::new(b"1235".to_vec()), &uid), Err(Error::PinIncorrect)));
+        assert!(matches!(
+            unwrap_mk(&row, &Pin::new(b"1235".to_vec()), &uid),
+            Err(Error::PinIncorrect)
+        ));
         // A keyslot moved to another store or user type does not open.
         assert!(unwrap_mk(&row, &pin, &[9; 16]).is_err());
         let mut moved = row.clone();
@@ -334,6 +342,7 @@ mod tests {
 
     #[test]
     fn record_mac_covers_every_field() {
+        type Edit = Box<dyn Fn(&mut ObjectRow)>;
         let v = Vault::new(MasterKey::from_random([5; 32]), [4; 16]);
         let ik = v.integrity_keys().unwrap();
         let mut r = ObjectRow {
@@ -349,7 +358,7 @@ mod tests {
         };
         r.mac = ik.record_mac(&r);
         ik.verify_record(&r).unwrap();
-        let edits: Vec<Box<dyn Fn(&mut ObjectRow)>> = vec![
+        let edits: Vec<Edit> = vec![
             Box::new(|r| r.handle = 8),
             Box::new(|r| r.uid[0] = 2),
             Box::new(|r| r.class = 3),

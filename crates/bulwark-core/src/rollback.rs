@@ -17,7 +17,9 @@ pub fn state_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("bulwark"));
     }
-    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".local/state/bulwark"))
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/bulwark"))
 }
 
 fn mark_path(store_uid: &[u8; 16]) -> Option<PathBuf> {

@@ -54,6 +54,7 @@ impl SecretBytes {
     }
 
     /// An explicit, visibly named copy (secrets are not `Clone`).
+    #[must_use]
     pub fn duplicate(&self) -> Self {
         Self::from_slice(&self.0)
     }

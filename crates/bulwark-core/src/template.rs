@@ -27,7 +27,9 @@ pub fn parse_raw(raw: &[(u64, &[u8])]) -> Result<Vec<(AttrType, AttrValue)>> {
         let v = AttrValue::from_raw(t, v)?;
         if let Some((_, prev)) = out.iter().find(|(pt, _)| *pt == t) {
             if *prev != v {
-                return Err(Error::TemplateInconsistent("attribute given twice with different values"));
+                return Err(Error::TemplateInconsistent(
+                    "attribute given twice with different values",
+                ));
             }
             continue;
         }
@@ -220,11 +222,11 @@ fn default_usage(class: ObjectClass, kt: KeyType) -> &'static [AttrType] {
     match (class, kt) {
         (ObjectClass::SecretKey, KeyType::Aes) => &[A::Encrypt, A::Decrypt, A::Wrap, A::Unwrap],
         (ObjectClass::SecretKey, KeyType::GenericSecret) => &[A::Sign, A::Verify, A::Derive],
-        (ObjectClass::SecretKey, KeyType::Hkdf) => &[A::Derive],
+        (ObjectClass::SecretKey, KeyType::Hkdf)
+        | (ObjectClass::PrivateKey, KeyType::EcMontgomery) => &[A::Derive],
         (ObjectClass::PrivateKey, KeyType::Rsa) => &[A::Sign, A::Decrypt, A::Unwrap],
         (ObjectClass::PublicKey, KeyType::Rsa) => &[A::Verify, A::Encrypt, A::Wrap],
         (ObjectClass::PrivateKey, KeyType::Ec) => &[A::Sign, A::Derive],
-        (ObjectClass::PrivateKey, KeyType::EcMontgomery) => &[A::Derive],
         (ObjectClass::PrivateKey, KeyType::EcEdwards | KeyType::MlDsa) => &[A::Sign],
         (ObjectClass::PublicKey, KeyType::Ec | KeyType::EcEdwards | KeyType::MlDsa) => &[A::Verify],
         (ObjectClass::PrivateKey, KeyType::MlKem) => &[A::Decapsulate],
@@ -270,7 +272,9 @@ pub enum Origin {
 fn build(class: ObjectClass, kt: Option<KeyType>, t: &Template, origin: Origin) -> Attributes {
     let mut a = Attributes::new();
     for (k, v) in t {
-        if k.is_secret_component() && class != ObjectClass::Data && class != ObjectClass::Certificate
+        if k.is_secret_component()
+            && class != ObjectClass::Data
+            && class != ObjectClass::Certificate
         {
             continue; // key material is carried separately, never in the attribute set
         }
@@ -344,10 +348,10 @@ fn build(class: ObjectClass, kt: Option<KeyType>, t: &Template, origin: Origin) 
         a.set_bool(AttrType::AlwaysSensitive, always_s);
         a.set_bool(AttrType::NeverExtractable, never_x);
     }
-    if class == ObjectClass::PublicKey || class == ObjectClass::SecretKey {
-        if !a.contains(AttrType::Trusted) {
-            a.set_bool(AttrType::Trusted, false);
-        }
+    if (class == ObjectClass::PublicKey || class == ObjectClass::SecretKey)
+        && !a.contains(AttrType::Trusted)
+    {
+        a.set_bool(AttrType::Trusted, false);
     }
     a
 }
@@ -495,17 +499,25 @@ pub fn key_pair_for_generate(
             };
             match ec_params_to_spec(p)? {
                 s @ KeySpec::Ec(_) => s,
-                _ => return Err(Error::TemplateInconsistent("curve does not fit CKM_EC_KEY_PAIR_GEN")),
+                _ => {
+                    return Err(Error::TemplateInconsistent(
+                        "curve does not fit CKM_EC_KEY_PAIR_GEN",
+                    ))
+                }
             }
         }
         KeyGenMechanism::EcEdwardsKeyPairGen => match param(AttrType::EcParams) {
             None => KeySpec::Ed25519,
-            Some(AttrValue::Bytes(p)) if ec_params_to_spec(p)? == KeySpec::Ed25519 => KeySpec::Ed25519,
+            Some(AttrValue::Bytes(p)) if ec_params_to_spec(p)? == KeySpec::Ed25519 => {
+                KeySpec::Ed25519
+            }
             Some(_) => return Err(Error::AttributeValueInvalid(AttrType::EcParams)),
         },
         KeyGenMechanism::EcMontgomeryKeyPairGen => match param(AttrType::EcParams) {
             None => KeySpec::X25519,
-            Some(AttrValue::Bytes(p)) if ec_params_to_spec(p)? == KeySpec::X25519 => KeySpec::X25519,
+            Some(AttrValue::Bytes(p)) if ec_params_to_spec(p)? == KeySpec::X25519 => {
+                KeySpec::X25519
+            }
             Some(_) => return Err(Error::AttributeValueInvalid(AttrType::EcParams)),
         },
         KeyGenMechanism::MlDsaKeyPairGen => {
@@ -563,16 +575,19 @@ pub enum CreateKind {
 /// Validates a `C_CreateObject` template (the object's CKA_VALUE and key components stay in the
 /// template for the caller to turn into material).
 pub fn object_for_create(t: &Template) -> Result<(Attributes, CreateKind)> {
-    let class = find_ulong(t, AttrType::Class)
-        .ok_or(Error::TemplateIncomplete(AttrType::Class))
-        .and_then(|c| ObjectClass::from_raw(c).ok_or(Error::AttributeValueInvalid(AttrType::Class)))?;
+    let class =
+        find_ulong(t, AttrType::Class).ok_or(Error::TemplateIncomplete(AttrType::Class)).and_then(
+            |c| ObjectClass::from_raw(c).ok_or(Error::AttributeValueInvalid(AttrType::Class)),
+        )?;
     check_allowed(class, t, true)?;
     let kt = match class {
         ObjectClass::Data | ObjectClass::Certificate => None,
         _ => Some(
             find_ulong(t, AttrType::KeyType)
                 .ok_or(Error::TemplateIncomplete(AttrType::KeyType))
-                .and_then(|k| KeyType::from_raw(k).ok_or(Error::AttributeValueInvalid(AttrType::KeyType)))?,
+                .and_then(|k| {
+                    KeyType::from_raw(k).ok_or(Error::AttributeValueInvalid(AttrType::KeyType))
+                })?,
         ),
     };
     let kind = match class {
@@ -587,9 +602,12 @@ pub fn object_for_create(t: &Template) -> Result<(Attributes, CreateKind)> {
             CreateKind::Plain
         }
         ObjectClass::SecretKey => {
-            let v = find_bytes(t, AttrType::Value).ok_or(Error::TemplateIncomplete(AttrType::Value))?;
+            let v =
+                find_bytes(t, AttrType::Value).ok_or(Error::TemplateIncomplete(AttrType::Value))?;
             let spec = match kt {
-                Some(KeyType::Aes) if matches!(v.len(), 16 | 24 | 32) => KeySpec::Aes { bytes: v.len() },
+                Some(KeyType::Aes) if matches!(v.len(), 16 | 24 | 32) => {
+                    KeySpec::Aes { bytes: v.len() }
+                }
                 Some(KeyType::Aes) => return Err(Error::AttributeValueInvalid(AttrType::Value)),
                 Some(KeyType::GenericSecret | KeyType::Hkdf) if !v.is_empty() && v.len() <= 512 => {
                     KeySpec::GenericSecret { bytes: v.len() }
@@ -601,7 +619,9 @@ pub fn object_for_create(t: &Template) -> Result<(Attributes, CreateKind)> {
             };
             if let Some(l) = find_ulong(t, AttrType::ValueLen) {
                 if l as usize != v.len() {
-                    return Err(Error::TemplateInconsistent("CKA_VALUE_LEN differs from CKA_VALUE"));
+                    return Err(Error::TemplateInconsistent(
+                        "CKA_VALUE_LEN differs from CKA_VALUE",
+                    ));
                 }
             }
             CreateKind::SecretKey(spec)
@@ -625,10 +645,12 @@ pub fn secret_key_for_unwrap_or_derive(
     check_allowed(ObjectClass::SecretKey, t, false)?;
     let kt = match spec {
         KeySpec::Aes { .. } => KeyType::Aes,
-        KeySpec::GenericSecret { .. } => match find_ulong(t, AttrType::KeyType).map(KeyType::from_raw) {
-            Some(Some(KeyType::Hkdf)) => KeyType::Hkdf,
-            _ => KeyType::GenericSecret,
-        },
+        KeySpec::GenericSecret { .. } => {
+            match find_ulong(t, AttrType::KeyType).map(KeyType::from_raw) {
+                Some(Some(KeyType::Hkdf)) => KeyType::Hkdf,
+                _ => KeyType::GenericSecret,
+            }
+        }
         _ => return Err(Error::TemplateInconsistent("not a secret key type")),
     };
     if let Some(k) = find_ulong(t, AttrType::KeyType) {
@@ -688,7 +710,8 @@ pub fn apply_changes(current: &Attributes, changes: &Template, copy: bool) -> Re
         if !allowed.contains(t) {
             return Err(Error::AttributeTypeInvalid(t.to_raw()));
         }
-        let copy_settable = copy && matches!(t, AttrType::Token | AttrType::Private | AttrType::Modifiable);
+        let copy_settable =
+            copy && matches!(t, AttrType::Token | AttrType::Private | AttrType::Modifiable);
         if IMMUTABLE.contains(t) && !copy_settable {
             if current.get(*t) == Some(v) {
                 continue; // setting a read-only attribute to its own value is harmless
@@ -701,8 +724,12 @@ pub fn apply_changes(current: &Attributes, changes: &Template, copy: bool) -> Re
             _ => None,
         };
         let one_way_ok = match t {
-            AttrType::Sensitive | AttrType::WrapWithTrusted => !(now == Some(true) && want == Some(false)),
-            AttrType::Extractable | AttrType::Copyable => !(now == Some(false) && want == Some(true)),
+            AttrType::Sensitive | AttrType::WrapWithTrusted => {
+                !(now == Some(true) && want == Some(false))
+            }
+            AttrType::Extractable | AttrType::Copyable => {
+                !(now == Some(false) && want == Some(true))
+            }
             _ => true,
         };
         if !one_way_ok {
@@ -779,7 +806,8 @@ mod tests {
         assert!(matches!(r, Err(Error::TemplateIncomplete(AttrType::EcParams))));
         let p = (AttrType::EcParams, AttrValue::Bytes(Curve::Secp256k1.oid_der().to_vec()));
         let (pubk, privk, spec) =
-            key_pair_for_generate(KeyGenMechanism::EcKeyPairGen, &[p], &[b(AttrType::Sign, true)]).unwrap();
+            key_pair_for_generate(KeyGenMechanism::EcKeyPairGen, &[p], &[b(AttrType::Sign, true)])
+                .unwrap();
         assert_eq!(spec, KeySpec::Ec(Curve::Secp256k1));
         assert_eq!(pubk.bool(AttrType::Verify), Some(true));
         assert_eq!(privk.bool(AttrType::Sign), Some(true));
@@ -790,7 +818,8 @@ mod tests {
     #[test]
     fn one_way_attributes() {
         let (a, _) =
-            secret_key_for_generate(KeyGenMechanism::AesKeyGen, &[u(AttrType::ValueLen, 16)]).unwrap();
+            secret_key_for_generate(KeyGenMechanism::AesKeyGen, &[u(AttrType::ValueLen, 16)])
+                .unwrap();
         assert!(matches!(
             apply_changes(&a, &[b(AttrType::Sensitive, false)], false),
             Err(Error::AttributeReadOnly(AttrType::Sensitive))
@@ -803,7 +832,8 @@ mod tests {
             apply_changes(&a, &[u(AttrType::KeyType, 0)], false),
             Err(Error::AttributeReadOnly(AttrType::KeyType))
         ));
-        let n = apply_changes(&a, &[(AttrType::Label, AttrValue::Bytes(b"x".to_vec()))], false).unwrap();
+        let n = apply_changes(&a, &[(AttrType::Label, AttrValue::Bytes(b"x".to_vec()))], false)
+            .unwrap();
         assert_eq!(n.label(), "x");
         let locked = apply_changes(&a, &[b(AttrType::Modifiable, false)], true).unwrap();
         assert!(matches!(

@@ -130,7 +130,9 @@ fn swapping_values_between_rows_is_detected() {
         }
         let c = rusqlite::Connection::open(&f.path).unwrap();
         let (ha, hb): (i64, i64) = c
-            .query_row("SELECT min(handle), max(handle) FROM objects", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT min(handle), max(handle) FROM objects", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap();
         // Via a temporary row value, so UNIQUE constraints hold at every step.
         c.execute_batch(&format!(
@@ -219,7 +221,10 @@ fn login_lockout_and_so_reset() {
     let t3 = Token::open(&f.path).unwrap();
     assert!(t3.login(UserType::User, &Pin::new(b"new-user-pin".to_vec())).is_err());
     t3.login(UserType::User, &Pin::new(b"third-pin".to_vec())).unwrap();
-    assert!(matches!(t3.set_pin(&Pin::new(b"third-pin".to_vec()), &Pin::new(b"x".to_vec())), Err(Error::PinLenRange { .. })));
+    assert!(matches!(
+        t3.set_pin(&Pin::new(b"third-pin".to_vec()), &Pin::new(b"x".to_vec())),
+        Err(Error::PinLenRange { .. })
+    ));
 }
 
 #[test]
@@ -239,7 +244,9 @@ fn private_objects_hidden_before_login_and_session_objects_die_with_session() {
             S,
         )
         .unwrap();
-    let sess = t.generate_key(KeyGenMechanism::AesKeyGen, &[label("eph"), ulong(AttrType::ValueLen, 16)], 7).unwrap();
+    let sess = t
+        .generate_key(KeyGenMechanism::AesKeyGen, &[label("eph"), ulong(AttrType::ValueLen, 16)], 7)
+        .unwrap();
     assert_eq!(t.find(&[label("eph")]).unwrap(), vec![sess]);
     t.close_session(7);
     assert!(t.find(&[label("eph")]).unwrap().is_empty());
@@ -247,7 +254,10 @@ fn private_objects_hidden_before_login_and_session_objects_die_with_session() {
     t.logout().unwrap();
     assert!(matches!(t.object_info(h), Err(Error::ObjectHandleInvalid)));
     assert_eq!(t.list().unwrap().len(), 1);
-    assert_eq!(t.attribute(pub_data, AttrType::Value).unwrap(), AttrValue::Bytes(b"hello".to_vec()));
+    assert_eq!(
+        t.attribute(pub_data, AttrType::Value).unwrap(),
+        AttrValue::Bytes(b"hello".to_vec())
+    );
     // A fresh process that never logged in sees only the public object.
     let t2 = Token::open(&f.path).unwrap();
     assert_eq!(t2.list().unwrap().iter().map(|o| o.handle).collect::<Vec<_>>(), vec![pub_data]);
@@ -260,19 +270,28 @@ fn usage_flags_allowed_mechanisms_and_sensitivity() {
     let h = aes(&t, "k", &[b(AttrType::Encrypt, true), b(AttrType::Decrypt, false)]);
     let ct = t.encrypt(h, &gcm(), b"data").unwrap();
     assert!(matches!(t.decrypt(h, &gcm(), &ct), Err(Error::KeyFunctionNotPermitted(_))));
-    let cbc = [(AttrType::AllowedMechanisms, AttrValue::MechanismList(vec![Mechanism::AesCbcPad { iv: [0; 16] }.ck_type()]))];
+    let cbc = [(
+        AttrType::AllowedMechanisms,
+        AttrValue::MechanismList(vec![Mechanism::AesCbcPad { iv: [0; 16] }.ck_type()]),
+    )];
     let h2 = aes(&t, "only-cbc", &cbc);
     assert!(matches!(t.encrypt(h2, &gcm(), b"x"), Err(Error::MechanismInvalid(_))));
     t.encrypt(h2, &Mechanism::AesCbcPad { iv: [0; 16] }, b"x").unwrap();
     assert!(matches!(t.attribute(h, AttrType::Value), Err(Error::AttributeSensitive(_))));
     assert!(matches!(t.export_secret(h), Err(Error::KeyUnextractable(_))));
     // Sensitivity only tightens.
-    assert!(matches!(t.set_attributes(h, &[b(AttrType::Sensitive, false)]), Err(Error::AttributeReadOnly(_))));
+    assert!(matches!(
+        t.set_attributes(h, &[b(AttrType::Sensitive, false)]),
+        Err(Error::AttributeReadOnly(_))
+    ));
     t.set_attributes(h, &[b(AttrType::Decrypt, true), label("renamed")]).unwrap();
     assert_eq!(t.decrypt(h, &gcm(), &ct).unwrap().expose_secret(), b"data");
     assert_eq!(t.find(&[label("renamed")]).unwrap(), vec![h]);
     // Wrong key type for the mechanism.
-    assert!(matches!(t.sign(h, &Mechanism::EcdsaSha256, b"x"), Err(Error::KeyFunctionNotPermitted(_) | Error::KeyTypeInconsistent)));
+    assert!(matches!(
+        t.sign(h, &Mechanism::EcdsaSha256, b"x"),
+        Err(Error::KeyFunctionNotPermitted(_) | Error::KeyTypeInconsistent)
+    ));
     // Expired keys are refused.
     let old = aes(&t, "old", &[(AttrType::EndDate, AttrValue::Date(Some(*b"20200101")))]);
     assert!(matches!(t.encrypt(old, &gcm(), b"x"), Err(Error::KeyFunctionNotPermitted(_))));
@@ -305,8 +324,17 @@ fn key_pairs_wrap_unwrap_and_derive() {
     let ec = |l: &str| {
         t.generate_key_pair(
             KeyGenMechanism::EcKeyPairGen,
-            &[b(AttrType::Token, true), label(l), (AttrType::EcParams, AttrValue::Bytes(Curve::P256.oid_der().to_vec()))],
-            &[b(AttrType::Token, true), label(l), b(AttrType::Derive, true), b(AttrType::Sign, true)],
+            &[
+                b(AttrType::Token, true),
+                label(l),
+                (AttrType::EcParams, AttrValue::Bytes(Curve::P256.oid_der().to_vec())),
+            ],
+            &[
+                b(AttrType::Token, true),
+                label(l),
+                b(AttrType::Derive, true),
+                b(AttrType::Sign, true),
+            ],
             S,
         )
         .unwrap()
@@ -315,17 +343,28 @@ fn key_pairs_wrap_unwrap_and_derive() {
     let (pb, sb) = ec("bob");
     let sig = t.sign(sa, &Mechanism::EcdsaSha256, b"msg").unwrap();
     t.verify(pa, &Mechanism::EcdsaSha256, b"msg", &sig).unwrap();
-    assert!(matches!(t.verify(pb, &Mechanism::EcdsaSha256, b"msg", &sig), Err(Error::SignatureInvalid)));
+    assert!(matches!(
+        t.verify(pb, &Mechanism::EcdsaSha256, b"msg", &sig),
+        Err(Error::SignatureInvalid)
+    ));
     assert_eq!(t.attribute(sa, AttrType::Local).unwrap(), AttrValue::Bool(true));
     assert!(matches!(t.attribute(sa, AttrType::Value), Err(Error::AttributeSensitive(_))));
     // ECDH both ways gives the same AES key.
     let point = |h: u64| t.public_key(h).unwrap().raw().to_vec();
     let derive = |base: u64, peer: Vec<u8>| {
-        let m = Mechanism::Ecdh1Derive { kdf: bulwark_core::mechanism::EcdhKdf::Null, shared_data: vec![], public_data: peer };
+        let m = Mechanism::Ecdh1Derive {
+            kdf: bulwark_core::mechanism::EcdhKdf::Null,
+            shared_data: vec![],
+            public_data: peer,
+        };
         t.derive_key(
             base,
             &m,
-            &[ulong(AttrType::Class, ObjectClass::SecretKey.to_raw()), ulong(AttrType::KeyType, 0x1f), ulong(AttrType::ValueLen, 32)],
+            &[
+                ulong(AttrType::Class, ObjectClass::SecretKey.to_raw()),
+                ulong(AttrType::KeyType, 0x1f),
+                ulong(AttrType::ValueLen, 32),
+            ],
             S,
         )
         .unwrap()
@@ -339,7 +378,10 @@ fn key_pairs_wrap_unwrap_and_derive() {
     let kek = aes(&t, "kek", &[b(AttrType::Wrap, true), b(AttrType::Unwrap, true)]);
     let target = aes(&t, "movable", &[b(AttrType::Extractable, true)]);
     let locked = aes(&t, "stays", &[]);
-    assert!(matches!(t.wrap_key(kek, &Mechanism::AesKeyWrapPad, locked), Err(Error::KeyUnextractable(_))));
+    assert!(matches!(
+        t.wrap_key(kek, &Mechanism::AesKeyWrapPad, locked),
+        Err(Error::KeyUnextractable(_))
+    ));
     let wrapped = t.wrap_key(kek, &Mechanism::AesKeyWrapPad, target).unwrap();
     let ct = t.encrypt(target, &gcm(), b"moved").unwrap();
     let back = t
@@ -347,7 +389,11 @@ fn key_pairs_wrap_unwrap_and_derive() {
             kek,
             &Mechanism::AesKeyWrapPad,
             &wrapped,
-            &[ulong(AttrType::Class, ObjectClass::SecretKey.to_raw()), ulong(AttrType::KeyType, 0x1f), b(AttrType::Decrypt, true)],
+            &[
+                ulong(AttrType::Class, ObjectClass::SecretKey.to_raw()),
+                ulong(AttrType::KeyType, 0x1f),
+                b(AttrType::Decrypt, true),
+            ],
             S,
         )
         .unwrap();

@@ -112,7 +112,12 @@ pub trait Store: Send + Sync {
     /// One object by handle.
     fn object(&self, handle: u64) -> Result<Option<ObjectRow>>;
     /// Objects matching the indexed columns given (all when every filter is `None`).
-    fn find(&self, class: Option<u64>, label: Option<&[u8]>, ckaid: Option<&[u8]>) -> Result<Vec<ObjectRow>>;
+    fn find(
+        &self,
+        class: Option<u64>,
+        label: Option<&[u8]>,
+        ckaid: Option<&[u8]>,
+    ) -> Result<Vec<ObjectRow>>;
     /// Number of objects.
     fn count(&self) -> Result<u64>;
     /// A value that changes whenever another connection (or process) commits a change. Cheap.

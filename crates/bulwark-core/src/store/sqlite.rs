@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
+#[allow(clippy::cast_possible_wrap)] // a handful of migrations
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// A token store in one SQLite file.
@@ -76,7 +77,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(v).unwrap_or(0)) {
         tx.execute_batch(m)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
     }
     tx.commit()?;
     Ok(())
@@ -112,7 +113,7 @@ impl SqliteStore {
     /// Creates a new store file (mode 0600) with its metadata and initial keyslots, in one
     /// transaction. Fails with `AlreadyInitialized` if the file exists and holds a store.
     pub fn create(path: &Path, meta: &StoreMeta, keyslots: &[KeyslotRow]) -> Result<Self> {
-        if path.exists() && std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false) {
+        if path.exists() && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return Err(Error::AlreadyInitialized(path.display().to_string()));
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -215,7 +216,8 @@ fn get_meta(c: &Connection, k: &str) -> Result<Vec<u8>> {
 /// Applies a generation bump inside `tx`, failing if another writer moved the generation.
 fn bump(tx: &rusqlite::Transaction<'_>, b: &GenerationBump) -> Result<()> {
     let cur = get_meta(tx, "generation")?;
-    let cur = u64::from_be_bytes(cur.try_into().map_err(|_| Error::Integrity("generation malformed"))?);
+    let cur =
+        u64::from_be_bytes(cur.try_into().map_err(|_| Error::Integrity("generation malformed"))?);
     if cur != b.expected {
         return Err(Error::Store("store changed concurrently; retry".into()));
     }
@@ -277,9 +279,14 @@ impl Store for SqliteStore {
     fn record_failure(&self, user_type: u8) -> Result<u32> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("UPDATE keyslots SET failures = failures + 1 WHERE user_type = ?1", [user_type])?;
+            tx.execute(
+                "UPDATE keyslots SET failures = failures + 1 WHERE user_type = ?1",
+                [user_type],
+            )?;
             let n: u32 = tx
-                .query_row("SELECT failures FROM keyslots WHERE user_type = ?1", [user_type], |r| r.get(0))
+                .query_row("SELECT failures FROM keyslots WHERE user_type = ?1", [user_type], |r| {
+                    r.get(0)
+                })
                 .optional()?
                 .unwrap_or(0);
             tx.commit()?;
@@ -289,7 +296,10 @@ impl Store for SqliteStore {
 
     fn clear_failures(&self, user_type: u8) -> Result<()> {
         self.with(|c| {
-            c.execute("UPDATE keyslots SET failures = 0 WHERE user_type = ?1 AND failures <> 0", [user_type])?;
+            c.execute(
+                "UPDATE keyslots SET failures = 0 WHERE user_type = ?1 AND failures <> 0",
+                [user_type],
+            )?;
             Ok(())
         })
     }
@@ -320,7 +330,10 @@ impl Store for SqliteStore {
             let mut full = row.clone();
             full.handle = handle;
             let mac = mac_for(&full)?;
-            tx.execute("UPDATE objects SET mac = ?1 WHERE handle = ?2", params![mac, i64_of(handle)?])?;
+            tx.execute(
+                "UPDATE objects SET mac = ?1 WHERE handle = ?2",
+                params![mac, i64_of(handle)?],
+            )?;
             tx.commit()?;
             Ok(handle)
         })
@@ -365,12 +378,18 @@ impl Store for SqliteStore {
 
     fn object(&self, handle: u64) -> Result<Option<ObjectRow>> {
         self.with(|c| {
-            let mut st = c.prepare_cached(&format!("SELECT {OBJ_COLS} FROM objects WHERE handle = ?1"))?;
+            let mut st =
+                c.prepare_cached(&format!("SELECT {OBJ_COLS} FROM objects WHERE handle = ?1"))?;
             Ok(st.query_row([i64_of(handle)?], row_to_object).optional()?)
         })
     }
 
-    fn find(&self, class: Option<u64>, label: Option<&[u8]>, ckaid: Option<&[u8]>) -> Result<Vec<ObjectRow>> {
+    fn find(
+        &self,
+        class: Option<u64>,
+        label: Option<&[u8]>,
+        ckaid: Option<&[u8]>,
+    ) -> Result<Vec<ObjectRow>> {
         self.with(|c| {
             let class = class.map(i64_of).transpose()?;
             let mut st = c.prepare_cached(&format!(
@@ -394,12 +413,17 @@ impl Store for SqliteStore {
     fn zeroize(&self) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute("UPDATE keyslots SET wrapped_mk = zeroblob(length(wrapped_mk)), salt = x''", [])?;
+            tx.execute(
+                "UPDATE keyslots SET wrapped_mk = zeroblob(length(wrapped_mk)), salt = x''",
+                [],
+            )?;
             tx.execute("DELETE FROM keyslots", [])?;
             tx.execute("UPDATE meta SET v = x'01' WHERE k = 'zeroized'", [])?;
             tx.commit()?;
             // Rewrite the file so the old pages holding wrapped keys are not left behind.
-            c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            c.execute_batch(
+                "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+            )?;
             Ok(())
         })
     }

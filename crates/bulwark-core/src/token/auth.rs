@@ -82,7 +82,10 @@ impl Token {
             return Self::init(path, label, so_pin, None);
         }
         let old = Self::open(path)?;
-        let slot = old.store.keyslot(UserType::So.slot())?.ok_or(Error::Integrity("SO keyslot missing"))?;
+        let slot = old
+            .store
+            .keyslot(UserType::So.slot())?
+            .ok_or(Error::Integrity("SO keyslot missing"))?;
         if slot.failures >= MAX_PIN_FAILURES {
             return Err(Error::PinLocked);
         }
@@ -103,7 +106,8 @@ impl Token {
             side.push(ext);
             let _ = std::fs::remove_file(side);
         }
-        std::fs::rename(&tmp, path).map_err(|e| Error::Store(format!("cannot replace the store: {}", e.kind())))?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::Store(format!("cannot replace the store: {}", e.kind())))?;
         Ok(())
     }
 
@@ -235,7 +239,10 @@ impl Token {
             if a.user != Some(UserType::So) {
                 return Err(Error::UserNotLoggedIn);
             }
-            (a.vault.clone().ok_or(Error::UserNotLoggedIn)?, a.integrity.clone().ok_or(Error::UserNotLoggedIn)?)
+            (
+                a.vault.clone().ok_or(Error::UserNotLoggedIn)?,
+                a.integrity.clone().ok_or(Error::UserNotLoggedIn)?,
+            )
         };
         self.rewrap(&vault, &ik, UserType::User, new_pin)
     }
@@ -263,12 +270,17 @@ impl Token {
         Ok(())
     }
 
-    fn rewrap(&self, vault: &Vault, ik: &IntegrityKeys, user: UserType, new_pin: &Pin) -> Result<()> {
+    fn rewrap(
+        &self,
+        vault: &Vault,
+        ik: &IntegrityKeys,
+        user: UserType,
+        new_pin: &Pin,
+    ) -> Result<()> {
         // New keyslots take the cost parameters the store was initialized with.
-        let kdf = self
-            .store
-            .keyslot(UserType::So.slot())?
-            .map_or_else(KdfParams::default, |s| KdfParams { m_cost: s.m_cost, t_cost: s.t_cost, p_cost: s.p_cost });
+        let kdf = self.store.keyslot(UserType::So.slot())?.map_or_else(KdfParams::default, |s| {
+            KdfParams { m_cost: s.m_cost, t_cost: s.t_cost, p_cost: s.p_cost }
+        });
         let slot = hierarchy::wrap_mk(
             vault.master_key(),
             new_pin,

@@ -188,7 +188,11 @@ impl Token {
         if is_secret_obj && t.is_secret_component() {
             let sensitive = o.attrs.bool_or(AttrType::Sensitive, true);
             let extractable = o.attrs.bool_or(AttrType::Extractable, false);
-            if sensitive || !extractable || class != Some(ObjectClass::SecretKey) || t != AttrType::Value {
+            if sensitive
+                || !extractable
+                || class != Some(ObjectClass::SecretKey)
+                || t != AttrType::Value
+            {
                 return Err(Error::AttributeSensitive(t));
             }
             let m = self.material(&o)?;
@@ -202,7 +206,9 @@ impl Token {
         let spec = spec_of(&o.attrs)?;
         match &o.material {
             Material::None => Err(Error::KeyTypeInconsistent),
-            Material::Plain(m) => Ok(KeyMaterial::new(m.spec(), SecretBytes::from_slice(m.expose_secret()))),
+            Material::Plain(m) => {
+                Ok(KeyMaterial::new(m.spec(), SecretBytes::from_slice(m.expose_secret())))
+            }
             Material::Sealed(s) => {
                 let (vault, _) = self.require_vault()?;
                 Ok(KeyMaterial::new(spec, vault.open_secret(&o.uid, s)?))
@@ -324,9 +330,10 @@ impl Token {
     fn replace(&self, o: &Obj, attrs: Attributes) -> Result<()> {
         if let Some(s) = o.session {
             let material = match &o.material {
-                Material::Plain(m) => {
-                    Material::Plain(KeyMaterial::new(m.spec(), SecretBytes::from_slice(m.expose_secret())))
-                }
+                Material::Plain(m) => Material::Plain(KeyMaterial::new(
+                    m.spec(),
+                    SecretBytes::from_slice(m.expose_secret()),
+                )),
                 _ => Material::None,
             };
             let n = Obj {
@@ -391,19 +398,23 @@ fn public_from_template(a: &Attributes) -> Result<PublicKey> {
     match a.key_type() {
         Some(KeyType::Rsa) => PublicKey::from_rsa(
             a.bytes(AttrType::Modulus).ok_or(Error::TemplateIncomplete(AttrType::Modulus))?,
-            a.bytes(AttrType::PublicExponent).ok_or(Error::TemplateIncomplete(AttrType::PublicExponent))?,
+            a.bytes(AttrType::PublicExponent)
+                .ok_or(Error::TemplateIncomplete(AttrType::PublicExponent))?,
         ),
         Some(KeyType::Ec | KeyType::EcEdwards | KeyType::EcMontgomery) => {
-            let params = a.bytes(AttrType::EcParams).ok_or(Error::TemplateIncomplete(AttrType::EcParams))?;
+            let params =
+                a.bytes(AttrType::EcParams).ok_or(Error::TemplateIncomplete(AttrType::EcParams))?;
             let spec = template::ec_params_to_spec(params)?;
-            let point = a.bytes(AttrType::EcPoint).ok_or(Error::TemplateIncomplete(AttrType::EcPoint))?;
+            let point =
+                a.bytes(AttrType::EcPoint).ok_or(Error::TemplateIncomplete(AttrType::EcPoint))?;
             // CKA_EC_POINT is a DER OCTET STRING; accept a raw point too.
             let raw = match point {
                 [0x04, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
                 [0x04, 0x81, len, rest @ ..] if usize::from(*len) == rest.len() => rest,
                 _ => point,
             };
-            PublicKey::from_parts(spec, raw).map_err(|_| Error::AttributeValueInvalid(AttrType::EcPoint))
+            PublicKey::from_parts(spec, raw)
+                .map_err(|_| Error::AttributeValueInvalid(AttrType::EcPoint))
         }
         _ => Err(Error::TemplateInconsistent("unsupported public key type")),
     }

@@ -88,6 +88,7 @@ impl Usage {
 }
 
 /// Today as `YYYYMMDD` (UTC), for CKA_START_DATE / CKA_END_DATE checks.
+#[allow(clippy::many_single_char_names)] // the published algorithm's names
 fn today() -> [u8; 8] {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -135,7 +136,9 @@ impl Token {
         let now = today();
         if let Some(AttrValue::Date(Some(start))) = o.attrs.get(AttrType::StartDate) {
             if now < *start {
-                return Err(Error::KeyFunctionNotPermitted("key is not yet valid (CKA_START_DATE)"));
+                return Err(Error::KeyFunctionNotPermitted(
+                    "key is not yet valid (CKA_START_DATE)",
+                ));
             }
         }
         if let Some(AttrValue::Date(Some(end))) = o.attrs.get(AttrType::EndDate) {
@@ -158,7 +161,10 @@ impl Token {
             }
         }
         let k = if o.attrs.class() == Some(ObjectClass::PublicKey) {
-            let spki = o.attrs.bytes(AttrType::PublicKeyInfo).ok_or(Error::Integrity("public key info missing"))?;
+            let spki = o
+                .attrs
+                .bytes(AttrType::PublicKeyInfo)
+                .ok_or(Error::Integrity("public key info missing"))?;
             KeyRef::Public(Arc::new(self.provider.load_public(&PublicKey::from_spki_der(spki)?)?))
         } else {
             if !o.verified {
@@ -184,7 +190,12 @@ impl Token {
     }
 
     /// `C_GenerateKey`.
-    pub fn generate_key(&self, mech: KeyGenMechanism, t: &Template, session: SessionId) -> Result<u64> {
+    pub fn generate_key(
+        &self,
+        mech: KeyGenMechanism,
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
         let (attrs, spec) = template::secret_key_for_generate(mech, t)?;
         let g = self.provider.generate(spec)?;
         self.insert(attrs, Some(g.material), session)
@@ -257,7 +268,9 @@ impl Token {
             return Err(Error::KeyUnextractable("CKA_EXTRACTABLE is false"));
         }
         let w = self.obj(wrapping)?;
-        if t.attrs.bool_or(AttrType::WrapWithTrusted, false) && !w.attrs.bool_or(AttrType::Trusted, false) {
+        if t.attrs.bool_or(AttrType::WrapWithTrusted, false)
+            && !w.attrs.bool_or(AttrType::Trusted, false)
+        {
             return Err(Error::KeyUnextractable("target requires a trusted wrapping key"));
         }
         let material = self.material(&t)?;
@@ -265,7 +278,12 @@ impl Token {
             KeyRef::Private(k) => k.wrap(self.provider, mech, &material),
             KeyRef::Public(k) => match mech {
                 // Wrapping under a public key is OAEP encryption of the key bytes.
-                Mechanism::RsaOaep { .. } if matches!(material.spec(), KeySpec::Aes { .. } | KeySpec::GenericSecret { .. }) => {
+                Mechanism::RsaOaep { .. }
+                    if matches!(
+                        material.spec(),
+                        KeySpec::Aes { .. } | KeySpec::GenericSecret { .. }
+                    ) =>
+                {
                     k.encrypt(self.provider, mech, material.expose_secret())
                 }
                 _ => Err(Error::KeyTypeInconsistent),
@@ -302,15 +320,20 @@ impl Token {
     }
 
     /// `C_DeriveKey`: derives a secret key described by `t` from `base`.
-    pub fn derive_key(&self, base: u64, mech: &Mechanism, t: &Template, session: SessionId) -> Result<u64> {
+    pub fn derive_key(
+        &self,
+        base: u64,
+        mech: &Mechanism,
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
         let b = self.obj(base)?;
         let KeyRef::Private(k) = self.key_for(base, Usage::Derive, mech)? else {
             return Err(Error::KeyTypeInconsistent);
         };
         let spec = target_secret_spec(t, Some(32))?;
-        let len = match spec {
-            KeySpec::Aes { bytes } | KeySpec::GenericSecret { bytes } => bytes,
-            _ => return Err(Error::TemplateInconsistent("derived keys are secret keys")),
+        let (KeySpec::Aes { bytes: len } | KeySpec::GenericSecret { bytes: len }) = spec else {
+            return Err(Error::TemplateInconsistent("derived keys are secret keys"));
         };
         let secret = k.derive(self.provider, mech, len)?;
         let origin = Origin::Derived {
@@ -328,7 +351,9 @@ impl Token {
         match o.attrs.class() {
             Some(ObjectClass::SecretKey) => {}
             Some(ObjectClass::PrivateKey) => {
-                return Err(Error::KeyUnextractable("private keys never leave the HSM in plaintext"))
+                return Err(Error::KeyUnextractable(
+                    "private keys never leave the HSM in plaintext",
+                ))
             }
             _ => return Err(Error::KeyTypeInconsistent),
         }
@@ -336,7 +361,9 @@ impl Token {
             return Err(Error::KeyUnextractable("key is sensitive (CKA_SENSITIVE is true)"));
         }
         if !o.attrs.bool_or(AttrType::Extractable, false) {
-            return Err(Error::KeyUnextractable("key is not extractable (CKA_EXTRACTABLE is false)"));
+            return Err(Error::KeyUnextractable(
+                "key is not extractable (CKA_EXTRACTABLE is false)",
+            ));
         }
         let m = self.material(&o)?;
         Ok(SecretBytes::from_slice(m.expose_secret()))
@@ -376,9 +403,8 @@ fn target_secret_spec(t: &Template, default_len: Option<usize>) -> Result<KeySpe
         _ => None,
     };
     let kt = match get(AttrType::KeyType) {
-        Some(AttrValue::Ulong(k)) => {
-            crate::attr::KeyType::from_raw(*k).ok_or(Error::AttributeValueInvalid(AttrType::KeyType))?
-        }
+        Some(AttrValue::Ulong(k)) => crate::attr::KeyType::from_raw(*k)
+            .ok_or(Error::AttributeValueInvalid(AttrType::KeyType))?,
         _ => return Err(Error::TemplateIncomplete(AttrType::KeyType)),
     };
     match kt {
