@@ -28,3 +28,7 @@ fi
 export PATH="$PWD/$venv/bin:$PATH"
 
 cargo test --workspace --locked "$@"
+
+# Real PKCS#11 clients (pkcs11-tool, p11tool, OpenSSL's pkcs11 engine) against the module that
+# `cargo test` just built.
+scripts/pkcs11-clients.sh

@@ -291,33 +291,24 @@ static LIST_3_2: ck::CK_FUNCTION_LIST_3_2 = ck::CK_FUNCTION_LIST_3_2 {
 /// The interface name every list is offered under.
 static NAME: &[u8; 8] = b"PKCS 11\0";
 
-/// `CK_INTERFACE` holds raw pointers, so it is not `Sync`; these point only at immutable statics.
-struct Interfaces([CK_INTERFACE; 3]);
-
-// SAFETY: the pointers inside point at immutable `static`s (the name and the function lists)
-// that live for the whole program and are never written through.
-unsafe impl Sync for Interfaces {}
-
-static INTERFACES: Interfaces = Interfaces([
-    CK_INTERFACE {
+/// The interfaces, 3.0 first (the default). Built fresh for every caller: clients may write
+/// into the `CK_INTERFACE` they receive (OpenSC's spy swaps in its own function list), so no
+/// shared copy is ever handed out.
+fn interfaces() -> [CK_INTERFACE; 3] {
+    let i = |list: *const c_void| CK_INTERFACE {
         pInterfaceName: NAME.as_ptr().cast_mut(),
-        pFunctionList: (&raw const LIST_3_2).cast_mut().cast::<c_void>(),
+        pFunctionList: list.cast_mut(),
         flags: 0,
-    },
-    CK_INTERFACE {
-        pInterfaceName: NAME.as_ptr().cast_mut(),
-        pFunctionList: (&raw const LIST_3_0).cast_mut().cast::<c_void>(),
-        flags: 0,
-    },
-    CK_INTERFACE {
-        pInterfaceName: NAME.as_ptr().cast_mut(),
-        pFunctionList: (&raw const LIST_2_40).cast_mut().cast::<c_void>(),
-        flags: 0,
-    },
-]);
+    };
+    [
+        i((&raw const LIST_3_0).cast::<c_void>()),
+        i((&raw const LIST_3_2).cast::<c_void>()),
+        i((&raw const LIST_2_40).cast::<c_void>()),
+    ]
+}
 
 fn versions() -> [CK_VERSION; 3] {
-    [LIST_3_2.version, LIST_3_0.version, LIST_2_40.version]
+    [LIST_3_0.version, LIST_3_2.version, LIST_2_40.version]
 }
 
 /// `C_GetFunctionList` (§5.4): the 2.40 list, for 2.x callers.
@@ -334,7 +325,7 @@ pub unsafe extern "C" fn C_GetFunctionList(pp: *mut *mut ck::CK_FUNCTION_LIST) -
     })
 }
 
-/// `C_GetInterfaceList` (§5.4, 3.0): the 3.2, 3.0 and 2.40 interfaces, newest first.
+/// `C_GetInterfaceList` (§5.4, 3.0): the 3.0 (default), 3.2 and 2.40 interfaces.
 ///
 /// # Safety
 /// `p_list` must be NULL or point to `*pul_count` writable `CK_INTERFACE`s; `pul_count` must be
@@ -344,7 +335,7 @@ pub unsafe extern "C" fn C_GetInterfaceList(p_list: *mut CK_INTERFACE, pul_count
     guard(|| {
         // SAFETY: caller contract for an output pointer.
         let n = unsafe { out(pul_count)? };
-        let all = &INTERFACES.0;
+        let all = interfaces();
         if p_list.is_null() {
             *n = all.len() as CK_ULONG;
             return Ok(());
@@ -355,13 +346,14 @@ pub unsafe extern "C" fn C_GetInterfaceList(p_list: *mut CK_INTERFACE, pul_count
             return Err(Error::BufferTooSmall(all.len()));
         }
         // SAFETY: the caller declared `cap >= all.len()` writable entries.
-        unsafe { slice_mut(p_list, all.len())? }.copy_from_slice(all);
+        unsafe { slice_mut(p_list, all.len())? }.copy_from_slice(&all);
         Ok(())
     })
 }
 
-/// `C_GetInterface` (§5.4, 3.0): by name ("PKCS 11" or NULL) and version (or NULL for the
-/// newest). No interface has flags, so a non-zero `flags` request matches none.
+/// `C_GetInterface` (§5.4, 3.0): by name ("PKCS 11" or NULL) and version. Without a version
+/// the default is 3.0: clients built against the 3.0 headers (OpenSC's spy, p11-kit) compare
+/// the version, and the 3.2 list extends the 3.0 one, so a 3.2 caller asks for it by version. No interface has flags, so a non-zero `flags` request matches none.
 ///
 /// # Safety
 /// `p_name` must be NULL or a NUL-terminated string; `p_version` NULL or readable; `pp`
@@ -399,7 +391,9 @@ pub unsafe extern "C" fn C_GetInterface(
                 .position(|x| x.major == v.major && x.minor == v.minor)
                 .ok_or(Error::ArgumentsBad)?,
         };
-        *dst = (&raw const INTERFACES.0[i]).cast_mut();
+        // One small allocation per call, never freed: the caller owns the returned pointer for
+        // the life of the process and may write into it (see `interfaces`).
+        *dst = Box::leak(Box::new(interfaces()[i]));
         Ok(())
     })
 }
