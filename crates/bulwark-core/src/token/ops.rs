@@ -133,16 +133,15 @@ impl Token {
                 return Err(Error::MechanismInvalid(mech.ck_type()));
             }
         }
-        let now = today();
         if let Some(AttrValue::Date(Some(start))) = o.attrs.get(AttrType::StartDate) {
-            if now < *start {
+            if today() < *start {
                 return Err(Error::KeyFunctionNotPermitted(
                     "key is not yet valid (CKA_START_DATE)",
                 ));
             }
         }
         if let Some(AttrValue::Date(Some(end))) = o.attrs.get(AttrType::EndDate) {
-            if now > *end {
+            if today() > *end {
                 return Err(Error::KeyFunctionNotPermitted("key has expired (CKA_END_DATE)"));
             }
         }
