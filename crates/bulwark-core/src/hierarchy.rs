@@ -307,6 +307,23 @@ mod tests {
     const FAST: KdfParams = KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 };
 
     #[test]
+    fn debug_of_key_holders_shows_no_key_bytes() {
+        let raw = [0xA7u8; 32];
+        let needle = hex::encode(raw);
+        let v = Vault::new(MasterKey::from_random(raw), [4; 16]);
+        let ik = v.integrity_keys().unwrap();
+        for s in [
+            format!("{:?}", v.master_key()),
+            format!("{v:?}"),
+            format!("{ik:?}"),
+            format!("{v:#?}"),
+        ] {
+            assert!(s.contains("REDACTED"), "{s}");
+            assert!(!s.contains(&needle) && !s.contains("167"), "{s}");
+        }
+    }
+
+    #[test]
     fn keyslot_round_trip_and_wrong_pin() {
         let mk = MasterKey::from_random([7; 32]);
         let uid = [1; 16];

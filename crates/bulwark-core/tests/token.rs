@@ -8,7 +8,7 @@ use bulwark_core::crypto::Curve;
 use bulwark_core::hierarchy::KdfParams;
 use bulwark_core::mechanism::{KeyGenMechanism, Mechanism};
 use bulwark_core::secret::Pin;
-use bulwark_core::token::{Usage, MAX_PIN_FAILURES};
+use bulwark_core::token::{KeyRef, Usage, MAX_PIN_FAILURES};
 use bulwark_core::{Error, Token, UserType};
 
 const FAST: KdfParams = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
@@ -298,6 +298,32 @@ fn usage_flags_allowed_mechanisms_and_sensitivity() {
     // Not destroyable.
     let keep = aes(&t, "keep", &[b(AttrType::Destroyable, false)]);
     assert!(matches!(t.destroy_object(keep), Err(Error::ActionProhibited(_))));
+}
+
+#[test]
+fn debug_output_of_keys_and_token_never_contains_key_bytes() {
+    let f = fixture();
+    let t = open_user(&f.path);
+    let h = aes(&t, "open", &[b(AttrType::Sensitive, false), b(AttrType::Extractable, true)]);
+    let key = t.export_secret(h).unwrap();
+    let needle = hex::encode(key.expose_secret());
+    let k = t.key_for(h, Usage::Encrypt, &gcm()).unwrap();
+    let KeyRef::Private(loaded) = &k else { panic!("secret key expected") };
+    let info = t.object_info(h).unwrap();
+    for s in [
+        format!("{k:?}"),
+        format!("{loaded:?}"),
+        format!("{t:?}"),
+        format!("{info:?}"),
+        format!("{key:?}"),
+    ] {
+        assert!(!s.contains(&needle), "key bytes in debug output: {s}");
+        let lower = s.to_lowercase();
+        assert!(!lower.contains(&needle.to_lowercase()));
+    }
+    // The byte values in decimal (as a derived Debug of a Vec<u8> would print them) are absent too.
+    let dec = format!("{:?}", key.expose_secret());
+    assert!(!format!("{loaded:?}{k:?}{key:?}").contains(&dec[1..dec.len() - 1]));
 }
 
 #[test]
