@@ -11,6 +11,7 @@ pub mod hierarchy;
 pub mod hsm;
 pub mod mechanism;
 pub mod rollback;
+pub mod seal;
 pub mod secret;
 pub mod selftest;
 pub mod store;

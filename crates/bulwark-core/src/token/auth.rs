@@ -297,3 +297,28 @@ impl Token {
         Ok(())
     }
 }
+
+// --- quorum unlock policy (issue 4; see crate::seal) ----------------------------------------
+impl Token {
+    /// Quorum policy: installs a master key reconstructed from unseal shares
+    /// ([`crate::seal::Unsealer`]) after checking the store generation (integrity and
+    /// anti-rollback), as a successful login would. The token then serves as the normal user;
+    /// the daemon does its own user authentication. [`Token::lock`] seals it again.
+    pub fn unseal(&self, vault: Vault, ik: IntegrityKeys) -> Result<()> {
+        self.provider.check()?;
+        let meta = self.store.meta()?;
+        if meta.zeroized {
+            return Err(Error::Zeroized);
+        }
+        if meta.policy != crate::seal::QUORUM_POLICY {
+            return Err(Error::ArgumentsBad("store does not use the quorum unlock policy"));
+        }
+        self.check_generation(&ik, meta.generation, &meta.generation_mac)?;
+        let mut a = write(&self.auth);
+        a.user = Some(UserType::User);
+        a.vault = Some(Arc::new(vault));
+        a.integrity = Some(Arc::new(ik));
+        a.pin_tags = [None, None];
+        Ok(())
+    }
+}

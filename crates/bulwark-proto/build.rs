@@ -1,0 +1,12 @@
+//! Compiles `proto/bulwark/v1/*.proto` with protox (pure Rust, no `protoc` needed) and generates
+//! the prost messages and tonic client/server code.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/bulwark/v1/hsm.proto"];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    Ok(())
+}
