@@ -7,7 +7,6 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use std::ffi::c_void;
-use std::sync::Arc;
 
 use cryptoki_sys::{
     CK_ATTRIBUTE, CK_BBOOL, CK_BYTE, CK_FLAGS, CK_INFO, CK_MECHANISM, CK_MECHANISM_INFO,
@@ -18,8 +17,8 @@ use cryptoki_sys as ck;
 use zeroize::Zeroizing;
 
 use super::{
-    ck_entry, mech, module, out, out_len, read_param, read_pin, read_template, set_module, slice,
-    slice_mut, state, write_out,
+    ck_entry, mech, module, out, out_len, read_param, read_pin, read_template, slice, slice_mut,
+    write_out,
 };
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -79,13 +78,7 @@ ck_entry! {
                 return Err(Error::ArgumentsBad);
             }
         }
-        let mut g = crate::token::write(state());
-        if g.is_some() {
-            return Err(Error::AlreadyInitialized);
-        }
-        let cfg = Config::load()?;
-        *g = Some(Arc::new(Module::new(cfg)));
-        Ok(())
+        super::publish(|| Ok(Module::new(Config::load()?)))
     }
 
     /// `C_Finalize` (§5.4): closes every session and wipes all keys and master keys from memory.
@@ -93,9 +86,7 @@ ck_entry! {
         if !p_reserved.is_null() {
             return Err(Error::ArgumentsBad);
         }
-        let m = set_module(None).ok_or(Error::NotInitialized)?;
-        m.finalize();
-        Ok(())
+        super::unpublish()
     }
 
     /// `C_GetInfo` (§5.4).

@@ -17,7 +17,8 @@ mod lists;
 pub(crate) mod mech;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
 
 use bulwark_core::attr::{AttrType, AttrValue};
 use bulwark_core::secret::Pin;
@@ -32,19 +33,49 @@ use crate::error::{Error, Result};
 use crate::token::{Module, Out};
 
 /// The module between `C_Initialize` and `C_Finalize`.
-static STATE: RwLock<Option<Arc<Module>>> = RwLock::new(None);
+///
+/// Read on every call with one atomic load and no read-modify-write, so threads never contend on
+/// it. A module is leaked on purpose when `C_Initialize` creates it and is never freed:
+/// `C_Finalize` unpublishes it and wipes its sessions and keys, and a thread still inside a call
+/// keeps a valid (emptied) object instead of a dangling one. Each initialize/finalize cycle leaks
+/// one small, key-free struct.
+static STATE: AtomicPtr<Module> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Serializes `C_Initialize` and `C_Finalize` with each other (never taken on the hot path).
+static LIFECYCLE: Mutex<()> = Mutex::new(());
 
 /// The initialized module, or `CKR_CRYPTOKI_NOT_INITIALIZED`.
-pub(crate) fn module() -> Result<Arc<Module>> {
-    crate::token::read(&STATE).clone().ok_or(Error::NotInitialized)
+pub(crate) fn module() -> Result<&'static Module> {
+    let p = STATE.load(Ordering::Acquire);
+    if p.is_null() {
+        return Err(Error::NotInitialized);
+    }
+    // SAFETY: every non-NULL value stored in STATE comes from `Box::leak` in `publish` and is
+    // never freed, so it is valid for 'static; `Module` is `Sync`.
+    Ok(unsafe { &*p })
 }
 
-pub(crate) fn set_module(m: Option<Arc<Module>>) -> Option<Arc<Module>> {
-    std::mem::replace(&mut *crate::token::write(&STATE), m)
+/// `C_Initialize`: builds and publishes the module unless one is already published.
+pub(crate) fn publish(make: impl FnOnce() -> Result<Module>) -> Result<()> {
+    let _g = LIFECYCLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !STATE.load(Ordering::Acquire).is_null() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let m: &'static mut Module = Box::leak(Box::new(make()?));
+    STATE.store(m, Ordering::Release);
+    Ok(())
 }
 
-pub(crate) fn state() -> &'static RwLock<Option<Arc<Module>>> {
-    &STATE
+/// `C_Finalize`: unpublishes the module and wipes it.
+pub(crate) fn unpublish() -> Result<()> {
+    let _g = LIFECYCLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let p = STATE.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if p.is_null() {
+        return Err(Error::NotInitialized);
+    }
+    // SAFETY: as in `module`: leaked, never freed.
+    unsafe { &*p }.finalize();
+    Ok(())
 }
 
 /// Runs an entry-point body: no panic escapes, and the result becomes a `CK_RV` here and only
