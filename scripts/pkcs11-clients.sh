@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Drives libbulwark_pkcs11.so with real PKCS#11 clients: OpenSC pkcs11-tool (including --test),
-# GnuTLS p11tool, and OpenSSL through libengine-pkcs11-openssl (a self-signed certificate whose
+# GnuTLS p11tool, Python PyKCS11 (threads, error codes), and OpenSSL through libengine-pkcs11-openssl (a self-signed certificate whose
 # key lives in the token, verified with plain openssl). Installs the clients with apt when they
 # are missing. Non-interactive; any failure stops the script with a non-zero exit.
 #
@@ -13,6 +13,7 @@ need=()
 command -v pkcs11-tool >/dev/null || need+=(opensc)
 command -v p11tool >/dev/null || need+=(gnutls-bin)
 command -v openssl >/dev/null || need+=(openssl)
+/usr/bin/python3 -c 'import PyKCS11' 2>/dev/null || need+=(python3-pykcs11)
 engine=$(ls /usr/lib/*/engines-3/pkcs11.so 2>/dev/null | head -1 || true)
 [ -n "$engine" ] || need+=(libengine-pkcs11-openssl)
 if [ ${#need[@]} -gt 0 ]; then
@@ -130,6 +131,10 @@ for key in ec rsa; do
   cmp <(openssl pkey -pubin -in "$T/$key.crt.pub" -outform DER) "$T/$key.pub.der"
   openssl x509 -in "$T/$key.crt" -noout -subject
 done
+
+step "Python (PyKCS11): error codes and 4 threads signing on separate sessions"
+# Debian's python3-pykcs11 lives in the system interpreter, not in a venv or pyenv.
+/usr/bin/python3 scripts/pkcs11-python.py "$M" ci "$PIN"
 
 step "token objects persist and are visible to another process"
 p11 --login --pin "$PIN" -O | tee "$T/O"

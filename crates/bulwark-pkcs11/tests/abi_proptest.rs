@@ -498,3 +498,36 @@ fn every_function_list_slot_is_filled() {
     }
     assert!(v.len() >= 2);
 }
+
+#[test]
+fn verify_signature_3_2() {
+    let a = abi();
+    let lib = unsafe { libloading::Library::new(common::module_path()) }.unwrap();
+    let get: libloading::Symbol<unsafe extern "C" fn(*mut CK_UTF8CHAR, *mut CK_VERSION, *mut *mut CK_INTERFACE, CK_FLAGS) -> CK_RV> =
+        unsafe { lib.get(b"C_GetInterface") }.unwrap();
+    let mut v = CK_VERSION { major: 3, minor: 2 };
+    let mut iface: *mut CK_INTERFACE = null_mut();
+    assert_eq!(unsafe { get(null_mut(), &mut v, &mut iface, 0) }, CKR_OK);
+    let f32: &CK_FUNCTION_LIST_3_2 = unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) };
+    assert_eq!((f32.version.major, f32.version.minor), (3, 2));
+    let f = a.f;
+    let mut h = 0;
+    assert_eq!(call!(f, C_OpenSession, a.slot, CKF_SERIAL_SESSION, null_mut(), None, &mut h), CKR_OK);
+    let mut m = CK_MECHANISM { mechanism: CKM_ECDSA_SHA256, pParameter: null_mut(), ulParameterLen: 0 };
+    let msg = b"verify me";
+    assert_eq!(call!(f, C_SignInit, h, &mut m, a.ec_priv), CKR_OK);
+    let mut sig = [0u8; 64];
+    let mut l: CK_ULONG = 64;
+    assert_eq!(call!(f, C_Sign, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG, sig.as_mut_ptr(), &mut l), CKR_OK);
+    assert_eq!(call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64), CKR_OK);
+    assert_eq!(call!(f32, C_VerifySignature, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG), CKR_OK);
+    assert_eq!(call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64), CKR_OK);
+    assert_eq!(call!(f32, C_VerifySignatureUpdate, h, msg.as_ptr().cast_mut(), 4), CKR_OK);
+    assert_eq!(call!(f32, C_VerifySignatureUpdate, h, msg[4..].as_ptr().cast_mut(), (msg.len() - 4) as CK_ULONG), CKR_OK);
+    assert_eq!(call!(f32, C_VerifySignatureFinal, h), CKR_OK);
+    sig[0] ^= 1;
+    assert_eq!(call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64), CKR_OK);
+    assert_eq!(call!(f32, C_VerifySignature, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG), CKR_SIGNATURE_INVALID);
+    assert_eq!(call!(f32, C_VerifySignatureFinal, h), CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(call!(f, C_CloseSession, h), CKR_OK);
+}

@@ -521,6 +521,38 @@ ck_entry! {
         m.verify_final(h, sig)
     }
 
+    /// `C_VerifySignatureInit` (3.2 §5.13): the signature is given up front.
+    fn C_VerifySignatureInit(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_sig: *mut CK_BYTE, ul_sig: CK_ULONG) {
+        let m = module()?;
+        m.session(h)?;
+        // SAFETY: mechanism and its parameters valid (caller).
+        let mech = unsafe { mech::operation(&mech::read(p_mech)?)? };
+        // SAFETY: input valid for its length (caller).
+        let sig = unsafe { slice(p_sig.cast_const(), ul_sig)? };
+        m.verify_signature_init(h, mech, key, sig)
+    }
+
+    /// `C_VerifySignature` (3.2 §5.13).
+    fn C_VerifySignature(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, ul_len: CK_ULONG) {
+        let m = module()?;
+        // SAFETY: input valid for its length (caller).
+        let data = unsafe { slice(p_data.cast_const(), ul_len)? };
+        m.verify_signature(h, data)
+    }
+
+    /// `C_VerifySignatureUpdate` (3.2 §5.13).
+    fn C_VerifySignatureUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, ul_len: CK_ULONG) {
+        let m = module()?;
+        // SAFETY: input valid for its length (caller).
+        let data = unsafe { slice(p_data.cast_const(), ul_len)? };
+        m.verify_signature_update(h, data)
+    }
+
+    /// `C_VerifySignatureFinal` (3.2 §5.13).
+    fn C_VerifySignatureFinal(h: CK_SESSION_HANDLE) {
+        module()?.verify_signature_final(h)
+    }
+
     /// `C_GenerateKey` (§5.14).
     fn C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph_key: *mut CK_OBJECT_HANDLE) {
         let m = module()?;
@@ -677,10 +709,6 @@ unsupported! {
     C_MessageVerifyFinal(CK_SESSION_HANDLE);
     C_EncapsulateKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, *mut CK_OBJECT_HANDLE);
     C_DecapsulateKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_OBJECT_HANDLE);
-    C_VerifySignatureInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_BYTE, CK_ULONG);
-    C_VerifySignature(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG);
-    C_VerifySignatureUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG);
-    C_VerifySignatureFinal(CK_SESSION_HANDLE);
     C_GetSessionValidationFlags(CK_SESSION_HANDLE, ck::CK_SESSION_VALIDATION_FLAGS_TYPE, *mut CK_FLAGS);
     C_AsyncComplete(CK_SESSION_HANDLE, *mut CK_UTF8CHAR, *mut ck::CK_ASYNC_DATA);
     C_AsyncGetID(CK_SESSION_HANDLE, *mut CK_UTF8CHAR, *mut CK_ULONG);

@@ -377,6 +377,7 @@ impl Module {
         }
         if flags & ck::CKF_VERIFY != 0 {
             st.verify = None;
+            st.verify_sig = None;
         }
         if flags & ck::CKF_ENCRYPT != 0 {
             st.encrypt = None;

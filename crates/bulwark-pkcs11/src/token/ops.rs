@@ -196,6 +196,47 @@ impl Module {
         Ok(op.key.verify(&op.mech, &op.buf, sig)?)
     }
 
+    /// `C_VerifySignatureInit` (3.2): the signature comes first, the data after.
+    pub fn verify_signature_init(&self, sh: u64, mech: Mechanism, key: u64, sig: &[u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        if st.verify_sig.is_some() {
+            return Err(Error::OperationActive);
+        }
+        let prepared = s.hsm.prepare(key, Usage::Verify, &mech).map_err(key_handle)?;
+        st.verify_sig = Some((CryptoOp::new(prepared, mech, false), sig.to_vec()));
+        Ok(())
+    }
+
+    /// `C_VerifySignature` (3.2, single part).
+    pub fn verify_signature(&self, sh: u64, data: &[u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let (op, sig) = st.verify_sig.take().ok_or(Error::OperationNotInitialized)?;
+        if op.multipart {
+            st.verify_sig = Some((op, sig));
+            return Err(Error::OperationActive);
+        }
+        Ok(op.key.verify(&op.mech, data, &sig)?)
+    }
+
+    /// `C_VerifySignatureUpdate` (3.2).
+    pub fn verify_signature_update(&self, sh: u64, data: &[u8]) -> Result<()> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let (op, _) = st.verify_sig.as_mut().ok_or(Error::OperationNotInitialized)?;
+        op.multipart = true;
+        op.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// `C_VerifySignatureFinal` (3.2).
+    pub fn verify_signature_final(&self, sh: u64) -> Result<()> {
+        let s = self.session(sh)?;
+        let (op, sig) = lock(&s.state).verify_sig.take().ok_or(Error::OperationNotInitialized)?;
+        Ok(op.key.verify(&op.mech, &op.buf, &sig)?)
+    }
+
     /// `C_EncryptInit`.
     pub fn encrypt_init(&self, sh: u64, mech: Mechanism, key: u64) -> Result<()> {
         self.init(sh, Kind::Encrypt, mech, key)

@@ -55,6 +55,8 @@ pub(crate) struct SessionState {
     pub(crate) encrypt: Option<CryptoOp>,
     pub(crate) decrypt: Option<CryptoOp>,
     pub(crate) digest: Option<DigestOp>,
+    /// PKCS#11 3.2 `C_VerifySignature*`: the operation and the signature given at init.
+    pub(crate) verify_sig: Option<(CryptoOp, Vec<u8>)>,
 }
 
 /// A key operation in progress.
