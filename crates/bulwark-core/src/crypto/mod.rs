@@ -15,6 +15,7 @@ mod cipher;
 pub(crate) mod der;
 mod derive;
 mod generate;
+mod import;
 mod keys;
 mod loaded;
 mod rng;
@@ -30,6 +31,7 @@ pub use keys::{
     Curve, GeneratedKey, KeyMaterial, KeySpec, MlDsaParam, MlKemParam, PublicKey,
     GENERIC_SECRET_MAX,
 };
+pub use import::PrivateComponents;
 pub use loaded::{LoadedKey, LoadedPublicKey};
 pub use sign::{ecdsa_der_to_raw, ecdsa_raw_to_der, rsa_digest_info};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{read, write, Material, Obj, SessionId, Token, UserType, SESSION_HANDLE_BASE};
 use crate::attr::{AttrType, AttrValue, Attributes, KeyType, ObjectClass};
-use crate::crypto::{KeyMaterial, KeySpec, PublicKey};
+use crate::crypto::{KeyMaterial, KeySpec, PrivateComponents, PublicKey};
 use crate::error::{Error, Result};
 use crate::secret::SecretBytes;
 use crate::store::{ObjectRow, Store};
@@ -290,9 +290,10 @@ impl Token {
                 None
             }
             CreateKind::PrivateKey => {
-                return Err(Error::NotSupported(
-                    "plaintext private key import: unwrap it under a wrapping key instead",
-                ))
+                let g = self.provider.import_private_components(&private_from_template(t, &attrs)?)?;
+                let pk = g.public.ok_or(Error::Internal("imported key without public key"))?;
+                fill_public(&mut attrs, &pk, false);
+                Some(g.material)
             }
         };
         self.insert(attrs, material, session)
@@ -388,6 +389,42 @@ impl Token {
     /// Destroys the session objects of a closed session.
     pub fn close_session(&self, session: SessionId) {
         write(&self.session_objects).retain(|_, o| o.session != Some(session));
+    }
+}
+
+/// The private components of a `C_CreateObject` private-key template.
+fn private_from_template<'a>(t: &'a Template, a: &Attributes) -> Result<PrivateComponents<'a>> {
+    let get = |k: AttrType| match t.iter().find(|(x, _)| *x == k) {
+        Some((_, AttrValue::Bytes(b))) => Ok(b.as_slice()),
+        _ => Err(Error::TemplateIncomplete(k)),
+    };
+    match a.key_type() {
+        Some(KeyType::Rsa) => Ok(PrivateComponents::Rsa {
+            n: get(AttrType::Modulus)?,
+            e: get(AttrType::PublicExponent)?,
+            d: get(AttrType::PrivateExponent)?,
+            p: get(AttrType::Prime1)?,
+            q: get(AttrType::Prime2)?,
+            dp: get(AttrType::Exponent1)?,
+            dq: get(AttrType::Exponent2)?,
+            qinv: get(AttrType::Coefficient)?,
+        }),
+        Some(KeyType::Ec | KeyType::EcEdwards | KeyType::EcMontgomery) => {
+            let spec = match a.bytes(AttrType::EcParams) {
+                Some(p) => template::ec_params_to_spec(p)?,
+                None if a.key_type() == Some(KeyType::EcEdwards) => KeySpec::Ed25519,
+                None if a.key_type() == Some(KeyType::EcMontgomery) => KeySpec::X25519,
+                None => return Err(Error::TemplateIncomplete(AttrType::EcParams)),
+            };
+            let v = get(AttrType::Value)?;
+            match (a.key_type(), spec) {
+                (Some(KeyType::Ec), KeySpec::Ec(curve)) => Ok(PrivateComponents::Ec { curve, scalar: v }),
+                (Some(KeyType::EcEdwards), KeySpec::Ed25519) => Ok(PrivateComponents::Ed25519 { seed: v }),
+                (Some(KeyType::EcMontgomery), KeySpec::X25519) => Ok(PrivateComponents::X25519 { scalar: v }),
+                _ => Err(Error::TemplateInconsistent("CKA_EC_PARAMS does not fit CKA_KEY_TYPE")),
+            }
+        }
+        _ => Err(Error::NotSupported("plaintext import of this private key type: unwrap it instead")),
     }
 }
 
