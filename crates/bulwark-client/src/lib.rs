@@ -1,1 +1,348 @@
-//! placeholder
+//! The remote client of `bulwarkd`: gRPC over mutually authenticated TLS, as a blocking API for
+//! the CLI (and, later, the PKCS#11 module's remote slot).
+//!
+//! It holds no key material: only the TLS client identity, the session token and the data the
+//! caller sends. Credentials come from files and the environment (see [`ClientConfig::from_env`]),
+//! never from command-line arguments.
+
+use std::path::Path;
+
+use bulwark_proto::v1::hsm_client::HsmClient;
+use bulwark_proto::v1::{self as pb, SignatureFormat};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use zeroize::Zeroizing;
+
+pub use bulwark_proto::v1;
+pub use tonic::Code;
+
+/// What went wrong talking to the HSM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The HSM answered with an error status (message is the HSM's safe message).
+    #[error("{message}")]
+    Status {
+        /// gRPC status code.
+        code: Code,
+        /// The HSM's message.
+        message: String,
+    },
+    /// No connection (network, TLS handshake, certificate).
+    #[error("cannot reach the HSM: {0}")]
+    Connect(String),
+    /// Bad client configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The gRPC code, for status errors.
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ClientError::Status { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        if s.code() == Code::Unavailable || s.code() == Code::Unknown {
+            if let Some(src) = std::error::Error::source(&s) {
+                return ClientError::Connect(chain(src));
+            }
+        }
+        ClientError::Status { code: s.code(), message: s.message().to_owned() }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Where the HSM is and how to authenticate the TLS connection.
+pub struct ClientConfig {
+    /// `https://host:port`.
+    pub endpoint: String,
+    /// PEM of the CA that issued the server certificate.
+    pub ca_pem: Vec<u8>,
+    /// PEM client certificate chain (required by bulwarkd on TCP).
+    pub cert_pem: Option<Vec<u8>>,
+    /// PEM client private key.
+    pub key_pem: Option<Zeroizing<Vec<u8>>>,
+    /// TLS server name, when it differs from the endpoint's host.
+    pub server_name: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("endpoint", &self.endpoint)
+            .field("client_cert", &self.cert_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read(p: &Path) -> Result<Vec<u8>> {
+    std::fs::read(p)
+        .map_err(|e| ClientError::Config(format!("cannot read {}: {}", p.display(), e.kind())))
+}
+
+impl ClientConfig {
+    /// From files.
+    pub fn from_files(
+        endpoint: &str,
+        ca: &Path,
+        cert: Option<&Path>,
+        key: Option<&Path>,
+    ) -> Result<Self> {
+        Ok(Self {
+            endpoint: endpoint.to_owned(),
+            ca_pem: read(ca)?,
+            cert_pem: cert.map(read).transpose()?,
+            key_pem: key.map(read).transpose()?.map(Zeroizing::new),
+            server_name: std::env::var("BULWARK_TLS_SERVER_NAME").ok().filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// From `BULWARK_CA_CERT`, `BULWARK_CLIENT_CERT`, `BULWARK_CLIENT_KEY` (paths) for
+    /// `endpoint`.
+    pub fn from_env(endpoint: &str) -> Result<Self> {
+        let path =
+            |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+        let ca = path("BULWARK_CA_CERT").ok_or_else(|| {
+            ClientError::Config("set BULWARK_CA_CERT to the HSM's CA certificate".into())
+        })?;
+        Self::from_files(
+            endpoint,
+            &ca,
+            path("BULWARK_CLIENT_CERT").as_deref(),
+            path("BULWARK_CLIENT_KEY").as_deref(),
+        )
+    }
+}
+
+/// A connection to one HSM, with an optional login session.
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    inner: HsmClient<Channel>,
+    session: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("logged_in", &self.session.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects (TCP + TLS). A missing or rejected client certificate shows up here or on the
+    /// first call, as [`ClientError::Connect`].
+    pub fn connect(cfg: &ClientConfig) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&cfg.ca_pem));
+        match (&cfg.cert_pem, &cfg.key_pem) {
+            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(c, &k[..])),
+            (None, None) => {}
+            _ => return Err(ClientError::Config(
+                "a client certificate needs its key (BULWARK_CLIENT_CERT and BULWARK_CLIENT_KEY)"
+                    .into(),
+            )),
+        }
+        if let Some(n) = &cfg.server_name {
+            tls = tls.domain_name(n.clone());
+        }
+        let ep = Endpoint::from_shared(cfg.endpoint.clone())
+            .map_err(|_| ClientError::Config(format!("bad endpoint {:?}", cfg.endpoint)))?
+            .tls_config(tls)
+            .map_err(|e| ClientError::Config(chain(&e)))?
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let channel = rt.block_on(ep.connect()).map_err(|e| ClientError::Connect(chain(&e)))?;
+        Ok(Self { rt, inner: HsmClient::new(channel), session: None })
+    }
+
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(s) = &self.session {
+            if let Ok(v) = MetadataValue::try_from(format!("Bearer {}", s.as_str())) {
+                r.metadata_mut().insert("authorization", v);
+            }
+        }
+        r
+    }
+
+    /// Logs in; returns the role.
+    pub fn login(&mut self, user: &str, password: &str) -> Result<String> {
+        let r = self.req(pb::LoginRequest { user: user.into(), password: password.into() });
+        let mut c = self.inner.clone();
+        let resp = self.rt.block_on(c.login(r))?.into_inner();
+        self.session = Some(Zeroizing::new(resp.session.clone()));
+        Ok(resp.role.clone())
+    }
+
+    /// Ends the session.
+    pub fn logout(&mut self) -> Result<()> {
+        let r = self.req(pb::LogoutRequest {});
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.logout(r))?;
+        self.session = None;
+        Ok(())
+    }
+
+    /// Seal state and token status.
+    pub fn status(&self) -> Result<pb::StatusResponse> {
+        let mut c = self.inner.clone();
+        Ok(self.rt.block_on(c.status(self.req(pb::StatusRequest {})))?.into_inner())
+    }
+
+    /// Presents one (decrypted) share file.
+    pub fn unseal(&self, share_file: &[u8]) -> Result<pb::UnsealResponse> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::UnsealRequest { share: share_file.to_vec() });
+        Ok(self.rt.block_on(c.unseal(r))?.into_inner())
+    }
+
+    /// Seals the HSM (security officer).
+    pub fn seal(&self) -> Result<()> {
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.seal(self.req(pb::SealRequest {})))?;
+        Ok(())
+    }
+
+    /// Generates a key.
+    pub fn generate_key(
+        &self,
+        key_type: &str,
+        label: &str,
+        extractable: bool,
+    ) -> Result<pb::KeyInfo> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::GenerateKeyRequest {
+            key_type: key_type.into(),
+            label: label.into(),
+            extractable,
+        });
+        Ok(self.rt.block_on(c.generate_key(r))?.into_inner())
+    }
+
+    /// Lists keys.
+    pub fn list_keys(&self) -> Result<Vec<pb::KeyInfo>> {
+        let mut c = self.inner.clone();
+        Ok(self.rt.block_on(c.list_keys(self.req(pb::ListKeysRequest {})))?.into_inner().keys)
+    }
+
+    /// One key.
+    pub fn show_key(&self, label: &str) -> Result<pb::KeyInfo> {
+        let mut c = self.inner.clone();
+        Ok(self
+            .rt
+            .block_on(c.show_key(self.req(pb::KeyName { label: label.into() })))?
+            .into_inner())
+    }
+
+    /// Destroys a key; returns the number of objects destroyed.
+    pub fn destroy_key(&self, label: &str) -> Result<u32> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::KeyName { label: label.into() });
+        Ok(self.rt.block_on(c.destroy_key(r))?.into_inner().destroyed)
+    }
+
+    /// The public key as SPKI PEM.
+    pub fn public_key(&self, label: &str) -> Result<String> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::KeyName { label: label.into() });
+        Ok(self.rt.block_on(c.public_key(r))?.into_inner().pem)
+    }
+
+    /// Signs `data` (ECDSA as DER when `der`).
+    pub fn sign(&self, key: &str, mechanism: &str, data: &[u8], der: bool) -> Result<Vec<u8>> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::SignRequest {
+            key: key.into(),
+            mechanism: mechanism.into(),
+            data: data.to_vec(),
+            format: fmt(der).into(),
+        });
+        Ok(self.rt.block_on(c.sign(r))?.into_inner().signature)
+    }
+
+    /// Signs many messages with one key.
+    pub fn batch_sign(
+        &self,
+        key: &str,
+        mechanism: &str,
+        data: Vec<Vec<u8>>,
+        der: bool,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::BatchSignRequest {
+            key: key.into(),
+            mechanism: mechanism.into(),
+            data,
+            format: fmt(der).into(),
+        });
+        Ok(self.rt.block_on(c.batch_sign(r))?.into_inner().signatures)
+    }
+
+    /// Verifies; `Ok(false)` for a signature that does not verify.
+    pub fn verify(
+        &self,
+        key: &str,
+        mechanism: &str,
+        data: &[u8],
+        sig: &[u8],
+        der: bool,
+    ) -> Result<bool> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::VerifyRequest {
+            key: key.into(),
+            mechanism: mechanism.into(),
+            data: data.to_vec(),
+            signature: sig.to_vec(),
+            format: fmt(der).into(),
+        });
+        Ok(self.rt.block_on(c.verify(r))?.into_inner().valid)
+    }
+
+    /// AES-GCM encryption (BWK1 format).
+    pub fn encrypt(&self, key: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::EncryptRequest { key: key.into(), plaintext: plaintext.to_vec() });
+        Ok(self.rt.block_on(c.encrypt(r))?.into_inner().ciphertext)
+    }
+
+    /// Decrypts a BWK1 ciphertext.
+    pub fn decrypt(&self, key: &str, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::DecryptRequest { key: key.into(), ciphertext: ciphertext.to_vec() });
+        Ok(Zeroizing::new(self.rt.block_on(c.decrypt(r))?.into_inner().plaintext))
+    }
+
+    /// Random bytes from the HSM.
+    pub fn random(&self, n: u32) -> Result<Vec<u8>> {
+        let mut c = self.inner.clone();
+        Ok(self.rt.block_on(c.random(self.req(pb::RandomRequest { length: n })))?.into_inner().data)
+    }
+}
+
+fn fmt(der: bool) -> SignatureFormat {
+    if der {
+        SignatureFormat::Der
+    } else {
+        SignatureFormat::Raw
+    }
+}

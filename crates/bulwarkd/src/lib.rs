@@ -1,1 +1,16 @@
-//! placeholder
+//! bulwarkd: the Bulwark network HSM (DESIGN.md §1) — the one process that holds the unsealed
+//! master key. gRPC over mutually authenticated TLS 1.3, the `quorum` unlock policy (sealed at
+//! start, M-of-N unseal shares), password users with roles, and a bounded crypto worker pool.
+//!
+//! The library exists so that tests (and the CLI's tests) can run the real server in-process;
+//! the `bulwarkd` binary is a thin wrapper around it.
+
+pub mod config;
+pub mod dev;
+mod keys;
+pub mod pki;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod tls;
+pub mod users;

@@ -1,1 +1,251 @@
-fn main(){}
+//! `bulwarkd`: runs the Bulwark network HSM, or sets one up (`init`, `pki`, `user`).
+//!
+//! `bulwarkd --config FILE` serves a quorum-policy store, sealed until M custodians present
+//! their shares (`bulwark unseal --share FILE`). `bulwarkd --dev [--dir DIR]` runs an
+//! initialized, unsealed HSM for trying things out (NOT FOR PRODUCTION).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bulwarkd::config::Config;
+use bulwarkd::users::{Role, Users};
+use clap::{Parser, Subcommand};
+use zeroize::Zeroizing;
+
+#[derive(Parser, Debug)]
+#[command(name = "bulwarkd", version, about = "Bulwark network HSM daemon")]
+struct Cli {
+    /// Configuration file (TOML; BULWARKD_* environment variables override it).
+    #[arg(long, env = "BULWARKD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Dev mode: initialized, unsealed, NOT FOR PRODUCTION.
+    #[arg(long)]
+    dev: bool,
+    /// Dev mode directory (default: a new directory under the system temp dir).
+    #[arg(long, value_name = "DIR", requires = "dev")]
+    dir: Option<PathBuf>,
+    /// Dev mode listen address (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443", requires = "dev")]
+    listen: SocketAddr,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a quorum-policy store and write the custodians' share files.
+    Init {
+        /// Token label.
+        #[arg(long, default_value = "bulwark")]
+        label: String,
+        /// Number of shares (custodians).
+        #[arg(long)]
+        shares: u8,
+        /// Shares needed to unseal.
+        #[arg(long)]
+        threshold: u8,
+        /// Directory for share-<i>.json.
+        #[arg(long, value_name = "DIR")]
+        share_dir: PathBuf,
+        /// Encrypt each share to a passphrase (prompted once per custodian).
+        #[arg(long)]
+        encrypt_shares: bool,
+    },
+    /// PKI: CA, server and client certificates.
+    #[command(subcommand)]
+    Pki(PkiCmd),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCmd {
+    /// Create a CA and a server certificate.
+    Init {
+        /// PKI directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Server names (DNS or IP); default localhost, 127.0.0.1, ::1.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Issue a client certificate.
+    Client {
+        /// PKI directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Client name (certificate CN).
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    /// Add or replace a user (password from BULWARK_NEW_PASSWORD or a prompt).
+    Add {
+        /// User name.
+        #[arg(long)]
+        name: String,
+        /// security-officer, crypto-officer, crypto-user, auditor.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+fn prompt(msg: &str) -> Result<Zeroizing<String>, String> {
+    rpassword::prompt_password(msg).map(Zeroizing::new).map_err(|e| format!("cannot read: {e}"))
+}
+
+fn config(cli: &Cli) -> Result<Config, String> {
+    let p = cli.config.as_deref().ok_or("no configuration: use --config FILE (or --dev)")?;
+    Config::load(p)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bulwarkd: error: {}", e.replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), String> {
+    match &cli.command {
+        Some(Cmd::Pki(PkiCmd::Init { dir, hosts })) => {
+            let hosts = if hosts.is_empty() {
+                vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+            } else {
+                hosts.clone()
+            };
+            bulwarkd::pki::init(dir, &hosts)?;
+            println!("CA and server certificate written to {}", dir.display());
+            Ok(())
+        }
+        Some(Cmd::Pki(PkiCmd::Client { dir, name })) => {
+            let (c, k) = bulwarkd::pki::issue_client(dir, name)?;
+            println!("client certificate {} and key {}", c.display(), k.display());
+            Ok(())
+        }
+        Some(Cmd::User(UserCmd::Add { name, role })) => {
+            let cfg = config(cli)?;
+            let role = Role::parse(role).ok_or("unknown role")?;
+            let pw = match std::env::var("BULWARK_NEW_PASSWORD") {
+                Ok(p) if !p.is_empty() => Zeroizing::new(p),
+                _ => {
+                    let a = prompt("new password: ")?;
+                    if *a != *prompt("again: ")? {
+                        return Err("passwords differ".into());
+                    }
+                    a
+                }
+            };
+            if pw.len() < 8 {
+                return Err("passwords must be at least 8 bytes".into());
+            }
+            let mut users = Users::load(&cfg.users)?;
+            users.put(name, role, pw.as_bytes())?;
+            println!("user {name} ({}) saved", role.name());
+            Ok(())
+        }
+        Some(Cmd::Init { label, shares, threshold, share_dir, encrypt_shares }) => {
+            let cfg = config(cli)?;
+            let mut pass = Vec::new();
+            if *encrypt_shares {
+                for i in 1..=*shares {
+                    let p = prompt(&format!("passphrase for custodian {i}: "))?;
+                    if p.len() < 8 {
+                        return Err("passphrases must be at least 8 bytes".into());
+                    }
+                    pass.push(Some(p));
+                }
+            }
+            let files = bulwarkd::dev::init_store(
+                &cfg.store, label, *shares, *threshold, share_dir, &pass,
+            )?;
+            println!(
+                "store {} created: {threshold} of {shares} shares unseal it; give each custodian one file:",
+                cfg.store.display()
+            );
+            for f in files {
+                println!("  {}", f.display());
+            }
+            Ok(())
+        }
+        None if cli.dev => run_dev(cli.dir.as_deref(), cli.listen),
+        None => {
+            let cfg = config(cli)?;
+            serve(async move {
+                let state = bulwarkd::server::open_state(&cfg, false)?;
+                tracing::info!(
+                    "HSM is sealed: present {} unseal share(s) with `bulwark unseal`",
+                    state.unseal_progress().1
+                );
+                bulwarkd::server::start(&cfg, state).await
+            })
+        }
+    }
+}
+
+fn run_dev(dir: Option<&Path>, listen: SocketAddr) -> Result<(), String> {
+    if !listen.ip().is_loopback() {
+        return Err("dev mode listens on loopback addresses only".into());
+    }
+    let dir = match dir {
+        Some(d) => d.to_owned(),
+        None => {
+            let mut b = [0u8; 4];
+            bulwark_core::crypto::Provider::get()
+                .and_then(|p| p.random(&mut b))
+                .map_err(|e| e.to_string())?;
+            std::env::temp_dir().join(format!("bulwark-dev-{}", hex::encode(b)))
+        }
+    };
+    eprintln!("{}", bulwarkd::dev::BANNER);
+    serve(async move {
+        let (setup, running) = bulwarkd::dev::start(&dir, listen).await?;
+        println!("dev directory: {}", setup.dir.display());
+        println!("crypto officer:   . {}/dev.env", setup.dir.display());
+        println!("security officer: . {}/so.env", setup.dir.display());
+        println!("unseal shares (3, threshold 2): {}/shares/", setup.dir.display());
+        println!("listening on {}", running.addr);
+        Ok(running)
+    })
+}
+
+/// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM, then shuts down gracefully.
+fn serve<F>(start: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<bulwarkd::server::Running, String>>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let running = start.await?;
+        let stop = running.stopper();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+            }
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        running.wait().await
+    })
+}

@@ -1,0 +1,110 @@
+//! Daemon configuration: a TOML file, then `BULWARKD_*` environment overrides.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7443"
+//! store = "/var/lib/bulwark/store.db"
+//! users = "/var/lib/bulwark/users.json"
+//! workers = 4              # crypto worker pool size (default: 2 x cores)
+//! session_ttl_secs = 3600
+//! [tls]
+//! ca = "/etc/bulwark/pki/ca.pem"          # client certificates must chain to this CA
+//! cert = "/etc/bulwark/pki/server.pem"
+//! key = "/etc/bulwark/pki/server-key.pem"
+//! ```
+//! Overrides: `BULWARKD_LISTEN`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
+//! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// TLS files.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// CA certificate(s) that client certificates must chain to.
+    pub ca: PathBuf,
+    /// Server certificate chain.
+    pub cert: PathBuf,
+    /// Server private key.
+    pub key: PathBuf,
+}
+
+/// The daemon configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    /// TCP listen address (mTLS).
+    pub listen: SocketAddr,
+    /// Store file (quorum policy).
+    pub store: PathBuf,
+    /// User database.
+    pub users: PathBuf,
+    /// Worker pool size (0 = two per core).
+    #[serde(default)]
+    pub workers: usize,
+    /// Session lifetime.
+    #[serde(default = "default_ttl")]
+    pub session_ttl_secs: u64,
+    /// TLS files.
+    pub tls: TlsConfig,
+}
+
+fn default_ttl() -> u64 {
+    3600
+}
+
+impl Config {
+    /// Reads `path` and applies environment overrides.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
+        let mut c: Config =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        c.apply_env()?;
+        Ok(c)
+    }
+
+    /// Applies `BULWARKD_*` overrides.
+    pub fn apply_env(&mut self) -> Result<(), String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(v) = var("BULWARKD_LISTEN") {
+            self.listen = v.parse().map_err(|_| format!("BULWARKD_LISTEN: bad address {v:?}"))?;
+        }
+        if let Some(v) = var("BULWARKD_STORE") {
+            self.store = v.into();
+        }
+        if let Some(v) = var("BULWARKD_USERS") {
+            self.users = v.into();
+        }
+        if let Some(v) = var("BULWARKD_WORKERS") {
+            self.workers = v.parse().map_err(|_| "BULWARKD_WORKERS: not a number".to_owned())?;
+        }
+        if let Some(v) = var("BULWARKD_SESSION_TTL_SECS") {
+            self.session_ttl_secs =
+                v.parse().map_err(|_| "BULWARKD_SESSION_TTL_SECS: not a number".to_owned())?;
+        }
+        if let Some(v) = var("BULWARKD_TLS_CA") {
+            self.tls.ca = v.into();
+        }
+        if let Some(v) = var("BULWARKD_TLS_CERT") {
+            self.tls.cert = v.into();
+        }
+        if let Some(v) = var("BULWARKD_TLS_KEY") {
+            self.tls.key = v.into();
+        }
+        Ok(())
+    }
+
+    /// The worker pool size.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}

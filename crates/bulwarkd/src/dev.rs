@@ -1,0 +1,235 @@
+//! `bulwarkd --dev`: an initialized, unsealed HSM in one command, for trying Bulwark out.
+//! NOT FOR PRODUCTION: the unseal shares, the users' passwords and the CA key all sit in one
+//! directory next to the store.
+//!
+//! Layout of the dev directory: `pki/` (CA, server, `crypto`, `so` client certificates),
+//! `store.db` (quorum policy, 3 shares, threshold 2), `shares/share-{1,2,3}.json`,
+//! `users.json`, `bulwarkd.toml`, and `dev.env` / `so.env` with the shell exports the CLI needs
+//! to act as the crypto officer `crypto` or the security officer `so`. Re-running with the same
+//! directory reuses everything (and unseals again with shares 1 and 2).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::config::{Config, TlsConfig};
+use crate::server::{self, Running};
+use crate::users::{Role, Users};
+
+/// Shares and threshold of the dev store.
+pub const DEV_SHARES: u8 = 3;
+/// See [`DEV_SHARES`].
+pub const DEV_THRESHOLD: u8 = 2;
+
+/// The banner printed on start.
+pub const BANNER: &str = "\
+*************************************************************************
+*  bulwarkd is running in DEV MODE. NOT FOR PRODUCTION.                 *
+*  Unseal shares, passwords and the CA key are stored in plain files    *
+*  in the dev directory. Never put real keys in a dev-mode HSM.         *
+*************************************************************************";
+
+fn random_password() -> Result<Zeroizing<String>, String> {
+    let mut b = [0u8; 18];
+    bulwark_core::crypto::Provider::get()
+        .and_then(|p| p.random(&mut b))
+        .map_err(|e| e.to_string())?;
+    Ok(Zeroizing::new(hex::encode(b)))
+}
+
+fn env_value(file: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix("export ")?.strip_prefix(key)?.strip_prefix('=')?;
+        Some(rest.trim_matches('\'').to_owned())
+    })
+}
+
+fn write_private(path: &Path, data: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot write {}: {}", path.display(), e.kind()))?;
+    f.write_all(data.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// Creates a quorum store and writes one share file per custodian into `share_dir`
+/// (`share-<i>.json`, 0600), each encrypted to its passphrase where one is given.
+pub fn init_store(
+    store: &Path,
+    label: &str,
+    shares: u8,
+    threshold: u8,
+    share_dir: &Path,
+    passphrases: &[Option<Zeroizing<String>>],
+) -> Result<Vec<PathBuf>, String> {
+    use bulwark_core::seal::{init_quorum_store, ShareFile};
+    std::fs::create_dir_all(share_dir)
+        .map_err(|e| format!("cannot create {}: {}", share_dir.display(), e.kind()))?;
+    let init = init_quorum_store(store, label, shares, threshold).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for (i, s) in init.shares.iter().enumerate() {
+        let pass = passphrases.get(i).and_then(Option::as_ref).map(|p| p.as_bytes());
+        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())
+            .map_err(|e| e.to_string())?;
+        let path = share_dir.join(format!("share-{}.json", s.index()));
+        write_private(&path, &f.to_json())?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// What the dev setup produced.
+#[derive(Debug)]
+pub struct DevSetup {
+    /// The daemon configuration.
+    pub config: Config,
+    /// The dev directory.
+    pub dir: PathBuf,
+    crypto_password: Zeroizing<String>,
+    so_password: Zeroizing<String>,
+}
+
+/// Prepares (or reuses) a dev directory.
+pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+    let pki = dir.join("pki");
+    let store = dir.join("store.db");
+    let users_path = dir.join("users.json");
+    if !pki.join("ca.pem").exists() {
+        crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
+        crate::pki::issue_client(&pki, "crypto")?;
+        crate::pki::issue_client(&pki, "so")?;
+    }
+    if !store.exists() {
+        init_store(&store, "bulwark-dev", DEV_SHARES, DEV_THRESHOLD, &dir.join("shares"), &[])?;
+    }
+    let (crypto_password, so_password) = match (
+        env_value(&dir.join("dev.env"), "BULWARK_PASSWORD"),
+        env_value(&dir.join("so.env"), "BULWARK_PASSWORD"),
+    ) {
+        (Some(c), Some(s)) if users_path.exists() => (Zeroizing::new(c), Zeroizing::new(s)),
+        _ => {
+            let (c, s) = (random_password()?, random_password()?);
+            let mut users = Users::load(&users_path)?;
+            users.put("crypto", Role::CryptoOfficer, c.as_bytes())?;
+            users.put("so", Role::SecurityOfficer, s.as_bytes())?;
+            (c, s)
+        }
+    };
+    let config = Config {
+        listen,
+        store,
+        users: users_path,
+        workers: 0,
+        session_ttl_secs: 3600,
+        tls: TlsConfig {
+            ca: pki.join("ca.pem"),
+            cert: pki.join("server.pem"),
+            key: pki.join("server-key.pem"),
+        },
+    };
+    write_private(&dir.join("bulwarkd.toml"), &config.to_toml())?;
+    Ok(DevSetup { config, dir, crypto_password, so_password })
+}
+
+impl DevSetup {
+    /// Writes `dev.env` and `so.env` for the bound address.
+    pub fn write_env(&self, addr: SocketAddr) -> Result<(), String> {
+        let pki = self.dir.join("pki");
+        let env = |user: &str, pw: &str| {
+            format!(
+                "# bulwarkd dev mode (NOT FOR PRODUCTION): source this file to use the CLI as {user}\n\
+                 export BULWARK_ENDPOINT='https://{addr}'\n\
+                 export BULWARK_CA_CERT='{}'\n\
+                 export BULWARK_CLIENT_CERT='{}'\n\
+                 export BULWARK_CLIENT_KEY='{}'\n\
+                 export BULWARK_USER='{user}'\n\
+                 export BULWARK_PASSWORD='{pw}'\n",
+                pki.join("ca.pem").display(),
+                pki.join(format!("{user}.pem")).display(),
+                pki.join(format!("{user}-key.pem")).display(),
+            )
+        };
+        write_private(&self.dir.join("dev.env"), &env("crypto", &self.crypto_password))?;
+        write_private(&self.dir.join("so.env"), &env("so", &self.so_password))
+    }
+
+    /// Unseals `state` with shares 1 and 2 from the dev directory.
+    pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), String> {
+        for i in 1..=DEV_THRESHOLD {
+            let p = self.dir.join("shares").join(format!("share-{i}.json"));
+            let text =
+                Zeroizing::new(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+            let f = bulwark_core::seal::ShareFile::parse(&text).map_err(|e| e.to_string())?;
+            let s = f.share(None).map_err(|e| e.to_string())?;
+            state.unseal(s).map_err(|e| e.to_string())?;
+        }
+        if state.is_sealed() {
+            return Err("dev unseal did not complete".into());
+        }
+        Ok(())
+    }
+}
+
+/// Prepares `dir`, opens and unseals the HSM, starts serving on `listen` and writes the env
+/// files with the bound address.
+pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), String> {
+    let setup = prepare(dir, listen)?;
+    let state = server::open_state(&setup.config, true)?;
+    setup.unseal(&state)?;
+    let running = server::start(&setup.config, state).await?;
+    setup.write_env(running.addr)?;
+    Ok((setup, running))
+}
+
+/// A dev daemon on its own runtime, for tests and tools that are not async. Stops on drop.
+#[derive(Debug)]
+pub struct DevServer {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// The dev directory.
+    pub dir: PathBuf,
+    /// The HSM state (for white-box checks).
+    pub state: std::sync::Arc<crate::state::HsmState>,
+    rt: Option<tokio::runtime::Runtime>,
+    running: Option<Running>,
+}
+
+impl DevServer {
+    /// Starts a dev daemon on 127.0.0.1 with an ephemeral port.
+    pub fn start(dir: &Path) -> Result<Self, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let (setup, running) = rt.block_on(start(dir, listen))?;
+        Ok(Self {
+            addr: running.addr,
+            dir: setup.dir,
+            state: running.state.clone(),
+            rt: Some(rt),
+            running: Some(running),
+        })
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        if let (Some(rt), Some(r)) = (self.rt.take(), self.running.take()) {
+            let _ = rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(5), r.shutdown()).await
+            });
+            rt.shutdown_background();
+        }
+    }
+}

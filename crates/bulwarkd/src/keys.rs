@@ -1,0 +1,343 @@
+//! Key operations as the network API names them: keys by label, key types and mechanisms by
+//! the CLI's names. Runs on the worker pool (blocking, CPU-bound); never on the reactor.
+//!
+//! Nothing here returns key material: only public keys, signatures, ciphertexts and the
+//! plaintexts of decryptions the caller asked for.
+
+use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
+use bulwark_core::crypto::{self, Curve, KeySpec, MlDsaParam, MlKemParam};
+use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
+use bulwark_core::token::ObjectInfo;
+use bulwark_core::{Error, Result, Token};
+use bulwark_proto::v1;
+
+/// Session id under which the daemon creates token objects.
+const DAEMON_SESSION: u64 = 1;
+/// BWK1 ciphertext header (also the AES-GCM associated data), as the CLI writes it.
+pub(crate) const MAGIC: &[u8; 4] = b"BWK1";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+pub(crate) fn spec_for(name: &str) -> Result<KeySpec> {
+    Ok(match name {
+        "aes-128" => KeySpec::Aes { bytes: 16 },
+        "aes-192" => KeySpec::Aes { bytes: 24 },
+        "aes-256" => KeySpec::Aes { bytes: 32 },
+        "hmac-sha256" | "generic-256" => KeySpec::GenericSecret { bytes: 32 },
+        "hmac-sha384" => KeySpec::GenericSecret { bytes: 48 },
+        "hmac-sha512" => KeySpec::GenericSecret { bytes: 64 },
+        "rsa-2048" => KeySpec::Rsa { bits: 2048 },
+        "rsa-3072" => KeySpec::Rsa { bits: 3072 },
+        "rsa-4096" => KeySpec::Rsa { bits: 4096 },
+        "ec-p256" => KeySpec::Ec(Curve::P256),
+        "ec-p384" => KeySpec::Ec(Curve::P384),
+        "ec-p521" => KeySpec::Ec(Curve::P521),
+        "ec-secp256k1" => KeySpec::Ec(Curve::Secp256k1),
+        "ed25519" => KeySpec::Ed25519,
+        "x25519" => KeySpec::X25519,
+        "ml-dsa-44" => KeySpec::MlDsa(MlDsaParam::MlDsa44),
+        "ml-dsa-65" => KeySpec::MlDsa(MlDsaParam::MlDsa65),
+        "ml-dsa-87" => KeySpec::MlDsa(MlDsaParam::MlDsa87),
+        "ml-kem-512" => KeySpec::MlKem(MlKemParam::MlKem512),
+        "ml-kem-768" => KeySpec::MlKem(MlKemParam::MlKem768),
+        "ml-kem-1024" => KeySpec::MlKem(MlKemParam::MlKem1024),
+        _ => return Err(Error::ArgumentsBad("unknown key type")),
+    })
+}
+
+fn default_mechanism(spec: KeySpec) -> Result<Mechanism> {
+    Ok(match spec {
+        KeySpec::Rsa { .. } => Mechanism::Sha256RsaPkcs,
+        KeySpec::Ec(Curve::P384) => Mechanism::EcdsaSha384,
+        KeySpec::Ec(Curve::P521) => Mechanism::EcdsaSha512,
+        KeySpec::Ec(_) => Mechanism::EcdsaSha256,
+        KeySpec::Ed25519 => Mechanism::EdDsa(None),
+        KeySpec::MlDsa(_) => Mechanism::MlDsa { context: Vec::new() },
+        KeySpec::GenericSecret { bytes } if bytes >= 64 => Mechanism::Hmac(DigestAlg::Sha512),
+        KeySpec::GenericSecret { bytes } if bytes >= 48 => Mechanism::Hmac(DigestAlg::Sha384),
+        KeySpec::GenericSecret { .. } => Mechanism::Hmac(DigestAlg::Sha256),
+        _ => return Err(Error::KeyFunctionNotPermitted("this key type cannot sign")),
+    })
+}
+
+fn named_mechanism(name: &str) -> Result<Mechanism> {
+    use DigestAlg::{Sha256, Sha384, Sha512};
+    Ok(match name {
+        "rsa-pkcs1-sha256" => Mechanism::Sha256RsaPkcs,
+        "rsa-pkcs1-sha384" => Mechanism::Sha384RsaPkcs,
+        "rsa-pkcs1-sha512" => Mechanism::Sha512RsaPkcs,
+        "rsa-pss-sha256" => Mechanism::pss(Sha256, false),
+        "rsa-pss-sha384" => Mechanism::pss(Sha384, false),
+        "rsa-pss-sha512" => Mechanism::pss(Sha512, false),
+        "ecdsa-sha256" => Mechanism::EcdsaSha256,
+        "ecdsa-sha384" => Mechanism::EcdsaSha384,
+        "ecdsa-sha512" => Mechanism::EcdsaSha512,
+        "ed25519" | "eddsa" => Mechanism::EdDsa(None),
+        "ml-dsa" => Mechanism::MlDsa { context: Vec::new() },
+        "hmac-sha256" => Mechanism::Hmac(Sha256),
+        "hmac-sha384" => Mechanism::Hmac(Sha384),
+        "hmac-sha512" => Mechanism::Hmac(Sha512),
+        _ => return Err(Error::ArgumentsBad("unknown mechanism name")),
+    })
+}
+
+fn is_ecdsa(m: &Mechanism) -> bool {
+    matches!(
+        m,
+        Mechanism::Ecdsa | Mechanism::EcdsaSha256 | Mechanism::EcdsaSha384 | Mechanism::EcdsaSha512
+    )
+}
+
+fn by_label(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
+    if label.is_empty() || label.len() > 256 {
+        return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
+    }
+    let v = t.find_by_label(label)?;
+    if v.is_empty() {
+        return Err(Error::NotFound(label.to_owned()));
+    }
+    Ok(v)
+}
+
+fn one_of(objs: &[ObjectInfo], class: ObjectClass, label: &str) -> Result<u64> {
+    let v: Vec<_> = objs.iter().filter(|o| o.attrs.class() == Some(class)).collect();
+    match v.as_slice() {
+        [o] => Ok(o.handle),
+        [] => Err(Error::NotFound(label.to_owned())),
+        _ => Err(Error::Ambiguous(label.to_owned())),
+    }
+}
+
+/// The handle for signing (private or secret key) or verifying (public or secret key).
+fn key_handle(t: &Token, label: &str, signing: bool) -> Result<u64> {
+    let objs = by_label(t, label)?;
+    let class = if signing { ObjectClass::PrivateKey } else { ObjectClass::PublicKey };
+    one_of(&objs, class, label).or_else(|_| one_of(&objs, ObjectClass::SecretKey, label))
+}
+
+fn b(t: AttrType, v: bool) -> (AttrType, AttrValue) {
+    (t, AttrValue::Bool(v))
+}
+
+/// Generates a key (or key pair) labelled `label`; refuses a label that is taken.
+pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
+    let spec = spec_for(type_name)?;
+    if label.is_empty() || label.len() > 256 {
+        return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
+    }
+    if !t.find_by_label(label)?.is_empty() {
+        return Err(Error::Exists(label.to_owned()));
+    }
+    let mut id = vec![0u8; 16];
+    t.random(&mut id)?;
+    let common = vec![
+        b(AttrType::Token, true),
+        (AttrType::Label, AttrValue::Bytes(label.as_bytes().to_vec())),
+        (AttrType::Id, AttrValue::Bytes(id)),
+    ];
+    let mut secret = common.clone();
+    secret.push(b(AttrType::Private, true));
+    secret.push(b(AttrType::Extractable, extractable));
+    secret.push(b(AttrType::Sensitive, true));
+    let mut public = common;
+    public.push(b(AttrType::Private, false));
+    let ulong = |t, v| (t, AttrValue::Ulong(v));
+    let pair = |mech, mut p: Vec<(AttrType, AttrValue)>, extra: Vec<(AttrType, AttrValue)>| {
+        p.extend(extra);
+        t.generate_key_pair(mech, &p, &secret, DAEMON_SESSION).map(|_| ())
+    };
+    match spec {
+        KeySpec::Aes { bytes } => {
+            secret.push(ulong(AttrType::ValueLen, bytes as u64));
+            t.generate_key(KeyGenMechanism::AesKeyGen, &secret, DAEMON_SESSION).map(|_| ())
+        }
+        KeySpec::GenericSecret { bytes } => {
+            secret.push(ulong(AttrType::ValueLen, bytes as u64));
+            t.generate_key(KeyGenMechanism::GenericSecretKeyGen, &secret, DAEMON_SESSION)
+                .map(|_| ())
+        }
+        KeySpec::Rsa { bits } => pair(
+            KeyGenMechanism::RsaPkcsKeyPairGen,
+            public,
+            vec![ulong(AttrType::ModulusBits, bits as u64)],
+        ),
+        KeySpec::Ec(c) => pair(
+            KeyGenMechanism::EcKeyPairGen,
+            public,
+            vec![(AttrType::EcParams, AttrValue::Bytes(c.oid_der().to_vec()))],
+        ),
+        KeySpec::Ed25519 => pair(KeyGenMechanism::EcEdwardsKeyPairGen, public, vec![]),
+        KeySpec::X25519 => pair(KeyGenMechanism::EcMontgomeryKeyPairGen, public, vec![]),
+        KeySpec::MlDsa(p) => pair(
+            KeyGenMechanism::MlDsaKeyPairGen,
+            public,
+            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
+        ),
+        KeySpec::MlKem(p) => pair(
+            KeyGenMechanism::MlKemKeyPairGen,
+            public,
+            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
+        ),
+    }
+}
+
+fn object(t: &Token, o: &ObjectInfo) -> v1::KeyObject {
+    let usage = [
+        (AttrType::Sign, "sign"),
+        (AttrType::Verify, "verify"),
+        (AttrType::Encrypt, "encrypt"),
+        (AttrType::Decrypt, "decrypt"),
+        (AttrType::Wrap, "wrap"),
+        (AttrType::Unwrap, "unwrap"),
+        (AttrType::Derive, "derive"),
+    ]
+    .iter()
+    .filter(|(a, _)| o.attrs.bool_or(*a, false))
+    .map(|(_, n)| (*n).to_owned())
+    .collect();
+    v1::KeyObject {
+        handle: o.handle,
+        class: o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}")),
+        key_type: t.key_spec(o.handle).map_or_else(|_| "-".into(), |s| s.name()),
+        usage,
+        sensitive: o.attrs.bool_or(AttrType::Sensitive, false),
+        extractable: o.attrs.bool_or(AttrType::Extractable, false),
+        local: o.attrs.bool_or(AttrType::Local, false),
+    }
+}
+
+/// Every labelled key, grouped by label (a pair's halves share one entry).
+pub(crate) fn list(t: &Token) -> Result<Vec<v1::KeyInfo>> {
+    let mut out: Vec<v1::KeyInfo> = Vec::new();
+    for o in t.list()? {
+        let label = o.attrs.label();
+        let obj = object(t, &o);
+        match out.iter_mut().find(|k| k.label == label) {
+            Some(k) => k.objects.push(obj),
+            None => out.push(v1::KeyInfo { label, objects: vec![obj] }),
+        }
+    }
+    Ok(out)
+}
+
+/// One key by label.
+pub(crate) fn show(t: &Token, label: &str) -> Result<v1::KeyInfo> {
+    let objs = by_label(t, label)?;
+    Ok(v1::KeyInfo {
+        label: label.to_owned(),
+        objects: objs.iter().map(|o| object(t, o)).collect(),
+    })
+}
+
+/// Destroys every object labelled `label`; returns how many.
+pub(crate) fn destroy(t: &Token, label: &str) -> Result<u32> {
+    let objs = by_label(t, label)?;
+    for o in &objs {
+        t.destroy_object(o.handle)?;
+    }
+    Ok(objs.len() as u32)
+}
+
+/// The public key (SPKI PEM) of a key pair.
+pub(crate) fn public_pem(t: &Token, label: &str) -> Result<String> {
+    let objs = by_label(t, label)?;
+    let h = one_of(&objs, ObjectClass::PublicKey, label)
+        .or_else(|_| one_of(&objs, ObjectClass::PrivateKey, label))?;
+    Ok(t.public_key(h)?.to_pem())
+}
+
+/// A resolved signing/verifying key: handle, mechanism and how ECDSA signatures travel.
+pub(crate) struct SignKey {
+    h: u64,
+    mech: Mechanism,
+    curve: Option<Curve>,
+    der: bool,
+}
+
+impl SignKey {
+    pub(crate) fn resolve(
+        t: &Token,
+        label: &str,
+        mechanism: &str,
+        format: v1::SignatureFormat,
+        signing: bool,
+    ) -> Result<Self> {
+        let h = key_handle(t, label, signing)?;
+        let spec = t.key_spec(h)?;
+        let mech = if mechanism.is_empty() {
+            default_mechanism(spec)?
+        } else {
+            named_mechanism(mechanism)?
+        };
+        let curve = match spec {
+            KeySpec::Ec(c) if is_ecdsa(&mech) => Some(c),
+            _ => None,
+        };
+        Ok(Self { h, mech, curve, der: format == v1::SignatureFormat::Der })
+    }
+
+    pub(crate) fn sign(&self, t: &Token, data: &[u8]) -> Result<Vec<u8>> {
+        let sig = t.sign(self.h, &self.mech, data)?;
+        match self.curve {
+            Some(c) if self.der => crypto::ecdsa_raw_to_der(c, &sig),
+            _ => Ok(sig),
+        }
+    }
+
+    /// `Ok(false)` for a signature that does not verify (including a malformed DER one).
+    pub(crate) fn verify(&self, t: &Token, data: &[u8], sig: &[u8]) -> Result<bool> {
+        let raw;
+        let sig = match self.curve {
+            Some(c) if self.der => match crypto::ecdsa_der_to_raw(c, sig) {
+                Ok(s) => {
+                    raw = s;
+                    &raw[..]
+                }
+                Err(_) => return Ok(false),
+            },
+            _ => sig,
+        };
+        match t.verify(self.h, &self.mech, data, sig) {
+            Ok(()) => Ok(true),
+            Err(Error::SignatureInvalid | Error::SignatureLenRange) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn mechanism_name(&self) -> String {
+        format!("0x{:x}", self.mech.ck_type())
+    }
+}
+
+/// The AES key labelled `label`.
+pub(crate) fn aes_key(t: &Token, label: &str) -> Result<u64> {
+    let objs = by_label(t, label)?;
+    let h = one_of(&objs, ObjectClass::SecretKey, label)?;
+    match t.key_spec(h)? {
+        KeySpec::Aes { .. } => Ok(h),
+        _ => Err(Error::KeyTypeInconsistent),
+    }
+}
+
+/// AES-GCM encryption into the BWK1 format with a fresh HSM-chosen nonce.
+pub(crate) fn encrypt(t: &Token, h: u64, pt: &[u8]) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    t.random(&mut nonce)?;
+    let mech = Mechanism::AesGcm { iv: nonce.to_vec(), aad: MAGIC.to_vec(), tag_bits: 128 };
+    let ct = t.encrypt(h, &mech, pt)?;
+    let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ct.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Decrypts a BWK1 ciphertext.
+pub(crate) fn decrypt(t: &Token, h: u64, data: &[u8]) -> Result<bulwark_core::secret::SecretBytes> {
+    if data.len() < MAGIC.len() + NONCE_LEN + TAG_LEN || &data[..4] != MAGIC {
+        return Err(Error::EncryptedDataInvalid);
+    }
+    let nonce = data[4..4 + NONCE_LEN].to_vec();
+    let mech = Mechanism::AesGcm { iv: nonce, aad: MAGIC.to_vec(), tag_bits: 128 };
+    t.decrypt(h, &mech, &data[4 + NONCE_LEN..])
+}

@@ -1,0 +1,399 @@
+//! The gRPC service: authenticates each request, refuses service while sealed, and runs the
+//! operation on the worker pool. Core errors become statuses in `bulwark_proto::status_from_core`
+//! (one place); unseal refusals in [`unseal_status`].
+//!
+//! Logs name the operation, the user and the key label, never data, keys or passwords.
+
+use std::sync::Arc;
+
+use bulwark_core::seal::{ShareFile, UnsealError};
+use bulwark_core::Error;
+use bulwark_proto::status_from_core;
+use bulwark_proto::v1::hsm_server::Hsm;
+use bulwark_proto::v1::{self as pb, SignatureFormat};
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+use crate::keys::{self, SignKey};
+use crate::state::{HsmState, Session};
+use crate::users::{LoginError, Role};
+
+/// Largest batch accepted in one request.
+const MAX_BATCH: usize = 1024;
+/// Largest random request.
+const MAX_RANDOM: u32 = 1 << 20;
+
+/// The service over one HSM state.
+#[derive(Clone, Debug)]
+pub struct HsmService {
+    state: Arc<HsmState>,
+}
+
+impl HsmService {
+    /// The service.
+    pub fn new(state: Arc<HsmState>) -> Self {
+        Self { state }
+    }
+
+    /// The session of a request (bearer token), after the seal check.
+    fn auth<T>(&self, req: &Request<T>, allowed: &[Role]) -> Result<Session, Status> {
+        self.state.require_unsealed()?;
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("login required"))?;
+        let s = self
+            .state
+            .session(token)
+            .ok_or_else(|| Status::unauthenticated("session expired or unknown"))?;
+        if !allowed.contains(&s.role) {
+            tracing::warn!(user = %s.user, role = s.role.name(), "operation not permitted for role");
+            return Err(Status::permission_denied(format!(
+                "operation not permitted for role {}",
+                s.role.name()
+            )));
+        }
+        Ok(s)
+    }
+}
+
+const USE: &[Role] = &[Role::CryptoOfficer, Role::CryptoUser];
+const MANAGE: &[Role] = &[Role::CryptoOfficer];
+const ANY: &[Role] = &[Role::SecurityOfficer, Role::CryptoOfficer, Role::CryptoUser, Role::Auditor];
+
+/// A core error from a key operation. A token that is locked under us was sealed meanwhile.
+fn core(e: &Error) -> Status {
+    match e {
+        Error::UserNotLoggedIn => Status::failed_precondition(bulwark_proto::SEALED),
+        Error::Integrity(_) | Error::Rollback { .. } | Error::Internal(_) | Error::Store(_) => {
+            tracing::error!(error = %e, "key operation failed");
+            status_from_core(e)
+        }
+        e => status_from_core(e),
+    }
+}
+
+fn unseal_status(e: &UnsealError) -> Status {
+    match e {
+        UnsealError::Malformed => Status::invalid_argument("malformed share"),
+        UnsealError::WrongStore | UnsealError::Invalid => {
+            Status::invalid_argument("share is not valid for this store")
+        }
+        UnsealError::Repeated(i) => {
+            Status::already_exists(format!("share {i} was already presented"))
+        }
+        UnsealError::NotSealed => Status::failed_precondition("not sealed"),
+        UnsealError::Core(c) => core(c),
+        _ => Status::internal("internal error"),
+    }
+}
+
+#[tonic::async_trait]
+impl Hsm for HsmService {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let (progress, threshold, shares) = self.state.unseal_progress();
+        let sealed = self.state.is_sealed();
+        let st = self.state.token.status().map_err(|e| core(&e))?;
+        let self_tests = bulwark_core::crypto::Provider::get().is_ok_and(|p| p.check().is_ok());
+        Ok(Response::new(pb::StatusResponse {
+            sealed,
+            unseal_progress: progress.into(),
+            unseal_threshold: threshold.into(),
+            unseal_shares: shares.into(),
+            policy: st.policy,
+            label: st.label,
+            store_id: st.store_id,
+            generation: if sealed { 0 } else { st.generation },
+            objects: if sealed { 0 } else { st.objects },
+            self_tests_passed: self_tests,
+            version: env!("CARGO_PKG_VERSION").into(),
+            dev_mode: self.state.dev_mode,
+        }))
+    }
+
+    async fn unseal(
+        &self,
+        req: Request<pb::UnsealRequest>,
+    ) -> Result<Response<pb::UnsealResponse>, Status> {
+        let text = Zeroizing::new(req.into_inner().share);
+        let r = self
+            .state
+            .run(move |s| {
+                let f = ShareFile::parse(&text).map_err(|e| unseal_status(&e))?;
+                let index = f.index;
+                let share = f.share(None).map_err(|e| unseal_status(&e))?;
+                match s.unseal(share) {
+                    Ok(v) => {
+                        tracing::info!(share = index, progress = v.1, "unseal share accepted");
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        tracing::warn!(share = index, reason = %e, "unseal share refused");
+                        Err(unseal_status(&e))
+                    }
+                }
+            })
+            .await?;
+        Ok(Response::new(pb::UnsealResponse {
+            sealed: r.0,
+            progress: r.1.into(),
+            threshold: r.2.into(),
+        }))
+    }
+
+    async fn seal(
+        &self,
+        req: Request<pb::SealRequest>,
+    ) -> Result<Response<pb::SealResponse>, Status> {
+        let s = self.auth(&req, &[Role::SecurityOfficer])?;
+        tracing::warn!(user = %s.user, "seal requested");
+        self.state.seal();
+        Ok(Response::new(pb::SealResponse {}))
+    }
+
+    async fn login(
+        &self,
+        req: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        self.state.require_unsealed()?;
+        let pb::LoginRequest { user, password } = req.into_inner();
+        let password = Zeroizing::new(password);
+        let (user, role) = self
+            .state
+            .run(move |s| match s.users.verify(&user, &password) {
+                Ok(role) => Ok((user, role)),
+                Err(LoginError::BadCredentials) => {
+                    tracing::warn!(user = %user, "login failed");
+                    Err(Status::unauthenticated("authentication failed"))
+                }
+                Err(LoginError::Locked) => {
+                    tracing::warn!(user = %user, "login refused: locked");
+                    Err(Status::permission_denied("user is locked after too many failed logins"))
+                }
+            })
+            .await?;
+        let session = self.state.open_session(&user, role)?;
+        tracing::info!(user = %user, role = role.name(), "login");
+        Ok(Response::new(pb::LoginResponse {
+            session,
+            role: role.name().into(),
+            expires_in_seconds: self.state.session_ttl.as_secs(),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        req: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        if let Some(t) = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            self.state.close_session(t);
+        }
+        Ok(Response::new(pb::LogoutResponse {}))
+    }
+
+    async fn generate_key(
+        &self,
+        req: Request<pb::GenerateKeyRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        let s = self.auth(&req, MANAGE)?;
+        let r = req.into_inner();
+        tracing::info!(user = %s.user, label = %r.label, key_type = %r.key_type, "generate key");
+        let info = self
+            .state
+            .run(move |st| {
+                keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
+                    .and_then(|()| keys::show(&st.token, &r.label))
+                    .map_err(|e| core(&e))
+            })
+            .await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_keys(
+        &self,
+        req: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.auth(&req, USE)?;
+        let keys = self.state.run(|st| keys::list(&st.token).map_err(|e| core(&e))).await?;
+        Ok(Response::new(pb::ListKeysResponse { keys }))
+    }
+
+    async fn show_key(&self, req: Request<pb::KeyName>) -> Result<Response<pb::KeyInfo>, Status> {
+        self.auth(&req, USE)?;
+        let label = req.into_inner().label;
+        let k =
+            self.state.run(move |st| keys::show(&st.token, &label).map_err(|e| core(&e))).await?;
+        Ok(Response::new(k))
+    }
+
+    async fn destroy_key(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::DestroyKeyResponse>, Status> {
+        let s = self.auth(&req, MANAGE)?;
+        let label = req.into_inner().label;
+        tracing::info!(user = %s.user, label = %label, "destroy key");
+        let destroyed = self
+            .state
+            .run(move |st| keys::destroy(&st.token, &label).map_err(|e| core(&e)))
+            .await?;
+        Ok(Response::new(pb::DestroyKeyResponse { destroyed }))
+    }
+
+    async fn public_key(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::PublicKeyResponse>, Status> {
+        self.auth(&req, USE)?;
+        let label = req.into_inner().label;
+        let pem = self
+            .state
+            .run(move |st| keys::public_pem(&st.token, &label).map_err(|e| core(&e)))
+            .await?;
+        Ok(Response::new(pb::PublicKeyResponse { pem }))
+    }
+
+    async fn sign(
+        &self,
+        req: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        self.auth(&req, USE)?;
+        let r = req.into_inner();
+        let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
+        let (signature, mechanism) = self
+            .state
+            .run(move |st| {
+                let k = SignKey::resolve(&st.token, &r.key, &r.mechanism, format, true)
+                    .map_err(|e| core(&e))?;
+                let sig = k.sign(&st.token, &r.data).map_err(|e| core(&e))?;
+                Ok((sig, k.mechanism_name()))
+            })
+            .await?;
+        Ok(Response::new(pb::SignResponse { signature, mechanism }))
+    }
+
+    async fn verify(
+        &self,
+        req: Request<pb::VerifyRequest>,
+    ) -> Result<Response<pb::VerifyResponse>, Status> {
+        self.auth(&req, USE)?;
+        let r = req.into_inner();
+        let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
+        let valid = self
+            .state
+            .run(move |st| {
+                let k = SignKey::resolve(&st.token, &r.key, &r.mechanism, format, false)
+                    .map_err(|e| core(&e))?;
+                k.verify(&st.token, &r.data, &r.signature).map_err(|e| core(&e))
+            })
+            .await?;
+        Ok(Response::new(pb::VerifyResponse { valid }))
+    }
+
+    async fn encrypt(
+        &self,
+        req: Request<pb::EncryptRequest>,
+    ) -> Result<Response<pb::EncryptResponse>, Status> {
+        self.auth(&req, USE)?;
+        let r = req.into_inner();
+        let plaintext = Zeroizing::new(r.plaintext);
+        let ciphertext = self
+            .state
+            .run(move |st| {
+                let h = keys::aes_key(&st.token, &r.key).map_err(|e| core(&e))?;
+                keys::encrypt(&st.token, h, &plaintext).map_err(|e| core(&e))
+            })
+            .await?;
+        Ok(Response::new(pb::EncryptResponse { ciphertext }))
+    }
+
+    async fn decrypt(
+        &self,
+        req: Request<pb::DecryptRequest>,
+    ) -> Result<Response<pb::DecryptResponse>, Status> {
+        self.auth(&req, USE)?;
+        let r = req.into_inner();
+        let plaintext = self
+            .state
+            .run(move |st| {
+                let h = keys::aes_key(&st.token, &r.key).map_err(|e| core(&e))?;
+                let pt = keys::decrypt(&st.token, h, &r.ciphertext).map_err(|e| core(&e))?;
+                Ok(pt.expose_secret().to_vec())
+            })
+            .await?;
+        Ok(Response::new(pb::DecryptResponse { plaintext }))
+    }
+
+    async fn random(
+        &self,
+        req: Request<pb::RandomRequest>,
+    ) -> Result<Response<pb::RandomResponse>, Status> {
+        self.auth(&req, ANY)?;
+        let n = req.into_inner().length;
+        if n == 0 || n > MAX_RANDOM {
+            return Err(Status::invalid_argument("length must be 1 to 1048576"));
+        }
+        let data = self
+            .state
+            .run(move |st| {
+                let mut buf = vec![0u8; n as usize];
+                st.token.random(&mut buf).map_err(|e| core(&e))?;
+                Ok(buf)
+            })
+            .await?;
+        Ok(Response::new(pb::RandomResponse { data }))
+    }
+
+    async fn batch_sign(
+        &self,
+        req: Request<pb::BatchSignRequest>,
+    ) -> Result<Response<pb::BatchSignResponse>, Status> {
+        self.auth(&req, USE)?;
+        let r = req.into_inner();
+        if r.data.len() > MAX_BATCH {
+            return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
+        }
+        let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
+        let signatures = self
+            .state
+            .run(move |st| {
+                let k = SignKey::resolve(&st.token, &r.key, &r.mechanism, format, true)
+                    .map_err(|e| core(&e))?;
+                r.data.iter().map(|d| k.sign(&st.token, d).map_err(|e| core(&e))).collect()
+            })
+            .await?;
+        Ok(Response::new(pb::BatchSignResponse { signatures }))
+    }
+
+    async fn batch_encrypt(
+        &self,
+        req: Request<pb::BatchEncryptRequest>,
+    ) -> Result<Response<pb::BatchEncryptResponse>, Status> {
+        self.auth(&req, USE)?;
+        let r = req.into_inner();
+        if r.plaintexts.len() > MAX_BATCH {
+            return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
+        }
+        let ciphertexts = self
+            .state
+            .run(move |st| {
+                let h = keys::aes_key(&st.token, &r.key).map_err(|e| core(&e))?;
+                r.plaintexts
+                    .iter()
+                    .map(|p| keys::encrypt(&st.token, h, p).map_err(|e| core(&e)))
+                    .collect()
+            })
+            .await?;
+        Ok(Response::new(pb::BatchEncryptResponse { ciphertexts }))
+    }
+}

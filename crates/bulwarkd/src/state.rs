@@ -1,0 +1,176 @@
+//! The daemon's HSM state: the token (the only holder of the master key in this process), the
+//! seal state and unseal attempt, users, sessions, and the bounded worker pool that runs every
+//! cryptographic or Argon2id computation off the async reactor.
+//!
+//! Seal state is one `RwLock<bool>`-free design: `sealed` is an atomic read on every request;
+//! `unseal` and `seal` take the `unsealer` mutex, so the two transitions are serialized. A key
+//! operation that races with `seal` finds the token locked and fails with "sealed" as well.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest;
+use bulwark_core::seal::{Progress, QuorumPolicy, Share, UnsealError, Unsealer};
+use bulwark_core::Token;
+use tokio::sync::Semaphore;
+use tonic::Status;
+
+use crate::users::{Role, Users};
+
+/// A logged-in session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// User name.
+    pub user: String,
+    /// Role.
+    pub role: Role,
+    expires: Instant,
+}
+
+/// Everything a request handler needs.
+pub struct HsmState {
+    pub(crate) token: Token,
+    sealed: AtomicBool,
+    unsealer: Mutex<Unsealer>,
+    pub(crate) users: Users,
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+    pool: Arc<Semaphore>,
+    pub(crate) session_ttl: Duration,
+    pub(crate) dev_mode: bool,
+}
+
+impl std::fmt::Debug for HsmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmState").field("sealed", &self.is_sealed()).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+impl HsmState {
+    /// A sealed HSM over an opened quorum store.
+    pub fn new(
+        token: Token,
+        policy: QuorumPolicy,
+        users: Users,
+        workers: usize,
+        session_ttl: Duration,
+        dev_mode: bool,
+    ) -> Self {
+        Self {
+            token,
+            sealed: AtomicBool::new(true),
+            unsealer: Mutex::new(Unsealer::new(policy)),
+            users,
+            sessions: Mutex::new(HashMap::new()),
+            pool: Arc::new(Semaphore::new(workers.max(1))),
+            session_ttl,
+            dev_mode,
+        }
+    }
+
+    /// Whether the HSM is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// (progress, threshold, shares) of the current unseal attempt.
+    pub fn unseal_progress(&self) -> (u8, u8, u8) {
+        let u = lock(&self.unsealer);
+        (u.progress(), u.policy().threshold, u.policy().total)
+    }
+
+    /// Presents one share. Blocking (may derive keys); run on the pool.
+    pub fn unseal(&self, share: Share) -> Result<(bool, u8, u8), UnsealError> {
+        let mut u = lock(&self.unsealer);
+        if !self.is_sealed() {
+            return Err(UnsealError::NotSealed);
+        }
+        let need = u.policy().threshold;
+        match u.submit(share)? {
+            Progress::Pending { have, need } => Ok((true, have, need)),
+            Progress::Complete(vault, ik) => {
+                self.token.unseal(vault, ik)?;
+                self.sealed.store(false, Ordering::Release);
+                tracing::warn!("HSM unsealed");
+                Ok((false, need, need))
+            }
+        }
+    }
+
+    /// Seals: wipes the master key and every cached key, ends every session.
+    pub fn seal(&self) {
+        let mut u = lock(&self.unsealer);
+        self.sealed.store(true, Ordering::Release);
+        self.token.lock();
+        u.reset();
+        lock(&self.sessions).clear();
+        tracing::warn!("HSM sealed");
+    }
+
+    /// Refuses service while sealed.
+    pub fn require_unsealed(&self) -> Result<(), Status> {
+        if self.is_sealed() {
+            return Err(Status::failed_precondition(bulwark_proto::SEALED));
+        }
+        Ok(())
+    }
+
+    /// Opens a session; returns its bearer token.
+    pub fn open_session(&self, user: &str, role: Role) -> Result<String, Status> {
+        let mut raw = [0u8; 32];
+        self.token.random(&mut raw).map_err(|e| bulwark_proto::status_from_core(&e))?;
+        let token = hex::encode(raw);
+        let mut s = lock(&self.sessions);
+        let now = Instant::now();
+        s.retain(|_, v| v.expires > now);
+        s.insert(
+            token_digest(&token),
+            Session { user: user.to_owned(), role, expires: now + self.session_ttl },
+        );
+        Ok(token)
+    }
+
+    /// The session named by a bearer token.
+    pub fn session(&self, token: &str) -> Option<Session> {
+        let s = lock(&self.sessions);
+        s.get(&token_digest(token)).filter(|v| v.expires > Instant::now()).cloned()
+    }
+
+    /// Ends a session.
+    pub fn close_session(&self, token: &str) {
+        lock(&self.sessions).remove(&token_digest(token));
+    }
+
+    /// Runs `f` on the bounded blocking pool: at most `workers` computations at once, never on
+    /// the reactor.
+    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&HsmState) -> Result<T, Status> + Send + 'static,
+    {
+        let permit = self
+            .pool
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("shutting down"))?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&me)
+        })
+        .await
+        .map_err(|_| Status::internal("internal error"))?
+    }
+}

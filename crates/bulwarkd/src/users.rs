@@ -1,0 +1,184 @@
+//! Daemon users: names, roles and Argon2id password hashes (PHC strings) in a JSON file, and the
+//! login check with a lockout after repeated failures.
+//!
+//! Users only authenticate; no password opens the store (DESIGN.md §3, quorum policy). The file
+//! holds no secret that helps an attacker beyond an offline guessing target, so it is written
+//! 0600 and the hashes use Argon2id. A missing user costs the same Argon2id run as a wrong
+//! password, so timing does not tell which names exist. Never logs a password.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Consecutive failed logins after which a user is locked (until the daemon restarts or an SO
+/// unlocks it — the latter is a later step).
+pub const MAX_LOGIN_FAILURES: u32 = 5;
+
+/// A role (DESIGN.md §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Security officer: seal, users, policy.
+    SecurityOfficer,
+    /// Creates and manages keys, and uses them.
+    CryptoOfficer,
+    /// Uses keys.
+    CryptoUser,
+    /// Reads the audit log.
+    Auditor,
+}
+
+impl Role {
+    /// The role's name on the wire and in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::SecurityOfficer => "security-officer",
+            Role::CryptoOfficer => "crypto-officer",
+            Role::CryptoUser => "crypto-user",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Parses a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "security-officer" | "so" => Role::SecurityOfficer,
+            "crypto-officer" | "co" => Role::CryptoOfficer,
+            "crypto-user" | "cu" | "user" => Role::CryptoUser,
+            "auditor" => Role::Auditor,
+            _ => return None,
+        })
+    }
+}
+
+/// One stored user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Login name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// Why a login failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginError {
+    /// Unknown user or wrong password (not distinguished).
+    BadCredentials,
+    /// Too many failures.
+    Locked,
+}
+
+/// The user database.
+#[derive(Debug)]
+pub struct Users {
+    path: PathBuf,
+    users: Vec<UserRecord>,
+    failures: Mutex<HashMap<String, u32>>,
+    dummy: String,
+}
+
+fn hasher() -> argon2::Argon2<'static> {
+    // OWASP's Argon2id recommendation (19 MiB, 2 passes, 1 lane).
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+}
+
+/// An Argon2id PHC hash of `password` with a salt from the HSM's RNG.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    bulwark_core::crypto::Provider::get()
+        .and_then(|p| p.random(&mut salt))
+        .map_err(|e| e.to_string())?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    hasher().hash_password(password, &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+impl Users {
+    /// Loads the user file (an absent file is an empty database).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let users = match std::fs::read(path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| format!("user file {} is malformed: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(format!("cannot read {}: {}", path.display(), e.kind())),
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            users,
+            failures: Mutex::new(HashMap::new()),
+            dummy: hash_password(b"bulwark timing equaliser")?,
+        })
+    }
+
+    /// Adds (or replaces) a user and writes the file.
+    pub fn put(&mut self, name: &str, role: Role, password: &[u8]) -> Result<(), String> {
+        if name.is_empty() || name.len() > 64 || name.contains(':') {
+            return Err("user names are 1 to 64 bytes without ':'".into());
+        }
+        let rec =
+            UserRecord { name: name.to_owned(), role, password_hash: hash_password(password)? };
+        self.users.retain(|u| u.name != name);
+        self.users.push(rec);
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.path.with_extension("tmp");
+        let json = serde_json::to_vec_pretty(&self.users).map_err(|e| e.to_string())?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.kind()))?;
+        f.write_all(&json).and_then(|()| f.sync_all()).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| e.to_string())
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether there are no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Checks a password (Argon2id; blocking, run it on the worker pool).
+    pub fn verify(&self, name: &str, password: &Zeroizing<String>) -> Result<Role, LoginError> {
+        let fails = |m: &Mutex<HashMap<String, u32>>| {
+            m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).copied()
+        };
+        if fails(&self.failures).unwrap_or(0) >= MAX_LOGIN_FAILURES {
+            return Err(LoginError::Locked);
+        }
+        let user = self.users.iter().find(|u| u.name == name);
+        let hash = user.map_or(self.dummy.as_str(), |u| u.password_hash.as_str());
+        let ok = PasswordHash::new(hash)
+            .is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok());
+        let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match user {
+            Some(u) if ok => {
+                f.remove(name);
+                Ok(u.role)
+            }
+            _ => {
+                if user.is_some() {
+                    *f.entry(name.to_owned()).or_insert(0) += 1;
+                }
+                Err(LoginError::BadCredentials)
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The real daemon on a loopback ephemeral port, reached over mTLS through `bulwark-client`:
+//! sealed refuses service, quorum unseal (M-1 / M / forged / repeated shares), client
+//! certificates required, password and role checks, and an OpenSSL-verified remote signature.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use bulwark_client::{Client, ClientConfig, ClientError, Code};
+use bulwarkd::dev::DevServer;
+
+fn dev() -> (tempfile::TempDir, DevServer) {
+    let d = tempfile::tempdir().unwrap();
+    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+    let s = DevServer::start(&d.path().join("dev")).unwrap();
+    (d, s)
+}
+
+fn env_value(dir: &Path, file: &str, key: &str) -> String {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("export {key}=")).map(|v| v.trim_matches('\'').to_owned())
+        })
+        .unwrap()
+}
+
+fn client_as(s: &DevServer, who: &str) -> Client {
+    let pki = s.dir.join("pki");
+    let cfg = ClientConfig::from_files(
+        &format!("https://{}", s.addr),
+        &pki.join("ca.pem"),
+        Some(&pki.join(format!("{who}.pem"))),
+        Some(&pki.join(format!("{who}-key.pem"))),
+    )
+    .unwrap();
+    Client::connect(&cfg).unwrap()
+}
+
+fn login(s: &DevServer, env: &str) -> Client {
+    let user = env_value(&s.dir, env, "BULWARK_USER");
+    let mut c = client_as(s, &user);
+    c.login(&user, &env_value(&s.dir, env, "BULWARK_PASSWORD")).unwrap();
+    c
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Code, String) {
+    match r {
+        Err(ClientError::Status { code, message }) => (code, message),
+        other => panic!("expected a status error, got {other:?}"),
+    }
+}
+
+fn share(s: &DevServer, i: u8) -> Vec<u8> {
+    std::fs::read(s.dir.join("shares").join(format!("share-{i}.json"))).unwrap()
+}
+
+#[test]
+fn sealed_refuses_service_and_quorum_unseals() {
+    let (_d, s) = dev();
+    let so = login(&s, "so.env");
+    let user = login(&s, "dev.env");
+    user.generate_key("ec-p256", "before-seal", false).unwrap();
+    so.seal().unwrap();
+    let anon = client_as(&s, "crypto");
+    let st = anon.status().unwrap();
+    assert!(st.sealed);
+    assert_eq!((st.unseal_progress, st.unseal_threshold, st.unseal_shares), (0, 2, 3));
+
+    // Sealed: every key operation and every login is refused with FAILED_PRECONDITION "sealed".
+    assert_eq!(code(user.list_keys()), (Code::FailedPrecondition, "sealed".into()));
+    assert_eq!(code(user.sign("before-seal", "", b"x", true)).0, Code::FailedPrecondition);
+    assert_eq!(code(user.random(16)).1, "sealed");
+    let mut fresh = client_as(&s, "crypto");
+    let pw = env_value(&s.dir, "dev.env", "BULWARK_PASSWORD");
+    assert_eq!(code(fresh.login("crypto", &pw)), (Code::FailedPrecondition, "sealed".into()));
+
+    // M-1 shares do not unseal.
+    let r = anon.unseal(&share(&s, 2)).unwrap();
+    assert!(r.sealed);
+    assert_eq!((r.progress, r.threshold), (1, 2));
+    // A repeated share does not count.
+    assert_eq!(code(anon.unseal(&share(&s, 2))).0, Code::AlreadyExists);
+    // A forged share (one byte changed) does not count.
+    let text = String::from_utf8(share(&s, 3)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let hexshare = v["share"].as_str().unwrap().to_owned();
+    let last = hexshare.chars().last().unwrap();
+    let forged_hex =
+        format!("{}{}", &hexshare[..hexshare.len() - 1], if last == '0' { '1' } else { '0' });
+    let forged = text.replace(&hexshare, &forged_hex);
+    assert_eq!(code(anon.unseal(forged.as_bytes())).0, Code::InvalidArgument);
+    // A share of another store does not count.
+    let (_d2, other) = dev();
+    assert_eq!(code(anon.unseal(&share(&other, 1))).0, Code::InvalidArgument);
+    assert_eq!(code(anon.unseal(b"not a share")).0, Code::InvalidArgument);
+    let st = anon.status().unwrap();
+    assert!(st.sealed);
+    assert_eq!(st.unseal_progress, 1);
+
+    // The M-th distinct valid share unseals; the keys are back.
+    let r = anon.unseal(&share(&s, 3)).unwrap();
+    assert!(!r.sealed);
+    assert_eq!(code(anon.unseal(&share(&s, 1))), (Code::FailedPrecondition, "not sealed".into()));
+    fresh.login("crypto", &pw).unwrap();
+    assert!(fresh.list_keys().unwrap().iter().any(|k| k.label == "before-seal"));
+    // The old sessions ended with the seal.
+    assert_eq!(code(user.list_keys()).0, Code::Unauthenticated);
+}
+
+#[test]
+fn client_certificate_is_required() {
+    let (d, s) = dev();
+    let pki = s.dir.join("pki");
+    let endpoint = format!("https://{}", s.addr);
+    // No client certificate: refused during the handshake, nothing is served.
+    let no_cert = ClientConfig::from_files(&endpoint, &pki.join("ca.pem"), None, None).unwrap();
+    let r = Client::connect(&no_cert).and_then(|c| c.status());
+    assert!(matches!(r, Err(ClientError::Connect(_))), "{r:?}");
+    // A certificate from another CA: refused too.
+    let other = d.path().join("other-pki");
+    bulwarkd::pki::init(&other, &["localhost".into()]).unwrap();
+    bulwarkd::pki::issue_client(&other, "mallory").unwrap();
+    let foreign = ClientConfig::from_files(
+        &endpoint,
+        &pki.join("ca.pem"),
+        Some(&other.join("mallory.pem")),
+        Some(&other.join("mallory-key.pem")),
+    )
+    .unwrap();
+    let r = Client::connect(&foreign).and_then(|c| c.status());
+    assert!(matches!(r, Err(ClientError::Connect(_))), "{r:?}");
+    // With the right certificate the same call works.
+    assert!(!client_as(&s, "crypto").status().unwrap().sealed);
+}
+
+#[test]
+fn wrong_password_unknown_user_and_lockout() {
+    let (_d, s) = dev();
+    let mut c = client_as(&s, "crypto");
+    assert_eq!(
+        code(c.login("crypto", "wrong password")),
+        (Code::Unauthenticated, "authentication failed".into())
+    );
+    assert_eq!(code(c.login("nobody", "wrong password")).0, Code::Unauthenticated);
+    // Without a session nothing is served.
+    assert_eq!(code(c.list_keys()).0, Code::Unauthenticated);
+    for _ in 0..4 {
+        let _ = c.login("so", "wrong password");
+    }
+    // The fifth consecutive failure locks the user, even with the right password now.
+    let _ = c.login("so", "wrong password");
+    let so_pw = env_value(&s.dir, "so.env", "BULWARK_PASSWORD");
+    assert_eq!(code(c.login("so", &so_pw)).0, Code::PermissionDenied);
+}
+
+#[test]
+fn roles_are_enforced() {
+    let (_d, s) = dev();
+    let user = login(&s, "dev.env");
+    let so = login(&s, "so.env");
+    // A crypto officer cannot seal; a security officer cannot use keys.
+    assert_eq!(code(user.seal()).0, Code::PermissionDenied);
+    assert_eq!(code(so.list_keys()).0, Code::PermissionDenied);
+    assert!(!so.status().unwrap().sealed);
+}
+
+#[test]
+fn remote_signatures_verify_with_openssl_and_errors_are_precise() {
+    let (d, s) = dev();
+    let c = login(&s, "dev.env");
+    for (ty, label) in [("ec-p256", "ec"), ("rsa-2048", "rsa"), ("ed25519", "ed")] {
+        c.generate_key(ty, label, false).unwrap();
+        let data = format!("message signed remotely by {label}").into_bytes();
+        let sig = c.sign(label, "", &data, true).unwrap();
+        assert!(c.verify(label, "", &data, &sig, true).unwrap());
+        assert!(!c.verify(label, "", b"other message", &sig, true).unwrap());
+        let (pub_pem, data_f, sig_f) = (
+            d.path().join(format!("{label}.pem")),
+            d.path().join(format!("{label}.dat")),
+            d.path().join(format!("{label}.sig")),
+        );
+        std::fs::write(&pub_pem, c.public_key(label).unwrap()).unwrap();
+        std::fs::write(&data_f, &data).unwrap();
+        std::fs::write(&sig_f, &sig).unwrap();
+        let out = if ty == "ed25519" {
+            Command::new("openssl")
+                .args(["pkeyutl", "-verify", "-rawin", "-pubin", "-inkey"])
+                .arg(&pub_pem)
+                .arg("-in")
+                .arg(&data_f)
+                .arg("-sigfile")
+                .arg(&sig_f)
+                .output()
+        } else {
+            Command::new("openssl")
+                .args(["dgst", "-sha256", "-verify"])
+                .arg(&pub_pem)
+                .arg("-signature")
+                .arg(&sig_f)
+                .arg(&data_f)
+                .output()
+        }
+        .expect("openssl is installed (scripts/test.sh installs it)");
+        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+    // Batch sign: every signature verifies.
+    let sigs = c.batch_sign("ec", "", vec![b"a".to_vec(), b"b".to_vec()], true).unwrap();
+    assert!(c.verify("ec", "", b"b", &sigs[1], true).unwrap());
+    // Encrypt/decrypt round trip; a tampered ciphertext is opaque INVALID_ARGUMENT.
+    c.generate_key("aes-256", "aes", false).unwrap();
+    let mut ct = c.encrypt("aes", b"remote plaintext").unwrap();
+    assert_eq!(&c.decrypt("aes", &ct).unwrap()[..], b"remote plaintext");
+    let n = ct.len();
+    ct[n - 1] ^= 1;
+    assert_eq!(code(c.decrypt("aes", &ct)).0, Code::InvalidArgument);
+    assert_eq!(c.random(32).unwrap().len(), 32);
+    // Precise statuses.
+    assert_eq!(code(c.sign("missing", "", b"x", true)).0, Code::NotFound);
+    assert_eq!(code(c.generate_key("ec-p256", "ec", false)).0, Code::AlreadyExists);
+    assert_eq!(code(c.generate_key("dsa-1024", "x", false)).0, Code::InvalidArgument);
+    assert_eq!(code(c.sign("aes", "", b"x", true)).0, Code::PermissionDenied);
+    assert_eq!(c.destroy_key("rsa").unwrap(), 2);
+    assert!(c.list_keys().unwrap().iter().all(|k| k.label != "rsa"));
+}
+
+/// The `bulwarkd` binary itself in dev mode: prints its address, writes dev.env, and stops when
+/// killed.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn dev_mode_binary_serves_and_writes_env_files() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("dev");
+    let mut child = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_bulwarkd"))
+            .args(["--dev", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(&dir)
+            .env("BULWARK_STATE_DIR", d.path().join("state"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let mut addr = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("listening on ") {
+            addr = Some(a.to_owned());
+            break;
+        }
+    }
+    let addr = addr.expect("daemon printed its address");
+    let endpoint = env_value(&dir, "dev.env", "BULWARK_ENDPOINT");
+    assert_eq!(endpoint, format!("https://{addr}"));
+    let cfg = ClientConfig::from_files(
+        &endpoint,
+        Path::new(&env_value(&dir, "dev.env", "BULWARK_CA_CERT")),
+        Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_CERT"))),
+        Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_KEY"))),
+    )
+    .unwrap();
+    let mut c = Client::connect(&cfg).unwrap();
+    let st = c.status().unwrap();
+    assert!(!st.sealed && st.dev_mode);
+    assert_eq!(st.policy, "quorum");
+    c.login("crypto", &env_value(&dir, "dev.env", "BULWARK_PASSWORD")).unwrap();
+    assert_eq!(c.random(8).unwrap().len(), 8);
+    for i in 1..=3 {
+        assert!(dir.join("shares").join(format!("share-{i}.json")).exists());
+    }
+    assert!(dir.join("so.env").exists());
+}
