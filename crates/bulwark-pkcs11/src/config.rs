@@ -11,7 +11,7 @@
 //!
 //! Without any configuration file the module offers one slot, labelled `bulwark`, whose store
 //! is `$XDG_DATA_HOME/bulwark/token.db` (else `~/.local/share/bulwark/token.db`), so that
-//! `pkcs11-tool --init-token` works out of the box like SoftHSM's default token directory.
+//! `pkcs11-tool --init-token` works out of the box like the default token directory.
 //! This module never reads a PIN or a key.
 
 use std::path::{Path, PathBuf};
@@ -27,10 +27,10 @@ pub const CONF_ENV: &str = "BULWARK_PKCS11_CONF";
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SlotConfig {
-    /// Token label shown before the token is initialized (C_InitToken sets the real one).
+    /// Token label shown before the token is initialized (`C_InitToken` sets the real one).
     #[serde(default = "default_label")]
     pub label: String,
-    /// Path of the embedded store (SQLite file). Created by `C_InitToken` if missing.
+    /// Path of the embedded store (an `SQLite` file). Created by `C_InitToken` if missing.
     pub store: PathBuf,
 }
 
@@ -70,7 +70,8 @@ impl Config {
         if let Some(p) = default_path().filter(|p| p.exists()) {
             return Self::load_file(&p);
         }
-        let store = data_dir().map_or_else(|| PathBuf::from("bulwark-token.db"), |d| d.join("token.db"));
+        let store =
+            data_dir().map_or_else(|| PathBuf::from("bulwark-token.db"), |d| d.join("token.db"));
         Ok(Config { slot: vec![SlotConfig { label: default_label(), store }] })
     }
 

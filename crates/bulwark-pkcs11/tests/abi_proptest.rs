@@ -9,7 +9,16 @@
 //!
 //! Also: `CKR_BUFFER_TOO_SMALL` keeps the operation active, and the NULL-output length query.
 
-#![allow(missing_docs, clippy::undocumented_unsafe_blocks)] // test harness: every call below passes buffers valid for the lengths given
+// Test harness: every call below passes buffers valid for the lengths given; C-style pointer
+// plumbing and short names are clearer here than the pedantic alternatives.
+#![allow(
+    missing_docs,
+    clippy::undocumented_unsafe_blocks,
+    clippy::borrow_as_ptr,
+    clippy::many_single_char_names,
+    clippy::cast_ptr_alignment,
+    clippy::manual_c_str_literals
+)]
 
 mod common;
 
@@ -48,20 +57,39 @@ fn abi() -> &'static Abi {
     ABI.get_or_init(|| {
         let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
         let conf = dir.path().join("p.toml");
-        std::fs::write(&conf, format!("[[slot]]\nlabel = \"fz\"\nstore = \"{}\"\n", dir.path().join("t.db").display()))
-            .unwrap();
+        std::fs::write(
+            &conf,
+            format!(
+                "[[slot]]\nlabel = \"fz\"\nstore = \"{}\"\n",
+                dir.path().join("t.db").display()
+            ),
+        )
+        .unwrap();
         std::env::set_var("BULWARK_PKCS11_CONF", &conf);
         let shconf = dir.path().join("sh.conf");
         std::fs::create_dir_all(dir.path().join("sh")).unwrap();
-        std::fs::write(&shconf, format!("directories.tokendir = {}\n", dir.path().join("sh").display())).unwrap();
+        std::fs::write(
+            &shconf,
+            format!("directories.tokendir = {}\n", dir.path().join("sh").display()),
+        )
+        .unwrap();
         std::env::set_var("SOFTHSM2_CONF", &shconf);
-        let lib = Box::leak(Box::new(unsafe { libloading::Library::new(common::module_path()) }.expect("load")));
-        let get: libloading::Symbol<unsafe extern "C" fn(*mut CK_UTF8CHAR, *mut CK_VERSION, *mut *mut CK_INTERFACE, CK_FLAGS) -> CK_RV> =
-            unsafe { lib.get(b"C_GetInterface") }.expect("C_GetInterface");
+        let lib = Box::leak(Box::new(
+            unsafe { libloading::Library::new(common::module_path()) }.expect("load"),
+        ));
+        let get: libloading::Symbol<
+            unsafe extern "C" fn(
+                *mut CK_UTF8CHAR,
+                *mut CK_VERSION,
+                *mut *mut CK_INTERFACE,
+                CK_FLAGS,
+            ) -> CK_RV,
+        > = unsafe { lib.get(b"C_GetInterface") }.expect("C_GetInterface");
         let mut v = CK_VERSION { major: 3, minor: 0 };
         let mut iface: *mut CK_INTERFACE = null_mut();
         assert_eq!(unsafe { get(b"PKCS 11\0".as_ptr().cast_mut(), &mut v, &mut iface, 0) }, CKR_OK);
-        let f: &'static CK_FUNCTION_LIST_3_0 = unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_0) };
+        let f: &'static CK_FUNCTION_LIST_3_0 =
+            unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_0) };
         assert_eq!(call!(f, C_Initialize, null_mut()), CKR_OK);
         let mut n: CK_ULONG = 4;
         let mut slots = [0 as CK_SLOT_ID; 4];
@@ -71,7 +99,17 @@ fn abi() -> &'static Abi {
         label[..2].copy_from_slice(b"fz");
         let so = b"so-pin-1234";
         let user = b"user-pin-1234";
-        assert_eq!(call!(f, C_InitToken, slot, so.as_ptr().cast_mut(), so.len() as CK_ULONG, label.as_mut_ptr()), CKR_OK);
+        assert_eq!(
+            call!(
+                f,
+                C_InitToken,
+                slot,
+                so.as_ptr().cast_mut(),
+                so.len() as CK_ULONG,
+                label.as_mut_ptr()
+            ),
+            CKR_OK
+        );
         // SoftHSM re-numbers an initialized slot; take the first initialized one.
         let mut n: CK_ULONG = 4;
         assert_eq!(call!(f, C_GetSlotList, CK_TRUE, slots.as_mut_ptr(), &mut n), CKR_OK);
@@ -79,15 +117,36 @@ fn abi() -> &'static Abi {
             .map(|i| slots[i])
             .find(|s| {
                 let mut ti: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
-                call!(f, C_GetTokenInfo, *s, &mut ti) == CKR_OK && ti.flags & CKF_TOKEN_INITIALIZED != 0
+                call!(f, C_GetTokenInfo, *s, &mut ti) == CKR_OK
+                    && ti.flags & CKF_TOKEN_INITIALIZED != 0
             })
             .expect("initialized slot");
         let mut h: CK_SESSION_HANDLE = 0;
-        assert_eq!(call!(f, C_OpenSession, slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, null_mut(), None, &mut h), CKR_OK);
-        assert_eq!(call!(f, C_Login, h, CKU_SO, so.as_ptr().cast_mut(), so.len() as CK_ULONG), CKR_OK);
-        assert_eq!(call!(f, C_InitPIN, h, user.as_ptr().cast_mut(), user.len() as CK_ULONG), CKR_OK);
+        assert_eq!(
+            call!(
+                f,
+                C_OpenSession,
+                slot,
+                CKF_SERIAL_SESSION | CKF_RW_SESSION,
+                null_mut(),
+                None,
+                &mut h
+            ),
+            CKR_OK
+        );
+        assert_eq!(
+            call!(f, C_Login, h, CKU_SO, so.as_ptr().cast_mut(), so.len() as CK_ULONG),
+            CKR_OK
+        );
+        assert_eq!(
+            call!(f, C_InitPIN, h, user.as_ptr().cast_mut(), user.len() as CK_ULONG),
+            CKR_OK
+        );
         assert_eq!(call!(f, C_Logout, h), CKR_OK);
-        assert_eq!(call!(f, C_Login, h, CKU_USER, user.as_ptr().cast_mut(), user.len() as CK_ULONG), CKR_OK);
+        assert_eq!(
+            call!(f, C_Login, h, CKU_USER, user.as_ptr().cast_mut(), user.len() as CK_ULONG),
+            CKR_OK
+        );
         let t = [1u8];
         let f0 = [0u8];
         let len32 = 32u64.to_ne_bytes();
@@ -98,16 +157,32 @@ fn abi() -> &'static Abi {
             attr(CKA_DECRYPT, &t),
             attr(CKA_SIGN, &t),
         ];
-        let mut m = CK_MECHANISM { mechanism: CKM_AES_KEY_GEN, pParameter: null_mut(), ulParameterLen: 0 };
+        let mut m =
+            CK_MECHANISM { mechanism: CKM_AES_KEY_GEN, pParameter: null_mut(), ulParameterLen: 0 };
         let mut aes = 0;
         assert_eq!(call!(f, C_GenerateKey, h, &mut m, aes_t.as_mut_ptr(), 4, &mut aes), CKR_OK);
         let p256 = [0x06u8, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
         let mut pub_t = [attr(CKA_TOKEN, &f0), attr(CKA_EC_PARAMS, &p256), attr(CKA_VERIFY, &t)];
         let mut priv_t = [attr(CKA_TOKEN, &f0), attr(CKA_SIGN, &t)];
-        let mut m = CK_MECHANISM { mechanism: CKM_EC_KEY_PAIR_GEN, pParameter: null_mut(), ulParameterLen: 0 };
+        let mut m = CK_MECHANISM {
+            mechanism: CKM_EC_KEY_PAIR_GEN,
+            pParameter: null_mut(),
+            ulParameterLen: 0,
+        };
         let (mut ec_pub, mut ec_priv) = (0, 0);
         assert_eq!(
-            call!(f, C_GenerateKeyPair, h, &mut m, pub_t.as_mut_ptr(), 3, priv_t.as_mut_ptr(), 2, &mut ec_pub, &mut ec_priv),
+            call!(
+                f,
+                C_GenerateKeyPair,
+                h,
+                &mut m,
+                pub_t.as_mut_ptr(),
+                3,
+                priv_t.as_mut_ptr(),
+                2,
+                &mut ec_pub,
+                &mut ec_priv
+            ),
             CKR_OK
         );
         Abi { f, session: h, slot, aes, ec_priv, ec_pub }
@@ -115,17 +190,55 @@ fn abi() -> &'static Abi {
 }
 
 const ATTR_TYPES: &[CK_ATTRIBUTE_TYPE] = &[
-    CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE, CKA_KEY_TYPE, CKA_ID, CKA_SENSITIVE,
-    CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY, CKA_VALUE_LEN, CKA_EXTRACTABLE, CKA_MODIFIABLE,
-    CKA_EC_PARAMS, CKA_EC_POINT, CKA_MODULUS_BITS, CKA_ALLOWED_MECHANISMS, CKA_START_DATE,
-    CKA_DESTROYABLE, CKA_COPYABLE, CKA_ALWAYS_AUTHENTICATE, CKA_WRAP_WITH_TRUSTED, CKA_UNIQUE_ID,
-    CKA_APPLICATION, CKA_CERTIFICATE_TYPE, 0x8000_0001, 0xdead,
+    CKA_CLASS,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_LABEL,
+    CKA_VALUE,
+    CKA_KEY_TYPE,
+    CKA_ID,
+    CKA_SENSITIVE,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_VALUE_LEN,
+    CKA_EXTRACTABLE,
+    CKA_MODIFIABLE,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+    CKA_MODULUS_BITS,
+    CKA_ALLOWED_MECHANISMS,
+    CKA_START_DATE,
+    CKA_DESTROYABLE,
+    CKA_COPYABLE,
+    CKA_ALWAYS_AUTHENTICATE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_UNIQUE_ID,
+    CKA_APPLICATION,
+    CKA_CERTIFICATE_TYPE,
+    0x8000_0001,
+    0xdead,
 ];
 
 const MECHS: &[CK_MECHANISM_TYPE] = &[
-    CKM_AES_GCM, CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_CTR, CKM_AES_KEY_WRAP, CKM_ECDSA,
-    CKM_ECDSA_SHA256, CKM_SHA256_HMAC, CKM_EDDSA, CKM_RSA_PKCS_PSS, CKM_RSA_PKCS_OAEP, CKM_SHA256,
-    CKM_ECDH1_DERIVE, CKM_HKDF_DERIVE, CKM_AES_KEY_GEN, CKM_EC_KEY_PAIR_GEN, 0x4242,
+    CKM_AES_GCM,
+    CKM_AES_CBC,
+    CKM_AES_CBC_PAD,
+    CKM_AES_CTR,
+    CKM_AES_KEY_WRAP,
+    CKM_ECDSA,
+    CKM_ECDSA_SHA256,
+    CKM_SHA256_HMAC,
+    CKM_EDDSA,
+    CKM_RSA_PKCS_PSS,
+    CKM_RSA_PKCS_OAEP,
+    CKM_SHA256,
+    CKM_ECDH1_DERIVE,
+    CKM_HKDF_DERIVE,
+    CKM_AES_KEY_GEN,
+    CKM_EC_KEY_PAIR_GEN,
+    0x4242,
 ];
 
 /// One random attribute: a type, a value, and whether pValue is NULL.
@@ -172,11 +285,17 @@ struct Mech {
 }
 
 fn a_mech() -> impl Strategy<Value = Mech> {
-    (prop::sample::select(MECHS), prop::collection::vec(any::<u8>(), 0..64), prop::collection::vec(any::<u8>(), 0..20), prop_oneof![Just(128u64), any::<u64>()], 0u8..4)
+    (
+        prop::sample::select(MECHS),
+        prop::collection::vec(any::<u8>(), 0..64),
+        prop::collection::vec(any::<u8>(), 0..20),
+        prop_oneof![Just(128u64), any::<u64>()],
+        0u8..4,
+    )
         .prop_map(|(ty, param, iv, tag_bits, shape)| Mech { ty, param, iv, tag_bits, shape })
 }
 
-/// Calls `go` with a CK_MECHANISM built from `m` (its parameter memory lives for the call).
+/// Calls `go` with a `CK_MECHANISM` built from `m` (its parameter memory lives for the call).
 fn with_mech<R>(m: &Mech, go: impl FnOnce(*mut CK_MECHANISM) -> R) -> R {
     let mut gcm = CK_GCM_PARAMS {
         pIv: m.iv.as_ptr().cast_mut(),
@@ -250,7 +369,13 @@ fn an_op() -> impl Strategy<Value = Op> {
         prop::collection::vec(an_attr(), 0..4).prop_map(Op::FindInit),
         (0usize..8).prop_map(Op::Find),
         Just(Op::FindFinal),
-        (any::<u8>(), prop::collection::vec((prop::sample::select(ATTR_TYPES), prop::option::of(0usize..80)), 0..6))
+        (
+            any::<u8>(),
+            prop::collection::vec(
+                (prop::sample::select(ATTR_TYPES), prop::option::of(0usize..80)),
+                0..6
+            )
+        )
             .prop_map(|(k, a)| Op::GetAttr(k, a)),
         (0usize..100).prop_map(Op::Random),
         Just(Op::SessionInfo),
@@ -288,7 +413,9 @@ fn run(a: &Abi, h: CK_SESSION_HANDLE, op: &Op) -> CK_RV {
         Op::SignInit(m, k) => with_mech(m, |pm| call!(f, C_SignInit, h, pm, key(a, *k))),
         Op::Sign(n, c) => {
             let d = data(*n);
-            out_call(*c, |p, l| call!(f, C_Sign, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l))
+            out_call(*c, |p, l| {
+                call!(f, C_Sign, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l)
+            })
         }
         Op::SignUpdate(n) => {
             let d = data(*n);
@@ -298,27 +425,43 @@ fn run(a: &Abi, h: CK_SESSION_HANDLE, op: &Op) -> CK_RV {
         Op::VerifyInit(m, k) => with_mech(m, |pm| call!(f, C_VerifyInit, h, pm, key(a, *k))),
         Op::Verify(n, s) => {
             let (d, sig) = (data(*n), data(*s));
-            call!(f, C_Verify, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, sig.as_ptr().cast_mut(), sig.len() as CK_ULONG)
+            call!(
+                f,
+                C_Verify,
+                h,
+                d.as_ptr().cast_mut(),
+                d.len() as CK_ULONG,
+                sig.as_ptr().cast_mut(),
+                sig.len() as CK_ULONG
+            )
         }
         Op::EncryptInit(m, k) => with_mech(m, |pm| call!(f, C_EncryptInit, h, pm, key(a, *k))),
         Op::Encrypt(n, c) => {
             let d = data(*n);
-            out_call(*c, |p, l| call!(f, C_Encrypt, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l))
+            out_call(*c, |p, l| {
+                call!(f, C_Encrypt, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l)
+            })
         }
         Op::EncryptUpdate(n, c) => {
             let d = data(*n);
-            out_call(*c, |p, l| call!(f, C_EncryptUpdate, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l))
+            out_call(*c, |p, l| {
+                call!(f, C_EncryptUpdate, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l)
+            })
         }
         Op::EncryptFinal(c) => out_call(*c, |p, l| call!(f, C_EncryptFinal, h, p, l)),
         Op::DecryptInit(m, k) => with_mech(m, |pm| call!(f, C_DecryptInit, h, pm, key(a, *k))),
         Op::Decrypt(n, c) => {
             let d = data(*n);
-            out_call(*c, |p, l| call!(f, C_Decrypt, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l))
+            out_call(*c, |p, l| {
+                call!(f, C_Decrypt, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l)
+            })
         }
         Op::DigestInit(m) => with_mech(m, |pm| call!(f, C_DigestInit, h, pm)),
         Op::Digest(n, c) => {
             let d = data(*n);
-            out_call(*c, |p, l| call!(f, C_Digest, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l))
+            out_call(*c, |p, l| {
+                call!(f, C_Digest, h, d.as_ptr().cast_mut(), d.len() as CK_ULONG, p, l)
+            })
         }
         Op::FindInit(t) => {
             let mut t = template(t);
@@ -332,7 +475,8 @@ fn run(a: &Abi, h: CK_SESSION_HANDLE, op: &Op) -> CK_RV {
         }
         Op::FindFinal => call!(f, C_FindObjectsFinal, h),
         Op::GetAttr(k, want) => {
-            let mut bufs: Vec<Vec<u8>> = want.iter().map(|(_, c)| vec![0u8; c.unwrap_or(0)]).collect();
+            let mut bufs: Vec<Vec<u8>> =
+                want.iter().map(|(_, c)| vec![0u8; c.unwrap_or(0)]).collect();
             let mut t: Vec<CK_ATTRIBUTE> = want
                 .iter()
                 .zip(bufs.iter_mut())
@@ -342,10 +486,14 @@ fn run(a: &Abi, h: CK_SESSION_HANDLE, op: &Op) -> CK_RV {
                     ulValueLen: b.len() as CK_ULONG,
                 })
                 .collect();
-            let rv = call!(f, C_GetAttributeValue, h, key(a, *k), t.as_mut_ptr(), t.len() as CK_ULONG);
+            let rv =
+                call!(f, C_GetAttributeValue, h, key(a, *k), t.as_mut_ptr(), t.len() as CK_ULONG);
             for (attr, b) in t.iter().zip(&bufs) {
                 if !attr.pValue.is_null() && attr.ulValueLen != CK_UNAVAILABLE_INFORMATION {
-                    assert!(attr.ulValueLen as usize <= b.len(), "attribute written past its buffer");
+                    assert!(
+                        attr.ulValueLen as usize <= b.len(),
+                        "attribute written past its buffer"
+                    );
                 }
             }
             rv
@@ -417,13 +565,19 @@ fn null_and_dangling_arguments_are_refused() {
     let f = a.f;
     assert_eq!(call!(f, C_GetInfo, null_mut()), CKR_ARGUMENTS_BAD);
     assert_eq!(call!(f, C_GetSlotList, CK_FALSE, null_mut(), null_mut()), CKR_ARGUMENTS_BAD);
-    assert_eq!(call!(f, C_OpenSession, a.slot, CKF_SERIAL_SESSION, null_mut(), None, null_mut()), CKR_ARGUMENTS_BAD);
+    assert_eq!(
+        call!(f, C_OpenSession, a.slot, CKF_SERIAL_SESSION, null_mut(), None, null_mut()),
+        CKR_ARGUMENTS_BAD
+    );
     assert_eq!(call!(f, C_GenerateRandom, a.session, null_mut(), 16), CKR_ARGUMENTS_BAD);
     assert_eq!(call!(f, C_FindObjectsInit, a.session, null_mut(), 3), CKR_ARGUMENTS_BAD);
     assert_eq!(call!(f, C_SignInit, a.session, null_mut(), a.ec_priv), CKR_ARGUMENTS_BAD);
     // Parallel sessions are not a thing.
     let mut h = 0;
-    assert_eq!(call!(f, C_OpenSession, a.slot, 0, null_mut(), None, &mut h), CKR_SESSION_PARALLEL_NOT_SUPPORTED);
+    assert_eq!(
+        call!(f, C_OpenSession, a.slot, 0, null_mut(), None, &mut h),
+        CKR_SESSION_PARALLEL_NOT_SUPPORTED
+    );
     // Second initialization.
     assert_eq!(call!(f, C_Initialize, null_mut()), CKR_CRYPTOKI_ALREADY_INITIALIZED);
     let _ = null::<u8>();
@@ -434,7 +588,18 @@ fn buffer_too_small_keeps_the_operation() {
     let a = abi();
     let f = a.f;
     let mut h = 0;
-    assert_eq!(call!(f, C_OpenSession, a.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, null_mut(), None, &mut h), CKR_OK);
+    assert_eq!(
+        call!(
+            f,
+            C_OpenSession,
+            a.slot,
+            CKF_SERIAL_SESSION | CKF_RW_SESSION,
+            null_mut(),
+            None,
+            &mut h
+        ),
+        CKR_OK
+    );
     let mut m = CK_MECHANISM { mechanism: CKM_ECDSA, pParameter: null_mut(), ulParameterLen: 0 };
     let digest = [9u8; 32];
     assert_eq!(call!(f, C_SignInit, h, &mut m, a.ec_priv), CKR_OK);
@@ -445,13 +610,22 @@ fn buffer_too_small_keeps_the_operation() {
     // Too small: CKR_BUFFER_TOO_SMALL, the needed length, and the operation stays active.
     let mut small = [0u8; 10];
     let mut l: CK_ULONG = 10;
-    assert_eq!(call!(f, C_Sign, h, digest.as_ptr().cast_mut(), 32, small.as_mut_ptr(), &mut l), CKR_BUFFER_TOO_SMALL);
+    assert_eq!(
+        call!(f, C_Sign, h, digest.as_ptr().cast_mut(), 32, small.as_mut_ptr(), &mut l),
+        CKR_BUFFER_TOO_SMALL
+    );
     assert_eq!(l, 64);
     let mut sig = [0u8; 64];
     let mut l: CK_ULONG = 64;
-    assert_eq!(call!(f, C_Sign, h, digest.as_ptr().cast_mut(), 32, sig.as_mut_ptr(), &mut l), CKR_OK);
+    assert_eq!(
+        call!(f, C_Sign, h, digest.as_ptr().cast_mut(), 32, sig.as_mut_ptr(), &mut l),
+        CKR_OK
+    );
     // Now it is over.
-    assert_eq!(call!(f, C_Sign, h, digest.as_ptr().cast_mut(), 32, sig.as_mut_ptr(), &mut l), CKR_OPERATION_NOT_INITIALIZED);
+    assert_eq!(
+        call!(f, C_Sign, h, digest.as_ptr().cast_mut(), 32, sig.as_mut_ptr(), &mut l),
+        CKR_OPERATION_NOT_INITIALIZED
+    );
     let mut m = CK_MECHANISM { mechanism: CKM_ECDSA, pParameter: null_mut(), ulParameterLen: 0 };
     assert_eq!(call!(f, C_VerifyInit, h, &mut m, a.ec_pub), CKR_OK);
     assert_eq!(call!(f, C_Verify, h, digest.as_ptr().cast_mut(), 32, sig.as_mut_ptr(), 64), CKR_OK);
@@ -483,7 +657,11 @@ fn every_function_list_slot_is_filled() {
         unsafe { lib.get(b"C_GetInterfaceList") }.unwrap();
     let mut n: CK_ULONG = 0;
     assert_eq!(unsafe { list(null_mut(), &mut n) }, CKR_OK);
-    let mut v = vec![CK_INTERFACE { pInterfaceName: null_mut(), pFunctionList: null_mut(), flags: 0 }; n as usize];
+    let mut v =
+        vec![
+            CK_INTERFACE { pInterfaceName: null_mut(), pFunctionList: null_mut(), flags: 0 };
+            n as usize
+        ];
     assert_eq!(unsafe { list(v.as_mut_ptr(), &mut n) }, CKR_OK);
     for i in &v {
         let ver = unsafe { *(i.pFunctionList as *const CK_VERSION) };
@@ -493,7 +671,9 @@ fn every_function_list_slot_is_filled() {
             _ => std::mem::size_of::<CK_FUNCTION_LIST_3_2>(),
         };
         let slots = (bytes - 8) / 8;
-        let ptrs = unsafe { std::slice::from_raw_parts((i.pFunctionList as *const u8).add(8).cast::<usize>(), slots) };
+        let ptrs = unsafe {
+            std::slice::from_raw_parts((i.pFunctionList as *const u8).add(8).cast::<usize>(), slots)
+        };
         assert!(ptrs.iter().all(|p| *p != 0), "NULL slot in the {}.{} list", ver.major, ver.minor);
     }
     assert!(v.len() >= 2);
@@ -503,31 +683,77 @@ fn every_function_list_slot_is_filled() {
 fn verify_signature_3_2() {
     let a = abi();
     let lib = unsafe { libloading::Library::new(common::module_path()) }.unwrap();
-    let get: libloading::Symbol<unsafe extern "C" fn(*mut CK_UTF8CHAR, *mut CK_VERSION, *mut *mut CK_INTERFACE, CK_FLAGS) -> CK_RV> =
-        unsafe { lib.get(b"C_GetInterface") }.unwrap();
+    let get: libloading::Symbol<
+        unsafe extern "C" fn(
+            *mut CK_UTF8CHAR,
+            *mut CK_VERSION,
+            *mut *mut CK_INTERFACE,
+            CK_FLAGS,
+        ) -> CK_RV,
+    > = unsafe { lib.get(b"C_GetInterface") }.unwrap();
     let mut v = CK_VERSION { major: 3, minor: 2 };
     let mut iface: *mut CK_INTERFACE = null_mut();
     assert_eq!(unsafe { get(null_mut(), &mut v, &mut iface, 0) }, CKR_OK);
-    let f32: &CK_FUNCTION_LIST_3_2 = unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) };
+    let f32: &CK_FUNCTION_LIST_3_2 =
+        unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) };
     assert_eq!((f32.version.major, f32.version.minor), (3, 2));
     let f = a.f;
     let mut h = 0;
-    assert_eq!(call!(f, C_OpenSession, a.slot, CKF_SERIAL_SESSION, null_mut(), None, &mut h), CKR_OK);
-    let mut m = CK_MECHANISM { mechanism: CKM_ECDSA_SHA256, pParameter: null_mut(), ulParameterLen: 0 };
+    assert_eq!(
+        call!(f, C_OpenSession, a.slot, CKF_SERIAL_SESSION, null_mut(), None, &mut h),
+        CKR_OK
+    );
+    let mut m =
+        CK_MECHANISM { mechanism: CKM_ECDSA_SHA256, pParameter: null_mut(), ulParameterLen: 0 };
     let msg = b"verify me";
     assert_eq!(call!(f, C_SignInit, h, &mut m, a.ec_priv), CKR_OK);
     let mut sig = [0u8; 64];
     let mut l: CK_ULONG = 64;
-    assert_eq!(call!(f, C_Sign, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG, sig.as_mut_ptr(), &mut l), CKR_OK);
-    assert_eq!(call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64), CKR_OK);
-    assert_eq!(call!(f32, C_VerifySignature, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG), CKR_OK);
-    assert_eq!(call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64), CKR_OK);
+    assert_eq!(
+        call!(
+            f,
+            C_Sign,
+            h,
+            msg.as_ptr().cast_mut(),
+            msg.len() as CK_ULONG,
+            sig.as_mut_ptr(),
+            &mut l
+        ),
+        CKR_OK
+    );
+    assert_eq!(
+        call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64),
+        CKR_OK
+    );
+    assert_eq!(
+        call!(f32, C_VerifySignature, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG),
+        CKR_OK
+    );
+    assert_eq!(
+        call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64),
+        CKR_OK
+    );
     assert_eq!(call!(f32, C_VerifySignatureUpdate, h, msg.as_ptr().cast_mut(), 4), CKR_OK);
-    assert_eq!(call!(f32, C_VerifySignatureUpdate, h, msg[4..].as_ptr().cast_mut(), (msg.len() - 4) as CK_ULONG), CKR_OK);
+    assert_eq!(
+        call!(
+            f32,
+            C_VerifySignatureUpdate,
+            h,
+            msg[4..].as_ptr().cast_mut(),
+            (msg.len() - 4) as CK_ULONG
+        ),
+        CKR_OK
+    );
     assert_eq!(call!(f32, C_VerifySignatureFinal, h), CKR_OK);
     sig[0] ^= 1;
-    assert_eq!(call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64), CKR_OK);
-    assert_eq!(call!(f32, C_VerifySignature, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG), CKR_SIGNATURE_INVALID);
+    assert_eq!(
+        call!(f32, C_VerifySignatureInit, h, &mut m, a.ec_pub, sig.as_mut_ptr(), 64),
+        CKR_OK
+    );
+    assert_eq!(
+        call!(f32, C_VerifySignature, h, msg.as_ptr().cast_mut(), msg.len() as CK_ULONG),
+        CKR_SIGNATURE_INVALID
+    );
     assert_eq!(call!(f32, C_VerifySignatureFinal, h), CKR_OPERATION_NOT_INITIALIZED);
     assert_eq!(call!(f, C_CloseSession, h), CKR_OK);
 }

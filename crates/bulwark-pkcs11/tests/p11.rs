@@ -1,8 +1,8 @@
 //! The PKCS#11 suite: drives the built module through the `cryptoki` crate, exactly as an
-//! application would. Runs unchanged against SoftHSMv2 with
+//! application would. Runs unchanged against `SoftHSMv2` with
 //! `BULWARK_TEST_MODULE=/usr/lib/softhsm/libsofthsm2.so` (differences are noted per test).
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::many_single_char_names, clippy::match_same_arms)]
 
 mod common;
 
@@ -15,8 +15,8 @@ use cryptoki::mechanism::hkdf::{HkdfParams, HkdfSalt};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{
-    Attribute, AttributeInfo, AttributeType, KeyType, MlDsaParameterSetType, MlKemParameterSetType, ObjectClass,
-    ObjectHandle, ParameterSetType,
+    Attribute, AttributeInfo, AttributeType, KeyType, MlDsaParameterSetType, MlKemParameterSetType,
+    ObjectClass, ObjectHandle, ParameterSetType,
 };
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::types::AuthPin;
@@ -54,7 +54,12 @@ fn rsa_pair(s: &Session) -> (ObjectHandle, ObjectHandle) {
             Attribute::Encrypt(true),
             Attribute::Wrap(true),
         ],
-        &[Attribute::Token(false), Attribute::Sign(true), Attribute::Decrypt(true), Attribute::Unwrap(true)],
+        &[
+            Attribute::Token(false),
+            Attribute::Sign(true),
+            Attribute::Decrypt(true),
+            Attribute::Unwrap(true),
+        ],
     )
     .expect("RSA key pair")
 }
@@ -90,7 +95,13 @@ fn hmac_key(s: &Session) -> ObjectHandle {
     .expect("generic secret")
 }
 
-fn sign_verify(s: &Session, m: &Mechanism, sk: ObjectHandle, pk: ObjectHandle, data: &[u8]) -> Vec<u8> {
+fn sign_verify(
+    s: &Session,
+    m: &Mechanism,
+    sk: ObjectHandle,
+    pk: ObjectHandle,
+    data: &[u8],
+) -> Vec<u8> {
     let sig = s.sign(m, sk, data).unwrap_or_else(|e| panic!("sign {m:?}: {e}"));
     s.verify(m, pk, data, &sig).unwrap_or_else(|e| panic!("verify {m:?}: {e}"));
     let mut bad = data.to_vec();
@@ -107,14 +118,22 @@ fn token_info_and_mechanisms() {
     assert!(info.user_pin_initialized());
     assert!(info.login_required());
     let mechs = p11().get_mechanism_list(slot).unwrap();
-    for m in [MechanismType::ECDSA, MechanismType::AES_GCM, MechanismType::RSA_PKCS_OAEP, MechanismType::SHA256_HMAC] {
+    for m in [
+        MechanismType::ECDSA,
+        MechanismType::AES_GCM,
+        MechanismType::RSA_PKCS_OAEP,
+        MechanismType::SHA256_HMAC,
+    ] {
         assert!(mechs.contains(&m), "{m}");
         let mi = p11().get_mechanism_info(slot, m).unwrap();
         assert!(mi.max_key_size() >= mi.min_key_size());
     }
     let ecdsa = p11().get_mechanism_info(slot, MechanismType::ECDSA).unwrap();
     assert!(ecdsa.sign() && ecdsa.verify() && !ecdsa.encrypt());
-    assert_eq!(rv(p11().get_mechanism_info(slot, MechanismType::DES_KEY_GEN)), RvError::MechanismInvalid);
+    assert_eq!(
+        rv(p11().get_mechanism_info(slot, MechanismType::DES_KEY_GEN)),
+        RvError::MechanismInvalid
+    );
 }
 
 #[test]
@@ -125,7 +144,10 @@ fn login_errors_and_pin_lockout() {
     assert_eq!(rv(s.login(UserType::User, Some(&wrong))), RvError::PinIncorrect);
     s.login(UserType::User, Some(&user_pin())).unwrap();
     assert_eq!(rv(s.login(UserType::User, Some(&user_pin()))), RvError::UserAlreadyLoggedIn);
-    assert_eq!(rv(s.login(UserType::So, Some(&common::so_pin()))), RvError::UserAnotherAlreadyLoggedIn);
+    assert_eq!(
+        rv(s.login(UserType::So, Some(&common::so_pin()))),
+        RvError::UserAnotherAlreadyLoggedIn
+    );
     s.logout().unwrap();
     assert_eq!(rv(s.logout()), RvError::UserNotLoggedIn);
     if common::is_softhsm() {
@@ -154,7 +176,12 @@ fn session_state_rules() {
     assert_eq!(ro.get_session_info().unwrap().session_state(), SessionState::RoUser);
     // Read-only sessions may not create token objects, but may create session objects.
     let tmpl = |token| {
-        vec![Attribute::Class(ObjectClass::DATA), Attribute::Token(token), Attribute::Private(false), Attribute::Label(b"d".to_vec())]
+        vec![
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(token),
+            Attribute::Private(false),
+            Attribute::Label(b"d".to_vec()),
+        ]
     };
     assert_eq!(rv(ro.create_object(&tmpl(true))), RvError::SessionReadOnly);
     ro.create_object(&tmpl(false)).unwrap();
@@ -206,18 +233,39 @@ fn generate_every_key_type() {
     aes_key(&s, false);
     hmac_key(&s);
     for len in [16u64, 24] {
-        s.generate_key(&Mechanism::AesKeyGen, &[Attribute::Token(false), Attribute::ValueLen(len.into())]).unwrap();
+        s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::Token(false), Attribute::ValueLen(len.into())],
+        )
+        .unwrap();
     }
     assert_eq!(
-        rv(s.generate_key(&Mechanism::AesKeyGen, &[Attribute::Token(false), Attribute::ValueLen(17.into())])),
+        rv(s.generate_key(
+            &Mechanism::AesKeyGen,
+            &[Attribute::Token(false), Attribute::ValueLen(17.into())]
+        )),
         RvError::AttributeValueInvalid
     );
     // Generated keys carry truthful provenance.
     let k = aes_key(&s, false);
     let a = s
-        .get_attributes(k, &[AttributeType::Local, AttributeType::AlwaysSensitive, AttributeType::NeverExtractable])
+        .get_attributes(
+            k,
+            &[
+                AttributeType::Local,
+                AttributeType::AlwaysSensitive,
+                AttributeType::NeverExtractable,
+            ],
+        )
         .unwrap();
-    assert_eq!(a, vec![Attribute::Local(true), Attribute::AlwaysSensitive(true), Attribute::NeverExtractable(true)]);
+    assert_eq!(
+        a,
+        vec![
+            Attribute::Local(true),
+            Attribute::AlwaysSensitive(true),
+            Attribute::NeverExtractable(true)
+        ]
+    );
 }
 
 #[test]
@@ -239,23 +287,38 @@ fn sign_and_verify_every_mechanism() {
         }
     }
     let (pk, sk) = ec_pair(&s, ED25519_OID, false);
-    let sig = sign_verify(&s, &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), sk, pk, msg);
+    let sig = sign_verify(
+        &s,
+        &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+        sk,
+        pk,
+        msg,
+    );
     assert_eq!(sig.len(), 64);
 
     let (pk, sk) = rsa_pair(&s);
     for m in [Mechanism::Sha256RsaPkcs, Mechanism::Sha384RsaPkcs, Mechanism::Sha512RsaPkcs] {
         assert_eq!(sign_verify(&s, &m, sk, pk, msg).len(), 256);
     }
-    let pss = PkcsPssParams { hash_alg: MechanismType::SHA256, mgf: PkcsMgfType::MGF1_SHA256, s_len: 32.into() };
+    let pss = PkcsPssParams {
+        hash_alg: MechanismType::SHA256,
+        mgf: PkcsMgfType::MGF1_SHA256,
+        s_len: 32.into(),
+    };
     sign_verify(&s, &Mechanism::Sha256RsaPkcsPss(pss), sk, pk, msg);
     sign_verify(&s, &Mechanism::RsaPkcsPss(pss), sk, pk, &digest32);
     // CKM_RSA_PKCS over a DigestInfo(SHA-256).
-    let mut di = vec![0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
+    let mut di = vec![
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
     di.extend_from_slice(&digest32);
     sign_verify(&s, &Mechanism::RsaPkcs, sk, pk, &di);
 
     let k = hmac_key(&s);
-    for (m, len) in [(Mechanism::Sha256Hmac, 32), (Mechanism::Sha384Hmac, 48), (Mechanism::Sha512Hmac, 64)] {
+    for (m, len) in
+        [(Mechanism::Sha256Hmac, 32), (Mechanism::Sha384Hmac, 48), (Mechanism::Sha512Hmac, 64)]
+    {
         assert_eq!(sign_verify(&s, &m, k, k, msg).len(), len);
     }
 
@@ -278,7 +341,11 @@ fn ml_dsa_sign_verify() {
     let (pk, sk) = s
         .generate_key_pair(
             &Mechanism::MlDsaKeyPairGen,
-            &[Attribute::Token(false), Attribute::ParameterSet(MlDsaParameterSetType::ML_DSA_65.into()), Attribute::Verify(true)],
+            &[
+                Attribute::Token(false),
+                Attribute::ParameterSet(MlDsaParameterSetType::ML_DSA_65.into()),
+                Attribute::Verify(true),
+            ],
             &[Attribute::Token(false), Attribute::Sign(true)],
         )
         .unwrap();
@@ -378,7 +445,8 @@ fn wrap_and_unwrap() {
         Attribute::Decrypt(true),
     ];
     // (cryptoki has no CKM_AES_KEY_WRAP_KWP variant; its `AesKeyWrapPad` is CKM_AES_KEY_WRAP_PAD.)
-    for m in [Mechanism::AesKeyWrap] {
+    {
+        let m = Mechanism::AesKeyWrap;
         let w = s.wrap_key(&m, kek, target).unwrap_or_else(|e| panic!("{m:?}: {e}"));
         assert_eq!(w.len(), 40);
         let k2 = s.unwrap_key(&m, kek, &w, &unwrap_tmpl).unwrap();
@@ -409,7 +477,10 @@ fn wrap_and_unwrap() {
     assert_eq!(s.decrypt(&cbc, k3, &ct).unwrap(), b"oaep");
     let gone = aes_key(&s, false);
     s.destroy_object(gone).unwrap();
-    assert_eq!(rv(s.wrap_key(&Mechanism::AesKeyWrap, gone, target)), RvError::WrappingKeyHandleInvalid);
+    assert_eq!(
+        rv(s.wrap_key(&Mechanism::AesKeyWrap, gone, target)),
+        RvError::WrappingKeyHandleInvalid
+    );
 }
 
 #[test]
@@ -431,8 +502,20 @@ fn derive_ecdh_and_hkdf() {
         Attribute::Encrypt(true),
         Attribute::Decrypt(true),
     ];
-    let ka = s.derive_key(&Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &pb)), apriv, &tmpl).unwrap();
-    let kb = s.derive_key(&Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &pa)), bpriv, &tmpl).unwrap();
+    let ka = s
+        .derive_key(
+            &Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &pb)),
+            apriv,
+            &tmpl,
+        )
+        .unwrap();
+    let kb = s
+        .derive_key(
+            &Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &pa)),
+            bpriv,
+            &tmpl,
+        )
+        .unwrap();
     let cbc = Mechanism::AesCbcPad([4u8; 16]);
     let ct = s.encrypt(&cbc, ka, b"agreed").unwrap();
     assert_eq!(s.decrypt(&cbc, kb, &ct).unwrap(), b"agreed");
@@ -503,9 +586,13 @@ fn attribute_semantics() {
     let k = aes_key(&s, true);
     // Sensitive by default: the value is never returned, other attributes are.
     let info = s.get_attribute_info(k, &[AttributeType::Value, AttributeType::Sensitive]).unwrap();
-    assert!(matches!(info[..], [AttributeInfo::Sensitive, AttributeInfo::Available(1)]), "{info:?}");
+    assert!(
+        matches!(info[..], [AttributeInfo::Sensitive, AttributeInfo::Available(1)]),
+        "{info:?}"
+    );
     assert!(s.get_attributes(k, &[AttributeType::Value]).unwrap().is_empty());
-    let attrs = s.get_attributes(k, &[AttributeType::Sensitive, AttributeType::Extractable]).unwrap();
+    let attrs =
+        s.get_attributes(k, &[AttributeType::Sensitive, AttributeType::Extractable]).unwrap();
     assert_eq!(attrs, vec![Attribute::Sensitive(true), Attribute::Extractable(true)]);
     // CKA_SENSITIVE can only be set, never cleared; CKA_EXTRACTABLE only cleared.
     assert!(s.update_attributes(k, &[Attribute::Sensitive(false)]).is_err());
@@ -525,7 +612,10 @@ fn attribute_semantics() {
             Attribute::Sign(true),
         ])
         .unwrap();
-    assert_eq!(s.get_attributes(v, &[AttributeType::Value]).unwrap(), vec![Attribute::Value(vec![0x42; 32])]);
+    assert_eq!(
+        s.get_attributes(v, &[AttributeType::Value]).unwrap(),
+        vec![Attribute::Value(vec![0x42; 32])]
+    );
     // Template errors.
     assert_eq!(
         rv(s.create_object(&[Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Token(false)])),

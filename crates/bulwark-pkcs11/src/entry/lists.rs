@@ -292,7 +292,7 @@ static LIST_3_2: ck::CK_FUNCTION_LIST_3_2 = ck::CK_FUNCTION_LIST_3_2 {
 static NAME: &[u8; 8] = b"PKCS 11\0";
 
 /// The interfaces, 3.0 first (the default). Built fresh for every caller: clients may write
-/// into the `CK_INTERFACE` they receive (OpenSC's spy swaps in its own function list), so no
+/// into the `CK_INTERFACE` they receive (the `OpenSC` spy swaps in its own function list), so no
 /// shared copy is ever handed out.
 fn interfaces() -> [CK_INTERFACE; 3] {
     let i = |list: *const c_void| CK_INTERFACE {
@@ -331,7 +331,10 @@ pub unsafe extern "C" fn C_GetFunctionList(pp: *mut *mut ck::CK_FUNCTION_LIST) -
 /// `p_list` must be NULL or point to `*pul_count` writable `CK_INTERFACE`s; `pul_count` must be
 /// NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn C_GetInterfaceList(p_list: *mut CK_INTERFACE, pul_count: *mut CK_ULONG) -> CK_RV {
+pub unsafe extern "C" fn C_GetInterfaceList(
+    p_list: *mut CK_INTERFACE,
+    pul_count: *mut CK_ULONG,
+) -> CK_RV {
     guard(|| {
         // SAFETY: caller contract for an output pointer.
         let n = unsafe { out(pul_count)? };
@@ -352,7 +355,7 @@ pub unsafe extern "C" fn C_GetInterfaceList(p_list: *mut CK_INTERFACE, pul_count
 }
 
 /// `C_GetInterface` (§5.4, 3.0): by name ("PKCS 11" or NULL) and version. Without a version
-/// the default is 3.0: clients built against the 3.0 headers (OpenSC's spy, p11-kit) compare
+/// the default is 3.0: clients built against the 3.0 headers (the `OpenSC` spy, `p11-kit`) compare
 /// the version, and the 3.2 list extends the 3.0 one, so a 3.2 caller asks for it by version. No interface has flags, so a non-zero `flags` request matches none.
 ///
 /// # Safety
@@ -397,4 +400,3 @@ pub unsafe extern "C" fn C_GetInterface(
         Ok(())
     })
 }
-

@@ -87,8 +87,12 @@ pub(crate) unsafe fn operation(m: &ck::CK_MECHANISM) -> Result<Mechanism> {
             // SAFETY: forwarded caller contract.
             let (hash, mgf_hash, salt_len) = unsafe { pss(m)? };
             Ok(match m.mechanism {
-                ck::CKM_SHA256_RSA_PKCS_PSS => Mechanism::Sha256RsaPkcsPss { hash, mgf_hash, salt_len },
-                ck::CKM_SHA384_RSA_PKCS_PSS => Mechanism::Sha384RsaPkcsPss { hash, mgf_hash, salt_len },
+                ck::CKM_SHA256_RSA_PKCS_PSS => {
+                    Mechanism::Sha256RsaPkcsPss { hash, mgf_hash, salt_len }
+                }
+                ck::CKM_SHA384_RSA_PKCS_PSS => {
+                    Mechanism::Sha384RsaPkcsPss { hash, mgf_hash, salt_len }
+                }
                 _ => Mechanism::Sha512RsaPkcsPss { hash, mgf_hash, salt_len },
             })
         }
@@ -141,7 +145,8 @@ pub(crate) unsafe fn operation(m: &ck::CK_MECHANISM) -> Result<Mechanism> {
             let iv = unsafe { bytes(p.pIv.cast_const(), p.ulIvLen)? };
             // SAFETY: as above.
             let aad = unsafe { bytes(p.pAAD.cast_const(), p.ulAADLen)? };
-            let tag_bits = usize::try_from(p.ulTagBits).map_err(|_| Error::MechanismParamInvalid)?;
+            let tag_bits =
+                usize::try_from(p.ulTagBits).map_err(|_| Error::MechanismParamInvalid)?;
             Ok(Mechanism::AesGcm { iv, aad, tag_bits })
         }
         ck::CKM_AES_CBC | ck::CKM_AES_CBC_PAD => {
@@ -156,7 +161,8 @@ pub(crate) unsafe fn operation(m: &ck::CK_MECHANISM) -> Result<Mechanism> {
         ck::CKM_AES_CTR => {
             // SAFETY: forwarded caller contract.
             let p: ck::CK_AES_CTR_PARAMS = unsafe { param(m)? };
-            let counter_bits = usize::try_from(p.ulCounterBits).map_err(|_| Error::MechanismParamInvalid)?;
+            let counter_bits =
+                usize::try_from(p.ulCounterBits).map_err(|_| Error::MechanismParamInvalid)?;
             if !(1..=128).contains(&counter_bits) {
                 return Err(Error::MechanismParamInvalid);
             }
@@ -203,12 +209,20 @@ pub(crate) unsafe fn operation(m: &ck::CK_MECHANISM) -> Result<Mechanism> {
             let salt = match p.ulSaltType {
                 ck::CKF_HKDF_SALT_NULL => None,
                 // SAFETY: pSalt is valid for ulSaltLen bytes (caller).
-                ck::CKF_HKDF_SALT_DATA => Some(unsafe { bytes(p.pSalt.cast_const(), p.ulSaltLen)? }),
+                ck::CKF_HKDF_SALT_DATA => {
+                    Some(unsafe { bytes(p.pSalt.cast_const(), p.ulSaltLen)? })
+                }
                 _ => return Err(Error::MechanismParamInvalid),
             };
             // SAFETY: pInfo is valid for ulInfoLen bytes (caller).
             let info = unsafe { bytes(p.pInfo.cast_const(), p.ulInfoLen)? };
-            Ok(Mechanism::Hkdf { extract: p.bExtract != 0, expand: p.bExpand != 0, hash, salt, info })
+            Ok(Mechanism::Hkdf {
+                extract: p.bExtract != 0,
+                expand: p.bExpand != 0,
+                hash,
+                salt,
+                info,
+            })
         }
         ck::CKM_ML_KEM => plain(Mechanism::MlKem),
         ck::CKM_SHA_1 => plain(Mechanism::Digest(DigestAlg::Sha1)),

@@ -253,7 +253,8 @@ impl Module {
             old.lock();
         }
         if let Some(dir) = s.cfg.store.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|_| Error::General("cannot create store folder"))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|_| Error::General("cannot create store folder"))?;
         }
         Token::reinit(Path::new(&s.cfg.store), label, so_pin)?;
         Ok(())

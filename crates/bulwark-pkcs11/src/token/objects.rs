@@ -80,7 +80,8 @@ impl Module {
         Ok(types
             .iter()
             .map(|&raw| {
-                let t = AttrType::from_raw(raw).ok_or(Error::Core(CoreError::AttributeTypeInvalid(raw)))?;
+                let t = AttrType::from_raw(raw)
+                    .ok_or(Error::Core(CoreError::AttributeTypeInvalid(raw)))?;
                 Ok(s.hsm.attribute(h, t)?.to_raw())
             })
             .collect())
@@ -143,7 +144,13 @@ impl Module {
     }
 
     /// `C_WrapKey`. The wrapped length is only known after wrapping, so a length query wraps.
-    pub fn wrap_key(&self, sh: u64, mech: &Mechanism, wrapping: u64, target: u64) -> Result<Vec<u8>> {
+    pub fn wrap_key(
+        &self,
+        sh: u64,
+        mech: &Mechanism,
+        wrapping: u64,
+        target: u64,
+    ) -> Result<Vec<u8>> {
         let s = self.session(sh)?;
         s.hsm.attributes(wrapping).map_err(|e| match e {
             CoreError::ObjectHandleInvalid => Error::WrappingKeyHandleInvalid,

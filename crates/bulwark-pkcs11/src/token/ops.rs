@@ -116,7 +116,10 @@ impl Module {
         }
         let prepared = s.hsm.prepare(key, kind.usage(), &mech).map_err(key_handle)?;
         let needs_auth = matches!(kind, Kind::Sign | Kind::Decrypt)
-            && matches!(s.hsm.attribute(key, AttrType::AlwaysAuthenticate), Ok(AttrValue::Bool(true)));
+            && matches!(
+                s.hsm.attribute(key, AttrType::AlwaysAuthenticate),
+                Ok(AttrValue::Bool(true))
+            );
         *slot = Some(CryptoOp::new(prepared, mech, needs_auth));
         Ok(())
     }
@@ -197,7 +200,13 @@ impl Module {
     }
 
     /// `C_VerifySignatureInit` (3.2): the signature comes first, the data after.
-    pub fn verify_signature_init(&self, sh: u64, mech: Mechanism, key: u64, sig: &[u8]) -> Result<()> {
+    pub fn verify_signature_init(
+        &self,
+        sh: u64,
+        mech: Mechanism,
+        key: u64,
+        sig: &[u8],
+    ) -> Result<()> {
         let s = self.session(sh)?;
         let mut st = lock(&s.state);
         if st.verify_sig.is_some() {
@@ -289,7 +298,12 @@ impl Module {
         if st.decrypt.as_ref().is_some_and(|o| o.multipart) {
             return Err(Error::OperationActive);
         }
-        finish(&mut st.decrypt, cap, |_| 0, |o| Ok(o.key.decrypt(&o.mech, data)?.expose_secret().to_vec()))
+        finish(
+            &mut st.decrypt,
+            cap,
+            |_| 0,
+            |o| Ok(o.key.decrypt(&o.mech, data)?.expose_secret().to_vec()),
+        )
     }
 
     /// `C_DecryptUpdate` (buffered, like `C_EncryptUpdate`).
@@ -302,7 +316,12 @@ impl Module {
     pub fn decrypt_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
         let s = self.session(sh)?;
         let mut st = lock(&s.state);
-        finish(&mut st.decrypt, cap, |_| 0, |o| Ok(o.key.decrypt(&o.mech, &o.buf)?.expose_secret().to_vec()))
+        finish(
+            &mut st.decrypt,
+            cap,
+            |_| 0,
+            |o| Ok(o.key.decrypt(&o.mech, &o.buf)?.expose_secret().to_vec()),
+        )
     }
 
     /// `C_DigestInit`.

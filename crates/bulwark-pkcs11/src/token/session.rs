@@ -30,7 +30,7 @@ impl Session {
     }
 
     /// `C_Login(CKU_CONTEXT_SPECIFIC)`: re-authenticates for the one operation in progress whose
-    /// key has CKA_ALWAYS_AUTHENTICATE.
+    /// key has `CKA_ALWAYS_AUTHENTICATE`.
     pub(crate) fn context_login(&self, pin: &Pin) -> Result<()> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
@@ -67,7 +67,7 @@ pub(crate) struct CryptoOp {
     pub(crate) buf: Zeroizing<Vec<u8>>,
     /// True once `C_*Update` was called: the operation must end with `C_*Final`.
     pub(crate) multipart: bool,
-    /// The key has CKA_ALWAYS_AUTHENTICATE: a context-specific login must come first.
+    /// The key has `CKA_ALWAYS_AUTHENTICATE`: a context-specific login must come first.
     pub(crate) needs_auth: bool,
     pub(crate) authed: bool,
     /// A computed result the caller has not yet received (length query or short buffer).

@@ -1,11 +1,12 @@
 //! Shared set-up for the PKCS#11 suites: loads the module named by `BULWARK_TEST_MODULE` (default:
 //! the `libbulwark_pkcs11.so` that `cargo test` built next to this test binary) once per test
 //! binary, with a configuration of many fresh slots, and hands each test its own freshly
-//! initialized token. The same code drives SoftHSMv2
+//! initialized token. The same code drives `SoftHSMv2`
 //! (`BULWARK_TEST_MODULE=/usr/lib/softhsm/libsofthsm2.so`), which gets a private token directory.
 
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -47,7 +48,7 @@ pub fn module_path() -> PathBuf {
     target.join("debug/libbulwark_pkcs11.so")
 }
 
-/// True when the module under test is SoftHSMv2 (some Bulwark-only checks are skipped).
+/// True when the module under test is `SoftHSMv2` (some Bulwark-only checks are skipped).
 pub fn is_softhsm() -> bool {
     module_path().to_string_lossy().contains("softhsm")
 }
@@ -65,10 +66,9 @@ fn ctx() -> &'static Ctx {
         // Bulwark: many slots, each a store that does not exist yet (uninitialized token).
         let mut conf = String::new();
         for i in 0..SLOTS {
-            conf.push_str(&format!(
-                "[[slot]]\nlabel = \"fresh-{i}\"\nstore = \"{}\"\n",
-                dir.path().join(format!("slot{i}/token.db")).display()
-            ));
+            let store = dir.path().join(format!("slot{i}/token.db"));
+            writeln!(conf, "[[slot]]\nlabel = \"fresh-{i}\"\nstore = \"{}\"", store.display())
+                .expect("write to a String");
         }
         let conf_path = dir.path().join("pkcs11.toml");
         std::fs::write(&conf_path, conf).expect("write conf");
@@ -76,13 +76,17 @@ fn ctx() -> &'static Ctx {
         let tokens = dir.path().join("softhsm-tokens");
         std::fs::create_dir_all(&tokens).expect("token dir");
         let shconf = dir.path().join("softhsm2.conf");
-        std::fs::write(&shconf, format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()))
-            .expect("write softhsm conf");
+        std::fs::write(
+            &shconf,
+            format!("directories.tokendir = {}\nobjectstore.backend = file\n", tokens.display()),
+        )
+        .expect("write softhsm conf");
         // Set once, before the module is loaded, while no other thread reads the environment.
         std::env::set_var("BULWARK_PKCS11_CONF", &conf_path);
         std::env::set_var("SOFTHSM2_CONF", &shconf);
         let p11 = Pkcs11::new(module_path()).expect("load module");
-        p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)).expect("C_Initialize");
+        p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .expect("C_Initialize");
         Ctx { p11, _dir: dir, init_lock: Mutex::new(0) }
     })
 }
