@@ -31,17 +31,17 @@ const TAG_LEN: usize = 16;
 pub(crate) struct SignArgs {
     /// Key label.
     #[arg(long)]
-    key: String,
+    pub(crate) key: String,
     /// Input file.
     #[arg(long = "in", value_name = "FILE")]
-    input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Signature output file.
     #[arg(long, value_name = "FILE")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// rsa-pkcs1-sha256|384|512, rsa-pss-sha256|384|512, ecdsa-sha256|384|512, ed25519,
     /// ml-dsa, hmac-sha256|384|512 (default: by key type, see `bulwark sign --help`).
     #[arg(long)]
-    mechanism: Option<String>,
+    pub(crate) mechanism: Option<String>,
 }
 
 /// `bulwark verify` arguments.
@@ -49,16 +49,16 @@ pub(crate) struct SignArgs {
 pub(crate) struct VerifyArgs {
     /// Key label.
     #[arg(long)]
-    key: String,
+    pub(crate) key: String,
     /// Signed file.
     #[arg(long = "in", value_name = "FILE")]
-    input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Signature file.
     #[arg(long, value_name = "FILE")]
-    sig: PathBuf,
+    pub(crate) sig: PathBuf,
     /// As for `sign`.
     #[arg(long)]
-    mechanism: Option<String>,
+    pub(crate) mechanism: Option<String>,
 }
 
 /// `bulwark encrypt|decrypt` arguments.
@@ -66,13 +66,13 @@ pub(crate) struct VerifyArgs {
 pub(crate) struct CryptArgs {
     /// AES key label.
     #[arg(long)]
-    key: String,
+    pub(crate) key: String,
     /// Input file.
     #[arg(long = "in", value_name = "FILE")]
-    input: PathBuf,
+    pub(crate) input: PathBuf,
     /// Output file.
     #[arg(long, value_name = "FILE")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 fn read(p: &Path) -> CliResult<Vec<u8>> {

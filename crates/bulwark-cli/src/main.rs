@@ -7,6 +7,7 @@
 
 mod cmd_keys;
 mod cmd_ops;
+mod cmd_remote;
 mod pin;
 
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ struct Cli {
     /// Read the user PIN (or the SO PIN for SO commands) from this file.
     #[arg(long, global = true, value_name = "FILE")]
     pin_file: Option<PathBuf>,
+    /// Remote HSM (bulwarkd), e.g. https://127.0.0.1:7443; TLS files from BULWARK_CA_CERT,
+    /// BULWARK_CLIENT_CERT, BULWARK_CLIENT_KEY; login from BULWARK_USER, BULWARK_PASSWORD.
+    #[arg(long, global = true, env = "BULWARK_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +76,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Seal a remote HSM: wipe its keys from memory (security officer; --endpoint).
+    Seal,
+    /// Present one unseal share to a remote HSM (a custodian; --endpoint).
+    Unseal(cmd_remote::UnsealArgs),
     /// PIN management.
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -139,6 +148,9 @@ pub(crate) fn store_path(cli_store: Option<&PathBuf>) -> CliResult<PathBuf> {
 }
 
 fn run(cli: Cli) -> CliResult<ExitCode> {
+    if let Some(endpoint) = cli.endpoint.as_deref() {
+        return cmd_remote::run(endpoint, cli.command);
+    }
     let ctx = Ctx { store: cli.store, pin_file: cli.pin_file };
     match cli.command {
         Command::Init { label, so_pin_file } => {
@@ -158,6 +170,9 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Selftest => cmd_ops::selftest(),
         Command::Status { json } => cmd_ops::status(&ctx, json),
         Command::Pin(p) => pin::run(&ctx, p),
+        Command::Seal | Command::Unseal(_) => {
+            Err(CliError::Usage("seal and unseal need --endpoint (a bulwarkd HSM)".into()))
+        }
     }
 }
 

@@ -1,0 +1,321 @@
+//! `bulwark --endpoint URL ...`: the CLI against a remote HSM (bulwarkd) over mTLS gRPC.
+//!
+//! TLS files come from `BULWARK_CA_CERT`, `BULWARK_CLIENT_CERT`, `BULWARK_CLIENT_KEY`; the login
+//! from `BULWARK_USER` and `BULWARK_PASSWORD` (or `BULWARK_PASSWORD_FILE`, or a prompt) — never
+//! from a plain argument. `unseal` needs no login: the share file is the custodian's credential;
+//! an encrypted share is decrypted here (passphrase from `BULWARK_SHARE_PASSPHRASE`,
+//! `--passphrase-file` or a prompt), so the passphrase never leaves this machine.
+//!
+//! Exit codes as in embedded mode: 0 success, 1 invalid signature, 2 any error.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bulwark_client::{Client, ClientConfig, ClientError};
+use bulwark_core::seal::ShareFile;
+use clap::Args;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::cmd_keys::KeyCommand;
+use crate::{CliError, CliResult, Command};
+
+/// `bulwark unseal` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct UnsealArgs {
+    /// The custodian's share file.
+    #[arg(long, value_name = "FILE")]
+    share: PathBuf,
+    /// Read the share's passphrase from this file (if the share is encrypted).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Usage(match &e {
+            ClientError::Status { code, message } => format!("HSM: {message} ({code:?})"),
+            _ => e.to_string(),
+        })
+    }
+}
+
+fn read(p: &Path) -> CliResult<Vec<u8>> {
+    std::fs::read(p)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind())))
+}
+
+fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
+    std::fs::write(p, data)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
+}
+
+fn connect(endpoint: &str) -> CliResult<Client> {
+    let cfg = ClientConfig::from_env(endpoint)?;
+    Ok(Client::connect(&cfg)?)
+}
+
+fn secret_from(env: &str, file_env: &str, prompt: &str) -> CliResult<Zeroizing<String>> {
+    if let Some(v) = std::env::var(env).ok().filter(|v| !v.is_empty()) {
+        return Ok(Zeroizing::new(v));
+    }
+    if let Some(f) = std::env::var_os(file_env).filter(|v| !v.is_empty()) {
+        let raw = Zeroizing::new(read(Path::new(&f))?);
+        let s = String::from_utf8(raw.to_vec())
+            .map_err(|_| CliError::Usage(format!("{file_env}: not UTF-8")))?;
+        return Ok(Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    rpassword::prompt_password(prompt)
+        .map(Zeroizing::new)
+        .map_err(|e| CliError::Usage(format!("cannot read {env}: {e}")))
+}
+
+/// Connects and logs in with the environment's credentials.
+fn session(endpoint: &str) -> CliResult<Client> {
+    let mut c = connect(endpoint)?;
+    let user = std::env::var("BULWARK_USER")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| CliError::Usage("set BULWARK_USER (and BULWARK_PASSWORD)".into()))?;
+    let pw = secret_from("BULWARK_PASSWORD", "BULWARK_PASSWORD_FILE", "password: ")?;
+    c.login(&user, &pw)?;
+    Ok(c)
+}
+
+pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
+    match cmd {
+        Command::Key(k) => key(endpoint, k),
+        Command::Sign(a) => {
+            let c = session(endpoint)?;
+            let data = read(&a.input)?;
+            let sig = c.sign(&a.key, a.mechanism.as_deref().unwrap_or(""), &data, true)?;
+            write_file(&a.out, &sig)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify(a) => {
+            let c = session(endpoint)?;
+            let (data, sig) = (read(&a.input)?, read(&a.sig)?);
+            if c.verify(&a.key, a.mechanism.as_deref().unwrap_or(""), &data, &sig, true)? {
+                println!("signature OK");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("signature INVALID");
+                Ok(ExitCode::from(1))
+            }
+        }
+        Command::Encrypt(a) => {
+            let c = session(endpoint)?;
+            let pt = Zeroizing::new(read(&a.input)?);
+            write_file(&a.out, &c.encrypt(&a.key, &pt)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Decrypt(a) => {
+            let c = session(endpoint)?;
+            let pt = c.decrypt(&a.key, &read(&a.input)?)?;
+            write_file(&a.out, &pt)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Random { bytes, hex } => {
+            let n = u32::try_from(bytes)
+                .ok()
+                .filter(|n| (1..=1 << 20).contains(n))
+                .ok_or_else(|| CliError::Usage("--bytes must be between 1 and 1048576".into()))?;
+            let buf = session(endpoint)?.random(n)?;
+            if hex {
+                println!("{}", ::hex::encode(&buf));
+            } else {
+                std::io::stdout()
+                    .write_all(&buf)
+                    .map_err(|e| CliError::Usage(format!("cannot write: {}", e.kind())))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => status(endpoint, json),
+        Command::Seal => {
+            session(endpoint)?.seal()?;
+            println!("sealed: the HSM's keys are wiped from memory; unseal with `bulwark unseal --share FILE`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unseal(a) => unseal(endpoint, &a),
+        _ => Err(CliError::Usage(
+            "this command works on an embedded store only (drop --endpoint / BULWARK_ENDPOINT)"
+                .into(),
+        )),
+    }
+}
+
+fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
+    let s = connect(endpoint)?.status()?;
+    if as_json {
+        let v = json!({
+            "endpoint": endpoint,
+            "sealed": s.sealed,
+            "unseal_progress": s.unseal_progress,
+            "unseal_threshold": s.unseal_threshold,
+            "unseal_shares": s.unseal_shares,
+            "policy": s.policy,
+            "label": s.label,
+            "store_id": s.store_id,
+            "generation": s.generation,
+            "objects": s.objects,
+            "self_tests_passed": s.self_tests_passed,
+            "version": s.version,
+            "dev_mode": s.dev_mode,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!("endpoint:     {endpoint}");
+        println!("label:        {}", s.label);
+        println!("store id:     {}", s.store_id);
+        println!(
+            "policy:       {} ({} of {} shares)",
+            s.policy, s.unseal_threshold, s.unseal_shares
+        );
+        if s.sealed {
+            println!(
+                "state:        SEALED (unseal progress {}/{})",
+                s.unseal_progress, s.unseal_threshold
+            );
+        } else {
+            println!("state:        unsealed");
+            println!("generation:   {}", s.generation);
+            println!("objects:      {}", s.objects);
+        }
+        println!(
+            "self-tests:   {}",
+            if s.self_tests_passed { "passed" } else { "FAILED (error state)" }
+        );
+        if s.dev_mode {
+            println!("mode:         DEV MODE (not for production)");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unseal(endpoint: &str, a: &UnsealArgs) -> CliResult<ExitCode> {
+    let text = Zeroizing::new(read(&a.share)?);
+    let f = ShareFile::parse(&text).map_err(|_| {
+        CliError::Usage(format!("{} is not a bulwark share file", a.share.display()))
+    })?;
+    let plain = if f.is_encrypted() {
+        let pass = match &a.passphrase_file {
+            Some(p) => {
+                let raw = Zeroizing::new(read(p)?);
+                let s = String::from_utf8(raw.to_vec())
+                    .map_err(|_| CliError::Usage("passphrase file is not UTF-8".into()))?;
+                Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned())
+            }
+            None => secret_from(
+                "BULWARK_SHARE_PASSPHRASE",
+                "BULWARK_SHARE_PASSPHRASE_FILE",
+                &format!("passphrase for share {}: ", f.index),
+            )?,
+        };
+        f.decrypt(Some(pass.as_bytes()))
+            .map_err(|_| CliError::Usage("wrong passphrase for this share".into()))?
+    } else {
+        f
+    };
+    let body = Zeroizing::new(plain.to_json());
+    let r = connect(endpoint)?.unseal(body.as_bytes())?;
+    if r.sealed {
+        println!(
+            "share {} accepted: unseal progress {}/{} (still sealed)",
+            plain.index, r.progress, r.threshold
+        );
+    } else {
+        println!(
+            "share {} accepted: {}/{} — the HSM is unsealed",
+            plain.index, r.progress, r.threshold
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
+    let c = session(endpoint)?;
+    match k {
+        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id } => {
+            if not_sensitive || id.is_some() {
+                return Err(CliError::Usage(
+                    "--not-sensitive and --id are not available with --endpoint".into(),
+                ));
+            }
+            let info = c.generate_key(&key_type, &label, extractable)?;
+            let hs: Vec<u64> = info.objects.iter().map(|o| o.handle).collect();
+            println!("generated {key_type} key {label:?} (handles {hs:?})");
+        }
+        KeyCommand::List { json } => {
+            let keys = c.list_keys()?;
+            if json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .flat_map(|k| {
+                        k.objects.iter().map(move |o| json!({
+                    "handle": o.handle, "label": k.label, "class": o.class, "type": o.key_type,
+                    "usage": o.usage, "sensitive": o.sensitive, "extractable": o.extractable,
+                    "local": o.local,
+                }))
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("{:<8} {:<24} {:<11} {:<14} USAGE", "HANDLE", "LABEL", "CLASS", "TYPE");
+                for k in &keys {
+                    for o in &k.objects {
+                        println!(
+                            "{:<8} {:<24} {:<11} {:<14} {}",
+                            o.handle,
+                            k.label,
+                            o.class,
+                            o.key_type,
+                            o.usage.join(",")
+                        );
+                    }
+                }
+            }
+        }
+        KeyCommand::Show { label, json } => {
+            let k = c.show_key(&label)?;
+            let v: Vec<_> = k
+                .objects
+                .iter()
+                .map(|o| {
+                    json!({
+                        "handle": o.handle, "class": o.class, "type": o.key_type, "usage": o.usage,
+                        "sensitive": o.sensitive, "extractable": o.extractable, "local": o.local,
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for o in &k.objects {
+                    println!("object {} ({}, {})", o.handle, o.class, o.key_type);
+                    println!("  usage        {}", o.usage.join(","));
+                    println!("  sensitive    {}", o.sensitive);
+                    println!("  extractable  {}", o.extractable);
+                    println!("  local        {}", o.local);
+                }
+            }
+        }
+        KeyCommand::Destroy { label } => {
+            let n = c.destroy_key(&label)?;
+            println!("destroyed {n} object(s) labelled {label:?}");
+        }
+        KeyCommand::Public { label, out } => {
+            let pem = c.public_key(&label)?;
+            match out {
+                Some(p) => write_file(&p, pem.as_bytes())?,
+                None => print!("{pem}"),
+            }
+        }
+        KeyCommand::Export { .. } => {
+            return Err(CliError::Usage(
+                "plaintext key export is not offered by the network HSM".into(),
+            ))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

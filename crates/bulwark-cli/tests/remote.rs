@@ -1,0 +1,105 @@
+//! `bulwark --endpoint` against a real bulwarkd (dev mode, in-process, loopback ephemeral port):
+//! the CLI as a crypto officer and as the security officer, and custodians unsealing one share
+//! per call. Credentials travel only in the environment, as `dev.env` / `so.env` set them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bulwarkd::dev::DevServer;
+
+fn env_file(dir: &Path, file: &str) -> Vec<(String, String)> {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+fn bulwark(dir: &Path, env: &str, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark"));
+    c.args(args).env_remove("BULWARK_STORE");
+    for (k, v) in env_file(dir, env) {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "stdout {} stderr {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn remote_cli_keys_sign_seal_unseal() {
+    let d = tempfile::tempdir().unwrap();
+    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+    let s = DevServer::start(&d.path().join("dev")).unwrap();
+    let dir = s.dir.clone();
+    let w = |n: &str| d.path().join(n).display().to_string();
+
+    ok(&bulwark(&dir, "dev.env", &["key", "generate", "--type", "ec-p256", "--label", "web"]));
+    let list = ok(&bulwark(&dir, "dev.env", &["key", "list"]));
+    assert!(list.contains("web") && list.contains("PrivateKey"), "{list}");
+    ok(&bulwark(&dir, "dev.env", &["key", "public", "web", "--out", &w("web.pem")]));
+    std::fs::write(d.path().join("msg"), b"signed through bulwarkd").unwrap();
+    ok(&bulwark(
+        &dir,
+        "dev.env",
+        &["sign", "--key", "web", "--in", &w("msg"), "--out", &w("msg.sig")],
+    ));
+    let v = ok(&bulwark(
+        &dir,
+        "dev.env",
+        &["verify", "--key", "web", "--in", &w("msg"), "--sig", &w("msg.sig")],
+    ));
+    assert!(v.contains("signature OK"));
+    let o = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify", &w("web.pem"), "-signature", &w("msg.sig"), &w("msg")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stdout));
+    std::fs::write(d.path().join("other"), b"not what was signed").unwrap();
+    let bad = bulwark(
+        &dir,
+        "dev.env",
+        &["verify", "--key", "web", "--in", &w("other"), "--sig", &w("msg.sig")],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let r = ok(&bulwark(&dir, "dev.env", &["random", "--bytes", "16", "--hex"]));
+    assert_eq!(r.trim().len(), 32);
+
+    // A crypto officer cannot seal; the security officer can.
+    let denied = bulwark(&dir, "dev.env", &["seal"]);
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("not permitted"));
+    ok(&bulwark(&dir, "so.env", &["seal"]));
+    let st = ok(&bulwark(&dir, "dev.env", &["status"]));
+    assert!(st.contains("SEALED (unseal progress 0/2)"), "{st}");
+    let refused = bulwark(&dir, "dev.env", &["key", "list"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("sealed"));
+
+    // Custodians: one share per call, progress reported; a repeated share does not count.
+    let share = |i: u8| dir.join("shares").join(format!("share-{i}.json")).display().to_string();
+    let p = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(3)]));
+    assert!(p.contains("1/2 (still sealed)"), "{p}");
+    let again = bulwark(&dir, "dev.env", &["unseal", "--share", &share(3)]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already presented"));
+    let p = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(1)]));
+    assert!(p.contains("unsealed"), "{p}");
+    let json = ok(&bulwark(&dir, "dev.env", &["status", "--json"]));
+    assert!(json.contains("\"sealed\": false"), "{json}");
+    ok(&bulwark(
+        &dir,
+        "dev.env",
+        &["verify", "--key", "web", "--in", &w("msg"), "--sig", &w("msg.sig")],
+    ));
+}
