@@ -38,42 +38,50 @@ fn ok(o: &Output) -> String {
 
 #[test]
 fn remote_cli_keys_sign_seal_unseal() {
-    let d = tempfile::tempdir().unwrap();
-    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
-    let s = DevServer::start(&d.path().join("dev")).unwrap();
-    let dir = s.dir.clone();
-    let w = |n: &str| d.path().join(n).display().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("BULWARK_STATE_DIR", tmp.path().join("state"));
+    let server = DevServer::start(&tmp.path().join("dev")).unwrap();
+    let dir = server.dir.clone();
+    let tmp_file = |n: &str| tmp.path().join(n).display().to_string();
 
     ok(&bulwark(&dir, "dev.env", &["key", "generate", "--type", "ec-p256", "--label", "web"]));
     let list = ok(&bulwark(&dir, "dev.env", &["key", "list"]));
     assert!(list.contains("web") && list.contains("PrivateKey"), "{list}");
-    ok(&bulwark(&dir, "dev.env", &["key", "public", "web", "--out", &w("web.pem")]));
-    std::fs::write(d.path().join("msg"), b"signed through bulwarkd").unwrap();
+    ok(&bulwark(&dir, "dev.env", &["key", "public", "web", "--out", &tmp_file("web.pem")]));
+    std::fs::write(tmp.path().join("msg"), b"signed through bulwarkd").unwrap();
     ok(&bulwark(
         &dir,
         "dev.env",
-        &["sign", "--key", "web", "--in", &w("msg"), "--out", &w("msg.sig")],
+        &["sign", "--key", "web", "--in", &tmp_file("msg"), "--out", &tmp_file("msg.sig")],
     ));
-    let v = ok(&bulwark(
+    let verified = ok(&bulwark(
         &dir,
         "dev.env",
-        &["verify", "--key", "web", "--in", &w("msg"), "--sig", &w("msg.sig")],
+        &["verify", "--key", "web", "--in", &tmp_file("msg"), "--sig", &tmp_file("msg.sig")],
     ));
-    assert!(v.contains("signature OK"));
-    let o = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify", &w("web.pem"), "-signature", &w("msg.sig"), &w("msg")])
+    assert!(verified.contains("signature OK"));
+    let osl = Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            &tmp_file("web.pem"),
+            "-signature",
+            &tmp_file("msg.sig"),
+            &tmp_file("msg"),
+        ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "openssl: {}", String::from_utf8_lossy(&o.stdout));
-    std::fs::write(d.path().join("other"), b"not what was signed").unwrap();
+    assert!(osl.status.success(), "openssl: {}", String::from_utf8_lossy(&osl.stdout));
+    std::fs::write(tmp.path().join("other"), b"not what was signed").unwrap();
     let bad = bulwark(
         &dir,
         "dev.env",
-        &["verify", "--key", "web", "--in", &w("other"), "--sig", &w("msg.sig")],
+        &["verify", "--key", "web", "--in", &tmp_file("other"), "--sig", &tmp_file("msg.sig")],
     );
     assert_eq!(bad.status.code(), Some(1));
-    let r = ok(&bulwark(&dir, "dev.env", &["random", "--bytes", "16", "--hex"]));
-    assert_eq!(r.trim().len(), 32);
+    let rnd = ok(&bulwark(&dir, "dev.env", &["random", "--bytes", "16", "--hex"]));
+    assert_eq!(rnd.trim().len(), 32);
 
     // A crypto officer cannot seal; the security officer can.
     let denied = bulwark(&dir, "dev.env", &["seal"]);
@@ -88,18 +96,18 @@ fn remote_cli_keys_sign_seal_unseal() {
 
     // Custodians: one share per call, progress reported; a repeated share does not count.
     let share = |i: u8| dir.join("shares").join(format!("share-{i}.json")).display().to_string();
-    let p = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(3)]));
-    assert!(p.contains("1/2 (still sealed)"), "{p}");
+    let progress = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(3)]));
+    assert!(progress.contains("1/2 (still sealed)"), "{progress}");
     let again = bulwark(&dir, "dev.env", &["unseal", "--share", &share(3)]);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already presented"));
-    let p = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(1)]));
-    assert!(p.contains("unsealed"), "{p}");
+    let progress = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(1)]));
+    assert!(progress.contains("unsealed"), "{progress}");
     let json = ok(&bulwark(&dir, "dev.env", &["status", "--json"]));
     assert!(json.contains("\"sealed\": false"), "{json}");
     ok(&bulwark(
         &dir,
         "dev.env",
-        &["verify", "--key", "web", "--in", &w("msg"), "--sig", &w("msg.sig")],
+        &["verify", "--key", "web", "--in", &tmp_file("msg"), "--sig", &tmp_file("msg.sig")],
     ));
 }

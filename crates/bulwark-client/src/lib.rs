@@ -59,10 +59,17 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
-        if s.code() == Code::Unavailable || s.code() == Code::Unknown {
+        if matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled) {
             if let Some(src) = std::error::Error::source(&s) {
                 return ClientError::Connect(chain(src));
             }
+        }
+        // bulwarkd never answers CANCELLED itself: the connection was dropped, typically right
+        // after a TLS handshake the HSM refused.
+        if s.code() == Code::Cancelled {
+            return ClientError::Connect(
+                "connection closed by the HSM (is a valid client certificate configured?)".into(),
+            );
         }
         ClientError::Status { code: s.code(), message: s.message().to_owned() }
     }

@@ -330,7 +330,7 @@ pub enum Progress {
     },
     /// The threshold was reached: the master key and integrity keys, for
     /// [`crate::Token::unseal`].
-    Complete(Vault, IntegrityKeys),
+    Complete(Box<(Vault, IntegrityKeys)>),
 }
 
 /// Collects shares for one unseal attempt.
@@ -386,7 +386,7 @@ impl Unsealer {
             mk[..].try_into().map_err(|_| Error::Integrity("quorum keyslot malformed"))?;
         let vault = Vault::new(MasterKey::from_random(bytes), self.policy.store_uid);
         let ik = vault.integrity_keys()?;
-        Ok(Progress::Complete(vault, ik))
+        Ok(Progress::Complete(Box::new((vault, ik))))
     }
 }
 

@@ -203,15 +203,14 @@ fn run_dev(dir: Option<&Path>, listen: SocketAddr) -> Result<(), String> {
     if !listen.ip().is_loopback() {
         return Err("dev mode listens on loopback addresses only".into());
     }
-    let dir = match dir {
-        Some(d) => d.to_owned(),
-        None => {
-            let mut b = [0u8; 4];
-            bulwark_core::crypto::Provider::get()
-                .and_then(|p| p.random(&mut b))
-                .map_err(|e| e.to_string())?;
-            std::env::temp_dir().join(format!("bulwark-dev-{}", hex::encode(b)))
-        }
+    let dir = if let Some(d) = dir {
+        d.to_owned()
+    } else {
+        let mut b = [0u8; 4];
+        bulwark_core::crypto::Provider::get()
+            .and_then(|p| p.random(&mut b))
+            .map_err(|e| e.to_string())?;
+        std::env::temp_dir().join(format!("bulwark-dev-{}", hex::encode(b)))
     };
     eprintln!("{}", bulwarkd::dev::BANNER);
     serve(async move {

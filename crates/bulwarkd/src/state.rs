@@ -99,7 +99,8 @@ impl HsmState {
         let need = u.policy().threshold;
         match u.submit(share)? {
             Progress::Pending { have, need } => Ok((true, have, need)),
-            Progress::Complete(vault, ik) => {
+            Progress::Complete(keys) => {
+                let (vault, ik) = *keys;
                 self.token.unseal(vault, ik)?;
                 self.sealed.store(false, Ordering::Release);
                 tracing::warn!("HSM unsealed");

@@ -79,7 +79,7 @@ pub enum LoginError {
 #[derive(Debug)]
 pub struct Users {
     path: PathBuf,
-    users: Vec<UserRecord>,
+    records: Vec<UserRecord>,
     failures: Mutex<HashMap<String, u32>>,
     dummy: String,
 }
@@ -103,7 +103,7 @@ pub fn hash_password(password: &[u8]) -> Result<String, String> {
 impl Users {
     /// Loads the user file (an absent file is an empty database).
     pub fn load(path: &Path) -> Result<Self, String> {
-        let users = match std::fs::read(path) {
+        let records = match std::fs::read(path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| format!("user file {} is malformed: {e}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -111,7 +111,7 @@ impl Users {
         };
         Ok(Self {
             path: path.to_owned(),
-            users,
+            records,
             failures: Mutex::new(HashMap::new()),
             dummy: hash_password(b"bulwark timing equaliser")?,
         })
@@ -124,8 +124,8 @@ impl Users {
         }
         let rec =
             UserRecord { name: name.to_owned(), role, password_hash: hash_password(password)? };
-        self.users.retain(|u| u.name != name);
-        self.users.push(rec);
+        self.records.retain(|u| u.name != name);
+        self.records.push(rec);
         self.save()
     }
 
@@ -133,7 +133,7 @@ impl Users {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = self.path.with_extension("tmp");
-        let json = serde_json::to_vec_pretty(&self.users).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec_pretty(&self.records).map_err(|e| e.to_string())?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -147,12 +147,12 @@ impl Users {
 
     /// Number of users.
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.records.len()
     }
 
     /// Whether there are no users.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.records.is_empty()
     }
 
     /// Checks a password (Argon2id; blocking, run it on the worker pool).
@@ -163,7 +163,7 @@ impl Users {
         if fails(&self.failures).unwrap_or(0) >= MAX_LOGIN_FAILURES {
             return Err(LoginError::Locked);
         }
-        let user = self.users.iter().find(|u| u.name == name);
+        let user = self.records.iter().find(|u| u.name == name);
         let hash = user.map_or(self.dummy.as_str(), |u| u.password_hash.as_str());
         let ok = PasswordHash::new(hash)
             .is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok());

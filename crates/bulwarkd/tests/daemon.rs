@@ -108,29 +108,92 @@ fn sealed_refuses_service_and_quorum_unseals() {
     assert_eq!(code(user.list_keys()).0, Code::Unauthenticated);
 }
 
+/// A refused connection: the handshake or the first exchange fails, without any gRPC answer.
+fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>) -> bool {
+    match r {
+        Err(ClientError::Connect(_)) => true,
+        Err(ClientError::Status { code, .. }) => {
+            matches!(code, Code::Unavailable | Code::Cancelled | Code::Unknown)
+        }
+        _ => false,
+    }
+}
+
+/// Raw TLS 1.3 to the listener: with `identity` None no client certificate is sent. Returns
+/// what the server sent after the handshake (an error when it refused us).
+fn raw_tls(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> std::io::Result<usize> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let b = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+        let mut cfg = match identity {
+            None => b.with_no_client_auth(),
+            Some((c, k)) => b
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(c).unwrap().map(Result::unwrap).collect(),
+                    PrivateKeyDer::from_pem_file(k).unwrap(),
+                )
+                .unwrap(),
+        };
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let conn = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+        let mut tls = conn.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+        // The HTTP/2 preface; a server that accepted us answers with its SETTINGS frame.
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
+        tls.flush().await?;
+        let mut buf = [0u8; 64];
+        tls.read(&mut buf).await
+    })
+}
+
 #[test]
 fn client_certificate_is_required() {
     let (d, s) = dev();
     let pki = s.dir.join("pki");
     let endpoint = format!("https://{}", s.addr);
-    // No client certificate: refused during the handshake, nothing is served.
+    // No client certificate: the TLS handshake is refused (certificate required alert), nothing
+    // is served.
+    let e = raw_tls(s.addr, &pki.join("ca.pem"), None).expect_err("served without a client cert");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
     let no_cert = ClientConfig::from_files(&endpoint, &pki.join("ca.pem"), None, None).unwrap();
-    let r = Client::connect(&no_cert).and_then(|c| c.status());
-    assert!(matches!(r, Err(ClientError::Connect(_))), "{r:?}");
+    assert!(refused(Client::connect(&no_cert).and_then(|c| c.status())));
     // A certificate from another CA: refused too.
     let other = d.path().join("other-pki");
     bulwarkd::pki::init(&other, &["localhost".into()]).unwrap();
     bulwarkd::pki::issue_client(&other, "mallory").unwrap();
+    let mallory = (other.join("mallory.pem"), other.join("mallory-key.pem"));
+    assert!(raw_tls(s.addr, &pki.join("ca.pem"), Some((&mallory.0, &mallory.1))).is_err());
     let foreign = ClientConfig::from_files(
         &endpoint,
         &pki.join("ca.pem"),
-        Some(&other.join("mallory.pem")),
-        Some(&other.join("mallory-key.pem")),
+        Some(&mallory.0),
+        Some(&mallory.1),
     )
     .unwrap();
-    let r = Client::connect(&foreign).and_then(|c| c.status());
-    assert!(matches!(r, Err(ClientError::Connect(_))), "{r:?}");
-    // With the right certificate the same call works.
+    assert!(refused(Client::connect(&foreign).and_then(|c| c.status())));
+    // With the right certificate the same exchanges work.
+    let ok = raw_tls(
+        s.addr,
+        &pki.join("ca.pem"),
+        Some((&pki.join("crypto.pem"), &pki.join("crypto-key.pem"))),
+    );
+    assert!(ok.unwrap() > 0);
     assert!(!client_as(&s, "crypto").status().unwrap().sealed);
 }
 
