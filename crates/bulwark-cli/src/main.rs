@@ -5,9 +5,11 @@
 //! argument), does one thing, and exits: 0 on success, 1 when `verify` finds a bad signature,
 //! 2 or more on any error, which is printed as one line on stderr.
 
+mod cmd_audit;
 mod cmd_keys;
 mod cmd_ops;
 mod cmd_remote;
+mod cmd_zeroize;
 mod pin;
 
 use std::path::PathBuf;
@@ -47,6 +49,8 @@ enum Command {
         /// Read the SO PIN from this file.
         #[arg(long, value_name = "FILE")]
         so_pin_file: Option<PathBuf>,
+        #[command(flatten)]
+        policy: cmd_zeroize::PolicyArgs,
     },
     /// Key management.
     #[command(subcommand)]
@@ -83,9 +87,18 @@ enum Command {
     /// PIN management.
     #[command(subcommand)]
     Pin(pin::PinCommand),
+    /// Audit log: export, public-key, verify (offline), prove.
+    #[command(subcommand)]
+    Audit(cmd_audit::AuditCommand),
+    /// Destroy every key in the store irreversibly (SO PIN; asks for confirmation).
+    Zeroize(cmd_zeroize::ZeroizeArgs),
+    /// Tamper alarm: status, clear.
+    #[command(subcommand)]
+    Tamper(cmd_zeroize::TamperCommand),
 }
 
 fn main() -> ExitCode {
+    cmd_zeroize::harden();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -153,11 +166,17 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
     }
     let ctx = Ctx { store: cli.store, pin_file: cli.pin_file };
     match cli.command {
-        Command::Init { label, so_pin_file } => {
+        Command::Init { label, so_pin_file, policy } => {
             let path = store_path(ctx.store.as_ref())?;
             let so = pin::so_pin(so_pin_file.as_deref(), true)?;
             let user = pin::user_pin(ctx.pin_file.as_deref(), true)?;
-            bulwark_core::Token::init(&path, &label, &so, Some(&user))?;
+            bulwark_core::Token::init_with_options(
+                &path,
+                &label,
+                &so,
+                Some(&user),
+                &policy.options(),
+            )?;
             println!("initialized store {} (label {label:?})", path.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -173,6 +192,9 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Seal | Command::Unseal(_) => {
             Err(CliError::Usage("seal and unseal need --endpoint (a bulwarkd HSM)".into()))
         }
+        Command::Audit(a) => cmd_audit::run(&ctx, a),
+        Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),
+        Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),
     }
 }
 
@@ -185,7 +207,7 @@ pub(crate) struct Ctx {
 impl Ctx {
     /// Opens the store and logs in as the normal user.
     pub(crate) fn user_token(&self) -> CliResult<bulwark_core::Token> {
-        let t = bulwark_core::Token::open(&store_path(self.store.as_ref())?)?;
+        let t = self.open_token()?;
         let p = pin::user_pin(self.pin_file.as_deref(), false)?;
         t.login(bulwark_core::UserType::User, &p)?;
         Ok(t)
@@ -193,7 +215,7 @@ impl Ctx {
 
     /// Opens the store and logs in as the security officer.
     pub(crate) fn so_token(&self) -> CliResult<bulwark_core::Token> {
-        let t = bulwark_core::Token::open(&store_path(self.store.as_ref())?)?;
+        let t = self.open_token()?;
         let p = pin::so_pin(self.pin_file.as_deref(), false)?;
         t.login(bulwark_core::UserType::So, &p)?;
         Ok(t)
@@ -201,6 +223,8 @@ impl Ctx {
 
     /// Opens the store without logging in.
     pub(crate) fn open_token(&self) -> CliResult<bulwark_core::Token> {
-        Ok(bulwark_core::Token::open(&store_path(self.store.as_ref())?)?)
+        let t = bulwark_core::Token::open(&store_path(self.store.as_ref())?)?;
+        cmd_zeroize::on_open(&t);
+        Ok(t)
     }
 }

@@ -129,6 +129,10 @@ pub enum Error {
     /// The store has been zeroized; no key in it can ever be recovered.
     #[error("store has been zeroized")]
     Zeroized,
+    /// A tamper response in `alarm` mode is active: service is refused until the security
+    /// officer clears it. Carries the recorded (non-secret) reason.
+    #[error("tamper alarm ({0}): service refused until the security officer clears it (bulwark tamper clear)")]
+    TamperAlarm(String),
     /// A stored record or the store generation failed its integrity check (tampering or
     /// rollback). Always contains the word "integrity".
     #[error("integrity check failed: {0}")]

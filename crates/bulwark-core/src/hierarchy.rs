@@ -287,6 +287,25 @@ impl IntegrityKeys {
             .map_err(|_| Error::Integrity("store generation does not authenticate"))
     }
 
+    fn meta_input(&self, name: &str, value: &[u8]) -> Vec<u8> {
+        let mut m = b"bulwark meta v1".to_vec();
+        m.extend_from_slice(&self.store_uid);
+        put(&mut m, name.as_bytes());
+        put(&mut m, value);
+        m
+    }
+
+    /// The MAC of a named store setting (tamper policy and similar metadata).
+    pub fn meta_mac(&self, name: &str, value: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.generation, &self.meta_input(name, value)).as_ref().to_vec()
+    }
+
+    /// Checks a named store setting's MAC.
+    pub fn verify_meta(&self, name: &str, value: &[u8], mac: &[u8]) -> Result<()> {
+        hmac::verify(&self.generation, &self.meta_input(name, value), mac)
+            .map_err(|_| Error::Integrity("store setting does not authenticate"))
+    }
+
     /// A keyed digest of a PIN, for constant-time re-login checks without Argon2id.
     pub fn pin_tag(&self, user_type: u8, pin: &Pin) -> [u8; 32] {
         let mut ctx = hmac::Context::with_key(&self.record);

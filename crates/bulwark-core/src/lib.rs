@@ -5,6 +5,7 @@
 //! network I/O and knows nothing of C, gRPC or tokio.
 
 pub mod attr;
+pub mod audit;
 pub mod crypto;
 pub mod error;
 pub mod hierarchy;

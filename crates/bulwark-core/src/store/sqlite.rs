@@ -208,6 +208,31 @@ impl SqliteStore {
         &self.path
     }
 
+    /// A setting stored beside the core metadata (audit key, security policy, tamper alarm).
+    /// The core keys (store id, label, generation...) are not reachable through this.
+    pub fn setting(&self, k: &str) -> Result<Option<Vec<u8>>> {
+        check_setting_name(k)?;
+        let k = format!("x.{k}");
+        self.with(|c| {
+            Ok(c.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0)).optional()?)
+        })
+    }
+
+    /// Sets (or, with `None`, removes) a setting; one durable transaction.
+    pub fn set_setting(&self, k: &str, v: Option<&[u8]>) -> Result<()> {
+        check_setting_name(k)?;
+        let k = format!("x.{k}");
+        self.with(|c| {
+            match v {
+                Some(v) => {
+                    c.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)", params![k, v])?
+                }
+                None => c.execute("DELETE FROM meta WHERE k = ?1", [k])?,
+            };
+            Ok(())
+        })
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut c = self.conn.lock().map_err(|_| Error::Internal("store lock poisoned"))?;
         f(&mut c)
@@ -229,6 +254,13 @@ fn create_private_file(path: &Path) -> Result<()> {
 
 #[cfg(not(unix))]
 fn create_private_file(_path: &Path) -> Result<()> {
+    Ok(())
+}
+
+fn check_setting_name(k: &str) -> Result<()> {
+    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Error::Internal("bad setting name"));
+    }
     Ok(())
 }
 
@@ -465,12 +497,19 @@ impl Store for SqliteStore {
 
     fn zeroize(&self) -> Result<()> {
         self.with(|c| {
+            // Freed pages are overwritten with zeros, not merely unlinked.
+            c.pragma_update(None, "secure_delete", "ON")?;
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "UPDATE keyslots SET wrapped_mk = zeroblob(length(wrapped_mk)), salt = x''",
                 [],
             )?;
             tx.execute("DELETE FROM keyslots", [])?;
+            // Every object (sealed material, and the now unverifiable public records) and
+            // every master-key-sealed setting (the audit key) goes too.
+            tx.execute("DELETE FROM objects", [])?;
+            tx.execute("DELETE FROM meta WHERE k IN ('x.audit_key', 'generation_mac')", [])?;
+            tx.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('generation_mac', x'')", [])?;
             tx.execute("UPDATE meta SET v = x'01' WHERE k = 'zeroized'", [])?;
             tx.commit()?;
             // Rewrite the file so the old pages holding wrapped keys are not left behind.

@@ -3,7 +3,8 @@
 //! A wrong PIN is recorded before the error returns; after [`MAX_PIN_FAILURES`] consecutive
 //! failures the PIN is locked (the SO unlocks the user by setting a new user PIN). A successful
 //! login verifies the store generation's MAC and the anti-rollback mark before anything is
-//! served.
+//! served. The public, audited entry points are in `guard.rs`; the bodies here are
+//! `*_unaudited`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub(super) fn init_store(
     so_pin: &Pin,
     user_pin: Option<&Pin>,
     kdf: KdfParams,
+    policy: &super::guard::SecurityPolicy,
 ) -> Result<()> {
     if label.is_empty() || label.len() > 32 {
         return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
@@ -68,16 +70,17 @@ pub(super) fn init_store(
         generation_mac: ik.generation_mac(1),
         zeroized: false,
     };
-    SqliteStore::create(path, &meta, &slots)?;
+    let store = SqliteStore::create(path, &meta, &slots)?;
     crate::rollback::record(&store_uid, 1);
-    Ok(())
+    // The audit key, the audit log and the security policy (guard.rs).
+    super::guard::after_init(&store, store_uid, &vault, &ik, policy)
 }
 
 impl Token {
     /// `C_InitToken` on an existing store: checks the SO PIN, then replaces the store with a
     /// fresh one (new master key, SO PIN only; every object is gone). A missing store is simply
     /// created.
-    pub fn reinit(path: &Path, label: &str, so_pin: &Pin) -> Result<()> {
+    pub(super) fn reinit_unaudited(path: &Path, label: &str, so_pin: &Pin) -> Result<()> {
         if !path.exists() {
             return Self::init(path, label, so_pin, None);
         }
@@ -96,11 +99,15 @@ impl Token {
             return Err(e);
         }
         let kdf = KdfParams { m_cost: slot.m_cost, t_cost: slot.t_cost, p_cost: slot.p_cost };
+        let old_policy = old.security_policy();
         drop(old);
+        let _ =
+            std::fs::remove_file(crate::audit::log_path_for(&path.with_extension("reinit-tmp")));
         // Build the new store beside the old one, then swap it in with one rename.
         let tmp = path.with_extension("reinit-tmp");
         let _ = std::fs::remove_file(&tmp);
-        init_store(Provider::get()?, &tmp, label, so_pin, None, kdf)?;
+        let policy = old_policy;
+        init_store(Provider::get()?, &tmp, label, so_pin, None, kdf, &policy)?;
         for ext in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
             side.push(ext);
@@ -112,7 +119,7 @@ impl Token {
     }
 
     /// `C_Login`: authenticates `user` with `pin` and unlocks the master key.
-    pub fn login(&self, user: UserType, pin: &Pin) -> Result<()> {
+    pub(super) fn login_unaudited(&self, user: UserType, pin: &Pin) -> Result<()> {
         self.provider.check()?;
         {
             let a = read(&self.auth);
@@ -211,7 +218,7 @@ impl Token {
     /// `C_Logout`: forgets who is logged in and wipes every parsed key from the cache. The
     /// master key stays unlocked in this process so that the next login with the same PIN is a
     /// constant-time check instead of another Argon2id run.
-    pub fn logout(&self) -> Result<()> {
+    pub(super) fn logout_unaudited(&self) -> Result<()> {
         let mut a = write(&self.auth);
         if a.user.take().is_none() {
             return Err(Error::UserNotLoggedIn);
@@ -224,7 +231,7 @@ impl Token {
     }
 
     /// Wipes the master key and every cache from memory (`C_Finalize`, shutdown).
-    pub fn lock(&self) {
+    pub(super) fn lock_unaudited(&self) {
         *write(&self.auth) = super::Auth::default();
         let mut c = write(&self.cache);
         c.keys.clear();
@@ -233,7 +240,7 @@ impl Token {
     }
 
     /// `C_InitPIN`: the logged-in SO sets the user PIN (this also unlocks a locked user).
-    pub fn init_pin(&self, new_pin: &Pin) -> Result<()> {
+    pub(super) fn init_pin_unaudited(&self, new_pin: &Pin) -> Result<()> {
         let (vault, ik) = {
             let a = read(&self.auth);
             if a.user != Some(UserType::So) {
@@ -249,7 +256,7 @@ impl Token {
 
     /// `C_SetPIN`: changes the PIN of the logged-in user (or, when nobody is logged in, the
     /// normal user's), after checking the old one.
-    pub fn set_pin(&self, old_pin: &Pin, new_pin: &Pin) -> Result<()> {
+    pub(super) fn set_pin_unaudited(&self, old_pin: &Pin, new_pin: &Pin) -> Result<()> {
         let user = self.logged_in().unwrap_or(UserType::User);
         let slot = self.store.keyslot(user.slot())?.ok_or(Error::UserPinNotInitialized)?;
         if slot.failures >= MAX_PIN_FAILURES {
@@ -304,7 +311,7 @@ impl Token {
     /// ([`crate::seal::Unsealer`]) after checking the store generation (integrity and
     /// anti-rollback), as a successful login would. The token then serves as the normal user;
     /// the daemon does its own user authentication. [`Token::lock`] seals it again.
-    pub fn unseal(&self, vault: Vault, ik: IntegrityKeys) -> Result<()> {
+    pub(super) fn unseal_unaudited(&self, vault: Vault, ik: IntegrityKeys) -> Result<()> {
         self.provider.check()?;
         let meta = self.store.meta()?;
         if meta.zeroized {

@@ -9,6 +9,7 @@
 //! call that writes.
 
 mod auth;
+mod guard;
 mod objects;
 mod ops;
 
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+pub use guard::{InitOptions, SecurityPolicy, TamperResponse};
 pub use objects::ObjectInfo;
 pub use ops::{KeyRef, Usage};
 
@@ -124,6 +126,8 @@ pub struct Token {
     session_objects: RwLock<HashMap<u64, Arc<Obj>>>,
     next_session_handle: AtomicU64,
     generation_seen: AtomicU64,
+    /// Audit log and tamper state (guard.rs).
+    guard: guard::Guard,
 }
 
 impl std::fmt::Debug for Token {
@@ -155,17 +159,42 @@ impl Token {
         user_pin: Option<&Pin>,
         kdf: KdfParams,
     ) -> Result<()> {
-        auth::init_store(Provider::get()?, path, label, so_pin, user_pin, kdf)
+        let opts = InitOptions { kdf, ..InitOptions::default() };
+        Self::init_with_options(path, label, so_pin, user_pin, &opts)
+    }
+
+    /// [`Token::init`] with explicit Argon2id parameters and security policy.
+    pub fn init_with_options(
+        path: &Path,
+        label: &str,
+        so_pin: &Pin,
+        user_pin: Option<&Pin>,
+        opts: &InitOptions,
+    ) -> Result<()> {
+        auth::init_store(Provider::get()?, path, label, so_pin, user_pin, opts.kdf, &opts.policy)
     }
 
     /// Opens an existing store. Loads nothing per object (start-up is flat in the number of
-    /// keys).
+    /// keys). Opening checks the audit log (missing, foreign or rolled back is tampering).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens a store **without an audit log**: nothing is recorded. For benchmarks that
+    /// measure what auditing costs; never for a deployed token.
+    #[doc(hidden)]
+    pub fn open_insecure_without_audit(path: &Path) -> Result<Self> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, audit: bool) -> Result<Self> {
         let provider = Provider::get()?;
         let store = SqliteStore::open(path)?;
         let meta = store.meta()?;
         let change = store.change_counter()?;
+        let guard = guard::Guard::open_with(&store, meta.store_uid, meta.zeroized, audit);
         Ok(Self {
+            guard,
             store,
             provider,
             store_uid: meta.store_uid,

@@ -117,7 +117,7 @@ impl Token {
     }
 
     /// `C_FindObjects`: handles of every visible object matching `t`, token objects first.
-    pub fn find(&self, t: &Template) -> Result<Vec<u64>> {
+    pub(super) fn find_unaudited(&self, t: &Template) -> Result<Vec<u64>> {
         self.sync()?;
         let get = |a: AttrType| t.iter().find(|(k, _)| *k == a).map(|(_, v)| v);
         let class = match get(AttrType::Class) {
@@ -181,7 +181,7 @@ impl Token {
     /// `C_GetAttributeValue` for one attribute. Secret components are `AttributeSensitive`
     /// unless the key is both non-sensitive and extractable (then CKA_VALUE of a secret key is
     /// returned); an attribute the object does not have is `AttributeTypeInvalid`.
-    pub fn attribute(&self, h: u64, t: AttrType) -> Result<AttrValue> {
+    pub(super) fn attribute_unaudited(&self, h: u64, t: AttrType) -> Result<AttrValue> {
         let o = self.obj(h)?;
         let class = o.attrs.class();
         let is_secret_obj = matches!(class, Some(ObjectClass::SecretKey | ObjectClass::PrivateKey));
@@ -273,7 +273,7 @@ impl Token {
     }
 
     /// `C_CreateObject`: imports a data object, certificate, public key or secret key.
-    pub fn create_object(&self, t: &Template, session: SessionId) -> Result<u64> {
+    pub(super) fn create_object_unaudited(&self, t: &Template, session: SessionId) -> Result<u64> {
         let (mut attrs, kind) = template::object_for_create(t)?;
         let value = t.iter().find(|(k, _)| *k == AttrType::Value).map(|(_, v)| v);
         let material = match kind {
@@ -290,7 +290,8 @@ impl Token {
                 None
             }
             CreateKind::PrivateKey => {
-                let g = self.provider.import_private_components(&private_from_template(t, &attrs)?)?;
+                let g =
+                    self.provider.import_private_components(&private_from_template(t, &attrs)?)?;
                 let pk = g.public.ok_or(Error::Internal("imported key without public key"))?;
                 fill_public(&mut attrs, &pk, false);
                 Some(g.material)
@@ -300,7 +301,7 @@ impl Token {
     }
 
     /// `C_DestroyObject`.
-    pub fn destroy_object(&self, h: u64) -> Result<()> {
+    pub(super) fn destroy_object_unaudited(&self, h: u64) -> Result<()> {
         let o = self.obj(h)?;
         if !o.attrs.bool_or(AttrType::Destroyable, true) {
             return Err(Error::ActionProhibited("object is not destroyable"));
@@ -322,7 +323,7 @@ impl Token {
     }
 
     /// `C_SetAttributeValue`.
-    pub fn set_attributes(&self, h: u64, changes: &Template) -> Result<()> {
+    pub(super) fn set_attributes_unaudited(&self, h: u64, changes: &Template) -> Result<()> {
         let o = self.obj(h)?;
         let next = template::apply_changes(&o.attrs, changes, false)?;
         self.replace(&o, next)
@@ -375,7 +376,12 @@ impl Token {
     }
 
     /// `C_CopyObject`.
-    pub fn copy_object(&self, h: u64, t: &Template, session: SessionId) -> Result<u64> {
+    pub(super) fn copy_object_unaudited(
+        &self,
+        h: u64,
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
         let o = self.obj(h)?;
         let mut attrs = template::apply_changes(&o.attrs, t, true)?;
         attrs.remove(AttrType::UniqueId);
@@ -418,13 +424,21 @@ fn private_from_template<'a>(t: &'a Template, a: &Attributes) -> Result<PrivateC
             };
             let v = get(AttrType::Value)?;
             match (a.key_type(), spec) {
-                (Some(KeyType::Ec), KeySpec::Ec(curve)) => Ok(PrivateComponents::Ec { curve, scalar: v }),
-                (Some(KeyType::EcEdwards), KeySpec::Ed25519) => Ok(PrivateComponents::Ed25519 { seed: v }),
-                (Some(KeyType::EcMontgomery), KeySpec::X25519) => Ok(PrivateComponents::X25519 { scalar: v }),
+                (Some(KeyType::Ec), KeySpec::Ec(curve)) => {
+                    Ok(PrivateComponents::Ec { curve, scalar: v })
+                }
+                (Some(KeyType::EcEdwards), KeySpec::Ed25519) => {
+                    Ok(PrivateComponents::Ed25519 { seed: v })
+                }
+                (Some(KeyType::EcMontgomery), KeySpec::X25519) => {
+                    Ok(PrivateComponents::X25519 { scalar: v })
+                }
                 _ => Err(Error::TemplateInconsistent("CKA_EC_PARAMS does not fit CKA_KEY_TYPE")),
             }
         }
-        _ => Err(Error::NotSupported("plaintext import of this private key type: unwrap it instead")),
+        _ => {
+            Err(Error::NotSupported("plaintext import of this private key type: unwrap it instead"))
+        }
     }
 }
 

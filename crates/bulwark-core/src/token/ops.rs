@@ -4,6 +4,7 @@
 //! flag, its allowed-mechanism list, its validity dates and the mechanism/key-type fit are all
 //! checked there, then the parsed key comes from the cache (or is parsed once and cached). The
 //! PKCS#11 layer calls it at `C_*Init` and keeps the returned [`KeyRef`] for the operation.
+//! The public, audited entry points are in `guard.rs`; the bodies here are `*_unaudited`.
 
 use std::sync::Arc;
 
@@ -110,7 +111,12 @@ fn today() -> [u8; 8] {
 
 impl Token {
     /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed.
-    pub fn key_for(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
+    pub(super) fn key_for_unaudited(
+        &self,
+        h: u64,
+        usage: Usage,
+        mech: &Mechanism,
+    ) -> Result<KeyRef> {
         self.provider.check()?;
         let o = self.obj(h)?;
         let class = o.attrs.class();
@@ -189,7 +195,7 @@ impl Token {
     }
 
     /// `C_GenerateKey`.
-    pub fn generate_key(
+    pub(super) fn generate_key_unaudited(
         &self,
         mech: KeyGenMechanism,
         t: &Template,
@@ -201,7 +207,7 @@ impl Token {
     }
 
     /// `C_GenerateKeyPair`: returns (public handle, private handle).
-    pub fn generate_key_pair(
+    pub(super) fn generate_key_pair_unaudited(
         &self,
         mech: KeyGenMechanism,
         pub_t: &Template,
@@ -218,39 +224,55 @@ impl Token {
             Ok(pub_h) => Ok((pub_h, priv_h)),
             Err(e) => {
                 // Never leave half a pair behind.
-                let _ = self.destroy_object(priv_h);
+                let _ = self.destroy_object_unaudited(priv_h);
                 Err(e)
             }
         }
     }
 
     /// Signs with key `h`.
-    pub fn sign(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        match self.key_for(h, Usage::Sign, mech)? {
+    pub(super) fn sign_unaudited(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
+        match self.key_for_unaudited(h, Usage::Sign, mech)? {
             KeyRef::Private(k) => k.sign(self.provider, mech, data),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }
     }
 
     /// Verifies with key `h` (a public key, or an HMAC secret key).
-    pub fn verify(&self, h: u64, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()> {
-        match self.key_for(h, Usage::Verify, mech)? {
+    pub(super) fn verify_unaudited(
+        &self,
+        h: u64,
+        mech: &Mechanism,
+        data: &[u8],
+        sig: &[u8],
+    ) -> Result<()> {
+        match self.key_for_unaudited(h, Usage::Verify, mech)? {
             KeyRef::Private(k) => k.verify(self.provider, mech, data, sig),
             KeyRef::Public(k) => k.verify(self.provider, mech, data, sig),
         }
     }
 
     /// Encrypts with key `h`.
-    pub fn encrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        match self.key_for(h, Usage::Encrypt, mech)? {
+    pub(super) fn encrypt_unaudited(
+        &self,
+        h: u64,
+        mech: &Mechanism,
+        data: &[u8],
+    ) -> Result<Vec<u8>> {
+        match self.key_for_unaudited(h, Usage::Encrypt, mech)? {
             KeyRef::Private(k) => k.encrypt(self.provider, mech, data),
             KeyRef::Public(k) => k.encrypt(self.provider, mech, data),
         }
     }
 
     /// Decrypts with key `h`.
-    pub fn decrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes> {
-        match self.key_for(h, Usage::Decrypt, mech)? {
+    pub(super) fn decrypt_unaudited(
+        &self,
+        h: u64,
+        mech: &Mechanism,
+        data: &[u8],
+    ) -> Result<SecretBytes> {
+        match self.key_for_unaudited(h, Usage::Decrypt, mech)? {
             KeyRef::Private(k) => k.decrypt(self.provider, mech, data),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }
@@ -258,7 +280,12 @@ impl Token {
 
     /// `C_WrapKey`: wraps key `target` under `wrapping`. The target must be extractable; if it
     /// demands CKA_WRAP_WITH_TRUSTED, the wrapping key must be CKA_TRUSTED.
-    pub fn wrap_key(&self, wrapping: u64, mech: &Mechanism, target: u64) -> Result<Vec<u8>> {
+    pub(super) fn wrap_key_unaudited(
+        &self,
+        wrapping: u64,
+        mech: &Mechanism,
+        target: u64,
+    ) -> Result<Vec<u8>> {
         let t = self.obj(target)?;
         if !matches!(t.attrs.class(), Some(ObjectClass::SecretKey | ObjectClass::PrivateKey)) {
             return Err(Error::KeyTypeInconsistent);
@@ -273,7 +300,7 @@ impl Token {
             return Err(Error::KeyUnextractable("target requires a trusted wrapping key"));
         }
         let material = self.material(&t)?;
-        match self.key_for(wrapping, Usage::Wrap, mech)? {
+        match self.key_for_unaudited(wrapping, Usage::Wrap, mech)? {
             KeyRef::Private(k) => k.wrap(self.provider, mech, &material),
             KeyRef::Public(k) => match mech {
                 // Wrapping under a public key is OAEP encryption of the key bytes.
@@ -291,7 +318,7 @@ impl Token {
     }
 
     /// `C_UnwrapKey`: unwraps a secret key described by `t` under `unwrapping`.
-    pub fn unwrap_key(
+    pub(super) fn unwrap_key_unaudited(
         &self,
         unwrapping: u64,
         mech: &Mechanism,
@@ -299,7 +326,7 @@ impl Token {
         t: &Template,
         session: SessionId,
     ) -> Result<u64> {
-        let KeyRef::Private(k) = self.key_for(unwrapping, Usage::Unwrap, mech)? else {
+        let KeyRef::Private(k) = self.key_for_unaudited(unwrapping, Usage::Unwrap, mech)? else {
             return Err(Error::KeyTypeInconsistent);
         };
         let want = target_secret_spec(t, None)?;
@@ -319,7 +346,7 @@ impl Token {
     }
 
     /// `C_DeriveKey`: derives a secret key described by `t` from `base`.
-    pub fn derive_key(
+    pub(super) fn derive_key_unaudited(
         &self,
         base: u64,
         mech: &Mechanism,
@@ -327,7 +354,7 @@ impl Token {
         session: SessionId,
     ) -> Result<u64> {
         let b = self.obj(base)?;
-        let KeyRef::Private(k) = self.key_for(base, Usage::Derive, mech)? else {
+        let KeyRef::Private(k) = self.key_for_unaudited(base, Usage::Derive, mech)? else {
             return Err(Error::KeyTypeInconsistent);
         };
         let spec = target_secret_spec(t, Some(32))?;
@@ -345,7 +372,7 @@ impl Token {
 
     /// The value of a secret key that is neither sensitive nor unextractable. Everything else
     /// is refused: private keys never leave in plaintext.
-    pub fn export_secret(&self, h: u64) -> Result<SecretBytes> {
+    pub(super) fn export_secret_unaudited(&self, h: u64) -> Result<SecretBytes> {
         let o = self.obj(h)?;
         match o.attrs.class() {
             Some(ObjectClass::SecretKey) => {}
@@ -369,7 +396,7 @@ impl Token {
     }
 
     /// Fills `out` with random bytes.
-    pub fn random(&self, out: &mut [u8]) -> Result<()> {
+    pub(super) fn random_unaudited(&self, out: &mut [u8]) -> Result<()> {
         self.provider.random(out)
     }
 

@@ -1,0 +1,162 @@
+//! `bulwark zeroize`, `bulwark tamper ...`, the security-policy options of `bulwark init`, and
+//! the process hardening every command runs at start-up.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::OnceLock;
+
+use bulwark_core::token::{InitOptions, SecurityPolicy, TamperResponse};
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::{CliError, CliResult, Ctx};
+
+static HARDENING: OnceLock<bulwark_harden::Report> = OnceLock::new();
+
+/// Applies process hardening (no core dumps, not dumpable, memory locked where the limit
+/// allows); call first thing in `main`.
+pub(crate) fn harden() {
+    HARDENING.get_or_init(bulwark_harden::harden);
+}
+
+/// Called on every opened token: a tracer attached to this process is a tamper signal when
+/// the store's policy says so.
+pub(crate) fn on_open(t: &bulwark_core::Token) {
+    let tracer = HARDENING.get().and_then(|r| r.tracer).or_else(bulwark_harden::tracer_pid);
+    if let Some(pid) = tracer {
+        if t.security_policy().tracer_is_tamper {
+            t.tamper_signal(&format!("tracer attached (pid {pid})"));
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum ResponseArg {
+    Alarm,
+    Zeroize,
+}
+
+/// Security policy, fixed at `bulwark init`.
+#[derive(Args, Debug)]
+pub(crate) struct PolicyArgs {
+    /// Response to tampering: alarm (refuse service until the SO clears it) or zeroize.
+    #[arg(long, value_enum, default_value = "alarm")]
+    tamper_response: ResponseArg,
+    /// A file whose appearance is a tamper signal.
+    #[arg(long, value_name = "PATH")]
+    tamper_file: Option<PathBuf>,
+    /// Consecutive SO PIN failures that count as tampering (0: never).
+    #[arg(long, default_value_t = 5)]
+    so_failure_limit: u32,
+    /// Treat a debugger/tracer attached to a process using the store as tampering.
+    #[arg(long)]
+    tracer_is_tamper: bool,
+    /// Sign an audit checkpoint every N records.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    checkpoint_every: u64,
+    /// Sign an audit checkpoint when this many seconds passed since the last one.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    checkpoint_secs: u64,
+}
+
+impl PolicyArgs {
+    pub(crate) fn options(&self) -> InitOptions {
+        let tamper_file = self.tamper_file.as_ref().map(|p| {
+            // Stored absolute: the policy must mean the same file from any directory.
+            std::path::absolute(p).unwrap_or_else(|_| p.clone())
+        });
+        InitOptions {
+            policy: SecurityPolicy {
+                tamper_response: match self.tamper_response {
+                    ResponseArg::Alarm => TamperResponse::Alarm,
+                    ResponseArg::Zeroize => TamperResponse::Zeroize,
+                },
+                so_failure_limit: self.so_failure_limit,
+                tamper_file,
+                tracer_is_tamper: self.tracer_is_tamper,
+                checkpoint_every_records: self.checkpoint_every,
+                checkpoint_every_secs: self.checkpoint_secs,
+            },
+            ..InitOptions::default()
+        }
+    }
+}
+
+/// `bulwark zeroize` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct ZeroizeArgs {
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// Tamper state commands.
+#[derive(Subcommand, Debug)]
+pub(crate) enum TamperCommand {
+    /// Show the tamper alarm, the security policy and this process's hardening.
+    Status,
+    /// Security officer: clear an active tamper alarm (refused while its cause persists).
+    Clear,
+}
+
+pub(crate) fn zeroize(ctx: &Ctx, a: &ZeroizeArgs) -> CliResult<ExitCode> {
+    let path = crate::store_path(ctx.store.as_ref())?;
+    if !a.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::Usage(
+                "refusing to zeroize without confirmation: pass --yes (no terminal to ask on)"
+                    .into(),
+            ));
+        }
+        eprint!(
+            "This destroys every key in {} irreversibly. Type ZEROIZE to continue: ",
+            path.display()
+        );
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| CliError::Usage(format!("cannot read the confirmation: {}", e.kind())))?;
+        if answer.trim() != "ZEROIZE" {
+            return Err(CliError::Usage("not confirmed; nothing was changed".into()));
+        }
+    }
+    let t = ctx.so_token()?;
+    t.zeroize()?;
+    println!(
+        "store {} zeroized: every master-key wrapping, object and the audit key are destroyed",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn tamper(ctx: &Ctx, cmd: &TamperCommand) -> CliResult<ExitCode> {
+    match cmd {
+        TamperCommand::Status => {
+            let t = ctx.open_token()?;
+            match t.tamper_alarm() {
+                Some(r) => println!("tamper alarm: ACTIVE ({r})"),
+                None => println!("tamper alarm: none"),
+            }
+            let p = t.security_policy();
+            println!("tamper response: {:?}", p.tamper_response);
+            println!("SO failure limit: {}", p.so_failure_limit);
+            println!(
+                "tamper file: {}",
+                p.tamper_file.map_or_else(|| "-".into(), |f| f.display().to_string())
+            );
+            println!("tracer is tamper: {}", p.tracer_is_tamper);
+            if let Some(h) = HARDENING.get() {
+                println!(
+                    "this process: core dumps disabled {}, not dumpable {}, memory {:?}",
+                    h.core_dumps_disabled, h.not_dumpable, h.memory
+                );
+            }
+        }
+        TamperCommand::Clear => {
+            let t = ctx.so_token()?;
+            t.clear_tamper()?;
+            println!("tamper alarm cleared");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

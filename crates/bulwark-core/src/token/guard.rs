@@ -1,0 +1,893 @@
+//! The one dispatch point of the embedded token: every public operation of [`Token`] passes
+//! through [`Token::audited`], which refuses service while a tamper alarm is active, runs the
+//! operation, appends its audit record (durably, before the result is returned), and turns
+//! integrity failures, rollbacks, self-test failures, SO PIN failures past policy and a
+//! configured tamper file into the configured tamper response (`alarm` or `zeroize`).
+//!
+//! The operation bodies live in `auth.rs`, `objects.rs` and `ops.rs` as `*_unaudited`
+//! functions; the public, audited names are defined here. Nothing here ever records key
+//! material, plaintext or PINs: records carry names, ids, labels and result codes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::{read, KeyRef, SessionId, Token, Usage, UserType, SESSION_HANDLE_BASE};
+use crate::attr::{AttrType, AttrValue};
+use crate::audit::{self, Actor, AuditEvent, AuditLog, AuditSigner, Checkpoint, Proof};
+use crate::error::{Error, Result};
+use crate::hierarchy::{IntegrityKeys, KdfParams, Vault};
+use crate::mechanism::{KeyGenMechanism, Mechanism};
+use crate::secret::{Pin, SecretBytes};
+use crate::store::{SqliteStore, Store};
+use crate::template::Template;
+
+/// The reserved uid under which the audit signing key is sealed (never an object handle).
+const AUDIT_KEY_UID: [u8; 16] = *b"bulwark-auditkey";
+
+/// What the token does when it detects tampering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TamperResponse {
+    /// Record it, then refuse all service (except SO login, audit export and `tamper clear`)
+    /// until the security officer clears the alarm.
+    Alarm,
+    /// Record it, then zeroize the store.
+    Zeroize,
+}
+
+/// The store's security policy, fixed at init (stored in the store's metadata, authenticated
+/// under the master key and checked at every login).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityPolicy {
+    /// Response to tampering.
+    pub tamper_response: TamperResponse,
+    /// Consecutive SO PIN failures that count as tampering (0: never).
+    pub so_failure_limit: u32,
+    /// A file whose appearance is an external tamper signal (an enclosure switch stand-in).
+    pub tamper_file: Option<PathBuf>,
+    /// Treat a tracer (debugger) attached to a process using the store as tampering.
+    pub tracer_is_tamper: bool,
+    /// Sign an audit checkpoint after this many records (0: never by count).
+    pub checkpoint_every_records: u64,
+    /// Sign an audit checkpoint when this many seconds passed since the last (0: never).
+    pub checkpoint_every_secs: u64,
+}
+
+impl Default for SecurityPolicy {
+    fn default() -> Self {
+        Self {
+            tamper_response: TamperResponse::Alarm,
+            so_failure_limit: 5,
+            tamper_file: None,
+            tracer_is_tamper: false,
+            checkpoint_every_records: 1000,
+            checkpoint_every_secs: 60,
+        }
+    }
+}
+
+/// Options for creating a store.
+#[derive(Clone, Debug, Default)]
+pub struct InitOptions {
+    /// Argon2id cost of the keyslots.
+    pub kdf: KdfParams,
+    /// Security policy.
+    pub policy: SecurityPolicy,
+}
+
+/// Audit and tamper state of one open token.
+pub(crate) struct Guard {
+    log: Option<AuditLog>,
+    /// Why the log could not be opened (missing, foreign, rolled back), if so.
+    log_broken: Option<&'static str>,
+    pub(crate) policy: SecurityPolicy,
+    alarm: AtomicBool,
+    zeroized: AtomicBool,
+    seen_change: AtomicU64,
+    next_file_check_ms: AtomicU64,
+    client: RwLock<String>,
+}
+
+fn process_identity() -> String {
+    #[cfg(unix)]
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or_else(|_| "?".into(), |m| m.uid().to_string())
+    };
+    #[cfg(not(unix))]
+    let uid = "?";
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    format!("embedded pid={} uid={uid} exe={exe}", std::process::id())
+}
+
+fn policy_of(store: &SqliteStore) -> SecurityPolicy {
+    store
+        .setting("policy")
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+impl Guard {
+    pub(crate) fn open_with(
+        store: &SqliteStore,
+        store_uid: [u8; 16],
+        zeroized: bool,
+        audit: bool,
+    ) -> Self {
+        let policy = policy_of(store);
+        let cp = audit::CheckpointPolicy {
+            every_records: policy.checkpoint_every_records,
+            every_ms: policy.checkpoint_every_secs.saturating_mul(1000),
+        };
+        let (log, log_broken) = if audit {
+            // Stores made before the audit log existed get one on first open.
+            let existed = store.setting("audit_log").ok().flatten().is_some();
+            match AuditLog::open(store.path(), store_uid, !existed, cp) {
+                Ok(l) => {
+                    if !existed {
+                        let _ = store.set_setting("audit_log", Some(b"1"));
+                    }
+                    (Some(l), None)
+                }
+                Err(Error::Integrity(why)) => (None, Some(why)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the audit log");
+                    (None, Some("audit log cannot be opened"))
+                }
+            }
+        } else {
+            (None, None)
+        };
+        let alarm = store.setting("tamper_alarm").ok().flatten().is_some();
+        Self {
+            log,
+            log_broken,
+            policy,
+            alarm: AtomicBool::new(alarm),
+            zeroized: AtomicBool::new(zeroized),
+            seen_change: AtomicU64::new(store.change_counter().unwrap_or(0)),
+            next_file_check_ms: AtomicU64::new(0),
+            client: RwLock::new(process_identity()),
+        }
+    }
+}
+
+/// Creates the audit key and log of a new store, stores the policy, and records `init`.
+pub(crate) fn after_init(
+    store: &SqliteStore,
+    store_uid: [u8; 16],
+    vault: &Vault,
+    ik: &IntegrityKeys,
+    policy: &SecurityPolicy,
+) -> Result<()> {
+    let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
+    store.set_setting("policy", Some(&pj))?;
+    store.set_setting("policy_mac", Some(&ik.meta_mac("policy", &pj)))?;
+    let signer = new_audit_key(store, vault)?;
+    let log = AuditLog::open(store.path(), store_uid, true, audit::CheckpointPolicy::default())?;
+    store.set_setting("audit_log", Some(b"1"))?;
+    log.set_signer(Some(Arc::new(signer)));
+    log.append(&AuditEvent {
+        actor: Actor {
+            name: "so".into(),
+            role: "security-officer".into(),
+            client: process_identity(),
+        },
+        op: "init",
+        result: "ok",
+        detail: format!("tamper response {:?}", policy.tamper_response).to_lowercase(),
+        ..AuditEvent::default()
+    })?;
+    // The first append signed a checkpoint already (none existed); nothing more to do.
+    Ok(())
+}
+
+fn new_audit_key(store: &SqliteStore, vault: &Vault) -> Result<AuditSigner> {
+    let (signer, der) = AuditSigner::generate()?;
+    let mut nonce = [0u8; 12];
+    crate::crypto::Provider::get()?.random(&mut nonce)?;
+    let sealed = vault.seal_secret(&AUDIT_KEY_UID, nonce, der.expose_secret())?;
+    store.set_setting("audit_key", Some(&sealed))?;
+    store.set_setting("audit_pub", Some(&signer.public_key()))?;
+    Ok(signer)
+}
+
+/// Whether an operation may run while a tamper alarm is active.
+fn allowed_in_alarm(op: &str) -> bool {
+    matches!(
+        op,
+        "logout" | "audit-export" | "audit-public-key" | "audit-prove" | "tamper-clear" | "zeroize"
+    )
+}
+
+/// Why an error is tampering, if it is.
+fn tamper_reason(e: &Error) -> Option<&'static str> {
+    match e {
+        Error::Integrity(_) => Some("integrity failure"),
+        Error::Rollback { .. } => Some("store rollback"),
+        Error::ErrorState(_) => Some("self-test failure"),
+        _ => None,
+    }
+}
+
+/// What one audited call is about.
+struct Call {
+    op: &'static str,
+    session: SessionId,
+    mechanism: Option<u64>,
+    handle: Option<u64>,
+    /// (uid, label) captured before the object went away.
+    described: Option<(String, String)>,
+    actor: Option<UserType>,
+}
+
+impl Call {
+    fn new(op: &'static str) -> Self {
+        Self { op, session: 0, mechanism: None, handle: None, described: None, actor: None }
+    }
+    fn mech(mut self, m: u64) -> Self {
+        self.mechanism = Some(m);
+        self
+    }
+    fn obj(mut self, h: u64) -> Self {
+        self.handle = Some(h);
+        self
+    }
+    fn session(mut self, s: SessionId) -> Self {
+        self.session = s;
+        self
+    }
+}
+
+impl Token {
+    fn actor(&self, as_user: Option<UserType>) -> Actor {
+        let (name, role) = match as_user.or_else(|| self.logged_in()) {
+            Some(UserType::So) => ("so", "security-officer"),
+            Some(UserType::User) => ("user", "crypto-user"),
+            None => ("-", "public"),
+        };
+        Actor { name: name.into(), role: role.into(), client: read(&self.guard.client).clone() }
+    }
+
+    /// Sets the client identity recorded in audit records (the daemon passes its peer).
+    pub fn set_audit_client(&self, client: &str) {
+        client.clone_into(&mut super::write(&self.guard.client));
+    }
+
+    /// The security policy of this store.
+    pub fn security_policy(&self) -> SecurityPolicy {
+        self.guard.policy.clone()
+    }
+
+    fn describe(&self, h: u64) -> (String, String) {
+        let o = if h >= SESSION_HANDLE_BASE {
+            read(&self.session_objects).get(&h).cloned()
+        } else {
+            read(&self.cache).objects.get(&h).cloned()
+        };
+        o.map_or_else(
+            || (format!("handle:{h}"), String::new()),
+            |o| {
+                (
+                    hex::encode(o.uid),
+                    String::from_utf8_lossy(o.attrs.bytes(AttrType::Label).unwrap_or_default())
+                        .into_owned(),
+                )
+            },
+        )
+    }
+
+    /// Refuses service in the alarm or zeroized state; checks the tamper file.
+    fn precheck(&self, c: &Call) -> Result<()> {
+        if self.guard.zeroized.load(Ordering::Acquire) {
+            return Err(Error::Zeroized);
+        }
+        if let Some(f) = &self.guard.policy.tamper_file {
+            let now = audit::now_ms();
+            if now >= self.guard.next_file_check_ms.load(Ordering::Relaxed) {
+                self.guard.next_file_check_ms.store(now + 1000, Ordering::Relaxed);
+                if f.exists() {
+                    self.trigger("tamper file present", c.session);
+                }
+            }
+        }
+        // Another process may have raised or cleared the alarm.
+        let ch = self.store.change_counter()?;
+        if self.guard.seen_change.swap(ch, Ordering::AcqRel) != ch {
+            let a = self.store.setting("tamper_alarm")?.is_some();
+            self.guard.alarm.store(a, Ordering::Release);
+            if self.store.meta()?.zeroized {
+                self.guard.zeroized.store(true, Ordering::Release);
+                return Err(Error::Zeroized);
+            }
+        }
+        if let Some(why) = self.guard.log_broken {
+            if !self.guard.alarm.load(Ordering::Acquire) {
+                self.trigger(why, c.session);
+            }
+        }
+        if self.guard.alarm.load(Ordering::Acquire) {
+            let so_login = c.op == "login" && c.actor == Some(UserType::So);
+            if !so_login && !allowed_in_alarm(c.op) {
+                return Err(Error::TamperAlarm(self.tamper_alarm().unwrap_or_default()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The active tamper alarm's reason, if any.
+    pub fn tamper_alarm(&self) -> Option<String> {
+        self.store
+            .setting("tamper_alarm")
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+
+    fn record(&self, c: &Call, result: &'static str, detail: String) -> Result<()> {
+        let Some(log) = &self.guard.log else { return Ok(()) };
+        let (object, label) =
+            c.described.clone().or_else(|| c.handle.map(|h| self.describe(h))).unwrap_or_default();
+        log.append(&AuditEvent {
+            actor: self.actor(c.actor),
+            session: c.session,
+            op: c.op,
+            mechanism: c.mechanism,
+            object,
+            label,
+            result,
+            detail,
+        })?;
+        Ok(())
+    }
+
+    /// Runs `f` as the audited operation `c`: pre-checks, the record (durable before the
+    /// result is returned; if it cannot be written the result is withheld and the error
+    /// returned instead), and the tamper response.
+    #[allow(clippy::needless_pass_by_value)] // call sites read better with the Call inline
+    fn audited<T>(&self, c: Call, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let r = self.precheck(&c).and_then(|()| f());
+        self.finish(&c, r, String::new())
+    }
+
+    fn finish<T>(&self, c: &Call, r: Result<T>, detail: String) -> Result<T> {
+        if matches!(r, Err(Error::Zeroized)) {
+            // Nothing more can be signed for a zeroized store; its log ends with the zeroize.
+            return r;
+        }
+        self.record(c, audit::result_code(&r), detail)?;
+        if let Err(e) = &r {
+            if let Some(why) = tamper_reason(e) {
+                self.trigger(why, c.session);
+            }
+            if matches!(e, Error::PinIncorrect) && c.actor == Some(UserType::So) {
+                let limit = self.guard.policy.so_failure_limit;
+                let failures = self.store.keyslot(UserType::So.slot()).ok().flatten();
+                if limit > 0 && failures.is_some_and(|s| s.failures >= limit) {
+                    self.trigger("SO PIN failures past policy", c.session);
+                }
+            }
+        }
+        r
+    }
+
+    /// An external tamper signal (daemon SIGUSR1, a tracer seen by the CLI, an enclosure
+    /// sensor): recorded, then the configured response.
+    pub fn tamper_signal(&self, reason: &str) {
+        self.trigger(reason, 0);
+    }
+
+    fn trigger(&self, reason: &str, session: SessionId) {
+        let response = self.guard.policy.tamper_response;
+        tracing::error!(reason, ?response, "tamper detected");
+        let c = Call::new("tamper").session(session);
+        let code = match response {
+            TamperResponse::Alarm => "alarm",
+            TamperResponse::Zeroize => "zeroize",
+        };
+        if let Err(e) = self.record(&c, code, reason.to_owned()) {
+            tracing::error!(error = %e, "cannot record the tamper event");
+        }
+        match response {
+            TamperResponse::Alarm => {
+                if let Err(e) = self.store.set_setting("tamper_alarm", Some(reason.as_bytes())) {
+                    tracing::error!(error = %e, "cannot persist the tamper alarm");
+                }
+                self.guard.alarm.store(true, Ordering::Release);
+            }
+            TamperResponse::Zeroize => {
+                if let Err(e) = self.zeroize_now() {
+                    tracing::error!(error = %e, "zeroize after tamper failed");
+                }
+            }
+        }
+    }
+
+    fn zeroize_now(&self) -> Result<()> {
+        if let Some(log) = &self.guard.log {
+            if log.signer().is_some() {
+                // The last checkpoint the audit key ever signs covers the zeroize record.
+                if let Err(e) = log.checkpoint() {
+                    tracing::error!(error = %e, "final audit checkpoint failed");
+                }
+            }
+            log.set_signer(None);
+        }
+        self.store.zeroize()?;
+        self.guard.zeroized.store(true, Ordering::Release);
+        self.lock_unaudited();
+        Ok(())
+    }
+
+    /// Installs the audit signer and checks the policy MAC after a successful login.
+    fn after_login(&self) -> Result<()> {
+        let (vault, ik) = {
+            let a = read(&self.auth);
+            match (&a.vault, &a.integrity) {
+                (Some(v), Some(i)) => (v.clone(), i.clone()),
+                _ => return Ok(()),
+            }
+        };
+        if let Some(pj) = self.store.setting("policy")? {
+            match self.store.setting("policy_mac")? {
+                Some(mac) => ik.verify_meta("policy", &pj, &mac)?,
+                None => self.store.set_setting("policy_mac", Some(&ik.meta_mac("policy", &pj)))?,
+            }
+        }
+        let Some(log) = &self.guard.log else { return Ok(()) };
+        if log.signer().is_some() {
+            return Ok(());
+        }
+        let signer = match self.store.setting("audit_key")? {
+            Some(sealed) => {
+                let der = vault.open_secret(&AUDIT_KEY_UID, &sealed)?;
+                AuditSigner::from_pkcs8(der.expose_secret())?
+            }
+            None => new_audit_key(&self.store, &vault)?,
+        };
+        log.set_signer(Some(Arc::new(signer)));
+        Ok(())
+    }
+
+    fn require_so(&self) -> Result<()> {
+        if self.logged_in() == Some(UserType::So) {
+            Ok(())
+        } else {
+            Err(Error::UserNotLoggedIn)
+        }
+    }
+
+    fn log(&self) -> Result<&AuditLog> {
+        self.guard.log.as_ref().ok_or(Error::NotSupported("the audit log is not open"))
+    }
+
+    // --- administrative operations -------------------------------------------------------
+
+    /// `C_Login`: authenticates `user` with `pin` and unlocks the master key. Failures are
+    /// audited; SO failures past the policy limit are tampering.
+    pub fn login(&self, user: UserType, pin: &Pin) -> Result<()> {
+        let c = Call { actor: Some(user), ..Call::new("login") };
+        let r = self.precheck(&c).and_then(|()| self.login_unaudited(user, pin));
+        let r = r.and_then(|()| {
+            self.after_login().inspect_err(|_| {
+                self.lock_unaudited();
+            })
+        });
+        self.finish(&c, r, String::new())
+    }
+
+    /// Quorum policy: installs a master key reconstructed from unseal shares (see
+    /// `unseal_unaudited` in auth.rs); audited as `unseal`, and installs the audit signer.
+    pub fn unseal(&self, vault: Vault, ik: IntegrityKeys) -> Result<()> {
+        let c = Call::new("unseal");
+        let r = self.precheck(&c).and_then(|()| self.unseal_unaudited(vault, ik));
+        let r = r.and_then(|()| {
+            self.after_login().inspect_err(|_| {
+                self.lock_unaudited();
+            })
+        });
+        self.finish(&c, r, String::new())
+    }
+
+    /// `C_Logout`: forgets who is logged in and wipes every parsed key from the cache.
+    pub fn logout(&self) -> Result<()> {
+        let c = Call { actor: self.logged_in(), ..Call::new("logout") };
+        self.audited(c, || self.logout_unaudited())
+    }
+
+    /// Wipes the master key, the audit key and every cache from memory (`C_Finalize`).
+    pub fn lock(&self) {
+        if let Some(log) = &self.guard.log {
+            log.set_signer(None);
+        }
+        self.lock_unaudited();
+    }
+
+    /// `C_InitPIN`: the logged-in SO sets the user PIN (this also unlocks a locked user).
+    pub fn init_pin(&self, new_pin: &Pin) -> Result<()> {
+        self.audited(Call::new("init-pin"), || self.init_pin_unaudited(new_pin))
+    }
+
+    /// `C_SetPIN`: changes the PIN of the logged-in user (or the normal user's when nobody is
+    /// logged in) after checking the old one.
+    pub fn set_pin(&self, old_pin: &Pin, new_pin: &Pin) -> Result<()> {
+        let who = self.logged_in().unwrap_or(UserType::User);
+        let c = Call { actor: Some(who), ..Call::new("set-pin") };
+        self.audited(c, || self.set_pin_unaudited(old_pin, new_pin))
+    }
+
+    /// `C_InitToken` on an existing store: checks the SO PIN, then replaces the store with a
+    /// fresh one. The old audit log gets a `reinit` record and is kept beside the store as
+    /// `<store>-audit.<old store id>`; the new store starts a new log.
+    pub fn reinit(path: &Path, label: &str, so_pin: &Pin) -> Result<()> {
+        if !path.exists() {
+            return Self::init(path, label, so_pin, None);
+        }
+        let old_uid = SqliteStore::open(path)?.meta()?.store_uid;
+        let r = Self::reinit_unaudited(path, label, so_pin);
+        let ev = AuditEvent {
+            actor: Actor {
+                name: "so".into(),
+                role: "security-officer".into(),
+                client: process_identity(),
+            },
+            op: "reinit",
+            result: audit::result_code(&r),
+            ..AuditEvent::default()
+        };
+        let old_log = audit::log_path_for(path);
+        if r.is_ok() {
+            if let Ok(l) = AuditLog::open(path, old_uid, false, audit::CheckpointPolicy::default())
+            {
+                l.append(&ev)?;
+            }
+            let mut kept = old_log.as_os_str().to_owned();
+            kept.push(format!(".{}", hex::encode(old_uid)));
+            if old_log.exists() {
+                std::fs::rename(&old_log, PathBuf::from(kept)).map_err(|e| {
+                    Error::Store(format!("cannot keep the old audit log: {}", e.kind()))
+                })?;
+            }
+            let tmp_log = audit::log_path_for(&path.with_extension("reinit-tmp"));
+            std::fs::rename(tmp_log, &old_log)
+                .map_err(|e| Error::Store(format!("cannot install the audit log: {}", e.kind())))?;
+        } else if let Ok(t) = Self::open(path) {
+            let c = Call { actor: Some(UserType::So), ..Call::new("reinit") };
+            t.record(&c, ev.result, String::new())?;
+        }
+        r
+    }
+
+    /// Zeroizes the store (SO only): records the event, signs a last checkpoint covering it,
+    /// destroys every master-key wrapping, every object and the sealed audit key, rewrites the
+    /// file, and wipes the master key and caches from memory. Irreversible.
+    pub fn zeroize(&self) -> Result<()> {
+        let c = Call::new("zeroize");
+        self.precheck(&c)?;
+        if let Err(e) = self.require_so() {
+            return self.finish(&c, Err(e), String::new());
+        }
+        self.record(&c, "ok", String::new())?;
+        self.zeroize_now()
+    }
+
+    /// Clears an active tamper alarm (SO only). Refused while the tamper file is still
+    /// present or the audit log is broken.
+    pub fn clear_tamper(&self) -> Result<()> {
+        self.audited(Call::new("tamper-clear"), || {
+            self.require_so()?;
+            if self.guard.policy.tamper_file.as_ref().is_some_and(|f| f.exists()) {
+                return Err(Error::ActionProhibited("the tamper file is still present"));
+            }
+            if self.guard.log_broken.is_some() {
+                return Err(Error::Integrity("the audit log is broken; restore it first"));
+            }
+            self.store.set_setting("tamper_alarm", None)?;
+            self.guard.alarm.store(false, Ordering::Release);
+            Ok(())
+        })
+    }
+
+    // --- audit log access (SO) ------------------------------------------------------------
+
+    /// Exports the log from `since` as JSON lines, ending with a fresh signed checkpoint over
+    /// every record (SO only; on a zeroized store, without login and without a new checkpoint:
+    /// the last one was signed at zeroization).
+    pub fn audit_export(&self, since: u64) -> Result<Vec<String>> {
+        let zeroized = self.store.meta()?.zeroized;
+        if !zeroized {
+            self.audited(Call::new("audit-export"), || self.require_so())?;
+            self.tamper_check(self.log()?.checkpoint())?;
+        }
+        let lines = self.log()?.export_lines(since)?;
+        audit::lines_to_json(&lines)
+    }
+
+    /// The audit public key (raw Ed25519; SO only, or anyone on a zeroized store).
+    pub fn audit_public_key(&self) -> Result<Vec<u8>> {
+        if self.store.meta()?.zeroized {
+            return self.store.setting("audit_pub")?.ok_or(Error::Zeroized);
+        }
+        self.audited(Call::new("audit-public-key"), || {
+            self.require_so()?;
+            Ok(self.log()?.signer().ok_or(Error::UserNotLoggedIn)?.public_key())
+        })
+    }
+
+    /// An inclusion proof of record `seq` in a fresh checkpoint (SO only).
+    pub fn audit_prove(&self, seq: u64) -> Result<Proof> {
+        self.audited(Call::new("audit-prove"), || self.require_so())?;
+        self.tamper_check(self.log()?.prove(seq))
+    }
+
+    /// Signs a checkpoint now (any logged-in user).
+    pub fn audit_checkpoint(&self) -> Result<Checkpoint> {
+        self.tamper_check(self.log()?.checkpoint())
+    }
+
+    /// Applies the tamper response to a tamper-class error of an unaudited step (the audit
+    /// log's own verification before it signs).
+    fn tamper_check<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if let Some(why) = tamper_reason(e) {
+                self.trigger(
+                    if matches!(e, Error::Integrity(_)) { "audit chain break" } else { why },
+                    0,
+                );
+            }
+        }
+        r
+    }
+
+    /// The audit log, for a front door (the daemon) that records its own events.
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.guard.log.as_ref()
+    }
+
+    // --- object management ------------------------------------------------------------------
+
+    /// `C_FindObjects`: handles of every visible object matching `t`, token objects first.
+    pub fn find(&self, t: &Template) -> Result<Vec<u64>> {
+        self.audited(Call::new("find"), || self.find_unaudited(t))
+    }
+
+    /// `C_GetAttributeValue` for one attribute (see `attribute_unaudited`). Reading a secret
+    /// component is audited as `read-secret-attribute`; plain attribute reads are not.
+    pub fn attribute(&self, h: u64, t: AttrType) -> Result<AttrValue> {
+        if t.is_secret_component() {
+            self.audited(Call::new("read-secret-attribute").obj(h), || {
+                self.attribute_unaudited(h, t)
+            })
+        } else {
+            self.attribute_unaudited(h, t)
+        }
+    }
+
+    /// `C_CreateObject`.
+    pub fn create_object(&self, t: &Template, session: SessionId) -> Result<u64> {
+        self.audited_new(Call::new("create-object").session(session), || {
+            self.create_object_unaudited(t, session)
+        })
+    }
+
+    /// `C_CopyObject`.
+    pub fn copy_object(&self, h: u64, t: &Template, session: SessionId) -> Result<u64> {
+        let c = Call::new("copy-object").session(session).obj(h);
+        self.audited(c, || self.copy_object_unaudited(h, t, session))
+    }
+
+    /// `C_DestroyObject`.
+    pub fn destroy_object(&self, h: u64) -> Result<()> {
+        let _ = self.obj(h); // load it so that the record can name it after it is gone
+        let c = Call { described: Some(self.describe(h)), ..Call::new("destroy-object").obj(h) };
+        self.audited(c, || self.destroy_object_unaudited(h))
+    }
+
+    /// `C_SetAttributeValue`.
+    pub fn set_attributes(&self, h: u64, changes: &Template) -> Result<()> {
+        self.audited(Call::new("set-attributes").obj(h), || {
+            self.set_attributes_unaudited(h, changes)
+        })
+    }
+
+    /// Like [`Token::audited`] for operations that create one object: the record names it.
+    fn audited_new(&self, mut c: Call, f: impl FnOnce() -> Result<u64>) -> Result<u64> {
+        let r = self.precheck(&c).and_then(|()| f());
+        if let Ok(h) = &r {
+            let _ = self.obj(*h);
+            c.handle = Some(*h);
+        }
+        self.finish(&c, r, String::new())
+    }
+
+    // --- keys and cryptography --------------------------------------------------------------
+
+    /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed (the
+    /// PKCS#11 module calls this at `C_*Init`; the record is `<usage>-init`).
+    pub fn key_for(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
+        let op = match usage {
+            Usage::Sign => "sign-init",
+            Usage::Verify => "verify-init",
+            Usage::Encrypt => "encrypt-init",
+            Usage::Decrypt => "decrypt-init",
+            Usage::Wrap => "wrap-init",
+            Usage::Unwrap => "unwrap-init",
+            Usage::Derive => "derive-init",
+            Usage::Encapsulate => "encapsulate-init",
+            Usage::Decapsulate => "decapsulate-init",
+        };
+        self.audited(Call::new(op).obj(h).mech(mech.ck_type()), || {
+            self.key_for_unaudited(h, usage, mech)
+        })
+    }
+
+    /// `C_GenerateKey`.
+    pub fn generate_key(
+        &self,
+        mech: KeyGenMechanism,
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
+        let c = Call::new("generate-key").session(session).mech(mech.ck_type());
+        self.audited_new(c, || self.generate_key_unaudited(mech, t, session))
+    }
+
+    /// `C_GenerateKeyPair`: returns (public handle, private handle). The record names the
+    /// private key.
+    pub fn generate_key_pair(
+        &self,
+        mech: KeyGenMechanism,
+        pub_t: &Template,
+        priv_t: &Template,
+        session: SessionId,
+    ) -> Result<(u64, u64)> {
+        let mut c = Call::new("generate-key-pair").session(session).mech(mech.ck_type());
+        let r = self
+            .precheck(&c)
+            .and_then(|()| self.generate_key_pair_unaudited(mech, pub_t, priv_t, session));
+        if let Ok((_, h)) = &r {
+            let _ = self.obj(*h);
+            c.handle = Some(*h);
+        }
+        self.finish(&c, r, String::new())
+    }
+
+    /// Signs with key `h`.
+    pub fn sign(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
+        self.audited(Call::new("sign").obj(h).mech(mech.ck_type()), || {
+            self.sign_unaudited(h, mech, data)
+        })
+    }
+
+    /// Verifies with key `h` (a public key, or an HMAC secret key).
+    pub fn verify(&self, h: u64, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()> {
+        self.audited(Call::new("verify").obj(h).mech(mech.ck_type()), || {
+            self.verify_unaudited(h, mech, data, sig)
+        })
+    }
+
+    /// Encrypts with key `h`.
+    pub fn encrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
+        self.audited(Call::new("encrypt").obj(h).mech(mech.ck_type()), || {
+            self.encrypt_unaudited(h, mech, data)
+        })
+    }
+
+    /// Decrypts with key `h`.
+    pub fn decrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes> {
+        self.audited(Call::new("decrypt").obj(h).mech(mech.ck_type()), || {
+            self.decrypt_unaudited(h, mech, data)
+        })
+    }
+
+    /// `C_WrapKey`: wraps key `target` under `wrapping` (the record names the target; the
+    /// detail names the wrapping key).
+    pub fn wrap_key(&self, wrapping: u64, mech: &Mechanism, target: u64) -> Result<Vec<u8>> {
+        let c = Call::new("wrap-key").obj(target).mech(mech.ck_type());
+        let r = self.precheck(&c).and_then(|()| self.wrap_key_unaudited(wrapping, mech, target));
+        let detail = format!("wrapping key {}", self.describe(wrapping).0);
+        self.finish(&c, r, detail)
+    }
+
+    /// `C_UnwrapKey`: unwraps a secret key described by `t` under `unwrapping`.
+    pub fn unwrap_key(
+        &self,
+        unwrapping: u64,
+        mech: &Mechanism,
+        wrapped: &[u8],
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
+        let c = Call::new("unwrap-key").session(session).mech(mech.ck_type());
+        let detail = format!("unwrapping key {}", self.describe(unwrapping).0);
+        let mut c = c;
+        let r = self
+            .precheck(&c)
+            .and_then(|()| self.unwrap_key_unaudited(unwrapping, mech, wrapped, t, session));
+        if let Ok(h) = &r {
+            let _ = self.obj(*h);
+            c.handle = Some(*h);
+        }
+        self.finish(&c, r, detail)
+    }
+
+    /// `C_DeriveKey`: derives a secret key described by `t` from `base`.
+    pub fn derive_key(
+        &self,
+        base: u64,
+        mech: &Mechanism,
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
+        let mut c = Call::new("derive-key").session(session).mech(mech.ck_type());
+        let r = self.precheck(&c).and_then(|()| self.derive_key_unaudited(base, mech, t, session));
+        let detail = format!("base key {}", self.describe(base).0);
+        if let Ok(h) = &r {
+            let _ = self.obj(*h);
+            c.handle = Some(*h);
+        }
+        self.finish(&c, r, detail)
+    }
+
+    /// The value of a secret key that is neither sensitive nor unextractable.
+    pub fn export_secret(&self, h: u64) -> Result<SecretBytes> {
+        self.audited(Call::new("export-secret").obj(h), || self.export_secret_unaudited(h))
+    }
+
+    /// Fills `out` with random bytes.
+    pub fn random(&self, out: &mut [u8]) -> Result<()> {
+        let n = out.len();
+        let c = Call::new("random");
+        let r = self.precheck(&c).and_then(|()| self.random_unaudited(out));
+        self.finish(&c, r, format!("{n} bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::error_code;
+
+    #[test]
+    fn every_error_has_a_code_and_tamper_errors_are_recognized() {
+        assert_eq!(error_code(&Error::PinIncorrect), "pin-incorrect");
+        assert!(tamper_reason(&Error::Integrity("x")).is_some());
+        assert!(tamper_reason(&Error::Rollback { found: 1, seen: 2 }).is_some());
+        assert!(tamper_reason(&Error::PinIncorrect).is_none());
+    }
+
+    #[test]
+    fn self_test_failure_triggers_the_response() {
+        use crate::crypto::{Fault, Provider};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let pin = Pin::new(b"pin-12345".to_vec());
+        let opts = InitOptions {
+            kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+            policy: SecurityPolicy::default(),
+        };
+        Token::init_with_options(&path, "t", &pin, Some(&pin), &opts).unwrap();
+        let mut t = Token::open(&path).unwrap();
+        t.login(UserType::User, &pin).unwrap();
+        // A provider whose pairwise-consistency test fails: key generation enters the error
+        // state, which is a tamper trigger.
+        t.provider = Box::leak(Box::new(Provider::with_fault(Fault::Pct)));
+        let r = t.generate_key_pair(
+            KeyGenMechanism::EcEdwardsKeyPairGen,
+            &[(AttrType::Token, AttrValue::Bool(true))],
+            &[(AttrType::Token, AttrValue::Bool(true))],
+            1,
+        );
+        assert!(matches!(r, Err(Error::ErrorState(_))), "{r:?}");
+        assert!(t.tamper_alarm().is_some_and(|a| a.contains("self-test")));
+        assert!(matches!(t.random(&mut [0; 4]), Err(Error::TamperAlarm(_))));
+    }
+}

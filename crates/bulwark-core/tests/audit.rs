@@ -1,0 +1,344 @@
+//! The audit log and the tamper response of the embedded token: refused operations are
+//! recorded as refused, every tamper trigger leads to its configured response, zeroization is
+//! complete and irreversible, and the log verifies offline until someone edits it.
+
+use std::path::{Path, PathBuf};
+
+use bulwark_core::attr::{AttrType, AttrValue};
+use bulwark_core::audit::{self, ExportLine};
+use bulwark_core::hierarchy::KdfParams;
+use bulwark_core::mechanism::{KeyGenMechanism, Mechanism};
+use bulwark_core::secret::Pin;
+use bulwark_core::token::{InitOptions, SecurityPolicy, TamperResponse};
+use bulwark_core::{Error, Token, UserType};
+
+const FAST: KdfParams = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
+
+fn so() -> Pin {
+    Pin::new(b"so-pin-1234".to_vec())
+}
+fn user() -> Pin {
+    Pin::new(b"user-pin-1234".to_vec())
+}
+
+struct Fx {
+    dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn fx(policy: SecurityPolicy) -> Fx {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let opts = InitOptions { kdf: FAST, policy };
+    Token::init_with_options(&path, "test", &so(), Some(&user()), &opts).unwrap();
+    Fx { dir, path }
+}
+
+fn alarm_policy() -> SecurityPolicy {
+    SecurityPolicy { so_failure_limit: 3, ..SecurityPolicy::default() }
+}
+
+fn zeroize_policy() -> SecurityPolicy {
+    SecurityPolicy { tamper_response: TamperResponse::Zeroize, ..alarm_policy() }
+}
+
+fn aes(t: &Token, label: &str, exportable: bool) -> u64 {
+    t.generate_key(
+        KeyGenMechanism::AesKeyGen,
+        &[
+            (AttrType::Token, AttrValue::Bool(true)),
+            (AttrType::Label, AttrValue::Bytes(label.as_bytes().to_vec())),
+            (AttrType::ValueLen, AttrValue::Ulong(32)),
+            (AttrType::Sensitive, AttrValue::Bool(!exportable)),
+            (AttrType::Extractable, AttrValue::Bool(exportable)),
+        ],
+        1,
+    )
+    .unwrap()
+}
+
+fn gcm() -> Mechanism {
+    Mechanism::AesGcm { iv: vec![1; 12], aad: vec![], tag_bits: 128 }
+}
+
+/// The records of the whole log, read as the SO would export them.
+fn records(path: &Path) -> Vec<audit::AuditRecord> {
+    let t = Token::open(path).unwrap();
+    if !t.status().unwrap().zeroized {
+        t.login(UserType::So, &so()).unwrap();
+    }
+    t.audit_export(0)
+        .unwrap()
+        .iter()
+        .filter_map(|l| match serde_json::from_str(l).unwrap() {
+            ExportLine::Record { record, .. } => Some(record),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has(recs: &[audit::AuditRecord], op: &str, result: &str) -> bool {
+    recs.iter().any(|r| r.op == op && r.result == result)
+}
+
+#[test]
+fn refused_operations_are_audited_as_refused() {
+    let f = fx(alarm_policy());
+    let t = Token::open(&f.path).unwrap();
+    assert!(matches!(
+        t.login(UserType::User, &Pin::new(b"wrong-pin".to_vec())),
+        Err(Error::PinIncorrect)
+    ));
+    t.login(UserType::User, &user()).unwrap();
+    let k = aes(&t, "k", false);
+    // An AES key may not sign; a sensitive key may not be exported.
+    assert!(t.sign(k, &Mechanism::Hmac(bulwark_core::mechanism::DigestAlg::Sha256), b"x").is_err());
+    assert!(matches!(t.export_secret(k), Err(Error::KeyUnextractable(_))));
+    assert!(t.encrypt(k, &gcm(), b"data").is_ok());
+    drop(t);
+    let recs = records(&f.path);
+    assert!(has(&recs, "login", "pin-incorrect"), "{recs:#?}");
+    assert!(has(&recs, "login", "ok"));
+    assert!(recs.iter().any(|r| r.op == "sign" && r.result != "ok" && r.label == "k"));
+    assert!(has(&recs, "export-secret", "key-unextractable"));
+    let enc = recs.iter().find(|r| r.op == "encrypt").unwrap();
+    assert_eq!((enc.result.as_str(), enc.label.as_str(), enc.actor.as_str()), ("ok", "k", "user"));
+    assert_eq!(enc.mechanism, "0x00001087"); // CKM_AES_GCM
+                                             // Sequence numbers are gapless from 0.
+    assert!(recs.iter().enumerate().all(|(i, r)| r.seq == i as u64));
+    // No record carries the PINs.
+    let all = format!("{recs:?}");
+    assert!(!all.contains("wrong-pin") && !all.contains("user-pin-1234"));
+}
+
+#[test]
+fn exported_log_verifies_and_any_edit_is_caught() {
+    let f = fx(SecurityPolicy { checkpoint_every_records: 4, ..alarm_policy() });
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    let k = aes(&t, "k", false);
+    for _ in 0..12 {
+        t.encrypt(k, &gcm(), b"data").unwrap();
+    }
+    t.logout().unwrap();
+    t.login(UserType::So, &so()).unwrap();
+    let pk = t.audit_public_key().unwrap();
+    let lines = t.audit_export(0).unwrap();
+    let rep = audit::verify_export(&lines, &pk);
+    assert!(rep.ok(), "{rep:?}");
+    assert!(rep.records >= 16);
+    // A partial export verifies too (the header's frontier is covered by the checkpoint).
+    let part = t.audit_export(6).unwrap();
+    let rep = audit::verify_export(&part, &pk);
+    assert!(rep.ok() && rep.since == 6, "{rep:?}");
+    // Edit record 5 in the export: caught at 5.
+    let edited: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            if l.contains("\"seq\":5,") {
+                l.replace("\"result\":\"ok\"", "\"result\":\"x\"")
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    assert_eq!(audit::verify_export(&edited, &pk).bad.unwrap().0, 5);
+    // A wrong public key fails every checkpoint.
+    let (other, _) = audit::AuditSigner::generate().unwrap();
+    assert!(!audit::verify_export(&lines, &other.public_key()).ok());
+    // Inclusion proof.
+    let p = t.audit_prove(7).unwrap();
+    audit::verify_proof(&p, &pk, Some(&lines)).unwrap();
+    assert!(audit::verify_proof(&p, &pk, Some(&edited)).is_ok()); // record 7 untouched
+    let mut bad = p.clone();
+    bad.seq = 8;
+    assert!(audit::verify_proof(&bad, &pk, None::<&[String]>).is_err());
+}
+
+#[test]
+fn zeroize_is_complete_and_irreversible() {
+    let f = fx(alarm_policy());
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    let k = aes(&t, "exportable", true);
+    let key = t.export_secret(k).unwrap().expose_secret().to_vec();
+    drop(t);
+    let t = Token::open(&f.path).unwrap();
+    // Only the SO zeroizes.
+    t.login(UserType::User, &user()).unwrap();
+    assert!(matches!(t.zeroize(), Err(Error::UserNotLoggedIn)));
+    t.logout().unwrap();
+    t.login(UserType::So, &so()).unwrap();
+    let pk = t.audit_public_key().unwrap();
+    t.zeroize().unwrap();
+    assert!(matches!(t.encrypt(k, &gcm(), b"x"), Err(Error::Zeroized)));
+    drop(t);
+    for p in [f.path.clone(), f.dir.path().join("t.db-wal"), f.dir.path().join("t.db-audit")] {
+        if let Ok(bytes) = std::fs::read(&p) {
+            assert!(!bytes.windows(key.len()).any(|w| w == key), "key bytes found in {p:?}");
+        }
+    }
+    let t = Token::open(&f.path).unwrap();
+    assert!(t.status().unwrap().zeroized);
+    for (who, pin) in [(UserType::So, so()), (UserType::User, user())] {
+        assert!(matches!(t.login(who, &pin), Err(Error::Zeroized)));
+    }
+    assert_eq!(t.status().unwrap().objects, 0);
+    assert!(!t.status().unwrap().user_pin_initialized);
+    // The log survives, ends with the zeroize record, and its last checkpoint covers it.
+    let lines = t.audit_export(0).unwrap();
+    let rep = audit::verify_export(&lines, &pk);
+    assert!(rep.ok(), "{rep:?}");
+    let recs = records(&f.path);
+    assert_eq!(recs.last().unwrap().op, "zeroize");
+}
+
+#[test]
+fn tamper_file_raises_the_alarm_until_the_so_clears_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("case-opened");
+    let f = fx(SecurityPolicy { tamper_file: Some(flag.clone()), ..alarm_policy() });
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    let k = aes(&t, "k", false);
+    drop(t);
+    std::fs::write(&flag, b"").unwrap();
+    let t = Token::open(&f.path).unwrap();
+    assert!(matches!(t.login(UserType::User, &user()), Err(Error::TamperAlarm(_))));
+    let t2 = Token::open(&f.path).unwrap();
+    t2.login(UserType::So, &so()).unwrap();
+    assert!(matches!(t2.clear_tamper(), Err(Error::ActionProhibited(_))));
+    std::fs::remove_file(&flag).unwrap();
+    t2.clear_tamper().unwrap();
+    drop((t, t2));
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    t.encrypt(k, &gcm(), b"x").unwrap();
+    drop(t);
+    let recs = records(&f.path);
+    assert!(recs
+        .iter()
+        .any(|r| r.op == "tamper" && r.result == "alarm" && r.detail == "tamper file present"));
+    assert!(has(&recs, "login", "tamper-alarm"));
+    assert!(has(&recs, "tamper-clear", "ok"));
+}
+
+#[test]
+fn tamper_file_with_zeroize_response_zeroizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("case-opened");
+    let f = fx(SecurityPolicy { tamper_file: Some(flag.clone()), ..zeroize_policy() });
+    std::fs::write(&flag, b"").unwrap();
+    let t = Token::open(&f.path).unwrap();
+    assert!(matches!(t.login(UserType::So, &so()), Err(Error::Zeroized)));
+    assert!(Token::open(&f.path).unwrap().status().unwrap().zeroized);
+}
+
+#[test]
+fn so_pin_failures_past_policy_trigger_the_response() {
+    let f = fx(alarm_policy());
+    let t = Token::open(&f.path).unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            t.login(UserType::So, &Pin::new(b"guess-1234".to_vec())),
+            Err(Error::PinIncorrect)
+        ));
+    }
+    assert!(matches!(t.login(UserType::User, &user()), Err(Error::TamperAlarm(_))));
+    let f = fx(zeroize_policy());
+    let t = Token::open(&f.path).unwrap();
+    for _ in 0..3 {
+        let _ = t.login(UserType::So, &Pin::new(b"guess-1234".to_vec()));
+    }
+    assert!(Token::open(&f.path).unwrap().status().unwrap().zeroized);
+}
+
+fn edit_db(path: &Path, sql: &str) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn integrity_failure_triggers_the_response() {
+    for policy in [alarm_policy(), zeroize_policy()] {
+        let f = fx(policy.clone());
+        let t = Token::open(&f.path).unwrap();
+        t.login(UserType::User, &user()).unwrap();
+        let k = aes(&t, "k", false);
+        drop(t);
+        edit_db(&f.path, "UPDATE objects SET label = x'6a', attrs = attrs");
+        let t = Token::open(&f.path).unwrap();
+        t.login(UserType::User, &user()).unwrap();
+        assert!(matches!(t.encrypt(k, &gcm(), b"x"), Err(Error::Integrity(_))));
+        let st = Token::open(&f.path).unwrap();
+        match policy.tamper_response {
+            TamperResponse::Alarm => assert!(st.tamper_alarm().is_some()),
+            TamperResponse::Zeroize => assert!(st.status().unwrap().zeroized),
+        }
+    }
+}
+
+#[test]
+fn store_rollback_triggers_the_response() {
+    let f = fx(alarm_policy());
+    let state = f.dir.path().join("state");
+    std::env::set_var("BULWARK_STATE_DIR", &state); // this test binary's only env user
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    drop(t);
+    let old = std::fs::read(&f.path).unwrap();
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    aes(&t, "newer", false);
+    drop(t);
+    std::fs::write(&f.path, old).unwrap();
+    let t = Token::open(&f.path).unwrap();
+    let r = t.login(UserType::User, &user());
+    assert!(matches!(r, Err(Error::Rollback { .. } | Error::Integrity(_))), "{r:?}");
+    assert!(Token::open(&f.path).unwrap().tamper_alarm().is_some());
+}
+
+#[test]
+fn audit_chain_break_is_detected_and_triggers_the_response() {
+    let f = fx(alarm_policy());
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    aes(&t, "k", false);
+    drop(t);
+    // The triggers refuse the edit; an attacker with the file drops them first.
+    let log = f.dir.path().join("t.db-audit");
+    let c = rusqlite::Connection::open(&log).unwrap();
+    assert!(c.execute("UPDATE audit SET result = 'ok' WHERE seq = 1", []).is_err());
+    assert!(c.execute("DELETE FROM audit WHERE seq = 1", []).is_err());
+    c.execute_batch(
+        "DROP TRIGGER audit_append_only_u; UPDATE audit SET actor = 'nobody' WHERE seq = 1;",
+    )
+    .unwrap();
+    drop(c);
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::So, &so()).unwrap();
+    assert!(matches!(t.audit_export(0), Err(Error::Integrity(_))));
+    assert!(Token::open(&f.path).unwrap().tamper_alarm().is_some());
+}
+
+#[test]
+fn missing_audit_log_is_tampering() {
+    let f = fx(alarm_policy());
+    std::fs::remove_file(f.dir.path().join("t.db-audit")).unwrap();
+    let t = Token::open(&f.path).unwrap();
+    assert!(matches!(t.login(UserType::User, &user()), Err(Error::TamperAlarm(_))));
+    // The SO cannot clear it while the log is gone.
+    t.login(UserType::So, &so()).unwrap();
+    assert!(t.clear_tamper().is_err());
+}
+
+#[test]
+fn external_signal_triggers_the_response() {
+    let f = fx(zeroize_policy());
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    t.tamper_signal("enclosure opened");
+    assert!(matches!(t.random(&mut [0u8; 4]), Err(Error::Zeroized)));
+    let recs = records(&f.path);
+    assert!(recs.iter().any(|r| r.op == "tamper" && r.detail == "enclosure opened"));
+}
