@@ -11,6 +11,75 @@ use bulwark_core::token::ObjectInfo;
 use bulwark_core::{Error, Result, Token};
 use bulwark_proto::v1;
 
+/// What a label is resolved for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Purpose {
+    /// A private or secret key that signs.
+    Sign,
+    /// A public or secret key that verifies.
+    Verify,
+    /// An AES key.
+    Aes,
+}
+
+/// Label → (handle, key spec) resolutions, so the hot path does not query the store per
+/// request. The daemon is the store's only writer in production; it clears the cache whenever
+/// it creates or destroys a key, and an entry whose handle has gone (a change made by another
+/// process) is dropped and resolved again. Handles are never reused, so a stale entry can only
+/// fail, never name another key.
+#[derive(Debug, Default)]
+pub(crate) struct LabelCache(
+    std::sync::RwLock<std::collections::HashMap<(String, Purpose), (u64, KeySpec)>>,
+);
+
+impl LabelCache {
+    pub(crate) fn clear(&self) {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
+    fn forget(&self, label: &str, p: Purpose) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(label.to_owned(), p));
+    }
+
+    fn resolve(&self, t: &Token, label: &str, p: Purpose) -> Result<(u64, KeySpec)> {
+        let key = (label.to_owned(), p);
+        if let Some(v) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
+        {
+            return Ok(*v);
+        }
+        let h = match p {
+            Purpose::Sign => key_handle(t, label, true)?,
+            Purpose::Verify => key_handle(t, label, false)?,
+            Purpose::Aes => aes_key_uncached(t, label)?,
+        };
+        let v = (h, t.key_spec(h)?);
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, v);
+        Ok(v)
+    }
+
+    /// Runs `f` on the key resolved for `label`; on a vanished handle, resolves once more.
+    pub(crate) fn with<T>(
+        &self,
+        t: &Token,
+        label: &str,
+        p: Purpose,
+        f: impl Fn(u64, KeySpec) -> Result<T>,
+    ) -> Result<T> {
+        let (h, spec) = self.resolve(t, label, p)?;
+        match f(h, spec) {
+            Err(Error::ObjectHandleInvalid) => {
+                self.forget(label, p);
+                let (h, spec) = self.resolve(t, label, p)?;
+                f(h, spec)
+            }
+            r => r,
+        }
+    }
+}
+
 /// Session id under which the daemon creates token objects.
 const DAEMON_SESSION: u64 = 1;
 /// BWK1 ciphertext header (also the AES-GCM associated data), as the CLI writes it.
@@ -255,15 +324,12 @@ pub(crate) struct SignKey {
 }
 
 impl SignKey {
-    pub(crate) fn resolve(
-        t: &Token,
-        label: &str,
+    pub(crate) fn new(
+        h: u64,
+        spec: KeySpec,
         mechanism: &str,
         format: v1::SignatureFormat,
-        signing: bool,
     ) -> Result<Self> {
-        let h = key_handle(t, label, signing)?;
-        let spec = t.key_spec(h)?;
         let mech = if mechanism.is_empty() {
             default_mechanism(spec)?
         } else {
@@ -310,7 +376,7 @@ impl SignKey {
 }
 
 /// The AES key labelled `label`.
-pub(crate) fn aes_key(t: &Token, label: &str) -> Result<u64> {
+fn aes_key_uncached(t: &Token, label: &str) -> Result<u64> {
     let objs = by_label(t, label)?;
     let h = one_of(&objs, ObjectClass::SecretKey, label)?;
     match t.key_spec(h)? {

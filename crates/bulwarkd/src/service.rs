@@ -14,7 +14,7 @@ use bulwark_proto::v1::{self as pb, SignatureFormat};
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::keys::{self, SignKey};
+use crate::keys::{self, Purpose, SignKey};
 use crate::state::{HsmState, Session};
 use crate::users::{LoginError, Role};
 
@@ -211,9 +211,11 @@ impl Hsm for HsmService {
         let info = self
             .state
             .run(move |st| {
-                keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
+                let r = keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
                     .and_then(|()| keys::show(&st.token, &r.label))
-                    .map_err(|e| core(&e))
+                    .map_err(|e| core(&e));
+                st.labels.clear();
+                r
             })
             .await?;
         Ok(Response::new(info))
@@ -245,7 +247,11 @@ impl Hsm for HsmService {
         tracing::info!(user = %s.user, label = %label, "destroy key");
         let destroyed = self
             .state
-            .run(move |st| keys::destroy(&st.token, &label).map_err(|e| core(&e)))
+            .run(move |st| {
+                let r = keys::destroy(&st.token, &label).map_err(|e| core(&e));
+                st.labels.clear();
+                r
+            })
             .await?;
         Ok(Response::new(pb::DestroyKeyResponse { destroyed }))
     }
@@ -273,10 +279,12 @@ impl Hsm for HsmService {
         let (signature, mechanism) = self
             .state
             .run(move |st| {
-                let k = SignKey::resolve(&st.token, &r.key, &r.mechanism, format, true)
-                    .map_err(|e| core(&e))?;
-                let sig = k.sign(&st.token, &r.data).map_err(|e| core(&e))?;
-                Ok((sig, k.mechanism_name()))
+                st.labels
+                    .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
+                        let k = SignKey::new(h, spec, &r.mechanism, format)?;
+                        Ok((k.sign(&st.token, &r.data)?, k.mechanism_name()))
+                    })
+                    .map_err(|e| core(&e))
             })
             .await?;
         Ok(Response::new(pb::SignResponse { signature, mechanism }))
@@ -292,9 +300,15 @@ impl Hsm for HsmService {
         let valid = self
             .state
             .run(move |st| {
-                let k = SignKey::resolve(&st.token, &r.key, &r.mechanism, format, false)
-                    .map_err(|e| core(&e))?;
-                k.verify(&st.token, &r.data, &r.signature).map_err(|e| core(&e))
+                st.labels
+                    .with(&st.token, &r.key, Purpose::Verify, |h, spec| {
+                        SignKey::new(h, spec, &r.mechanism, format)?.verify(
+                            &st.token,
+                            &r.data,
+                            &r.signature,
+                        )
+                    })
+                    .map_err(|e| core(&e))
             })
             .await?;
         Ok(Response::new(pb::VerifyResponse { valid }))
@@ -310,8 +324,11 @@ impl Hsm for HsmService {
         let ciphertext = self
             .state
             .run(move |st| {
-                let h = keys::aes_key(&st.token, &r.key).map_err(|e| core(&e))?;
-                keys::encrypt(&st.token, h, &plaintext).map_err(|e| core(&e))
+                st.labels
+                    .with(&st.token, &r.key, Purpose::Aes, |h, _| {
+                        keys::encrypt(&st.token, h, &plaintext)
+                    })
+                    .map_err(|e| core(&e))
             })
             .await?;
         Ok(Response::new(pb::EncryptResponse { ciphertext }))
@@ -326,9 +343,12 @@ impl Hsm for HsmService {
         let plaintext = self
             .state
             .run(move |st| {
-                let h = keys::aes_key(&st.token, &r.key).map_err(|e| core(&e))?;
-                let pt = keys::decrypt(&st.token, h, &r.ciphertext).map_err(|e| core(&e))?;
-                Ok(pt.expose_secret().to_vec())
+                st.labels
+                    .with(&st.token, &r.key, Purpose::Aes, |h, _| {
+                        keys::decrypt(&st.token, h, &r.ciphertext)
+                            .map(|pt| pt.expose_secret().to_vec())
+                    })
+                    .map_err(|e| core(&e))
             })
             .await?;
         Ok(Response::new(pb::DecryptResponse { plaintext }))
@@ -367,9 +387,12 @@ impl Hsm for HsmService {
         let signatures = self
             .state
             .run(move |st| {
-                let k = SignKey::resolve(&st.token, &r.key, &r.mechanism, format, true)
-                    .map_err(|e| core(&e))?;
-                r.data.iter().map(|d| k.sign(&st.token, d).map_err(|e| core(&e))).collect()
+                st.labels
+                    .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
+                        let k = SignKey::new(h, spec, &r.mechanism, format)?;
+                        r.data.iter().map(|d| k.sign(&st.token, d)).collect()
+                    })
+                    .map_err(|e| core(&e))
             })
             .await?;
         Ok(Response::new(pb::BatchSignResponse { signatures }))
@@ -387,11 +410,11 @@ impl Hsm for HsmService {
         let ciphertexts = self
             .state
             .run(move |st| {
-                let h = keys::aes_key(&st.token, &r.key).map_err(|e| core(&e))?;
-                r.plaintexts
-                    .iter()
-                    .map(|p| keys::encrypt(&st.token, h, p).map_err(|e| core(&e)))
-                    .collect()
+                st.labels
+                    .with(&st.token, &r.key, Purpose::Aes, |h, _| {
+                        r.plaintexts.iter().map(|p| keys::encrypt(&st.token, h, p)).collect()
+                    })
+                    .map_err(|e| core(&e))
             })
             .await?;
         Ok(Response::new(pb::BatchEncryptResponse { ciphertexts }))

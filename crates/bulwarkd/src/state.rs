@@ -39,6 +39,7 @@ pub struct HsmState {
     pool: Arc<Semaphore>,
     pub(crate) session_ttl: Duration,
     pub(crate) dev_mode: bool,
+    pub(crate) labels: crate::keys::LabelCache,
 }
 
 impl std::fmt::Debug for HsmState {
@@ -76,6 +77,7 @@ impl HsmState {
             pool: Arc::new(Semaphore::new(workers.max(1))),
             session_ttl,
             dev_mode,
+            labels: crate::keys::LabelCache::default(),
         }
     }
 
@@ -114,6 +116,7 @@ impl HsmState {
         let mut u = lock(&self.unsealer);
         self.sealed.store(true, Ordering::Release);
         self.token.lock();
+        self.labels.clear();
         u.reset();
         lock(&self.sessions).clear();
         tracing::warn!("HSM sealed");
