@@ -88,6 +88,10 @@ pub struct AuditLog {
     path: PathBuf,
     log_id: [u8; 16],
     conn: Mutex<Connection>,
+    /// The head after this process's last commit and the last checkpoint's (size, time):
+    /// valid while no other process appended (checked with one `max(seq)` per batch).
+    /// Locked only under `conn`.
+    head_cache: Mutex<Option<(Head, (u64, u64))>>,
     group: Mutex<Group>,
     flushed: Condvar,
     signer: RwLock<Option<Arc<AuditSigner>>>,
@@ -152,6 +156,7 @@ fn record_mark(log_id: &[u8; 16], size: u64) {
     }
 }
 
+#[derive(Clone)]
 struct Head {
     frontier: Frontier,
     chain: Hash,
@@ -252,6 +257,7 @@ impl AuditLog {
             path,
             log_id,
             conn: Mutex::new(conn),
+            head_cache: Mutex::new(None),
             group: Mutex::new(Group::default()),
             flushed: Condvar::new(),
             signer: RwLock::new(None),
@@ -333,7 +339,14 @@ impl AuditLog {
         let signer = self.signer();
         let mut c = lock(&self.conn);
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut head = read_head(&tx, &self.log_id)?;
+        let max: Option<i64> =
+            tx.prepare_cached("SELECT max(seq) FROM audit")?.query_row([], |r| r.get(0))?;
+        let stored = max.map_or(0, |m| u(m) + 1);
+        let cached = lock(&self.head_cache).take().filter(|(h, _)| h.frontier.size() == stored);
+        let (mut head, (mut last_size, mut last_time)) = match cached {
+            Some(c) => c,
+            None => (read_head(&tx, &self.log_id)?, last_checkpoint_at(&tx)?),
+        };
         let first = head.frontier.size();
         {
             let mut ins = tx.prepare_cached(&format!(
@@ -363,13 +376,10 @@ impl AuditLog {
                 ])?;
             }
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO audit_meta (k, v) VALUES ('frontier', ?1)",
-            [head.frontier.encode()],
-        )?;
+        tx.prepare_cached("INSERT OR REPLACE INTO audit_meta (k, v) VALUES ('frontier', ?1)")?
+            .execute([head.frontier.encode()])?;
         let mut signed = None;
         if let Some(s) = signer {
-            let (last_size, last_time) = last_checkpoint_at(&tx)?;
             let size = head.frontier.size();
             let now = now_ms();
             let by_count =
@@ -380,9 +390,11 @@ impl AuditLog {
             if by_count || by_time {
                 insert_checkpoint(&tx, &s, &self.log_id, &head, now)?;
                 signed = Some(size);
+                (last_size, last_time) = (size, now);
             }
         }
         tx.commit()?;
+        *lock(&self.head_cache) = Some((head, (last_size, last_time)));
         if let Some(size) = signed {
             record_mark(&self.log_id, size);
         }
