@@ -342,3 +342,23 @@ fn external_signal_triggers_the_response() {
     let recs = records(&f.path);
     assert!(recs.iter().any(|r| r.op == "tamper" && r.detail == "enclosure opened"));
 }
+
+#[test]
+fn a_front_door_can_name_the_actor() {
+    let f = fx(alarm_policy());
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    let actor = audit::Actor {
+        name: "alice".into(),
+        role: "crypto-user".into(),
+        client: "mtls CN=alice-laptop 10.0.0.7:51234".into(),
+    };
+    audit::with_actor(actor, || t.random(&mut [0u8; 8])).unwrap();
+    t.random(&mut [0u8; 8]).unwrap();
+    drop(t);
+    let recs = records(&f.path);
+    let r: Vec<_> = recs.iter().filter(|r| r.op == "random").collect();
+    assert_eq!(r[0].actor, "alice");
+    assert!(r[0].client.contains("CN=alice-laptop"));
+    assert_eq!(r[1].actor, "user");
+}

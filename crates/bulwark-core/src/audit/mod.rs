@@ -39,6 +39,32 @@ pub struct Actor {
     pub client: String,
 }
 
+thread_local! {
+    static CURRENT_ACTOR: std::cell::RefCell<Option<Actor>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `actor` as the identity recorded for every token operation it performs on
+/// this thread. A front door that authenticates its own users (the daemon: password + mTLS
+/// subject) wraps each request in this, so the token's records name the real user, role and
+/// client instead of the token's own login state.
+pub fn with_actor<T>(actor: Actor, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Actor>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let prev = self.0.take();
+            CURRENT_ACTOR.with(|c| *c.borrow_mut() = prev);
+        }
+    }
+    let prev = CURRENT_ACTOR.with(|c| c.borrow_mut().replace(actor));
+    let _restore = Restore(prev);
+    f()
+}
+
+/// The actor set by [`with_actor`] on this thread, if any.
+pub fn current_actor() -> Option<Actor> {
+    CURRENT_ACTOR.with(|c| c.borrow().clone())
+}
+
 /// One event to record. The log assigns the sequence number.
 #[derive(Clone, Debug, Default)]
 pub struct AuditEvent {

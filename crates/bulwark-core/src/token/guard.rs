@@ -249,6 +249,9 @@ impl Call {
 
 impl Token {
     fn actor(&self, as_user: Option<UserType>) -> Actor {
+        if let Some(a) = audit::current_actor() {
+            return a;
+        }
         let (name, role) = match as_user.or_else(|| self.logged_in()) {
             Some(UserType::So) => ("so", "security-officer"),
             Some(UserType::User) => ("user", "crypto-user"),
