@@ -12,7 +12,6 @@
 //!
 //! Lock order: `group` (the queue) is never held while the connection is in use.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
@@ -60,12 +59,24 @@ pub struct Proof {
     pub checkpoint: Checkpoint,
 }
 
+/// One caller waiting for its record to be durable. Each waiter is woken on its own condition
+/// variable (no thundering herd): once with its result, or once to lead the next batch.
+struct Waiter {
+    state: Mutex<WaitState>,
+    cv: Condvar,
+}
+
+enum WaitState {
+    Queued,
+    Lead,
+    Done(std::result::Result<u64, String>),
+}
+
 #[derive(Default)]
 struct Group {
-    queue: Vec<(u64, AuditRecord)>,
-    next_ticket: u64,
+    queue: Vec<(Arc<Waiter>, AuditRecord)>,
+    /// A leader is writing (or has been chosen): newcomers queue and wait.
     flushing: bool,
-    done: HashMap<u64, std::result::Result<u64, String>>,
 }
 
 /// When checkpoints are signed automatically.
@@ -93,7 +104,6 @@ pub struct AuditLog {
     /// Locked only under `conn`.
     head_cache: Mutex<Option<(Head, (u64, u64))>>,
     group: Mutex<Group>,
-    flushed: Condvar,
     signer: RwLock<Option<Arc<AuditSigner>>>,
     policy: CheckpointPolicy,
 }
@@ -259,7 +269,6 @@ impl AuditLog {
             conn: Mutex::new(conn),
             head_cache: Mutex::new(None),
             group: Mutex::new(Group::default()),
-            flushed: Condvar::new(),
             signer: RwLock::new(None),
             policy,
         };
@@ -299,40 +308,55 @@ impl AuditLog {
     /// concurrent callers share one transaction and one fsync).
     pub fn append(&self, ev: &AuditEvent) -> Result<u64> {
         let rec = AuditRecord::from_event(0, now_ms(), ev);
-        let mut g = lock(&self.group);
-        let ticket = g.next_ticket;
-        g.next_ticket += 1;
-        g.queue.push((ticket, rec));
-        loop {
-            if let Some(r) = g.done.remove(&ticket) {
-                return r.map_err(Error::Store);
-            }
-            if g.flushing {
-                g = self.flushed.wait(g).unwrap_or_else(std::sync::PoisonError::into_inner);
-                continue;
-            }
-            // Become the leader for everything queued so far.
-            g.flushing = true;
-            let batch = std::mem::take(&mut g.queue);
-            drop(g);
-            let res = self.write_batch(batch.iter().map(|(_, r)| r.clone()).collect());
-            g = lock(&self.group);
-            g.flushing = false;
-            match res {
-                Ok(first) => {
-                    for (n, (t, _)) in batch.iter().enumerate() {
-                        g.done.insert(*t, Ok(first + n as u64));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit append failed");
-                    for (t, _) in &batch {
-                        g.done.insert(*t, Err(format!("audit record not written ({e})")));
+        let me = Arc::new(Waiter { state: Mutex::new(WaitState::Queued), cv: Condvar::new() });
+        let lead = {
+            let mut g = lock(&self.group);
+            g.queue.push((me.clone(), rec));
+            !std::mem::replace(&mut g.flushing, true)
+        };
+        if !lead {
+            let mut st = lock(&me.state);
+            loop {
+                match std::mem::replace(&mut *st, WaitState::Queued) {
+                    WaitState::Done(r) => return r.map_err(Error::Store),
+                    WaitState::Lead => break,
+                    WaitState::Queued => {
+                        st = me.cv.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
                     }
                 }
             }
-            self.flushed.notify_all();
         }
+        // Leader: write everything queued so far (this caller's record included).
+        let batch = std::mem::take(&mut lock(&self.group).queue);
+        let res = self.write_batch(batch.iter().map(|(_, r)| r.clone()).collect());
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "audit append failed");
+        }
+        let mut mine = Err("audit record not written".to_owned());
+        for (n, (w, _)) in batch.iter().enumerate() {
+            let r = match &res {
+                Ok(first) => Ok(first + n as u64),
+                Err(e) => Err(format!("audit record not written ({e})")),
+            };
+            if Arc::ptr_eq(w, &me) {
+                mine = r;
+            } else {
+                *lock(&w.state) = WaitState::Done(r);
+                w.cv.notify_one();
+            }
+        }
+        // Hand the lead to the first caller that queued meanwhile, if any.
+        {
+            let mut g = lock(&self.group);
+            match g.queue.first() {
+                Some((next, _)) => {
+                    *lock(&next.state) = WaitState::Lead;
+                    next.cv.notify_one();
+                }
+                None => g.flushing = false,
+            }
+        }
+        mine.map_err(Error::Store)
     }
 
     fn write_batch(&self, batch: Vec<AuditRecord>) -> Result<u64> {
@@ -561,8 +585,9 @@ mod tests {
     fn concurrent_appends_are_gapless_and_the_table_is_append_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("s.db");
-        let log =
-            Arc::new(AuditLog::open(&store, [7; 16], true, CheckpointPolicy::default()).unwrap());
+        let mut id = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut id).unwrap(); // a fresh log id: no high-water mark yet
+        let log = Arc::new(AuditLog::open(&store, id, true, CheckpointPolicy::default()).unwrap());
         let (s, _) = AuditSigner::generate().unwrap();
         log.set_signer(Some(Arc::new(s)));
         let threads: Vec<_> = (0..8)
