@@ -1,8 +1,8 @@
 //! `bulwark --endpoint URL ...`: the CLI against a remote HSM (bulwarkd) over mTLS gRPC.
 //!
 //! TLS files come from `BULWARK_CA_CERT`, `BULWARK_CLIENT_CERT`, `BULWARK_CLIENT_KEY`; the login
-//! from `BULWARK_USER` and `BULWARK_PASSWORD` (or `BULWARK_PASSWORD_FILE`, or a prompt) — never
-//! from a plain argument. `unseal` needs no login: the share file is the custodian's credential;
+//! from `BULWARK_USER` and `BULWARK_PASSWORD` (or `BULWARK_PASSWORD_FILE`, or a prompt) plus
+//! `BULWARK_OTP` for a user with a TOTP second factor — never from a plain argument. `unseal` needs no login: the share file is the custodian's credential;
 //! an encrypted share is decrypted here (passphrase from `BULWARK_SHARE_PASSPHRASE`,
 //! `--passphrase-file` or a prompt), so the passphrase never leaves this machine.
 //!
@@ -35,6 +35,10 @@ pub(crate) struct UnsealArgs {
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         CliError::Usage(match &e {
+            ClientError::Status { message, .. } if message == "sealed" => {
+                "the HSM is sealed: custodians must present their shares (bulwark unseal --share FILE)"
+                    .into()
+            }
             ClientError::Status { code, message } => format!("HSM: {message} ({code:?})"),
             _ => e.to_string(),
         })
@@ -79,7 +83,8 @@ fn session(endpoint: &str) -> CliResult<Client> {
         .filter(|v| !v.is_empty())
         .ok_or_else(|| CliError::Usage("set BULWARK_USER (and BULWARK_PASSWORD)".into()))?;
     let pw = secret_from("BULWARK_PASSWORD", "BULWARK_PASSWORD_FILE", "password: ")?;
-    c.login(&user, &pw)?;
+    let otp = std::env::var("BULWARK_OTP").map(Zeroizing::new).unwrap_or_default();
+    c.login_with_otp(&user, &pw, &otp)?;
     Ok(c)
 }
 

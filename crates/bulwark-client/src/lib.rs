@@ -194,7 +194,16 @@ impl Client {
 
     /// Logs in; returns the role.
     pub fn login(&mut self, user: &str, password: &str) -> Result<String> {
-        let r = self.req(pb::LoginRequest { user: user.into(), password: password.into() });
+        self.login_with_otp(user, password, "")
+    }
+
+    /// Logs in with a TOTP code (users enrolled with a second factor); returns the role.
+    pub fn login_with_otp(&mut self, user: &str, password: &str, otp: &str) -> Result<String> {
+        let r = self.req(pb::LoginRequest {
+            user: user.into(),
+            password: password.into(),
+            otp: otp.into(),
+        });
         let mut c = self.inner.clone();
         let resp = self.rt.block_on(c.login(r))?.into_inner();
         self.session = Some(Zeroizing::new(resp.session.clone()));
@@ -337,6 +346,38 @@ impl Client {
         let mut c = self.inner.clone();
         let r = self.req(pb::DecryptRequest { key: key.into(), ciphertext: ciphertext.to_vec() });
         Ok(Zeroizing::new(self.rt.block_on(c.decrypt(r))?.into_inner().plaintext))
+    }
+
+    /// Creates a user (security officer); with `totp`, returns the otpauth URI and base32
+    /// secret to hand to the user once.
+    pub fn create_user(
+        &self,
+        name: &str,
+        role: &str,
+        password: &str,
+        totp: bool,
+    ) -> Result<pb::CreateUserResponse> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::CreateUserRequest {
+            name: name.into(),
+            role: role.into(),
+            password: password.into(),
+            totp,
+        });
+        Ok(self.rt.block_on(c.create_user(r))?.into_inner())
+    }
+
+    /// Deletes a user and ends its sessions (security officer).
+    pub fn delete_user(&self, name: &str) -> Result<()> {
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.delete_user(self.req(pb::DeleteUserRequest { name: name.into() })))?;
+        Ok(())
+    }
+
+    /// Lists users (security officer).
+    pub fn list_users(&self) -> Result<Vec<pb::UserInfo>> {
+        let mut c = self.inner.clone();
+        Ok(self.rt.block_on(c.list_users(self.req(pb::ListUsersRequest {})))?.into_inner().users)
     }
 
     /// Random bytes from the HSM.

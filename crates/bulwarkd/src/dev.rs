@@ -118,9 +118,9 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
         (Some(c), Some(s)) if users_path.exists() => (Zeroizing::new(c), Zeroizing::new(s)),
         _ => {
             let (c, s) = (random_password()?, random_password()?);
-            let mut users = Users::load(&users_path)?;
-            users.put("crypto", Role::CryptoOfficer, c.as_bytes())?;
-            users.put("so", Role::SecurityOfficer, s.as_bytes())?;
+            let users = Users::load(&users_path)?;
+            users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None)?;
+            users.put("so", Role::SecurityOfficer, s.as_bytes(), None)?;
             (c, s)
         }
     };

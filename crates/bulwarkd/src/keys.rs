@@ -37,20 +37,20 @@ impl LabelCache {
         self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
-    fn forget(&self, label: &str, p: Purpose) {
+    fn forget(&self, label: &str, purpose: Purpose) {
         self.0
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(label.to_owned(), p));
+            .remove(&(label.to_owned(), purpose));
     }
 
-    fn resolve(&self, t: &Token, label: &str, p: Purpose) -> Result<(u64, KeySpec)> {
-        let key = (label.to_owned(), p);
+    fn resolve(&self, t: &Token, label: &str, purpose: Purpose) -> Result<(u64, KeySpec)> {
+        let key = (label.to_owned(), purpose);
         if let Some(v) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
         {
             return Ok(*v);
         }
-        let h = match p {
+        let h = match purpose {
             Purpose::Sign => key_handle(t, label, true)?,
             Purpose::Verify => key_handle(t, label, false)?,
             Purpose::Aes => aes_key_uncached(t, label)?,
@@ -65,14 +65,14 @@ impl LabelCache {
         &self,
         t: &Token,
         label: &str,
-        p: Purpose,
+        purpose: Purpose,
         f: impl Fn(u64, KeySpec) -> Result<T>,
     ) -> Result<T> {
-        let (h, spec) = self.resolve(t, label, p)?;
+        let (h, spec) = self.resolve(t, label, purpose)?;
         match f(h, spec) {
             Err(Error::ObjectHandleInvalid) => {
-                self.forget(label, p);
-                let (h, spec) = self.resolve(t, label, p)?;
+                self.forget(label, purpose);
+                let (h, spec) = self.resolve(t, label, purpose)?;
                 f(h, spec)
             }
             r => r,
@@ -157,9 +157,17 @@ fn is_ecdsa(m: &Mechanism) -> bool {
     )
 }
 
+/// Labels the daemon keeps for itself (the TOTP key): invisible to and unusable by clients.
+pub(crate) const RESERVED_PREFIX: &str = "bulwarkd.";
+/// The AES key that encrypts users' TOTP secrets.
+const TOTP_KEY_LABEL: &str = "bulwarkd.totp";
+
 fn by_label(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
     if label.is_empty() || label.len() > 256 {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
+    }
+    if label.starts_with(RESERVED_PREFIX) {
+        return Err(Error::NotFound(label.to_owned()));
     }
     let v = t.find_by_label(label)?;
     if v.is_empty() {
@@ -190,6 +198,13 @@ fn b(t: AttrType, v: bool) -> (AttrType, AttrValue) {
 
 /// Generates a key (or key pair) labelled `label`; refuses a label that is taken.
 pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
+    if label.starts_with(RESERVED_PREFIX) {
+        return Err(Error::ArgumentsBad("labels starting with \"bulwarkd.\" are reserved"));
+    }
+    generate_any(t, type_name, label, extractable)
+}
+
+fn generate_any(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
     let spec = spec_for(type_name)?;
     if label.is_empty() || label.len() > 256 {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
@@ -280,6 +295,9 @@ pub(crate) fn list(t: &Token) -> Result<Vec<v1::KeyInfo>> {
     let mut out: Vec<v1::KeyInfo> = Vec::new();
     for o in t.list()? {
         let label = o.attrs.label();
+        if label.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
         let obj = object(t, &o);
         match out.iter_mut().find(|k| k.label == label) {
             Some(k) => k.objects.push(obj),
@@ -406,4 +424,15 @@ pub(crate) fn decrypt(t: &Token, h: u64, data: &[u8]) -> Result<bulwark_core::se
     let nonce = data[4..4 + NONCE_LEN].to_vec();
     let mech = Mechanism::AesGcm { iv: nonce, aad: MAGIC.to_vec(), tag_bits: 128 };
     t.decrypt(h, &mech, &data[4 + NONCE_LEN..])
+}
+
+/// The daemon's TOTP-secret key (AES-256, non-extractable), created on first use. Callers
+/// serialize creation (the state's admin lock).
+pub(crate) fn totp_key(t: &Token, create: bool) -> Result<u64> {
+    let objs = t.find_by_label(TOTP_KEY_LABEL)?;
+    if objs.is_empty() && create {
+        generate_any(t, "aes-256", TOTP_KEY_LABEL, false)?;
+        return totp_key(t, false);
+    }
+    one_of(&objs, ObjectClass::SecretKey, TOTP_KEY_LABEL)
 }

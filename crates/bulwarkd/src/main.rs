@@ -155,8 +155,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             if pw.len() < 8 {
                 return Err("passwords must be at least 8 bytes".into());
             }
-            let mut users = Users::load(&cfg.users)?;
-            users.put(name, role, pw.as_bytes())?;
+            let users = Users::load(&cfg.users)?;
+            users.put(name, role, pw.as_bytes(), None)?;
             println!("user {name} ({}) saved", role.name());
             Ok(())
         }

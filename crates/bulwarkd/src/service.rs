@@ -90,6 +90,19 @@ fn unseal_status(e: &UnsealError) -> Status {
     }
 }
 
+/// The TOTP step `otp` matches, if any, for a user whose TOTP secret is `ct_hex` (encrypted
+/// under the HSM's TOTP key).
+fn check_otp(s: &HsmState, ct_hex: &str, otp: &str) -> Option<u64> {
+    if otp.len() != 6 || !otp.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ct = hex::decode(ct_hex).ok()?;
+    let h = keys::totp_key(&s.token, false).ok()?;
+    let secret = keys::decrypt(&s.token, h, &ct).ok()?;
+    let totp = totp_rs::Builder::new().with_secret(secret.expose_secret().to_vec()).build().ok()?;
+    totp.check_current(otp)
+}
+
 #[tonic::async_trait]
 impl Hsm for HsmService {
     async fn status(
@@ -161,20 +174,37 @@ impl Hsm for HsmService {
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         self.state.require_unsealed()?;
-        let pb::LoginRequest { user, password } = req.into_inner();
+        let pb::LoginRequest { user, password, otp } = req.into_inner();
         let password = Zeroizing::new(password);
+        let otp = Zeroizing::new(otp);
         let (user, role) = self
             .state
-            .run(move |s| match s.users.verify(&user, &password) {
-                Ok(role) => Ok((user, role)),
-                Err(LoginError::BadCredentials) => {
-                    tracing::warn!(user = %user, "login failed");
-                    Err(Status::unauthenticated("authentication failed"))
+            .run(move |s| {
+                let (role, totp) = match s.users.verify_password(&user, &password) {
+                    Ok(v) => v,
+                    Err(LoginError::BadCredentials) => {
+                        tracing::warn!(user = %user, "login failed: bad credentials");
+                        return Err(Status::unauthenticated("authentication failed"));
+                    }
+                    Err(LoginError::Locked) => {
+                        tracing::warn!(user = %user, "login refused: locked");
+                        return Err(Status::permission_denied(
+                            "user is locked after too many failed logins",
+                        ));
+                    }
+                };
+                if let Some(ct) = totp {
+                    match check_otp(s, &ct, &otp) {
+                        Some(step) if s.users.accept_step(&user, step) => {}
+                        _ => {
+                            s.users.failed(&user);
+                            tracing::warn!(user = %user, "login failed: second factor");
+                            return Err(Status::unauthenticated("authentication failed"));
+                        }
+                    }
                 }
-                Err(LoginError::Locked) => {
-                    tracing::warn!(user = %user, "login refused: locked");
-                    Err(Status::permission_denied("user is locked after too many failed logins"))
-                }
+                s.users.succeeded(&user);
+                Ok((user, role))
             })
             .await?;
         let session = self.state.open_session(&user, role)?;
@@ -418,5 +448,99 @@ impl Hsm for HsmService {
             })
             .await?;
         Ok(Response::new(pb::BatchEncryptResponse { ciphertexts }))
+    }
+
+    async fn create_user(
+        &self,
+        req: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let so = self.auth(&req, &[Role::SecurityOfficer])?;
+        let r = req.into_inner();
+        let role = Role::parse(&r.role).ok_or_else(|| Status::invalid_argument("unknown role"))?;
+        crate::users::check_name(&r.name).map_err(Status::invalid_argument)?;
+        if r.password.len() < 8 {
+            return Err(Status::invalid_argument("passwords must be at least 8 bytes"));
+        }
+        let password = Zeroizing::new(r.password);
+        let (name, with_totp) = (r.name, r.totp);
+        tracing::info!(user = %so.user, new_user = %name, role = role.name(), totp = with_totp, "create user");
+        let resp = self
+            .state
+            .run(move |st| {
+                let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if st.users.list().iter().any(|u| u.0 == name) {
+                    return Err(Status::already_exists(format!("user {name:?} exists")));
+                }
+                let mut resp = pb::CreateUserResponse::default();
+                let mut totp_ct = None;
+                if with_totp {
+                    let h = keys::totp_key(&st.token, true).map_err(|e| core(&e))?;
+                    let mut secret = Zeroizing::new(vec![0u8; 20]);
+                    st.token.random(&mut secret).map_err(|e| core(&e))?;
+                    let ct = keys::encrypt(&st.token, h, &secret).map_err(|e| core(&e))?;
+                    let totp = totp_rs::Builder::new()
+                        .with_secret(secret.to_vec())
+                        .with_account_name(name.clone())
+                        .with_issuer(Some("Bulwark"))
+                        .build()
+                        .map_err(|_| Status::internal("internal error"))?;
+                    resp.otpauth_uri =
+                        totp.to_url().map_err(|_| Status::internal("internal error"))?;
+                    resp.totp_secret_base32 = totp.secret().to_base32();
+                    totp_ct = Some(hex::encode(ct));
+                }
+                st.users.put(&name, role, password.as_bytes(), totp_ct).map_err(|e| {
+                    tracing::error!(error = %e, "user file");
+                    Status::unavailable("cannot write the user database")
+                })?;
+                Ok(resp)
+            })
+            .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn delete_user(
+        &self,
+        req: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        let so = self.auth(&req, &[Role::SecurityOfficer])?;
+        let name = req.into_inner().name;
+        let removed = self
+            .state
+            .run(move |st| {
+                let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let removed = st.users.remove(&name).map_err(|e| {
+                    tracing::error!(error = %e, "user file");
+                    Status::unavailable("cannot write the user database")
+                })?;
+                let ended = st.close_sessions_of(&name);
+                Ok((removed, name, ended))
+            })
+            .await?;
+        if !removed.0 {
+            return Err(Status::not_found(format!("no user {:?}", removed.1)));
+        }
+        tracing::warn!(user = %so.user, revoked = %removed.1, sessions = removed.2, "user deleted");
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
+    async fn list_users(
+        &self,
+        req: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        self.auth(&req, &[Role::SecurityOfficer])?;
+        let users = self
+            .state
+            .users
+            .list()
+            .into_iter()
+            .map(|(name, role, totp, locked)| pb::UserInfo {
+                name,
+                role: role.name().into(),
+                totp,
+                locked,
+            })
+            .collect();
+        Ok(Response::new(pb::ListUsersResponse { users }))
     }
 }

@@ -40,6 +40,8 @@ pub struct HsmState {
     pub(crate) session_ttl: Duration,
     pub(crate) dev_mode: bool,
     pub(crate) labels: crate::keys::LabelCache,
+    /// Serializes user administration (and the creation of the TOTP key).
+    pub(crate) admin: Mutex<()>,
 }
 
 impl std::fmt::Debug for HsmState {
@@ -78,6 +80,7 @@ impl HsmState {
             session_ttl,
             dev_mode,
             labels: crate::keys::LabelCache::default(),
+            admin: Mutex::new(()),
         }
     }
 
@@ -149,6 +152,14 @@ impl HsmState {
     pub fn session(&self, token: &str) -> Option<Session> {
         let s = lock(&self.sessions);
         s.get(&token_digest(token)).filter(|v| v.expires > Instant::now()).cloned()
+    }
+
+    /// Ends every session of `user` (revocation); returns how many.
+    pub fn close_sessions_of(&self, user: &str) -> usize {
+        let mut s = lock(&self.sessions);
+        let before = s.len();
+        s.retain(|_, v| v.user != user);
+        before - s.len()
     }
 
     /// Ends a session.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,10 @@ pub struct UserRecord {
     pub role: Role,
     /// Argon2id PHC string.
     pub password_hash: String,
+    /// The TOTP secret, encrypted by the HSM under its `bulwarkd.totp` key (BWK1 format, hex);
+    /// readable only while the HSM is unsealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
 }
 
 /// Why a login failed.
@@ -79,8 +83,10 @@ pub enum LoginError {
 #[derive(Debug)]
 pub struct Users {
     path: PathBuf,
-    records: Vec<UserRecord>,
+    records: RwLock<Vec<UserRecord>>,
     failures: Mutex<HashMap<String, u32>>,
+    /// Last accepted TOTP step per user (RFC 6238 §5.2: a code is accepted once).
+    last_step: Mutex<HashMap<String, u64>>,
     dummy: String,
 }
 
@@ -100,6 +106,21 @@ pub fn hash_password(password: &[u8]) -> Result<String, String> {
     hasher().hash_password(password, &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks a user name.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err("user names are 1 to 64 characters of [A-Za-z0-9-_.@]".into());
+    }
+    Ok(())
+}
+
 impl Users {
     /// Loads the user file (an absent file is an empty database).
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -111,29 +132,70 @@ impl Users {
         };
         Ok(Self {
             path: path.to_owned(),
-            records,
+            records: RwLock::new(records),
             failures: Mutex::new(HashMap::new()),
+            last_step: Mutex::new(HashMap::new()),
             dummy: hash_password(b"bulwark timing equaliser")?,
         })
     }
 
     /// Adds (or replaces) a user and writes the file.
-    pub fn put(&mut self, name: &str, role: Role, password: &[u8]) -> Result<(), String> {
-        if name.is_empty() || name.len() > 64 || name.contains(':') {
-            return Err("user names are 1 to 64 bytes without ':'".into());
-        }
-        let rec =
-            UserRecord { name: name.to_owned(), role, password_hash: hash_password(password)? };
-        self.records.retain(|u| u.name != name);
-        self.records.push(rec);
-        self.save()
+    pub fn put(
+        &self,
+        name: &str,
+        role: Role,
+        password: &[u8],
+        totp: Option<String>,
+    ) -> Result<(), String> {
+        check_name(name)?;
+        let rec = UserRecord {
+            name: name.to_owned(),
+            role,
+            password_hash: hash_password(password)?,
+            totp,
+        };
+        let mut r = self.records.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = r.clone();
+        next.retain(|u| u.name != name);
+        next.push(rec);
+        self.save(&next)?;
+        *r = next;
+        lock(&self.failures).remove(name);
+        Ok(())
     }
 
-    fn save(&self) -> Result<(), String> {
+    /// Removes a user; `Ok(false)` if there was none.
+    pub fn remove(&self, name: &str) -> Result<bool, String> {
+        let mut r = self.records.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = r.clone();
+        next.retain(|u| u.name != name);
+        if next.len() == r.len() {
+            return Ok(false);
+        }
+        self.save(&next)?;
+        *r = next;
+        Ok(true)
+    }
+
+    /// Every user (name, role, has TOTP, locked).
+    pub fn list(&self) -> Vec<(String, Role, bool, bool)> {
+        let f = lock(&self.failures);
+        self.records
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|u| {
+                let locked = f.get(&u.name).copied().unwrap_or(0) >= MAX_LOGIN_FAILURES;
+                (u.name.clone(), u.role, u.totp.is_some(), locked)
+            })
+            .collect()
+    }
+
+    fn save(&self, records: &[UserRecord]) -> Result<(), String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let tmp = self.path.with_extension("tmp");
-        let json = serde_json::to_vec_pretty(&self.records).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec_pretty(records).map_err(|e| e.to_string())?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -147,37 +209,63 @@ impl Users {
 
     /// Number of users.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// Whether there are no users.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
     }
 
-    /// Checks a password (Argon2id; blocking, run it on the worker pool).
-    pub fn verify(&self, name: &str, password: &Zeroizing<String>) -> Result<Role, LoginError> {
-        let fails = |m: &Mutex<HashMap<String, u32>>| {
-            m.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).copied()
-        };
-        if fails(&self.failures).unwrap_or(0) >= MAX_LOGIN_FAILURES {
+    /// Checks a password (Argon2id; blocking, run it on the worker pool). On success returns the
+    /// role and the encrypted TOTP secret, if the user has a second factor; the caller then
+    /// calls [`Users::succeeded`] or [`Users::failed`]. A wrong password counts as a failure here.
+    pub fn verify_password(
+        &self,
+        name: &str,
+        password: &Zeroizing<String>,
+    ) -> Result<(Role, Option<String>), LoginError> {
+        if lock(&self.failures).get(name).copied().unwrap_or(0) >= MAX_LOGIN_FAILURES {
             return Err(LoginError::Locked);
         }
-        let user = self.records.iter().find(|u| u.name == name);
-        let hash = user.map_or(self.dummy.as_str(), |u| u.password_hash.as_str());
+        let user = self
+            .records
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|u| u.name == name)
+            .cloned();
+        let hash = user.as_ref().map_or(self.dummy.as_str(), |u| u.password_hash.as_str());
         let ok = PasswordHash::new(hash)
             .is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok());
-        let mut f = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match user {
-            Some(u) if ok => {
-                f.remove(name);
-                Ok(u.role)
-            }
-            _ => {
-                if user.is_some() {
-                    *f.entry(name.to_owned()).or_insert(0) += 1;
-                }
+            Some(u) if ok => Ok((u.role, u.totp)),
+            Some(_) => {
+                self.failed(name);
                 Err(LoginError::BadCredentials)
+            }
+            None => Err(LoginError::BadCredentials),
+        }
+    }
+
+    /// Records a failed login (wrong password or wrong second factor).
+    pub fn failed(&self, name: &str) {
+        *lock(&self.failures).entry(name.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Clears the failure count after a complete login.
+    pub fn succeeded(&self, name: &str) {
+        lock(&self.failures).remove(name);
+    }
+
+    /// Accepts a TOTP step once: a step at or before the last accepted one is a replay.
+    pub fn accept_step(&self, name: &str, step: u64) -> bool {
+        let mut m = lock(&self.last_step);
+        match m.get(name) {
+            Some(&last) if step <= last => false,
+            _ => {
+                m.insert(name.to_owned(), step);
+                true
             }
         }
     }

@@ -109,7 +109,7 @@ fn sealed_refuses_service_and_quorum_unseals() {
 }
 
 /// A refused connection: the handshake or the first exchange fails, without any gRPC answer.
-fn refused<T: std::fmt::Debug>(r: Result<T, ClientError>) -> bool {
+fn refused<T: std::fmt::Debug>(r: &Result<T, ClientError>) -> bool {
     match r {
         Err(ClientError::Connect(_)) => true,
         Err(ClientError::Status { code, .. }) => {
@@ -172,7 +172,7 @@ fn client_certificate_is_required() {
     let e = raw_tls(s.addr, &pki.join("ca.pem"), None).expect_err("served without a client cert");
     assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
     let no_cert = ClientConfig::from_files(&endpoint, &pki.join("ca.pem"), None, None).unwrap();
-    assert!(refused(Client::connect(&no_cert).and_then(|c| c.status())));
+    assert!(refused(&Client::connect(&no_cert).and_then(|c| c.status())));
     // A certificate from another CA: refused too.
     let other = d.path().join("other-pki");
     bulwarkd::pki::init(&other, &["localhost".into()]).unwrap();
@@ -186,7 +186,7 @@ fn client_certificate_is_required() {
         Some(&mallory.1),
     )
     .unwrap();
-    assert!(refused(Client::connect(&foreign).and_then(|c| c.status())));
+    assert!(refused(&Client::connect(&foreign).and_then(|c| c.status())));
     // With the right certificate the same exchanges work.
     let ok = raw_tls(
         s.addr,
@@ -342,4 +342,67 @@ fn dev_mode_binary_serves_and_writes_env_files() {
         assert!(dir.join("shares").join(format!("share-{i}.json")).exists());
     }
     assert!(dir.join("so.env").exists());
+}
+
+fn otp_now(base32: &str) -> String {
+    let secret = totp_rs::Secret::try_from_base32(base32).unwrap();
+    totp_rs::Builder::new().with_secret(secret).build().unwrap().generate_current().to_string()
+}
+
+#[test]
+fn totp_second_factor_roles_and_revocation() {
+    let (_d, s) = dev();
+    let so = login(&s, "so.env");
+    let officer = login(&s, "dev.env");
+    officer.generate_key("ec-p256", "shared", false).unwrap();
+    // Only the security officer manages users.
+    assert_eq!(
+        code(officer.create_user("eve", "security-officer", "password-1", false)).0,
+        Code::PermissionDenied
+    );
+    let enrolled = so.create_user("bob", "crypto-user", "bob-password", true).unwrap();
+    assert!(enrolled.otpauth_uri.starts_with("otpauth://totp/"), "{}", enrolled.otpauth_uri);
+    assert_eq!(
+        code(so.create_user("bob", "crypto-user", "bob-password", false)).0,
+        Code::AlreadyExists
+    );
+    assert_eq!(code(so.create_user("x", "emperor", "password-1", false)).0, Code::InvalidArgument);
+
+    // Password alone, a wrong code, or a malformed code: refused alike.
+    let mut bob = client_as(&s, "crypto");
+    assert_eq!(
+        code(bob.login("bob", "bob-password")),
+        (Code::Unauthenticated, "authentication failed".into())
+    );
+    let good = otp_now(&enrolled.totp_secret_base32);
+    let wrong: String =
+        good.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect();
+    assert_eq!(code(bob.login_with_otp("bob", "bob-password", &wrong)).0, Code::Unauthenticated);
+    assert_eq!(code(bob.login_with_otp("bob", "bob-password", "12ab56")).0, Code::Unauthenticated);
+    assert_eq!(code(bob.login_with_otp("bob", "wrong-password", &good)).0, Code::Unauthenticated);
+    assert_eq!(bob.login_with_otp("bob", "bob-password", &good).unwrap(), "crypto-user");
+    // The same code is accepted once (RFC 6238 §5.2).
+    let mut replay = client_as(&s, "crypto");
+    assert_eq!(code(replay.login_with_otp("bob", "bob-password", &good)).0, Code::Unauthenticated);
+
+    // A crypto user uses keys but does not manage them, and never sees the daemon's own keys.
+    assert!(bob.sign("shared", "", b"m", true).is_ok());
+    assert_eq!(code(bob.generate_key("ec-p256", "mine", false)).0, Code::PermissionDenied);
+    assert_eq!(code(bob.destroy_key("shared")).0, Code::PermissionDenied);
+    assert!(officer.list_keys().unwrap().iter().all(|k| !k.label.starts_with("bulwarkd.")));
+    assert_eq!(code(officer.encrypt("bulwarkd.totp", b"x")).0, Code::NotFound);
+    assert_eq!(
+        code(officer.generate_key("aes-256", "bulwarkd.mine", false)).0,
+        Code::InvalidArgument
+    );
+
+    let users = so.list_users().unwrap();
+    assert!(users.iter().any(|u| u.name == "bob" && u.totp && u.role == "crypto-user"));
+
+    // Revocation: deleting bob ends his session at once; he cannot log in again.
+    so.delete_user("bob").unwrap();
+    assert_eq!(code(bob.sign("shared", "", b"m", true)).0, Code::Unauthenticated);
+    let mut again = client_as(&s, "crypto");
+    assert_eq!(code(again.login_with_otp("bob", "bob-password", &good)).0, Code::Unauthenticated);
+    assert_eq!(code(so.delete_user("bob")).0, Code::NotFound);
 }
