@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use crate::keys::{self, Purpose, SignKey};
 use crate::state::{HsmState, Session};
 use crate::users::{LoginError, Role};
+use bulwark_core::audit::{current_actor, Actor};
 
 /// Largest batch accepted in one request.
 const MAX_BATCH: usize = 1024;
@@ -35,28 +36,78 @@ impl HsmService {
         Self { state }
     }
 
-    /// The session of a request (bearer token), after the seal check.
-    fn auth<T>(&self, req: &Request<T>, allowed: &[Role]) -> Result<Session, Status> {
-        self.state.require_unsealed()?;
-        let token = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("login required"))?;
-        let s = self
+    /// The session of a request (bearer token), after the seal check, and the audit actor
+    /// for it. Refusals are audited.
+    async fn auth<T>(
+        &self,
+        req: &Request<T>,
+        allowed: &[Role],
+        op: &'static str,
+    ) -> Result<(Session, Actor), Status> {
+        let client = client_id(req);
+        let refuse = |name: String, role: &str, st: Status| {
+            let actor = Actor { name, role: role.into(), client: client.clone() };
+            let code = match st.code() {
+                tonic::Code::FailedPrecondition => "sealed",
+                tonic::Code::PermissionDenied => "permission-denied",
+                _ => "unauthenticated",
+            };
+            (actor, code, st)
+        };
+        let refused = if let Err(st) = self.state.require_unsealed() {
+            Some(refuse("-".into(), "-", st))
+        } else {
+            let token = req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match token.and_then(|t| self.state.session(t)) {
+                None => Some(refuse(
+                    "-".into(),
+                    "-",
+                    Status::unauthenticated(if token.is_some() {
+                        "session expired or unknown"
+                    } else {
+                        "login required"
+                    }),
+                )),
+                Some(s) if !allowed.contains(&s.role) => {
+                    tracing::warn!(user = %s.user, role = s.role.name(), op, "operation not permitted for role");
+                    let msg = format!("operation not permitted for role {}", s.role.name());
+                    Some(refuse(s.user.clone(), s.role.name(), Status::permission_denied(msg)))
+                }
+                Some(s) => {
+                    let actor = Actor { name: s.user.clone(), role: s.role.name().into(), client };
+                    return Ok((s, actor));
+                }
+            }
+        };
+        let (actor, code, st) = refused
+            .unwrap_or_else(|| (Actor::default(), "internal", Status::internal("internal error")));
+        let a = actor.clone();
+        let _ = self
             .state
-            .session(token)
-            .ok_or_else(|| Status::unauthenticated("session expired or unknown"))?;
-        if !allowed.contains(&s.role) {
-            tracing::warn!(user = %s.user, role = s.role.name(), "operation not permitted for role");
-            return Err(Status::permission_denied(format!(
-                "operation not permitted for role {}",
-                s.role.name()
-            )));
-        }
-        Ok(s)
+            .run(actor, move |s| {
+                s.audit(&a, op, code, String::new());
+                Ok(())
+            })
+            .await;
+        Err(st)
     }
+}
+
+/// Who is on the other end: peer address and a fingerprint of its client certificate.
+fn client_id<T>(req: &Request<T>) -> String {
+    let addr = req.remote_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let cert = req.peer_certs().and_then(|c| {
+        c.first().map(|c| {
+            hex::encode(
+                &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, c.as_ref()).as_ref()[..8],
+            )
+        })
+    });
+    format!("{addr} cert:{}", cert.as_deref().unwrap_or("-"))
 }
 
 const USE: &[Role] = &[Role::CryptoOfficer, Role::CryptoUser];
@@ -133,20 +184,31 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::UnsealRequest>,
     ) -> Result<Response<pb::UnsealResponse>, Status> {
+        let actor =
+            Actor { name: "custodian".into(), role: "custodian".into(), client: client_id(&req) };
+        let a = actor.clone();
         let text = Zeroizing::new(req.into_inner().share);
         let r = self
             .state
-            .run(move |s| {
-                let f = ShareFile::parse(&text).map_err(|e| unseal_status(&e))?;
-                let index = f.index;
-                let share = f.share(None).map_err(|e| unseal_status(&e))?;
+            .run(actor, move |s| {
+                let parsed = ShareFile::parse(&text).and_then(|f| Ok((f.index, f.share(None)?)));
+                let (index, share) = match parsed {
+                    Ok(v) => v,
+                    Err(e) => {
+                        s.audit(&a, "unseal-share", "share-invalid", e.to_string());
+                        return Err(unseal_status(&e));
+                    }
+                };
                 match s.unseal(share) {
                     Ok(v) => {
                         tracing::info!(share = index, progress = v.1, "unseal share accepted");
+                        let detail = format!("share {index}: {}/{}", v.1, v.2);
+                        s.audit(&a, "unseal-share", "ok", detail);
                         Ok(v)
                     }
                     Err(e) => {
                         tracing::warn!(share = index, reason = %e, "unseal share refused");
+                        s.audit(&a, "unseal-share", "share-refused", format!("share {index}: {e}"));
                         Err(unseal_status(&e))
                     }
                 }
@@ -163,9 +225,16 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::SealRequest>,
     ) -> Result<Response<pb::SealResponse>, Status> {
-        let s = self.auth(&req, &[Role::SecurityOfficer])?;
+        let (s, actor) = self.auth(&req, &[Role::SecurityOfficer], "seal").await?;
         tracing::warn!(user = %s.user, "seal requested");
-        self.state.seal();
+        let a = actor.clone();
+        self.state
+            .run(actor, move |st| {
+                st.audit(&a, "seal", "ok", String::new());
+                st.seal();
+                Ok(())
+            })
+            .await?;
         Ok(Response::new(pb::SealResponse {}))
     }
 
@@ -173,37 +242,53 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        self.state.require_unsealed()?;
+        let client = client_id(&req);
         let pb::LoginRequest { user, password, otp } = req.into_inner();
+        let mut a = Actor { name: user.clone(), role: "-".into(), client };
+        if let Err(st) = self.state.require_unsealed() {
+            let _ = self
+                .state
+                .run(a.clone(), move |s| {
+                    s.audit(&a, "login", "sealed", String::new());
+                    Ok(())
+                })
+                .await;
+            return Err(st);
+        }
         let password = Zeroizing::new(password);
         let otp = Zeroizing::new(otp);
         let (user, role) = self
             .state
-            .run(move |s| {
+            .run(a.clone(), move |s| {
                 let (role, totp) = match s.users.verify_password(&user, &password) {
                     Ok(v) => v,
                     Err(LoginError::BadCredentials) => {
                         tracing::warn!(user = %user, "login failed: bad credentials");
+                        s.audit(&a, "login", "bad-credentials", String::new());
                         return Err(Status::unauthenticated("authentication failed"));
                     }
                     Err(LoginError::Locked) => {
                         tracing::warn!(user = %user, "login refused: locked");
+                        s.audit(&a, "login", "locked", String::new());
                         return Err(Status::permission_denied(
                             "user is locked after too many failed logins",
                         ));
                     }
                 };
+                role.name().clone_into(&mut a.role);
                 if let Some(ct) = totp {
                     match check_otp(s, &ct, &otp) {
                         Some(step) if s.users.accept_step(&user, step) => {}
                         _ => {
                             s.users.failed(&user);
                             tracing::warn!(user = %user, "login failed: second factor");
+                            s.audit(&a, "login", "bad-otp", String::new());
                             return Err(Status::unauthenticated("authentication failed"));
                         }
                     }
                 }
                 s.users.succeeded(&user);
+                s.audit(&a, "login", "ok", String::new());
                 Ok((user, role))
             })
             .await?;
@@ -235,12 +320,12 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::GenerateKeyRequest>,
     ) -> Result<Response<pb::KeyInfo>, Status> {
-        let s = self.auth(&req, MANAGE)?;
+        let (s, actor) = self.auth(&req, MANAGE, "generate-key").await?;
         let r = req.into_inner();
         tracing::info!(user = %s.user, label = %r.label, key_type = %r.key_type, "generate key");
         let info = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 let r = keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
                     .and_then(|()| keys::show(&st.token, &r.label))
                     .map_err(|e| core(&e));
@@ -255,16 +340,18 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        self.auth(&req, USE)?;
-        let keys = self.state.run(|st| keys::list(&st.token).map_err(|e| core(&e))).await?;
+        let (_, actor) = self.auth(&req, USE, "list-keys").await?;
+        let keys = self.state.run(actor, |st| keys::list(&st.token).map_err(|e| core(&e))).await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
     async fn show_key(&self, req: Request<pb::KeyName>) -> Result<Response<pb::KeyInfo>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "show-key").await?;
         let label = req.into_inner().label;
-        let k =
-            self.state.run(move |st| keys::show(&st.token, &label).map_err(|e| core(&e))).await?;
+        let k = self
+            .state
+            .run(actor, move |st| keys::show(&st.token, &label).map_err(|e| core(&e)))
+            .await?;
         Ok(Response::new(k))
     }
 
@@ -272,12 +359,12 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::KeyName>,
     ) -> Result<Response<pb::DestroyKeyResponse>, Status> {
-        let s = self.auth(&req, MANAGE)?;
+        let (s, actor) = self.auth(&req, MANAGE, "destroy-key").await?;
         let label = req.into_inner().label;
         tracing::info!(user = %s.user, label = %label, "destroy key");
         let destroyed = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 let r = keys::destroy(&st.token, &label).map_err(|e| core(&e));
                 st.labels.clear();
                 r
@@ -290,11 +377,11 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::KeyName>,
     ) -> Result<Response<pb::PublicKeyResponse>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "public-key").await?;
         let label = req.into_inner().label;
         let pem = self
             .state
-            .run(move |st| keys::public_pem(&st.token, &label).map_err(|e| core(&e)))
+            .run(actor, move |st| keys::public_pem(&st.token, &label).map_err(|e| core(&e)))
             .await?;
         Ok(Response::new(pb::PublicKeyResponse { pem }))
     }
@@ -303,12 +390,12 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "sign").await?;
         let r = req.into_inner();
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let (signature, mechanism) = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
@@ -324,12 +411,12 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "verify").await?;
         let r = req.into_inner();
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let valid = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Verify, |h, spec| {
                         SignKey::new(h, spec, &r.mechanism, format)?.verify(
@@ -348,12 +435,12 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::EncryptRequest>,
     ) -> Result<Response<pb::EncryptResponse>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "encrypt").await?;
         let r = req.into_inner();
         let plaintext = Zeroizing::new(r.plaintext);
         let ciphertext = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         keys::encrypt(&st.token, h, &plaintext)
@@ -368,11 +455,11 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::DecryptRequest>,
     ) -> Result<Response<pb::DecryptResponse>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "decrypt").await?;
         let r = req.into_inner();
         let plaintext = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         keys::decrypt(&st.token, h, &r.ciphertext)
@@ -388,14 +475,14 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::RandomRequest>,
     ) -> Result<Response<pb::RandomResponse>, Status> {
-        self.auth(&req, ANY)?;
+        let (_, actor) = self.auth(&req, ANY, "random").await?;
         let n = req.into_inner().length;
         if n == 0 || n > MAX_RANDOM {
             return Err(Status::invalid_argument("length must be 1 to 1048576"));
         }
         let data = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 let mut buf = vec![0u8; n as usize];
                 st.token.random(&mut buf).map_err(|e| core(&e))?;
                 Ok(buf)
@@ -408,7 +495,7 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::BatchSignRequest>,
     ) -> Result<Response<pb::BatchSignResponse>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "batch-sign").await?;
         let r = req.into_inner();
         if r.data.len() > MAX_BATCH {
             return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
@@ -416,7 +503,7 @@ impl Hsm for HsmService {
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let signatures = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
@@ -432,14 +519,14 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::BatchEncryptRequest>,
     ) -> Result<Response<pb::BatchEncryptResponse>, Status> {
-        self.auth(&req, USE)?;
+        let (_, actor) = self.auth(&req, USE, "batch-encrypt").await?;
         let r = req.into_inner();
         if r.plaintexts.len() > MAX_BATCH {
             return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
         }
         let ciphertexts = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         r.plaintexts.iter().map(|p| keys::encrypt(&st.token, h, p)).collect()
@@ -454,7 +541,7 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::CreateUserResponse>, Status> {
-        let so = self.auth(&req, &[Role::SecurityOfficer])?;
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "create-user").await?;
         let r = req.into_inner();
         let role = Role::parse(&r.role).ok_or_else(|| Status::invalid_argument("unknown role"))?;
         crate::users::check_name(&r.name).map_err(Status::invalid_argument)?;
@@ -466,7 +553,7 @@ impl Hsm for HsmService {
         tracing::info!(user = %so.user, new_user = %name, role = role.name(), totp = with_totp, "create user");
         let resp = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if st.users.list().iter().any(|u| u.0 == name) {
                     return Err(Status::already_exists(format!("user {name:?} exists")));
@@ -493,6 +580,8 @@ impl Hsm for HsmService {
                     tracing::error!(error = %e, "user file");
                     Status::unavailable("cannot write the user database")
                 })?;
+                let detail = format!("user {name} role {} totp {with_totp}", role.name());
+                st.audit(&current_actor().unwrap_or_default(), "create-user", "ok", detail);
                 Ok(resp)
             })
             .await?;
@@ -503,17 +592,20 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let so = self.auth(&req, &[Role::SecurityOfficer])?;
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "delete-user").await?;
         let name = req.into_inner().name;
         let removed = self
             .state
-            .run(move |st| {
+            .run(actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let removed = st.users.remove(&name).map_err(|e| {
                     tracing::error!(error = %e, "user file");
                     Status::unavailable("cannot write the user database")
                 })?;
                 let ended = st.close_sessions_of(&name);
+                let result = if removed { "ok" } else { "not-found" };
+                let detail = format!("user {name}");
+                st.audit(&current_actor().unwrap_or_default(), "delete-user", result, detail);
                 Ok((removed, name, ended))
             })
             .await?;
@@ -528,7 +620,7 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        self.auth(&req, &[Role::SecurityOfficer])?;
+        self.auth(&req, &[Role::SecurityOfficer], "list-users").await?;
         let users = self
             .state
             .users

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
+use bulwark_core::audit::{self, Actor, AuditEvent};
 use bulwark_core::seal::{Progress, QuorumPolicy, Share, UnsealError, Unsealer};
 use bulwark_core::Token;
 use tokio::sync::Semaphore;
@@ -167,9 +168,33 @@ impl HsmState {
         lock(&self.sessions).remove(&token_digest(token));
     }
 
-    /// Runs `f` on the bounded blocking pool: at most `workers` computations at once, never on
-    /// the reactor.
-    pub async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, Status>
+    /// Appends a daemon-level audit record (login, unseal share, seal, user administration,
+    /// refusals); token operations are recorded by the token itself, under the actor that
+    /// [`HsmState::run`] installs. Blocking (durable append): call it on the pool.
+    pub fn audit(&self, actor: &Actor, op: &'static str, result: &'static str, detail: String) {
+        if let Some(log) = self.token.audit_log() {
+            let ev =
+                AuditEvent { actor: actor.clone(), op, result, detail, ..AuditEvent::default() };
+            if let Err(e) = log.append(&ev) {
+                tracing::error!(error = %e, op, "audit append failed");
+            }
+        }
+    }
+
+    /// The audit log as exported JSON lines (for tests and a later audit-export RPC).
+    pub fn audit_records(&self) -> Vec<String> {
+        self.token
+            .audit_log()
+            .and_then(|l| l.export_lines(0).ok())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| serde_json::to_string(l).ok())
+            .collect()
+    }
+
+    /// Runs `f` on the bounded blocking pool (at most `workers` computations at once, never on
+    /// the reactor), with `actor` as the identity the token records for what `f` does.
+    pub async fn run<T, F>(self: &Arc<Self>, actor: Actor, f: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&HsmState) -> Result<T, Status> + Send + 'static,
@@ -183,7 +208,7 @@ impl HsmState {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&me)
+            audit::with_actor(actor, || f(&me))
         })
         .await
         .map_err(|_| Status::internal("internal error"))?

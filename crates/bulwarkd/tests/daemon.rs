@@ -106,6 +106,21 @@ fn sealed_refuses_service_and_quorum_unseals() {
     assert!(fresh.list_keys().unwrap().iter().any(|k| k.label == "before-seal"));
     // The old sessions ended with the seal.
     assert_eq!(code(user.list_keys()).0, Code::Unauthenticated);
+
+    // Every step is in the audit log, with the daemon's user and client identity.
+    let log = s.state.audit_records().join("\n");
+    for needle in [
+        r#""actor":"so","role":"security-officer""#,
+        r#""op":"seal","mechanism":"","object":"","label":"","result":"ok""#,
+        r#""op":"unseal-share""#,
+        r#""result":"share-refused""#,
+        r#""op":"login","mechanism":"","object":"","label":"","result":"sealed""#,
+        r#""op":"list-keys","mechanism":"","object":"","label":"","result":"sealed""#,
+        r#""actor":"crypto","role":"crypto-officer""#,
+        "cert:",
+    ] {
+        assert!(log.contains(needle), "{needle} missing from the audit log:\n{log}");
+    }
 }
 
 /// A refused connection: the handshake or the first exchange fails, without any gRPC answer.
