@@ -308,10 +308,11 @@ fn audit_chain_break_is_detected_and_triggers_the_response() {
     // The triggers refuse the edit; an attacker with the file drops them first.
     let log = f.dir.path().join("t.db-audit");
     let c = rusqlite::Connection::open(&log).unwrap();
-    assert!(c.execute("UPDATE audit SET result = 'ok' WHERE seq = 1", []).is_err());
-    assert!(c.execute("DELETE FROM audit WHERE seq = 1", []).is_err());
+    assert!(c.execute("UPDATE audit_batches SET chains = chains", []).is_err());
+    assert!(c.execute("DELETE FROM audit_batches WHERE first_seq = 1", []).is_err());
     c.execute_batch(
-        "DROP TRIGGER audit_append_only_u; UPDATE audit SET actor = 'nobody' WHERE seq = 1;",
+        "DROP TRIGGER audit_append_only_u;
+         UPDATE audit_batches SET chains = zeroblob(length(chains)) WHERE first_seq = 1;",
     )
     .unwrap();
     drop(c);

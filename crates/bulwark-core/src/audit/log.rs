@@ -27,18 +27,15 @@ use crate::error::{Error, Result};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    time_ms INTEGER NOT NULL, actor TEXT NOT NULL, role TEXT NOT NULL, client TEXT NOT NULL,
-    session BLOB NOT NULL, op TEXT NOT NULL, mechanism TEXT NOT NULL, object TEXT NOT NULL,
-    label TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL,
-    leaf BLOB NOT NULL, chain BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_batches (
+    first_seq INTEGER PRIMARY KEY, count INTEGER NOT NULL,
+    records BLOB NOT NULL, chains BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (
     id INTEGER PRIMARY KEY AUTOINCREMENT, size INTEGER NOT NULL, chain BLOB NOT NULL,
     root BLOB NOT NULL, time_ms INTEGER NOT NULL, sig BLOB NOT NULL);
-CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit
+CREATE TRIGGER IF NOT EXISTS audit_append_only_u BEFORE UPDATE ON audit_batches
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit
+CREATE TRIGGER IF NOT EXISTS audit_append_only_d BEFORE DELETE ON audit_batches
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_u BEFORE UPDATE ON checkpoints
     BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
@@ -180,43 +177,60 @@ fn read_head(c: &Connection, log_id: &[u8; 16]) -> Result<Head> {
         Some(b) => Frontier::decode(&b).ok_or(Error::Integrity("audit log: frontier malformed"))?,
         None => Frontier::default(),
     };
-    let last: Option<(i64, Vec<u8>)> = c
-        .query_row("SELECT seq, chain FROM audit ORDER BY seq DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+    let last: Option<(i64, i64, Vec<u8>)> = c
+        .query_row(
+            "SELECT first_seq, count, chains FROM audit_batches ORDER BY first_seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .optional()?;
     let chain = match last {
         None if frontier.size() == 0 => genesis(log_id),
-        Some((seq, chain)) if u(seq) + 1 == frontier.size() => hash_of(&chain)?,
+        Some((first, count, chains)) if u(first) + u(count) == frontier.size() => {
+            hash_of(chains.get(chains.len().saturating_sub(32)..).unwrap_or_default())?
+        }
         _ => return Err(Error::Integrity("audit chain broken: head does not match the records")),
     };
     Ok(Head { frontier, chain })
 }
 
-fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditRecord, Vec<u8>, Vec<u8>)> {
-    let session: Vec<u8> = r.get(5)?;
-    Ok((
-        AuditRecord {
-            seq: u(r.get(0)?),
-            time_ms: u(r.get(1)?),
-            actor: r.get(2)?,
-            role: r.get(3)?,
-            client: r.get(4)?,
-            session: session.try_into().map_or(u64::MAX, u64::from_be_bytes),
-            op: r.get(6)?,
-            mechanism: r.get(7)?,
-            object: r.get(8)?,
-            label: r.get(9)?,
-            result: r.get(10)?,
-            detail: r.get(11)?,
-        },
-        r.get(12)?,
-        r.get(13)?,
-    ))
+/// Calls `f(record, stored chain value)` for every record with `seq >= since`, in order,
+/// reading the batches in one snapshot.
+fn scan(
+    c: &Connection,
+    since: u64,
+    mut f: impl FnMut(AuditRecord, &[u8], Hash) -> Result<()>,
+) -> Result<()> {
+    let mut st = c.prepare_cached(
+        "SELECT first_seq, count, records, chains FROM audit_batches
+         WHERE first_seq + count > ?1 ORDER BY first_seq",
+    )?;
+    let mut rows = st.query([i(since)])?;
+    let bad = || Error::Integrity("audit chain broken: a batch does not decode");
+    while let Some(row) = rows.next()? {
+        let (first, count): (i64, i64) = (row.get(0)?, row.get(1)?);
+        let (records, chains): (Vec<u8>, Vec<u8>) = (row.get(2)?, row.get(3)?);
+        let count = usize::try_from(count).map_err(|_| bad())?;
+        if chains.len() != count * 32 {
+            return Err(bad());
+        }
+        let mut rest = records.as_slice();
+        for n in 0..count {
+            let (len, t) = rest.split_at_checked(4).ok_or_else(bad)?;
+            let len = u32::from_be_bytes(len.try_into().map_err(|_| bad())?) as usize;
+            let (canonical, t) = t.split_at_checked(len).ok_or_else(bad)?;
+            rest = t;
+            let rec = AuditRecord::from_canonical(canonical).ok_or_else(bad)?;
+            if rec.seq != u(first) + n as u64 {
+                return Err(bad());
+            }
+            if rec.seq >= since {
+                f(rec, canonical, hash_of(&chains[n * 32..n * 32 + 32])?)?;
+            }
+        }
+    }
+    Ok(())
 }
-
-const COLS: &str =
-    "seq, time_ms, actor, role, client, session, op, mechanism, object, label, result, detail, leaf, chain";
 
 impl AuditLog {
     /// Opens (creating when `create`) the log of the store at `store_path`. Fails with an
@@ -363,43 +377,39 @@ impl AuditLog {
         let signer = self.signer();
         let mut c = lock(&self.conn);
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let max: Option<i64> =
-            tx.prepare_cached("SELECT max(seq) FROM audit")?.query_row([], |r| r.get(0))?;
-        let stored = max.map_or(0, |m| u(m) + 1);
+        let stored: Option<(i64, i64)> = tx
+            .prepare_cached(
+                "SELECT first_seq, count FROM audit_batches ORDER BY first_seq DESC LIMIT 1",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let stored = stored.map_or(0, |(f, n)| u(f) + u(n));
         let cached = lock(&self.head_cache).take().filter(|(h, _)| h.frontier.size() == stored);
         let (mut head, (mut last_size, mut last_time)) = match cached {
             Some(c) => c,
             None => (read_head(&tx, &self.log_id)?, last_checkpoint_at(&tx)?),
         };
         let first = head.frontier.size();
-        {
-            let mut ins = tx.prepare_cached(&format!(
-                "INSERT INTO audit ({COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
-            ))?;
-            for mut r in batch {
-                r.seq = head.frontier.size();
-                let canonical = r.canonical();
-                let leaf = merkle::leaf_hash(&canonical);
-                head.chain = chain_next(&head.chain, &canonical);
-                head.frontier.push(leaf);
-                ins.execute(params![
-                    i(r.seq),
-                    i(r.time_ms),
-                    r.actor,
-                    r.role,
-                    r.client,
-                    r.session.to_be_bytes().to_vec(),
-                    r.op,
-                    r.mechanism,
-                    r.object,
-                    r.label,
-                    r.result,
-                    r.detail,
-                    leaf.to_vec(),
-                    head.chain.to_vec()
-                ])?;
-            }
+        // One row per batch: the records' canonical encodings (length-prefixed) and the chain
+        // value after each. One B-tree insert per fsync, whatever the batch size.
+        let mut records = Vec::with_capacity(batch.len() * 200);
+        let mut chains = Vec::with_capacity(batch.len() * 32);
+        let count = batch.len();
+        for mut r in batch {
+            r.seq = head.frontier.size();
+            let canonical = r.canonical();
+            head.chain = chain_next(&head.chain, &canonical);
+            head.frontier.push(merkle::leaf_hash(&canonical));
+            let len = u32::try_from(canonical.len())
+                .map_err(|_| Error::ArgumentsBad("audit record too large"))?;
+            records.extend_from_slice(&len.to_be_bytes());
+            records.extend_from_slice(&canonical);
+            chains.extend_from_slice(&head.chain);
         }
+        tx.prepare_cached(
+            "INSERT INTO audit_batches (first_seq, count, records, chains) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![i(first), i(count as u64), records, chains])?;
         tx.prepare_cached("INSERT OR REPLACE INTO audit_meta (k, v) VALUES ('frontier', ?1)")?
             .execute([head.frontier.encode()])?;
         let mut signed = None;
@@ -458,15 +468,18 @@ impl AuditLog {
             (genesis(&self.log_id), Frontier::default())
         } else {
             let mut f = Frontier::default();
-            let mut st = tx.prepare("SELECT leaf FROM audit WHERE seq < ?1 ORDER BY seq")?;
-            for leaf in st.query_map([i(since)], |r| r.get::<_, Vec<u8>>(0))? {
-                f.push(hash_of(&leaf?)?);
+            let mut prev = None;
+            scan(&tx, 0, |r, canonical, chain| {
+                if r.seq < since {
+                    f.push(merkle::leaf_hash(canonical));
+                    prev = Some(chain);
+                }
+                Ok(())
+            })?;
+            if f.size() != since {
+                return Err(Error::ArgumentsBad("--since is past the end of the log"));
             }
-            let prev: Vec<u8> = tx
-                .query_row("SELECT chain FROM audit WHERE seq = ?1", [i(since - 1)], |r| r.get(0))
-                .optional()?
-                .ok_or(Error::ArgumentsBad("--since is past the end of the log"))?;
-            (hash_of(&prev)?, f)
+            (prev.ok_or(Error::ArgumentsBad("--since is past the end of the log"))?, f)
         };
         let mut out = vec![ExportLine::Header {
             version: 1,
@@ -502,16 +515,14 @@ impl AuditLog {
             }
         }
         let mut cp_iter = cps.into_iter().peekable();
-        let mut st =
-            tx.prepare(&format!("SELECT {COLS} FROM audit WHERE seq >= ?1 ORDER BY seq"))?;
-        for row in st.query_map([i(since)], row_to_record)? {
-            let (record, _leaf, chain) = row?;
+        scan(&tx, since, |record, _, chain| {
             let seq = record.seq;
             out.push(ExportLine::Record { record, chain: hex::encode(chain) });
             while cp_iter.peek().is_some_and(|cp| cp.size <= seq + 1) {
                 out.extend(cp_iter.next().map(ExportLine::Checkpoint));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -522,11 +533,16 @@ impl AuditLog {
             return Err(Error::ArgumentsBad("no audit record with that sequence number"));
         }
         let c = lock(&self.conn);
-        let mut st = c.prepare("SELECT leaf FROM audit WHERE seq < ?1 ORDER BY seq")?;
-        let leaves = st
-            .query_map([i(cp.size)], |r| r.get::<_, Vec<u8>>(0))?
-            .map(|l| hash_of(&l?))
-            .collect::<Result<Vec<Hash>>>()?;
+        let mut leaves: Vec<Hash> = Vec::new();
+        scan(&c, 0, |r, canonical, _| {
+            if r.seq < cp.size {
+                leaves.push(merkle::leaf_hash(canonical));
+            }
+            Ok(())
+        })?;
+        if leaves.len() as u64 != cp.size {
+            return Err(Error::Integrity("audit chain broken: records missing"));
+        }
         let idx = usize::try_from(seq).map_err(|_| Error::Internal("index"))?;
         Ok(Proof {
             seq,
@@ -612,8 +628,10 @@ mod tests {
         assert!(rep.ok(), "{rep:?}");
         assert_eq!(rep.records, 160);
         let c = Connection::open(log.path()).unwrap();
-        assert!(c.execute("UPDATE audit SET result = 'ok' WHERE seq = 3", []).is_err());
-        assert!(c.execute("DELETE FROM audit WHERE seq = 159", []).is_err());
+        assert!(c
+            .execute("UPDATE audit_batches SET chains = x'' WHERE first_seq = 0", [])
+            .is_err());
+        assert!(c.execute("DELETE FROM audit_batches", []).is_err());
         assert!(c.execute("DELETE FROM checkpoints", []).is_err());
         // A proof from the log verifies, and names the right record.
         let p = log.prove(42).unwrap();

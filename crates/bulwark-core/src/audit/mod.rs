@@ -160,6 +160,45 @@ impl AuditRecord {
     }
 }
 
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u64(&mut self) -> Option<u64> {
+        let (h, t) = self.0.split_at_checked(8)?;
+        self.0 = t;
+        Some(u64::from_be_bytes(h.try_into().ok()?))
+    }
+
+    fn s(&mut self) -> Option<String> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        let (h, t) = self.0.split_at_checked(n)?;
+        self.0 = t;
+        String::from_utf8(h.to_vec()).ok()
+    }
+}
+
+impl AuditRecord {
+    /// Decodes [`AuditRecord::canonical`]'s output; `None` when malformed.
+    pub fn from_canonical(b: &[u8]) -> Option<Self> {
+        let mut r = Reader(b.strip_prefix(b"bulwark audit record v1")?);
+        let rec = Self {
+            seq: r.u64()?,
+            time_ms: r.u64()?,
+            actor: r.s()?,
+            role: r.s()?,
+            client: r.s()?,
+            session: r.u64()?,
+            op: r.s()?,
+            mechanism: r.s()?,
+            object: r.s()?,
+            label: r.s()?,
+            result: r.s()?,
+            detail: r.s()?,
+        };
+        r.0.is_empty().then_some(rec)
+    }
+}
+
 /// The chain value before the first record of log `log_id`.
 pub fn genesis(log_id: &[u8; 16]) -> Hash {
     let mut c = digest::Context::new(&digest::SHA256);
@@ -440,5 +479,10 @@ mod tests {
         b.actor = "a".into();
         b.role = "b".into();
         assert_ne!(a.canonical(), b.canonical());
+        assert_eq!(AuditRecord::from_canonical(&a.canonical()), Some(a.clone()));
+        let mut c = a.canonical();
+        c.push(0);
+        assert_eq!(AuditRecord::from_canonical(&c), None);
+        assert_eq!(AuditRecord::from_canonical(&a.canonical()[..40]), None);
     }
 }
