@@ -10,6 +10,7 @@ need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v cc >/dev/null || need_apt+=(gcc)
+command -v strace >/dev/null || need_apt+=(strace)  # tracer-as-tamper test
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -386,3 +386,38 @@ fn zeroize_response_on_tamper_file() {
     e.fails(&["key", "list"], "zeroized");
     e.fails(&["key", "list"], "zeroized");
 }
+
+#[test]
+fn tracer_is_a_tamper_signal_when_configured() {
+    let strace = Command::new("sh").args(["-c", "command -v strace"]).output().unwrap();
+    assert!(
+        strace.status.success(),
+        "strace is not installed: run the tests through scripts/test.sh, which installs it"
+    );
+    let e = Env::new(&["--tracer-is-tamper"]);
+    e.ok(&["key", "generate", "--type", "aes-256", "--label", "a"]);
+    let o = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", env!("CARGO_BIN_EXE_bulwark"), "key", "list"])
+        .env("BULWARK_STORE", e.store())
+        .env("BULWARK_PIN", PIN)
+        .env("BULWARK_STATE_DIR", e.dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("tracer attached"), "{}", stderr(&o));
+    assert!(e.ok(&["tamper", "status"]).contains("ACTIVE"));
+    e.ok(&["tamper", "clear"]);
+    e.ok(&["key", "list"]);
+    // Without the option a tracer is only a tracer.
+    let e = Env::new(&[]);
+    let o = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", env!("CARGO_BIN_EXE_bulwark"), "key", "list"])
+        .env("BULWARK_STORE", e.store())
+        .env("BULWARK_PIN", PIN)
+        .env("BULWARK_STATE_DIR", e.dir.path().join("state"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
