@@ -5,13 +5,14 @@
 //! store = "/var/lib/bulwark/store.db"
 //! users = "/var/lib/bulwark/users.json"
 //! workers = 4              # crypto worker pool size (default: 2 x cores)
+//! http_listen = "127.0.0.1:9464"   # optional: /health, /status, /metrics (plain HTTP)
 //! session_ttl_secs = 3600
 //! [tls]
 //! ca = "/etc/bulwark/pki/ca.pem"          # client certificates must chain to this CA
 //! cert = "/etc/bulwark/pki/server.pem"
 //! key = "/etc/bulwark/pki/server-key.pem"
 //! ```
-//! Overrides: `BULWARKD_LISTEN`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
+//! Overrides: `BULWARKD_LISTEN`, `BULWARKD_HTTP_LISTEN`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
 //! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`.
 
 use std::net::SocketAddr;
@@ -42,6 +43,10 @@ pub struct Config {
     /// Worker pool size (0 = two per core).
     #[serde(default)]
     pub workers: usize,
+    /// Plain-HTTP listener for `/health`, `/status`, `/metrics` (none when absent). No
+    /// secrets are served there; keep it on loopback or a management network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
     /// Session lifetime.
     #[serde(default = "default_ttl")]
     pub session_ttl_secs: u64,
@@ -69,6 +74,10 @@ impl Config {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("BULWARKD_LISTEN") {
             self.listen = v.parse().map_err(|_| format!("BULWARKD_LISTEN: bad address {v:?}"))?;
+        }
+        if let Some(v) = var("BULWARKD_HTTP_LISTEN") {
+            self.http_listen =
+                Some(v.parse().map_err(|_| format!("BULWARKD_HTTP_LISTEN: bad address {v:?}"))?);
         }
         if let Some(v) = var("BULWARKD_STORE") {
             self.store = v.into();

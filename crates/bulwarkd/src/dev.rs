@@ -129,6 +129,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
         store,
         users: users_path,
         workers: 0,
+        http_listen: Some(SocketAddr::new(listen.ip(), 0)),
         session_ttl_secs: 3600,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
@@ -195,6 +196,8 @@ pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running)
 pub struct DevServer {
     /// Bound address.
     pub addr: SocketAddr,
+    /// Bound health/metrics address.
+    pub http: Option<SocketAddr>,
     /// The dev directory.
     pub dir: PathBuf,
     /// The HSM state (for white-box checks).
@@ -215,6 +218,7 @@ impl DevServer {
         let (setup, running) = rt.block_on(start(dir, listen))?;
         Ok(Self {
             addr: running.addr,
+            http: running.http,
             dir: setup.dir,
             state: running.state.clone(),
             rt: Some(rt),

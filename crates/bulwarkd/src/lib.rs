@@ -8,6 +8,7 @@
 pub mod config;
 pub mod dev;
 mod keys;
+pub mod metrics;
 pub mod pki;
 pub mod server;
 pub mod service;

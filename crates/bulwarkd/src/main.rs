@@ -219,6 +219,9 @@ fn run_dev(dir: Option<&Path>, listen: SocketAddr) -> Result<(), String> {
         println!("crypto officer:   . {}/dev.env", setup.dir.display());
         println!("security officer: . {}/so.env", setup.dir.display());
         println!("unseal shares (3, threshold 2): {}/shares/", setup.dir.display());
+        if let Some(h) = running.http {
+            println!("health and metrics: http://{h}/metrics");
+        }
         println!("listening on {}", running.addr);
         Ok(running)
     })

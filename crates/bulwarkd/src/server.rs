@@ -44,6 +44,8 @@ pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, String>
 pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound HTTP (health/metrics) address, if configured.
+    pub http: Option<SocketAddr>,
     /// The HSM state.
     pub state: Arc<HsmState>,
     stop: watch::Sender<bool>,
@@ -118,6 +120,10 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
             }
         }
     });
+    let http = match cfg.http_listen {
+        Some(a) => Some(crate::metrics::serve_http(a, state.clone(), stop_rx.clone()).await?),
+        None => None,
+    };
     let svc = HsmServer::new(HsmService::new(state.clone()));
     let join = tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -129,5 +135,5 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
             .map_err(|e| e.to_string())
     });
     tracing::info!(%addr, "listening (mTLS, TLS 1.3, client certificate required)");
-    Ok(Running { addr, state, stop, join })
+    Ok(Running { addr, http, state, stop, join })
 }

@@ -5,6 +5,7 @@
 //! Logs name the operation, the user and the key label, never data, keys or passwords.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bulwark_core::seal::{ShareFile, UnsealError};
 use bulwark_core::Error;
@@ -88,11 +89,12 @@ impl HsmService {
         let a = actor.clone();
         let _ = self
             .state
-            .run(actor, move |s| {
+            .run_unmetered(actor, move |s| {
                 s.audit(&a, op, code, String::new());
                 Ok(())
             })
             .await;
+        self.state.metrics.observe(op, crate::metrics::code_name(st.code()), Duration::ZERO);
         Err(st)
     }
 }
@@ -190,7 +192,7 @@ impl Hsm for HsmService {
         let text = Zeroizing::new(req.into_inner().share);
         let r = self
             .state
-            .run(actor, move |s| {
+            .run("unseal", actor, move |s| {
                 let parsed = ShareFile::parse(&text).and_then(|f| Ok((f.index, f.share(None)?)));
                 let (index, share) = match parsed {
                     Ok(v) => v,
@@ -229,7 +231,7 @@ impl Hsm for HsmService {
         tracing::warn!(user = %s.user, "seal requested");
         let a = actor.clone();
         self.state
-            .run(actor, move |st| {
+            .run("seal", actor, move |st| {
                 st.audit(&a, "seal", "ok", String::new());
                 st.seal();
                 Ok(())
@@ -248,18 +250,19 @@ impl Hsm for HsmService {
         if let Err(st) = self.state.require_unsealed() {
             let _ = self
                 .state
-                .run(a.clone(), move |s| {
+                .run_unmetered(a.clone(), move |s| {
                     s.audit(&a, "login", "sealed", String::new());
                     Ok(())
                 })
                 .await;
+            self.state.metrics.observe("login", "failed_precondition", Duration::ZERO);
             return Err(st);
         }
         let password = Zeroizing::new(password);
         let otp = Zeroizing::new(otp);
         let (user, role) = self
             .state
-            .run(a.clone(), move |s| {
+            .run("login", a.clone(), move |s| {
                 let (role, totp) = match s.users.verify_password(&user, &password) {
                     Ok(v) => v,
                     Err(LoginError::BadCredentials) => {
@@ -325,7 +328,7 @@ impl Hsm for HsmService {
         tracing::info!(user = %s.user, label = %r.label, key_type = %r.key_type, "generate key");
         let info = self
             .state
-            .run(actor, move |st| {
+            .run("generate-key", actor, move |st| {
                 let r = keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
                     .and_then(|()| keys::show(&st.token, &r.label))
                     .map_err(|e| core(&e));
@@ -341,7 +344,10 @@ impl Hsm for HsmService {
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let (_, actor) = self.auth(&req, USE, "list-keys").await?;
-        let keys = self.state.run(actor, |st| keys::list(&st.token).map_err(|e| core(&e))).await?;
+        let keys = self
+            .state
+            .run("list-keys", actor, |st| keys::list(&st.token).map_err(|e| core(&e)))
+            .await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
@@ -350,7 +356,7 @@ impl Hsm for HsmService {
         let label = req.into_inner().label;
         let k = self
             .state
-            .run(actor, move |st| keys::show(&st.token, &label).map_err(|e| core(&e)))
+            .run("show-key", actor, move |st| keys::show(&st.token, &label).map_err(|e| core(&e)))
             .await?;
         Ok(Response::new(k))
     }
@@ -364,7 +370,7 @@ impl Hsm for HsmService {
         tracing::info!(user = %s.user, label = %label, "destroy key");
         let destroyed = self
             .state
-            .run(actor, move |st| {
+            .run("destroy-key", actor, move |st| {
                 let r = keys::destroy(&st.token, &label).map_err(|e| core(&e));
                 st.labels.clear();
                 r
@@ -381,7 +387,9 @@ impl Hsm for HsmService {
         let label = req.into_inner().label;
         let pem = self
             .state
-            .run(actor, move |st| keys::public_pem(&st.token, &label).map_err(|e| core(&e)))
+            .run("public-key", actor, move |st| {
+                keys::public_pem(&st.token, &label).map_err(|e| core(&e))
+            })
             .await?;
         Ok(Response::new(pb::PublicKeyResponse { pem }))
     }
@@ -395,7 +403,7 @@ impl Hsm for HsmService {
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let (signature, mechanism) = self
             .state
-            .run(actor, move |st| {
+            .run("sign", actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
@@ -416,7 +424,7 @@ impl Hsm for HsmService {
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let valid = self
             .state
-            .run(actor, move |st| {
+            .run("verify", actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Verify, |h, spec| {
                         SignKey::new(h, spec, &r.mechanism, format)?.verify(
@@ -440,7 +448,7 @@ impl Hsm for HsmService {
         let plaintext = Zeroizing::new(r.plaintext);
         let ciphertext = self
             .state
-            .run(actor, move |st| {
+            .run("encrypt", actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         keys::encrypt(&st.token, h, &plaintext)
@@ -459,7 +467,7 @@ impl Hsm for HsmService {
         let r = req.into_inner();
         let plaintext = self
             .state
-            .run(actor, move |st| {
+            .run("decrypt", actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         keys::decrypt(&st.token, h, &r.ciphertext)
@@ -482,7 +490,7 @@ impl Hsm for HsmService {
         }
         let data = self
             .state
-            .run(actor, move |st| {
+            .run("random", actor, move |st| {
                 let mut buf = vec![0u8; n as usize];
                 st.token.random(&mut buf).map_err(|e| core(&e))?;
                 Ok(buf)
@@ -503,7 +511,7 @@ impl Hsm for HsmService {
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let signatures = self
             .state
-            .run(actor, move |st| {
+            .run("batch-sign", actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
@@ -526,7 +534,7 @@ impl Hsm for HsmService {
         }
         let ciphertexts = self
             .state
-            .run(actor, move |st| {
+            .run("batch-encrypt", actor, move |st| {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         r.plaintexts.iter().map(|p| keys::encrypt(&st.token, h, p)).collect()
@@ -553,7 +561,7 @@ impl Hsm for HsmService {
         tracing::info!(user = %so.user, new_user = %name, role = role.name(), totp = with_totp, "create user");
         let resp = self
             .state
-            .run(actor, move |st| {
+            .run("create-user", actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if st.users.list().iter().any(|u| u.0 == name) {
                     return Err(Status::already_exists(format!("user {name:?} exists")));
@@ -596,7 +604,7 @@ impl Hsm for HsmService {
         let name = req.into_inner().name;
         let removed = self
             .state
-            .run(actor, move |st| {
+            .run("delete-user", actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let removed = st.users.remove(&name).map_err(|e| {
                     tracing::error!(error = %e, "user file");

@@ -43,6 +43,8 @@ pub struct HsmState {
     pub(crate) labels: crate::keys::LabelCache,
     /// Serializes user administration (and the creation of the TOTP key).
     pub(crate) admin: Mutex<()>,
+    /// Operation counters and latencies.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for HsmState {
@@ -82,6 +84,7 @@ impl HsmState {
             dev_mode,
             labels: crate::keys::LabelCache::default(),
             admin: Mutex::new(()),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -194,7 +197,32 @@ impl HsmState {
 
     /// Runs `f` on the bounded blocking pool (at most `workers` computations at once, never on
     /// the reactor), with `actor` as the identity the token records for what `f` does.
-    pub async fn run<T, F>(self: &Arc<Self>, actor: Actor, f: F) -> Result<T, Status>
+    pub async fn run<T, F>(
+        self: &Arc<Self>,
+        op: &'static str,
+        actor: Actor,
+        f: F,
+    ) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&HsmState) -> Result<T, Status> + Send + 'static,
+    {
+        let start = std::time::Instant::now();
+        let r = self.run_unmetered(actor, f).await;
+        let result = match &r {
+            Ok(_) => "ok",
+            Err(st) => crate::metrics::code_name(st.code()),
+        };
+        self.metrics.observe(op, result, start.elapsed());
+        r
+    }
+
+    /// [`HsmState::run`] without metrics (for paths that record their own result).
+    pub(crate) async fn run_unmetered<T, F>(
+        self: &Arc<Self>,
+        actor: Actor,
+        f: F,
+    ) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(&HsmState) -> Result<T, Status> + Send + 'static,

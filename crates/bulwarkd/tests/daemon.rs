@@ -421,3 +421,44 @@ fn totp_second_factor_roles_and_revocation() {
     assert_eq!(code(again.login_with_otp("bob", "bob-password", &good)).0, Code::Unauthenticated);
     assert_eq!(code(so.delete_user("bob")).0, Code::NotFound);
 }
+
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn health_status_and_metrics_over_http() {
+    let (_d, s) = dev();
+    let http = s.http.expect("dev mode serves health and metrics");
+    let c = login(&s, "dev.env");
+    c.generate_key("ec-p256", "m", false).unwrap();
+    c.sign("m", "", b"x", true).unwrap();
+    let _ = c.sign("absent", "", b"x", true);
+    let health = http_get(http, "/health");
+    assert!(health.starts_with("HTTP/1.1 200") && health.ends_with("ok"), "{health}");
+    let status = http_get(http, "/status");
+    assert!(
+        status.contains(r#""sealed":false"#) && status.contains(r#""unseal_threshold":2"#),
+        "{status}"
+    );
+    let m = http_get(http, "/metrics");
+    for needle in [
+        "bulwark_sealed 0",
+        r#"bulwark_operations_total{op="sign",result="ok"} 1"#,
+        r#"bulwark_operations_total{op="sign",result="not_found"} 1"#,
+        r#"bulwark_operations_total{op="login",result="ok"} 1"#,
+        r#"bulwark_operation_seconds_count{op="sign"} 2"#,
+    ] {
+        assert!(m.contains(needle), "{needle} missing:\n{m}");
+    }
+    // Nothing secret or personal: no user names, labels or passwords.
+    assert!(!m.contains("crypto") && !m.contains("\"m\""));
+    login(&s, "so.env").seal().unwrap();
+    assert!(http_get(http, "/metrics").contains("bulwark_sealed 1"));
+    assert!(http_get(http, "/health").ends_with("sealed"));
+}
