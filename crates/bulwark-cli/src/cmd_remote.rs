@@ -32,6 +32,33 @@ pub(crate) struct UnsealArgs {
     passphrase_file: Option<PathBuf>,
 }
 
+/// `bulwark user ...` (remote, security officer).
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum UserCommand {
+    /// Add a user; the password comes from BULWARK_NEW_PASSWORD or a prompt.
+    Add {
+        /// User name.
+        name: String,
+        /// security-officer, crypto-officer, crypto-user or auditor.
+        #[arg(long)]
+        role: String,
+        /// Enroll a TOTP second factor; prints the otpauth:// URI once.
+        #[arg(long)]
+        totp: bool,
+    },
+    /// List users.
+    List {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a user; its sessions end at once.
+    Delete {
+        /// User name.
+        name: String,
+    },
+}
+
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         CliError::Usage(match &e {
@@ -143,6 +170,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Unseal(a) => unseal(endpoint, &a),
+        Command::User(u) => user(endpoint, u),
         _ => Err(CliError::Usage(
             "this command works on an embedded store only (drop --endpoint / BULWARK_ENDPOINT)"
                 .into(),
@@ -320,6 +348,58 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM".into(),
             ))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_password() -> CliResult<Zeroizing<String>> {
+    if let Some(v) = std::env::var("BULWARK_NEW_PASSWORD").ok().filter(|v| !v.is_empty()) {
+        return Ok(Zeroizing::new(v));
+    }
+    let read = |p: &str| {
+        rpassword::prompt_password(p)
+            .map(Zeroizing::new)
+            .map_err(|e| CliError::Usage(format!("cannot read the password: {e}")))
+    };
+    let a = read("new user's password: ")?;
+    if *a != *read("again: ")? {
+        return Err(CliError::Usage("passwords differ".into()));
+    }
+    Ok(a)
+}
+
+fn user(endpoint: &str, cmd: UserCommand) -> CliResult<ExitCode> {
+    let c = session(endpoint)?;
+    match cmd {
+        UserCommand::Add { name, role, totp } => {
+            let pw = new_password()?;
+            let r = c.create_user(&name, &role, &pw, totp)?;
+            println!("user {name:?} added ({role})");
+            if totp {
+                println!("TOTP enrolled; give this to {name} once (it is not shown again):");
+                println!("  {}", r.otpauth_uri);
+                println!("  secret (base32): {}", r.totp_secret_base32);
+            }
+        }
+        UserCommand::List { json } => {
+            let users = c.list_users()?;
+            if json {
+                let v: Vec<_> = users
+                    .iter()
+                    .map(|u| json!({"name": u.name, "role": u.role, "totp": u.totp, "locked": u.locked}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("{:<24} {:<18} {:<5} LOCKED", "NAME", "ROLE", "TOTP");
+                for u in &users {
+                    println!("{:<24} {:<18} {:<5} {}", u.name, u.role, u.totp, u.locked);
+                }
+            }
+        }
+        UserCommand::Delete { name } => {
+            c.delete_user(&name)?;
+            println!("user {name:?} deleted; its sessions are closed");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -84,6 +84,10 @@ enum Command {
     Seal,
     /// Present one unseal share to a remote HSM (a custodian; --endpoint).
     Unseal(cmd_remote::UnsealArgs),
+    /// Users of a remote HSM: add (with optional TOTP), list, delete (security officer;
+    /// --endpoint).
+    #[command(subcommand)]
+    User(cmd_remote::UserCommand),
     /// PIN management.
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -189,9 +193,9 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Selftest => cmd_ops::selftest(),
         Command::Status { json } => cmd_ops::status(&ctx, json),
         Command::Pin(p) => pin::run(&ctx, p),
-        Command::Seal | Command::Unseal(_) => {
-            Err(CliError::Usage("seal and unseal need --endpoint (a bulwarkd HSM)".into()))
-        }
+        Command::Seal | Command::Unseal(_) | Command::User(_) => Err(CliError::Usage(
+            "seal, unseal and user need --endpoint (a bulwarkd HSM)".into(),
+        )),
         Command::Audit(a) => cmd_audit::run(&ctx, a),
         Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),
         Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),

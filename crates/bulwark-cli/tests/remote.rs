@@ -103,6 +103,19 @@ fn remote_cli_keys_sign_seal_unseal() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already presented"));
     let progress = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(1)]));
     assert!(progress.contains("unsealed"), "{progress}");
+    // The security officer manages users; a crypto officer cannot.
+    let mut add = Command::new(env!("CARGO_BIN_EXE_bulwark"));
+    add.args(["user", "add", "carol", "--role", "crypto-user", "--totp"]);
+    for (k, v) in env_file(&dir, "so.env") {
+        add.env(k, v);
+    }
+    let added = ok(&add.env("BULWARK_NEW_PASSWORD", "carol-password").output().unwrap());
+    assert!(added.contains("otpauth://totp/"), "{added}");
+    let users = ok(&bulwark(&dir, "so.env", &["user", "list"]));
+    assert!(users.contains("carol") && users.contains("crypto-user"), "{users}");
+    assert_eq!(bulwark(&dir, "dev.env", &["user", "list"]).status.code(), Some(2));
+    ok(&bulwark(&dir, "so.env", &["user", "delete", "carol"]));
+    assert!(!ok(&bulwark(&dir, "so.env", &["user", "list"])).contains("carol"));
     let json = ok(&bulwark(&dir, "dev.env", &["status", "--json"]));
     assert!(json.contains("\"sealed\": false"), "{json}");
     ok(&bulwark(
