@@ -83,6 +83,9 @@ fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
 }
 
 fn connect(endpoint: &str) -> CliResult<Client> {
+    if let Some(path) = endpoint.strip_prefix("unix:") {
+        return Ok(Client::connect_unix(Path::new(path))?);
+    }
     let cfg = ClientConfig::from_env(endpoint)?;
     Ok(Client::connect(&cfg)?)
 }

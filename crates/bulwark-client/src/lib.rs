@@ -182,6 +182,30 @@ impl Client {
         Ok(Self { rt, inner: HsmClient::new(channel), session: None })
     }
 
+    /// Connects to the daemon's local admin socket (no TLS: the socket is 0600, so only the
+    /// daemon's own user can open it).
+    pub fn connect_unix(path: &Path) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let path = path.to_owned();
+        // The URI is required by the API but unused: the connector below ignores it.
+        let ep = Endpoint::from_static("http://localhost");
+        let channel = rt
+            .block_on(ep.connect_with_connector(tower::service_fn(
+                move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                },
+            )))
+            .map_err(|e| ClientError::Connect(chain(&e)))?;
+        Ok(Self { rt, inner: HsmClient::new(channel), session: None })
+    }
+
     fn req<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         if let Some(s) = &self.session {

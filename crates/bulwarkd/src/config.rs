@@ -6,13 +6,14 @@
 //! users = "/var/lib/bulwark/users.json"
 //! workers = 4              # crypto worker pool size (default: 2 x cores)
 //! http_listen = "127.0.0.1:9464"   # optional: /health, /status, /metrics (plain HTTP)
+//! unix_socket = "/run/bulwark/bulwarkd.sock"   # optional: local admin, no TLS, mode 0600
 //! session_ttl_secs = 3600
 //! [tls]
 //! ca = "/etc/bulwark/pki/ca.pem"          # client certificates must chain to this CA
 //! cert = "/etc/bulwark/pki/server.pem"
 //! key = "/etc/bulwark/pki/server-key.pem"
 //! ```
-//! Overrides: `BULWARKD_LISTEN`, `BULWARKD_HTTP_LISTEN`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
+//! Overrides: `BULWARKD_LISTEN`, `BULWARKD_HTTP_LISTEN`, `BULWARKD_UNIX_SOCKET`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
 //! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`.
 
 use std::net::SocketAddr;
@@ -43,6 +44,10 @@ pub struct Config {
     /// Worker pool size (0 = two per core).
     #[serde(default)]
     pub workers: usize,
+    /// Unix-socket listener for local administration (no TLS; the socket is created 0600, so
+    /// only the daemon's own user can connect). None when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_socket: Option<PathBuf>,
     /// Plain-HTTP listener for `/health`, `/status`, `/metrics` (none when absent). No
     /// secrets are served there; keep it on loopback or a management network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +83,9 @@ impl Config {
         if let Some(v) = var("BULWARKD_HTTP_LISTEN") {
             self.http_listen =
                 Some(v.parse().map_err(|_| format!("BULWARKD_HTTP_LISTEN: bad address {v:?}"))?);
+        }
+        if let Some(v) = var("BULWARKD_UNIX_SOCKET") {
+            self.unix_socket = Some(v.into());
         }
         if let Some(v) = var("BULWARKD_STORE") {
             self.store = v.into();

@@ -124,6 +124,9 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
         Some(a) => Some(crate::metrics::serve_http(a, state.clone(), stop_rx.clone()).await?),
         None => None,
     };
+    if let Some(path) = &cfg.unix_socket {
+        serve_unix(path, state.clone(), stop_rx.clone())?;
+    }
     let svc = HsmServer::new(HsmService::new(state.clone()));
     let join = tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -136,4 +139,62 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
     });
     tracing::info!(%addr, "listening (mTLS, TLS 1.3, client certificate required)");
     Ok(Running { addr, http, state, stop, join })
+}
+
+/// The local admin listener: the same service on a Unix socket created 0600 (only the daemon's
+/// user can connect; no TLS is needed on a socket nobody else can open).
+fn serve_unix(
+    path: &std::path::Path,
+    state: Arc<HsmState>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    // A stale socket from a previous run; refuse to remove anything that is not a socket.
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !m.file_type().is_socket() {
+            return Err(format!("{} exists and is not a socket", path.display()));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    // Bind inside a fresh 0700 directory, tighten the socket to 0600, then move it into place:
+    // nobody else can connect between bind and chmod.
+    let parent = path.parent().unwrap_or_else(|| std::path::Path::new("."));
+    let private = parent.join(format!(".bulwarkd-sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(|e| format!("{}: {e}", private.display()))?;
+    }
+    let tmp = private.join("s");
+    let listener = tokio::net::UnixListener::bind(&tmp)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let _ = std::fs::remove_dir(&private);
+    let svc = HsmServer::new(HsmService::new(state));
+    let shown = path.display().to_string();
+    tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "unix socket listener ended");
+        }
+    });
+    tracing::info!(path = %shown, "local admin listener (unix socket, 0600)");
+    Ok(())
 }

@@ -101,6 +101,10 @@ impl HsmService {
 
 /// Who is on the other end: peer address and a fingerprint of its client certificate.
 fn client_id<T>(req: &Request<T>) -> String {
+    if let Some(u) = req.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+        let uid = u.peer_cred.map_or_else(|| "-".to_owned(), |c| c.uid().to_string());
+        return format!("unix uid:{uid}");
+    }
     let addr = req.remote_addr().map_or_else(|| "-".to_owned(), |a| a.to_string());
     let cert = req.peer_certs().and_then(|c| {
         c.first().map(|c| {

@@ -462,3 +462,19 @@ fn health_status_and_metrics_over_http() {
     assert!(http_get(http, "/metrics").contains("bulwark_sealed 1"));
     assert!(http_get(http, "/health").ends_with("sealed"));
 }
+
+#[test]
+fn local_admin_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_d, s) = dev();
+    let sock = s.dir.join("bulwarkd.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut c = Client::connect_unix(&sock).unwrap();
+    assert!(!c.status().unwrap().sealed);
+    c.login("so", &env_value(&s.dir, "so.env", "BULWARK_PASSWORD")).unwrap();
+    assert!(c.list_users().unwrap().iter().any(|u| u.name == "crypto"));
+    c.seal().unwrap();
+    assert!(client_as(&s, "crypto").status().unwrap().sealed);
+    assert!(s.state.audit_records().iter().any(|l| l.contains("unix uid:")));
+}
