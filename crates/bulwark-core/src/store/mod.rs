@@ -11,6 +11,10 @@ pub use sqlite::SqliteStore;
 
 use crate::error::Result;
 
+/// The `Error::Store` message of a write whose generation bump lost a race with another
+/// writer; the token retries such a write with a fresh bump.
+pub const CONCURRENT_CHANGE: &str = "store changed concurrently; retry";
+
 /// A stored object row, exactly as persisted. Every field is covered by `mac`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectRow {

@@ -285,7 +285,7 @@ fn bump(tx: &rusqlite::Transaction<'_>, b: &GenerationBump) -> Result<()> {
     let cur =
         u64::from_be_bytes(cur.try_into().map_err(|_| Error::Integrity("generation malformed"))?);
     if cur != b.expected {
-        return Err(Error::Store("store changed concurrently; retry".into()));
+        return Err(Error::Store(super::CONCURRENT_CHANGE.into()));
     }
     tx.execute("UPDATE meta SET v = ?1 WHERE k = 'generation'", [b.next.to_be_bytes().to_vec()])?;
     tx.execute("UPDATE meta SET v = ?1 WHERE k = 'generation_mac'", [&b.mac])?;

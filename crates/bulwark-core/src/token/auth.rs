@@ -215,6 +215,33 @@ impl Token {
         Ok(GenerationBump { expected: meta.generation, next, mac: ik.generation_mac(next) })
     }
 
+    /// Runs an authenticated store write with a generation bump, retrying (with a fresh bump)
+    /// when another process committed between the bump and the write; records the new
+    /// generation on success.
+    pub(super) fn with_bump<T>(
+        &self,
+        ik: &IntegrityKeys,
+        write: impl Fn(&GenerationBump) -> Result<T>,
+    ) -> Result<T> {
+        let mut attempt: u32 = 0;
+        loop {
+            let b = self.bump(ik)?;
+            match write(&b) {
+                Ok(v) => {
+                    self.note_generation(b.next);
+                    return Ok(v);
+                }
+                Err(Error::Store(m)) if m == crate::store::CONCURRENT_CHANGE && attempt < 50 => {
+                    attempt += 1;
+                    // Back off a little, spread by process id, before retrying.
+                    let jitter = u64::from(std::process::id() % 7 + attempt);
+                    std::thread::sleep(std::time::Duration::from_millis(jitter));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// `C_Logout`: forgets who is logged in and wipes every parsed key from the cache. The
     /// master key stays unlocked in this process so that the next login with the same PIN is a
     /// constant-time check instead of another Argon2id run.
@@ -297,9 +324,7 @@ impl Token {
             rand_array(self.provider)?,
             rand_array(self.provider)?,
         )?;
-        let b = self.bump(ik)?;
-        self.store.put_keyslot(&slot, &b)?;
-        self.note_generation(b.next);
+        self.with_bump(ik, |b| self.store.put_keyslot(&slot, b))?;
         write(&self.auth).pin_tags[usize::from(user.slot())] = None;
         Ok(())
     }

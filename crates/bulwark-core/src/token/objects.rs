@@ -266,10 +266,7 @@ impl Token {
             secret,
             mac: Vec::new(),
         };
-        let b = self.bump(&ik)?;
-        let h = self.store.insert_object(&row, &b, &|r| Ok(ik.record_mac(r)))?;
-        self.note_generation(b.next);
-        Ok(h)
+        self.with_bump(&ik, |b| self.store.insert_object(&row, b, &|r| Ok(ik.record_mac(r))))
     }
 
     /// `C_CreateObject`: imports a data object, certificate, public key or secret key.
@@ -310,11 +307,9 @@ impl Token {
             write(&self.session_objects).remove(&h);
         } else {
             let (_, ik) = self.require_vault()?;
-            let b = self.bump(&ik)?;
-            if !self.store.delete_object(h, &b)? {
+            if !self.with_bump(&ik, |b| self.store.delete_object(h, b))? {
                 return Err(Error::ObjectHandleInvalid);
             }
-            self.note_generation(b.next);
         }
         let mut c = write(&self.cache);
         c.objects.remove(&h);
@@ -366,9 +361,7 @@ impl Token {
             mac: Vec::new(),
         };
         row.mac = ik.record_mac(&row);
-        let b = self.bump(&ik)?;
-        self.store.update_object(&row, &b)?;
-        self.note_generation(b.next);
+        self.with_bump(&ik, |b| self.store.update_object(&row, b))?;
         let mut c = write(&self.cache);
         c.objects.remove(&o.handle);
         c.keys.remove(&o.handle);
