@@ -379,3 +379,24 @@ fn key_use_through_key_for_is_audited_as_init() {
     assert!(recs.iter().any(|r| r.op == "encrypt-init" && r.result == "ok" && r.label == "k"));
     assert!(recs.iter().any(|r| r.op == "sign-init" && r.result != "ok"));
 }
+
+#[test]
+fn reinit_keeps_the_old_log_and_starts_a_new_one() {
+    let f = fx(alarm_policy());
+    let old_id = Token::open(&f.path).unwrap().status().unwrap().store_id;
+    assert!(Token::reinit(&f.path, "fresh", &Pin::new(b"wrong-so-pin".to_vec())).is_err());
+    Token::reinit(&f.path, "fresh", &so()).unwrap();
+    let kept = f.dir.path().join(format!("t.db-audit.{old_id}"));
+    assert!(kept.exists(), "old log kept beside the store");
+    let t = Token::open(&f.path).unwrap();
+    assert_ne!(t.status().unwrap().store_id, old_id);
+    t.login(UserType::So, &so()).unwrap();
+    let lines = t.audit_export(0).unwrap();
+    let rep = audit::verify_export(&lines, &t.audit_public_key().unwrap());
+    assert!(rep.ok(), "{rep:?}");
+    assert!(lines.iter().any(|l| l.contains("\"op\":\"init\"")));
+    // The old log ends with the refused and the successful reinit.
+    let c = rusqlite::Connection::open(&kept).unwrap();
+    let n: i64 = c.query_row("SELECT sum(count) FROM audit_batches", [], |r| r.get(0)).unwrap();
+    assert!(n >= 3, "{n}");
+}
