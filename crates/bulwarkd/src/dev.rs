@@ -119,8 +119,8 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
         _ => {
             let (c, s) = (random_password()?, random_password()?);
             let users = Users::load(&users_path)?;
-            users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None)?;
-            users.put("so", Role::SecurityOfficer, s.as_bytes(), None)?;
+            users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None, None)?;
+            users.put("so", Role::SecurityOfficer, s.as_bytes(), None, None)?;
             (c, s)
         }
     };

@@ -161,6 +161,8 @@ fn is_ecdsa(m: &Mechanism) -> bool {
 pub(crate) const RESERVED_PREFIX: &str = "bulwarkd.";
 /// The AES key that encrypts users' TOTP secrets.
 const TOTP_KEY_LABEL: &str = "bulwarkd.totp";
+/// The HMAC key that authenticates the user database.
+const USERS_MAC_LABEL: &str = "bulwarkd.users-mac";
 
 fn by_label(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
     if label.is_empty() || label.len() > 256 {
@@ -435,4 +437,19 @@ pub(crate) fn totp_key(t: &Token, create: bool) -> Result<u64> {
         return totp_key(t, false);
     }
     one_of(&objs, ObjectClass::SecretKey, TOTP_KEY_LABEL)
+}
+
+/// The daemon's user-database HMAC key; `NotFound` when it was never created.
+pub(crate) fn users_mac_key(t: &Token, create: bool) -> Result<u64> {
+    let objs = t.find_by_label(USERS_MAC_LABEL)?;
+    if objs.is_empty() && create {
+        generate_any(t, "hmac-sha256", USERS_MAC_LABEL, false)?;
+        return users_mac_key(t, false);
+    }
+    one_of(&objs, ObjectClass::SecretKey, USERS_MAC_LABEL)
+}
+
+/// HMAC-SHA256 of `data` under key `h`, hex.
+pub(crate) fn hmac_hex(t: &Token, h: u64, data: &[u8]) -> Result<String> {
+    t.sign(h, &Mechanism::Hmac(DigestAlg::Sha256), data).map(hex::encode)
 }

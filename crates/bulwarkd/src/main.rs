@@ -156,7 +156,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 return Err("passwords must be at least 8 bytes".into());
             }
             let users = Users::load(&cfg.users)?;
-            users.put(name, role, pw.as_bytes(), None)?;
+            users.put(name, role, pw.as_bytes(), None, None)?;
             println!("user {name} ({}) saved", role.name());
             Ok(())
         }

@@ -274,6 +274,11 @@ impl Hsm for HsmService {
                         s.audit(&a, "login", "bad-credentials", String::new());
                         return Err(Status::unauthenticated("authentication failed"));
                     }
+                    Err(LoginError::Integrity) => {
+                        tracing::error!("login refused: the user database does not authenticate");
+                        s.audit(&a, "login", "integrity", String::new());
+                        return Err(Status::data_loss("integrity check failed: user database"));
+                    }
                     Err(LoginError::Locked) => {
                         tracing::warn!(user = %user, "login refused: locked");
                         s.audit(&a, "login", "locked", String::new());
@@ -588,10 +593,13 @@ impl Hsm for HsmService {
                     resp.totp_secret_base32 = totp.secret().to_base32();
                     totp_ct = Some(hex::encode(ct));
                 }
-                st.users.put(&name, role, password.as_bytes(), totp_ct).map_err(|e| {
-                    tracing::error!(error = %e, "user file");
-                    Status::unavailable("cannot write the user database")
-                })?;
+                let mac = |d: &[u8]| st.users_mac(d);
+                st.users.put(&name, role, password.as_bytes(), totp_ct, Some(&mac)).map_err(
+                    |e| {
+                        tracing::error!(error = %e, "user file");
+                        Status::unavailable("cannot write the user database")
+                    },
+                )?;
                 let detail = format!("user {name} role {} totp {with_totp}", role.name());
                 st.audit(&current_actor().unwrap_or_default(), "create-user", "ok", detail);
                 Ok(resp)
@@ -610,7 +618,8 @@ impl Hsm for HsmService {
             .state
             .run("delete-user", actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let removed = st.users.remove(&name).map_err(|e| {
+                let mac = |d: &[u8]| st.users_mac(d);
+                let removed = st.users.remove(&name, &mac).map_err(|e| {
                     tracing::error!(error = %e, "user file");
                     Status::unavailable("cannot write the user database")
                 })?;

@@ -113,8 +113,42 @@ impl HsmState {
                 self.token.unseal(vault, ik)?;
                 self.sealed.store(false, Ordering::Release);
                 tracing::warn!("HSM unsealed");
+                self.check_users();
                 Ok((false, need, need))
             }
+        }
+    }
+
+    /// HMAC of the user database under the HSM's key (hex).
+    pub(crate) fn users_mac(&self, data: &[u8]) -> Result<String, String> {
+        crate::keys::users_mac_key(&self.token, false)
+            .and_then(|h| crate::keys::hmac_hex(&self.token, h, data))
+            .map_err(|e| e.to_string())
+    }
+
+    /// After unseal: the user database must authenticate under the HSM's key. A database never
+    /// bound to this HSM (first unseal after init, offline bootstrap) is bound now; a bound one
+    /// that does not verify, or a bound one whose key is gone, disables every login.
+    fn check_users(&self) {
+        let key = crate::keys::users_mac_key(&self.token, false);
+        let mac = |d: &[u8]| self.users_mac(d);
+        let ok = match key {
+            Ok(_) => self.users.verify_mac(&mac),
+            Err(bulwark_core::Error::NotFound(_)) if !self.users.is_bound() => {
+                let bound = crate::keys::users_mac_key(&self.token, true)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| self.users.bind(&mac));
+                if let Err(e) = &bound {
+                    tracing::error!(error = %e, "cannot bind the user database to the HSM");
+                }
+                bound.is_ok()
+            }
+            _ => false,
+        };
+        if !ok {
+            tracing::error!("the user database does not authenticate: every login is refused");
+            let actor = Actor { name: "-".into(), role: "-".into(), client: "bulwarkd".into() };
+            self.audit(&actor, "users-integrity", "integrity", String::new());
         }
     }
 

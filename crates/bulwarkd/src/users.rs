@@ -77,6 +77,20 @@ pub enum LoginError {
     BadCredentials,
     /// Too many failures.
     Locked,
+    /// The user database does not authenticate under the HSM's key: no login is possible.
+    Integrity,
+}
+
+/// Computes the MAC of the user database with the HSM's key (hex).
+pub type MacFn<'a> = &'a dyn Fn(&[u8]) -> Result<String, String>;
+
+/// The user file: the records and their MAC under the HSM's `bulwarkd.users-mac` key. A bare
+/// array (no MAC) is accepted only until the database is first bound to an unsealed HSM.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum UserFile {
+    Bound { users: Vec<UserRecord>, mac: String },
+    Unbound(Vec<UserRecord>),
 }
 
 /// The user database.
@@ -84,6 +98,10 @@ pub enum LoginError {
 pub struct Users {
     path: PathBuf,
     records: RwLock<Vec<UserRecord>>,
+    /// The MAC read from or last written to the file (None: not yet bound to the HSM).
+    mac: Mutex<Option<String>>,
+    /// True once the records authenticated under the HSM's key in this process.
+    trusted: std::sync::atomic::AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
     /// Last accepted TOTP step per user (RFC 6238 §5.2: a code is accepted once).
     last_step: Mutex<HashMap<String, u64>>,
@@ -124,28 +142,67 @@ pub fn check_name(name: &str) -> Result<(), String> {
 impl Users {
     /// Loads the user file (an absent file is an empty database).
     pub fn load(path: &Path) -> Result<Self, String> {
-        let records = match std::fs::read(path) {
+        let file = match std::fs::read(path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| format!("user file {} is malformed: {e}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UserFile::Unbound(Vec::new()),
             Err(e) => return Err(format!("cannot read {}: {}", path.display(), e.kind())),
+        };
+        let (records, mac) = match file {
+            UserFile::Bound { users, mac } => (users, Some(mac)),
+            UserFile::Unbound(users) => (users, None),
         };
         Ok(Self {
             path: path.to_owned(),
             records: RwLock::new(records),
+            mac: Mutex::new(mac),
+            trusted: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
             last_step: Mutex::new(HashMap::new()),
             dummy: hash_password(b"bulwark timing equaliser")?,
         })
     }
 
-    /// Adds (or replaces) a user and writes the file.
+    fn canonical(records: &[UserRecord]) -> Vec<u8> {
+        serde_json::to_vec(records).unwrap_or_default()
+    }
+
+    /// Whether the file is bound to an HSM (carries a MAC).
+    pub fn is_bound(&self) -> bool {
+        lock(&self.mac).is_some()
+    }
+
+    /// Checks the records against the file's MAC with the HSM's key; trusts them if it matches.
+    pub fn verify_mac(&self, mac: MacFn<'_>) -> bool {
+        let r = self.records.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stored = lock(&self.mac).clone();
+        let ok = match (stored, mac(&Self::canonical(&r))) {
+            (Some(s), Ok(m)) => {
+                bool::from(subtle::ConstantTimeEq::ct_eq(s.as_bytes(), m.as_bytes()))
+            }
+            _ => false,
+        };
+        self.trusted.store(ok, std::sync::atomic::Ordering::Release);
+        ok
+    }
+
+    /// Binds an unbound database to the HSM: MACs the records and rewrites the file.
+    pub fn bind(&self, mac: MacFn<'_>) -> Result<(), String> {
+        let r = self.records.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.save(&r, Some(mac))?;
+        self.trusted.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Adds (or replaces) a user and writes the file: MACed with `mac` (online, unsealed), or
+    /// without a MAC (offline bootstrap), which is refused once the file is bound to the HSM.
     pub fn put(
         &self,
         name: &str,
         role: Role,
         password: &[u8],
         totp: Option<String>,
+        mac: Option<MacFn<'_>>,
     ) -> Result<(), String> {
         check_name(name)?;
         let rec = UserRecord {
@@ -158,21 +215,21 @@ impl Users {
         let mut next = r.clone();
         next.retain(|u| u.name != name);
         next.push(rec);
-        self.save(&next)?;
+        self.save(&next, mac)?;
         *r = next;
         lock(&self.failures).remove(name);
         Ok(())
     }
 
     /// Removes a user; `Ok(false)` if there was none.
-    pub fn remove(&self, name: &str) -> Result<bool, String> {
+    pub fn remove(&self, name: &str, mac: MacFn<'_>) -> Result<bool, String> {
         let mut r = self.records.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = r.clone();
         next.retain(|u| u.name != name);
         if next.len() == r.len() {
             return Ok(false);
         }
-        self.save(&next)?;
+        self.save(&next, Some(mac))?;
         *r = next;
         Ok(true)
     }
@@ -191,11 +248,23 @@ impl Users {
             .collect()
     }
 
-    fn save(&self, records: &[UserRecord]) -> Result<(), String> {
+    fn save(&self, records: &[UserRecord], mac: Option<MacFn<'_>>) -> Result<(), String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        let mut stored = lock(&self.mac);
+        let file = match mac {
+            Some(f) => {
+                UserFile::Bound { users: records.to_vec(), mac: f(&Self::canonical(records))? }
+            }
+            None if stored.is_some() => {
+                return Err("the user database is bound to the HSM: add users online as the \
+                            security officer (bulwark --endpoint ... user add)"
+                    .into())
+            }
+            None => UserFile::Unbound(records.to_vec()),
+        };
         let tmp = self.path.with_extension("tmp");
-        let json = serde_json::to_vec_pretty(records).map_err(|e| e.to_string())?;
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -204,7 +273,12 @@ impl Users {
             .open(&tmp)
             .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.kind()))?;
         f.write_all(&json).and_then(|()| f.sync_all()).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| e.to_string())
+        std::fs::rename(&tmp, &self.path).map_err(|e| e.to_string())?;
+        *stored = match file {
+            UserFile::Bound { mac, .. } => Some(mac),
+            UserFile::Unbound(_) => None,
+        };
+        Ok(())
     }
 
     /// Number of users.
@@ -225,6 +299,9 @@ impl Users {
         name: &str,
         password: &Zeroizing<String>,
     ) -> Result<(Role, Option<String>), LoginError> {
+        if !self.trusted.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(LoginError::Integrity);
+        }
         if lock(&self.failures).get(name).copied().unwrap_or(0) >= MAX_LOGIN_FAILURES {
             return Err(LoginError::Locked);
         }

@@ -478,3 +478,34 @@ fn local_admin_unix_socket() {
     assert!(client_as(&s, "crypto").status().unwrap().sealed);
     assert!(s.state.audit_records().iter().any(|l| l.contains("unix uid:")));
 }
+
+#[test]
+fn user_database_is_bound_to_the_hsm() {
+    let (d, s) = dev();
+    let dir = s.dir.clone();
+    login(&s, "so.env").create_user("dave", "crypto-user", "dave-password", false).unwrap();
+    drop(s);
+    let users = std::fs::read_to_string(dir.join("users.json")).unwrap();
+    assert!(users.contains("\"mac\""), "{users}");
+    // Offline additions are refused once the database is bound.
+    let users_db = bulwarkd::users::Users::load(&dir.join("users.json")).unwrap();
+    assert!(users_db
+        .put("mallory", bulwarkd::users::Role::SecurityOfficer, b"password-1", None, None)
+        .is_err());
+
+    // Restarting on the untouched directory works.
+    let s = DevServer::start(&d.path().join("dev")).unwrap();
+    login(&s, "dev.env");
+    drop(s);
+
+    // Promote the crypto officer by editing the file: every login is refused with DATA_LOSS.
+    std::fs::write(dir.join("users.json"), users.replacen("crypto-officer", "security-officer", 1))
+        .unwrap();
+    let s = DevServer::start(&d.path().join("dev")).unwrap();
+    let mut c = client_as(&s, "crypto");
+    let pw = env_value(&s.dir, "dev.env", "BULWARK_PASSWORD");
+    let (code, msg) = code(c.login("crypto", &pw));
+    assert_eq!(code, Code::DataLoss);
+    assert!(msg.contains("integrity"), "{msg}");
+    assert!(s.state.audit_records().iter().any(|l| l.contains("users-integrity")));
+}
