@@ -5,7 +5,8 @@
 //! configured tamper file into the configured tamper response (`alarm` or `zeroize`).
 //!
 //! The operation bodies live in `auth.rs`, `objects.rs` and `ops.rs` as `*_unaudited`
-//! functions; the public, audited names are defined here. Nothing here ever records key
+//! functions; the public, audited names of the administrative and audit operations are defined
+//! here, those of object management and cryptography in `entry.rs`. Nothing here ever records key
 //! material, plaintext or PINs: records carry names, ids, labels and result codes.
 
 use std::path::{Path, PathBuf};
@@ -14,15 +15,13 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::{read, KeyRef, SessionId, Token, Usage, UserType, SESSION_HANDLE_BASE};
-use crate::attr::{AttrType, AttrValue};
+use super::{read, SessionId, Token, UserType, SESSION_HANDLE_BASE};
+use crate::attr::AttrType;
 use crate::audit::{self, Actor, AuditEvent, AuditLog, AuditSigner, Checkpoint, Proof};
 use crate::error::{Error, Result};
 use crate::hierarchy::{IntegrityKeys, KdfParams, Vault};
-use crate::mechanism::{KeyGenMechanism, Mechanism};
-use crate::secret::{Pin, SecretBytes};
+use crate::secret::Pin;
 use crate::store::{SqliteStore, Store};
-use crate::template::Template;
 
 /// The reserved uid under which the audit signing key is sealed (never an object handle).
 const AUDIT_KEY_UID: [u8; 16] = *b"bulwark-auditkey";
@@ -219,29 +218,29 @@ fn tamper_reason(e: &Error) -> Option<&'static str> {
 }
 
 /// What one audited call is about.
-struct Call {
-    op: &'static str,
-    session: SessionId,
-    mechanism: Option<u64>,
-    handle: Option<u64>,
+pub(super) struct Call {
+    pub(super) op: &'static str,
+    pub(super) session: SessionId,
+    pub(super) mechanism: Option<u64>,
+    pub(super) handle: Option<u64>,
     /// (uid, label) captured before the object went away.
-    described: Option<(String, String)>,
-    actor: Option<UserType>,
+    pub(super) described: Option<(String, String)>,
+    pub(super) actor: Option<UserType>,
 }
 
 impl Call {
-    fn new(op: &'static str) -> Self {
+    pub(super) fn new(op: &'static str) -> Self {
         Self { op, session: 0, mechanism: None, handle: None, described: None, actor: None }
     }
-    fn mech(mut self, m: u64) -> Self {
+    pub(super) fn mech(mut self, m: u64) -> Self {
         self.mechanism = Some(m);
         self
     }
-    fn obj(mut self, h: u64) -> Self {
+    pub(super) fn obj(mut self, h: u64) -> Self {
         self.handle = Some(h);
         self
     }
-    fn session(mut self, s: SessionId) -> Self {
+    pub(super) fn session(mut self, s: SessionId) -> Self {
         self.session = s;
         self
     }
@@ -270,7 +269,7 @@ impl Token {
         self.guard.policy.clone()
     }
 
-    fn describe(&self, h: u64) -> (String, String) {
+    pub(super) fn describe(&self, h: u64) -> (String, String) {
         let o = if h >= SESSION_HANDLE_BASE {
             read(&self.session_objects).get(&h).cloned()
         } else {
@@ -289,7 +288,7 @@ impl Token {
     }
 
     /// Refuses service in the alarm or zeroized state; checks the tamper file.
-    fn precheck(&self, c: &Call) -> Result<()> {
+    pub(super) fn precheck(&self, c: &Call) -> Result<()> {
         if self.guard.zeroized.load(Ordering::Acquire) {
             return Err(Error::Zeroized);
         }
@@ -356,12 +355,12 @@ impl Token {
     /// result is returned; if it cannot be written the result is withheld and the error
     /// returned instead), and the tamper response.
     #[allow(clippy::needless_pass_by_value)] // call sites read better with the Call inline
-    fn audited<T>(&self, c: Call, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(super) fn audited<T>(&self, c: Call, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let r = self.precheck(&c).and_then(|()| f());
         self.finish(&c, r, String::new())
     }
 
-    fn finish<T>(&self, c: &Call, r: Result<T>, detail: String) -> Result<T> {
+    pub(super) fn finish<T>(&self, c: &Call, r: Result<T>, detail: String) -> Result<T> {
         if matches!(r, Err(Error::Zeroized)) {
             // Nothing more can be signed for a zeroized store; its log ends with the zeroize.
             return r;
@@ -654,210 +653,14 @@ impl Token {
     pub fn audit_log(&self) -> Option<&AuditLog> {
         self.guard.log.as_ref()
     }
-
-    // --- object management ------------------------------------------------------------------
-
-    /// `C_FindObjects`: handles of every visible object matching `t`, token objects first.
-    pub fn find(&self, t: &Template) -> Result<Vec<u64>> {
-        self.audited(Call::new("find"), || self.find_unaudited(t))
-    }
-
-    /// `C_GetAttributeValue` for one attribute (see `attribute_unaudited`). Reading a secret
-    /// component is audited as `read-secret-attribute`; plain attribute reads are not.
-    pub fn attribute(&self, h: u64, t: AttrType) -> Result<AttrValue> {
-        if t.is_secret_component() {
-            self.audited(Call::new("read-secret-attribute").obj(h), || {
-                self.attribute_unaudited(h, t)
-            })
-        } else {
-            self.attribute_unaudited(h, t)
-        }
-    }
-
-    /// `C_CreateObject`.
-    pub fn create_object(&self, t: &Template, session: SessionId) -> Result<u64> {
-        self.audited_new(Call::new("create-object").session(session), || {
-            self.create_object_unaudited(t, session)
-        })
-    }
-
-    /// `C_CopyObject`.
-    pub fn copy_object(&self, h: u64, t: &Template, session: SessionId) -> Result<u64> {
-        let c = Call::new("copy-object").session(session).obj(h);
-        self.audited(c, || self.copy_object_unaudited(h, t, session))
-    }
-
-    /// `C_DestroyObject`.
-    pub fn destroy_object(&self, h: u64) -> Result<()> {
-        let _ = self.obj(h); // load it so that the record can name it after it is gone
-        let c = Call { described: Some(self.describe(h)), ..Call::new("destroy-object").obj(h) };
-        self.audited(c, || self.destroy_object_unaudited(h))
-    }
-
-    /// `C_SetAttributeValue`.
-    pub fn set_attributes(&self, h: u64, changes: &Template) -> Result<()> {
-        self.audited(Call::new("set-attributes").obj(h), || {
-            self.set_attributes_unaudited(h, changes)
-        })
-    }
-
-    /// Like [`Token::audited`] for operations that create one object: the record names it.
-    fn audited_new(&self, mut c: Call, f: impl FnOnce() -> Result<u64>) -> Result<u64> {
-        let r = self.precheck(&c).and_then(|()| f());
-        if let Ok(h) = &r {
-            let _ = self.obj(*h);
-            c.handle = Some(*h);
-        }
-        self.finish(&c, r, String::new())
-    }
-
-    // --- keys and cryptography --------------------------------------------------------------
-
-    /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed (the
-    /// PKCS#11 module calls this at `C_*Init`; the record is `<usage>-init`).
-    pub fn key_for(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
-        let op = match usage {
-            Usage::Sign => "sign-init",
-            Usage::Verify => "verify-init",
-            Usage::Encrypt => "encrypt-init",
-            Usage::Decrypt => "decrypt-init",
-            Usage::Wrap => "wrap-init",
-            Usage::Unwrap => "unwrap-init",
-            Usage::Derive => "derive-init",
-            Usage::Encapsulate => "encapsulate-init",
-            Usage::Decapsulate => "decapsulate-init",
-        };
-        self.audited(Call::new(op).obj(h).mech(mech.ck_type()), || {
-            self.key_for_unaudited(h, usage, mech)
-        })
-    }
-
-    /// `C_GenerateKey`.
-    pub fn generate_key(
-        &self,
-        mech: KeyGenMechanism,
-        t: &Template,
-        session: SessionId,
-    ) -> Result<u64> {
-        let c = Call::new("generate-key").session(session).mech(mech.ck_type());
-        self.audited_new(c, || self.generate_key_unaudited(mech, t, session))
-    }
-
-    /// `C_GenerateKeyPair`: returns (public handle, private handle). The record names the
-    /// private key.
-    pub fn generate_key_pair(
-        &self,
-        mech: KeyGenMechanism,
-        pub_t: &Template,
-        priv_t: &Template,
-        session: SessionId,
-    ) -> Result<(u64, u64)> {
-        let mut c = Call::new("generate-key-pair").session(session).mech(mech.ck_type());
-        let r = self
-            .precheck(&c)
-            .and_then(|()| self.generate_key_pair_unaudited(mech, pub_t, priv_t, session));
-        if let Ok((_, h)) = &r {
-            let _ = self.obj(*h);
-            c.handle = Some(*h);
-        }
-        self.finish(&c, r, String::new())
-    }
-
-    /// Signs with key `h`.
-    pub fn sign(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        self.audited(Call::new("sign").obj(h).mech(mech.ck_type()), || {
-            self.sign_unaudited(h, mech, data)
-        })
-    }
-
-    /// Verifies with key `h` (a public key, or an HMAC secret key).
-    pub fn verify(&self, h: u64, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()> {
-        self.audited(Call::new("verify").obj(h).mech(mech.ck_type()), || {
-            self.verify_unaudited(h, mech, data, sig)
-        })
-    }
-
-    /// Encrypts with key `h`.
-    pub fn encrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        self.audited(Call::new("encrypt").obj(h).mech(mech.ck_type()), || {
-            self.encrypt_unaudited(h, mech, data)
-        })
-    }
-
-    /// Decrypts with key `h`.
-    pub fn decrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes> {
-        self.audited(Call::new("decrypt").obj(h).mech(mech.ck_type()), || {
-            self.decrypt_unaudited(h, mech, data)
-        })
-    }
-
-    /// `C_WrapKey`: wraps key `target` under `wrapping` (the record names the target; the
-    /// detail names the wrapping key).
-    pub fn wrap_key(&self, wrapping: u64, mech: &Mechanism, target: u64) -> Result<Vec<u8>> {
-        let c = Call::new("wrap-key").obj(target).mech(mech.ck_type());
-        let r = self.precheck(&c).and_then(|()| self.wrap_key_unaudited(wrapping, mech, target));
-        let detail = format!("wrapping key {}", self.describe(wrapping).0);
-        self.finish(&c, r, detail)
-    }
-
-    /// `C_UnwrapKey`: unwraps a secret key described by `t` under `unwrapping`.
-    pub fn unwrap_key(
-        &self,
-        unwrapping: u64,
-        mech: &Mechanism,
-        wrapped: &[u8],
-        t: &Template,
-        session: SessionId,
-    ) -> Result<u64> {
-        let c = Call::new("unwrap-key").session(session).mech(mech.ck_type());
-        let detail = format!("unwrapping key {}", self.describe(unwrapping).0);
-        let mut c = c;
-        let r = self
-            .precheck(&c)
-            .and_then(|()| self.unwrap_key_unaudited(unwrapping, mech, wrapped, t, session));
-        if let Ok(h) = &r {
-            let _ = self.obj(*h);
-            c.handle = Some(*h);
-        }
-        self.finish(&c, r, detail)
-    }
-
-    /// `C_DeriveKey`: derives a secret key described by `t` from `base`.
-    pub fn derive_key(
-        &self,
-        base: u64,
-        mech: &Mechanism,
-        t: &Template,
-        session: SessionId,
-    ) -> Result<u64> {
-        let mut c = Call::new("derive-key").session(session).mech(mech.ck_type());
-        let r = self.precheck(&c).and_then(|()| self.derive_key_unaudited(base, mech, t, session));
-        let detail = format!("base key {}", self.describe(base).0);
-        if let Ok(h) = &r {
-            let _ = self.obj(*h);
-            c.handle = Some(*h);
-        }
-        self.finish(&c, r, detail)
-    }
-
-    /// The value of a secret key that is neither sensitive nor unextractable.
-    pub fn export_secret(&self, h: u64) -> Result<SecretBytes> {
-        self.audited(Call::new("export-secret").obj(h), || self.export_secret_unaudited(h))
-    }
-
-    /// Fills `out` with random bytes.
-    pub fn random(&self, out: &mut [u8]) -> Result<()> {
-        let n = out.len();
-        let c = Call::new("random");
-        let r = self.precheck(&c).and_then(|()| self.random_unaudited(out));
-        self.finish(&c, r, format!("{n} bytes"))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attr::AttrValue;
     use crate::audit::error_code;
+    use crate::mechanism::KeyGenMechanism;
 
     #[test]
     fn every_error_has_a_code_and_tamper_errors_are_recognized() {

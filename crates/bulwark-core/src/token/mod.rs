@@ -9,6 +9,7 @@
 //! call that writes.
 
 mod auth;
+mod entry;
 mod guard;
 mod objects;
 mod ops;
