@@ -45,6 +45,9 @@ pub(crate) enum UserCommand {
         /// Enroll a TOTP second factor; prints the otpauth:// URI once.
         #[arg(long)]
         totp: bool,
+        /// Bind the user to this client certificate (PEM): it can log in only with it.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
     },
     /// List users.
     List {
@@ -375,9 +378,13 @@ fn new_password() -> CliResult<Zeroizing<String>> {
 fn user(endpoint: &str, cmd: UserCommand) -> CliResult<ExitCode> {
     let c = session(endpoint)?;
     match cmd {
-        UserCommand::Add { name, role, totp } => {
+        UserCommand::Add { name, role, totp, cert } => {
+            let fp = match &cert {
+                Some(p) => bulwark_client::cert_sha256_of_pem(&read(p)?)?,
+                None => String::new(),
+            };
             let pw = new_password()?;
-            let r = c.create_user(&name, &role, &pw, totp)?;
+            let r = c.create_user_bound(&name, &role, &pw, totp, &fp)?;
             println!("user {name:?} added ({role})");
             if totp {
                 println!("TOTP enrolled; give this to {name} once (it is not shown again):");

@@ -381,12 +381,26 @@ impl Client {
         password: &str,
         totp: bool,
     ) -> Result<pb::CreateUserResponse> {
+        self.create_user_bound(name, role, password, totp, "")
+    }
+
+    /// [`Client::create_user`], binding the user to a client certificate (SHA-256 of its DER,
+    /// hex; see [`cert_sha256_of_pem`]).
+    pub fn create_user_bound(
+        &self,
+        name: &str,
+        role: &str,
+        password: &str,
+        totp: bool,
+        client_cert_sha256: &str,
+    ) -> Result<pb::CreateUserResponse> {
         let mut c = self.inner.clone();
         let r = self.req(pb::CreateUserRequest {
             name: name.into(),
             role: role.into(),
             password: password.into(),
             totp,
+            client_cert_sha256: client_cert_sha256.into(),
         });
         Ok(self.rt.block_on(c.create_user(r))?.into_inner())
     }
@@ -409,6 +423,23 @@ impl Client {
         let mut c = self.inner.clone();
         Ok(self.rt.block_on(c.random(self.req(pb::RandomRequest { length: n })))?.into_inner().data)
     }
+}
+
+/// SHA-256 (hex) of the first certificate in a PEM file: the value that binds a user to it.
+pub fn cert_sha256_of_pem(pem: &[u8]) -> Result<String> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()
+        .ok_or_else(|| ClientError::Config("no certificate in the PEM file".into()))?
+        .map_err(|e| ClientError::Config(format!("certificate: {e}")))?;
+    let d = bulwark_core::crypto::Provider::get()
+        .and_then(|p| p.digest(bulwark_core::mechanism::DigestAlg::Sha256, der.as_ref()))
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+    Ok(d.iter().fold(String::with_capacity(64), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
 
 fn fmt(der: bool) -> SignatureFormat {

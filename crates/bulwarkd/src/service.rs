@@ -99,6 +99,15 @@ impl HsmService {
     }
 }
 
+/// SHA-256 (hex) of the peer's client certificate, if the connection has one.
+fn peer_cert_sha256<T>(req: &Request<T>) -> Option<String> {
+    req.peer_certs().and_then(|c| {
+        c.first().map(|c| {
+            hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, c.as_ref()).as_ref())
+        })
+    })
+}
+
 /// Who is on the other end: peer address and a fingerprint of its client certificate.
 fn client_id<T>(req: &Request<T>) -> String {
     if let Some(u) = req.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
@@ -249,6 +258,7 @@ impl Hsm for HsmService {
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let client = client_id(&req);
+        let peer_cert = peer_cert_sha256(&req);
         let pb::LoginRequest { user, password, otp } = req.into_inner();
         let mut a = Actor { name: user.clone(), role: "-".into(), client };
         if let Err(st) = self.state.require_unsealed() {
@@ -267,7 +277,7 @@ impl Hsm for HsmService {
         let (user, role) = self
             .state
             .run("login", a.clone(), move |s| {
-                let (role, totp) = match s.users.verify_password(&user, &password) {
+                let factors = match s.users.verify_password(&user, &password) {
                     Ok(v) => v,
                     Err(LoginError::BadCredentials) => {
                         tracing::warn!(user = %user, "login failed: bad credentials");
@@ -287,8 +297,21 @@ impl Hsm for HsmService {
                         ));
                     }
                 };
+                let role = factors.role;
                 role.name().clone_into(&mut a.role);
-                if let Some(ct) = totp {
+                if let Some(bound) = &factors.cert_sha256 {
+                    let presented = peer_cert.as_deref().unwrap_or("");
+                    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                        presented.as_bytes(),
+                        bound.as_bytes(),
+                    )) {
+                        s.users.failed(&user);
+                        tracing::warn!(user = %user, "login failed: not the user's certificate");
+                        s.audit(&a, "login", "bad-certificate", String::new());
+                        return Err(Status::unauthenticated("authentication failed"));
+                    }
+                }
+                if let Some(ct) = factors.totp {
                     match check_otp(s, &ct, &otp) {
                         Some(step) if s.users.accept_step(&user, step) => {}
                         _ => {
@@ -567,6 +590,10 @@ impl Hsm for HsmService {
         }
         let password = Zeroizing::new(r.password);
         let (name, with_totp) = (r.name, r.totp);
+        let cert = r.client_cert_sha256.to_ascii_lowercase();
+        if !cert.is_empty() && (cert.len() != 64 || !cert.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(Status::invalid_argument("client_cert_sha256 must be 64 hex digits"));
+        }
         tracing::info!(user = %so.user, new_user = %name, role = role.name(), totp = with_totp, "create user");
         let resp = self
             .state
@@ -600,7 +627,17 @@ impl Hsm for HsmService {
                         Status::unavailable("cannot write the user database")
                     },
                 )?;
-                let detail = format!("user {name} role {} totp {with_totp}", role.name());
+                if !cert.is_empty() {
+                    st.users.bind_certificate(&name, &cert, &mac).map_err(|e| {
+                        tracing::error!(error = %e, "user file");
+                        Status::unavailable("cannot write the user database")
+                    })?;
+                }
+                let detail = format!(
+                    "user {name} role {} totp {with_totp} certificate {}",
+                    role.name(),
+                    !cert.is_empty()
+                );
                 st.audit(&current_actor().unwrap_or_default(), "create-user", "ok", detail);
                 Ok(resp)
             })
@@ -647,11 +684,12 @@ impl Hsm for HsmService {
             .users
             .list()
             .into_iter()
-            .map(|(name, role, totp, locked)| pb::UserInfo {
+            .map(|(name, role, totp, locked, cert_bound)| pb::UserInfo {
                 name,
                 role: role.name().into(),
                 totp,
                 locked,
+                cert_bound,
             })
             .collect();
         Ok(Response::new(pb::ListUsersResponse { users }))

@@ -68,6 +68,20 @@ pub struct UserRecord {
     /// readable only while the HSM is unsealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<String>,
+    /// SHA-256 (hex) of the client certificate this user must connect with, if bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+}
+
+/// What a login must still check after the password: the second factors.
+#[derive(Debug)]
+pub struct Factors {
+    /// The user's role.
+    pub role: Role,
+    /// Encrypted TOTP secret, if enrolled.
+    pub totp: Option<String>,
+    /// Bound client certificate (SHA-256 hex), if any.
+    pub cert_sha256: Option<String>,
 }
 
 /// Why a login failed.
@@ -210,6 +224,7 @@ impl Users {
             role,
             password_hash: hash_password(password)?,
             totp,
+            cert_sha256: None,
         };
         let mut r = self.records.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = r.clone();
@@ -218,6 +233,23 @@ impl Users {
         self.save(&next, mac)?;
         *r = next;
         lock(&self.failures).remove(name);
+        Ok(())
+    }
+
+    /// Binds `name` to a client certificate (SHA-256 of its DER, hex): it can then log in only
+    /// over a connection authenticated with that certificate.
+    pub fn bind_certificate(
+        &self,
+        name: &str,
+        sha256_hex: &str,
+        mac: MacFn<'_>,
+    ) -> Result<(), String> {
+        let mut r = self.records.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = r.clone();
+        let u = next.iter_mut().find(|u| u.name == name).ok_or("no such user")?;
+        u.cert_sha256 = Some(sha256_hex.to_ascii_lowercase());
+        self.save(&next, Some(mac))?;
+        *r = next;
         Ok(())
     }
 
@@ -234,8 +266,8 @@ impl Users {
         Ok(true)
     }
 
-    /// Every user (name, role, has TOTP, locked).
-    pub fn list(&self) -> Vec<(String, Role, bool, bool)> {
+    /// Every user (name, role, has TOTP, locked, bound to a certificate).
+    pub fn list(&self) -> Vec<(String, Role, bool, bool, bool)> {
         let f = lock(&self.failures);
         self.records
             .read()
@@ -243,7 +275,7 @@ impl Users {
             .iter()
             .map(|u| {
                 let locked = f.get(&u.name).copied().unwrap_or(0) >= MAX_LOGIN_FAILURES;
-                (u.name.clone(), u.role, u.totp.is_some(), locked)
+                (u.name.clone(), u.role, u.totp.is_some(), locked, u.cert_sha256.is_some())
             })
             .collect()
     }
@@ -298,7 +330,7 @@ impl Users {
         &self,
         name: &str,
         password: &Zeroizing<String>,
-    ) -> Result<(Role, Option<String>), LoginError> {
+    ) -> Result<Factors, LoginError> {
         if !self.trusted.load(std::sync::atomic::Ordering::Acquire) {
             return Err(LoginError::Integrity);
         }
@@ -316,7 +348,7 @@ impl Users {
         let ok = PasswordHash::new(hash)
             .is_ok_and(|h| hasher().verify_password(password.as_bytes(), &h).is_ok());
         match user {
-            Some(u) if ok => Ok((u.role, u.totp)),
+            Some(u) if ok => Ok(Factors { role: u.role, totp: u.totp, cert_sha256: u.cert_sha256 }),
             Some(_) => {
                 self.failed(name);
                 Err(LoginError::BadCredentials)

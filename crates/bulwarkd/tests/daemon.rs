@@ -509,3 +509,26 @@ fn user_database_is_bound_to_the_hsm() {
     assert!(msg.contains("integrity"), "{msg}");
     assert!(s.state.audit_records().iter().any(|l| l.contains("users-integrity")));
 }
+
+#[test]
+fn certificate_bound_user() {
+    let (_d, s) = dev();
+    let so = login(&s, "so.env");
+    let pki = s.dir.join("pki");
+    let fp =
+        bulwark_client::cert_sha256_of_pem(&std::fs::read(pki.join("so.pem")).unwrap()).unwrap();
+    so.create_user_bound("erin", "crypto-user", "erin-password", false, &fp).unwrap();
+    assert!(so.list_users().unwrap().iter().any(|u| u.name == "erin" && u.cert_bound));
+    // With another client certificate, or over the local socket: refused.
+    let mut wrong = client_as(&s, "crypto");
+    assert_eq!(code(wrong.login("erin", "erin-password")).0, Code::Unauthenticated);
+    let mut local = Client::connect_unix(&s.dir.join("bulwarkd.sock")).unwrap();
+    assert_eq!(code(local.login("erin", "erin-password")).0, Code::Unauthenticated);
+    // With the bound certificate: accepted.
+    let mut right = client_as(&s, "so");
+    assert_eq!(right.login("erin", "erin-password").unwrap(), "crypto-user");
+    assert_eq!(
+        code(so.create_user_bound("x", "crypto-user", "password-1", false, "abc")).0,
+        Code::InvalidArgument
+    );
+}
