@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use bulwark_core::attr::{AttrType, AttrValue, KeyType, ObjectClass};
-use bulwark_core::crypto::{Curve, KeySpec, MlDsaParam, MlKemParam};
+use bulwark_core::crypto::KeySpec;
 use bulwark_core::mechanism::KeyGenMechanism;
 use bulwark_core::token::ObjectInfo;
 use bulwark_core::{Error, Token};
@@ -83,33 +83,11 @@ pub(crate) enum KeyCommand {
 }
 
 fn spec_for(name: &str) -> CliResult<KeySpec> {
-    Ok(match name {
-        "aes-128" => KeySpec::Aes { bytes: 16 },
-        "aes-192" => KeySpec::Aes { bytes: 24 },
-        "aes-256" => KeySpec::Aes { bytes: 32 },
-        "hmac-sha256" | "generic-256" => KeySpec::GenericSecret { bytes: 32 },
-        "hmac-sha384" => KeySpec::GenericSecret { bytes: 48 },
-        "hmac-sha512" => KeySpec::GenericSecret { bytes: 64 },
-        "rsa-2048" => KeySpec::Rsa { bits: 2048 },
-        "rsa-3072" => KeySpec::Rsa { bits: 3072 },
-        "rsa-4096" => KeySpec::Rsa { bits: 4096 },
-        "ec-p256" => KeySpec::Ec(Curve::P256),
-        "ec-p384" => KeySpec::Ec(Curve::P384),
-        "ec-p521" => KeySpec::Ec(Curve::P521),
-        "ec-secp256k1" => KeySpec::Ec(Curve::Secp256k1),
-        "ed25519" => KeySpec::Ed25519,
-        "x25519" => KeySpec::X25519,
-        "ml-dsa-44" => KeySpec::MlDsa(MlDsaParam::MlDsa44),
-        "ml-dsa-65" => KeySpec::MlDsa(MlDsaParam::MlDsa65),
-        "ml-dsa-87" => KeySpec::MlDsa(MlDsaParam::MlDsa87),
-        "ml-kem-512" => KeySpec::MlKem(MlKemParam::MlKem512),
-        "ml-kem-768" => KeySpec::MlKem(MlKemParam::MlKem768),
-        "ml-kem-1024" => KeySpec::MlKem(MlKemParam::MlKem1024),
-        other => {
-            return Err(CliError::Usage(format!(
-                "unknown key type {other:?}; see `bulwark key generate --help` for the list"
-            )))
-        }
+    bulwark_core::names::key_spec(name).ok_or_else(|| {
+        CliError::Usage(format!(
+            "unknown key type {name:?}; one of: {}",
+            bulwark_core::names::KEY_TYPE_NAMES.join(", ")
+        ))
     })
 }
 

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use bulwark_core::attr::ObjectClass;
 use bulwark_core::crypto::{self, KeySpec, Provider};
-use bulwark_core::mechanism::{DigestAlg, Mechanism};
+use bulwark_core::mechanism::Mechanism;
 use bulwark_core::{Error, Token};
 use clap::Args;
 use serde_json::json;
@@ -86,43 +86,13 @@ fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
 }
 
 fn default_mechanism(spec: KeySpec) -> CliResult<Mechanism> {
-    Ok(match spec {
-        KeySpec::Rsa { .. } => Mechanism::Sha256RsaPkcs,
-        KeySpec::Ec(c) => match c {
-            crypto::Curve::P384 => Mechanism::EcdsaSha384,
-            crypto::Curve::P521 => Mechanism::EcdsaSha512,
-            _ => Mechanism::EcdsaSha256,
-        },
-        KeySpec::Ed25519 => Mechanism::EdDsa(None),
-        KeySpec::MlDsa(_) => Mechanism::MlDsa { context: Vec::new() },
-        KeySpec::GenericSecret { bytes } if bytes >= 64 => Mechanism::Hmac(DigestAlg::Sha512),
-        KeySpec::GenericSecret { bytes } if bytes >= 48 => Mechanism::Hmac(DigestAlg::Sha384),
-        KeySpec::GenericSecret { .. } => Mechanism::Hmac(DigestAlg::Sha256),
-        other => {
-            return Err(CliError::Usage(format!("a {} key cannot sign", other.name())));
-        }
-    })
+    bulwark_core::names::default_signature(spec)
+        .ok_or_else(|| CliError::Usage(format!("a {} key cannot sign", spec.name())))
 }
 
 fn named_mechanism(name: &str) -> CliResult<Mechanism> {
-    use DigestAlg::{Sha256, Sha384, Sha512};
-    Ok(match name {
-        "rsa-pkcs1-sha256" => Mechanism::Sha256RsaPkcs,
-        "rsa-pkcs1-sha384" => Mechanism::Sha384RsaPkcs,
-        "rsa-pkcs1-sha512" => Mechanism::Sha512RsaPkcs,
-        "rsa-pss-sha256" => Mechanism::pss(Sha256, false),
-        "rsa-pss-sha384" => Mechanism::pss(Sha384, false),
-        "rsa-pss-sha512" => Mechanism::pss(Sha512, false),
-        "ecdsa-sha256" => Mechanism::EcdsaSha256,
-        "ecdsa-sha384" => Mechanism::EcdsaSha384,
-        "ecdsa-sha512" => Mechanism::EcdsaSha512,
-        "ed25519" | "eddsa" => Mechanism::EdDsa(None),
-        "ml-dsa" => Mechanism::MlDsa { context: Vec::new() },
-        "hmac-sha256" => Mechanism::Hmac(Sha256),
-        "hmac-sha384" => Mechanism::Hmac(Sha384),
-        "hmac-sha512" => Mechanism::Hmac(Sha512),
-        other => return Err(CliError::Usage(format!("unknown mechanism {other:?}"))),
-    })
+    bulwark_core::names::signature_mechanism(name)
+        .ok_or_else(|| CliError::Usage(format!("unknown mechanism {name:?}")))
 }
 
 /// The key handle for signing (private or secret key) or verifying (public or secret key).

@@ -11,6 +11,7 @@ pub mod error;
 pub mod hierarchy;
 pub mod hsm;
 pub mod mechanism;
+pub mod names;
 pub mod rollback;
 pub mod seal;
 pub mod secret;

@@ -1,0 +1,118 @@
+//! The user-facing names of key types and signature mechanisms, shared by every front door that
+//! takes names from people (the CLI, the daemon's API), so that `--type ec-p256` or
+//! `--mechanism rsa-pss-sha256` mean the same thing everywhere, and the signature defaults (the
+//! ones stock OpenSSL verifies) are decided in one place.
+
+use crate::crypto::{Curve, KeySpec};
+use crate::mechanism::{DigestAlg, Mechanism};
+
+/// Every key type name `key_spec` accepts, in the order help texts list them.
+pub const KEY_TYPE_NAMES: &[&str] = &[
+    "aes-128",
+    "aes-192",
+    "aes-256",
+    "hmac-sha256",
+    "hmac-sha384",
+    "hmac-sha512",
+    "rsa-2048",
+    "rsa-3072",
+    "rsa-4096",
+    "ec-p256",
+    "ec-p384",
+    "ec-p521",
+    "ec-secp256k1",
+    "ed25519",
+    "x25519",
+    "ml-dsa-44",
+    "ml-dsa-65",
+    "ml-dsa-87",
+    "ml-kem-512",
+    "ml-kem-768",
+    "ml-kem-1024",
+];
+
+/// The key spec for a key type name (`aes-256`, `hmac-sha256`, `rsa-3072`, `ec-secp256k1`,
+/// `ml-dsa-65`, ...); `None` for an unknown name or a size that cannot be generated.
+pub fn key_spec(name: &str) -> Option<KeySpec> {
+    let spec = match name {
+        "hmac-sha256" => KeySpec::GenericSecret { bytes: 32 },
+        "hmac-sha384" => KeySpec::GenericSecret { bytes: 48 },
+        "hmac-sha512" => KeySpec::GenericSecret { bytes: 64 },
+        other => KeySpec::from_name(other)?,
+    };
+    let generable = match spec {
+        KeySpec::Aes { bytes } => matches!(bytes, 16 | 24 | 32),
+        KeySpec::Rsa { bits } => matches!(bits, 2048 | 3072 | 4096),
+        _ => true,
+    };
+    generable.then_some(spec)
+}
+
+/// The default signature mechanism for a key, chosen so that stock OpenSSL verifies the result:
+/// RSA → PKCS#1 v1.5 with SHA-256; EC → ECDSA with SHA-256/384/512 by curve (P-256 and
+/// secp256k1: SHA-256); Ed25519 → pure Ed25519; ML-DSA → pure ML-DSA; generic secret →
+/// HMAC-SHA-256/384/512 by key length. `None` for keys that cannot sign.
+pub fn default_signature(spec: KeySpec) -> Option<Mechanism> {
+    Some(match spec {
+        KeySpec::Rsa { .. } => Mechanism::Sha256RsaPkcs,
+        KeySpec::Ec(Curve::P384) => Mechanism::EcdsaSha384,
+        KeySpec::Ec(Curve::P521) => Mechanism::EcdsaSha512,
+        KeySpec::Ec(_) => Mechanism::EcdsaSha256,
+        KeySpec::Ed25519 => Mechanism::EdDsa(None),
+        KeySpec::MlDsa(_) => Mechanism::MlDsa { context: Vec::new() },
+        KeySpec::GenericSecret { bytes } if bytes >= 64 => Mechanism::Hmac(DigestAlg::Sha512),
+        KeySpec::GenericSecret { bytes } if bytes >= 48 => Mechanism::Hmac(DigestAlg::Sha384),
+        KeySpec::GenericSecret { .. } => Mechanism::Hmac(DigestAlg::Sha256),
+        _ => return None,
+    })
+}
+
+/// A signature mechanism by name: `rsa-pkcs1-sha256|384|512`, `rsa-pss-sha256|384|512` (salt =
+/// hash length, MGF1 with the same hash), `ecdsa-sha256|384|512`, `ed25519` (or `eddsa`),
+/// `ml-dsa`, `hmac-sha256|384|512`.
+pub fn signature_mechanism(name: &str) -> Option<Mechanism> {
+    use DigestAlg::{Sha256, Sha384, Sha512};
+    Some(match name {
+        "rsa-pkcs1-sha256" => Mechanism::Sha256RsaPkcs,
+        "rsa-pkcs1-sha384" => Mechanism::Sha384RsaPkcs,
+        "rsa-pkcs1-sha512" => Mechanism::Sha512RsaPkcs,
+        "rsa-pss-sha256" => Mechanism::pss(Sha256, false),
+        "rsa-pss-sha384" => Mechanism::pss(Sha384, false),
+        "rsa-pss-sha512" => Mechanism::pss(Sha512, false),
+        "ecdsa-sha256" => Mechanism::EcdsaSha256,
+        "ecdsa-sha384" => Mechanism::EcdsaSha384,
+        "ecdsa-sha512" => Mechanism::EcdsaSha512,
+        "ed25519" | "eddsa" => Mechanism::EdDsa(None),
+        "ml-dsa" => Mechanism::MlDsa { context: Vec::new() },
+        "hmac-sha256" => Mechanism::Hmac(Sha256),
+        "hmac-sha384" => Mechanism::Hmac(Sha384),
+        "hmac-sha512" => Mechanism::Hmac(Sha512),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_name_parses_and_round_trips_where_named_alike() {
+        for n in KEY_TYPE_NAMES {
+            let s = key_spec(n).unwrap_or_else(|| panic!("{n}"));
+            if !n.starts_with("hmac") {
+                assert_eq!(s.name(), *n);
+            }
+        }
+        assert_eq!(key_spec("rsa-1024"), None);
+        assert_eq!(key_spec("aes-512"), None);
+        assert_eq!(key_spec("dsa-1024"), None);
+    }
+
+    #[test]
+    fn defaults_and_names() {
+        assert_eq!(default_signature(KeySpec::Ec(Curve::P521)), Some(Mechanism::EcdsaSha512));
+        assert_eq!(default_signature(KeySpec::Aes { bytes: 32 }), None);
+        assert_eq!(signature_mechanism("ecdsa-sha384"), Some(Mechanism::EcdsaSha384));
+        assert_eq!(signature_mechanism("md5"), None);
+    }
+}
