@@ -112,6 +112,17 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The daemon holds the master key: no core dumps, not dumpable, memory locked if allowed.
+    let hardening = bulwark_harden::harden();
+    tracing::info!(
+        core_dumps_disabled = hardening.core_dumps_disabled,
+        not_dumpable = hardening.not_dumpable,
+        memory = ?hardening.memory,
+        "process hardening"
+    );
+    if let Some(pid) = hardening.tracer {
+        tracing::warn!(tracer = pid, "a tracer is attached to bulwarkd");
+    }
     let cli = Cli::parse();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,6 +200,9 @@ fn run(cli: &Cli) -> Result<(), String> {
             let cfg = config(cli)?;
             serve(async move {
                 let state = bulwarkd::server::open_state(&cfg, false)?;
+                if let Some(pid) = bulwark_harden::tracer_pid() {
+                    state.tracer_attached(pid);
+                }
                 tracing::info!(
                     "HSM is sealed: present {} unseal share(s) with `bulwark unseal`",
                     state.unseal_progress().1

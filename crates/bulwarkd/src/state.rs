@@ -119,6 +119,14 @@ impl HsmState {
         }
     }
 
+    /// A tracer (debugger) is attached to the daemon: a tamper signal when the store's policy
+    /// says so (the token then applies its tamper response).
+    pub fn tracer_attached(&self, pid: u32) {
+        if self.token.security_policy().tracer_is_tamper {
+            self.token.tamper_signal(&format!("tracer attached to bulwarkd (pid {pid})"));
+        }
+    }
+
     /// HMAC of the user database under the HSM's key (hex).
     pub(crate) fn users_mac(&self, data: &[u8]) -> Result<String, String> {
         crate::keys::users_mac_key(&self.token, false)
