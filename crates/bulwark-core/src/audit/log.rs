@@ -71,7 +71,7 @@ enum WaitState {
 
 #[derive(Default)]
 struct Group {
-    queue: Vec<(Arc<Waiter>, AuditRecord)>,
+    queue: Vec<(Arc<Waiter>, Vec<AuditRecord>)>,
     /// A leader is writing (or has been chosen): newcomers queue and wait.
     flushing: bool,
 }
@@ -321,11 +321,23 @@ impl AuditLog {
     /// Appends one record and returns its sequence number once it is durable (group commit:
     /// concurrent callers share one transaction and one fsync).
     pub fn append(&self, ev: &AuditEvent) -> Result<u64> {
-        let rec = AuditRecord::from_event(0, now_ms(), ev);
+        self.append_all(std::slice::from_ref(ev))
+    }
+
+    /// Appends several records as one unit (consecutive sequence numbers, one commit) and
+    /// returns the first one's sequence number once all are durable: for a front door that
+    /// serves a batch of requests at once.
+    pub fn append_all(&self, evs: &[AuditEvent]) -> Result<u64> {
+        if evs.is_empty() {
+            return Err(Error::ArgumentsBad("no audit events"));
+        }
+        let now = now_ms();
+        let recs: Vec<AuditRecord> =
+            evs.iter().map(|ev| AuditRecord::from_event(0, now, ev)).collect();
         let me = Arc::new(Waiter { state: Mutex::new(WaitState::Queued), cv: Condvar::new() });
         let lead = {
             let mut g = lock(&self.group);
-            g.queue.push((me.clone(), rec));
+            g.queue.push((me.clone(), recs));
             !std::mem::replace(&mut g.flushing, true)
         };
         if !lead {
@@ -342,16 +354,18 @@ impl AuditLog {
         }
         // Leader: write everything queued so far (this caller's record included).
         let batch = std::mem::take(&mut lock(&self.group).queue);
-        let res = self.write_batch(batch.iter().map(|(_, r)| r.clone()).collect());
+        let res = self.write_batch(batch.iter().flat_map(|(_, r)| r.iter().cloned()).collect());
         if let Err(e) = &res {
             tracing::error!(error = %e, "audit append failed");
         }
         let mut mine = Err("audit record not written".to_owned());
-        for (n, (w, _)) in batch.iter().enumerate() {
+        let mut offset = 0u64;
+        for (w, recs) in &batch {
             let r = match &res {
-                Ok(first) => Ok(first + n as u64),
+                Ok(first) => Ok(first + offset),
                 Err(e) => Err(format!("audit record not written ({e})")),
             };
+            offset += recs.len() as u64;
             if Arc::ptr_eq(w, &me) {
                 mine = r;
             } else {
@@ -621,12 +635,17 @@ mod tests {
         let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
         seqs.sort_unstable();
         assert_eq!(seqs, (0..160).collect::<Vec<_>>());
+        // A batch of events takes consecutive numbers.
+        let evs: Vec<AuditEvent> =
+            (0..5).map(|_| AuditEvent { op: "batch", ..AuditEvent::default() }).collect();
+        assert_eq!(log.append_all(&evs).unwrap(), 160);
+        assert_eq!(log.append(&AuditEvent { op: "after", ..AuditEvent::default() }).unwrap(), 165);
         let cp = log.checkpoint().unwrap();
-        assert_eq!(cp.size, 160);
+        assert_eq!(cp.size, 166);
         let lines = lines_json(&log.export_lines(0).unwrap()).unwrap();
         let rep = super::super::verify_export(&lines, &log.signer().unwrap().public_key());
         assert!(rep.ok(), "{rep:?}");
-        assert_eq!(rep.records, 160);
+        assert_eq!(rep.records, 166);
         let c = Connection::open(log.path()).unwrap();
         assert!(c
             .execute("UPDATE audit_batches SET chains = x'' WHERE first_seq = 0", [])
