@@ -173,11 +173,14 @@ fn check_otp(s: &HsmState, ct_hex: &str, otp: &str) -> Option<u64> {
 impl Hsm for HsmService {
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let (progress, threshold, shares) = self.state.unseal_progress();
         let sealed = self.state.is_sealed();
-        let st = self.state.token.status().map_err(|e| core(&e))?;
+        // Store reads: on the pool, not the reactor.
+        let actor = Actor { name: "-".into(), role: "-".into(), client: client_id(&req) };
+        let st =
+            self.state.run("status", actor, |s| s.token.status().map_err(|e| core(&e))).await?;
         let self_tests = bulwark_core::crypto::Provider::get().is_ok_and(|p| p.check().is_ok());
         Ok(Response::new(pb::StatusResponse {
             sealed,
