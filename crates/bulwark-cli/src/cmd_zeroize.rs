@@ -57,6 +57,17 @@ pub(crate) struct PolicyArgs {
     /// Sign an audit checkpoint when this many seconds passed since the last one.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     checkpoint_secs: u64,
+    /// Record successful key uses (sign, verify, encrypt, decrypt) durably before each result:
+    /// `on` (default; one disk sync per operation for a single caller) or `off` (key uses are
+    /// recorded only when refused; administration and key management always are).
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    audit_key_use: OnOff,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum OnOff {
+    On,
+    Off,
 }
 
 impl PolicyArgs {
@@ -76,6 +87,7 @@ impl PolicyArgs {
                 tracer_is_tamper: self.tracer_is_tamper,
                 checkpoint_every_records: self.checkpoint_every,
                 checkpoint_every_secs: self.checkpoint_secs,
+                audit_key_use: matches!(self.audit_key_use, OnOff::On),
             },
             ..InitOptions::default()
         }
@@ -145,6 +157,7 @@ pub(crate) fn tamper(ctx: &Ctx, cmd: &TamperCommand) -> CliResult<ExitCode> {
                 p.tamper_file.map_or_else(|| "-".into(), |f| f.display().to_string())
             );
             println!("tracer is tamper: {}", p.tracer_is_tamper);
+            println!("audit key use:    {}", if p.audit_key_use { "on" } else { "off" });
             if let Some(h) = HARDENING.get() {
                 println!(
                     "this process: core dumps disabled {}, not dumpable {}, memory {:?}",

@@ -2,7 +2,10 @@
 //! cache: `Token::sign` / `encrypt` (which re-check visibility, usage policy and the store's
 //! change counter on every call) and an operation on the `KeyRef` that `Token::key_for`
 //! returns (what the PKCS#11 module does after `C_SignInit`), each next to the raw aws-lc-rs
-//! call. The difference is the core's overhead.
+//! call. The difference is the core's overhead. The store is created with
+//! `audit_key_use = false` (key uses are not written to the audit log), so these figures are the
+//! token's own cost; with the default policy every key use also waits for a durable audit
+//! record (see `benches/audit.rs`).
 
 #![allow(missing_docs, clippy::wildcard_imports)]
 
@@ -17,7 +20,7 @@ use bulwark_core::crypto::Curve;
 use bulwark_core::hierarchy::KdfParams;
 use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
 use bulwark_core::secret::Pin;
-use bulwark_core::token::{KeyRef, Usage};
+use bulwark_core::token::{InitOptions, KeyRef, SecurityPolicy, Usage};
 use bulwark_core::{Token, UserType};
 use divan::{black_box, Bencher};
 
@@ -43,7 +46,11 @@ fn fx() -> &'static Fixture {
         let path = dir.path().join("bench.db");
         let pin = Pin::new(b"bench-pin".to_vec());
         let fast = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
-        Token::init_with(&path, "bench", &pin, Some(&pin), fast).unwrap();
+        let opts = InitOptions {
+            kdf: fast,
+            policy: SecurityPolicy { audit_key_use: false, ..SecurityPolicy::default() },
+        };
+        Token::init_with_options(&path, "bench", &pin, Some(&pin), &opts).unwrap();
         let token = Token::open(&path).unwrap();
         token.login(UserType::User, &pin).unwrap();
         let tok = (AttrType::Token, AttrValue::Bool(true));

@@ -400,3 +400,33 @@ fn reinit_keeps_the_old_log_and_starts_a_new_one() {
     let n: i64 = c.query_row("SELECT sum(count) FROM audit_batches", [], |r| r.get(0)).unwrap();
     assert!(n >= 3, "{n}");
 }
+
+/// With `audit_key_use` off, successful key uses leave no record, refused ones still do, and
+/// key management is always recorded; with the default policy every key use is recorded.
+#[test]
+fn key_use_audit_policy() {
+    for on in [true, false] {
+        let f = fx(SecurityPolicy { audit_key_use: on, ..alarm_policy() });
+        {
+            let t = Token::open(&f.path).unwrap();
+            t.login(UserType::User, &user()).unwrap();
+            let h = aes(&t, "k", false);
+            let ct = t.encrypt(h, &gcm(), b"data").unwrap();
+            t.decrypt(h, &gcm(), &ct).unwrap();
+            let mut bad = ct.clone();
+            bad[0] ^= 1;
+            assert!(t.decrypt(h, &gcm(), &bad).is_err());
+        }
+        let recs = records(&f.path);
+        assert!(has(&recs, "generate-key", "ok"), "key management always recorded");
+        let ok_uses = recs
+            .iter()
+            .filter(|r| (r.op == "encrypt" || r.op == "decrypt") && r.result == "ok")
+            .count();
+        assert_eq!(ok_uses, if on { 2 } else { 0 }, "audit_key_use = {on}");
+        assert!(
+            recs.iter().any(|r| r.op == "decrypt" && r.result != "ok"),
+            "a refused decrypt is recorded either way (audit_key_use = {on})"
+        );
+    }
+}

@@ -53,6 +53,18 @@ pub struct SecurityPolicy {
     pub checkpoint_every_records: u64,
     /// Sign an audit checkpoint when this many seconds passed since the last (0: never).
     pub checkpoint_every_secs: u64,
+    /// Record every successful key use (sign, verify, encrypt, decrypt, (de)capsulate and
+    /// their `C_*Init`) durably before its result returns. On by default, as an auditor
+    /// expects; it costs one disk sync per operation for a single caller (group commit shares
+    /// it between concurrent callers). When off, key uses are recorded only when refused;
+    /// administration, key management (generate, import, wrap, unwrap, derive, destroy, export)
+    /// and every refusal are always recorded.
+    #[serde(default = "audit_key_use_default")]
+    pub audit_key_use: bool,
+}
+
+fn audit_key_use_default() -> bool {
+    true
 }
 
 impl Default for SecurityPolicy {
@@ -64,6 +76,7 @@ impl Default for SecurityPolicy {
             tracer_is_tamper: false,
             checkpoint_every_records: 1000,
             checkpoint_every_secs: 60,
+            audit_key_use: true,
         }
     }
 }
@@ -240,6 +253,24 @@ impl Call {
         self.handle = Some(h);
         self
     }
+    /// A use of a key to process data (as opposed to administration or key management).
+    fn is_key_use(&self) -> bool {
+        matches!(
+            self.op,
+            "sign"
+                | "verify"
+                | "encrypt"
+                | "decrypt"
+                | "encapsulate"
+                | "decapsulate"
+                | "sign-init"
+                | "verify-init"
+                | "encrypt-init"
+                | "decrypt-init"
+                | "encapsulate-init"
+                | "decapsulate-init"
+        )
+    }
     pub(super) fn session(mut self, s: SessionId) -> Self {
         self.session = s;
         self
@@ -363,6 +394,10 @@ impl Token {
     pub(super) fn finish<T>(&self, c: &Call, r: Result<T>, detail: String) -> Result<T> {
         if matches!(r, Err(Error::Zeroized)) {
             // Nothing more can be signed for a zeroized store; its log ends with the zeroize.
+            return r;
+        }
+        if r.is_ok() && !self.guard.policy.audit_key_use && c.is_key_use() {
+            // Policy: successful key uses are not recorded (refusals still are).
             return r;
         }
         self.record(c, audit::result_code(&r), detail)?;
