@@ -32,7 +32,7 @@ def load(path):
         d = json.loads(line)
         if "error" in d or d.get("skipped"):
             continue
-        mod = "bulwark" if "bulwark" in d.get("module", "") else "softhsm"
+        mod = d.get("tag") or ("bulwark" if "bulwark" in d.get("module", "") else "softhsm2")
         if "objects" in d or d["workload"] == "populate":
             n = d.get("objects", d.get("count"))
             objects[(mod, d["workload"], n)].append(d)
@@ -60,25 +60,32 @@ def main():
             if d.get("engine", "").startswith("aws-lc") and d.get("threads") == 1:
                 rr[d["workload"]].append(d)
         raw = {w: med(v)[0] for w, v in rr.items()}
-    print("| workload | Bulwark 1 thread | Bulwark 2 threads | SoftHSMv2 1 thread | SoftHSMv2 2 threads "
-          "| Bulwark / SoftHSM (2 threads) | Bulwark 1 thread / raw aws-lc-rs |")
-    print("|---|---|---|---|---|---|---|")
+    mods = sorted({k[0] for k in cells}, key=lambda m: (m.startswith("softhsm"), m))
+    ref = next((m for m in mods if m.startswith("softhsm")), None)
+    head = "| workload | " + " | ".join(f"{m} 1 thread | {m} 2 threads" for m in mods)
+    head += "".join(f" | {m} / {ref} (2 threads)" for m in mods if m != ref and ref)
+    head += "".join(f" | {m} 1 thread / raw aws-lc-rs" for m in mods if m != ref)
+    print(head + " |")
+    print("|---" * (head.count("|") - 1) + "|")
     for w in ORDER:
         row, vals = [], {}
-        for mod in ("bulwark", "softhsm"):
+        for mod in mods:
             for t in (1, 2):
                 runs = cells.get((mod, w, t))
                 if runs:
-                    vals[(mod, t)], s = med(runs)
-                    row.append(s)
+                    vals[(mod, t)], txt = med(runs)
+                    row.append(txt)
                 else:
                     row.append("–")
         if all(c == "–" for c in row):
             continue
-        ratio = (f"{vals[('bulwark', 2)] / vals[('softhsm', 2)]:.2f}×"
-                 if ("bulwark", 2) in vals and ("softhsm", 2) in vals else "–")
-        vs_raw = (f"{100 * vals[('bulwark', 1)] / raw[w]:.0f} %" if ("bulwark", 1) in vals and w in raw else "–")
-        print(f"| {w} | " + " | ".join(row) + f" | {ratio} | {vs_raw} |")
+        for m in mods:
+            if m != ref and ref:
+                row.append(f"{vals[(m, 2)] / vals[(ref, 2)]:.2f}×" if (m, 2) in vals and (ref, 2) in vals else "–")
+        for m in mods:
+            if m != ref:
+                row.append(f"{100 * vals[(m, 1)] / raw[w]:.0f} %" if (m, 1) in vals and w in raw else "–")
+        print(f"| {w} | " + " | ".join(row) + " |")
     if objects:
         print()
         print("| token objects | module | populate (objects/s) | find-by-label (ops/s) | find p50 (µs) | open-session (ops/s) | login (ops/s) |")
@@ -90,8 +97,7 @@ def main():
             lg = objects.get((mod, "login", n))
             c = lambda runs: med(runs)[1] if runs else "–"
             p50 = med(find, "p50_us")[1] if find else "–"
-            name = "Bulwark" if mod == "bulwark" else "SoftHSMv2"
-            print(f"| {n:,} | {name} | {c(pop)} | {c(find)} | {p50} | {c(op)} | {c(lg)} |")
+            print(f"| {n:,} | {mod} | {c(pop)} | {c(find)} | {p50} | {c(op)} | {c(lg)} |")
 
 
 main()

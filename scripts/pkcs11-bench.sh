@@ -4,10 +4,13 @@
 #
 #   scripts/pkcs11-bench.sh [OUT.jsonl]
 #
-# Environment: SECONDS_PER (3), REPEAT (2), THREADS (1,2), WORKLOADS ("crypto keygen"),
+# Environment: SECONDS_PER (3), REPEAT (2), THREADS (1,2), WORKLOADS (the 13 crypto and keygen
+# workloads; each is run on every module in turn, so all modules see the same machine state),
+# EXTRA_MODULES ("tag=/path/lib.so ..." more modules to compare, e.g. another Bulwark build),
 # OBJECT_COUNTS ("1000 100000"; find-by-label after populating that many token objects),
 # POPULATE_BUDGET (600 s per populate step), QUIET_WAIT (10), RETRIES (1), SKIP_SOFTHSM=1, BENCH_DIR (../shared/bench),
 # TOKEN_DIR (default /dev/shm/bulwark-bench: tmpfs keeps the disk out of the numbers).
+# BULWARK_MODULE: use this build instead of building target/release.
 # Needs softhsm2 and opensc (installed with apt when running as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +20,7 @@ BENCH_DIR=${BENCH_DIR:-$ROOT/../shared/bench}
 SECONDS_PER=${SECONDS_PER:-3}
 REPEAT=${REPEAT:-2}
 THREADS=${THREADS:-1,2}
-WORKLOADS=${WORKLOADS:-crypto keygen}
+WORKLOADS=${WORKLOADS:-ecdsa-p256-sign ecdsa-p384-sign ed25519-sign rsa2048-sign rsa2048-pss-sign aes256-gcm-encrypt-4k aes256-gcm-encrypt-64b hmac-sha256-sign-64b rsa2048-verify ecdsa-p256-verify keygen-aes256 keygen-p256 keygen-rsa2048}
 OBJECT_COUNTS=${OBJECT_COUNTS:-1000 100000}
 POPULATE_BUDGET=${POPULATE_BUDGET:-600}
 TOKEN_DIR=${TOKEN_DIR:-/dev/shm/bulwark-bench}
@@ -28,8 +31,12 @@ if ! command -v pkcs11-tool >/dev/null || { [ -z "${SKIP_SOFTHSM:-}" ] && [ ! -f
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 opensc >/dev/null
 fi
 
-cargo build --release -q -p bulwark-pkcs11 --locked
-BW=$ROOT/target/release/libbulwark_pkcs11.so
+if [ -n "${BULWARK_MODULE:-}" ]; then
+  BW=$BULWARK_MODULE
+else
+  cargo build --release -q -p bulwark-pkcs11 --locked
+  BW=$ROOT/target/release/libbulwark_pkcs11.so
+fi
 (cd "$BENCH_DIR/p11bench" && CARGO_TARGET_DIR=$ROOT/target/p11bench cargo build --release -q)
 B=$ROOT/target/p11bench/release/p11bench
 
@@ -39,35 +46,44 @@ printf '[[slot]]\nlabel = "bench"\nstore = "%s/bulwark/token.db"\n' "$TOKEN_DIR"
 printf 'directories.tokendir = %s/softhsm\nobjectstore.backend = file\n' "$TOKEN_DIR" > "$TOKEN_DIR/softhsm2.conf"
 export BULWARK_PKCS11_CONF=$TOKEN_DIR/pkcs11.toml SOFTHSM2_CONF=$TOKEN_DIR/softhsm2.conf
 
-modules=("$BW")
-[ -n "${SKIP_SOFTHSM:-}" ] || modules+=("$SOFTHSM")
-for m in "${modules[@]}"; do
+# "tag=path" pairs; the tag goes into every JSON line.
+modules=("bulwark=$BW")
+for extra in ${EXTRA_MODULES:-}; do modules+=("$extra"); done
+[ -n "${SKIP_SOFTHSM:-}" ] || modules+=("softhsm2=$SOFTHSM")
+conf() { # tag -> that module's own Bulwark configuration (each Bulwark build gets its own store)
+  mkdir -p "$TOKEN_DIR/$1"
+  printf '[[slot]]\nlabel = "bench"\nstore = "%s/%s/token.db"\n' "$TOKEN_DIR" "$1" > "$TOKEN_DIR/$1.toml"
+  echo "$TOKEN_DIR/$1.toml"
+}
+for tm in "${modules[@]}"; do
+  m=${tm#*=}
+  BULWARK_PKCS11_CONF=$(conf "${tm%%=*}")
+  export BULWARK_PKCS11_CONF
   pkcs11-tool --module "$m" --init-token --label bench --so-pin 12345678 >/dev/null
   pkcs11-tool --module "$m" --token-label bench --init-pin --login --so-pin 12345678 --pin 1234 >/dev/null
 done
 
 nice_cmd=()
 [ "$(id -u)" = 0 ] && nice_cmd=(nice -n -10)
-run() { # module tag args...
-  local m=$1 tag=$2; shift 2
-  "${nice_cmd[@]}" "$B" --module "$m" --token-label bench --pin 1234 --tag "$tag" --out "$OUT" \
+run() { # tag=module args...
+  local tm=$1; shift
+  BULWARK_PKCS11_CONF=$TOKEN_DIR/${tm%%=*}.toml "${nice_cmd[@]}" "$B" --module "${tm#*=}" --token-label bench --pin 1234 --tag "${tm%%=*}" --out "$OUT" \
     --quiet-wait "${QUIET_WAIT:-10}" --retries "${RETRIES:-1}" "$@"
 }
 
-# Crypto and keygen, module by module per workload group so both see the same machine state.
+# Crypto and keygen: each workload on every module in turn.
 for w in $WORKLOADS; do
-  for m in "${modules[@]}"; do
-    run "$m" "$(basename "$m")" --threads "$THREADS" --seconds "$SECONDS_PER" --keygen-seconds "$SECONDS_PER" \
-      --repeat "$REPEAT" "$w"
+  for tm in "${modules[@]}"; do
+    run "$tm" --threads "$THREADS" --seconds "$SECONDS_PER" --keygen-seconds "$SECONDS_PER" --repeat "$REPEAT" "$w"
   done
 done
 
 # Token with many objects: populate, then find-by-label.
 start=0
 for n in $OBJECT_COUNTS; do
-  for m in "${modules[@]}"; do
-    run "$m" "$(basename "$m")-objects" --start "$start" --count "$n" --max-seconds "$POPULATE_BUDGET" populate || true
-    run "$m" "$(basename "$m")-objects" --count "$n" --threads 1 --seconds "$SECONDS_PER" --repeat "$REPEAT" \
+  for tm in "${modules[@]}"; do
+    run "$tm" --start "$start" --count "$n" --max-seconds "$POPULATE_BUDGET" populate || true
+    run "$tm" --count "$n" --threads 1 --seconds "$SECONDS_PER" --repeat "$REPEAT" \
       find-by-label open-session login startup || true
   done
   start=$n

@@ -107,7 +107,13 @@ pub trait Hsm: Send + Sync + std::fmt::Debug {
         session: SessionId,
     ) -> Result<u64>;
     /// `C_DeriveKey`.
-    fn derive_key(&self, base: u64, mech: &Mechanism, t: &Template, session: SessionId) -> Result<u64>;
+    fn derive_key(
+        &self,
+        base: u64,
+        mech: &Mechanism,
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64>;
     /// `C_GenerateRandom`.
     fn random(&self, out: &mut [u8]) -> Result<()>;
     /// `C_Digest` (one shot).
@@ -282,7 +288,13 @@ impl Hsm for Token {
         Token::unwrap_key(self, unwrapping, mech, wrapped, t, session)
     }
 
-    fn derive_key(&self, base: u64, mech: &Mechanism, t: &Template, session: SessionId) -> Result<u64> {
+    fn derive_key(
+        &self,
+        base: u64,
+        mech: &Mechanism,
+        t: &Template,
+        session: SessionId,
+    ) -> Result<u64> {
         Token::derive_key(self, base, mech, t, session)
     }
 

@@ -458,12 +458,32 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ObjectRow>> {
         self.with(|c| {
             let class = class.map(i64_of).transpose()?;
+            // Only the given conditions go into the WHERE clause: `(?1 IS NULL OR label = ?1)`
+            // defeats SQLite's index use and made every lookup a full scan (28 ms at 100 k
+            // objects instead of microseconds).
+            let mut conds: Vec<&str> = Vec::new();
+            let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
+            if let Some(v) = &class {
+                conds.push("class = ?");
+                args.push(v);
+            }
+            if let Some(v) = &label {
+                conds.push("label = ?");
+                args.push(v);
+            }
+            if let Some(v) = &ckaid {
+                conds.push("ckaid = ?");
+                args.push(v);
+            }
+            let filter = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
             let mut st = c.prepare_cached(&format!(
-                "SELECT {OBJ_COLS} FROM objects
-                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR label = ?2)
-                   AND (?3 IS NULL OR ckaid = ?3) ORDER BY handle"
+                "SELECT {OBJ_COLS} FROM objects {filter} ORDER BY handle"
             ))?;
-            let rows = st.query_map(params![class, label, ckaid], row_to_object)?;
+            let rows = st.query_map(&args[..], row_to_object)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
