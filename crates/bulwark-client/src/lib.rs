@@ -418,6 +418,24 @@ impl Client {
         Ok(self.rt.block_on(c.list_users(self.req(pb::ListUsersRequest {})))?.into_inner().users)
     }
 
+    /// Replaces a key's access list (crypto officer): `(principal, operations)` pairs, with
+    /// principals `user:NAME` or `role:ROLE`.
+    pub fn set_key_access(&self, label: &str, grants: &[(&str, &[&str])]) -> Result<()> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::SetKeyAccessRequest {
+            label: label.into(),
+            grants: grants
+                .iter()
+                .map(|(p, ops)| pb::KeyGrant {
+                    principal: (*p).to_owned(),
+                    operations: ops.iter().map(|o| (*o).to_owned()).collect(),
+                })
+                .collect(),
+        });
+        self.rt.block_on(c.set_key_access(r))?;
+        Ok(())
+    }
+
     /// Random bytes from the HSM.
     pub fn random(&self, n: u32) -> Result<Vec<u8>> {
         let mut c = self.inner.clone();

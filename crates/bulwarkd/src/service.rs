@@ -156,6 +156,26 @@ fn unseal_status(e: &UnsealError) -> Status {
     }
 }
 
+/// Key-level access control: crypto officers use every key; anyone else needs to own the key or
+/// hold a grant for `op` in its access list. Keys without an access list (made outside the
+/// daemon) are for crypto officers only.
+fn key_access(st: &HsmState, s: &Session, label: &str, op: &str) -> Result<(), Status> {
+    if s.role == Role::CryptoOfficer {
+        return Ok(());
+    }
+    match st.users.key_acl(label) {
+        Some(acl) if acl.allows(&s.user, s.role, op) => Ok(()),
+        _ => {
+            tracing::warn!(user = %s.user, label, op, "key not in the user's access list");
+            let actor = current_actor().unwrap_or_default();
+            st.audit(&actor, "key-access", "permission-denied", format!("{op} {label}"));
+            Err(Status::permission_denied(format!(
+                "{op} with key {label:?} is not in your access list"
+            )))
+        }
+    }
+}
+
 /// The TOTP step `otp` matches, if any, for a user whose TOTP secret is `ct_hex` (encrypted
 /// under the HSM's TOTP key).
 fn check_otp(s: &HsmState, ct_hex: &str, otp: &str) -> Option<u64> {
@@ -361,14 +381,23 @@ impl Hsm for HsmService {
         let (s, actor) = self.auth(&req, MANAGE, "generate-key").await?;
         let r = req.into_inner();
         tracing::info!(user = %s.user, label = %r.label, key_type = %r.key_type, "generate key");
+        let user = s.user.clone();
         let info = self
             .state
             .run("generate-key", actor, move |st| {
-                let r = keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
+                let info = keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
                     .and_then(|()| keys::show(&st.token, &r.label))
                     .map_err(|e| core(&e));
                 st.labels.clear();
-                r
+                let info = info?;
+                // The creator owns the key; crypto users get it only through grants.
+                let acl = crate::users::KeyAcl { owner: user, grants: Vec::new() };
+                let mac = |d: &[u8]| st.users_mac(d);
+                st.users.set_key_acl(&r.label, Some(acl), &mac).map_err(|e| {
+                    tracing::error!(error = %e, "user database");
+                    Status::unavailable("cannot write the user database")
+                })?;
+                Ok(info)
             })
             .await?;
         Ok(Response::new(info))
@@ -378,20 +407,35 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "list-keys").await?;
+        let (sess, actor) = self.auth(&req, USE, "list-keys").await?;
         let keys = self
             .state
-            .run("list-keys", actor, |st| keys::list(&st.token).map_err(|e| core(&e)))
+            .run("list-keys", actor, move |st| {
+                let mut keys = keys::list(&st.token).map_err(|e| core(&e))?;
+                if sess.role != Role::CryptoOfficer {
+                    keys.retain(|k| {
+                        st.users.key_acl(&k.label).is_some_and(|a| {
+                            ["sign", "verify", "encrypt", "decrypt", "public"]
+                                .iter()
+                                .any(|op| a.allows(&sess.user, sess.role, op))
+                        })
+                    });
+                }
+                Ok(keys)
+            })
             .await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
     async fn show_key(&self, req: Request<pb::KeyName>) -> Result<Response<pb::KeyInfo>, Status> {
-        let (_, actor) = self.auth(&req, USE, "show-key").await?;
+        let (sess, actor) = self.auth(&req, USE, "show-key").await?;
         let label = req.into_inner().label;
         let k = self
             .state
-            .run("show-key", actor, move |st| keys::show(&st.token, &label).map_err(|e| core(&e)))
+            .run("show-key", actor, move |st| {
+                key_access(st, &sess, &label, "public")?;
+                keys::show(&st.token, &label).map_err(|e| core(&e))
+            })
             .await?;
         Ok(Response::new(k))
     }
@@ -408,6 +452,12 @@ impl Hsm for HsmService {
             .run("destroy-key", actor, move |st| {
                 let r = keys::destroy(&st.token, &label).map_err(|e| core(&e));
                 st.labels.clear();
+                if r.is_ok() && st.users.key_acl(&label).is_some() {
+                    let mac = |d: &[u8]| st.users_mac(d);
+                    if let Err(e) = st.users.set_key_acl(&label, None, &mac) {
+                        tracing::error!(error = %e, "user database");
+                    }
+                }
                 r
             })
             .await?;
@@ -418,11 +468,12 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::KeyName>,
     ) -> Result<Response<pb::PublicKeyResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "public-key").await?;
+        let (sess, actor) = self.auth(&req, USE, "public-key").await?;
         let label = req.into_inner().label;
         let pem = self
             .state
             .run("public-key", actor, move |st| {
+                key_access(st, &sess, &label, "public")?;
                 keys::public_pem(&st.token, &label).map_err(|e| core(&e))
             })
             .await?;
@@ -433,12 +484,13 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "sign").await?;
+        let (sess, actor) = self.auth(&req, USE, "sign").await?;
         let r = req.into_inner();
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let (signature, mechanism) = self
             .state
             .run("sign", actor, move |st| {
+                key_access(st, &sess, &r.key, "sign")?;
                 st.labels
                     .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
@@ -454,12 +506,13 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "verify").await?;
+        let (sess, actor) = self.auth(&req, USE, "verify").await?;
         let r = req.into_inner();
         let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
         let valid = self
             .state
             .run("verify", actor, move |st| {
+                key_access(st, &sess, &r.key, "verify")?;
                 st.labels
                     .with(&st.token, &r.key, Purpose::Verify, |h, spec| {
                         SignKey::new(h, spec, &r.mechanism, format)?.verify(
@@ -478,12 +531,13 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::EncryptRequest>,
     ) -> Result<Response<pb::EncryptResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "encrypt").await?;
+        let (sess, actor) = self.auth(&req, USE, "encrypt").await?;
         let r = req.into_inner();
         let plaintext = Zeroizing::new(r.plaintext);
         let ciphertext = self
             .state
             .run("encrypt", actor, move |st| {
+                key_access(st, &sess, &r.key, "encrypt")?;
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         keys::encrypt(&st.token, h, &plaintext)
@@ -498,11 +552,12 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::DecryptRequest>,
     ) -> Result<Response<pb::DecryptResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "decrypt").await?;
+        let (sess, actor) = self.auth(&req, USE, "decrypt").await?;
         let r = req.into_inner();
         let plaintext = self
             .state
             .run("decrypt", actor, move |st| {
+                key_access(st, &sess, &r.key, "decrypt")?;
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         keys::decrypt(&st.token, h, &r.ciphertext)
@@ -538,7 +593,7 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::BatchSignRequest>,
     ) -> Result<Response<pb::BatchSignResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "batch-sign").await?;
+        let (sess, actor) = self.auth(&req, USE, "batch-sign").await?;
         let r = req.into_inner();
         if r.data.len() > MAX_BATCH {
             return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
@@ -547,6 +602,7 @@ impl Hsm for HsmService {
         let signatures = self
             .state
             .run("batch-sign", actor, move |st| {
+                key_access(st, &sess, &r.key, "sign")?;
                 st.labels
                     .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
@@ -562,7 +618,7 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::BatchEncryptRequest>,
     ) -> Result<Response<pb::BatchEncryptResponse>, Status> {
-        let (_, actor) = self.auth(&req, USE, "batch-encrypt").await?;
+        let (sess, actor) = self.auth(&req, USE, "batch-encrypt").await?;
         let r = req.into_inner();
         if r.plaintexts.len() > MAX_BATCH {
             return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
@@ -570,6 +626,7 @@ impl Hsm for HsmService {
         let ciphertexts = self
             .state
             .run("batch-encrypt", actor, move |st| {
+                key_access(st, &sess, &r.key, "encrypt")?;
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
                         r.plaintexts.iter().map(|p| keys::encrypt(&st.token, h, p)).collect()
@@ -696,5 +753,50 @@ impl Hsm for HsmService {
             })
             .collect();
         Ok(Response::new(pb::ListUsersResponse { users }))
+    }
+
+    async fn set_key_access(
+        &self,
+        req: Request<pb::SetKeyAccessRequest>,
+    ) -> Result<Response<pb::SetKeyAccessResponse>, Status> {
+        let (s, actor) = self.auth(&req, MANAGE, "set-key-access").await?;
+        let r = req.into_inner();
+        let mut grants = Vec::new();
+        for g in r.grants {
+            let ok_principal = match g.principal.split_once(':') {
+                Some(("user", n)) => crate::users::check_name(n).is_ok(),
+                Some(("role", n)) => Role::parse(n).is_some_and(|r| r.name() == n),
+                _ => false,
+            };
+            let ok_ops = !g.operations.is_empty()
+                && g.operations.iter().all(|o| {
+                    ["sign", "verify", "encrypt", "decrypt", "public", "*"].contains(&o.as_str())
+                });
+            if !ok_principal || !ok_ops {
+                return Err(Status::invalid_argument(
+                    "a grant is user:NAME or role:ROLE with operations among sign, verify, \
+                     encrypt, decrypt, public, *",
+                ));
+            }
+            grants.push(crate::users::Grant { principal: g.principal, ops: g.operations });
+        }
+        tracing::info!(user = %s.user, label = %r.label, grants = grants.len(), "set key access");
+        self.state
+            .run("set-key-access", actor, move |st| {
+                keys::show(&st.token, &r.label).map_err(|e| core(&e))?;
+                let owner = st.users.key_acl(&r.label).map_or_else(|| s.user.clone(), |a| a.owner);
+                let detail = format!("{} grants {}", r.label, grants.len());
+                let mac = |d: &[u8]| st.users_mac(d);
+                st.users
+                    .set_key_acl(&r.label, Some(crate::users::KeyAcl { owner, grants }), &mac)
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "user database");
+                        Status::unavailable("cannot write the user database")
+                    })?;
+                st.audit(&current_actor().unwrap_or_default(), "set-key-access", "ok", detail);
+                Ok(())
+            })
+            .await?;
+        Ok(Response::new(pb::SetKeyAccessResponse {}))
     }
 }

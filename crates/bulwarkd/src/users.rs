@@ -6,7 +6,7 @@
 //! 0600 and the hashes use Argon2id. A missing user costs the same Argon2id run as a wrong
 //! password, so timing does not tell which names exist. Never logs a password.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -103,8 +103,45 @@ pub type MacFn<'a> = &'a dyn Fn(&[u8]) -> Result<String, String>;
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum UserFile {
-    Bound { users: Vec<UserRecord>, mac: String },
+    Bound {
+        users: Vec<UserRecord>,
+        #[serde(default)]
+        keys: BTreeMap<String, KeyAcl>,
+        mac: String,
+    },
     Unbound(Vec<UserRecord>),
+}
+
+/// One grant of a key's access list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    /// `user:NAME` or `role:ROLE`.
+    pub principal: String,
+    /// `sign`, `verify`, `encrypt`, `decrypt`, `public`, or `*`.
+    pub ops: Vec<String>,
+}
+
+/// A key's owner and access list (crypto users may use a key only through a grant).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyAcl {
+    /// The user that created the key.
+    pub owner: String,
+    /// Who else may use it, for what.
+    pub grants: Vec<Grant>,
+}
+
+impl KeyAcl {
+    /// Whether `user` with `role` may perform `op` with the key.
+    pub fn allows(&self, user: &str, role: Role, op: &str) -> bool {
+        if self.owner == user {
+            return true;
+        }
+        let (as_user, as_role) = (format!("user:{user}"), format!("role:{}", role.name()));
+        self.grants.iter().any(|g| {
+            (g.principal == as_user || g.principal == as_role)
+                && g.ops.iter().any(|o| o == op || o == "*")
+        })
+    }
 }
 
 /// The user database.
@@ -112,6 +149,8 @@ enum UserFile {
 pub struct Users {
     path: PathBuf,
     records: RwLock<Vec<UserRecord>>,
+    /// Key access lists by label (lock order: `records` before `keys`).
+    keys: RwLock<BTreeMap<String, KeyAcl>>,
     /// The MAC read from or last written to the file (None: not yet bound to the HSM).
     mac: Mutex<Option<String>>,
     /// True once the records authenticated under the HSM's key in this process.
@@ -162,13 +201,14 @@ impl Users {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => UserFile::Unbound(Vec::new()),
             Err(e) => return Err(format!("cannot read {}: {}", path.display(), e.kind())),
         };
-        let (records, mac) = match file {
-            UserFile::Bound { users, mac } => (users, Some(mac)),
-            UserFile::Unbound(users) => (users, None),
+        let (records, keys, mac) = match file {
+            UserFile::Bound { users, keys, mac } => (users, keys, Some(mac)),
+            UserFile::Unbound(users) => (users, BTreeMap::new(), None),
         };
         Ok(Self {
             path: path.to_owned(),
             records: RwLock::new(records),
+            keys: RwLock::new(keys),
             mac: Mutex::new(mac),
             trusted: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
@@ -177,8 +217,40 @@ impl Users {
         })
     }
 
-    fn canonical(records: &[UserRecord]) -> Vec<u8> {
-        serde_json::to_vec(records).unwrap_or_default()
+    fn canonical(records: &[UserRecord], keys: &BTreeMap<String, KeyAcl>) -> Vec<u8> {
+        serde_json::to_vec(&(records, keys)).unwrap_or_default()
+    }
+
+    fn keys_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, KeyAcl>> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The access list of key `label`, if it has one.
+    pub fn key_acl(&self, label: &str) -> Option<KeyAcl> {
+        self.keys_read().get(label).cloned()
+    }
+
+    /// Sets (or, with `None`, removes) the access list of key `label`.
+    pub fn set_key_acl(
+        &self,
+        label: &str,
+        acl: Option<KeyAcl>,
+        mac: MacFn<'_>,
+    ) -> Result<(), String> {
+        let r = self.records.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut k = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = k.clone();
+        match acl {
+            Some(a) => {
+                next.insert(label.to_owned(), a);
+            }
+            None => {
+                next.remove(label);
+            }
+        }
+        self.save(&r, &next, Some(mac))?;
+        *k = next;
+        Ok(())
     }
 
     /// Whether the file is bound to an HSM (carries a MAC).
@@ -189,8 +261,9 @@ impl Users {
     /// Checks the records against the file's MAC with the HSM's key; trusts them if it matches.
     pub fn verify_mac(&self, mac: MacFn<'_>) -> bool {
         let r = self.records.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let k = self.keys_read();
         let stored = lock(&self.mac).clone();
-        let ok = match (stored, mac(&Self::canonical(&r))) {
+        let ok = match (stored, mac(&Self::canonical(&r, &k))) {
             (Some(s), Ok(m)) => {
                 bool::from(subtle::ConstantTimeEq::ct_eq(s.as_bytes(), m.as_bytes()))
             }
@@ -203,7 +276,8 @@ impl Users {
     /// Binds an unbound database to the HSM: MACs the records and rewrites the file.
     pub fn bind(&self, mac: MacFn<'_>) -> Result<(), String> {
         let r = self.records.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.save(&r, Some(mac))?;
+        let k = self.keys_read();
+        self.save(&r, &k, Some(mac))?;
         self.trusted.store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
@@ -230,7 +304,7 @@ impl Users {
         let mut next = r.clone();
         next.retain(|u| u.name != name);
         next.push(rec);
-        self.save(&next, mac)?;
+        self.save(&next, &self.keys_read(), mac)?;
         *r = next;
         lock(&self.failures).remove(name);
         Ok(())
@@ -248,7 +322,7 @@ impl Users {
         let mut next = r.clone();
         let u = next.iter_mut().find(|u| u.name == name).ok_or("no such user")?;
         u.cert_sha256 = Some(sha256_hex.to_ascii_lowercase());
-        self.save(&next, Some(mac))?;
+        self.save(&next, &self.keys_read(), Some(mac))?;
         *r = next;
         Ok(())
     }
@@ -261,7 +335,7 @@ impl Users {
         if next.len() == r.len() {
             return Ok(false);
         }
-        self.save(&next, Some(mac))?;
+        self.save(&next, &self.keys_read(), Some(mac))?;
         *r = next;
         Ok(true)
     }
@@ -280,14 +354,21 @@ impl Users {
             .collect()
     }
 
-    fn save(&self, records: &[UserRecord], mac: Option<MacFn<'_>>) -> Result<(), String> {
+    fn save(
+        &self,
+        records: &[UserRecord],
+        keys: &BTreeMap<String, KeyAcl>,
+        mac: Option<MacFn<'_>>,
+    ) -> Result<(), String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let mut stored = lock(&self.mac);
         let file = match mac {
-            Some(f) => {
-                UserFile::Bound { users: records.to_vec(), mac: f(&Self::canonical(records))? }
-            }
+            Some(f) => UserFile::Bound {
+                users: records.to_vec(),
+                keys: keys.clone(),
+                mac: f(&Self::canonical(records, keys))?,
+            },
             None if stored.is_some() => {
                 return Err("the user database is bound to the HSM: add users online as the \
                             security officer (bulwark --endpoint ... user add)"

@@ -401,6 +401,7 @@ fn totp_second_factor_roles_and_revocation() {
     assert_eq!(code(replay.login_with_otp("bob", "bob-password", &good)).0, Code::Unauthenticated);
 
     // A crypto user uses keys but does not manage them, and never sees the daemon's own keys.
+    officer.set_key_access("shared", &[("user:bob", &["sign"])]).unwrap();
     assert!(bob.sign("shared", "", b"m", true).is_ok());
     assert_eq!(code(bob.generate_key("ec-p256", "mine", false)).0, Code::PermissionDenied);
     assert_eq!(code(bob.destroy_key("shared")).0, Code::PermissionDenied);
@@ -531,4 +532,58 @@ fn certificate_bound_user() {
         code(so.create_user_bound("x", "crypto-user", "password-1", false, "abc")).0,
         Code::InvalidArgument
     );
+}
+
+#[test]
+fn key_access_lists() {
+    let (_d, s) = dev();
+    let so = login(&s, "so.env");
+    let officer = login(&s, "dev.env");
+    officer.generate_key("ec-p256", "k1", false).unwrap();
+    officer.generate_key("aes-256", "k2", false).unwrap();
+    so.create_user("fay", "crypto-user", "fay-password", false).unwrap();
+    so.create_user("gus", "crypto-user", "gus-password", false).unwrap();
+    let mut fay = client_as(&s, "crypto");
+    fay.login("fay", "fay-password").unwrap();
+    let mut gus = client_as(&s, "crypto");
+    gus.login("gus", "gus-password").unwrap();
+
+    // No grant: refused, and the key is not even listed.
+    let (c, m) = code(fay.sign("k1", "", b"m", true));
+    assert_eq!(c, Code::PermissionDenied);
+    assert!(m.contains("access list"), "{m}");
+    assert!(fay.list_keys().unwrap().is_empty());
+
+    // A user grant for sign only.
+    officer.set_key_access("k1", &[("user:fay", &["sign"])]).unwrap();
+    let sig = fay.sign("k1", "", b"m", true).unwrap();
+    assert_eq!(code(fay.verify("k1", "", b"m", &sig, true)).0, Code::PermissionDenied);
+    assert_eq!(code(fay.encrypt("k2", b"x")).0, Code::PermissionDenied);
+    assert_eq!(code(gus.sign("k1", "", b"m", true)).0, Code::PermissionDenied);
+    let listed: Vec<_> = fay.list_keys().unwrap().into_iter().map(|k| k.label).collect();
+    assert_eq!(listed, ["k1"]);
+
+    // A role grant covers every crypto user.
+    officer.set_key_access("k2", &[("role:crypto-user", &["encrypt", "decrypt"])]).unwrap();
+    let ct = gus.encrypt("k2", b"secret").unwrap();
+    assert_eq!(&fay.decrypt("k2", &ct).unwrap()[..], b"secret");
+    assert_eq!(code(gus.batch_sign("k1", "", vec![b"a".to_vec()], true)).0, Code::PermissionDenied);
+
+    // Grants are validated; only crypto officers set them; the crypto officer uses every key.
+    assert_eq!(
+        code(officer.set_key_access("k1", &[("everyone", &["sign"])])).0,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(officer.set_key_access("k1", &[("user:fay", &["export"])])).0,
+        Code::InvalidArgument
+    );
+    assert_eq!(code(officer.set_key_access("nope", &[("user:fay", &["sign"])])).0, Code::NotFound);
+    assert_eq!(code(fay.set_key_access("k1", &[("user:fay", &["*"])])).0, Code::PermissionDenied);
+    assert!(officer.verify("k1", "", b"m", &sig, true).unwrap());
+    assert!(s.state.audit_records().iter().any(|l| l.contains("key-access")));
+
+    // Revoking the grant takes effect at once.
+    officer.set_key_access("k1", &[]).unwrap();
+    assert_eq!(code(fay.sign("k1", "", b"m", true)).0, Code::PermissionDenied);
 }
