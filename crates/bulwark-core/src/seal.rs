@@ -633,6 +633,41 @@ mod tests {
         assert!(!s.contains(&hex::encode(&init.shares[0].expose_secret()[1..9])));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Untrusted share files and share bytes never panic and never count.
+        #[test]
+        fn arbitrary_share_input_is_refused_without_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            idx in 1u8..=3,
+        ) {
+            let (_d, init, pol) = shared_setup();
+            let _ = ShareFile::parse(&bytes).map(|f| f.share(Some(b"pass")));
+            let mut u = Unsealer::new(pol);
+            let r = u.submit(Share::from_slice(&bytes));
+            proptest::prop_assert!(r.is_err());
+            // A valid share's index with random value bytes: refused too.
+            let mut forged = vec![idx];
+            forged.extend(bytes.iter().copied().chain(std::iter::repeat(0)).take(32));
+            let is_real = init.shares.iter().any(|s| s.expose_secret() == &forged[..]);
+            proptest::prop_assert!(is_real || u.submit(Share::from_slice(&forged)).is_err());
+            proptest::prop_assert_eq!(u.progress(), 0);
+        }
+    }
+
+    fn shared_setup(
+    ) -> (std::sync::Arc<tempfile::TempDir>, std::sync::Arc<QuorumInit>, QuorumPolicy) {
+        use std::sync::{Arc, OnceLock};
+        static S: OnceLock<(Arc<tempfile::TempDir>, Arc<QuorumInit>, QuorumPolicy)> =
+            OnceLock::new();
+        let (d, i, p) = S.get_or_init(|| {
+            let (d, i, p) = setup(3, 2);
+            (Arc::new(d), Arc::new(i), p)
+        });
+        (d.clone(), i.clone(), p.clone())
+    }
+
     #[test]
     fn bad_parameters_refused() {
         let d = tempfile::tempdir().unwrap();
