@@ -412,6 +412,13 @@ impl Client {
         Ok(())
     }
 
+    /// Clears a user's failed-login count (security officer).
+    pub fn unlock_user(&self, name: &str) -> Result<()> {
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.unlock_user(self.req(pb::UnlockUserRequest { name: name.into() })))?;
+        Ok(())
+    }
+
     /// Lists users (security officer).
     pub fn list_users(&self) -> Result<Vec<pb::UserInfo>> {
         let mut c = self.inner.clone();

@@ -799,4 +799,29 @@ impl Hsm for HsmService {
             .await?;
         Ok(Response::new(pb::SetKeyAccessResponse {}))
     }
+
+    async fn unlock_user(
+        &self,
+        req: Request<pb::UnlockUserRequest>,
+    ) -> Result<Response<pb::UnlockUserResponse>, Status> {
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "unlock-user").await?;
+        let name = req.into_inner().name;
+        if !self.state.users.list().iter().any(|u| u.0 == name) {
+            return Err(Status::not_found(format!("no user {name:?}")));
+        }
+        tracing::warn!(user = %so.user, unlocked = %name, "unlock user");
+        self.state
+            .run("unlock-user", actor, move |st| {
+                st.users.succeeded(&name);
+                st.audit(
+                    &current_actor().unwrap_or_default(),
+                    "unlock-user",
+                    "ok",
+                    format!("user {name}"),
+                );
+                Ok(())
+            })
+            .await?;
+        Ok(Response::new(pb::UnlockUserResponse {}))
+    }
 }

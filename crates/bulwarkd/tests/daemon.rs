@@ -587,3 +587,20 @@ fn key_access_lists() {
     officer.set_key_access("k1", &[]).unwrap();
     assert_eq!(code(fay.sign("k1", "", b"m", true)).0, Code::PermissionDenied);
 }
+
+#[test]
+fn security_officer_unlocks_a_locked_user() {
+    let (_d, s) = dev();
+    let so = login(&s, "so.env");
+    let pw = env_value(&s.dir, "dev.env", "BULWARK_PASSWORD");
+    let mut c = client_as(&s, "crypto");
+    for _ in 0..5 {
+        let _ = c.login("crypto", "wrong password");
+    }
+    assert_eq!(code(c.login("crypto", &pw)).0, Code::PermissionDenied);
+    assert!(so.list_users().unwrap().iter().any(|u| u.name == "crypto" && u.locked));
+    assert_eq!(code(c.unlock_user("crypto")).0, Code::Unauthenticated);
+    so.unlock_user("crypto").unwrap();
+    c.login("crypto", &pw).unwrap();
+    assert_eq!(code(so.unlock_user("nobody")).0, Code::NotFound);
+}
