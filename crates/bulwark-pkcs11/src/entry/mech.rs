@@ -208,9 +208,10 @@ pub(crate) unsafe fn operation(m: &ck::CK_MECHANISM) -> Result<Mechanism> {
             let hash = digest(p.prfHashMechanism)?;
             let salt = match p.ulSaltType {
                 ck::CKF_HKDF_SALT_NULL => None,
-                // SAFETY: pSalt is valid for ulSaltLen bytes (caller).
                 ck::CKF_HKDF_SALT_DATA => {
-                    Some(unsafe { bytes(p.pSalt.cast_const(), p.ulSaltLen)? })
+                    // SAFETY: pSalt is valid for ulSaltLen bytes (caller).
+                    let salt = unsafe { bytes(p.pSalt.cast_const(), p.ulSaltLen)? };
+                    Some(salt)
                 }
                 _ => return Err(Error::MechanismParamInvalid),
             };

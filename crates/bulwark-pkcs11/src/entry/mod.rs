@@ -58,9 +58,13 @@ pub(crate) fn module() -> Result<&'static Module> {
 /// `C_Initialize`: builds and publishes the module unless one is already published.
 pub(crate) fn publish(make: impl FnOnce() -> Result<Module>) -> Result<()> {
     let _g = LIFECYCLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !STATE.load(Ordering::Acquire).is_null() {
+    let cur = STATE.load(Ordering::Acquire);
+    // SAFETY: as in `module`: leaked, never freed.
+    if !cur.is_null() && unsafe { &*cur }.pid() == std::process::id() {
         return Err(Error::AlreadyInitialized);
     }
+    // A module inherited through fork() belongs to the parent (PKCS#11 §6.7.7: the child must
+    // call C_Initialize); it is replaced without touching the parent's sessions.
     let m: &'static mut Module = Box::leak(Box::new(make()?));
     STATE.store(m, Ordering::Release);
     Ok(())

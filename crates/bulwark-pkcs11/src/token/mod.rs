@@ -64,6 +64,8 @@ pub struct Module {
     slots: Vec<Slot>,
     shards: [RwLock<HashMap<u64, Arc<Session>>>; SHARDS],
     next_session: AtomicU64,
+    /// The process that initialized the module (a forked child must initialize again).
+    pid: u32,
 }
 
 pub(crate) fn read<T: ?Sized>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -96,7 +98,13 @@ impl Module {
             slots: cfg.slot.into_iter().map(|cfg| Slot { cfg, hsm: RwLock::new(None) }).collect(),
             shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
             next_session: AtomicU64::new(1),
+            pid: std::process::id(),
         }
+    }
+
+    /// The process that initialized this module.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
     }
 
     fn slot(&self, id: ck::CK_SLOT_ID) -> Result<&Slot> {
