@@ -42,6 +42,10 @@ pub trait PreparedKey: Send + Sync + std::fmt::Debug {
     fn encrypt_len(&self, mech: &Mechanism, in_len: usize) -> usize;
     /// Upper bound on the plaintext length for `in_len` ciphertext bytes.
     fn decrypt_len_max(&self, mech: &Mechanism, in_len: usize) -> usize;
+    /// KEM encapsulation with a public key: (ciphertext, shared secret).
+    fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)>;
+    /// KEM decapsulation with a private key: the shared secret.
+    fn decapsulate(&self, ciphertext: &[u8]) -> Result<SecretBytes>;
 }
 
 /// The narrow interface to one token (embedded store or remote HSM partition).
@@ -179,6 +183,22 @@ impl PreparedKey for EmbeddedKey {
         match &self.key {
             KeyRef::Private(k) => k.decrypt_len_max(mech, in_len),
             KeyRef::Public(_) => 0,
+        }
+    }
+
+    fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)> {
+        match &self.key {
+            KeyRef::Public(k) => k.encapsulate(self.provider),
+            KeyRef::Private(k) => {
+                k.loaded_public().ok_or(Error::KeyTypeInconsistent)?.encapsulate(self.provider)
+            }
+        }
+    }
+
+    fn decapsulate(&self, ciphertext: &[u8]) -> Result<SecretBytes> {
+        match &self.key {
+            KeyRef::Private(k) => k.decapsulate(self.provider, ciphertext),
+            KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }
     }
 }

@@ -757,3 +757,148 @@ fn verify_signature_3_2() {
     assert_eq!(call!(f32, C_VerifySignatureFinal, h), CKR_OPERATION_NOT_INITIALIZED);
     assert_eq!(call!(f, C_CloseSession, h), CKR_OK);
 }
+
+#[test]
+fn ml_kem_encapsulate_and_decapsulate_3_2() {
+    if common::is_softhsm() {
+        return;
+    }
+    let a = abi();
+    let lib = unsafe { libloading::Library::new(common::module_path()) }.unwrap();
+    let get: libloading::Symbol<
+        unsafe extern "C" fn(
+            *mut CK_UTF8CHAR,
+            *mut CK_VERSION,
+            *mut *mut CK_INTERFACE,
+            CK_FLAGS,
+        ) -> CK_RV,
+    > = unsafe { lib.get(b"C_GetInterface") }.unwrap();
+    let mut v = CK_VERSION { major: 3, minor: 2 };
+    let mut iface: *mut CK_INTERFACE = null_mut();
+    assert_eq!(unsafe { get(null_mut(), &mut v, &mut iface, 0) }, CKR_OK);
+    let f: &CK_FUNCTION_LIST_3_2 =
+        unsafe { &*((*iface).pFunctionList as *const CK_FUNCTION_LIST_3_2) };
+    let mut h = 0;
+    assert_eq!(
+        call!(
+            f,
+            C_OpenSession,
+            a.slot,
+            CKF_SERIAL_SESSION | CKF_RW_SESSION,
+            null_mut(),
+            None,
+            &mut h
+        ),
+        CKR_OK
+    );
+    let (t, f0) = ([1u8], [0u8]);
+    let set = CKP_ML_KEM_768.to_ne_bytes();
+    let mut pub_t = [attr(CKA_TOKEN, &f0), attr(CKA_PARAMETER_SET, &set)];
+    let mut priv_t = [attr(CKA_TOKEN, &f0)];
+    let mut m = CK_MECHANISM {
+        mechanism: CKM_ML_KEM_KEY_PAIR_GEN,
+        pParameter: null_mut(),
+        ulParameterLen: 0,
+    };
+    let (mut pk, mut sk) = (0, 0);
+    assert_eq!(
+        call!(
+            f,
+            C_GenerateKeyPair,
+            h,
+            &mut m,
+            pub_t.as_mut_ptr(),
+            2,
+            priv_t.as_mut_ptr(),
+            1,
+            &mut pk,
+            &mut sk
+        ),
+        CKR_OK
+    );
+    let aes = CKK_AES.to_ne_bytes();
+    let len = 32u64.to_ne_bytes();
+    let mut kt = [
+        attr(CKA_TOKEN, &f0),
+        attr(CKA_KEY_TYPE, &aes),
+        attr(CKA_VALUE_LEN, &len),
+        attr(CKA_SENSITIVE, &f0),
+        attr(CKA_EXTRACTABLE, &t),
+    ];
+    let mut m = CK_MECHANISM { mechanism: CKM_ML_KEM, pParameter: null_mut(), ulParameterLen: 0 };
+    // Length query: no key is made.
+    let mut ct_len: CK_ULONG = 0;
+    let mut k1 = 0;
+    assert_eq!(
+        call!(
+            f,
+            C_EncapsulateKey,
+            h,
+            &mut m,
+            pk,
+            kt.as_mut_ptr(),
+            5,
+            null_mut(),
+            &mut ct_len,
+            &mut k1
+        ),
+        CKR_OK
+    );
+    assert_eq!(ct_len, 1088);
+    assert_eq!(k1, 0);
+    let mut ct = vec![0u8; 1088];
+    assert_eq!(
+        call!(
+            f,
+            C_EncapsulateKey,
+            h,
+            &mut m,
+            pk,
+            kt.as_mut_ptr(),
+            5,
+            ct.as_mut_ptr(),
+            &mut ct_len,
+            &mut k1
+        ),
+        CKR_OK
+    );
+    let mut k2 = 0;
+    assert_eq!(
+        call!(
+            f,
+            C_DecapsulateKey,
+            h,
+            &mut m,
+            sk,
+            kt.as_mut_ptr(),
+            5,
+            ct.as_mut_ptr(),
+            ct_len,
+            &mut k2
+        ),
+        CKR_OK
+    );
+    let value = |k| {
+        let mut b = [0u8; 32];
+        let mut at =
+            [CK_ATTRIBUTE { type_: CKA_VALUE, pValue: b.as_mut_ptr().cast(), ulValueLen: 32 }];
+        assert_eq!(call!(f, C_GetAttributeValue, h, k, at.as_mut_ptr(), 1), CKR_OK);
+        b
+    };
+    assert_eq!(value(k1), value(k2), "both sides hold the same shared secret");
+    // Not a KEM key: an EC public key has no CKA_ENCAPSULATE (and is the wrong type).
+    let rv = call!(
+        f,
+        C_EncapsulateKey,
+        h,
+        &mut m,
+        a.ec_pub,
+        kt.as_mut_ptr(),
+        5,
+        ct.as_mut_ptr(),
+        &mut ct_len,
+        &mut k1
+    );
+    assert!(rv == CKR_KEY_FUNCTION_NOT_PERMITTED || rv == CKR_KEY_TYPE_INCONSISTENT, "{rv:#x}");
+    assert_eq!(call!(f, C_CloseSession, h), CKR_OK);
+}

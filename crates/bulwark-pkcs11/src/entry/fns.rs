@@ -553,6 +553,47 @@ ck_entry! {
         module()?.verify_signature_final(h)
     }
 
+    /// `C_EncapsulateKey` (3.2 §5.18): ML-KEM encapsulation; the shared secret becomes a new
+    /// secret-key object described by the template, the ciphertext goes to the caller.
+    fn C_EncapsulateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, p_ct: *mut CK_BYTE, pul_ct: *mut CK_ULONG, ph_key: *mut CK_OBJECT_HANDLE) {
+        let m = module()?;
+        m.session(h)?;
+        // SAFETY: mechanism and its parameters valid (caller).
+        let mech = unsafe { mech::operation(&mech::read(p_mech)?)? };
+        // SAFETY: template valid for `n` attributes (caller).
+        let t = unsafe { read_template(p_t, n)? };
+        // SAFETY: output pointer/length pair and key handle pointer per caller contract.
+        let ((cap, l), dst) = unsafe { (out_len(p_ct, pul_ct)?, out(ph_key)?) };
+        let r = m.encapsulate_key(h, &mech, key, &t, cap);
+        let r = r.map(|(ct, handle)| {
+            if let Some(hk) = handle {
+                *dst = hk;
+            }
+            match cap {
+                None => crate::token::Out::Len(ct.len()),
+                Some(_) => crate::token::Out::Data(Zeroizing::new(ct)),
+            }
+        });
+        // SAFETY: `p_ct` holds `cap` bytes.
+        unsafe { write_out(r, p_ct, l) }
+    }
+
+    /// `C_DecapsulateKey` (3.2 §5.18).
+    fn C_DecapsulateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, key: CK_OBJECT_HANDLE, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, p_ct: *mut CK_BYTE, ul_ct: CK_ULONG, ph_key: *mut CK_OBJECT_HANDLE) {
+        let m = module()?;
+        m.session(h)?;
+        // SAFETY: mechanism and its parameters valid (caller).
+        let mech = unsafe { mech::operation(&mech::read(p_mech)?)? };
+        // SAFETY: template valid for `n` attributes (caller).
+        let t = unsafe { read_template(p_t, n)? };
+        // SAFETY: input valid for its length (caller).
+        let ct = unsafe { slice(p_ct.cast_const(), ul_ct)? };
+        // SAFETY: caller contract for an output pointer.
+        let dst = unsafe { out(ph_key)? };
+        *dst = m.decapsulate_key(h, &mech, key, &t, ct)?;
+        Ok(())
+    }
+
     /// `C_GenerateKey` (§5.14).
     fn C_GenerateKey(h: CK_SESSION_HANDLE, p_mech: *mut CK_MECHANISM, p_t: *mut CK_ATTRIBUTE, n: CK_ULONG, ph_key: *mut CK_OBJECT_HANDLE) {
         let m = module()?;
@@ -707,8 +748,6 @@ unsupported! {
     C_VerifyMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG);
     C_VerifyMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG);
     C_MessageVerifyFinal(CK_SESSION_HANDLE);
-    C_EncapsulateKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, *mut CK_OBJECT_HANDLE);
-    C_DecapsulateKey(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE, *mut CK_ATTRIBUTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_OBJECT_HANDLE);
     C_GetSessionValidationFlags(CK_SESSION_HANDLE, ck::CK_SESSION_VALIDATION_FLAGS_TYPE, *mut CK_FLAGS);
     C_AsyncComplete(CK_SESSION_HANDLE, *mut CK_UTF8CHAR, *mut ck::CK_ASYNC_DATA);
     C_AsyncGetID(CK_SESSION_HANDLE, *mut CK_UTF8CHAR, *mut CK_ULONG);

@@ -187,6 +187,81 @@ impl Module {
     }
 }
 
+/// Creates the secret-key object holding a KEM shared secret, as described by the caller's
+/// template (class and key type default to a generic secret). The secret is wiped from the
+/// template copy afterwards.
+fn store_shared_secret(
+    s: &Session,
+    sh: u64,
+    t: &Template,
+    secret: &bulwark_core::secret::SecretBytes,
+) -> Result<u64> {
+    let mut full: Vec<(AttrType, AttrValue)> =
+        t.iter().filter(|(k, _)| *k != AttrType::Value).cloned().collect();
+    if !full.iter().any(|(k, _)| *k == AttrType::Class) {
+        full.push((AttrType::Class, AttrValue::Ulong(cryptoki_sys::CKO_SECRET_KEY)));
+    }
+    if !full.iter().any(|(k, _)| *k == AttrType::KeyType) {
+        full.push((AttrType::KeyType, AttrValue::Ulong(cryptoki_sys::CKK_GENERIC_SECRET)));
+    }
+    full.push((AttrType::Value, AttrValue::Bytes(secret.expose_secret().to_vec())));
+    let r = s.hsm.create_object(&full, sh);
+    for (_, v) in &mut full {
+        if let AttrValue::Bytes(b) = v {
+            zeroize::Zeroize::zeroize(b);
+        }
+    }
+    Ok(r?)
+}
+
+impl Module {
+    /// `C_EncapsulateKey` (3.2): returns the ciphertext and, unless the caller only asked for
+    /// its length (`cap == None`) or gave too small a buffer, the handle of the new key.
+    pub fn encapsulate_key(
+        &self,
+        sh: u64,
+        mech: &Mechanism,
+        key: u64,
+        t: &Template,
+        cap: Option<usize>,
+    ) -> Result<(Vec<u8>, Option<u64>)> {
+        let s = self.session(sh)?;
+        check_rw_for(&s, t)?;
+        let k = s
+            .hsm
+            .prepare(key, bulwark_core::token::Usage::Encapsulate, mech)
+            .map_err(key_handle)?;
+        let (ct, ss) = k.encapsulate()?;
+        match cap {
+            None => Ok((ct, None)),
+            Some(c) if c < ct.len() => Err(Error::BufferTooSmall(ct.len())),
+            Some(_) => {
+                let h = store_shared_secret(&s, sh, t, &ss)?;
+                Ok((ct, Some(h)))
+            }
+        }
+    }
+
+    /// `C_DecapsulateKey` (3.2).
+    pub fn decapsulate_key(
+        &self,
+        sh: u64,
+        mech: &Mechanism,
+        key: u64,
+        t: &Template,
+        ciphertext: &[u8],
+    ) -> Result<u64> {
+        let s = self.session(sh)?;
+        check_rw_for(&s, t)?;
+        let k = s
+            .hsm
+            .prepare(key, bulwark_core::token::Usage::Decapsulate, mech)
+            .map_err(key_handle)?;
+        let ss = k.decapsulate(ciphertext)?;
+        store_shared_secret(&s, sh, t, &ss)
+    }
+}
+
 fn ck_unavailable() -> u64 {
     cryptoki_sys::CK_UNAVAILABLE_INFORMATION
 }
