@@ -233,13 +233,7 @@ impl Hsm for Token {
     }
 
     fn check_pin(&self, pin: &Pin) -> Result<()> {
-        if Token::logged_in(self).is_none() {
-            return Err(Error::UserNotLoggedIn);
-        }
-        // `set_pin(pin, pin)` checks the logged-in user's PIN with the failure counter and
-        // re-seals the keyslot under the same PIN. It costs a store write; a read-only
-        // `Token::check_pin` in core would avoid it (noted for the core owner).
-        Token::set_pin(self, pin, pin)
+        Token::check_pin(self, pin)
     }
 
     fn find(&self, t: &Template) -> Result<Vec<u64>> {

@@ -442,3 +442,21 @@ fn key_pairs_wrap_unwrap_and_derive() {
         let _ = t.key_for(s, Usage::Sign, &Mechanism::EdDsa(None));
     }
 }
+
+#[test]
+fn check_pin_counts_failures_and_changes_nothing_else() {
+    let f = fixture();
+    let t = open_user(&f.path);
+    let gen = t.status().unwrap().generation;
+    t.check_pin(&user()).unwrap();
+    assert!(matches!(t.check_pin(&Pin::new(b"not-the-pin".to_vec())), Err(Error::PinIncorrect)));
+    assert_eq!(t.status().unwrap().user_pin_failures, 1);
+    t.check_pin(&user()).unwrap();
+    let s = t.status().unwrap();
+    assert_eq!((s.user_pin_failures, s.generation), (0, gen), "no keyslot rewrite");
+    // A fresh process (no cached PIN digest) checks with Argon2id.
+    let t2 = open_user(&f.path);
+    t2.check_pin(&user()).unwrap();
+    t2.logout().unwrap();
+    assert!(matches!(t2.check_pin(&user()), Err(Error::UserNotLoggedIn)));
+}

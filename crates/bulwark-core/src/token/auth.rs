@@ -283,6 +283,40 @@ impl Token {
 
     /// `C_SetPIN`: changes the PIN of the logged-in user (or, when nobody is logged in, the
     /// normal user's), after checking the old one.
+    /// Checks the logged-in user's PIN without changing anything but the failure counter
+    /// (context-specific login for CKA_ALWAYS_AUTHENTICATE keys). A PIN this process already
+    /// verified is checked in constant time against its keyed digest; otherwise Argon2id runs.
+    pub(super) fn check_pin_unaudited(&self, pin: &Pin) -> Result<()> {
+        let user = self.logged_in().ok_or(Error::UserNotLoggedIn)?;
+        let slot = self.store.keyslot(user.slot())?.ok_or(Error::UserPinNotInitialized)?;
+        if slot.failures >= MAX_PIN_FAILURES {
+            return Err(Error::PinLocked);
+        }
+        let cached = {
+            let a = read(&self.auth);
+            match (&a.pin_tags[usize::from(user.slot())], &a.integrity) {
+                (Some(tag), Some(ik)) => Some(bool::from(ik.pin_tag(user.slot(), pin).ct_eq(tag))),
+                _ => None,
+            }
+        };
+        let ok = match cached {
+            Some(ok) => ok,
+            None => match hierarchy::unwrap_mk(&slot, pin, &self.store_uid) {
+                Ok(_) => true,
+                Err(Error::PinIncorrect) => false,
+                Err(e) => return Err(e),
+            },
+        };
+        if !ok {
+            self.store.record_failure(user.slot())?;
+            return Err(Error::PinIncorrect);
+        }
+        if slot.failures != 0 {
+            self.store.clear_failures(user.slot())?;
+        }
+        Ok(())
+    }
+
     pub(super) fn set_pin_unaudited(&self, old_pin: &Pin, new_pin: &Pin) -> Result<()> {
         let user = self.logged_in().unwrap_or(UserType::User);
         let slot = self.store.keyslot(user.slot())?.ok_or(Error::UserPinNotInitialized)?;

@@ -553,6 +553,13 @@ impl Token {
         self.audited(Call::new("init-pin"), || self.init_pin_unaudited(new_pin))
     }
 
+    /// Re-checks the logged-in user's PIN (`C_Login(CKU_CONTEXT_SPECIFIC)` before using a
+    /// CKA_ALWAYS_AUTHENTICATE key). Changes nothing but the failure counter.
+    pub fn check_pin(&self, pin: &Pin) -> Result<()> {
+        let c = Call { actor: self.logged_in(), ..Call::new("check-pin") };
+        self.audited(c, || self.check_pin_unaudited(pin))
+    }
+
     /// `C_SetPIN`: changes the PIN of the logged-in user (or the normal user's when nobody is
     /// logged in) after checking the old one.
     pub fn set_pin(&self, old_pin: &Pin, new_pin: &Pin) -> Result<()> {
