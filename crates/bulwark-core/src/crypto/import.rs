@@ -8,7 +8,9 @@
 
 use zeroize::Zeroizing;
 
-use super::der::{self, oid, tlv, write_tlv, write_uint, INTEGER, NULL, OCTET_STRING, OID, SEQUENCE};
+use super::der::{
+    self, oid, tlv, write_tlv, write_uint, INTEGER, NULL, OCTET_STRING, OID, SEQUENCE,
+};
 use super::{Curve, GeneratedKey, Provider};
 use crate::error::{Error, Result};
 
@@ -108,7 +110,9 @@ fn build(c: &PrivateComponents<'_>) -> Result<Zeroizing<Vec<u8>>> {
         PrivateComponents::X25519 { scalar } if scalar.len() == 32 => {
             Ok(Zeroizing::new(der::pkcs8_curve25519(oid::X25519, scalar)))
         }
-        PrivateComponents::Ed25519 { .. } | PrivateComponents::X25519 { .. } => Err(Error::KeyInvalid),
+        PrivateComponents::Ed25519 { .. } | PrivateComponents::X25519 { .. } => {
+            Err(Error::KeyInvalid)
+        }
     }
 }
 
@@ -144,19 +148,33 @@ mod tests {
         let mut r = der::Reader::new(der::read_single(key, SEQUENCE).unwrap());
         r.read(INTEGER).unwrap();
         let scalar = r.read(OCTET_STRING).unwrap();
-        let back = p.import_private_components(&PrivateComponents::Ec { curve: Curve::P256, scalar }).unwrap();
+        let back = p
+            .import_private_components(&PrivateComponents::Ec { curve: Curve::P256, scalar })
+            .unwrap();
         assert_eq!(back.public.as_ref().unwrap().spki_der(), g.public.as_ref().unwrap().spki_der());
         let k = p.load(&back.material).unwrap();
         let sig = k.sign(p, &Mechanism::EcdsaSha256, b"m").unwrap();
-        p.load_public(g.public.as_ref().unwrap()).unwrap().verify(p, &Mechanism::EcdsaSha256, b"m", &sig).unwrap();
+        p.load_public(g.public.as_ref().unwrap())
+            .unwrap()
+            .verify(p, &Mechanism::EcdsaSha256, b"m", &sig)
+            .unwrap();
         // A scalar of zero or too long is refused.
         assert!(matches!(
-            p.import_private_components(&PrivateComponents::Ec { curve: Curve::P256, scalar: &[0; 32] }),
+            p.import_private_components(&PrivateComponents::Ec {
+                curve: Curve::P256,
+                scalar: &[0; 32]
+            }),
             Err(Error::KeyInvalid)
         ));
-        assert!(p.import_private_components(&PrivateComponents::Ec { curve: Curve::P256, scalar: &[1; 33] }).is_err());
+        assert!(p
+            .import_private_components(&PrivateComponents::Ec {
+                curve: Curve::P256,
+                scalar: &[1; 33]
+            })
+            .is_err());
         // RFC 8032 test 1 secret key gives its published public key.
-        let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+        let seed = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap();
         let ed = p.import_private_components(&PrivateComponents::Ed25519 { seed: &seed }).unwrap();
         assert_eq!(
             hex::encode(ed.public.unwrap().raw()),

@@ -27,11 +27,11 @@ use std::sync::{Mutex, OnceLock};
 use aws_lc_rs::digest;
 use zeroize::Zeroizing;
 
+pub use import::PrivateComponents;
 pub use keys::{
     Curve, GeneratedKey, KeyMaterial, KeySpec, MlDsaParam, MlKemParam, PublicKey,
     GENERIC_SECRET_MAX,
 };
-pub use import::PrivateComponents;
 pub use loaded::{LoadedKey, LoadedPublicKey};
 pub use sign::{ecdsa_der_to_raw, ecdsa_raw_to_der, rsa_digest_info};
 
