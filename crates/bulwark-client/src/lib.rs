@@ -401,14 +401,30 @@ impl Client {
             password: password.into(),
             totp,
             client_cert_sha256: client_cert_sha256.into(),
+            ..pb::CreateUserRequest::default()
         });
         Ok(self.rt.block_on(c.create_user(r))?.into_inner())
+    }
+
+    /// Creates a user with a complete request (quorum approvals included).
+    pub fn create_user_request(&self, r: pb::CreateUserRequest) -> Result<pb::CreateUserResponse> {
+        let mut c = self.inner.clone();
+        Ok(self.rt.block_on(c.create_user(self.req(r)))?.into_inner())
+    }
+
+    /// Deletes a user with a complete request (quorum approvals included).
+    pub fn delete_user_request(&self, r: pb::DeleteUserRequest) -> Result<()> {
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.delete_user(self.req(r)))?;
+        Ok(())
     }
 
     /// Deletes a user and ends its sessions (security officer).
     pub fn delete_user(&self, name: &str) -> Result<()> {
         let mut c = self.inner.clone();
-        self.rt.block_on(c.delete_user(self.req(pb::DeleteUserRequest { name: name.into() })))?;
+        self.rt.block_on(c.delete_user(
+            self.req(pb::DeleteUserRequest { name: name.into(), ..Default::default() }),
+        ))?;
         Ok(())
     }
 

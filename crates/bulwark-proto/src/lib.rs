@@ -16,3 +16,29 @@ pub mod v1 {
 mod status;
 
 pub use status::{status_from_core, SEALED};
+
+/// The digest M approvers sign to approve a quorum-gated request: SHA-256 over the domain
+/// string, the store id (hex), the operation name, each field (length-prefixed) and the
+/// not-after time (Unix seconds). The HSM and the approvers' tools compute it the same way.
+pub fn approval_digest(
+    store_id: &str,
+    op: &str,
+    fields: &[&str],
+    not_after: u64,
+) -> bulwark_core::Result<[u8; 32]> {
+    let mut m = Vec::new();
+    let mut put = |b: &[u8]| {
+        m.extend_from_slice(&(b.len() as u64).to_be_bytes());
+        m.extend_from_slice(b);
+    };
+    put(b"bulwark approval v1");
+    put(store_id.as_bytes());
+    put(op.as_bytes());
+    for f in fields {
+        put(f.as_bytes());
+    }
+    put(&not_after.to_be_bytes());
+    let d = bulwark_core::crypto::Provider::get()?
+        .digest(bulwark_core::mechanism::DigestAlg::Sha256, &m)?;
+    d.try_into().map_err(|_| bulwark_core::Error::Internal("digest length"))
+}

@@ -32,6 +32,24 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+/// One quorum approver: a name and an Ed25519 public key (raw 32 bytes, hex).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Approver {
+    /// Approver name, as it appears in requests and audit records.
+    pub name: String,
+    /// Raw Ed25519 public key, hex.
+    pub public_key: String,
+}
+
+/// Quorum approvals for user changes: `threshold` of `approvers` must sign each request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApprovalsConfig {
+    /// Distinct approvals needed.
+    pub threshold: usize,
+    /// Who may approve.
+    pub approvers: Vec<Approver>,
+}
+
 /// The daemon configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -52,6 +70,9 @@ pub struct Config {
     /// secrets are served there; keep it on loopback or a management network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_listen: Option<SocketAddr>,
+    /// Quorum approvals for creating and deleting users (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<ApprovalsConfig>,
     /// Session lifetime.
     #[serde(default = "default_ttl")]
     pub session_ttl_secs: u64,

@@ -131,6 +131,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
         workers: 0,
         http_listen: Some(SocketAddr::new(listen.ip(), 0)),
         unix_socket: Some(dir.join("bulwarkd.sock")),
+        approvals: None,
         session_ttl_secs: 3600,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),

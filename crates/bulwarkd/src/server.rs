@@ -23,20 +23,25 @@ use crate::state::HsmState;
 use crate::users::Users;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful shutdown waits for open connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens the store (sealed) and the user database.
 pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, String> {
     let policy = QuorumPolicy::load(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let token = Token::open(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let users = Users::load(&cfg.users)?;
-    Ok(Arc::new(HsmState::new(
-        token,
-        policy,
-        users,
-        cfg.worker_count(),
-        Duration::from_secs(cfg.session_ttl_secs.max(1)),
-        dev_mode,
-    )))
+    Ok(Arc::new(
+        HsmState::new(
+            token,
+            policy,
+            users,
+            cfg.worker_count(),
+            Duration::from_secs(cfg.session_ttl_secs.max(1)),
+            dev_mode,
+        )
+        .with_approvals(cfg.approvals.clone()),
+    ))
 }
 
 /// A running daemon.
@@ -53,17 +58,28 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish, then seals (wipes keys).
+    /// Stops accepting, lets in-flight requests finish (for at most [`SHUTDOWN_GRACE`]), then
+    /// seals (wipes keys).
     pub async fn shutdown(self) -> Result<(), String> {
         let _ = self.stop.send(true);
-        let r = self.join.await.map_err(|e| e.to_string())?;
-        self.state.seal();
-        r
+        self.wait().await
     }
 
-    /// Waits until the server ends.
-    pub async fn wait(self) -> Result<(), String> {
-        let r = self.join.await.map_err(|e| e.to_string())?;
+    /// Waits until the server ends; once a stop was requested, connections still open after
+    /// [`SHUTDOWN_GRACE`] are closed. Then seals (wipes keys).
+    pub async fn wait(mut self) -> Result<(), String> {
+        let mut stop = self.stop.subscribe();
+        let r = tokio::select! {
+            r = &mut self.join => r.map_err(|e| e.to_string()).and_then(|r| r),
+            () = async {
+                let _ = stop.wait_for(|v| *v).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!("shutdown grace period over: closing the remaining connections");
+                self.join.abort();
+                Ok(())
+            }
+        };
         self.state.seal();
         r
     }

@@ -650,6 +650,7 @@ impl Hsm for HsmService {
         }
         let password = Zeroizing::new(r.password);
         let (name, with_totp) = (r.name, r.totp);
+        let (approvals, not_after) = (r.approvals, r.approval_not_after);
         let cert = r.client_cert_sha256.to_ascii_lowercase();
         if !cert.is_empty() && (cert.len() != 64 || !cert.bytes().all(|b| b.is_ascii_hexdigit())) {
             return Err(Status::invalid_argument("client_cert_sha256 must be 64 hex digits"));
@@ -662,6 +663,10 @@ impl Hsm for HsmService {
                 if st.users.list().iter().any(|u| u.0 == name) {
                     return Err(Status::already_exists(format!("user {name:?} exists")));
                 }
+                let totp_flag = if with_totp { "totp" } else { "" };
+                let fields = [name.as_str(), role.name(), totp_flag, cert.as_str()];
+                let approved_by =
+                    st.check_approvals("create-user", &fields, &approvals, not_after)?;
                 let mut resp = pb::CreateUserResponse::default();
                 let mut totp_ct = None;
                 if with_totp {
@@ -694,9 +699,10 @@ impl Hsm for HsmService {
                     })?;
                 }
                 let detail = format!(
-                    "user {name} role {} totp {with_totp} certificate {}",
+                    "user {name} role {} totp {with_totp} certificate {} approved by [{}]",
                     role.name(),
-                    !cert.is_empty()
+                    !cert.is_empty(),
+                    approved_by.join(",")
                 );
                 st.audit(&current_actor().unwrap_or_default(), "create-user", "ok", detail);
                 Ok(resp)
@@ -710,11 +716,13 @@ impl Hsm for HsmService {
         req: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
         let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "delete-user").await?;
-        let name = req.into_inner().name;
+        let r = req.into_inner();
+        let (name, approvals, not_after) = (r.name, r.approvals, r.approval_not_after);
         let removed = self
             .state
             .run("delete-user", actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                st.check_approvals("delete-user", &[name.as_str()], &approvals, not_after)?;
                 let mac = |d: &[u8]| st.users_mac(d);
                 let removed = st.users.remove(&name, &mac).map_err(|e| {
                     tracing::error!(error = %e, "user file");

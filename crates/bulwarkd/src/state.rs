@@ -45,6 +45,10 @@ pub struct HsmState {
     pub(crate) admin: Mutex<()>,
     /// Operation counters and latencies.
     pub metrics: crate::metrics::Metrics,
+    /// Quorum approvals for user changes, if configured.
+    pub(crate) approvals: Option<crate::config::ApprovalsConfig>,
+    /// Approval digests already used (replay protection until they expire).
+    used_approvals: Mutex<HashMap<[u8; 32], u64>>,
 }
 
 impl std::fmt::Debug for HsmState {
@@ -85,7 +89,64 @@ impl HsmState {
             labels: crate::keys::LabelCache::default(),
             admin: Mutex::new(()),
             metrics: crate::metrics::Metrics::default(),
+            approvals: None,
+            used_approvals: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Requires quorum approvals for user changes.
+    #[must_use]
+    pub fn with_approvals(mut self, a: Option<crate::config::ApprovalsConfig>) -> Self {
+        self.approvals = a;
+        self
+    }
+
+    /// Checks the approvals of a quorum-gated request (no-op when approvals are not configured).
+    /// FAILED_PRECONDITION names the digest to sign when there are too few valid approvals.
+    pub(crate) fn check_approvals(
+        &self,
+        op: &str,
+        fields: &[&str],
+        approvals: &[bulwark_proto::v1::Approval],
+        not_after: u64,
+    ) -> Result<Vec<String>, Status> {
+        let Some(cfg) = &self.approvals else { return Ok(Vec::new()) };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if not_after <= now || not_after > now + 86_400 {
+            return Err(Status::failed_precondition(
+                "quorum approval required: approval_not_after must be within the next 24 hours",
+            ));
+        }
+        let store_id =
+            self.token.status().map_err(|e| bulwark_proto::status_from_core(&e))?.store_id;
+        let digest = bulwark_proto::approval_digest(&store_id, op, fields, not_after)
+            .map_err(|e| bulwark_proto::status_from_core(&e))?;
+        let mut ok: Vec<String> = Vec::new();
+        for a in approvals {
+            let Some(ap) = cfg.approvers.iter().find(|x| x.name == a.approver) else { continue };
+            let Ok(pk) = hex::decode(&ap.public_key) else { continue };
+            let key =
+                aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, pk);
+            if key.verify(&digest, &a.signature).is_ok() && !ok.contains(&ap.name) {
+                ok.push(ap.name.clone());
+            }
+        }
+        if ok.len() < cfg.threshold {
+            return Err(Status::failed_precondition(format!(
+                "quorum approval required: {} of the approvers must sign digest {} ({} valid)",
+                cfg.threshold,
+                hex::encode(digest),
+                ok.len()
+            )));
+        }
+        let mut used = lock(&self.used_approvals);
+        used.retain(|_, exp| *exp > now);
+        if used.insert(digest, not_after).is_some() {
+            return Err(Status::failed_precondition("these approvals were already used"));
+        }
+        Ok(ok)
     }
 
     /// Whether the HSM is sealed.

@@ -604,3 +604,142 @@ fn security_officer_unlocks_a_locked_user() {
     c.login("crypto", &pw).unwrap();
     assert_eq!(code(so.unlock_user("nobody")).0, Code::NotFound);
 }
+
+#[test]
+fn quorum_approvals_gate_user_changes() {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use bulwark_client::v1::{Approval, CreateUserRequest, DeleteUserRequest};
+    let d = tempfile::tempdir().unwrap();
+    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+    let setup = bulwarkd::dev::prepare(&d.path().join("dev"), ([127, 0, 0, 1], 0).into()).unwrap();
+    let keys: Vec<Ed25519KeyPair> = (0..3).map(|_| Ed25519KeyPair::generate().unwrap()).collect();
+    let names = ["ann", "ben", "cat"];
+    let mut cfg = setup.config.clone();
+    cfg.approvals = Some(bulwarkd::config::ApprovalsConfig {
+        threshold: 2,
+        approvers: names
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| bulwarkd::config::Approver {
+                name: (*n).into(),
+                public_key: hex::encode(k.public_key().as_ref()),
+            })
+            .collect(),
+    });
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let state = bulwarkd::server::open_state(&cfg, true).unwrap();
+    setup.unseal(&state).unwrap();
+    let running = rt.block_on(bulwarkd::server::start(&cfg, state)).unwrap();
+    setup.write_env(running.addr).unwrap();
+    let dir = setup.dir.clone();
+    let pki = dir.join("pki");
+    let ccfg = ClientConfig::from_files(
+        &format!("https://{}", running.addr),
+        &pki.join("ca.pem"),
+        Some(&pki.join("so.pem")),
+        Some(&pki.join("so-key.pem")),
+    )
+    .unwrap();
+    let mut so = Client::connect(&ccfg).unwrap();
+    so.login("so", &env_value(&dir, "so.env", "BULWARK_PASSWORD")).unwrap();
+    let store_id = so.status().unwrap().store_id;
+    let not_after =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let fields = ["hal", "crypto-user", "", ""];
+    let digest =
+        bulwark_proto::approval_digest(&store_id, "create-user", &fields, not_after).unwrap();
+    let approve = |i: usize, msg: &[u8]| Approval {
+        approver: names[i].into(),
+        signature: keys[i].sign(msg).as_ref().to_vec(),
+    };
+    let request = |approvals: Vec<Approval>| CreateUserRequest {
+        name: "hal".into(),
+        role: "crypto-user".into(),
+        password: "hal-password".into(),
+        approvals,
+        approval_not_after: not_after,
+        ..CreateUserRequest::default()
+    };
+    // No approvals: refused, and told which digest to sign.
+    let (c, m) = code(so.create_user_request(request(vec![])));
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(m.contains(&hex::encode(digest)), "{m}");
+    // One approval, the same approver twice, a forged one, one over another request: not enough.
+    assert_eq!(
+        code(so.create_user_request(request(vec![approve(0, &digest)]))).0,
+        Code::FailedPrecondition
+    );
+    let twice = vec![approve(0, &digest), approve(0, &digest)];
+    assert_eq!(code(so.create_user_request(request(twice))).0, Code::FailedPrecondition);
+    let mut forged = approve(1, &digest);
+    forged.signature[0] ^= 1;
+    assert_eq!(
+        code(so.create_user_request(request(vec![approve(0, &digest), forged]))).0,
+        Code::FailedPrecondition
+    );
+    let other = bulwark_proto::approval_digest(
+        &store_id,
+        "create-user",
+        &["hal", "security-officer", "", ""],
+        not_after,
+    )
+    .unwrap();
+    assert_eq!(
+        code(so.create_user_request(request(vec![approve(0, &digest), approve(1, &other)]))).0,
+        Code::FailedPrecondition
+    );
+    assert!(!so.list_users().unwrap().iter().any(|u| u.name == "hal"));
+    // M valid approvals: done.
+    so.create_user_request(request(vec![approve(0, &digest), approve(2, &digest)])).unwrap();
+    assert!(so.list_users().unwrap().iter().any(|u| u.name == "hal"));
+
+    // Deleting needs its own approvals, usable once.
+    let del =
+        bulwark_proto::approval_digest(&store_id, "delete-user", &["hal"], not_after).unwrap();
+    let del_req = || DeleteUserRequest {
+        name: "hal".into(),
+        approvals: vec![approve(1, &del), approve(2, &del)],
+        approval_not_after: not_after,
+    };
+    assert_eq!(code(so.delete_user("hal")).0, Code::FailedPrecondition);
+    so.delete_user_request(del_req()).unwrap();
+    let (c, m) = code(so.delete_user_request(del_req()));
+    assert_eq!(c, Code::FailedPrecondition);
+    assert!(m.contains("already used"), "{m}");
+    assert!(running.state.audit_records().iter().any(|l| l.contains("approved by [ann,cat]")));
+    // Close the client first: graceful shutdown waits for open connections.
+    drop(so);
+    let done = rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), running.shutdown()).await
+    });
+    assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+}
+
+#[test]
+fn shutdown_completes_with_idle_clients_and_seals() {
+    let d = tempfile::tempdir().unwrap();
+    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (setup, running) = rt
+        .block_on(bulwarkd::dev::start(&d.path().join("dev"), ([127, 0, 0, 1], 0).into()))
+        .unwrap();
+    let pki = setup.dir.join("pki");
+    let cfg = ClientConfig::from_files(
+        &format!("https://{}", running.addr),
+        &pki.join("ca.pem"),
+        Some(&pki.join("crypto.pem")),
+        Some(&pki.join("crypto-key.pem")),
+    )
+    .unwrap();
+    let idle = Client::connect(&cfg).unwrap();
+    assert!(!idle.status().unwrap().sealed);
+    let state = running.state.clone();
+    let t = std::time::Instant::now();
+    rt.block_on(running.shutdown()).unwrap();
+    assert!(t.elapsed() < bulwarkd::server::SHUTDOWN_GRACE + std::time::Duration::from_secs(3));
+    // Keys are wiped on the way out.
+    assert!(state.is_sealed());
+    drop(idle);
+}
