@@ -5,8 +5,9 @@
 //! plaintexts of decryptions the caller asked for.
 
 use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
-use bulwark_core::crypto::{self, Curve, KeySpec, MlDsaParam, MlKemParam};
+use bulwark_core::crypto::{self, Curve, KeySpec};
 use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
+use bulwark_core::names;
 use bulwark_core::token::ObjectInfo;
 use bulwark_core::{Error, Result, Token};
 use bulwark_proto::v1;
@@ -87,67 +88,18 @@ pub(crate) const MAGIC: &[u8; 4] = b"BWK1";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
-pub(crate) fn spec_for(name: &str) -> Result<KeySpec> {
-    Ok(match name {
-        "aes-128" => KeySpec::Aes { bytes: 16 },
-        "aes-192" => KeySpec::Aes { bytes: 24 },
-        "aes-256" => KeySpec::Aes { bytes: 32 },
-        "hmac-sha256" | "generic-256" => KeySpec::GenericSecret { bytes: 32 },
-        "hmac-sha384" => KeySpec::GenericSecret { bytes: 48 },
-        "hmac-sha512" => KeySpec::GenericSecret { bytes: 64 },
-        "rsa-2048" => KeySpec::Rsa { bits: 2048 },
-        "rsa-3072" => KeySpec::Rsa { bits: 3072 },
-        "rsa-4096" => KeySpec::Rsa { bits: 4096 },
-        "ec-p256" => KeySpec::Ec(Curve::P256),
-        "ec-p384" => KeySpec::Ec(Curve::P384),
-        "ec-p521" => KeySpec::Ec(Curve::P521),
-        "ec-secp256k1" => KeySpec::Ec(Curve::Secp256k1),
-        "ed25519" => KeySpec::Ed25519,
-        "x25519" => KeySpec::X25519,
-        "ml-dsa-44" => KeySpec::MlDsa(MlDsaParam::MlDsa44),
-        "ml-dsa-65" => KeySpec::MlDsa(MlDsaParam::MlDsa65),
-        "ml-dsa-87" => KeySpec::MlDsa(MlDsaParam::MlDsa87),
-        "ml-kem-512" => KeySpec::MlKem(MlKemParam::MlKem512),
-        "ml-kem-768" => KeySpec::MlKem(MlKemParam::MlKem768),
-        "ml-kem-1024" => KeySpec::MlKem(MlKemParam::MlKem1024),
-        _ => return Err(Error::ArgumentsBad("unknown key type")),
-    })
+// Key-type and mechanism names are the CLI's, from one table in core (`bulwark_core::names`).
+fn spec_for(name: &str) -> Result<KeySpec> {
+    names::key_spec(name).ok_or(Error::ArgumentsBad("unknown key type"))
 }
 
 fn default_mechanism(spec: KeySpec) -> Result<Mechanism> {
-    Ok(match spec {
-        KeySpec::Rsa { .. } => Mechanism::Sha256RsaPkcs,
-        KeySpec::Ec(Curve::P384) => Mechanism::EcdsaSha384,
-        KeySpec::Ec(Curve::P521) => Mechanism::EcdsaSha512,
-        KeySpec::Ec(_) => Mechanism::EcdsaSha256,
-        KeySpec::Ed25519 => Mechanism::EdDsa(None),
-        KeySpec::MlDsa(_) => Mechanism::MlDsa { context: Vec::new() },
-        KeySpec::GenericSecret { bytes } if bytes >= 64 => Mechanism::Hmac(DigestAlg::Sha512),
-        KeySpec::GenericSecret { bytes } if bytes >= 48 => Mechanism::Hmac(DigestAlg::Sha384),
-        KeySpec::GenericSecret { .. } => Mechanism::Hmac(DigestAlg::Sha256),
-        _ => return Err(Error::KeyFunctionNotPermitted("this key type cannot sign")),
-    })
+    names::default_signature(spec)
+        .ok_or(Error::KeyFunctionNotPermitted("this key type cannot sign"))
 }
 
 fn named_mechanism(name: &str) -> Result<Mechanism> {
-    use DigestAlg::{Sha256, Sha384, Sha512};
-    Ok(match name {
-        "rsa-pkcs1-sha256" => Mechanism::Sha256RsaPkcs,
-        "rsa-pkcs1-sha384" => Mechanism::Sha384RsaPkcs,
-        "rsa-pkcs1-sha512" => Mechanism::Sha512RsaPkcs,
-        "rsa-pss-sha256" => Mechanism::pss(Sha256, false),
-        "rsa-pss-sha384" => Mechanism::pss(Sha384, false),
-        "rsa-pss-sha512" => Mechanism::pss(Sha512, false),
-        "ecdsa-sha256" => Mechanism::EcdsaSha256,
-        "ecdsa-sha384" => Mechanism::EcdsaSha384,
-        "ecdsa-sha512" => Mechanism::EcdsaSha512,
-        "ed25519" | "eddsa" => Mechanism::EdDsa(None),
-        "ml-dsa" => Mechanism::MlDsa { context: Vec::new() },
-        "hmac-sha256" => Mechanism::Hmac(Sha256),
-        "hmac-sha384" => Mechanism::Hmac(Sha384),
-        "hmac-sha512" => Mechanism::Hmac(Sha512),
-        _ => return Err(Error::ArgumentsBad("unknown mechanism name")),
-    })
+    names::signature_mechanism(name).ok_or(Error::ArgumentsBad("unknown mechanism name"))
 }
 
 fn is_ecdsa(m: &Mechanism) -> bool {
