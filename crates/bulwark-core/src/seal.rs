@@ -569,8 +569,14 @@ mod tests {
     const FAST: KdfParams = KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 };
 
     fn setup(n: u8, m: u8) -> (tempfile::TempDir, QuorumInit, QuorumPolicy) {
+        // Set once: changing the environment while other test threads read it is not safe.
+        static ONCE: std::sync::Once = std::sync::Once::new();
         let d = tempfile::tempdir().unwrap();
-        std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+        ONCE.call_once(|| {
+            let dir =
+                std::env::temp_dir().join(format!("bulwark-seal-test-{}", std::process::id()));
+            std::env::set_var("BULWARK_STATE_DIR", dir);
+        });
         let path = d.path().join("q.db");
         let init = init_quorum_store(&path, "q", n, m).unwrap();
         let pol = QuorumPolicy::load(&path).unwrap();

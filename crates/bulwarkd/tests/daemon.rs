@@ -9,9 +9,19 @@ use std::process::{Child, Command, Stdio};
 use bulwark_client::{Client, ClientConfig, ClientError, Code};
 use bulwarkd::dev::DevServer;
 
+/// Points the anti-rollback marks at a per-process directory, once: changing the environment
+/// while other test threads read it is not safe.
+fn state_dir_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = std::env::temp_dir().join(format!("bulwarkd-test-state-{}", std::process::id()));
+        std::env::set_var("BULWARK_STATE_DIR", dir);
+    });
+}
+
 fn dev() -> (tempfile::TempDir, DevServer) {
     let d = tempfile::tempdir().unwrap();
-    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+    state_dir_once();
     let s = DevServer::start(&d.path().join("dev")).unwrap();
     (d, s)
 }
@@ -610,7 +620,7 @@ fn quorum_approvals_gate_user_changes() {
     use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
     use bulwark_client::v1::{Approval, CreateUserRequest, DeleteUserRequest};
     let d = tempfile::tempdir().unwrap();
-    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+    state_dir_once();
     let setup = bulwarkd::dev::prepare(&d.path().join("dev"), ([127, 0, 0, 1], 0).into()).unwrap();
     let keys: Vec<Ed25519KeyPair> = (0..3).map(|_| Ed25519KeyPair::generate().unwrap()).collect();
     let names = ["ann", "ben", "cat"];
@@ -719,7 +729,7 @@ fn quorum_approvals_gate_user_changes() {
 #[test]
 fn shutdown_completes_with_idle_clients_and_seals() {
     let d = tempfile::tempdir().unwrap();
-    std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
+    state_dir_once();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (setup, running) = rt
