@@ -62,6 +62,17 @@ pub(crate) enum UserCommand {
     },
 }
 
+/// `bulwark access` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct AccessArgs {
+    /// Key label.
+    label: String,
+    /// A grant, `user:NAME=OPS` or `role:ROLE=OPS` with OPS a comma list of sign, verify,
+    /// encrypt, decrypt, public, * (repeat for several; none revokes every grant).
+    #[arg(long = "grant", value_name = "PRINCIPAL=OPS")]
+    grants: Vec<String>,
+}
+
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         CliError::Usage(match &e {
@@ -177,6 +188,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         }
         Command::Unseal(a) => unseal(endpoint, &a),
         Command::User(u) => user(endpoint, u),
+        Command::Access(a) => access(endpoint, &a),
         _ => Err(CliError::Usage(
             "this command works on an embedded store only (drop --endpoint / BULWARK_ENDPOINT)"
                 .into(),
@@ -412,5 +424,22 @@ fn user(endpoint: &str, cmd: UserCommand) -> CliResult<ExitCode> {
             println!("user {name:?} deleted; its sessions are closed");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn access(endpoint: &str, a: &AccessArgs) -> CliResult<ExitCode> {
+    let mut parsed: Vec<(String, Vec<String>)> = Vec::new();
+    for g in &a.grants {
+        let (p, ops) = g
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--grant {g:?}: expected PRINCIPAL=OPS")))?;
+        parsed.push((p.to_owned(), ops.split(',').map(str::to_owned).collect()));
+    }
+    let ops: Vec<Vec<&str>> =
+        parsed.iter().map(|(_, o)| o.iter().map(String::as_str).collect()).collect();
+    let grants: Vec<(&str, &[&str])> =
+        parsed.iter().zip(&ops).map(|((p, _), o)| (p.as_str(), o.as_slice())).collect();
+    session(endpoint)?.set_key_access(&a.label, &grants)?;
+    println!("access list of {:?}: {} grant(s)", a.label, grants.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -88,6 +88,8 @@ enum Command {
     /// --endpoint).
     #[command(subcommand)]
     User(cmd_remote::UserCommand),
+    /// Replace a key's access list on a remote HSM (crypto officer; --endpoint).
+    Access(cmd_remote::AccessArgs),
     /// PIN management.
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -193,9 +195,9 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Selftest => cmd_ops::selftest(),
         Command::Status { json } => cmd_ops::status(&ctx, json),
         Command::Pin(p) => pin::run(&ctx, p),
-        Command::Seal | Command::Unseal(_) | Command::User(_) => Err(CliError::Usage(
-            "seal, unseal and user need --endpoint (a bulwarkd HSM)".into(),
-        )),
+        Command::Seal | Command::Unseal(_) | Command::User(_) | Command::Access(_) => {
+            Err(CliError::Usage("seal, unseal, user and access need --endpoint".into()))
+        }
         Command::Audit(a) => cmd_audit::run(&ctx, a),
         Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),
         Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),

@@ -111,9 +111,12 @@ fn remote_cli_keys_sign_seal_unseal() {
     }
     let added = ok(&add.env("BULWARK_NEW_PASSWORD", "carol-password").output().unwrap());
     assert!(added.contains("otpauth://totp/"), "{added}");
+    ok(&bulwark(&dir, "dev.env", &["access", "web", "--grant", "user:carol=sign,verify"]));
     let users = ok(&bulwark(&dir, "so.env", &["user", "list"]));
     assert!(users.contains("carol") && users.contains("crypto-user"), "{users}");
     assert_eq!(bulwark(&dir, "dev.env", &["user", "list"]).status.code(), Some(2));
+    let bad = bulwark(&dir, "dev.env", &["access", "web", "--grant", "carol"]);
+    assert_eq!(bad.status.code(), Some(2));
     ok(&bulwark(&dir, "so.env", &["user", "delete", "carol"]));
     assert!(!ok(&bulwark(&dir, "so.env", &["user", "list"])).contains("carol"));
     let json = ok(&bulwark(&dir, "dev.env", &["status", "--json"]));
