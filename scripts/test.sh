@@ -28,6 +28,7 @@ if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import dilithium_py
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 
+cargo fmt --all --check
 cargo test --workspace --locked "$@"
 
 # Real PKCS#11 clients (pkcs11-tool, p11tool, OpenSSL's pkcs11 engine) against the module that
