@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use bulwark_core::attr::{AttrType, AttrValue, KeyType, ObjectClass};
 use bulwark_core::crypto::KeySpec;
-use bulwark_core::mechanism::KeyGenMechanism;
+use bulwark_core::names::LabelledKey;
 use bulwark_core::token::ObjectInfo;
 use bulwark_core::{Error, Token};
 use clap::Subcommand;
@@ -91,10 +91,6 @@ fn spec_for(name: &str) -> CliResult<KeySpec> {
     })
 }
 
-fn b(t: AttrType, v: bool) -> (AttrType, AttrValue) {
-    (t, AttrValue::Bool(v))
-}
-
 fn generate(
     t: &Token,
     type_name: &str,
@@ -104,68 +100,14 @@ fn generate(
     id: Option<&str>,
 ) -> CliResult<Vec<u64>> {
     let spec = spec_for(type_name)?;
-    if !t.find_by_label(label)?.is_empty() {
-        return Err(Error::Exists(label.to_owned()).into());
+    if not_sensitive && spec.is_asymmetric() {
+        return Err(CliError::Usage("--not-sensitive applies to secret keys only".into()));
     }
-    let id = if let Some(h) = id {
-        hex::decode(h).map_err(|_| CliError::Usage("--id must be hex".into()))?
-    } else {
-        let mut r = vec![0u8; 16];
-        t.random(&mut r)?;
-        r
-    };
-    let common = vec![
-        b(AttrType::Token, true),
-        (AttrType::Label, AttrValue::Bytes(label.as_bytes().to_vec())),
-        (AttrType::Id, AttrValue::Bytes(id)),
-    ];
-    let mut secret = common.clone();
-    secret.push(b(AttrType::Private, true));
-    secret.push(b(AttrType::Extractable, extractable || not_sensitive));
-    secret.push(b(AttrType::Sensitive, !not_sensitive));
-    let mut public = common;
-    public.push(b(AttrType::Private, false));
-    let ulong = |t, v| (t, AttrValue::Ulong(v));
-    let pair = |mech, mut p: Vec<(AttrType, AttrValue)>, extra: Vec<(AttrType, AttrValue)>| {
-        if not_sensitive {
-            return Err(CliError::Usage("--not-sensitive applies to secret keys only".into()));
-        }
-        p.extend(extra);
-        let (ph, sh) = t.generate_key_pair(mech, &p, &secret, CLI_SESSION)?;
-        Ok(vec![sh, ph])
-    };
-    match spec {
-        KeySpec::Aes { bytes } => {
-            secret.push(ulong(AttrType::ValueLen, bytes as u64));
-            Ok(vec![t.generate_key(KeyGenMechanism::AesKeyGen, &secret, CLI_SESSION)?])
-        }
-        KeySpec::GenericSecret { bytes } => {
-            secret.push(ulong(AttrType::ValueLen, bytes as u64));
-            Ok(vec![t.generate_key(KeyGenMechanism::GenericSecretKeyGen, &secret, CLI_SESSION)?])
-        }
-        KeySpec::Rsa { bits } => pair(
-            KeyGenMechanism::RsaPkcsKeyPairGen,
-            public,
-            vec![ulong(AttrType::ModulusBits, bits as u64)],
-        ),
-        KeySpec::Ec(c) => pair(
-            KeyGenMechanism::EcKeyPairGen,
-            public,
-            vec![(AttrType::EcParams, AttrValue::Bytes(c.oid_der().to_vec()))],
-        ),
-        KeySpec::Ed25519 => pair(KeyGenMechanism::EcEdwardsKeyPairGen, public, vec![]),
-        KeySpec::X25519 => pair(KeyGenMechanism::EcMontgomeryKeyPairGen, public, vec![]),
-        KeySpec::MlDsa(p) => pair(
-            KeyGenMechanism::MlDsaKeyPairGen,
-            public,
-            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
-        ),
-        KeySpec::MlKem(p) => pair(
-            KeyGenMechanism::MlKemKeyPairGen,
-            public,
-            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
-        ),
-    }
+    let id = id
+        .map(|h| hex::decode(h).map_err(|_| CliError::Usage("--id must be hex".into())))
+        .transpose()?;
+    let k = LabelledKey { spec, label, id, extractable, sensitive: !not_sensitive };
+    Ok(bulwark_core::names::generate_labelled(t, &k, CLI_SESSION)?)
 }
 
 /// The objects labelled `label`, or `NotFound`.

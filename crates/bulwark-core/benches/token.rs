@@ -7,7 +7,7 @@
 //! token's own cost; with the default policy every key use also waits for a durable audit
 //! record (see `benches/audit.rs`).
 
-#![allow(missing_docs, clippy::wildcard_imports)]
+#![allow(missing_docs, clippy::wildcard_imports, clippy::cloned_ref_to_slice_refs)]
 
 use std::sync::OnceLock;
 

