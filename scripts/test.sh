@@ -29,6 +29,7 @@ fi
 export PATH="$PWD/$venv/bin:$PATH"
 
 cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"
 
 # Real PKCS#11 clients (pkcs11-tool, p11tool, OpenSSL's pkcs11 engine) against the module that
