@@ -192,22 +192,7 @@ fn object_json(t: &Token, o: &ObjectInfo) -> Value {
 fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String) {
     let class = o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}"));
     let ty = t.key_spec(o.handle).map_or_else(|_| "-".into(), |s| s.name());
-    let flags = [
-        (AttrType::Sign, "sign"),
-        (AttrType::Verify, "verify"),
-        (AttrType::Encrypt, "encrypt"),
-        (AttrType::Decrypt, "decrypt"),
-        (AttrType::Wrap, "wrap"),
-        (AttrType::Unwrap, "unwrap"),
-        (AttrType::Derive, "derive"),
-        (AttrType::Encapsulate, "encapsulate"),
-        (AttrType::Decapsulate, "decapsulate"),
-    ]
-    .iter()
-    .filter(|(a, _)| o.attrs.bool_or(*a, false))
-    .map(|(_, n)| *n)
-    .collect::<Vec<_>>()
-    .join(",");
+    let flags = bulwark_core::names::usage_names(&o.attrs).join(",");
     (o.attrs.label(), class, ty, flags)
 }
 

@@ -511,11 +511,14 @@ fn two_processes_see_each_others_changes() {
     let mut kids = Vec::new();
     for i in 0..4 {
         let mut c = e.cmd();
-        c.args(["key", "generate", "--type", "ec-p256", "--label", &format!("par-{i}")]);
+        c.args(["key", "generate", "--type", "ec-p256", "--label", &format!("par-{i}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         kids.push(c.spawn().unwrap());
     }
-    for mut k in kids {
-        assert!(k.wait().unwrap().success());
+    for k in kids {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "concurrent writer failed: {}", stderr(&o));
     }
     let v: serde_json::Value = serde_json::from_str(&e.ok(&["key", "list", "--json"])).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 8);

@@ -3,7 +3,7 @@
 //! `--mechanism rsa-pss-sha256` mean the same thing everywhere, and the signature defaults (the
 //! ones stock OpenSSL verifies) are decided in one place.
 
-use crate::attr::{AttrType, AttrValue};
+use crate::attr::{AttrType, AttrValue, Attributes};
 use crate::crypto::{Curve, KeySpec};
 use crate::error::{Error, Result};
 use crate::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
@@ -92,6 +92,27 @@ pub fn signature_mechanism(name: &str) -> Option<Mechanism> {
         "hmac-sha512" => Mechanism::Hmac(Sha512),
         _ => return None,
     })
+}
+
+/// The names of the usage flags (CKA_SIGN, CKA_VERIFY, ...) an object has set, in a fixed order:
+/// `sign`, `verify`, `encrypt`, `decrypt`, `wrap`, `unwrap`, `derive`, `encapsulate`,
+/// `decapsulate`.
+pub fn usage_names(attrs: &Attributes) -> Vec<&'static str> {
+    [
+        (AttrType::Sign, "sign"),
+        (AttrType::Verify, "verify"),
+        (AttrType::Encrypt, "encrypt"),
+        (AttrType::Decrypt, "decrypt"),
+        (AttrType::Wrap, "wrap"),
+        (AttrType::Unwrap, "unwrap"),
+        (AttrType::Derive, "derive"),
+        (AttrType::Encapsulate, "encapsulate"),
+        (AttrType::Decapsulate, "decapsulate"),
+    ]
+    .iter()
+    .filter(|(a, _)| attrs.bool_or(*a, false))
+    .map(|(_, n)| *n)
+    .collect()
 }
 
 /// A key to generate under a label (the CLI's `key generate`, the daemon's GenerateKey).

@@ -164,19 +164,7 @@ fn generate_any(t: &Token, type_name: &str, label: &str, extractable: bool) -> R
 }
 
 fn object(t: &Token, o: &ObjectInfo) -> v1::KeyObject {
-    let usage = [
-        (AttrType::Sign, "sign"),
-        (AttrType::Verify, "verify"),
-        (AttrType::Encrypt, "encrypt"),
-        (AttrType::Decrypt, "decrypt"),
-        (AttrType::Wrap, "wrap"),
-        (AttrType::Unwrap, "unwrap"),
-        (AttrType::Derive, "derive"),
-    ]
-    .iter()
-    .filter(|(a, _)| o.attrs.bool_or(*a, false))
-    .map(|(_, n)| (*n).to_owned())
-    .collect();
+    let usage = names::usage_names(&o.attrs).into_iter().map(str::to_owned).collect();
     v1::KeyObject {
         handle: o.handle,
         class: o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}")),
