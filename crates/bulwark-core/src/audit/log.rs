@@ -286,7 +286,11 @@ impl AuditLog {
             signer: RwLock::new(None),
             policy,
         };
-        if log.size()? < load_mark(&log_id) {
+        // Read the mark before the size: marks are recorded after their commit, so another
+        // process appending between the two reads can only make the size larger, never turn a
+        // healthy log into an apparently rolled-back one.
+        let mark = load_mark(&log_id);
+        if log.size()? < mark {
             return Err(Error::Integrity("audit log rolled back (shorter than seen before)"));
         }
         Ok(log)
