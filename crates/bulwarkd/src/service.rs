@@ -37,14 +37,25 @@ impl HsmService {
         Self { state }
     }
 
-    /// The session of a request (bearer token), after the seal check, and the audit actor
-    /// for it. Refusals are audited.
     async fn auth<T>(
         &self,
         req: &Request<T>,
         allowed: &[Role],
         op: &'static str,
     ) -> Result<(Session, Actor), Status> {
+        authorize(&self.state, req, allowed, op).await
+    }
+}
+
+/// The session of a request (bearer token), after the seal check, and the audit actor for it.
+/// Refusals are audited. Every service of the daemon authenticates through this one function.
+pub(crate) async fn authorize<T>(
+    state: &Arc<HsmState>,
+    req: &Request<T>,
+    allowed: &[Role],
+    op: &'static str,
+) -> Result<(Session, Actor), Status> {
+    {
         let client = client_id(req);
         let refuse = |name: String, role: &str, st: Status| {
             let actor = Actor { name, role: role.into(), client: client.clone() };
@@ -55,7 +66,7 @@ impl HsmService {
             };
             (actor, code, st)
         };
-        let refused = if let Err(st) = self.state.require_unsealed() {
+        let refused = if let Err(st) = state.require_unsealed() {
             Some(refuse("-".into(), "-", st))
         } else {
             let token = req
@@ -63,7 +74,7 @@ impl HsmService {
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            match token.and_then(|t| self.state.session(t)) {
+            match token.and_then(|t| state.session(t)) {
                 None => Some(refuse(
                     "-".into(),
                     "-",
@@ -87,20 +98,19 @@ impl HsmService {
         let (actor, code, st) = refused
             .unwrap_or_else(|| (Actor::default(), "internal", Status::internal("internal error")));
         let a = actor.clone();
-        let _ = self
-            .state
+        let _ = state
             .run_unmetered(actor, move |s| {
                 s.audit(&a, op, code, String::new());
                 Ok(())
             })
             .await;
-        self.state.metrics.observe(op, crate::metrics::code_name(st.code()), Duration::ZERO);
+        state.metrics.observe(op, crate::metrics::code_name(st.code()), Duration::ZERO);
         Err(st)
     }
 }
 
 /// SHA-256 (hex) of the peer's client certificate, if the connection has one.
-fn peer_cert_sha256<T>(req: &Request<T>) -> Option<String> {
+pub(crate) fn peer_cert_sha256<T>(req: &Request<T>) -> Option<String> {
     req.peer_certs().and_then(|c| {
         c.first().map(|c| {
             hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, c.as_ref()).as_ref())
@@ -109,7 +119,7 @@ fn peer_cert_sha256<T>(req: &Request<T>) -> Option<String> {
 }
 
 /// Who is on the other end: peer address and a fingerprint of its client certificate.
-fn client_id<T>(req: &Request<T>) -> String {
+pub(crate) fn client_id<T>(req: &Request<T>) -> String {
     if let Some(u) = req.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
         let uid = u.peer_cred.map_or_else(|| "-".to_owned(), |c| c.uid().to_string());
         return format!("unix uid:{uid}");
@@ -125,12 +135,13 @@ fn client_id<T>(req: &Request<T>) -> String {
     format!("{addr} cert:{}", cert.as_deref().unwrap_or("-"))
 }
 
-const USE: &[Role] = &[Role::CryptoOfficer, Role::CryptoUser];
-const MANAGE: &[Role] = &[Role::CryptoOfficer];
-const ANY: &[Role] = &[Role::SecurityOfficer, Role::CryptoOfficer, Role::CryptoUser, Role::Auditor];
+pub(crate) const USE: &[Role] = &[Role::CryptoOfficer, Role::CryptoUser];
+pub(crate) const MANAGE: &[Role] = &[Role::CryptoOfficer];
+pub(crate) const ANY: &[Role] =
+    &[Role::SecurityOfficer, Role::CryptoOfficer, Role::CryptoUser, Role::Auditor];
 
 /// A core error from a key operation. A token that is locked under us was sealed meanwhile.
-fn core(e: &Error) -> Status {
+pub(crate) fn core(e: &Error) -> Status {
     match e {
         Error::UserNotLoggedIn => Status::failed_precondition(bulwark_proto::SEALED),
         Error::Integrity(_) | Error::Rollback { .. } | Error::Internal(_) | Error::Store(_) => {
@@ -159,7 +170,7 @@ fn unseal_status(e: &UnsealError) -> Status {
 /// Key-level access control: crypto officers use every key; anyone else needs to own the key or
 /// hold a grant for `op` in its access list. Keys without an access list (made outside the
 /// daemon) are for crypto officers only.
-fn key_access(st: &HsmState, s: &Session, label: &str, op: &str) -> Result<(), Status> {
+pub(crate) fn key_access(st: &HsmState, s: &Session, label: &str, op: &str) -> Result<(), Status> {
     if s.role == Role::CryptoOfficer {
         return Ok(());
     }
