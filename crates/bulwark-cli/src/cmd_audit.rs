@@ -111,7 +111,11 @@ pub(crate) fn run(ctx: &Ctx, cmd: AuditCommand) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(log: Option<&Path>, public_key: &Path, proof: Option<&Path>) -> CliResult<ExitCode> {
+pub(crate) fn verify(
+    log: Option<&Path>,
+    public_key: &Path,
+    proof: Option<&Path>,
+) -> CliResult<ExitCode> {
     let pk = audit::public_key_from_pem(&read_text(public_key, "public key")?)?;
     let lines: Option<Vec<String>> = match log {
         Some(p) => Some(read_text(p, "log")?.lines().map(str::to_owned).collect()),

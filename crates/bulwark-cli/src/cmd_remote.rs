@@ -12,12 +12,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bulwark_client::{Client, ClientConfig, ClientError};
+use bulwark_client::{v1 as pb, Client, ClientConfig, ClientError};
 use bulwark_core::seal::ShareFile;
 use clap::Args;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::cmd_approval::{self, ApprovalArgs};
+use crate::cmd_audit::AuditCommand;
 use crate::cmd_keys::KeyCommand;
 use crate::{CliError, CliResult, Command};
 
@@ -48,6 +50,8 @@ pub(crate) enum UserCommand {
         /// Bind the user to this client certificate (PEM): it can log in only with it.
         #[arg(long, value_name = "FILE")]
         cert: Option<PathBuf>,
+        #[command(flatten)]
+        approval: ApprovalArgs,
     },
     /// List users.
     List {
@@ -59,6 +63,18 @@ pub(crate) enum UserCommand {
     Delete {
         /// User name.
         name: String,
+        #[command(flatten)]
+        approval: ApprovalArgs,
+    },
+    /// Change a user's role; its sessions end at once.
+    SetRole {
+        /// User name.
+        name: String,
+        /// security-officer, crypto-officer, crypto-user or auditor.
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        approval: ApprovalArgs,
     },
 }
 
@@ -189,6 +205,8 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Unseal(a) => unseal(endpoint, &a),
         Command::User(u) => user(endpoint, u),
         Command::Access(a) => access(endpoint, &a),
+        Command::Zeroize(a) => zeroize(endpoint, &a),
+        Command::Audit(a) => audit(endpoint, a),
         _ => Err(CliError::Usage(
             "this command works on an embedded store only (drop --endpoint / BULWARK_ENDPOINT)"
                 .into(),
@@ -213,6 +231,8 @@ fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
             "self_tests_passed": s.self_tests_passed,
             "version": s.version,
             "dev_mode": s.dev_mode,
+            "zeroized": s.zeroized,
+            "tamper_alarm": s.tamper_alarm,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
@@ -223,7 +243,9 @@ fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
             "policy:       {} ({} of {} shares)",
             s.policy, s.unseal_threshold, s.unseal_shares
         );
-        if s.sealed {
+        if s.zeroized {
+            println!("state:        ZEROIZED (every key is destroyed)");
+        } else if s.sealed {
             println!(
                 "state:        SEALED (unseal progress {}/{})",
                 s.unseal_progress, s.unseal_threshold
@@ -232,6 +254,9 @@ fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
             println!("state:        unsealed");
             println!("generation:   {}", s.generation);
             println!("objects:      {}", s.objects);
+        }
+        if !s.tamper_alarm.is_empty() {
+            println!("tamper alarm: ACTIVE ({})", s.tamper_alarm);
         }
         println!(
             "self-tests:   {}",
@@ -387,16 +412,38 @@ fn new_password() -> CliResult<Zeroizing<String>> {
     Ok(a)
 }
 
+fn store_id(c: &Client) -> CliResult<String> {
+    Ok(c.status()?.store_id)
+}
+
 fn user(endpoint: &str, cmd: UserCommand) -> CliResult<ExitCode> {
     let c = session(endpoint)?;
     match cmd {
-        UserCommand::Add { name, role, totp, cert } => {
+        UserCommand::Add { name, role, totp, cert, approval } => {
             let fp = match &cert {
                 Some(p) => bulwark_client::cert_sha256_of_pem(&read(p)?)?,
                 None => String::new(),
             };
+            let canonical = bulwark_proto::canonical_role(&role)
+                .ok_or_else(|| CliError::Usage(format!("unknown role {role:?}")))?;
+            let sid = store_id(&c)?;
+            let fields = [name.as_str(), canonical, if totp { "totp" } else { "" }, fp.as_str()];
+            let (approvals, not_after) =
+                cmd_approval::collect(&approval, &sid, "create-user", &fields)?;
             let pw = new_password()?;
-            let r = c.create_user_bound(&name, &role, &pw, totp, &fp)?;
+            let r = c
+                .create_user_request(pb::CreateUserRequest {
+                    name: name.clone(),
+                    role: role.clone(),
+                    password: pw.to_string(),
+                    totp,
+                    client_cert_sha256: fp.clone(),
+                    approvals,
+                    approval_not_after: not_after,
+                })
+                .map_err(|e| {
+                    cmd_approval::explain(e, &approval, &sid, "create-user", &fields, not_after)
+                })?;
             println!("user {name:?} added ({role})");
             if totp {
                 println!("TOTP enrolled; give this to {name} once (it is not shown again):");
@@ -419,12 +466,84 @@ fn user(endpoint: &str, cmd: UserCommand) -> CliResult<ExitCode> {
                 }
             }
         }
-        UserCommand::Delete { name } => {
-            c.delete_user(&name)?;
+        UserCommand::Delete { name, approval } => {
+            let sid = store_id(&c)?;
+            let fields = [name.as_str()];
+            let (approvals, not_after) =
+                cmd_approval::collect(&approval, &sid, "delete-user", &fields)?;
+            c.delete_user_request(pb::DeleteUserRequest {
+                name: name.clone(),
+                approvals,
+                approval_not_after: not_after,
+            })
+            .map_err(|e| {
+                cmd_approval::explain(e, &approval, &sid, "delete-user", &fields, not_after)
+            })?;
             println!("user {name:?} deleted; its sessions are closed");
+        }
+        UserCommand::SetRole { name, role, approval } => {
+            let canonical = bulwark_proto::canonical_role(&role)
+                .ok_or_else(|| CliError::Usage(format!("unknown role {role:?}")))?;
+            let sid = store_id(&c)?;
+            let fields = [name.as_str(), canonical];
+            let (approvals, not_after) =
+                cmd_approval::collect(&approval, &sid, "set-user-role", &fields)?;
+            c.set_user_role(pb::SetUserRoleRequest {
+                name: name.clone(),
+                role: role.clone(),
+                approvals,
+                approval_not_after: not_after,
+            })
+            .map_err(|e| {
+                cmd_approval::explain(e, &approval, &sid, "set-user-role", &fields, not_after)
+            })?;
+            println!("user {name:?} is now {canonical}; its sessions are closed");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn zeroize(endpoint: &str, a: &crate::cmd_zeroize::ZeroizeArgs) -> CliResult<ExitCode> {
+    let c = session(endpoint)?;
+    let sid = store_id(&c)?;
+    let (approvals, not_after) = cmd_approval::collect(&a.approval, &sid, "zeroize", &[])?;
+    crate::cmd_zeroize::confirm_zeroize(a.yes, &format!("the HSM at {endpoint} (store {sid})"))?;
+    c.zeroize(pb::ZeroizeRequest { approvals, approval_not_after: not_after })
+        .map_err(|e| cmd_approval::explain(e, &a.approval, &sid, "zeroize", &[], not_after))?;
+    println!(
+        "HSM at {endpoint} zeroized: every master-key wrapping, key and the audit key are destroyed"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(endpoint: &str, cmd: AuditCommand) -> CliResult<ExitCode> {
+    match cmd {
+        AuditCommand::Export { since, out } => {
+            let lines = session(endpoint)?.audit_export(since.unwrap_or(0))?;
+            let mut text = lines.join("\n");
+            text.push('\n');
+            write_file(&out, text.as_bytes())?;
+            let records = lines.iter().filter(|l| l.contains("\"type\":\"record\"")).count();
+            println!("exported {records} records to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::PublicKey { out } => {
+            let raw = session(endpoint)?.audit_public_key()?;
+            let pem = bulwark_core::audit::public_key_pem(&raw);
+            match out {
+                Some(p) => write_file(&p, pem.as_bytes())?,
+                None => print!("{pem}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { log, public_key, proof } => {
+            crate::cmd_audit::verify(log.as_deref(), &public_key, proof.as_deref())
+        }
+        AuditCommand::Prove { .. } => Err(CliError::Usage(
+            "audit prove works on an embedded store; for a remote HSM export the log and verify it"
+                .into(),
+        )),
+    }
 }
 
 fn access(endpoint: &str, a: &AccessArgs) -> CliResult<ExitCode> {

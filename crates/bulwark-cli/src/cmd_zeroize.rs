@@ -99,7 +99,10 @@ impl PolicyArgs {
 pub(crate) struct ZeroizeArgs {
     /// Do not ask for confirmation.
     #[arg(long)]
-    yes: bool,
+    pub(crate) yes: bool,
+    /// Quorum approvals (remote HSMs that require them).
+    #[command(flatten)]
+    pub(crate) approval: crate::cmd_approval::ApprovalArgs,
 }
 
 /// Tamper state commands.
@@ -111,27 +114,35 @@ pub(crate) enum TamperCommand {
     Clear,
 }
 
+/// Asks the person at the terminal to type ZEROIZE (unless `yes`).
+pub(crate) fn confirm_zeroize(yes: bool, what: &str) -> CliResult<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Usage(
+            "refusing to zeroize without confirmation: pass --yes (no terminal to ask on)".into(),
+        ));
+    }
+    eprint!("This destroys every key in {what} irreversibly. Type ZEROIZE to continue: ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::Usage(format!("cannot read the confirmation: {}", e.kind())))?;
+    if answer.trim() != "ZEROIZE" {
+        return Err(CliError::Usage("not confirmed; nothing was changed".into()));
+    }
+    Ok(())
+}
+
 pub(crate) fn zeroize(ctx: &Ctx, a: &ZeroizeArgs) -> CliResult<ExitCode> {
     let path = crate::store_path(ctx.store.as_ref())?;
-    if !a.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::Usage(
-                "refusing to zeroize without confirmation: pass --yes (no terminal to ask on)"
-                    .into(),
-            ));
-        }
-        eprint!(
-            "This destroys every key in {} irreversibly. Type ZEROIZE to continue: ",
-            path.display()
-        );
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(|e| CliError::Usage(format!("cannot read the confirmation: {}", e.kind())))?;
-        if answer.trim() != "ZEROIZE" {
-            return Err(CliError::Usage("not confirmed; nothing was changed".into()));
-        }
+    if a.approval.is_set() {
+        return Err(CliError::Usage(
+            "--approval and --approval-request-out apply to a remote HSM (--endpoint)".into(),
+        ));
     }
+    confirm_zeroize(a.yes, &path.display().to_string())?;
     let t = ctx.so_token()?;
     t.zeroize()?;
     println!(

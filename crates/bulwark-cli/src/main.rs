@@ -5,6 +5,7 @@
 //! argument), does one thing, and exits: 0 on success, 1 when `verify` finds a bad signature,
 //! 2 or more on any error, which is printed as one line on stderr.
 
+mod cmd_approval;
 mod cmd_audit;
 mod cmd_keys;
 mod cmd_ops;
@@ -101,6 +102,9 @@ enum Command {
     /// Tamper alarm: status, clear.
     #[command(subcommand)]
     Tamper(cmd_zeroize::TamperCommand),
+    /// Quorum approvals: make an approver key, approve a request (works offline).
+    #[command(subcommand)]
+    Approval(cmd_approval::ApprovalCommand),
 }
 
 fn main() -> ExitCode {
@@ -167,6 +171,9 @@ pub(crate) fn store_path(cli_store: Option<&PathBuf>) -> CliResult<PathBuf> {
 }
 
 fn run(cli: Cli) -> CliResult<ExitCode> {
+    if let Command::Approval(a) = cli.command {
+        return cmd_approval::run(a);
+    }
     if let Some(endpoint) = cli.endpoint.as_deref() {
         return cmd_remote::run(endpoint, cli.command);
     }
@@ -201,6 +208,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Audit(a) => cmd_audit::run(&ctx, a),
         Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),
         Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),
+        Command::Approval(_) => unreachable!("handled above"),
     }
 }
 

@@ -5,6 +5,8 @@
 //! caller sends. Credentials come from files and the environment (see [`ClientConfig::from_env`]),
 //! never from command-line arguments.
 
+mod admin;
+
 use std::path::Path;
 
 use bulwark_proto::v1::hsm_client::HsmClient;

@@ -17,6 +17,18 @@ mod status;
 
 pub use status::{status_from_core, SEALED};
 
+/// The canonical name of a role given by its name or alias (`so`, `co`, `cu`, `user`), as the
+/// daemon records it and as approval digests carry it.
+pub fn canonical_role(s: &str) -> Option<&'static str> {
+    Some(match s {
+        "security-officer" | "so" => "security-officer",
+        "crypto-officer" | "co" => "crypto-officer",
+        "crypto-user" | "cu" | "user" => "crypto-user",
+        "auditor" => "auditor",
+        _ => return None,
+    })
+}
+
 /// The digest M approvers sign to approve a quorum-gated request: SHA-256 over the domain
 /// string, the store id (hex), the operation name, each field (length-prefixed) and the
 /// not-after time (Unix seconds). The HSM and the approvers' tools compute it the same way.

@@ -137,6 +137,8 @@ pub(crate) fn client_id<T>(req: &Request<T>) -> String {
 
 pub(crate) const USE: &[Role] = &[Role::CryptoOfficer, Role::CryptoUser];
 pub(crate) const MANAGE: &[Role] = &[Role::CryptoOfficer];
+/// Who may read the audit log.
+const AUDIT: &[Role] = &[Role::SecurityOfficer, Role::Auditor];
 pub(crate) const ANY: &[Role] =
     &[Role::SecurityOfficer, Role::CryptoOfficer, Role::CryptoUser, Role::Auditor];
 
@@ -226,6 +228,8 @@ impl Hsm for HsmService {
             self_tests_passed: self_tests,
             version: env!("CARGO_PKG_VERSION").into(),
             dev_mode: self.state.dev_mode,
+            zeroized: st.zeroized,
+            tamper_alarm: self.state.token.tamper_alarm().unwrap_or_default(),
         }))
     }
 
@@ -842,5 +846,112 @@ impl Hsm for HsmService {
             })
             .await?;
         Ok(Response::new(pb::UnlockUserResponse {}))
+    }
+
+    async fn set_user_role(
+        &self,
+        req: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::SetUserRoleResponse>, Status> {
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "set-user-role").await?;
+        let r = req.into_inner();
+        let role = Role::parse(&r.role).ok_or_else(|| Status::invalid_argument("unknown role"))?;
+        let (name, approvals, not_after) = (r.name, r.approvals, r.approval_not_after);
+        let changed = self
+            .state
+            .run("set-user-role", actor, move |st| {
+                let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let fields = [name.as_str(), role.name()];
+                let approved_by =
+                    st.check_approvals("set-user-role", &fields, &approvals, not_after)?;
+                let mac = |d: &[u8]| st.users_mac(d);
+                let changed = st.users.set_role(&name, role, &mac).map_err(|e| {
+                    tracing::error!(error = %e, "user file");
+                    Status::unavailable("cannot write the user database")
+                })?;
+                let ended = if changed { st.close_sessions_of(&name) } else { 0 };
+                let result = if changed { "ok" } else { "not-found" };
+                let detail = format!(
+                    "user {name} role {} approved by [{}]",
+                    role.name(),
+                    approved_by.join(",")
+                );
+                st.audit(&current_actor().unwrap_or_default(), "set-user-role", result, detail);
+                Ok((changed, name, ended))
+            })
+            .await?;
+        if !changed.0 {
+            return Err(Status::not_found(format!("no user {:?}", changed.1)));
+        }
+        tracing::warn!(user = %so.user, target = %changed.1, role = role.name(), sessions = changed.2, "user role changed");
+        Ok(Response::new(pb::SetUserRoleResponse {}))
+    }
+
+    async fn zeroize(
+        &self,
+        req: Request<pb::ZeroizeRequest>,
+    ) -> Result<Response<pb::ZeroizeResponse>, Status> {
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "zeroize").await?;
+        let r = req.into_inner();
+        let (approvals, not_after) = (r.approvals, r.approval_not_after);
+        tracing::warn!(user = %so.user, "zeroize requested");
+        self.state
+            .run("zeroize", actor, move |st| {
+                let approved_by = st.check_approvals("zeroize", &[], &approvals, not_after)?;
+                let detail = format!("approved by [{}]", approved_by.join(","));
+                st.token.zeroize_unsealed(detail).map_err(|e| core(&e))?;
+                st.seal();
+                Ok(())
+            })
+            .await?;
+        tracing::error!(user = %so.user, "HSM zeroized: every key is destroyed");
+        Ok(Response::new(pb::ZeroizeResponse {}))
+    }
+
+    async fn audit_export(
+        &self,
+        req: Request<pb::AuditExportRequest>,
+    ) -> Result<Response<pb::AuditExportResponse>, Status> {
+        let (_, actor) = self.auth(&req, AUDIT, "audit-export").await?;
+        let since = req.into_inner().since;
+        let lines = self
+            .state
+            .run("audit-export", actor, move |st| {
+                let log = st
+                    .token
+                    .audit_log()
+                    .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
+                st.audit(
+                    &current_actor().unwrap_or_default(),
+                    "audit-export",
+                    "ok",
+                    format!("since {since}"),
+                );
+                // The export ends with a checkpoint covering every exported record.
+                log.checkpoint().map_err(|e| core(&e))?;
+                let lines = log.export_lines(since).map_err(|e| core(&e))?;
+                bulwark_core::audit::lines_to_json(&lines).map_err(|e| core(&e))
+            })
+            .await?;
+        Ok(Response::new(pb::AuditExportResponse { lines }))
+    }
+
+    async fn audit_public_key(
+        &self,
+        req: Request<pb::AuditPublicKeyRequest>,
+    ) -> Result<Response<pb::AuditPublicKeyResponse>, Status> {
+        let (_, actor) = self.auth(&req, AUDIT, "audit-public-key").await?;
+        let public_key = self
+            .state
+            .run("audit-public-key", actor, |st| {
+                let log = st
+                    .token
+                    .audit_log()
+                    .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
+                log.signer()
+                    .map(|s| s.public_key())
+                    .ok_or_else(|| Status::failed_precondition(bulwark_proto::SEALED))
+            })
+            .await?;
+        Ok(Response::new(pb::AuditPublicKeyResponse { public_key }))
     }
 }

@@ -166,6 +166,10 @@ impl HsmState {
         if !self.is_sealed() {
             return Err(UnsealError::NotSealed);
         }
+        if self.token.is_zeroized() {
+            // Refused before the share is even looked at: nothing can be recovered.
+            return Err(UnsealError::Core(bulwark_core::Error::Zeroized));
+        }
         let need = u.policy().threshold;
         match u.submit(share)? {
             Progress::Pending { have, need } => Ok((true, have, need)),

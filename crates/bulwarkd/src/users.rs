@@ -45,12 +45,11 @@ impl Role {
 
     /// Parses a role name.
     pub fn parse(s: &str) -> Option<Role> {
-        Some(match s {
-            "security-officer" | "so" => Role::SecurityOfficer,
-            "crypto-officer" | "co" => Role::CryptoOfficer,
-            "crypto-user" | "cu" | "user" => Role::CryptoUser,
-            "auditor" => Role::Auditor,
-            _ => return None,
+        Some(match bulwark_proto::canonical_role(s)? {
+            "security-officer" => Role::SecurityOfficer,
+            "crypto-officer" => Role::CryptoOfficer,
+            "crypto-user" => Role::CryptoUser,
+            _ => Role::Auditor,
         })
     }
 }
@@ -325,6 +324,17 @@ impl Users {
         self.save(&next, &self.keys_read(), Some(mac))?;
         *r = next;
         Ok(())
+    }
+
+    /// Changes a user's role; `Ok(false)` if there is no such user.
+    pub fn set_role(&self, name: &str, role: Role, mac: MacFn<'_>) -> Result<bool, String> {
+        let mut r = self.records.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = r.clone();
+        let Some(u) = next.iter_mut().find(|u| u.name == name) else { return Ok(false) };
+        u.role = role;
+        self.save(&next, &self.keys_read(), Some(mac))?;
+        *r = next;
+        Ok(true)
     }
 
     /// Removes a user; `Ok(false)` if there was none.

@@ -718,6 +718,65 @@ fn quorum_approvals_gate_user_changes() {
     assert_eq!(c, Code::FailedPrecondition);
     assert!(m.contains("already used"), "{m}");
     assert!(running.state.audit_records().iter().any(|l| l.contains("approved by [ann,cat]")));
+
+    // A role change needs approvals over the canonical role name, and ends the user's sessions.
+    let crypto_pw = env_value(&dir, "dev.env", "BULWARK_PASSWORD");
+    let crypto_cfg = ClientConfig::from_files(
+        &format!("https://{}", running.addr),
+        &pki.join("ca.pem"),
+        Some(&pki.join("crypto.pem")),
+        Some(&pki.join("crypto-key.pem")),
+    )
+    .unwrap();
+    let mut crypto = Client::connect(&crypto_cfg).unwrap();
+    crypto.login("crypto", &crypto_pw).unwrap();
+    crypto.generate_key("ec-p256", "before-zeroize", false).unwrap();
+    let role = bulwark_proto::approval_digest(
+        &store_id,
+        "set-user-role",
+        &["crypto", "crypto-user"],
+        not_after,
+    )
+    .unwrap();
+    let role_req = |approvals| bulwark_client::v1::SetUserRoleRequest {
+        name: "crypto".into(),
+        role: "cu".into(),
+        approvals,
+        approval_not_after: not_after,
+    };
+    assert_eq!(
+        code(so.set_user_role(role_req(vec![approve(0, &role)]))).0,
+        Code::FailedPrecondition
+    );
+    so.set_user_role(role_req(vec![approve(0, &role), approve(1, &role)])).unwrap();
+    assert_eq!(code(crypto.list_keys()).0, Code::Unauthenticated, "sessions end on a role change");
+    crypto.login("crypto", &crypto_pw).unwrap();
+    assert_eq!(code(crypto.generate_key("aes-256", "now-a-user", false)).0, Code::PermissionDenied);
+    assert!(so.list_users().unwrap().iter().any(|u| u.name == "crypto" && u.role == "crypto-user"));
+
+    // Zeroization: refused without a quorum (and nothing changes), then done with one.
+    let z = bulwark_proto::approval_digest(&store_id, "zeroize", &[], not_after).unwrap();
+    let z_req =
+        |approvals| bulwark_client::v1::ZeroizeRequest { approvals, approval_not_after: not_after };
+    assert_eq!(code(so.zeroize(z_req(vec![approve(2, &z)]))).0, Code::FailedPrecondition);
+    assert_eq!(
+        code(so.zeroize(z_req(vec![approve(0, &role), approve(1, &role)]))).0,
+        Code::FailedPrecondition
+    );
+    assert!(!so.status().unwrap().zeroized);
+    assert!(crypto.show_key("before-zeroize").is_ok());
+    so.zeroize(z_req(vec![approve(1, &z), approve(2, &z)])).unwrap();
+    let st = so.status().unwrap();
+    assert!(st.zeroized && st.sealed, "{st:?}");
+    assert_eq!(code(crypto.show_key("before-zeroize")).0, Code::FailedPrecondition);
+    // No share brings anything back.
+    let anon = Client::connect(&ccfg).unwrap();
+    for i in 1..=3u8 {
+        let text = std::fs::read(dir.join("shares").join(format!("share-{i}.json"))).unwrap();
+        assert_eq!(code(anon.unseal(&text)).0, Code::FailedPrecondition);
+    }
+    assert!(so.status().unwrap().sealed);
+    drop((crypto, anon));
     // Close the client first: graceful shutdown waits for open connections.
     drop(so);
     let done = rt.block_on(async {
@@ -752,4 +811,44 @@ fn shutdown_completes_with_idle_clients_and_seals() {
     // Keys are wiped on the way out.
     assert!(state.is_sealed());
     drop(idle);
+}
+
+#[test]
+fn auditor_exports_a_verifiable_log_over_the_api() {
+    let (_d, s) = dev();
+    let so = login(&s, "so.env");
+    so.create_user("aud", "auditor", "auditor-password", false).unwrap();
+    let crypto = login(&s, "dev.env");
+    crypto.generate_key("ec-p256", "audited", false).unwrap();
+    crypto.sign("audited", "", b"hello", true).unwrap();
+    // Key users do not read the log.
+    assert_eq!(code(crypto.audit_export(0)).0, Code::PermissionDenied);
+    assert_eq!(code(crypto.audit_public_key()).0, Code::PermissionDenied);
+    let mut aud = client_as(&s, "so");
+    aud.login("aud", "auditor-password").unwrap();
+    // An auditor does not use keys.
+    assert_eq!(code(aud.sign("audited", "", b"x", true)).0, Code::PermissionDenied);
+    let lines = aud.audit_export(0).unwrap();
+    let pk = aud.audit_public_key().unwrap();
+    assert_eq!(pk, so.audit_public_key().unwrap());
+    let rep = bulwark_core::audit::verify_export(&lines, &pk);
+    assert!(rep.bad.is_none(), "{:?}", rep.bad);
+    assert!(rep.records > 0);
+    let cp = rep.last_checkpoint.expect("the export ends with a checkpoint");
+    assert_eq!(cp.size, rep.since + rep.records, "the checkpoint covers every exported record");
+    for needle in ["\"generate", "\"sign", "permission-denied", "audit-export"] {
+        assert!(lines.iter().any(|l| l.contains(needle)), "no {needle} record");
+    }
+    // Tampering with an exported record is caught at its sequence number.
+    let i = lines.iter().position(|l| l.contains("\"result\":\"permission-denied\"")).unwrap();
+    let mut edited = lines.clone();
+    edited[i] = edited[i].replace("\"result\":\"permission-denied\"", "\"result\":\"ok\"");
+    let seq: u64 =
+        serde_json::from_str::<serde_json::Value>(&lines[i]).unwrap()["seq"].as_u64().unwrap();
+    assert_eq!(bulwark_core::audit::verify_export(&edited, &pk).bad.map(|b| b.0), Some(seq));
+    // From a later sequence number.
+    let tail = aud.audit_export(3).unwrap();
+    assert!(bulwark_core::audit::verify_export(&tail, &pk).bad.is_none());
+    // The password of the auditor never appears.
+    assert!(!lines.iter().any(|l| l.contains("auditor-password")));
 }

@@ -19,7 +19,8 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use log::{lines_json as lines_to_json, log_path as log_path_for};
+pub use log::lines_json as lines_to_json;
+pub(crate) use log::log_path as log_path_for;
 pub use log::{AuditLog, CheckpointPolicy, Proof};
 pub use verify::{verify_export, verify_proof, VerifyReport};
 

@@ -356,6 +356,11 @@ impl Token {
         Ok(())
     }
 
+    /// Whether the store was zeroized (by this process or another one).
+    pub fn is_zeroized(&self) -> bool {
+        self.guard.zeroized.load(Ordering::Acquire) || self.store.meta().is_ok_and(|m| m.zeroized)
+    }
+
     /// The active tamper alarm's reason, if any.
     pub fn tamper_alarm(&self) -> Option<String> {
         self.store
@@ -620,6 +625,28 @@ impl Token {
             return self.finish(&c, Err(e), String::new());
         }
         self.record(&c, "ok", String::new())?;
+        self.zeroize_now()
+    }
+
+    /// Zeroizes a quorum-policy store on behalf of the front door that holds it unsealed and
+    /// has authenticated its own security officer (and any quorum approvals): the daemon.
+    /// `detail` (who approved) goes into the audit record. Same effect as [`Token::zeroize`].
+    pub fn zeroize_unsealed(&self, detail: String) -> Result<()> {
+        let c = Call::new("zeroize");
+        self.precheck(&c)?;
+        let allowed = self.store.meta().and_then(|m| {
+            if m.policy != crate::seal::QUORUM_POLICY {
+                Err(Error::ArgumentsBad("store does not use the quorum unlock policy"))
+            } else if self.logged_in().is_none() {
+                Err(Error::UserNotLoggedIn)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = allowed {
+            return self.finish(&c, Err(e), String::new());
+        }
+        self.record(&c, "ok", detail)?;
         self.zeroize_now()
     }
 

@@ -1,0 +1,37 @@
+//! Security-officer and auditor calls: role changes, zeroization, the audit log.
+
+use bulwark_proto::v1 as pb;
+
+use crate::{Client, Result};
+
+impl Client {
+    /// Changes a user's role (security officer; quorum approvals when the HSM requires them).
+    pub fn set_user_role(&self, r: pb::SetUserRoleRequest) -> Result<()> {
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.set_user_role(self.req(r)))?;
+        Ok(())
+    }
+
+    /// Zeroizes the HSM (security officer; quorum approvals when the HSM requires them).
+    /// Irreversible.
+    pub fn zeroize(&self, r: pb::ZeroizeRequest) -> Result<()> {
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.zeroize(self.req(r)))?;
+        Ok(())
+    }
+
+    /// The audit log from `since` as JSON lines ending with a fresh signed checkpoint
+    /// (auditor or security officer).
+    pub fn audit_export(&self, since: u64) -> Result<Vec<String>> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::AuditExportRequest { since });
+        Ok(self.rt.block_on(c.audit_export(r))?.into_inner().lines)
+    }
+
+    /// The audit signing key, raw Ed25519 (auditor or security officer).
+    pub fn audit_public_key(&self) -> Result<Vec<u8>> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::AuditPublicKeyRequest {});
+        Ok(self.rt.block_on(c.audit_public_key(r))?.into_inner().public_key)
+    }
+}
