@@ -9,7 +9,7 @@ use bulwarkd::dev::DevServer;
 
 fn env_file(dir: &Path, file: &str) -> Vec<(String, String)> {
     std::fs::read_to_string(dir.join(file))
-        .unwrap()
+        .unwrap_or_default() // "none": no credentials at all
         .lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
@@ -126,4 +126,164 @@ fn remote_cli_keys_sign_seal_unseal() {
         "dev.env",
         &["verify", "--key", "web", "--in", &tmp_file("msg"), "--sig", &tmp_file("msg.sig")],
     ));
+}
+
+fn fails(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(2), "stdout {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Approvers make their keys and sign requests with the CLI; the security officer's user
+/// changes and zeroization go through only with a quorum of them; auditors export the log.
+#[test]
+fn remote_cli_quorum_approvals_audit_export_and_zeroize() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("BULWARK_STATE_DIR", tmp.path().join("state"));
+    let p = |n: &str| tmp.path().join(n).display().to_string();
+    // Approver keys, made offline; the printed line goes into the daemon's configuration.
+    let mut approvers = Vec::new();
+    for name in ["ann", "ben", "cat"] {
+        let out = ok(&bulwark(
+            tmp.path(),
+            "none",
+            &["approval", "keygen", "--name", name, "--out", &p(&format!("{name}.key"))],
+        ));
+        let hex =
+            out.split("public_key = \"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        approvers.push(bulwarkd::config::Approver { name: name.into(), public_key: hex });
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(tmp.path().join(format!("{name}.key"))).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "approver keys are private");
+    }
+    // An existing key file is never overwritten.
+    fails(&bulwark(
+        tmp.path(),
+        "none",
+        &["approval", "keygen", "--name", "ann", "--out", &p("ann.key")],
+    ));
+    let server = DevServer::start_with(&tmp.path().join("dev"), |cfg| {
+        cfg.approvals = Some(bulwarkd::config::ApprovalsConfig { threshold: 2, approvers });
+    })
+    .unwrap();
+    let dir = server.dir.clone();
+    let so = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark"));
+        c.args(args).env_remove("BULWARK_STORE").env("BULWARK_NEW_PASSWORD", "hal-password-1");
+        for (k, v) in env_file(&dir, "so.env") {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+
+    // Without approvals: refused, and the request is written for the approvers.
+    let err = fails(&so(&[
+        "user",
+        "add",
+        "hal",
+        "--role",
+        "auditor",
+        "--approval-request-out",
+        &p("req.json"),
+    ]));
+    assert!(err.contains("quorum approval required") && err.contains("approval sign"), "{err}");
+    let req: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p("req.json")).unwrap()).unwrap();
+    assert_eq!(req["op"], "create-user");
+    assert_eq!(req["fields"][1], "auditor");
+    for a in ["ann", "cat"] {
+        let shown = ok(&bulwark(
+            tmp.path(),
+            "none",
+            &[
+                "approval",
+                "sign",
+                "--key",
+                &p(&format!("{a}.key")),
+                "--request",
+                &p("req.json"),
+                "--out",
+                &p(&format!("{a}.ok")),
+            ],
+        ));
+        assert!(shown.contains("create-user") && shown.contains("hal"), "{shown}");
+    }
+    // One approval is not enough; an approval of another request does not count.
+    fails(&so(&["user", "add", "hal", "--role", "auditor", "--approval", &p("ann.ok")]));
+    let err = fails(&so(&[
+        "user",
+        "add",
+        "hal",
+        "--role",
+        "crypto-user",
+        "--approval",
+        &p("ann.ok"),
+        "--approval",
+        &p("cat.ok"),
+    ]));
+    assert!(err.contains("different request"), "{err}");
+    assert!(!ok(&so(&["user", "list"])).contains("hal"));
+    ok(&so(&[
+        "user",
+        "add",
+        "hal",
+        "--role",
+        "auditor",
+        "--approval",
+        &p("ann.ok"),
+        "--approval",
+        &p("cat.ok"),
+    ]));
+    assert!(ok(&so(&["user", "list"])).contains("hal"));
+
+    // The auditor exports the log over the API; it verifies offline.
+    let auditor = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark"));
+        c.args(args).env_remove("BULWARK_STORE");
+        for (k, v) in env_file(&dir, "so.env") {
+            c.env(k, v);
+        }
+        c.env("BULWARK_USER", "hal").env("BULWARK_PASSWORD", "hal-password-1");
+        c.output().unwrap()
+    };
+    ok(&auditor(&["audit", "export", "--out", &p("log.jsonl")]));
+    ok(&auditor(&["audit", "public-key", "--out", &p("audit.pem")]));
+    let v = ok(&bulwark(
+        tmp.path(),
+        "none",
+        &["audit", "verify", "--log", &p("log.jsonl"), "--public-key", &p("audit.pem")],
+    ));
+    assert!(v.starts_with("OK: "), "{v}");
+    let log = std::fs::read_to_string(p("log.jsonl")).unwrap();
+    assert!(log.contains("approved by [ann,cat]"), "the approvers are in the log");
+    assert!(!log.contains("hal-password-1"));
+    // A crypto officer may not read it.
+    fails(&bulwark(&dir, "dev.env", &["audit", "export", "--out", &p("nope.jsonl")]));
+
+    // Zeroize: needs its own quorum.
+    ok(&bulwark(&dir, "dev.env", &["key", "generate", "--type", "aes-256", "--label", "doomed"]));
+    fails(&so(&["zeroize", "--yes", "--approval-request-out", &p("z.json")]));
+    fails(&so(&["zeroize", "--yes", "--approval", &p("ann.ok"), "--approval", &p("cat.ok")]));
+    ok(&bulwark(&dir, "dev.env", &["key", "show", "doomed"]));
+    for a in ["ben", "cat"] {
+        ok(&bulwark(
+            tmp.path(),
+            "none",
+            &[
+                "approval",
+                "sign",
+                "--key",
+                &p(&format!("{a}.key")),
+                "--request",
+                &p("z.json"),
+                "--out",
+                &p(&format!("{a}.z")),
+            ],
+        ));
+    }
+    ok(&so(&["zeroize", "--yes", "--approval", &p("ben.z"), "--approval", &p("cat.z")]));
+    let st = ok(&so(&["status"]));
+    assert!(st.contains("ZEROIZED"), "{st}");
+    let err = fails(&bulwark(&dir, "dev.env", &["key", "show", "doomed"]));
+    assert!(!err.is_empty());
 }

@@ -185,7 +185,17 @@ impl DevSetup {
 /// Prepares `dir`, opens and unseals the HSM, starts serving on `listen` and writes the env
 /// files with the bound address.
 pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), String> {
-    let setup = prepare(dir, listen)?;
+    start_with(dir, listen, |_| ()).await
+}
+
+/// [`start`], with the configuration adjusted by `adjust` first (tests: approvals, limits).
+pub async fn start_with(
+    dir: &Path,
+    listen: SocketAddr,
+    adjust: impl FnOnce(&mut crate::config::Config),
+) -> Result<(DevSetup, Running), String> {
+    let mut setup = prepare(dir, listen)?;
+    adjust(&mut setup.config);
     let state = server::open_state(&setup.config, true)?;
     setup.unseal(&state)?;
     let running = server::start(&setup.config, state).await?;
@@ -211,13 +221,21 @@ pub struct DevServer {
 impl DevServer {
     /// Starts a dev daemon on 127.0.0.1 with an ephemeral port.
     pub fn start(dir: &Path) -> Result<Self, String> {
+        Self::start_with(dir, |_| ())
+    }
+
+    /// [`DevServer::start`] with an adjusted configuration.
+    pub fn start_with(
+        dir: &Path,
+        adjust: impl FnOnce(&mut crate::config::Config),
+    ) -> Result<Self, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let (setup, running) = rt.block_on(start(dir, listen))?;
+        let (setup, running) = rt.block_on(start_with(dir, listen, adjust))?;
         Ok(Self {
             addr: running.addr,
             http: running.http,
