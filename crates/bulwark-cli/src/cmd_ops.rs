@@ -96,13 +96,17 @@ fn named_mechanism(name: &str) -> CliResult<Mechanism> {
 }
 
 /// The key handle for signing (private or secret key) or verifying (public or secret key).
-fn key_handle(t: &Token, label: &str, signing: bool) -> CliResult<u64> {
+pub(crate) fn key_handle(t: &Token, label: &str, signing: bool) -> CliResult<u64> {
     let objs = by_label(t, label)?;
     let class = if signing { ObjectClass::PrivateKey } else { ObjectClass::PublicKey };
     one_of(&objs, class, label).or_else(|_| one_of(&objs, ObjectClass::SecretKey, label))
 }
 
-fn mechanism_for(t: &Token, h: u64, name: Option<&str>) -> CliResult<(Mechanism, KeySpec)> {
+pub(crate) fn mechanism_for(
+    t: &Token,
+    h: u64,
+    name: Option<&str>,
+) -> CliResult<(Mechanism, KeySpec)> {
     let spec = t.key_spec(h)?;
     let m = match name {
         Some(n) => named_mechanism(n)?,
@@ -159,7 +163,7 @@ pub(crate) fn verify(ctx: &Ctx, a: &VerifyArgs) -> CliResult<ExitCode> {
     }
 }
 
-fn aes_key(t: &Token, label: &str) -> CliResult<u64> {
+pub(crate) fn aes_key(t: &Token, label: &str) -> CliResult<u64> {
     let objs = by_label(t, label)?;
     let h = one_of(&objs, ObjectClass::SecretKey, label)?;
     match t.key_spec(h)? {

@@ -207,6 +207,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Access(a) => access(endpoint, &a),
         Command::Zeroize(a) => zeroize(endpoint, &a),
         Command::Audit(a) => audit(endpoint, a),
+        Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
         _ => Err(CliError::Usage(
             "this command works on an embedded store only (drop --endpoint / BULWARK_ENDPOINT)"
                 .into(),

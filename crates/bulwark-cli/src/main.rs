@@ -7,6 +7,7 @@
 
 mod cmd_approval;
 mod cmd_audit;
+mod cmd_bench;
 mod cmd_keys;
 mod cmd_ops;
 mod cmd_remote;
@@ -102,6 +103,9 @@ enum Command {
     /// Tamper alarm: status, clear.
     #[command(subcommand)]
     Tamper(cmd_zeroize::TamperCommand),
+    /// Load test: ops/s and p50/p99 latency of sign or encrypt on N concurrent clients
+    /// (embedded, or remote single and batch with --endpoint).
+    Bench(cmd_bench::BenchArgs),
     /// Quorum approvals: make an approver key, approve a request (works offline).
     #[command(subcommand)]
     Approval(cmd_approval::ApprovalCommand),
@@ -209,6 +213,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),
         Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),
         Command::Approval(_) => unreachable!("handled above"),
+        Command::Bench(a) => cmd_bench::embedded(&ctx, &a),
     }
 }
 

@@ -287,3 +287,31 @@ fn remote_cli_quorum_approvals_audit_export_and_zeroize() {
     let err = fails(&bulwark(&dir, "dev.env", &["key", "show", "doomed"]));
     assert!(!err.is_empty());
 }
+
+#[test]
+fn remote_cli_bench_reports_rates_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::env::set_var("BULWARK_STATE_DIR", tmp.path().join("state"));
+    let server = DevServer::start(&tmp.path().join("dev")).unwrap();
+    let dir = server.dir.clone();
+    for op in ["sign", "encrypt"] {
+        let out = ok(&bulwark(
+            &dir,
+            "dev.env",
+            &["bench", "--op", op, "--clients", "2", "--seconds", "1", "--batch", "4", "--json"],
+        ));
+        let runs: Vec<serde_json::Value> =
+            out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(runs.len(), 2, "{out}");
+        for r in &runs {
+            assert!(r["ops"].as_u64().unwrap() > 0 && r["errors"] == 0, "{r}");
+            assert!(r["p99_ms"].as_f64().unwrap() >= r["p50_ms"].as_f64().unwrap());
+        }
+    }
+    // The temporary keys are gone.
+    let list = ok(&bulwark(&dir, "dev.env", &["key", "list"]));
+    assert!(!list.contains("bench-"), "{list}");
+    // Bad input: a clear error, exit 2.
+    let o = bulwark(&dir, "dev.env", &["bench", "--clients", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}

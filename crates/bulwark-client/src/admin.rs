@@ -1,4 +1,4 @@
-//! Security-officer and auditor calls: role changes, zeroization, the audit log.
+//! Calls beyond the basic key operations: role changes, zeroization, the audit log, batches.
 
 use bulwark_proto::v1 as pb;
 
@@ -33,5 +33,14 @@ impl Client {
         let mut c = self.inner.clone();
         let r = self.req(pb::AuditPublicKeyRequest {});
         Ok(self.rt.block_on(c.audit_public_key(r))?.into_inner().public_key)
+    }
+}
+
+impl Client {
+    /// Many AES-GCM encryptions (BWK1 format) with one key in one request.
+    pub fn batch_encrypt(&self, key: &str, plaintexts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::BatchEncryptRequest { key: key.into(), plaintexts });
+        Ok(self.rt.block_on(c.batch_encrypt(r))?.into_inner().ciphertexts)
     }
 }
