@@ -191,6 +191,18 @@ pub struct QuorumInit {
 /// Creates a store with the `quorum` unlock policy: a fresh master key wrapped only under a
 /// fresh unseal key, split into `total` shares of which `threshold` unseal.
 pub fn init_quorum_store(path: &Path, label: &str, total: u8, threshold: u8) -> Result<QuorumInit> {
+    init_quorum_store_with(path, label, total, threshold, &crate::token::SecurityPolicy::default())
+}
+
+/// [`init_quorum_store`] with a security policy (tamper response, audit of key use, ...),
+/// stored under the master key's integrity MAC like a PIN store's.
+pub fn init_quorum_store_with(
+    path: &Path,
+    label: &str,
+    total: u8,
+    threshold: u8,
+    policy: &crate::token::SecurityPolicy,
+) -> Result<QuorumInit> {
     if label.is_empty() || label.len() > 32 {
         return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
     }
@@ -243,7 +255,10 @@ pub fn init_quorum_store(path: &Path, label: &str, total: u8, threshold: u8) -> 
         wrapped_mk: wrapped,
         failures: 0,
     };
-    SqliteStore::create(path, &meta, &[slot])?;
+    let store = SqliteStore::create(path, &meta, &[slot])?;
+    let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
+    store.set_setting("policy", Some(&pj))?;
+    store.set_setting("policy_mac", Some(&ik.meta_mac("policy", &pj)))?;
     crate::rollback::record(&store_uid, 1);
     Ok(QuorumInit { store_uid, threshold, shares })
 }

@@ -69,10 +69,25 @@ pub fn init_store(
     share_dir: &Path,
     passphrases: &[Option<Zeroizing<String>>],
 ) -> Result<Vec<PathBuf>, String> {
-    use bulwark_core::seal::{init_quorum_store, ShareFile};
+    let policy = bulwark_core::token::SecurityPolicy::default();
+    init_store_with(store, label, (shares, threshold), share_dir, passphrases, &policy)
+}
+
+/// [`init_store`] with a security policy; `quorum` is (shares, threshold).
+pub fn init_store_with(
+    store: &Path,
+    label: &str,
+    quorum: (u8, u8),
+    share_dir: &Path,
+    passphrases: &[Option<Zeroizing<String>>],
+    policy: &bulwark_core::token::SecurityPolicy,
+) -> Result<Vec<PathBuf>, String> {
+    use bulwark_core::seal::{init_quorum_store_with, ShareFile};
+    let (shares, threshold) = quorum;
     std::fs::create_dir_all(share_dir)
         .map_err(|e| format!("cannot create {}: {}", share_dir.display(), e.kind()))?;
-    let init = init_quorum_store(store, label, shares, threshold).map_err(|e| e.to_string())?;
+    let init = init_quorum_store_with(store, label, shares, threshold, policy)
+        .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (i, s) in init.shares.iter().enumerate() {
         let pass = passphrases.get(i).and_then(Option::as_ref).map(|p| p.as_bytes());
@@ -98,6 +113,15 @@ pub struct DevSetup {
 
 /// Prepares (or reuses) a dev directory.
 pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
+    prepare_with(dir, listen, &bulwark_core::token::SecurityPolicy::default())
+}
+
+/// [`prepare`]; a new dev store gets `policy`.
+pub fn prepare_with(
+    dir: &Path,
+    listen: SocketAddr,
+    policy: &bulwark_core::token::SecurityPolicy,
+) -> Result<DevSetup, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
     let pki = dir.join("pki");
@@ -109,7 +133,8 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
         crate::pki::issue_client(&pki, "so")?;
     }
     if !store.exists() {
-        init_store(&store, "bulwark-dev", DEV_SHARES, DEV_THRESHOLD, &dir.join("shares"), &[])?;
+        let quorum = (DEV_SHARES, DEV_THRESHOLD);
+        init_store_with(&store, "bulwark-dev", quorum, &dir.join("shares"), &[], policy)?;
     }
     let (crypto_password, so_password) = match (
         env_value(&dir.join("dev.env"), "BULWARK_PASSWORD"),
@@ -185,16 +210,17 @@ impl DevSetup {
 /// Prepares `dir`, opens and unseals the HSM, starts serving on `listen` and writes the env
 /// files with the bound address.
 pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), String> {
-    start_with(dir, listen, |_| ()).await
+    start_with(dir, listen, &bulwark_core::token::SecurityPolicy::default(), |_| ()).await
 }
 
 /// [`start`], with the configuration adjusted by `adjust` first (tests: approvals, limits).
 pub async fn start_with(
     dir: &Path,
     listen: SocketAddr,
+    policy: &bulwark_core::token::SecurityPolicy,
     adjust: impl FnOnce(&mut crate::config::Config),
 ) -> Result<(DevSetup, Running), String> {
-    let mut setup = prepare(dir, listen)?;
+    let mut setup = prepare_with(dir, listen, policy)?;
     adjust(&mut setup.config);
     let state = server::open_state(&setup.config, true)?;
     setup.unseal(&state)?;
@@ -235,7 +261,8 @@ impl DevServer {
             .build()
             .map_err(|e| e.to_string())?;
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let (setup, running) = rt.block_on(start_with(dir, listen, adjust))?;
+        let policy = bulwark_core::token::SecurityPolicy::default();
+        let (setup, running) = rt.block_on(start_with(dir, listen, &policy, adjust))?;
         Ok(Self {
             addr: running.addr,
             http: running.http,

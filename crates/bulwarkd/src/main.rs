@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use bulwark_core::token::{SecurityPolicy, TamperResponse};
 use bulwarkd::config::Config;
 use bulwarkd::users::{Role, Users};
 use clap::{Parser, Subcommand};
@@ -28,8 +29,24 @@ struct Cli {
     /// Dev mode listen address (loopback only).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443", requires = "dev")]
     listen: SocketAddr,
+    /// Dev mode: record successful key uses durably before each result (the default), or
+    /// not (`off`: refusals, key management and administration are still recorded).
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off", requires = "dev")]
+    dev_audit_key_use: OnOff,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ResponseArg {
+    Alarm,
+    Zeroize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,6 +68,19 @@ enum Cmd {
         /// Encrypt each share to a passphrase (prompted once per custodian).
         #[arg(long)]
         encrypt_shares: bool,
+        /// Response to tampering: alarm (refuse service until the SO clears it) or zeroize.
+        #[arg(long, value_enum, default_value = "alarm")]
+        tamper_response: ResponseArg,
+        /// A file whose appearance is a tamper signal.
+        #[arg(long, value_name = "PATH")]
+        tamper_file: Option<PathBuf>,
+        /// Treat a debugger/tracer attached to the daemon as tampering.
+        #[arg(long)]
+        tracer_is_tamper: bool,
+        /// Record successful key uses durably before each result (`on`, the default; group
+        /// commit shares the disk sync between concurrent clients) or only refusals (`off`).
+        #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+        audit_key_use: OnOff,
     },
     /// PKI: CA, server and client certificates.
     #[command(subcommand)]
@@ -171,7 +201,29 @@ fn run(cli: &Cli) -> Result<(), String> {
             println!("user {name} ({}) saved", role.name());
             Ok(())
         }
-        Some(Cmd::Init { label, shares, threshold, share_dir, encrypt_shares }) => {
+        Some(Cmd::Init {
+            label,
+            shares,
+            threshold,
+            share_dir,
+            encrypt_shares,
+            tamper_response,
+            tamper_file,
+            tracer_is_tamper,
+            audit_key_use,
+        }) => {
+            let policy = SecurityPolicy {
+                tamper_response: match tamper_response {
+                    ResponseArg::Alarm => TamperResponse::Alarm,
+                    ResponseArg::Zeroize => TamperResponse::Zeroize,
+                },
+                tamper_file: tamper_file
+                    .as_ref()
+                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+                tracer_is_tamper: *tracer_is_tamper,
+                audit_key_use: matches!(audit_key_use, OnOff::On),
+                ..SecurityPolicy::default()
+            };
             let cfg = config(cli)?;
             let mut pass = Vec::new();
             if *encrypt_shares {
@@ -183,8 +235,13 @@ fn run(cli: &Cli) -> Result<(), String> {
                     pass.push(Some(p));
                 }
             }
-            let files = bulwarkd::dev::init_store(
-                &cfg.store, label, *shares, *threshold, share_dir, &pass,
+            let files = bulwarkd::dev::init_store_with(
+                &cfg.store,
+                label,
+                (*shares, *threshold),
+                share_dir,
+                &pass,
+                &policy,
             )?;
             println!(
                 "store {} created: {threshold} of {shares} shares unseal it; give each custodian one file:",
@@ -195,7 +252,13 @@ fn run(cli: &Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        None if cli.dev => run_dev(cli.dir.as_deref(), cli.listen),
+        None if cli.dev => {
+            let policy = SecurityPolicy {
+                audit_key_use: matches!(cli.dev_audit_key_use, OnOff::On),
+                ..SecurityPolicy::default()
+            };
+            run_dev(cli.dir.as_deref(), cli.listen, &policy)
+        }
         None => {
             let cfg = config(cli)?;
             serve(async move {
@@ -213,7 +276,7 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
 }
 
-fn run_dev(dir: Option<&Path>, listen: SocketAddr) -> Result<(), String> {
+fn run_dev(dir: Option<&Path>, listen: SocketAddr, policy: &SecurityPolicy) -> Result<(), String> {
     if !listen.ip().is_loopback() {
         return Err("dev mode listens on loopback addresses only".into());
     }
@@ -228,7 +291,7 @@ fn run_dev(dir: Option<&Path>, listen: SocketAddr) -> Result<(), String> {
     };
     eprintln!("{}", bulwarkd::dev::BANNER);
     serve(async move {
-        let (setup, running) = bulwarkd::dev::start(&dir, listen).await?;
+        let (setup, running) = bulwarkd::dev::start_with(&dir, listen, &policy, |_| ()).await?;
         println!("dev directory: {}", setup.dir.display());
         println!("crypto officer:   . {}/dev.env", setup.dir.display());
         println!("security officer: . {}/so.env", setup.dir.display());
