@@ -460,3 +460,36 @@ fn check_pin_counts_failures_and_changes_nothing_else() {
     t2.logout().unwrap();
     assert!(matches!(t2.check_pin(&user()), Err(Error::UserNotLoggedIn)));
 }
+
+/// The object count of `C_GetTokenInfo` is kept by the store (no scan), through creation,
+/// destruction, and the migration of a store made before it was kept.
+#[test]
+fn object_count_is_kept_through_writes_and_migration() {
+    let f = fixture();
+    let count = |p: &Path| -> u64 {
+        let c = rusqlite::Connection::open(p).unwrap();
+        c.query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+    };
+    {
+        let t = open_user(&f.path);
+        let hs: Vec<u64> = (0..5).map(|i| aes(&t, &format!("k{i}"), &[])).collect();
+        assert_eq!(t.status().unwrap().objects, count(&f.path));
+        t.destroy_object(hs[2]).unwrap();
+        t.destroy_object(hs[4]).unwrap();
+        assert_eq!(t.status().unwrap().objects, count(&f.path));
+        assert!(t.destroy_object(hs[4]).is_err());
+        assert_eq!(t.status().unwrap().objects, count(&f.path));
+    }
+    // A schema-1 store (no kept count) is migrated with the right count.
+    rusqlite::Connection::open(&f.path)
+        .unwrap()
+        .execute_batch(
+            "DROP TRIGGER object_count_insert; DROP TRIGGER object_count_delete; \
+             DROP TABLE object_count; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    let t = open_user(&f.path);
+    assert_eq!(t.status().unwrap().objects, count(&f.path));
+    aes(&t, "after-migration", &[]);
+    assert_eq!(t.status().unwrap().objects, count(&f.path));
+}
