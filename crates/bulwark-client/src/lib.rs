@@ -6,6 +6,7 @@
 //! never from command-line arguments.
 
 mod admin;
+pub mod remote_hsm;
 
 use std::path::Path;
 

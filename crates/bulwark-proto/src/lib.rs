@@ -13,6 +13,7 @@ pub mod v1 {
     tonic::include_proto!("bulwark.v1");
 }
 
+pub mod p11;
 mod status;
 
 pub use status::{status_from_core, SEALED};

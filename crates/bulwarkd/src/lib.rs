@@ -9,6 +9,7 @@ pub mod config;
 pub mod dev;
 mod keys;
 pub mod metrics;
+pub mod p11;
 pub mod pki;
 pub mod server;
 pub mod service;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bulwark_core::seal::QuorumPolicy;
 use bulwark_core::Token;
+use bulwark_proto::p11::v1::token_server::TokenServer;
 use bulwark_proto::v1::hsm_server::HsmServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -140,13 +141,17 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
         Some(a) => Some(crate::metrics::serve_http(a, state.clone(), stop_rx.clone()).await?),
         None => None,
     };
+    // One PKCS#11 service (and session-object registry) for both listeners.
+    let p11 = crate::p11::TokenService::new(state.clone());
     if let Some(path) = &cfg.unix_socket {
-        serve_unix(path, state.clone(), stop_rx.clone())?;
+        serve_unix(path, state.clone(), p11.clone(), stop_rx.clone())?;
     }
     let svc = HsmServer::new(HsmService::new(state.clone()));
+    let p11_svc = TokenServer::new(p11);
     let join = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(p11_svc)
             .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
                 let _ = stop_rx.changed().await;
             })
@@ -162,6 +167,7 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
 fn serve_unix(
     path: &std::path::Path,
     state: Arc<HsmState>,
+    p11: crate::p11::TokenService,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
@@ -196,10 +202,12 @@ fn serve_unix(
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let _ = std::fs::remove_dir(&private);
     let svc = HsmServer::new(HsmService::new(state));
+    let p11_svc = TokenServer::new(p11);
     let shown = path.display().to_string();
     tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(p11_svc)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::UnixListenerStream::new(listener),
                 async move {

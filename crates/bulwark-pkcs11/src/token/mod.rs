@@ -27,7 +27,7 @@ use cryptoki_sys as ck;
 pub use ops::Out;
 pub(crate) use session::{Session, SessionState};
 
-use crate::config::{Config, SlotConfig};
+use crate::config::{Backend, Config, SlotConfig};
 use crate::error::{Error, Result};
 
 /// Library version reported by `C_GetInfo` and the token.
@@ -50,10 +50,23 @@ impl Slot {
         if let Some(h) = w.as_ref() {
             return Ok(h.clone());
         }
-        if !self.cfg.store.exists() {
-            return Err(Error::TokenNotRecognized);
-        }
-        let t: Arc<dyn Hsm> = Arc::new(Token::open(&self.cfg.store)?);
+        let t: Arc<dyn Hsm> = match &self.cfg.backend {
+            Backend::Store(store) if !store.exists() => return Err(Error::TokenNotRecognized),
+            Backend::Store(store) => Arc::new(Token::open(store)?),
+            Backend::Remote(r) => {
+                let cfg = bulwark_client::ClientConfig::from_files(
+                    &r.endpoint,
+                    &r.ca_cert,
+                    Some(&r.client_cert),
+                    Some(&r.client_key),
+                )
+                .map_err(|e| {
+                    tracing::error!(error = %e, "remote slot configuration");
+                    Error::General("cannot read the remote slot's certificates")
+                })?;
+                Arc::new(bulwark_client::remote_hsm::RemoteHsm::new(&cfg)?)
+            }
+        };
         *w = Some(t.clone());
         Ok(t)
     }
@@ -148,7 +161,10 @@ impl Module {
     /// `C_GetSlotInfo`.
     pub fn slot_info(&self, id: ck::CK_SLOT_ID) -> Result<ck::CK_SLOT_INFO> {
         let s = self.slot(id)?;
-        let desc = format!("Bulwark slot {id}: {}", s.cfg.store.display());
+        let desc = match &s.cfg.backend {
+            Backend::Store(p) => format!("Bulwark slot {id}: {}", p.display()),
+            Backend::Remote(r) => format!("Bulwark slot {id}: {}", r.endpoint),
+        };
         Ok(ck::CK_SLOT_INFO {
             slotDescription: pad(&desc),
             manufacturerID: pad("Bulwark"),
@@ -166,7 +182,10 @@ impl Module {
         let mut info = ck::CK_TOKEN_INFO {
             label: pad(&s.cfg.label),
             manufacturerID: pad("Bulwark"),
-            model: pad("embedded"),
+            model: pad(match s.cfg.backend {
+                Backend::Store(_) => "embedded",
+                Backend::Remote(_) => "remote",
+            }),
             serialNumber: pad("0"),
             flags: ck::CKF_RNG | ck::CKF_LOGIN_REQUIRED,
             ulMaxSessionCount: ck::CK_EFFECTIVELY_INFINITE,
@@ -255,16 +274,20 @@ impl Module {
         if !self.sessions_of(id as usize).is_empty() {
             return Err(Error::SessionExists);
         }
+        // A remote token is initialized on the daemon (`bulwarkd init`), never from here.
+        let Backend::Store(store) = &s.cfg.backend else {
+            return Err(Error::FunctionNotSupported);
+        };
         // Close our own connection first: the store file is replaced underneath.
         let mut w = write(&s.hsm);
         if let Some(old) = w.take() {
             old.lock();
         }
-        if let Some(dir) = s.cfg.store.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|_| Error::General("cannot create store folder"))?;
         }
-        Token::reinit(Path::new(&s.cfg.store), label, so_pin)?;
+        Token::reinit(Path::new(store), label, so_pin)?;
         Ok(())
     }
 

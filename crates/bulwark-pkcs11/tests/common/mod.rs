@@ -3,6 +3,11 @@
 //! binary, with a configuration of many fresh slots, and hands each test its own freshly
 //! initialized token. The same code drives `SoftHSMv2`
 //! (`BULWARK_TEST_MODULE=/usr/lib/softhsm/libsofthsm2.so`), which gets a private token directory.
+//!
+//! Remote mode ([`use_remote`], set by `p11_remote.rs` before the module loads): one slot on a
+//! running `bulwarkd`. A remote token cannot be re-initialized, so [`fresh_token`] empties it
+//! instead (every object the crypto officer sees is destroyed), and PINs are `user:password`.
+//! Tests then share one token and must run one at a time ([`serial`]).
 
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
@@ -19,6 +24,40 @@ use cryptoki::types::AuthPin;
 pub const SO_PIN: &str = "so-pin-1234";
 pub const USER_PIN: &str = "user-pin-1234";
 const SLOTS: usize = 64;
+
+/// A remote slot: the module configuration (one `[[slot]]` with an endpoint) and the PINs of
+/// the crypto officer and the security officer (`user:password`).
+pub struct Remote {
+    pub slot_toml: String,
+    pub user_pin: String,
+    pub so_pin: String,
+}
+
+static REMOTE: OnceLock<Remote> = OnceLock::new();
+
+/// Switches this test binary to remote mode. Call before anything loads the module.
+pub fn use_remote(r: Remote) {
+    assert!(REMOTE.set(r).is_ok(), "use_remote called twice");
+}
+
+/// True when the slot under test is a remote slot.
+pub fn is_remote() -> bool {
+    REMOTE.get().is_some()
+}
+
+/// In remote mode, prints why the rest of a test does not apply and returns true.
+pub fn skip_remote(reason: &str) -> bool {
+    if is_remote() {
+        println!("skipped on a remote slot: {reason}");
+    }
+    is_remote()
+}
+
+/// Serializes the tests of a binary whose tests share one token (remote mode).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// The module under test.
 pub fn module_path() -> PathBuf {
@@ -64,8 +103,8 @@ fn ctx() -> &'static Ctx {
     CTX.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
         // Bulwark: many slots, each a store that does not exist yet (uninitialized token).
-        let mut conf = String::new();
-        for i in 0..SLOTS {
+        let mut conf = REMOTE.get().map(|r| r.slot_toml.clone()).unwrap_or_default();
+        for i in 0..if is_remote() { 0 } else { SLOTS } {
             let store = dir.path().join(format!("slot{i}/token.db"));
             writeln!(conf, "[[slot]]\nlabel = \"fresh-{i}\"\nstore = \"{}\"", store.display())
                 .expect("write to a String");
@@ -97,16 +136,33 @@ pub fn p11() -> &'static Pkcs11 {
 }
 
 pub fn so_pin() -> AuthPin {
-    AuthPin::new(SO_PIN.into())
+    AuthPin::new(REMOTE.get().map_or(SO_PIN, |r| r.so_pin.as_str()).into())
 }
 
 pub fn user_pin() -> AuthPin {
-    AuthPin::new(USER_PIN.into())
+    AuthPin::new(REMOTE.get().map_or(USER_PIN, |r| r.user_pin.as_str()).into())
 }
 
-/// A freshly initialized token (SO and user PIN set) that no other test uses.
+/// A wrong user PIN (remote: the right user with a wrong password, so the HSM checks it).
+pub fn wrong_user_pin() -> AuthPin {
+    AuthPin::new(if is_remote() { "crypto:wrong-password" } else { "wrong-pin" }.into())
+}
+
+/// A freshly initialized token (SO and user PIN set) that no other test uses. Remote: the one
+/// remote token, emptied.
 pub fn fresh_token() -> Slot {
     let c = ctx();
+    if is_remote() {
+        let slot = c.p11.get_all_slots().expect("slots")[0];
+        let s = c.p11.open_rw_session(slot).expect("open session");
+        s.login(UserType::User, Some(&user_pin())).expect("user login");
+        for h in s.find_objects(&[]).expect("find") {
+            let _ = s.destroy_object(h);
+        }
+        assert!(s.find_objects(&[]).expect("find").is_empty(), "remote token not emptied");
+        s.logout().expect("logout");
+        return slot;
+    }
     let mut n = c.init_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     *n += 1;
     let label = format!("test-{}", *n);
