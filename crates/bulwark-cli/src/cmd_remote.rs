@@ -208,6 +208,23 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Zeroize(a) => zeroize(endpoint, &a),
         Command::Audit(a) => audit(endpoint, a),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
+        Command::Tamper(crate::cmd_zeroize::TamperCommand::Status) => {
+            let s = connect(endpoint)?.status()?;
+            if s.tamper_alarm.is_empty() {
+                println!("tamper alarm: none");
+            } else {
+                println!("tamper alarm: ACTIVE ({})", s.tamper_alarm);
+            }
+            if s.zeroized {
+                println!("zeroized: yes");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tamper(crate::cmd_zeroize::TamperCommand::Clear) => {
+            session(endpoint)?.clear_tamper()?;
+            println!("tamper alarm cleared");
+            Ok(ExitCode::SUCCESS)
+        }
         _ => Err(CliError::Usage(
             "this command works on an embedded store only (drop --endpoint / BULWARK_ENDPOINT)"
                 .into(),

@@ -44,3 +44,12 @@ impl Client {
         Ok(self.rt.block_on(c.batch_encrypt(r))?.into_inner().ciphertexts)
     }
 }
+
+impl Client {
+    /// Clears an active tamper alarm (security officer).
+    pub fn clear_tamper(&self) -> Result<()> {
+        let mut c = self.inner.clone();
+        self.rt.block_on(c.clear_tamper(self.req(pb::ClearTamperRequest {})))?;
+        Ok(())
+    }
+}

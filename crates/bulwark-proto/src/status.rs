@@ -55,7 +55,9 @@ pub fn status_from_core(e: &Error) -> Status {
             (Code::FailedPrecondition, e.to_string())
         }
         Error::NotInitialized(_) => (Code::FailedPrecondition, "store not initialized".into()),
-        Error::Zeroized | Error::ErrorState(_) => (Code::FailedPrecondition, e.to_string()),
+        Error::Zeroized | Error::ErrorState(_) | Error::TamperAlarm(_) => {
+            (Code::FailedPrecondition, e.to_string())
+        }
         Error::Integrity(_) | Error::Rollback { .. } => (Code::DataLoss, e.to_string()),
         Error::SchemaUnsupported(_) => (Code::FailedPrecondition, e.to_string()),
         Error::NotSupported(_) => (Code::Unimplemented, e.to_string()),

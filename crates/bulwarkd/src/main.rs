@@ -33,6 +33,9 @@ struct Cli {
     /// not (`off`: refusals, key management and administration are still recorded).
     #[arg(long, value_enum, default_value = "on", value_name = "on|off", requires = "dev")]
     dev_audit_key_use: OnOff,
+    /// Dev mode: the response to tampering (SIGUSR1, integrity failures, ...).
+    #[arg(long, value_enum, default_value = "alarm", requires = "dev")]
+    dev_tamper_response: ResponseArg,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -255,6 +258,10 @@ fn run(cli: &Cli) -> Result<(), String> {
         None if cli.dev => {
             let policy = SecurityPolicy {
                 audit_key_use: matches!(cli.dev_audit_key_use, OnOff::On),
+                tamper_response: match cli.dev_tamper_response {
+                    ResponseArg::Alarm => TamperResponse::Alarm,
+                    ResponseArg::Zeroize => TamperResponse::Zeroize,
+                },
                 ..SecurityPolicy::default()
             };
             run_dev(cli.dir.as_deref(), cli.listen, &policy)
@@ -315,6 +322,23 @@ where
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let running = start.await?;
+        let state = running.state.clone();
+        tokio::spawn(async move {
+            // SIGUSR1: the external tamper signal (an enclosure sensor's stand-in).
+            let Ok(mut usr1) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+            else {
+                tracing::error!("cannot watch SIGUSR1: no external tamper signal");
+                return;
+            };
+            while usr1.recv().await.is_some() {
+                let st = state.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    st.external_tamper("SIGUSR1 to bulwarkd (external tamper signal)");
+                })
+                .await;
+            }
+        });
         let stop = running.stopper();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -954,4 +954,16 @@ impl Hsm for HsmService {
             .await?;
         Ok(Response::new(pb::AuditPublicKeyResponse { public_key }))
     }
+
+    async fn clear_tamper(
+        &self,
+        req: Request<pb::ClearTamperRequest>,
+    ) -> Result<Response<pb::ClearTamperResponse>, Status> {
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "tamper-clear").await?;
+        self.state
+            .run("tamper-clear", actor, |st| st.token.clear_tamper_unsealed().map_err(|e| core(&e)))
+            .await?;
+        tracing::warn!(user = %so.user, "tamper alarm cleared");
+        Ok(Response::new(pb::ClearTamperResponse {}))
+    }
 }

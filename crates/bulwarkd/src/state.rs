@@ -188,7 +188,19 @@ impl HsmState {
     /// says so (the token then applies its tamper response).
     pub fn tracer_attached(&self, pid: u32) {
         if self.token.security_policy().tracer_is_tamper {
-            self.token.tamper_signal(&format!("tracer attached to bulwarkd (pid {pid})"));
+            self.external_tamper(&format!("tracer attached to bulwarkd (pid {pid})"));
+        }
+    }
+
+    /// An external tamper signal (SIGUSR1, an enclosure sensor's stand-in): the store's tamper
+    /// response applies — `alarm` refuses key service until the security officer clears it,
+    /// `zeroize` destroys every key, and the daemon then also drops its sessions and seals.
+    /// Blocking (store writes); run off the reactor.
+    pub fn external_tamper(&self, why: &str) {
+        tracing::error!(reason = why, "tamper signal");
+        self.token.tamper_signal(why);
+        if self.token.is_zeroized() {
+            self.seal();
         }
     }
 
@@ -247,7 +259,11 @@ impl HsmState {
     /// Opens a session; returns its bearer token.
     pub fn open_session(&self, user: &str, role: Role) -> Result<String, Status> {
         let mut raw = [0u8; 32];
-        self.token.random(&mut raw).map_err(|e| bulwark_proto::status_from_core(&e))?;
+        // From the provider's DRBG (continuous RNG test included), not through the token: the
+        // security officer must be able to log in while a tamper alarm stops key service.
+        bulwark_core::crypto::Provider::get()
+            .and_then(|p| p.random(&mut raw))
+            .map_err(|e| bulwark_proto::status_from_core(&e))?;
         let token = hex::encode(raw);
         let mut s = lock(&self.sessions);
         let now = Instant::now();

@@ -655,6 +655,26 @@ impl Token {
     pub fn clear_tamper(&self) -> Result<()> {
         self.audited(Call::new("tamper-clear"), || {
             self.require_so()?;
+            self.clear_tamper_unaudited()
+        })
+    }
+
+    /// [`Token::clear_tamper`] for the front door that holds a quorum store unsealed and has
+    /// authenticated its own security officer (the daemon).
+    pub fn clear_tamper_unsealed(&self) -> Result<()> {
+        self.audited(Call::new("tamper-clear"), || {
+            if self.store.meta()?.policy != crate::seal::QUORUM_POLICY {
+                return Err(Error::ArgumentsBad("store does not use the quorum unlock policy"));
+            }
+            if self.logged_in().is_none() {
+                return Err(Error::UserNotLoggedIn);
+            }
+            self.clear_tamper_unaudited()
+        })
+    }
+
+    fn clear_tamper_unaudited(&self) -> Result<()> {
+        {
             if self.guard.policy.tamper_file.as_ref().is_some_and(|f| f.exists()) {
                 return Err(Error::ActionProhibited("the tamper file is still present"));
             }
@@ -664,7 +684,7 @@ impl Token {
             self.store.set_setting("tamper_alarm", None)?;
             self.guard.alarm.store(false, Ordering::Release);
             Ok(())
-        })
+        }
     }
 
     // --- audit log access (SO) ------------------------------------------------------------
