@@ -239,9 +239,8 @@ pub(crate) fn explain(
             CliError::from(e)
         ));
     };
-    let text = match serde_json::to_vec_pretty(&req) {
-        Ok(t) => t,
-        Err(_) => return usage("cannot encode the approval request"),
+    let Ok(text) = serde_json::to_vec_pretty(&req) else {
+        return usage("cannot encode the approval request");
     };
     if let Err(w) = std::fs::write(path, text) {
         return usage(format!("cannot write {}: {}", path.display(), w.kind()));

@@ -7,6 +7,8 @@
 
 // Measurement code: counts become floats for rates and percentiles.
 #![allow(clippy::cast_precision_loss, clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+// Timing loops: short names (thread, time, ops) read best.
+#![allow(clippy::many_single_char_names)]
 
 use std::process::ExitCode;
 use std::sync::{Arc, Barrier};
@@ -157,17 +159,15 @@ fn temp_label() -> String {
 pub(crate) fn embedded(ctx: &Ctx, a: &BenchArgs) -> CliResult<ExitCode> {
     let key_type = check(a)?;
     let t = Arc::new(ctx.user_token()?);
-    let (label, temporary) = match &a.key {
-        Some(l) => (l.clone(), false),
-        None => {
-            let spec = names::key_spec(&key_type)
-                .ok_or_else(|| CliError::Usage(format!("unknown key type {key_type:?}")))?;
-            let label = temp_label();
-            let k =
-                LabelledKey { spec, label: &label, id: None, extractable: false, sensitive: true };
-            names::generate_labelled(&t, &k, 0)?;
-            (label, true)
-        }
+    let (label, temporary) = if let Some(l) = &a.key {
+        (l.clone(), false)
+    } else {
+        let spec = names::key_spec(&key_type)
+            .ok_or_else(|| CliError::Usage(format!("unknown key type {key_type:?}")))?;
+        let label = temp_label();
+        let k = LabelledKey { spec, label: &label, id: None, extractable: false, sensitive: true };
+        names::generate_labelled(&t, &k, 0)?;
+        (label, true)
     };
     let r = embedded_run(&t, a, &label);
     if temporary {
@@ -218,13 +218,12 @@ pub(crate) fn remote(
 ) -> CliResult<ExitCode> {
     let key_type = check(a)?;
     let admin = connect()?;
-    let (label, temporary) = match &a.key {
-        Some(l) => (l.clone(), false),
-        None => {
-            let label = temp_label();
-            admin.generate_key(&key_type, &label, false)?;
-            (label, true)
-        }
+    let (label, temporary) = if let Some(l) = &a.key {
+        (l.clone(), false)
+    } else {
+        let label = temp_label();
+        admin.generate_key(&key_type, &label, false)?;
+        (label, true)
     };
     let r = remote_runs(connect, endpoint, a, &label);
     if temporary {

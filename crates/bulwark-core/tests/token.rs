@@ -468,7 +468,10 @@ fn object_count_is_kept_through_writes_and_migration() {
     let f = fixture();
     let count = |p: &Path| -> u64 {
         let c = rusqlite::Connection::open(p).unwrap();
-        c.query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+        u64::try_from(
+            c.query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0)).unwrap(),
+        )
+        .unwrap()
     };
     {
         let t = open_user(&f.path);
