@@ -55,6 +55,9 @@ struct Inner {
     rt: tokio::runtime::Runtime,
     channel: Channel,
     login: RwLock<Option<LoginState>>,
+    /// The fresh login of the last `C_Login(CKU_CONTEXT_SPECIFIC)`, for the next Sign or
+    /// Decrypt with a `CKA_ALWAYS_AUTHENTICATE` key (the daemon ends it when it is used).
+    context: std::sync::Mutex<Option<Zeroizing<String>>>,
     provider: &'static Provider,
 }
 
@@ -156,10 +159,11 @@ impl Inner {
             Ok(r) => Ok(r.into_inner()),
             Err(st) => {
                 let e = core_error(&st);
-                if st.code() == Code::Unauthenticated
-                    || (st.code() == Code::FailedPrecondition
-                        && st.message() == bulwark_proto::SEALED)
-                {
+                let ended = error_from_status(&st).is_none()
+                    && (st.code() == Code::Unauthenticated
+                        || (st.code() == Code::FailedPrecondition
+                            && st.message() == bulwark_proto::SEALED));
+                if ended {
                     // The daemon ended this login: the application must log in again.
                     *self.login.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 }
@@ -189,6 +193,18 @@ impl Inner {
                 _ => core_error(&st),
             }),
         }
+    }
+
+    /// The pending context login, if `needed` (taken: it works once).
+    fn take_context(&self, needed: bool) -> Zeroizing<String> {
+        if !needed {
+            return Zeroizing::new(String::new());
+        }
+        self.context
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| Zeroizing::new(String::new()))
     }
 
     fn end_login(&self, bearer: &str) {
@@ -232,7 +248,13 @@ impl RemoteHsm {
             ep.connect_lazy()
         };
         Ok(Self {
-            inner: Arc::new(Inner { rt, channel, login: RwLock::new(None), provider }),
+            inner: Arc::new(Inner {
+                rt,
+                channel,
+                login: RwLock::new(None),
+                context: std::sync::Mutex::new(None),
+                provider,
+            }),
             endpoint: cfg.endpoint.clone(),
         })
     }
@@ -256,6 +278,7 @@ struct RemoteKey {
     signature_len: usize,
     encrypt_len_fixed: usize,
     decrypt_len_fixed: usize,
+    always_authenticate: bool,
 }
 
 impl std::fmt::Debug for RemoteKey {
@@ -270,13 +293,20 @@ impl RemoteKey {
             handle: self.handle,
             mechanism: Some(mechanism_to_pb(mech)),
             data: data.to_vec(),
+            context_login: String::new(),
         }
+    }
+
+    /// [`RemoteKey::data`] with the pending context login (Sign and Decrypt).
+    fn data_with_context(&self, mech: &Mechanism, data: &[u8]) -> pb::DataRequest {
+        let ctx = self.inner.take_context(self.always_authenticate);
+        pb::DataRequest { context_login: ctx.to_string(), ..self.data(mech, data) }
     }
 }
 
 impl PreparedKey for RemoteKey {
     fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        let r = self.data(mech, data);
+        let r = self.data_with_context(mech, data);
         Ok(self.inner.call(r, |mut c, r| async move { c.sign(r).await })?.data)
     }
 
@@ -297,7 +327,7 @@ impl PreparedKey for RemoteKey {
     }
 
     fn decrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes> {
-        let r = self.data(mech, data);
+        let r = self.data_with_context(mech, data);
         let out =
             Zeroizing::new(self.inner.call(r, |mut c, r| async move { c.decrypt(r).await })?.data);
         Ok(SecretBytes::from_slice(&out))
@@ -418,6 +448,11 @@ impl Hsm for RemoteHsm {
             self.inner.login.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         let old = old.ok_or(Error::UserNotLoggedIn)?;
         self.inner.end_login(&old.bearer);
+        let ctx =
+            self.inner.context.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(ctx) = ctx {
+            self.inner.end_login(&ctx);
+        }
         Ok(())
     }
 
@@ -443,11 +478,21 @@ impl Hsm for RemoteHsm {
             .map(|l| l.user.clone())
             .ok_or(Error::UserNotLoggedIn)?;
         // A fresh password login of the same user proves the PIN (failures count on the
-        // daemon); the extra session ends at once.
+        // daemon). The daemon ends it when the next Sign / Decrypt with an always-authenticate
+        // key presents it; it enforces the context login itself.
         let (name, bearer, _) = self.inner.password_login(pin)?;
-        self.inner.end_login(&bearer);
         if name != me {
+            self.inner.end_login(&bearer);
             return Err(Error::PinIncorrect);
+        }
+        let old = self
+            .inner
+            .context
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(bearer);
+        if let Some(old) = old {
+            self.inner.end_login(&old);
         }
         Ok(())
     }
@@ -529,6 +574,7 @@ impl Hsm for RemoteHsm {
             signature_len: len(resp.signature_len),
             encrypt_len_fixed: len(resp.encrypt_len_fixed),
             decrypt_len_fixed: len(resp.decrypt_len_fixed),
+            always_authenticate: resp.always_authenticate,
         }))
     }
 

@@ -15,7 +15,9 @@
 //!   public objects only and use no key. Labels starting with `bulwarkd.` are invisible and
 //!   cannot be set.
 //! - **The gate runs on every call**: Sign, Encrypt... re-check visibility, role and access list
-//!   and the token's own policy; the client's Prepare is never trusted.
+//!   and the token's own policy; the client's Prepare is never trusted. Keys with
+//!   `CKA_ALWAYS_AUTHENTICATE` need a context login (a fresh, single-use password login of the
+//!   same user) with each Sign / Decrypt.
 //!
 //! This module must never call the token's login, logout, lock or PIN methods: the token's
 //! login state is the daemon's unseal state. Logs name operations and users, never data.
@@ -270,17 +272,40 @@ impl Caller {
     /// The key gate: key `h` is visible and, for a crypto user's token key, its access list
     /// grants `usage`. The token's own policy (usage flags, allowed mechanisms, dates) runs in
     /// the token call that follows.
-    fn gate(&self, st: &HsmState, h: u64, usage: Usage) -> Result<(), Status> {
+    fn gate(&self, st: &HsmState, h: u64, usage: Usage) -> Result<Attributes, Status> {
         let a = self.visible(st, h)?;
         match self.session.role {
-            Role::CryptoOfficer => Ok(()),
-            Role::CryptoUser if h >= SESSION_HANDLE_BASE => Ok(()),
+            Role::CryptoOfficer => Ok(a),
+            Role::CryptoUser if h >= SESSION_HANDLE_BASE => Ok(a),
             Role::CryptoUser => {
-                key_access(st, &self.session, &a.label(), usage_op(usage)).map_err(|s| {
-                    with_error(s, &Error::KeyFunctionNotPermitted("not in your access list"))
-                })
+                key_access(st, &self.session, &a.label(), usage_op(usage)).map(|()| a).map_err(
+                    |s| with_error(s, &Error::KeyFunctionNotPermitted("not in your access list")),
+                )
             }
             _ => Err(prohibited("this role uses no keys")),
+        }
+    }
+
+    /// A key with `CKA_ALWAYS_AUTHENTICATE` signs or decrypts only with a context login: the
+    /// bearer token of a fresh password login of the same user, which this call ends (one use).
+    /// Enforced here, not only in the module, so that a modified client cannot skip it.
+    fn context_login(&self, st: &HsmState, key: &Attributes, token: &str) -> Result<(), Status> {
+        if !key.bool_or(AttrType::AlwaysAuthenticate, false) {
+            return Ok(());
+        }
+        let fresh = (!token.is_empty()).then(|| st.session(token)).flatten();
+        if !token.is_empty() {
+            st.close_session(token);
+        }
+        match fresh {
+            Some(s) if s.user == self.session.user => Ok(()),
+            _ => {
+                tracing::warn!(user = %self.session.user, "context-specific login missing");
+                Err(with_error(
+                    Status::failed_precondition("this key needs a context-specific login"),
+                    &Error::UserNotLoggedIn,
+                ))
+            }
         }
     }
 
@@ -408,7 +433,13 @@ impl TokenRpc for TokenService {
         self.call(req, ANY, "p11-get-attribute", |st, c, r| {
             let t = AttrType::from_raw(r.r#type)
                 .ok_or_else(|| status_with_error(&Error::AttributeTypeInvalid(r.r#type)))?;
-            c.visible(st, r.handle)?;
+            let a = c.visible(st, r.handle)?;
+            let own = r.handle >= SESSION_HANDLE_BASE;
+            if t.is_secret_component() && c.session.role == Role::CryptoUser && !own {
+                // Reading key bytes is an export: only a "*" grant allows it.
+                key_access(st, &c.session, &a.label(), "export")
+                    .map_err(|s| with_error(s, &Error::AttributeSensitive(t)))?;
+            }
             let v = st.token.attribute(r.handle, t).map_err(|e| fail(&e))?;
             Ok(pb::AttributesResponse { attributes: vec![attr_to_pb(t, &v)] })
         })
@@ -508,12 +539,13 @@ impl TokenRpc for TokenService {
         self.call(req, USE, "p11-prepare", |st, c, r| {
             let usage = usage_from_pb(r.usage).map_err(|e| status_with_error(&e))?;
             let m = mech(r.mechanism.as_ref())?;
-            c.gate(st, r.handle, usage)?;
+            let key = c.gate(st, r.handle, usage)?;
             let k = st.token.prepare(r.handle, usage, &m).map_err(|e| fail(&e))?;
             Ok(pb::PrepareResponse {
                 signature_len: k.signature_len(&m) as u64,
                 encrypt_len_fixed: k.encrypt_len(&m, 0) as u64,
                 decrypt_len_fixed: k.decrypt_len_max(&m, 0) as u64,
+                always_authenticate: key.bool_or(AttrType::AlwaysAuthenticate, false),
             })
         })
         .await
@@ -525,7 +557,8 @@ impl TokenRpc for TokenService {
     ) -> Result<Response<pb::DataResponse>, Status> {
         self.call(req, USE, "p11-sign", |st, c, r| {
             let m = mech(r.mechanism.as_ref())?;
-            c.gate(st, r.handle, Usage::Sign)?;
+            let key = c.gate(st, r.handle, Usage::Sign)?;
+            c.context_login(st, &key, &r.context_login)?;
             let data = st.token.sign(r.handle, &m, &r.data).map_err(|e| fail(&e))?;
             Ok(pb::DataResponse { data })
         })
@@ -561,7 +594,8 @@ impl TokenRpc for TokenService {
     ) -> Result<Response<pb::DataResponse>, Status> {
         self.call(req, USE, "p11-decrypt", |st, c, r| {
             let m = mech(r.mechanism.as_ref())?;
-            c.gate(st, r.handle, Usage::Decrypt)?;
+            let key = c.gate(st, r.handle, Usage::Decrypt)?;
+            c.context_login(st, &key, &r.context_login)?;
             let pt = st.token.decrypt(r.handle, &m, &r.data).map_err(|e| fail(&e))?;
             Ok(pb::DataResponse { data: pt.expose_secret().to_vec() })
         })
