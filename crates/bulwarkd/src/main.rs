@@ -298,7 +298,7 @@ fn run_dev(dir: Option<&Path>, listen: SocketAddr, policy: &SecurityPolicy) -> R
     };
     eprintln!("{}", bulwarkd::dev::BANNER);
     serve(async move {
-        let (setup, running) = bulwarkd::dev::start_with(&dir, listen, &policy, |_| ()).await?;
+        let (setup, running) = bulwarkd::dev::start_with(&dir, listen, policy, |_| ()).await?;
         println!("dev directory: {}", setup.dir.display());
         println!("crypto officer:   . {}/dev.env", setup.dir.display());
         println!("security officer: . {}/so.env", setup.dir.display());

@@ -139,7 +139,7 @@ fn key_bytes(dir: &Path, labels: &[&str]) -> Vec<Vec<u8>> {
         .iter()
         .map(|l| {
             let found = token
-                .find(&vec![
+                .find(&[
                     (AttrType::Label, AttrValue::Bytes(l.as_bytes().to_vec())),
                     ulong(
                         AttrType::Class,
