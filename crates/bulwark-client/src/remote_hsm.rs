@@ -242,7 +242,13 @@ impl RemoteHsm {
             .map_err(|_| Error::ArgumentsBad("bad endpoint"))?
             .tls_config(tls)
             .map_err(|_| Error::ArgumentsBad("bad TLS configuration"))?
-            .connect_timeout(std::time::Duration::from_secs(10));
+            .connect_timeout(std::time::Duration::from_secs(10))
+            // A safety net against a hung daemon or network, well above the slowest operation
+            // (RSA-4096 generation on a busy HSM); a dead peer is noticed by keepalives.
+            .timeout(std::time::Duration::from_secs(120))
+            .tcp_keepalive(Some(std::time::Duration::from_secs(30)))
+            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+            .keep_alive_while_idle(true);
         let channel = {
             let _guard = rt.enter();
             ep.connect_lazy()
