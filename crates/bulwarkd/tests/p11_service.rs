@@ -143,3 +143,44 @@ fn session_objects_belong_to_one_login() {
     }
     a2.destroy_object(token_obj).unwrap();
 }
+
+#[test]
+fn pins_carry_a_totp_code_for_enrolled_users() {
+    let (_d, s) = dev();
+    let pki = s.dir.join("pki");
+    let cfg = |who: &str| {
+        ClientConfig::from_files(
+            &format!("https://{}", s.addr),
+            &pki.join("ca.pem"),
+            Some(&pki.join(format!("{who}.pem"))),
+            Some(&pki.join(format!("{who}-key.pem"))),
+        )
+        .unwrap()
+    };
+    let mut so = bulwark_client::Client::connect(&cfg("so")).unwrap();
+    so.login("so", &env_value(&s.dir, "so.env", "BULWARK_PASSWORD")).unwrap();
+    let enrolled = so.create_user("tina", "crypto-user", "tina-password", true).unwrap();
+    let secret = totp_rs::Secret::try_from_base32(&enrolled.totp_secret_base32).unwrap();
+    let code =
+        totp_rs::Builder::new().with_secret(secret).build().unwrap().generate_current().to_string();
+
+    let hsm = RemoteHsm::new(&cfg("crypto")).unwrap();
+    let pin = |p: &str| Pin::new(p.as_bytes().to_vec());
+    // Password alone, or a wrong code: refused like a wrong password.
+    assert!(matches!(
+        hsm.login(UserType::User, &pin("tina:tina-password")),
+        Err(Error::PinIncorrect)
+    ));
+    let wrong = format!("tina:tina-password:{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    assert!(matches!(hsm.login(UserType::User, &pin(&wrong)), Err(Error::PinIncorrect)));
+    hsm.login(UserType::User, &pin(&format!("tina:tina-password:{code}"))).unwrap();
+    assert_eq!(hsm.logged_in(), Some(UserType::User));
+    // A crypto user sees no token key without grants, and may use the HSM's random generator.
+    assert!(hsm.find(&[]).unwrap().iter().all(|h| {
+        hsm.attributes(*h).is_ok_and(|a| !matches!(a.class(), Some(ObjectClass::PrivateKey)))
+    }));
+    let mut buf = [0u8; 32];
+    hsm.random(&mut buf).unwrap();
+    assert_ne!(buf, [0u8; 32]);
+    hsm.logout().unwrap();
+}
