@@ -430,3 +430,53 @@ fn key_use_audit_policy() {
         );
     }
 }
+
+/// A batch writes one record per item, in one commit (one `audit_batches` row), before any
+/// result is returned; a failing item fails the batch and is recorded as refused; with
+/// `audit_key_use` off only the failures are recorded.
+#[test]
+fn batches_record_every_item_in_one_commit() {
+    for on in [true, false] {
+        let f = fx(SecurityPolicy { audit_key_use: on, ..alarm_policy() });
+        let log = f.dir.path().join("t.db-audit");
+        let rows = || -> i64 {
+            let c = rusqlite::Connection::open(&log).unwrap();
+            c.query_row("SELECT count(*) FROM audit_batches", [], |r| r.get(0)).unwrap()
+        };
+        let t = Token::open(&f.path).unwrap();
+        t.login(UserType::User, &user()).unwrap();
+        let h = aes(&t, "k", false);
+        let items: Vec<(Mechanism, Vec<u8>)> = (0..10u8)
+            .map(|i| {
+                let m = Mechanism::AesGcm { iv: vec![i; 12], aad: vec![], tag_bits: 128 };
+                (m, vec![i; 100])
+            })
+            .collect();
+        let before = rows();
+        let cts = t.encrypt_batch(h, &items).unwrap();
+        assert_eq!(cts.len(), 10);
+        // The ten records went in with one commit: one more `audit_batches` row at most.
+        assert_eq!(rows() - before, i64::from(on));
+        for ((m, pt), ct) in items.iter().zip(&cts) {
+            assert_eq!(t.decrypt(h, m, ct).unwrap().expose_secret(), pt.as_slice());
+        }
+        let recs = records(&f.path);
+        let enc_ok = recs.iter().filter(|r| r.op == "encrypt" && r.result == "ok").count();
+        assert_eq!(enc_ok, if on { 10 } else { 0 }, "one record per item (policy {on})");
+        // Mixed mechanism types are refused; a bad item (IV of the wrong size) fails the batch
+        // and is recorded as refused either way.
+        let mut mixed = items.clone();
+        mixed[3].0 = Mechanism::AesKeyWrapPad;
+        assert!(t.encrypt_batch(h, &mixed).is_err());
+        let mut bad = items.clone();
+        bad[5].0 = Mechanism::AesGcm { iv: vec![0; 3], aad: vec![], tag_bits: 128 };
+        assert!(t.encrypt_batch(h, &bad).is_err());
+        let recs = records(&f.path);
+        assert!(recs.iter().any(|r| r.op == "encrypt" && r.result != "ok"), "policy {on}");
+        // A key that may not sign refuses the whole batch at the gate, recorded once.
+        assert!(t.sign_batch(h, &Mechanism::EcdsaSha256, &[vec![1], vec![2]]).is_err());
+        let refused =
+            records(&f.path).iter().filter(|r| r.op == "sign" && r.result != "ok").count();
+        assert_eq!(refused, 1);
+    }
+}

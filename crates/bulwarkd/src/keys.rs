@@ -254,6 +254,15 @@ impl SignKey {
         }
     }
 
+    /// Signs every item with one policy check and one durable audit commit for all of them.
+    pub(crate) fn sign_batch(&self, t: &Token, items: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+        let sigs = t.sign_batch(self.h, &self.mech, items)?;
+        match self.curve {
+            Some(c) if self.der => sigs.iter().map(|s| crypto::ecdsa_raw_to_der(c, s)).collect(),
+            _ => Ok(sigs),
+        }
+    }
+
     /// `Ok(false)` for a signature that does not verify (including a malformed DER one).
     pub(crate) fn verify(&self, t: &Token, data: &[u8], sig: &[u8]) -> Result<bool> {
         let raw;
@@ -300,6 +309,31 @@ pub(crate) fn encrypt(t: &Token, h: u64, pt: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
     Ok(out)
+}
+
+/// [`encrypt`] for many plaintexts: fresh nonces, one policy check, one durable audit commit.
+pub(crate) fn encrypt_batch(t: &Token, h: u64, pts: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    let mut nonces = vec![0u8; NONCE_LEN * pts.len()];
+    t.random(&mut nonces)?;
+    let items: Vec<(Mechanism, Vec<u8>)> = pts
+        .iter()
+        .zip(nonces.chunks_exact(NONCE_LEN))
+        .map(|(p, n)| {
+            (Mechanism::AesGcm { iv: n.to_vec(), aad: MAGIC.to_vec(), tag_bits: 128 }, p.clone())
+        })
+        .collect();
+    let cts = t.encrypt_batch(h, &items)?;
+    Ok(cts
+        .into_iter()
+        .zip(nonces.chunks_exact(NONCE_LEN))
+        .map(|(ct, n)| {
+            let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ct.len());
+            out.extend_from_slice(MAGIC);
+            out.extend_from_slice(n);
+            out.extend_from_slice(&ct);
+            out
+        })
+        .collect())
 }
 
 /// Decrypts a BWK1 ciphertext.

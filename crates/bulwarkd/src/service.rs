@@ -621,7 +621,7 @@ impl Hsm for HsmService {
                 st.labels
                     .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
-                        r.data.iter().map(|d| k.sign(&st.token, d)).collect()
+                        k.sign_batch(&st.token, &r.data)
                     })
                     .map_err(|e| core(&e))
             })
@@ -644,7 +644,7 @@ impl Hsm for HsmService {
                 key_access(st, &sess, &r.key, "encrypt")?;
                 st.labels
                     .with(&st.token, &r.key, Purpose::Aes, |h, _| {
-                        r.plaintexts.iter().map(|p| keys::encrypt(&st.token, h, p)).collect()
+                        keys::encrypt_batch(&st.token, h, &r.plaintexts)
                     })
                     .map_err(|e| core(&e))
             })
