@@ -47,8 +47,6 @@ pub struct HsmState {
     pub metrics: crate::metrics::Metrics,
     /// Quorum approvals for user changes, if configured.
     pub(crate) approvals: Option<crate::config::ApprovalsConfig>,
-    /// Approval digests already used (replay protection until they expire).
-    used_approvals: Mutex<HashMap<[u8; 32], u64>>,
 }
 
 impl std::fmt::Debug for HsmState {
@@ -90,7 +88,6 @@ impl HsmState {
             admin: Mutex::new(()),
             metrics: crate::metrics::Metrics::default(),
             approvals: None,
-            used_approvals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,12 +138,15 @@ impl HsmState {
                 ok.len()
             )));
         }
-        let mut used = lock(&self.used_approvals);
-        used.retain(|_, exp| *exp > now);
-        if used.insert(digest, not_after).is_some() {
-            return Err(Status::failed_precondition("these approvals were already used"));
+        let mac = |d: &[u8]| self.users_mac(d);
+        match self.users.use_approval(&digest, not_after, now, &mac) {
+            Ok(true) => Ok(ok),
+            Ok(false) => Err(Status::failed_precondition("these approvals were already used")),
+            Err(e) => {
+                tracing::error!(error = %e, "used-approvals record");
+                Err(Status::unavailable("cannot record the use of the approvals"))
+            }
         }
-        Ok(ok)
     }
 
     /// Whether the HSM is sealed.

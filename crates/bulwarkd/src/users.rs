@@ -157,6 +157,8 @@ pub struct Users {
     failures: Mutex<HashMap<String, u32>>,
     /// Last accepted TOTP step per user (RFC 6238 §5.2: a code is accepted once).
     last_step: Mutex<HashMap<String, u64>>,
+    /// Serializes updates of the used-approvals record.
+    approvals: Mutex<()>,
     dummy: String,
 }
 
@@ -212,6 +214,7 @@ impl Users {
             trusted: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
             last_step: Mutex::new(HashMap::new()),
+            approvals: Mutex::new(()),
             dummy: hash_password(b"bulwark timing equaliser")?,
         })
     }
@@ -370,8 +373,6 @@ impl Users {
         keys: &BTreeMap<String, KeyAcl>,
         mac: Option<MacFn<'_>>,
     ) -> Result<(), String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let mut stored = lock(&self.mac);
         let file = match mac {
             Some(f) => UserFile::Bound {
@@ -386,22 +387,61 @@ impl Users {
             }
             None => UserFile::Unbound(records.to_vec()),
         };
-        let tmp = self.path.with_extension("tmp");
         let json = serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.kind()))?;
-        f.write_all(&json).and_then(|()| f.sync_all()).map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| e.to_string())?;
+        write_atomically(&self.path, &json)?;
         *stored = match file {
             UserFile::Bound { mac, .. } => Some(mac),
             UserFile::Unbound(_) => None,
         };
         Ok(())
+    }
+
+    /// Records that the approvals with `digest` were used (until `not_after`, Unix seconds):
+    /// `Ok(false)` if they already were. The record survives restarts (a file next to the user
+    /// database, MACed under the HSM's key like it), so a set of approvals works once, ever.
+    /// A record file that does not authenticate refuses every approval.
+    pub fn use_approval(
+        &self,
+        digest: &[u8; 32],
+        not_after: u64,
+        now: u64,
+        mac: MacFn<'_>,
+    ) -> Result<bool, String> {
+        #[derive(Serialize, Deserialize, Default)]
+        struct UsedFile {
+            used: BTreeMap<String, u64>,
+            mac: String,
+        }
+        let _guard = lock(&self.approvals);
+        let path = self.path.with_extension("approvals.json");
+        let canonical = |used: &BTreeMap<String, u64>| -> Vec<u8> {
+            let mut m = b"bulwark used approvals v1".to_vec();
+            for (d, t) in used {
+                m.extend_from_slice(d.as_bytes());
+                m.extend_from_slice(&t.to_be_bytes());
+            }
+            m
+        };
+        let mut file = match std::fs::read(&path) {
+            Ok(b) => {
+                let f: UsedFile = serde_json::from_slice(&b)
+                    .map_err(|_| "the used-approvals record is corrupt".to_owned())?;
+                let expect = mac(&canonical(&f.used))?;
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(f.mac.as_bytes(), expect.as_bytes())) {
+                    return Err("the used-approvals record does not authenticate".into());
+                }
+                f
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => UsedFile::default(),
+            Err(e) => return Err(format!("cannot read {}: {}", path.display(), e.kind())),
+        };
+        file.used.retain(|_, t| *t > now);
+        if file.used.insert(hex::encode(digest), not_after).is_some() {
+            return Ok(false);
+        }
+        file.mac = mac(&canonical(&file.used))?;
+        write_atomically(&path, &serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())?)?;
+        Ok(true)
     }
 
     /// Number of users.
@@ -469,4 +509,20 @@ impl Users {
             }
         }
     }
+}
+
+/// Writes `data` to `path` durably: a 0600 temporary file, fsync, rename.
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {}", tmp.display(), e.kind()))?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }

@@ -852,3 +852,90 @@ fn auditor_exports_a_verifiable_log_over_the_api() {
     // The password of the auditor never appears.
     assert!(!lines.iter().any(|l| l.contains("auditor-password")));
 }
+
+/// A set of approvals works once, across daemon restarts too; an edited record of used
+/// approvals refuses every approval rather than allow a replay.
+#[test]
+fn used_approvals_survive_a_restart() {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use bulwark_client::v1::{Approval, SetUserRoleRequest};
+    let d = tempfile::tempdir().unwrap();
+    state_dir_once();
+    let setup = bulwarkd::dev::prepare(&d.path().join("dev"), ([127, 0, 0, 1], 0).into()).unwrap();
+    let keys: Vec<Ed25519KeyPair> = (0..2).map(|_| Ed25519KeyPair::generate().unwrap()).collect();
+    let mut cfg = setup.config.clone();
+    cfg.approvals = Some(bulwarkd::config::ApprovalsConfig {
+        threshold: 2,
+        approvers: ["ann", "ben"]
+            .iter()
+            .zip(&keys)
+            .map(|(n, k)| bulwarkd::config::Approver {
+                name: (*n).into(),
+                public_key: hex::encode(k.public_key().as_ref()),
+            })
+            .collect(),
+    });
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let not_after =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let mut request = None;
+    for round in 0..3 {
+        let state = bulwarkd::server::open_state(&cfg, true).unwrap();
+        setup.unseal(&state).unwrap();
+        let running = rt.block_on(bulwarkd::server::start(&cfg, state)).unwrap();
+        setup.write_env(running.addr).unwrap();
+        let pki = setup.dir.join("pki");
+        let ccfg = ClientConfig::from_files(
+            &format!("https://{}", running.addr),
+            &pki.join("ca.pem"),
+            Some(&pki.join("so.pem")),
+            Some(&pki.join("so-key.pem")),
+        )
+        .unwrap();
+        let mut so = Client::connect(&ccfg).unwrap();
+        so.login("so", &env_value(&setup.dir, "so.env", "BULWARK_PASSWORD")).unwrap();
+        let req = request.get_or_insert_with(|| {
+            let store_id = so.status().unwrap().store_id;
+            let fields = ["crypto", "crypto-officer"];
+            let digest =
+                bulwark_proto::approval_digest(&store_id, "set-user-role", &fields, not_after)
+                    .unwrap();
+            SetUserRoleRequest {
+                name: "crypto".into(),
+                role: "crypto-officer".into(),
+                approvals: keys
+                    .iter()
+                    .zip(["ann", "ben"])
+                    .map(|(k, n)| Approval {
+                        approver: n.into(),
+                        signature: k.sign(&digest).as_ref().to_vec(),
+                    })
+                    .collect(),
+                approval_not_after: not_after,
+            }
+        });
+        match round {
+            0 => so.set_user_role(req.clone()).unwrap(),
+            1 => {
+                let (c, m) = code(so.set_user_role(req.clone()));
+                assert_eq!(c, Code::FailedPrecondition, "replayed after a restart: {m}");
+                assert!(m.contains("already used"), "{m}");
+                // Edit the record of used approvals (drop the entry): every approval is refused.
+                let p = cfg.users.with_extension("approvals.json");
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                v["used"] = serde_json::json!({});
+                std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+            }
+            _ => {
+                assert_eq!(code(so.set_user_role(req.clone())).0, Code::Unavailable);
+            }
+        }
+        drop(so);
+        let done = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), running.shutdown()).await
+        });
+        assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+    }
+}
