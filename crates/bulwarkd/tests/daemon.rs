@@ -922,11 +922,11 @@ fn used_approvals_survive_a_restart() {
                 assert_eq!(c, Code::FailedPrecondition, "replayed after a restart: {m}");
                 assert!(m.contains("already used"), "{m}");
                 // Edit the record of used approvals (drop the entry): every approval is refused.
-                let p = cfg.users.with_extension("approvals.json");
+                let record = cfg.users.with_extension("approvals.json");
                 let mut v: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                    serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
                 v["used"] = serde_json::json!({});
-                std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
+                std::fs::write(&record, serde_json::to_vec(&v).unwrap()).unwrap();
             }
             _ => {
                 assert_eq!(code(so.set_user_role(req.clone())).0, Code::Unavailable);

@@ -456,8 +456,8 @@ impl Token {
         h: u64,
         usage: Usage,
         mech: &Mechanism,
-        n: usize,
-        f: impl Fn(&KeyRef, usize) -> Result<T>,
+        count: usize,
+        item: impl Fn(&KeyRef, usize) -> Result<T>,
     ) -> Result<Vec<T>> {
         let op = match usage {
             Usage::Sign => "sign",
@@ -469,7 +469,7 @@ impl Token {
             Ok(k) => k,
             Err(e) => return self.finish(&c, Err(e), String::new()),
         };
-        let results: Vec<Result<T>> = (0..n).map(|i| f(&key, i)).collect();
+        let results: Vec<Result<T>> = (0..count).map(|i| item(&key, i)).collect();
         if let Some(log) = &self.guard.log {
             let (object, label) = self.describe(h);
             let actor = self.actor(None);
