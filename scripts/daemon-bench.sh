@@ -44,7 +44,7 @@ for policy in on off; do
     done
     (
         # shellcheck disable=SC1091
-        . "$dir/dev.env"
+        . "$dir/officer.env"
         for op in sign encrypt; do
             "$bin/bulwark" bench --op "$op" --clients "$clients" --seconds "$seconds" \
                 --batch "$batch" --json | tag "$policy" remote

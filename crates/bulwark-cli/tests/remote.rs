@@ -1,6 +1,6 @@
 //! `bulwark --endpoint` against a real bulwarkd (dev mode, in-process, loopback ephemeral port):
 //! the CLI as a crypto officer and as the security officer, and custodians unsealing one share
-//! per call. Credentials travel only in the environment, as `dev.env` / `so.env` set them.
+//! per call. Credentials travel only in the environment, as `officer.env` / `so.env` set them.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -44,19 +44,19 @@ fn remote_cli_keys_sign_seal_unseal() {
     let dir = server.dir.clone();
     let tmp_file = |n: &str| tmp.path().join(n).display().to_string();
 
-    ok(&bulwark(&dir, "dev.env", &["key", "generate", "--type", "ec-p256", "--label", "web"]));
-    let list = ok(&bulwark(&dir, "dev.env", &["key", "list"]));
+    ok(&bulwark(&dir, "officer.env", &["key", "generate", "--type", "ec-p256", "--label", "web"]));
+    let list = ok(&bulwark(&dir, "officer.env", &["key", "list"]));
     assert!(list.contains("web") && list.contains("PrivateKey"), "{list}");
-    ok(&bulwark(&dir, "dev.env", &["key", "public", "web", "--out", &tmp_file("web.pem")]));
+    ok(&bulwark(&dir, "officer.env", &["key", "public", "web", "--out", &tmp_file("web.pem")]));
     std::fs::write(tmp.path().join("msg"), b"signed through bulwarkd").unwrap();
     ok(&bulwark(
         &dir,
-        "dev.env",
+        "officer.env",
         &["sign", "--key", "web", "--in", &tmp_file("msg"), "--out", &tmp_file("msg.sig")],
     ));
     let verified = ok(&bulwark(
         &dir,
-        "dev.env",
+        "officer.env",
         &["verify", "--key", "web", "--in", &tmp_file("msg"), "--sig", &tmp_file("msg.sig")],
     ));
     assert!(verified.contains("signature OK"));
@@ -76,32 +76,32 @@ fn remote_cli_keys_sign_seal_unseal() {
     std::fs::write(tmp.path().join("other"), b"not what was signed").unwrap();
     let bad = bulwark(
         &dir,
-        "dev.env",
+        "officer.env",
         &["verify", "--key", "web", "--in", &tmp_file("other"), "--sig", &tmp_file("msg.sig")],
     );
     assert_eq!(bad.status.code(), Some(1));
-    let rnd = ok(&bulwark(&dir, "dev.env", &["random", "--bytes", "16", "--hex"]));
+    let rnd = ok(&bulwark(&dir, "officer.env", &["random", "--bytes", "16", "--hex"]));
     assert_eq!(rnd.trim().len(), 32);
 
     // A crypto officer cannot seal; the security officer can.
-    let denied = bulwark(&dir, "dev.env", &["seal"]);
+    let denied = bulwark(&dir, "officer.env", &["seal"]);
     assert_eq!(denied.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("not permitted"));
     ok(&bulwark(&dir, "so.env", &["seal"]));
-    let st = ok(&bulwark(&dir, "dev.env", &["status"]));
+    let st = ok(&bulwark(&dir, "officer.env", &["status"]));
     assert!(st.contains("SEALED (unseal progress 0/2)"), "{st}");
-    let refused = bulwark(&dir, "dev.env", &["key", "list"]);
+    let refused = bulwark(&dir, "officer.env", &["key", "list"]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("sealed"));
 
     // Custodians: one share per call, progress reported; a repeated share does not count.
     let share = |i: u8| dir.join("shares").join(format!("share-{i}.json")).display().to_string();
-    let progress = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(3)]));
+    let progress = ok(&bulwark(&dir, "officer.env", &["unseal", "--share", &share(3)]));
     assert!(progress.contains("1/2 (still sealed)"), "{progress}");
-    let again = bulwark(&dir, "dev.env", &["unseal", "--share", &share(3)]);
+    let again = bulwark(&dir, "officer.env", &["unseal", "--share", &share(3)]);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already presented"));
-    let progress = ok(&bulwark(&dir, "dev.env", &["unseal", "--share", &share(1)]));
+    let progress = ok(&bulwark(&dir, "officer.env", &["unseal", "--share", &share(1)]));
     assert!(progress.contains("unsealed"), "{progress}");
     // The security officer manages users; a crypto officer cannot.
     let mut add = Command::new(env!("CARGO_BIN_EXE_bulwark"));
@@ -111,19 +111,19 @@ fn remote_cli_keys_sign_seal_unseal() {
     }
     let added = ok(&add.env("BULWARK_NEW_PASSWORD", "carol-password").output().unwrap());
     assert!(added.contains("otpauth://totp/"), "{added}");
-    ok(&bulwark(&dir, "dev.env", &["access", "web", "--grant", "user:carol=sign,verify"]));
+    ok(&bulwark(&dir, "officer.env", &["access", "web", "--grant", "user:carol=sign,verify"]));
     let users = ok(&bulwark(&dir, "so.env", &["user", "list"]));
     assert!(users.contains("carol") && users.contains("crypto-user"), "{users}");
-    assert_eq!(bulwark(&dir, "dev.env", &["user", "list"]).status.code(), Some(2));
-    let bad = bulwark(&dir, "dev.env", &["access", "web", "--grant", "carol"]);
+    assert_eq!(bulwark(&dir, "officer.env", &["user", "list"]).status.code(), Some(2));
+    let bad = bulwark(&dir, "officer.env", &["access", "web", "--grant", "carol"]);
     assert_eq!(bad.status.code(), Some(2));
     ok(&bulwark(&dir, "so.env", &["user", "delete", "carol"]));
     assert!(!ok(&bulwark(&dir, "so.env", &["user", "list"])).contains("carol"));
-    let json = ok(&bulwark(&dir, "dev.env", &["status", "--json"]));
+    let json = ok(&bulwark(&dir, "officer.env", &["status", "--json"]));
     assert!(json.contains("\"sealed\": false"), "{json}");
     ok(&bulwark(
         &dir,
-        "dev.env",
+        "officer.env",
         &["verify", "--key", "web", "--in", &tmp_file("msg"), "--sig", &tmp_file("msg.sig")],
     ));
 }
@@ -258,13 +258,17 @@ fn remote_cli_quorum_approvals_audit_export_and_zeroize() {
     assert!(log.contains("approved by [ann,cat]"), "the approvers are in the log");
     assert!(!log.contains("hal-password-1"));
     // A crypto officer may not read it.
-    fails(&bulwark(&dir, "dev.env", &["audit", "export", "--out", &p("nope.jsonl")]));
+    fails(&bulwark(&dir, "officer.env", &["audit", "export", "--out", &p("nope.jsonl")]));
 
     // Zeroize: needs its own quorum.
-    ok(&bulwark(&dir, "dev.env", &["key", "generate", "--type", "aes-256", "--label", "doomed"]));
+    ok(&bulwark(
+        &dir,
+        "officer.env",
+        &["key", "generate", "--type", "aes-256", "--label", "doomed"],
+    ));
     fails(&so(&["zeroize", "--yes", "--approval-request-out", &p("z.json")]));
     fails(&so(&["zeroize", "--yes", "--approval", &p("ann.ok"), "--approval", &p("cat.ok")]));
-    ok(&bulwark(&dir, "dev.env", &["key", "show", "doomed"]));
+    ok(&bulwark(&dir, "officer.env", &["key", "show", "doomed"]));
     for a in ["ben", "cat"] {
         ok(&bulwark(
             tmp.path(),
@@ -284,7 +288,7 @@ fn remote_cli_quorum_approvals_audit_export_and_zeroize() {
     ok(&so(&["zeroize", "--yes", "--approval", &p("ben.z"), "--approval", &p("cat.z")]));
     let st = ok(&so(&["status"]));
     assert!(st.contains("ZEROIZED"), "{st}");
-    let err = fails(&bulwark(&dir, "dev.env", &["key", "show", "doomed"]));
+    let err = fails(&bulwark(&dir, "officer.env", &["key", "show", "doomed"]));
     assert!(!err.is_empty());
 }
 
@@ -297,7 +301,7 @@ fn remote_cli_bench_reports_rates_and_cleans_up() {
     for op in ["sign", "encrypt"] {
         let out = ok(&bulwark(
             &dir,
-            "dev.env",
+            "officer.env",
             &["bench", "--op", op, "--clients", "2", "--seconds", "1", "--batch", "4", "--json"],
         ));
         let runs: Vec<serde_json::Value> =
@@ -309,9 +313,9 @@ fn remote_cli_bench_reports_rates_and_cleans_up() {
         }
     }
     // The temporary keys are gone.
-    let list = ok(&bulwark(&dir, "dev.env", &["key", "list"]));
+    let list = ok(&bulwark(&dir, "officer.env", &["key", "list"]));
     assert!(!list.contains("bench-"), "{list}");
     // Bad input: a clear error, exit 2.
-    let o = bulwark(&dir, "dev.env", &["bench", "--clients", "0"]);
+    let o = bulwark(&dir, "officer.env", &["bench", "--clients", "0"]);
     assert_eq!(o.status.code(), Some(2));
 }

@@ -57,7 +57,7 @@ fn daemon() -> &'static Daemon {
         );
         common::use_remote(common::Remote {
             slot_toml,
-            user_pin: format!("crypto:{}", env_value(d, "dev.env", "BULWARK_PASSWORD")),
+            user_pin: format!("crypto:{}", env_value(d, "officer.env", "BULWARK_PASSWORD")),
             so_pin: format!("so:{}", env_value(d, "so.env", "BULWARK_PASSWORD")),
         });
         Daemon { _dir: dir, server }
@@ -79,7 +79,7 @@ macro_rules! wrap {
 
 crate::for_each_p11_test!(wrap);
 
-/// A `bulwark-client` connection to the test daemon, logged in as `who` (dev.env / so.env).
+/// A `bulwark-client` connection to the test daemon, logged in as `who` (officer.env / so.env).
 fn admin(env: &str) -> bulwark_client::Client {
     let s = &daemon().server;
     let user = env_value(&s.dir, env, "BULWARK_USER");
@@ -159,7 +159,7 @@ fn remote_crypto_user_is_bound_by_its_access_list() {
     let so = admin("so.env");
     let _ = so.delete_user("alice");
     so.create_user("alice", "crypto-user", "alice-password", false).unwrap();
-    let co = admin("dev.env");
+    let co = admin("officer.env");
     co.set_key_access("granted", &[("user:alice", &["sign", "verify"][..])]).unwrap();
     co.set_key_access("verify-only", &[("user:alice", &["verify"][..])]).unwrap();
 

@@ -119,7 +119,7 @@ fn main() {
         Some(&pki.join("crypto-key.pem")),
     )
     .unwrap();
-    let pw = std::fs::read_to_string(server.dir.join("dev.env"))
+    let pw = std::fs::read_to_string(server.dir.join("officer.env"))
         .unwrap()
         .lines()
         .find_map(|l| {

@@ -2,11 +2,12 @@
 //! NOT FOR PRODUCTION: the unseal shares, the users' passwords and the CA key all sit in one
 //! directory next to the store.
 //!
-//! Layout of the dev directory: `pki/` (CA, server, `crypto`, `so` client certificates),
-//! `store.db` (quorum policy, 3 shares, threshold 2), `shares/share-{1,2,3}.json`,
-//! `users.json`, `bulwarkd.toml`, and `dev.env` / `so.env` with the shell exports the CLI needs
-//! to act as the crypto officer `crypto` or the security officer `so`. Re-running with the same
-//! directory reuses everything (and unseals again with shares 1 and 2).
+//! Layout of the dev directory: `pki/` (CA, server, `user`, `crypto`, `so` client
+//! certificates), `store.db` (quorum policy, 3 shares, threshold 2), `shares/share-{1,2,3}.json`,
+//! `users.json`, `bulwarkd.toml`, and the shell exports the CLI needs: `dev.env` for the crypto
+//! user `user` (uses the keys it is granted), `officer.env` for the crypto officer `crypto`
+//! (creates and manages keys, grants their use) and `so.env` for the security officer `so`.
+//! Re-running with the same directory reuses everything (and unseals again with shares 1 and 2).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,7 @@ pub struct DevSetup {
     pub config: Config,
     /// The dev directory.
     pub dir: PathBuf,
+    user_password: Zeroizing<String>,
     crypto_password: Zeroizing<String>,
     so_password: Zeroizing<String>,
 }
@@ -129,26 +131,37 @@ pub fn prepare_with(
     let users_path = dir.join("users.json");
     if !pki.join("ca.pem").exists() {
         crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
-        crate::pki::issue_client(&pki, "crypto")?;
-        crate::pki::issue_client(&pki, "so")?;
+    }
+    for who in ["user", "crypto", "so"] {
+        if !pki.join(format!("{who}.pem")).exists() {
+            crate::pki::issue_client(&pki, who)?;
+        }
     }
     if !store.exists() {
         let quorum = (DEV_SHARES, DEV_THRESHOLD);
         init_store_with(&store, "bulwark-dev", quorum, &dir.join("shares"), &[], policy)?;
     }
-    let (crypto_password, so_password) = match (
-        env_value(&dir.join("dev.env"), "BULWARK_PASSWORD"),
-        env_value(&dir.join("so.env"), "BULWARK_PASSWORD"),
-    ) {
-        (Some(c), Some(s)) if users_path.exists() => (Zeroizing::new(c), Zeroizing::new(s)),
-        _ => {
-            let (c, s) = (random_password()?, random_password()?);
-            let users = Users::load(&users_path)?;
-            users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None, None)?;
-            users.put("so", Role::SecurityOfficer, s.as_bytes(), None, None)?;
-            (c, s)
-        }
-    };
+    let saved = |file: &str| env_value(&dir.join(file), "BULWARK_PASSWORD");
+    let (user_password, crypto_password, so_password) =
+        match (saved("dev.env"), saved("officer.env"), saved("so.env")) {
+            (Some(u), Some(c), Some(s)) if users_path.exists() => {
+                (Zeroizing::new(u), Zeroizing::new(c), Zeroizing::new(s))
+            }
+            _ => {
+                let (u, c, s) = (random_password()?, random_password()?, random_password()?);
+                let users = Users::load(&users_path)?;
+                if users.is_bound() {
+                    return Err(format!(
+                        "{} was made by another version of bulwarkd --dev: use a new --dir",
+                        dir.display()
+                    ));
+                }
+                users.put("user", Role::CryptoUser, u.as_bytes(), None, None)?;
+                users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None, None)?;
+                users.put("so", Role::SecurityOfficer, s.as_bytes(), None, None)?;
+                (u, c, s)
+            }
+        };
     let config = Config {
         listen,
         store,
@@ -165,11 +178,11 @@ pub fn prepare_with(
         },
     };
     write_private(&dir.join("bulwarkd.toml"), &config.to_toml())?;
-    Ok(DevSetup { config, dir, crypto_password, so_password })
+    Ok(DevSetup { config, dir, user_password, crypto_password, so_password })
 }
 
 impl DevSetup {
-    /// Writes `dev.env` and `so.env` for the bound address.
+    /// Writes `dev.env`, `officer.env` and `so.env` for the bound address.
     pub fn write_env(&self, addr: SocketAddr) -> Result<(), String> {
         let pki = self.dir.join("pki");
         let env = |user: &str, pw: &str| {
@@ -186,7 +199,8 @@ impl DevSetup {
                 pki.join(format!("{user}-key.pem")).display(),
             )
         };
-        write_private(&self.dir.join("dev.env"), &env("crypto", &self.crypto_password))?;
+        write_private(&self.dir.join("dev.env"), &env("user", &self.user_password))?;
+        write_private(&self.dir.join("officer.env"), &env("crypto", &self.crypto_password))?;
         write_private(&self.dir.join("so.env"), &env("so", &self.so_password))
     }
 

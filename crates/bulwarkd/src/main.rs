@@ -300,7 +300,8 @@ fn run_dev(dir: Option<&Path>, listen: SocketAddr, policy: &SecurityPolicy) -> R
     serve(async move {
         let (setup, running) = bulwarkd::dev::start_with(&dir, listen, policy, |_| ()).await?;
         println!("dev directory: {}", setup.dir.display());
-        println!("crypto officer:   . {}/dev.env", setup.dir.display());
+        println!("crypto user:      . {}/dev.env", setup.dir.display());
+        println!("crypto officer:   . {}/officer.env", setup.dir.display());
         println!("security officer: . {}/so.env", setup.dir.display());
         println!("unseal shares (3, threshold 2): {}/shares/", setup.dir.display());
         if let Some(h) = running.http {

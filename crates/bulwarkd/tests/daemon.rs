@@ -69,7 +69,7 @@ fn share(s: &DevServer, i: u8) -> Vec<u8> {
 fn sealed_refuses_service_and_quorum_unseals() {
     let (_d, s) = dev();
     let so = login(&s, "so.env");
-    let user = login(&s, "dev.env");
+    let user = login(&s, "officer.env");
     user.generate_key("ec-p256", "before-seal", false).unwrap();
     so.seal().unwrap();
     let anon = client_as(&s, "crypto");
@@ -82,7 +82,7 @@ fn sealed_refuses_service_and_quorum_unseals() {
     assert_eq!(code(user.sign("before-seal", "", b"x", true)).0, Code::FailedPrecondition);
     assert_eq!(code(user.random(16)).1, "sealed");
     let mut fresh = client_as(&s, "crypto");
-    let pw = env_value(&s.dir, "dev.env", "BULWARK_PASSWORD");
+    let pw = env_value(&s.dir, "officer.env", "BULWARK_PASSWORD");
     assert_eq!(code(fresh.login("crypto", &pw)), (Code::FailedPrecondition, "sealed".into()));
 
     // M-1 shares do not unseal.
@@ -245,7 +245,7 @@ fn wrong_password_unknown_user_and_lockout() {
 #[test]
 fn roles_are_enforced() {
     let (_d, s) = dev();
-    let user = login(&s, "dev.env");
+    let user = login(&s, "officer.env");
     let so = login(&s, "so.env");
     // A crypto officer cannot seal; a security officer cannot use keys.
     assert_eq!(code(user.seal()).0, Code::PermissionDenied);
@@ -256,7 +256,7 @@ fn roles_are_enforced() {
 #[test]
 fn remote_signatures_verify_with_openssl_and_errors_are_precise() {
     let (d, s) = dev();
-    let c = login(&s, "dev.env");
+    let c = login(&s, "officer.env");
     for (ty, label) in [("ec-p256", "ec"), ("rsa-2048", "rsa"), ("ed25519", "ed")] {
         c.generate_key(ty, label, false).unwrap();
         let data = format!("message signed remotely by {label}").into_bytes();
@@ -312,7 +312,7 @@ fn remote_signatures_verify_with_openssl_and_errors_are_precise() {
     assert!(c.list_keys().unwrap().iter().all(|k| k.label != "rsa"));
 }
 
-/// The `bulwarkd` binary itself in dev mode: prints its address, writes dev.env, and stops when
+/// The `bulwarkd` binary itself in dev mode: prints its address, writes the env files, and stops when
 /// killed.
 struct Daemon(Child);
 
@@ -348,24 +348,47 @@ fn dev_mode_binary_serves_and_writes_env_files() {
         }
     }
     let addr = addr.expect("daemon printed its address");
-    let endpoint = env_value(&dir, "dev.env", "BULWARK_ENDPOINT");
+    let endpoint = env_value(&dir, "officer.env", "BULWARK_ENDPOINT");
     assert_eq!(endpoint, format!("https://{addr}"));
     let cfg = ClientConfig::from_files(
         &endpoint,
-        Path::new(&env_value(&dir, "dev.env", "BULWARK_CA_CERT")),
-        Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_CERT"))),
-        Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_KEY"))),
+        Path::new(&env_value(&dir, "officer.env", "BULWARK_CA_CERT")),
+        Some(Path::new(&env_value(&dir, "officer.env", "BULWARK_CLIENT_CERT"))),
+        Some(Path::new(&env_value(&dir, "officer.env", "BULWARK_CLIENT_KEY"))),
     )
     .unwrap();
     let mut c = Client::connect(&cfg).unwrap();
     let st = c.status().unwrap();
     assert!(!st.sealed && st.dev_mode);
     assert_eq!(st.policy, "quorum");
-    c.login("crypto", &env_value(&dir, "dev.env", "BULWARK_PASSWORD")).unwrap();
+    assert_eq!(
+        c.login("crypto", &env_value(&dir, "officer.env", "BULWARK_PASSWORD")).unwrap(),
+        "crypto-officer"
+    );
     assert_eq!(c.random(8).unwrap().len(), 8);
+    c.generate_key("ec-p256", "dev-key", false).unwrap();
     for i in 1..=3 {
         assert!(dir.join("shares").join(format!("share-{i}.json")).exists());
     }
+    // dev.env is the crypto user: it uses keys it is granted, and manages none.
+    let ucfg = ClientConfig::from_files(
+        &env_value(&dir, "dev.env", "BULWARK_ENDPOINT"),
+        Path::new(&env_value(&dir, "dev.env", "BULWARK_CA_CERT")),
+        Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_CERT"))),
+        Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_KEY"))),
+    )
+    .unwrap();
+    let mut u = Client::connect(&ucfg).unwrap();
+    let who = env_value(&dir, "dev.env", "BULWARK_USER");
+    assert_eq!(
+        u.login(&who, &env_value(&dir, "dev.env", "BULWARK_PASSWORD")).unwrap(),
+        "crypto-user"
+    );
+    assert!(u.list_keys().unwrap().is_empty(), "no grant yet");
+    assert_eq!(code(u.generate_key("ec-p256", "mine", false)).0, Code::PermissionDenied);
+    assert_eq!(code(u.sign("dev-key", "", b"m", true)).0, Code::PermissionDenied);
+    c.set_key_access("dev-key", &[(&format!("user:{who}"), &["sign", "public"])]).unwrap();
+    u.sign("dev-key", "", b"m", true).unwrap();
     assert!(dir.join("so.env").exists());
 }
 
@@ -378,7 +401,7 @@ fn otp_now(base32: &str) -> String {
 fn totp_second_factor_roles_and_revocation() {
     let (_d, s) = dev();
     let so = login(&s, "so.env");
-    let officer = login(&s, "dev.env");
+    let officer = login(&s, "officer.env");
     officer.generate_key("ec-p256", "shared", false).unwrap();
     // Only the security officer manages users.
     assert_eq!(
@@ -446,7 +469,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 fn health_status_and_metrics_over_http() {
     let (_d, s) = dev();
     let http = s.http.expect("dev mode serves health and metrics");
-    let c = login(&s, "dev.env");
+    let c = login(&s, "officer.env");
     c.generate_key("ec-p256", "m", false).unwrap();
     c.sign("m", "", b"x", true).unwrap();
     let _ = c.sign("absent", "", b"x", true);
@@ -506,7 +529,7 @@ fn user_database_is_bound_to_the_hsm() {
 
     // Restarting on the untouched directory works.
     let s = DevServer::start(&d.path().join("dev")).unwrap();
-    login(&s, "dev.env");
+    login(&s, "officer.env");
     drop(s);
 
     // Promote the crypto officer by editing the file: every login is refused with DATA_LOSS.
@@ -514,7 +537,7 @@ fn user_database_is_bound_to_the_hsm() {
         .unwrap();
     let s = DevServer::start(&d.path().join("dev")).unwrap();
     let mut c = client_as(&s, "crypto");
-    let pw = env_value(&s.dir, "dev.env", "BULWARK_PASSWORD");
+    let pw = env_value(&s.dir, "officer.env", "BULWARK_PASSWORD");
     let (code, msg) = code(c.login("crypto", &pw));
     assert_eq!(code, Code::DataLoss);
     assert!(msg.contains("integrity"), "{msg}");
@@ -548,7 +571,7 @@ fn certificate_bound_user() {
 fn key_access_lists() {
     let (_d, s) = dev();
     let so = login(&s, "so.env");
-    let officer = login(&s, "dev.env");
+    let officer = login(&s, "officer.env");
     officer.generate_key("ec-p256", "k1", false).unwrap();
     officer.generate_key("aes-256", "k2", false).unwrap();
     so.create_user("fay", "crypto-user", "fay-password", false).unwrap();
@@ -602,7 +625,7 @@ fn key_access_lists() {
 fn security_officer_unlocks_a_locked_user() {
     let (_d, s) = dev();
     let so = login(&s, "so.env");
-    let pw = env_value(&s.dir, "dev.env", "BULWARK_PASSWORD");
+    let pw = env_value(&s.dir, "officer.env", "BULWARK_PASSWORD");
     let mut c = client_as(&s, "crypto");
     for _ in 0..5 {
         let _ = c.login("crypto", "wrong password");
@@ -720,7 +743,7 @@ fn quorum_approvals_gate_user_changes() {
     assert!(running.state.audit_records().iter().any(|l| l.contains("approved by [ann,cat]")));
 
     // A role change needs approvals over the canonical role name, and ends the user's sessions.
-    let crypto_pw = env_value(&dir, "dev.env", "BULWARK_PASSWORD");
+    let crypto_pw = env_value(&dir, "officer.env", "BULWARK_PASSWORD");
     let crypto_cfg = ClientConfig::from_files(
         &format!("https://{}", running.addr),
         &pki.join("ca.pem"),
@@ -818,7 +841,7 @@ fn auditor_exports_a_verifiable_log_over_the_api() {
     let (_d, s) = dev();
     let so = login(&s, "so.env");
     so.create_user("aud", "auditor", "auditor-password", false).unwrap();
-    let crypto = login(&s, "dev.env");
+    let crypto = login(&s, "officer.env");
     crypto.generate_key("ec-p256", "audited", false).unwrap();
     crypto.sign("audited", "", b"hello", true).unwrap();
     // Key users do not read the log.

@@ -48,8 +48,9 @@ fn crypto(s: &DevServer) -> (RemoteHsm, Pin) {
     )
     .unwrap();
     let hsm = RemoteHsm::new(&cfg).unwrap();
-    let pin =
-        || Pin::new(format!("crypto:{}", env_value(&s.dir, "dev.env", "BULWARK_PASSWORD")).into());
+    let pin = || {
+        Pin::new(format!("crypto:{}", env_value(&s.dir, "officer.env", "BULWARK_PASSWORD")).into())
+    };
     hsm.login(UserType::User, &pin()).unwrap();
     (hsm, pin())
 }

@@ -84,7 +84,7 @@ fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Code, String) {
 fn sigusr1_raises_the_alarm_until_the_security_officer_clears_it() {
     let d = tempfile::tempdir().unwrap();
     let (daemon, dir) = start(d.path(), "alarm");
-    let crypto = client(&dir, "dev.env");
+    let crypto = client(&dir, "officer.env");
     crypto.generate_key("ec-p256", "k", false).unwrap();
     crypto.sign("k", "", b"before", true).unwrap();
     usr1(&daemon);
@@ -115,7 +115,7 @@ fn daemon_alive(d: &Daemon) -> bool {
 fn sigusr1_zeroizes_when_the_policy_says_so() {
     let d = tempfile::tempdir().unwrap();
     let (daemon, dir) = start(d.path(), "zeroize");
-    let crypto = client(&dir, "dev.env");
+    let crypto = client(&dir, "officer.env");
     crypto.generate_key("aes-256", "k", false).unwrap();
     crypto.encrypt("k", b"before").unwrap();
     let so = client(&dir, "so.env");

@@ -189,7 +189,7 @@ fn zeroize_leaves_no_key_bytes_in_the_store_or_the_daemon_memory() {
     let pid = daemon.0.id();
 
     // Keys the daemon generates and uses (so that they are parsed and cached in its memory).
-    let crypto = client(&dir, "dev.env");
+    let crypto = client(&dir, "officer.env");
     let labels = ["mem-aes-1", "mem-aes-2", "mem-ed-1"];
     crypto.generate_key("aes-256", labels[0], true).unwrap();
     crypto.generate_key("aes-256", labels[1], true).unwrap();
@@ -237,10 +237,10 @@ fn zeroize_leaves_no_key_bytes_in_the_store_or_the_daemon_memory() {
     assert_eq!(refused(crypto.encrypt(labels[0], b"x")), Code::FailedPrecondition);
     let anon = Client::connect(
         &ClientConfig::from_files(
-            &env_value(&dir, "dev.env", "BULWARK_ENDPOINT"),
-            Path::new(&env_value(&dir, "dev.env", "BULWARK_CA_CERT")),
-            Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_CERT"))),
-            Some(Path::new(&env_value(&dir, "dev.env", "BULWARK_CLIENT_KEY"))),
+            &env_value(&dir, "officer.env", "BULWARK_ENDPOINT"),
+            Path::new(&env_value(&dir, "officer.env", "BULWARK_CA_CERT")),
+            Some(Path::new(&env_value(&dir, "officer.env", "BULWARK_CLIENT_CERT"))),
+            Some(Path::new(&env_value(&dir, "officer.env", "BULWARK_CLIENT_KEY"))),
         )
         .unwrap(),
     )
