@@ -537,6 +537,68 @@ pub fn derive_ecdh_and_hkdf() {
     assert_eq!(s.decrypt(&cbc, k2, &ct).unwrap(), b"hkdf", "HKDF is deterministic");
 }
 
+/// What readers that rebuild a public key from its attributes (`pkcs11-tool --read-object --type
+/// pubkey`, `p11tool --export-pubkey`, OpenSSL's pkcs11 engine) fetch: the key type, then
+/// `CKA_EC_PARAMS` and `CKA_EC_POINT` (or the RSA modulus and exponent), each through a size query
+/// and a second call. The size query must give the exact length, `CKA_EC_POINT` must be the DER
+/// OCTET STRING around the uncompressed point (the 32-byte key for Ed25519), and
+/// `CKA_PUBLIC_KEY_INFO` the matching `SubjectPublicKeyInfo`.
+pub fn public_key_read_back() {
+    let (_, s) = user_session();
+    let exact = |h, t: AttributeType| -> Vec<u8> {
+        let info = s.get_attribute_info(h, &[t]).unwrap();
+        let [AttributeInfo::Available(len)] = info[..] else { panic!("{t:?}: {info:?}") };
+        let v = match s.get_attributes(h, &[t]).unwrap().remove(0) {
+            Attribute::EcParams(v)
+            | Attribute::EcPoint(v)
+            | Attribute::Modulus(v)
+            | Attribute::PublicExponent(v)
+            | Attribute::PublicKeyInfo(v) => v,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(v.len(), len, "{t:?}: the size query gives the exact length");
+        v
+    };
+    let spki = |h, want: &[u8]| {
+        if !common::is_softhsm() {
+            // (SoftHSMv2 2.6 leaves CKA_PUBLIC_KEY_INFO empty.)
+            assert_eq!(exact(h, AttributeType::PublicKeyInfo), want);
+        }
+    };
+    let key_type = |h| s.get_attributes(h, &[AttributeType::KeyType]).unwrap();
+
+    let (pk, _) = ec_pair(&s, P256, false);
+    assert_eq!(key_type(pk), vec![Attribute::KeyType(KeyType::EC)]);
+    assert_eq!(exact(pk, AttributeType::EcParams), P256);
+    let point = exact(pk, AttributeType::EcPoint);
+    assert_eq!(point.len(), 67);
+    assert_eq!(point[..3], [0x04, 0x41, 0x04], "DER OCTET STRING of an uncompressed point");
+    let mut want = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+    want.extend_from_slice(&point[2..]);
+    spki(pk, &want);
+
+    let (pk, _) = ec_pair(&s, ED25519_OID, false);
+    assert_eq!(key_type(pk), vec![Attribute::KeyType(KeyType::EC_EDWARDS)]);
+    let point = exact(pk, AttributeType::EcPoint);
+    assert_eq!(point.len(), 34);
+    assert_eq!(point[..2], [0x04, 0x20]);
+    let mut want = hex::decode("302a300506032b6570032100").unwrap();
+    want.extend_from_slice(&point[2..]);
+    spki(pk, &want);
+
+    let (pk, _) = rsa_pair(&s);
+    assert_eq!(key_type(pk), vec![Attribute::KeyType(KeyType::RSA)]);
+    let n = exact(pk, AttributeType::Modulus);
+    assert_eq!(n.len(), 256);
+    assert_eq!(exact(pk, AttributeType::PublicExponent), [1, 0, 1]);
+    let mut want =
+        hex::decode("30820122300d06092a864886f70d01010105000382010f003082010a0282010100").unwrap();
+    want.extend_from_slice(&n);
+    want.extend_from_slice(&[0x02, 0x03, 0x01, 0x00, 0x01]);
+    assert!(n[0] & 0x80 != 0, "a 2048-bit modulus, so its INTEGER has a leading zero");
+    spki(pk, &want);
+}
+
 pub fn find_and_visibility() {
     let (slot, s) = user_session();
     let (_, sk) = ec_pair(&s, P256, true);
@@ -730,6 +792,7 @@ macro_rules! for_each_p11_test {
             digest_single_and_multipart,
             wrap_and_unwrap,
             derive_ecdh_and_hkdf,
+            public_key_read_back,
             find_and_visibility,
             session_objects_die_with_their_session,
             attribute_semantics,
