@@ -96,6 +96,10 @@ impl From<ClientError> for CliError {
                 "the HSM is sealed: custodians must present their shares (bulwark unseal --share FILE)"
                     .into()
             }
+            ClientError::Status { message, .. } if message == "not initialized" => {
+                "the HSM is not initialized: initialize it with `bulwark --endpoint URL init ...`"
+                    .into()
+            }
             ClientError::Status { code, message } => format!("HSM: {message} ({code:?})"),
             _ => e.to_string(),
         })
@@ -112,7 +116,7 @@ fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
         .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
 }
 
-fn connect(endpoint: &str) -> CliResult<Client> {
+pub(crate) fn connect(endpoint: &str) -> CliResult<Client> {
     if let Some(path) = endpoint.strip_prefix("unix:") {
         return Ok(Client::connect_unix(Path::new(path))?);
     }
@@ -150,6 +154,13 @@ fn session(endpoint: &str) -> CliResult<Client> {
 
 pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
     match cmd {
+        Command::Init { label, so_pin_file, policy, remote } => crate::cmd_remote_init::run(
+            endpoint,
+            &label,
+            so_pin_file.as_deref(),
+            &policy.options().policy,
+            &remote,
+        ),
         Command::Key(k) => key(endpoint, k),
         Command::Sign(a) => {
             let c = session(endpoint)?;
@@ -233,10 +244,31 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
 }
 
 fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
-    let s = connect(endpoint)?.status()?;
+    let c = connect(endpoint)?;
+    let s = match c.status() {
+        Err(ClientError::Status { code: bulwark_client::Code::FailedPrecondition, message })
+            if message == "not initialized" =>
+        {
+            let b = c.bootstrap_status()?;
+            if as_json {
+                let v = json!({"endpoint": endpoint, "initialized": b.initialized,
+                               "version": b.version});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                println!("endpoint:     {endpoint}");
+                println!(
+                    "state:        UNINITIALIZED (no store: `bulwark --endpoint URL init ...`)"
+                );
+                println!("version:      {}", b.version);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        r => r?,
+    };
     if as_json {
         let v = json!({
             "endpoint": endpoint,
+            "initialized": true,
             "sealed": s.sealed,
             "unseal_progress": s.unseal_progress,
             "unseal_threshold": s.unseal_threshold,
@@ -414,7 +446,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn new_password() -> CliResult<Zeroizing<String>> {
+pub(crate) fn new_password() -> CliResult<Zeroizing<String>> {
     if let Some(v) = std::env::var("BULWARK_NEW_PASSWORD").ok().filter(|v| !v.is_empty()) {
         return Ok(Zeroizing::new(v));
     }

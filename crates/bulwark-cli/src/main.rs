@@ -11,6 +11,7 @@ mod cmd_bench;
 mod cmd_keys;
 mod cmd_ops;
 mod cmd_remote;
+mod cmd_remote_init;
 mod cmd_zeroize;
 mod pin;
 
@@ -43,16 +44,19 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a new store (SO PIN from BULWARK_SO_PIN or --so-pin-file, user PIN from
-    /// BULWARK_PIN or --pin-file, else prompts).
+    /// BULWARK_PIN or --pin-file, else prompts). With --endpoint: initialize a remote HSM that
+    /// has no store yet (--shares, --threshold, --share-dir; see docs/daemon.md).
     Init {
         /// Token label (1 to 32 bytes).
         #[arg(long)]
         label: String,
-        /// Read the SO PIN from this file.
+        /// Read the SO PIN from this file (embedded store).
         #[arg(long, value_name = "FILE")]
         so_pin_file: Option<PathBuf>,
         #[command(flatten)]
         policy: cmd_zeroize::PolicyArgs,
+        #[command(flatten)]
+        remote: cmd_remote_init::InitArgs,
     },
     /// Key management.
     #[command(subcommand)]
@@ -183,7 +187,13 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
     }
     let ctx = Ctx { store: cli.store, pin_file: cli.pin_file };
     match cli.command {
-        Command::Init { label, so_pin_file, policy } => {
+        Command::Init { label, so_pin_file, policy, remote } => {
+            if let Some(opt) = remote.first_given() {
+                return Err(CliError::Usage(format!(
+                    "{opt} initializes a remote HSM: use it with --endpoint URL (an embedded \
+                     store is protected by PINs, not unseal shares)"
+                )));
+            }
             let path = store_path(ctx.store.as_ref())?;
             let so = pin::so_pin(so_pin_file.as_deref(), true)?;
             let user = pin::user_pin(ctx.pin_file.as_deref(), true)?;

@@ -6,6 +6,7 @@
 //! never from command-line arguments.
 
 mod admin;
+mod bootstrap;
 pub mod remote_hsm;
 
 use std::path::Path;
@@ -16,6 +17,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use zeroize::Zeroizing;
 
+pub use bootstrap::Initialized;
+pub use bulwark_proto::bootstrap::v1 as bootstrap_v1;
 pub use bulwark_proto::v1;
 pub use tonic::Code;
 
@@ -147,6 +150,8 @@ impl ClientConfig {
 pub struct Client {
     rt: tokio::runtime::Runtime,
     inner: HsmClient<Channel>,
+    /// The connection, for the other services (bootstrap).
+    channel: Channel,
     session: Option<Zeroizing<String>>,
 }
 
@@ -182,7 +187,7 @@ impl Client {
             .map_err(|e| ClientError::Config(chain(&e)))?
             .connect_timeout(std::time::Duration::from_secs(10));
         let channel = rt.block_on(ep.connect()).map_err(|e| ClientError::Connect(chain(&e)))?;
-        Ok(Self { rt, inner: HsmClient::new(channel), session: None })
+        Ok(Self { rt, inner: HsmClient::new(channel.clone()), channel, session: None })
     }
 
     /// Connects to the daemon's local admin socket (no TLS: the socket is 0600, so only the
@@ -206,7 +211,7 @@ impl Client {
                 },
             )))
             .map_err(|e| ClientError::Connect(chain(&e)))?;
-        Ok(Self { rt, inner: HsmClient::new(channel), session: None })
+        Ok(Self { rt, inner: HsmClient::new(channel.clone()), channel, session: None })
     }
 
     fn req<T>(&self, msg: T) -> tonic::Request<T> {

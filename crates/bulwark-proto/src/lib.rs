@@ -13,6 +13,16 @@ pub mod v1 {
     tonic::include_proto!("bulwark.v1");
 }
 
+/// Generated types of package `bulwark.bootstrap.v1`: initializing a daemon that has no store
+/// yet (`proto/bulwark/bootstrap/v1/bootstrap.proto`).
+pub mod bootstrap {
+    /// Version 1.
+    pub mod v1 {
+        #![allow(clippy::pedantic, missing_docs)]
+        tonic::include_proto!("bulwark.bootstrap.v1");
+    }
+}
+
 pub mod p11;
 mod status;
 

@@ -5,6 +5,7 @@
 //! The library exists so that tests (and the CLI's tests) can run the real server in-process;
 //! the `bulwarkd` binary is a thin wrapper around it.
 
+pub mod bootstrap;
 pub mod config;
 pub mod dev;
 mod keys;

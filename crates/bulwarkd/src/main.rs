@@ -269,15 +269,26 @@ fn run(cli: &Cli) -> Result<(), String> {
         None => {
             let cfg = config(cli)?;
             serve(async move {
-                let state = bulwarkd::server::open_state(&cfg, false)?;
-                if let Some(pid) = bulwark_harden::tracer_pid() {
-                    state.tracer_attached(pid);
-                }
-                tracing::info!(
-                    "HSM is sealed: present {} unseal share(s) with `bulwark unseal`",
-                    state.unseal_progress().1
-                );
-                bulwarkd::server::start(&cfg, state).await
+                // No store yet: only the bootstrap service until a client initializes the HSM
+                // (`bulwark --endpoint URL init`), then the normal service on the same socket.
+                let store = cfg.store.clone();
+                // Written, not println!: a closed stdout must not panic the server task.
+                let listening = move |addr, initialized| {
+                    use std::io::Write;
+                    let line = if initialized {
+                        format!("listening on {addr}")
+                    } else {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "bulwarkd: NOT INITIALIZED: no store at {}; serving only remote \
+                            initialization (`bulwark --endpoint URL init ...`) on {addr}",
+                            store.display()
+                        );
+                        format!("listening on {addr} (not initialized)")
+                    };
+                    let _ = writeln!(std::io::stdout(), "{line}");
+                };
+                bulwarkd::bootstrap::start_daemon(&cfg, stop_signal(), listening).await
             })
         }
     }
@@ -308,21 +319,39 @@ fn run_dev(dir: Option<&Path>, listen: SocketAddr, policy: &SecurityPolicy) -> R
             println!("health and metrics: http://{h}/metrics");
         }
         println!("listening on {}", running.addr);
-        Ok(running)
+        Ok(Some(running))
     })
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await }
+        } => {}
+    }
+}
+
 /// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM, then shuts down gracefully.
+/// `start` yields None when the daemon stopped before it served (an uninitialized daemon told
+/// to stop).
 fn serve<F>(start: F) -> Result<(), String>
 where
-    F: std::future::Future<Output = Result<bulwarkd::server::Running, String>>,
+    F: std::future::Future<Output = Result<Option<bulwarkd::server::Running>, String>>,
 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let running = start.await?;
+        // Installs the SIGUSR1 handler from the start: the default action would kill an
+        // uninitialized daemon. This receiver is never read; the one below, made once the HSM
+        // has a store, sees only the signals that arrive from then on.
+        let _usr1_installed =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1());
+        let Some(running) = start.await? else { return Ok(()) };
         let state = running.state.clone();
         tokio::spawn(async move {
             // SIGUSR1: the external tamper signal (an enclosure sensor's stand-in).
@@ -342,11 +371,7 @@ where
         });
         let stop = running.stopper();
         tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-            }
+            stop_signal().await;
             tracing::info!("shutting down");
             let _ = stop.send(true);
         });

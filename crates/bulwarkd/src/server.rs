@@ -1,5 +1,6 @@
-//! Start-up and shutdown: opens the store sealed, binds the mTLS listener, serves gRPC until
-//! told to stop, then wipes the keys.
+//! Start-up and shutdown: opens the store sealed, binds the mTLS listener (or takes over the one
+//! the bootstrap service of an uninitialized daemon bound), serves gRPC until told to stop,
+//! then wipes the keys.
 //!
 //! Each TCP connection's TLS handshake runs in its own task with a deadline, so a slow or
 //! hostile client cannot stall the accept loop; only connections that completed the handshake
@@ -11,13 +12,15 @@ use std::time::Duration;
 
 use bulwark_core::seal::QuorumPolicy;
 use bulwark_core::Token;
+use bulwark_proto::bootstrap::v1::bootstrap_server::BootstrapServer;
 use bulwark_proto::p11::v1::token_server::TokenServer;
 use bulwark_proto::v1::hsm_server::HsmServer;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::bootstrap::BootstrapService;
 use crate::config::Config;
 use crate::service::HsmService;
 use crate::state::HsmState;
@@ -91,8 +94,8 @@ impl Running {
     }
 }
 
-/// Binds `cfg.listen` and serves.
-pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String> {
+/// The TLS acceptor for `cfg.tls`: TLS 1.3, client certificate required.
+pub(crate) fn tls_acceptor(cfg: &Config) -> Result<tokio_rustls::TlsAcceptor, String> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| format!("cannot read {}: {}", p.display(), e.kind()))
     };
@@ -101,18 +104,34 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
         &read(&cfg.tls.cert)?,
         &read(&cfg.tls.key)?,
     )?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (stop, mut stop_rx) = watch::channel(false);
+    Ok(tokio_rustls::TlsAcceptor::from(tls))
+}
+
+/// Binds `cfg.listen`.
+pub(crate) async fn bind(cfg: &Config) -> Result<TcpListener, String> {
+    TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))
+}
+
+/// Connections that completed the TLS handshake, for the gRPC server.
+pub(crate) type Incoming =
+    ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>;
+
+/// Accepts on `listener` until `stop` changes; each TLS handshake runs in its own task with a
+/// deadline. The task hands the listener back when it ends, so that another server can take
+/// over the same socket (the bootstrap service does, once the HSM is initialized).
+pub(crate) fn spawn_accept(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut stop: watch::Receiver<bool>,
+) -> (Incoming, JoinHandle<TcpListener>) {
     let (tx, rx) = mpsc::channel(128);
-    let mut accept_stop = stop_rx.clone();
-    tokio::spawn(async move {
+    let join = tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = accept_stop.changed() => break,
+                // Stop first: a connection that arrives once the stop is set belongs to
+                // whoever takes the listener over.
+                biased;
+                _ = stop.changed() => break,
                 r = listener.accept() => {
                     let (tcp, peer) = match r {
                         Ok(v) => v,
@@ -136,7 +155,30 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
                 }
             }
         }
+        listener
     });
+    (ReceiverStream::new(rx), join)
+}
+
+/// Binds `cfg.listen` and serves.
+pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String> {
+    start_on(cfg, state, None).await
+}
+
+/// Serves on `listener` (already bound, e.g. by the bootstrap service), or binds `cfg.listen`.
+pub async fn start_on(
+    cfg: &Config,
+    state: Arc<HsmState>,
+    listener: Option<TcpListener>,
+) -> Result<Running, String> {
+    let acceptor = tls_acceptor(cfg)?;
+    let listener = match listener {
+        Some(l) => l,
+        None => bind(cfg).await?,
+    };
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, mut stop_rx) = watch::channel(false);
+    let (incoming, _accept) = spawn_accept(listener, acceptor, stop_rx.clone());
     let http = match cfg.http_listen {
         Some(a) => Some(crate::metrics::serve_http(a, state.clone(), stop_rx.clone()).await?),
         None => None,
@@ -152,7 +194,8 @@ pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String
         tonic::transport::Server::builder()
             .add_service(svc)
             .add_service(p11_svc)
-            .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
+            .add_service(BootstrapServer::new(BootstrapService::initialized()))
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.changed().await;
             })
             .await
@@ -208,6 +251,7 @@ fn serve_unix(
         let r = tonic::transport::Server::builder()
             .add_service(svc)
             .add_service(p11_svc)
+            .add_service(BootstrapServer::new(BootstrapService::initialized()))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::UnixListenerStream::new(listener),
                 async move {
