@@ -46,6 +46,11 @@ pub trait PreparedKey: Send + Sync + std::fmt::Debug {
     fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)>;
     /// KEM decapsulation with a private key: the shared secret.
     fn decapsulate(&self, ciphertext: &[u8]) -> Result<SecretBytes>;
+    /// The key's `CKA_ALWAYS_AUTHENTICATE` as the policy gate read it, when known (then the
+    /// caller need not ask for the attribute separately).
+    fn always_authenticate(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// The narrow interface to one token (embedded store or remote HSM partition).
@@ -128,6 +133,7 @@ pub trait Hsm: Send + Sync + std::fmt::Debug {
 pub struct EmbeddedKey {
     key: KeyRef,
     provider: &'static Provider,
+    always_authenticate: bool,
 }
 
 impl std::fmt::Debug for EmbeddedKey {
@@ -201,6 +207,10 @@ impl PreparedKey for EmbeddedKey {
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }
     }
+
+    fn always_authenticate(&self) -> Option<bool> {
+        Some(self.always_authenticate)
+    }
 }
 
 impl Hsm for Token {
@@ -269,8 +279,8 @@ impl Hsm for Token {
     }
 
     fn prepare(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<Arc<dyn PreparedKey>> {
-        let key = self.key_for(h, usage, mech)?;
-        Ok(Arc::new(EmbeddedKey { key, provider: self.provider() }))
+        let (key, always_authenticate) = self.key_for_auth(h, usage, mech)?;
+        Ok(Arc::new(EmbeddedKey { key, provider: self.provider(), always_authenticate }))
     }
 
     fn generate_key(&self, mech: KeyGenMechanism, t: &Template, session: SessionId) -> Result<u64> {

@@ -336,9 +336,17 @@ fn two_connections_see_each_others_changes() {
     assert_eq!(b2.find(&[label("x")]).unwrap(), vec![h]);
     let ct = b2.encrypt(h, &gcm(), b"m").unwrap();
     assert_eq!(a.decrypt(h, &gcm(), &ct).unwrap().expose_secret(), b"m");
+    // The policy gate of `C_*Init` (`key_for`) sees the other connection's commits at once too:
+    // its one change check per call stands for the object lookup's.
+    assert!(b2.key_for_auth(h, Usage::Encrypt, &gcm()).is_ok_and(|(_, always)| !always));
     a.set_attributes(h, &[b(AttrType::Encrypt, false)]).unwrap();
     assert!(matches!(b2.encrypt(h, &gcm(), b"m"), Err(Error::KeyFunctionNotPermitted(_))));
+    assert!(matches!(
+        b2.key_for(h, Usage::Encrypt, &gcm()),
+        Err(Error::KeyFunctionNotPermitted(_))
+    ));
     a.destroy_object(h).unwrap();
+    assert!(matches!(b2.key_for(h, Usage::Decrypt, &gcm()), Err(Error::ObjectHandleInvalid)));
     assert!(matches!(b2.encrypt(h, &gcm(), b"m"), Err(Error::ObjectHandleInvalid)));
     assert!(b2.find(&[label("x")]).unwrap().is_empty());
 }

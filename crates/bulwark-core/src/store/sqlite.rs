@@ -69,17 +69,47 @@ pub struct SqliteStore {
 /// `mxFrame`, salts, checksums). Every write transaction by any process changes it. One `pread`
 /// instead of a read transaction. `None` when it cannot be read (then SQLite is asked).
 fn wal_fingerprint(shm: Option<&std::fs::File>) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let f = shm?;
     let mut hdr = [0u8; 48];
     #[cfg(unix)]
     std::os::unix::fs::FileExt::read_exact_at(f, &mut hdr, 0).ok()?;
     #[cfg(not(unix))]
     return None;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    hdr.hash(&mut h);
+    Some(fold_header(&hdr))
+}
+
+/// Folds the 48 header bytes into 64 bits: each word goes through a bijective mixer (the
+/// MurmurHash3 64-bit finalizer) chained with the previous state, so two headers collide only
+/// by chance (about 2^-64), like the SipHash it replaces at a fraction of the cost (this runs on
+/// every operation). The header is not secret and the fingerprint is not a defence against
+/// whoever can write the store (they can change anything); it only has to notice commits.
+fn fold_header(hdr: &[u8; 48]) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for w in hdr.chunks_exact(8) {
+        let mut x = h ^ u64::from_le_bytes(w.try_into().unwrap_or_default());
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^= x >> 33;
+        h = x.rotate_left(17) ^ h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
     // 0 is reserved for "unknown".
-    Some(h.finish() | 1)
+    h | 1
+}
+
+/// Opens the `-shm` file for the change check. `O_NOATIME` where the kernel lets us (we own the
+/// file): otherwise every check's `pread` also updates, or at least evaluates, the access time.
+fn open_shm(p: &Path) -> Option<std::fs::File> {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NOATIME: i32 = 0o1_000_000;
+        if let Ok(f) = std::fs::OpenOptions::new().read(true).custom_flags(O_NOATIME).open(p) {
+            return Some(f);
+        }
+    }
+    std::fs::File::open(p).ok()
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -510,7 +540,7 @@ impl Store for SqliteStore {
         let shm = self.shm.get_or_init(|| {
             let mut p = self.path.as_os_str().to_owned();
             p.push("-shm");
-            std::fs::File::open(PathBuf::from(p)).ok()
+            open_shm(Path::new(&p))
         });
         let fp = wal_fingerprint(shm.as_ref());
         if let Some(fp) = fp {
@@ -518,13 +548,17 @@ impl Store for SqliteStore {
                 return Ok(self.data_version.load(Ordering::Acquire));
             }
         }
-        let v = self.with(|c| {
+        self.with(|c| {
             let mut st = c.prepare_cached("PRAGMA data_version")?;
-            Ok(u64_of(st.query_row([], |r| r.get(0))?))
-        })?;
-        self.data_version.store(v, Ordering::Release);
-        self.wal_seen.store(fp.unwrap_or(0), Ordering::Release);
-        Ok(v)
+            let v = u64_of(st.query_row([], |r| r.get(0))?);
+            // Both under the connection lock, the version first: a reader that sees this
+            // fingerprint sees this version or a later one, never an older thread's pair (the
+            // fingerprint was read before the version, so it is at worst older than `v`, which
+            // only costs one more query).
+            self.data_version.store(v, Ordering::Release);
+            self.wal_seen.store(fp.unwrap_or(0), Ordering::Release);
+            Ok(v)
+        })
     }
 
     fn zeroize(&self) -> Result<()> {
@@ -550,5 +584,33 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fold_header;
+
+    #[test]
+    fn header_fingerprint_changes_with_any_byte() {
+        let base = [0u8; 48];
+        let f0 = fold_header(&base);
+        assert_ne!(f0, 0);
+        let mut seen = std::collections::HashSet::from([f0]);
+        for i in 0..48 {
+            for bit in 0..8 {
+                let mut h = base;
+                h[i] ^= 1 << bit;
+                assert!(seen.insert(fold_header(&h)), "byte {i} bit {bit}");
+            }
+        }
+        // Counters that move together (iChange and mxFrame both +1) still change it.
+        let mut a = base;
+        let mut b = base;
+        a[8] = 1;
+        a[16] = 1;
+        b[8] = 2;
+        b[16] = 2;
+        assert_ne!(fold_header(&a), fold_header(&b));
     }
 }

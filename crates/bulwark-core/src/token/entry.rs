@@ -67,11 +67,25 @@ impl Token {
         self.finish(&c, r, String::new())
     }
 
+    /// Like [`Token::audited`] for key uses: the body gets the store change counter that the
+    /// pre-check read, so the key lookup does not read it again (one check per call).
+    #[allow(clippy::needless_pass_by_value)] // as `audited`
+    fn audited_key<T>(&self, c: Call, f: impl FnOnce(u64) -> Result<T>) -> Result<T> {
+        let r = self.precheck_at(&c).and_then(f);
+        self.finish(&c, r, String::new())
+    }
+
     // --- keys and cryptography --------------------------------------------------------------
 
     /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed (the
     /// PKCS#11 module calls this at `C_*Init`; the record is `<usage>-init`).
     pub fn key_for(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
+        self.key_for_auth(h, usage, mech).map(|(k, _)| k)
+    }
+
+    /// [`Token::key_for`], also returning the key's `CKA_ALWAYS_AUTHENTICATE` from the same
+    /// record (what `C_SignInit` / `C_DecryptInit` need, without a second lookup).
+    pub fn key_for_auth(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<(KeyRef, bool)> {
         let op = match usage {
             Usage::Sign => "sign-init",
             Usage::Verify => "verify-init",
@@ -83,8 +97,8 @@ impl Token {
             Usage::Encapsulate => "encapsulate-init",
             Usage::Decapsulate => "decapsulate-init",
         };
-        self.audited(Call::new(op).obj(h).mech(mech.ck_type()), || {
-            self.key_for_unaudited(h, usage, mech)
+        self.audited_key(Call::new(op).obj(h).mech(mech.ck_type()), |seen| {
+            self.key_for_at(h, usage, mech, Some(seen))
         })
     }
 
@@ -121,29 +135,29 @@ impl Token {
 
     /// Signs with key `h`.
     pub fn sign(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        self.audited(Call::new("sign").obj(h).mech(mech.ck_type()), || {
-            self.sign_unaudited(h, mech, data)
+        self.audited_key(Call::new("sign").obj(h).mech(mech.ck_type()), |seen| {
+            self.sign_unaudited(h, mech, data, Some(seen))
         })
     }
 
     /// Verifies with key `h` (a public key, or an HMAC secret key).
     pub fn verify(&self, h: u64, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()> {
-        self.audited(Call::new("verify").obj(h).mech(mech.ck_type()), || {
-            self.verify_unaudited(h, mech, data, sig)
+        self.audited_key(Call::new("verify").obj(h).mech(mech.ck_type()), |seen| {
+            self.verify_unaudited(h, mech, data, sig, Some(seen))
         })
     }
 
     /// Encrypts with key `h`.
     pub fn encrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        self.audited(Call::new("encrypt").obj(h).mech(mech.ck_type()), || {
-            self.encrypt_unaudited(h, mech, data)
+        self.audited_key(Call::new("encrypt").obj(h).mech(mech.ck_type()), |seen| {
+            self.encrypt_unaudited(h, mech, data, Some(seen))
         })
     }
 
     /// Decrypts with key `h`.
     pub fn decrypt(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes> {
-        self.audited(Call::new("decrypt").obj(h).mech(mech.ck_type()), || {
-            self.decrypt_unaudited(h, mech, data)
+        self.audited_key(Call::new("decrypt").obj(h).mech(mech.ck_type()), |seen| {
+            self.decrypt_unaudited(h, mech, data, Some(seen))
         })
     }
 

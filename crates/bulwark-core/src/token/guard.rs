@@ -321,6 +321,12 @@ impl Token {
 
     /// Refuses service in the alarm or zeroized state; checks the tamper file.
     pub(super) fn precheck(&self, c: &Call) -> Result<()> {
+        self.precheck_at(c).map(|_| ())
+    }
+
+    /// [`Token::precheck`], returning the store change counter it read, for the rest of the
+    /// same call to reuse (`Token::obj_at`) instead of reading it again.
+    pub(super) fn precheck_at(&self, c: &Call) -> Result<u64> {
         if self.guard.zeroized.load(Ordering::Acquire) {
             return Err(Error::Zeroized);
         }
@@ -354,7 +360,7 @@ impl Token {
                 return Err(Error::TamperAlarm(self.tamper_alarm().unwrap_or_default()));
             }
         }
-        Ok(())
+        Ok(ch)
     }
 
     /// Whether the store was zeroized (by this process or another one).

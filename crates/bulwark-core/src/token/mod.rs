@@ -239,14 +239,19 @@ impl Token {
     /// Drops every cached object if another connection changed the store since we last
     /// looked. Parsed keys survive: they are re-used only if their record's MAC is unchanged.
     fn sync(&self) -> Result<()> {
-        let now = self.store.change_counter()?;
+        self.sync_to(self.store.change_counter()?);
+        Ok(())
+    }
+
+    /// [`Token::sync`] with a change counter this same call already read (its pre-check): one
+    /// store check per call instead of two. Only for a value read earlier in the same call.
+    fn sync_to(&self, now: u64) {
         if read(&self.cache).change == now {
-            return Ok(());
+            return;
         }
         let mut c = write(&self.cache);
         c.change = now;
         c.objects.clear();
-        Ok(())
     }
 
     fn next_session_handle(&self) -> u64 {

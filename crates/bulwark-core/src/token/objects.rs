@@ -95,10 +95,19 @@ impl Token {
 
     /// The object behind a handle, verified, if the caller may see it.
     pub(crate) fn obj(&self, h: u64) -> Result<Arc<Obj>> {
+        self.obj_at(h, None)
+    }
+
+    /// [`Token::obj`]; with `seen`, the store's change counter as this call's pre-check read
+    /// it, which then stands for the check (see [`Token::sync_to`]).
+    pub(crate) fn obj_at(&self, h: u64, seen: Option<u64>) -> Result<Arc<Obj>> {
         let o = if h >= SESSION_HANDLE_BASE {
             read(&self.session_objects).get(&h).cloned().ok_or(Error::ObjectHandleInvalid)?
         } else {
-            self.sync()?;
+            match seen {
+                Some(now) => self.sync_to(now),
+                None => self.sync()?,
+            }
             let cached = read(&self.cache).objects.get(&h).cloned();
             match cached {
                 Some(o) if o.verified || self.integrity().is_none() => o,

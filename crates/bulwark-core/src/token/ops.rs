@@ -117,8 +117,21 @@ impl Token {
         usage: Usage,
         mech: &Mechanism,
     ) -> Result<KeyRef> {
+        self.key_for_at(h, usage, mech, None).map(|(k, _)| k)
+    }
+
+    /// [`Token::key_for_unaudited`] with the change counter this call's pre-check read (see
+    /// [`Token::obj_at`]); also returns the key's `CKA_ALWAYS_AUTHENTICATE` (read-only after
+    /// creation), from the same record.
+    pub(super) fn key_for_at(
+        &self,
+        h: u64,
+        usage: Usage,
+        mech: &Mechanism,
+        seen: Option<u64>,
+    ) -> Result<(KeyRef, bool)> {
         self.provider.check()?;
-        let o = self.obj(h)?;
+        let o = self.obj_at(h, seen)?;
         let class = o.attrs.class();
         let class_ok = match usage {
             Usage::Sign | Usage::Decrypt | Usage::Unwrap | Usage::Derive | Usage::Decapsulate => {
@@ -161,7 +174,7 @@ impl Token {
         if !mech.key_fits(spec) {
             return Err(Error::KeyTypeInconsistent);
         }
-        Ok(k)
+        Ok((k, o.attrs.bool_or(AttrType::AlwaysAuthenticate, false)))
     }
 
     /// The parsed key of an object, from the cache when its record is unchanged.
@@ -237,8 +250,14 @@ impl Token {
     }
 
     /// Signs with key `h`.
-    pub(super) fn sign_unaudited(&self, h: u64, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        match self.key_for_unaudited(h, Usage::Sign, mech)? {
+    pub(super) fn sign_unaudited(
+        &self,
+        h: u64,
+        mech: &Mechanism,
+        data: &[u8],
+        seen: Option<u64>,
+    ) -> Result<Vec<u8>> {
+        match self.key_for_at(h, Usage::Sign, mech, seen)?.0 {
             KeyRef::Private(k) => k.sign(self.provider, mech, data),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }
@@ -251,8 +270,9 @@ impl Token {
         mech: &Mechanism,
         data: &[u8],
         sig: &[u8],
+        seen: Option<u64>,
     ) -> Result<()> {
-        match self.key_for_unaudited(h, Usage::Verify, mech)? {
+        match self.key_for_at(h, Usage::Verify, mech, seen)?.0 {
             KeyRef::Private(k) => k.verify(self.provider, mech, data, sig),
             KeyRef::Public(k) => k.verify(self.provider, mech, data, sig),
         }
@@ -264,8 +284,9 @@ impl Token {
         h: u64,
         mech: &Mechanism,
         data: &[u8],
+        seen: Option<u64>,
     ) -> Result<Vec<u8>> {
-        match self.key_for_unaudited(h, Usage::Encrypt, mech)? {
+        match self.key_for_at(h, Usage::Encrypt, mech, seen)?.0 {
             KeyRef::Private(k) => k.encrypt(self.provider, mech, data),
             KeyRef::Public(k) => k.encrypt(self.provider, mech, data),
         }
@@ -277,8 +298,9 @@ impl Token {
         h: u64,
         mech: &Mechanism,
         data: &[u8],
+        seen: Option<u64>,
     ) -> Result<SecretBytes> {
-        match self.key_for_unaudited(h, Usage::Decrypt, mech)? {
+        match self.key_for_at(h, Usage::Decrypt, mech, seen)?.0 {
             KeyRef::Private(k) => k.decrypt(self.provider, mech, data),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }

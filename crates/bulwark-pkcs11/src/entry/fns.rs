@@ -571,7 +571,7 @@ ck_entry! {
             }
             match cap {
                 None => crate::token::Out::Len(ct.len()),
-                Some(_) => crate::token::Out::Data(Zeroizing::new(ct)),
+                Some(_) => crate::token::Out::Data(crate::token::Output::Public(ct)),
             }
         });
         // SAFETY: `p_ct` holds `cap` bytes.
@@ -636,7 +636,7 @@ ck_entry! {
         let r = match cap {
             None => Ok(crate::token::Out::Len(w.len())),
             Some(c) if c < w.len() => Err(Error::BufferTooSmall(w.len())),
-            Some(_) => Ok(crate::token::Out::Data(w)),
+            Some(_) => Ok(crate::token::Out::Data(crate::token::Output::Secret(w))),
         };
         // SAFETY: `p_out` holds `cap` bytes.
         unsafe { write_out(r, p_out, l) }

@@ -25,7 +25,6 @@ use bulwark_core::secret::Pin;
 use bulwark_core::template;
 use cryptoki_sys as ck;
 use cryptoki_sys::{CK_RV, CK_ULONG};
-use zeroize::Zeroizing;
 
 pub use lists::{C_GetFunctionList, C_GetInterface, C_GetInterfaceList};
 
@@ -234,14 +233,15 @@ pub(crate) unsafe fn write_out(r: Result<Out>, p: *mut u8, plen: &mut CK_ULONG) 
             *plen = n as CK_ULONG;
             Ok(())
         }
-        Ok(Out::Data(v)) => {
-            let v: Zeroizing<Vec<u8>> = v;
+        Ok(Out::Data(out)) => {
+            // (`out` wipes itself at the end of this arm if it is secret.)
+            let v = out.as_slice();
             if p.is_null() && !v.is_empty() {
                 return Err(Error::ArgumentsBad);
             }
             // SAFETY: `v.len()` is at most the capacity the caller declared for `p`.
             let dst = unsafe { slice_mut(p, v.len())? };
-            dst.copy_from_slice(&v);
+            dst.copy_from_slice(v);
             *plen = v.len() as CK_ULONG;
             Ok(())
         }

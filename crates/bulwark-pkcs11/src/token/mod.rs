@@ -24,7 +24,7 @@ use bulwark_core::token::MAX_PIN_FAILURES;
 use bulwark_core::{Token, UserType};
 use cryptoki_sys as ck;
 
-pub use ops::Out;
+pub use ops::{Out, Output};
 pub(crate) use session::{Session, SessionState};
 
 use crate::config::{Backend, Config, SlotConfig};

@@ -22,7 +22,34 @@ pub enum Out {
     /// Only the length (the caller passed a `NULL` output buffer).
     Len(usize),
     /// The output bytes (possibly empty).
-    Data(Zeroizing<Vec<u8>>),
+    Data(Output),
+}
+
+/// Output bytes. Plaintext (and anything else secret) is wiped when dropped; a signature, MAC
+/// or ciphertext is exactly what the caller receives, so wiping our copy protects nothing and
+/// would cost a byte-wise volatile pass over every output (half the module's own time for a
+/// 4 KiB AES-GCM encryption).
+#[derive(Debug)]
+pub enum Output {
+    /// Not secret: signatures, MACs, ciphertexts.
+    Public(Vec<u8>),
+    /// Wiped on drop.
+    Secret(Zeroizing<Vec<u8>>),
+}
+
+impl Output {
+    /// An empty output.
+    pub fn empty() -> Output {
+        Output::Public(Vec::new())
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Output::Public(v) => v,
+            Output::Secret(v) => v,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -69,6 +96,7 @@ pub(crate) fn key_handle(e: CoreError) -> Error {
 fn finish(
     slot: &mut Option<CryptoOp>,
     cap: Option<usize>,
+    secret: bool,
     known_len: impl FnOnce(&CryptoOp) -> usize,
     run: impl FnOnce(&CryptoOp) -> bulwark_core::Result<Vec<u8>>,
 ) -> Result<Out> {
@@ -87,19 +115,25 @@ fn finish(
             }
         }
         match run(op) {
-            Ok(v) => op.pending = Some(Zeroizing::new(v)),
+            Ok(v) => {
+                op.pending = Some(if secret {
+                    Output::Secret(Zeroizing::new(v))
+                } else {
+                    Output::Public(v)
+                });
+            }
             Err(e) => {
                 *slot = None;
                 return Err(e.into());
             }
         }
     }
-    let n = op.pending.as_ref().map_or(0, |p| p.len());
+    let n = op.pending.as_ref().map_or(0, |p| p.as_slice().len());
     match cap {
         None => Ok(Out::Len(n)),
         Some(c) if c < n => Err(Error::BufferTooSmall(n)),
         Some(_) => {
-            let out = op.pending.take().unwrap_or_default();
+            let out = op.pending.take().unwrap_or_else(Output::empty);
             *slot = None;
             Ok(Out::Data(out))
         }
@@ -115,11 +149,14 @@ impl Module {
             return Err(Error::OperationActive);
         }
         let prepared = s.hsm.prepare(key, kind.usage(), &mech).map_err(key_handle)?;
+        // The embedded token reports the flag with the prepared key (one lookup for both).
         let needs_auth = matches!(kind, Kind::Sign | Kind::Decrypt)
-            && matches!(
-                s.hsm.attribute(key, AttrType::AlwaysAuthenticate),
-                Ok(AttrValue::Bool(true))
-            );
+            && prepared.always_authenticate().unwrap_or_else(|| {
+                matches!(
+                    s.hsm.attribute(key, AttrType::AlwaysAuthenticate),
+                    Ok(AttrValue::Bool(true))
+                )
+            });
         *slot = Some(CryptoOp::new(prepared, mech, needs_auth));
         Ok(())
     }
@@ -155,7 +192,13 @@ impl Module {
         if st.sign.as_ref().is_some_and(|o| o.multipart) {
             return Err(Error::OperationActive);
         }
-        finish(&mut st.sign, cap, |o| o.key.signature_len(&o.mech), |o| o.key.sign(&o.mech, data))
+        finish(
+            &mut st.sign,
+            cap,
+            false,
+            |o| o.key.signature_len(&o.mech),
+            |o| o.key.sign(&o.mech, data),
+        )
     }
 
     /// `C_SignUpdate`.
@@ -167,7 +210,13 @@ impl Module {
     pub fn sign_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
         let s = self.session(sh)?;
         let mut st = lock(&s.state);
-        finish(&mut st.sign, cap, |o| o.key.signature_len(&o.mech), |o| o.key.sign(&o.mech, &o.buf))
+        finish(
+            &mut st.sign,
+            cap,
+            false,
+            |o| o.key.signature_len(&o.mech),
+            |o| o.key.sign(&o.mech, &o.buf),
+        )
     }
 
     /// `C_VerifyInit`.
@@ -261,6 +310,7 @@ impl Module {
         finish(
             &mut st.encrypt,
             cap,
+            false,
             |o| o.key.encrypt_len(&o.mech, data.len()),
             |o| o.key.encrypt(&o.mech, data),
         )
@@ -270,7 +320,7 @@ impl Module {
     /// (AES-GCM must see all input before it can emit its tag; CBC and CTR follow suit).
     pub fn encrypt_update(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
         self.update(sh, Kind::Encrypt, data, cap.is_some())?;
-        Ok(Out::Data(Zeroizing::new(Vec::new())))
+        Ok(Out::Data(Output::empty()))
     }
 
     /// `C_EncryptFinal`.
@@ -280,6 +330,7 @@ impl Module {
         finish(
             &mut st.encrypt,
             cap,
+            false,
             |o| o.key.encrypt_len(&o.mech, o.buf.len()),
             |o| o.key.encrypt(&o.mech, &o.buf),
         )
@@ -301,6 +352,7 @@ impl Module {
         finish(
             &mut st.decrypt,
             cap,
+            true,
             |_| 0,
             |o| Ok(o.key.decrypt(&o.mech, data)?.expose_secret().to_vec()),
         )
@@ -309,7 +361,7 @@ impl Module {
     /// `C_DecryptUpdate` (buffered, like `C_EncryptUpdate`).
     pub fn decrypt_update(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
         self.update(sh, Kind::Decrypt, data, cap.is_some())?;
-        Ok(Out::Data(Zeroizing::new(Vec::new())))
+        Ok(Out::Data(Output::empty()))
     }
 
     /// `C_DecryptFinal`.
@@ -319,6 +371,7 @@ impl Module {
         finish(
             &mut st.decrypt,
             cap,
+            true,
             |_| 0,
             |o| Ok(o.key.decrypt(&o.mech, &o.buf)?.expose_secret().to_vec()),
         )
@@ -351,7 +404,7 @@ impl Module {
         }
         let op = st.digest.take().ok_or(Error::OperationNotInitialized)?;
         let d = s.hsm.digest(op.alg, data.unwrap_or(&op.buf))?;
-        Ok(Out::Data(Zeroizing::new(d)))
+        Ok(Out::Data(Output::Secret(Zeroizing::new(d))))
     }
 
     /// `C_Digest`.

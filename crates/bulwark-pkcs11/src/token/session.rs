@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use bulwark_core::hsm::{Hsm, PreparedKey};
 use bulwark_core::mechanism::{DigestAlg, Mechanism};
 use bulwark_core::secret::Pin;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::lock;
 use crate::error::{Error, Result};
@@ -63,15 +63,15 @@ pub(crate) struct SessionState {
 pub(crate) struct CryptoOp {
     pub(crate) key: Arc<dyn PreparedKey>,
     pub(crate) mech: Mechanism,
-    /// Input collected by `C_*Update`.
-    pub(crate) buf: Zeroizing<Vec<u8>>,
+    /// Input collected by `C_*Update`; wiped on drop (see the `Drop` impl).
+    pub(crate) buf: Vec<u8>,
     /// True once `C_*Update` was called: the operation must end with `C_*Final`.
     pub(crate) multipart: bool,
     /// The key has `CKA_ALWAYS_AUTHENTICATE`: a context-specific login must come first.
     pub(crate) needs_auth: bool,
     pub(crate) authed: bool,
     /// A computed result the caller has not yet received (length query or short buffer).
-    pub(crate) pending: Option<Zeroizing<Vec<u8>>>,
+    pub(crate) pending: Option<super::Output>,
 }
 
 impl CryptoOp {
@@ -79,11 +79,21 @@ impl CryptoOp {
         CryptoOp {
             key,
             mech,
-            buf: Zeroizing::new(Vec::new()),
+            buf: Vec::new(),
             multipart: false,
             needs_auth,
             authed: false,
             pending: None,
+        }
+    }
+}
+
+impl Drop for CryptoOp {
+    fn drop(&mut self) {
+        // Only multi-part operations buffer input: a single-part one (the common case, once
+        // per `C_Sign` / `C_Encrypt`) has nothing to wipe and skips the wiping call.
+        if self.buf.capacity() > 0 {
+            self.buf.zeroize();
         }
     }
 }
