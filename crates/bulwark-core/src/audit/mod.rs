@@ -63,7 +63,9 @@ pub fn with_actor<T>(actor: Actor, f: impl FnOnce() -> T) -> T {
 
 /// The actor set by [`with_actor`] on this thread, if any.
 pub fn current_actor() -> Option<Actor> {
-    CURRENT_ACTOR.with(|c| c.borrow().clone())
+    // `try_with`: a module's C_Finalize / C_CloseAllSessions may run from a process exit
+    // handler after this thread's locals are gone; there is no front-door actor then.
+    CURRENT_ACTOR.try_with(|c| c.borrow().clone()).ok().flatten()
 }
 
 /// One event to record. The log assigns the sequence number.
