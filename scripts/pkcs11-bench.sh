@@ -6,7 +6,8 @@
 #
 # Environment: SECONDS_PER (3), REPEAT (2), THREADS (1,2), WORKLOADS (the 13 crypto and keygen
 # workloads; each is run on every module in turn, so all modules see the same machine state),
-# EXTRA_MODULES ("tag=/path/lib.so ..." more modules to compare, e.g. another Bulwark build),
+# EXTRA_MODULES ("tag=/path/lib.so ..." more modules to compare, e.g. another Bulwark build; a tag
+# ending in -audit-off gets a store made with `bulwark init --audit-key-use off`),
 # OBJECT_COUNTS ("1000 100000"; find-by-label after populating that many token objects),
 # POPULATE_BUDGET (600 s per populate step), QUIET_WAIT (10), RETRIES (1), SKIP_SOFTHSM=1, BENCH_DIR (../shared/bench),
 # TOKEN_DIR (default /dev/shm/bulwark-bench: tmpfs keeps the disk out of the numbers).
@@ -34,7 +35,7 @@ fi
 if [ -n "${BULWARK_MODULE:-}" ]; then
   BW=$BULWARK_MODULE
 else
-  cargo build --release -q -p bulwark-pkcs11 --locked
+  cargo build --release -q -p bulwark-pkcs11 -p bulwark-cli --locked
   BW=$ROOT/target/release/libbulwark_pkcs11.so
 fi
 (cd "$BENCH_DIR/p11bench" && CARGO_TARGET_DIR=$ROOT/target/p11bench cargo build --release -q)
@@ -59,8 +60,15 @@ for tm in "${modules[@]}"; do
   m=${tm#*=}
   BULWARK_PKCS11_CONF=$(conf "${tm%%=*}")
   export BULWARK_PKCS11_CONF
-  pkcs11-tool --module "$m" --init-token --label bench --so-pin 12345678 >/dev/null
-  pkcs11-tool --module "$m" --token-label bench --init-pin --login --so-pin 12345678 --pin 1234 >/dev/null
+  if [[ ${tm%%=*} == *-audit-off ]]; then
+    # A Bulwark store whose policy does not record successful key uses (bulwark init
+    # --audit-key-use off); refusals, key management and administration are still recorded.
+    BULWARK_SO_PIN=12345678 BULWARK_PIN=1234 "$ROOT/target/release/bulwark" \
+      --store "$TOKEN_DIR/${tm%%=*}/token.db" init --label bench --audit-key-use off >/dev/null
+  else
+    pkcs11-tool --module "$m" --init-token --label bench --so-pin 12345678 >/dev/null
+    pkcs11-tool --module "$m" --token-label bench --init-pin --login --so-pin 12345678 --pin 1234 >/dev/null
+  fi
 done
 
 nice_cmd=()
