@@ -206,17 +206,42 @@ impl Users {
             UserFile::Bound { users, keys, mac } => (users, keys, Some(mac)),
             UserFile::Unbound(users) => (users, BTreeMap::new(), None),
         };
+        let lockouts = Self::lockouts_path(path);
+        let failures: HashMap<String, u32> = match std::fs::read(&lockouts) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|_| {
+                format!("the failed-login record {} is malformed", lockouts.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(format!("cannot read {}: {}", lockouts.display(), e.kind())),
+        };
         Ok(Self {
             path: path.to_owned(),
             records: RwLock::new(records),
             keys: RwLock::new(keys),
             mac: Mutex::new(mac),
             trusted: std::sync::atomic::AtomicBool::new(false),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(failures),
             last_step: Mutex::new(HashMap::new()),
             approvals: Mutex::new(()),
             dummy: hash_password(b"bulwark timing equaliser")?,
         })
+    }
+
+    /// Failed-login counts survive restarts: a lockout is not undone by restarting the daemon.
+    fn lockouts_path(users: &Path) -> PathBuf {
+        users.with_extension("lockouts.json")
+    }
+
+    /// Writes the failed-login counts (called with the `failures` lock held). A write error is
+    /// logged; the in-memory count still applies.
+    fn save_failures(&self, f: &HashMap<String, u32>) {
+        let path = Self::lockouts_path(&self.path);
+        let r = serde_json::to_vec(f)
+            .map_err(|e| e.to_string())
+            .and_then(|json| write_atomically(&path, &json));
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cannot record failed logins");
+        }
     }
 
     fn canonical(records: &[UserRecord], keys: &BTreeMap<String, KeyAcl>) -> Vec<u8> {
@@ -308,7 +333,10 @@ impl Users {
         next.push(rec);
         self.save(&next, &self.keys_read(), mac)?;
         *r = next;
-        lock(&self.failures).remove(name);
+        let mut f = lock(&self.failures);
+        if f.remove(name).is_some() {
+            self.save_failures(&f);
+        }
         Ok(())
     }
 
@@ -490,12 +518,17 @@ impl Users {
 
     /// Records a failed login (wrong password or wrong second factor).
     pub fn failed(&self, name: &str) {
-        *lock(&self.failures).entry(name.to_owned()).or_insert(0) += 1;
+        let mut f = lock(&self.failures);
+        *f.entry(name.to_owned()).or_insert(0) += 1;
+        self.save_failures(&f);
     }
 
     /// Clears the failure count after a complete login.
     pub fn succeeded(&self, name: &str) {
-        lock(&self.failures).remove(name);
+        let mut f = lock(&self.failures);
+        if f.remove(name).is_some() {
+            self.save_failures(&f);
+        }
     }
 
     /// Accepts a TOTP step once: a step at or before the last accepted one is a replay.

@@ -962,3 +962,30 @@ fn used_approvals_survive_a_restart() {
         assert!(matches!(done, Ok(Ok(()))), "{done:?}");
     }
 }
+
+/// A lockout is not undone by restarting the daemon; the security officer's unlock is.
+#[test]
+fn lockouts_survive_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    state_dir_once();
+    let dir = d.path().join("dev");
+    let pw = {
+        let s = DevServer::start(&dir).unwrap();
+        let pw = env_value(&s.dir, "officer.env", "BULWARK_PASSWORD");
+        let mut c = client_as(&s, "crypto");
+        for _ in 0..5 {
+            let _ = c.login("crypto", "wrong password");
+        }
+        assert_eq!(code(c.login("crypto", &pw)).0, Code::PermissionDenied);
+        pw
+    };
+    let s = DevServer::start(&dir).unwrap();
+    let mut c = client_as(&s, "crypto");
+    assert_eq!(code(c.login("crypto", &pw)).0, Code::PermissionDenied, "still locked");
+    login(&s, "so.env").unlock_user("crypto").unwrap();
+    c.login("crypto", &pw).unwrap();
+    drop(s);
+    // The unlock persists as well.
+    let s = DevServer::start(&dir).unwrap();
+    client_as(&s, "crypto").login("crypto", &pw).unwrap();
+}
