@@ -76,6 +76,7 @@ fn start(dir: &Path) -> DaemonThread {
         http_listen: None,
         approvals: None,
         session_ttl_secs: 3600,
+        max_login_failures: 5,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),

@@ -76,12 +76,20 @@ pub struct Config {
     /// Session lifetime.
     #[serde(default = "default_ttl")]
     pub session_ttl_secs: u64,
+    /// Consecutive failed logins (password, certificate or second factor) that lock a user
+    /// until the security officer unlocks it (at least 1).
+    #[serde(default = "default_max_login_failures")]
+    pub max_login_failures: u32,
     /// TLS files.
     pub tls: TlsConfig,
 }
 
 fn default_ttl() -> u64 {
     3600
+}
+
+fn default_max_login_failures() -> u32 {
+    crate::users::MAX_LOGIN_FAILURES
 }
 
 impl Config {
@@ -120,6 +128,12 @@ impl Config {
         if let Some(v) = var("BULWARKD_SESSION_TTL_SECS") {
             self.session_ttl_secs =
                 v.parse().map_err(|_| "BULWARKD_SESSION_TTL_SECS: not a number".to_owned())?;
+        }
+        if let Some(v) = var("BULWARKD_MAX_LOGIN_FAILURES") {
+            self.max_login_failures =
+                v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    "BULWARKD_MAX_LOGIN_FAILURES: a number of at least 1".to_owned()
+                })?;
         }
         if let Some(v) = var("BULWARKD_TLS_CA") {
             self.tls.ca = v.into();

@@ -171,6 +171,7 @@ pub fn prepare_with(
         unix_socket: Some(dir.join("bulwarkd.sock")),
         approvals: None,
         session_ttl_secs: 3600,
+        max_login_failures: crate::users::MAX_LOGIN_FAILURES,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),

@@ -35,6 +35,10 @@ pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, String>
     let policy = QuorumPolicy::load(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let token = Token::open(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let users = Users::load(&cfg.users)?;
+    if cfg.max_login_failures == 0 {
+        return Err("max_login_failures must be at least 1".into());
+    }
+    users.set_max_failures(cfg.max_login_failures);
     Ok(Arc::new(
         HsmState::new(
             token,

@@ -155,6 +155,8 @@ pub struct Users {
     /// True once the records authenticated under the HSM's key in this process.
     trusted: std::sync::atomic::AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
+    /// Failures that lock a user.
+    max_failures: std::sync::atomic::AtomicU32,
     /// Last accepted TOTP step per user (RFC 6238 §5.2: a code is accepted once).
     last_step: Mutex<HashMap<String, u64>>,
     /// Serializes updates of the used-approvals record.
@@ -221,10 +223,20 @@ impl Users {
             mac: Mutex::new(mac),
             trusted: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(failures),
+            max_failures: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             last_step: Mutex::new(HashMap::new()),
             approvals: Mutex::new(()),
             dummy: hash_password(b"bulwark timing equaliser")?,
         })
+    }
+
+    /// Sets how many consecutive failures lock a user (configuration `max_login_failures`).
+    pub fn set_max_failures(&self, n: u32) {
+        self.max_failures.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn max_failures(&self) -> u32 {
+        self.max_failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Failed-login counts survive restarts: a lockout is not undone by restarting the daemon.
@@ -389,7 +401,7 @@ impl Users {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|u| {
-                let locked = f.get(&u.name).copied().unwrap_or(0) >= MAX_LOGIN_FAILURES;
+                let locked = f.get(&u.name).copied().unwrap_or(0) >= self.max_failures();
                 (u.name.clone(), u.role, u.totp.is_some(), locked, u.cert_sha256.is_some())
             })
             .collect()
@@ -493,7 +505,7 @@ impl Users {
         if !self.trusted.load(std::sync::atomic::Ordering::Acquire) {
             return Err(LoginError::Integrity);
         }
-        if lock(&self.failures).get(name).copied().unwrap_or(0) >= MAX_LOGIN_FAILURES {
+        if lock(&self.failures).get(name).copied().unwrap_or(0) >= self.max_failures() {
             return Err(LoginError::Locked);
         }
         let user = self

@@ -988,4 +988,14 @@ fn lockouts_survive_a_restart() {
     // The unlock persists as well.
     let s = DevServer::start(&dir).unwrap();
     client_as(&s, "crypto").login("crypto", &pw).unwrap();
+    drop(s);
+    // The limit is configurable (`max_login_failures`).
+    let s = DevServer::start_with(&dir, |c| c.max_login_failures = 2).unwrap();
+    let mut c = client_as(&s, "crypto");
+    let _ = c.login("crypto", "wrong password");
+    c.login("crypto", &pw).unwrap();
+    for _ in 0..2 {
+        let _ = c.login("crypto", "wrong password");
+    }
+    assert_eq!(code(c.login("crypto", &pw)).0, Code::PermissionDenied, "locked after 2");
 }
