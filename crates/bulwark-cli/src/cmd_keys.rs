@@ -80,6 +80,23 @@ pub(crate) enum KeyCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Export a key wrapped under another key (it must be extractable; the wrapping key must
+    /// allow wrapping). With --endpoint: crypto officer, quorum approvals when required.
+    Wrap {
+        /// Label of the key to export.
+        label: String,
+        /// Label of the wrapping key (AES, or an RSA key pair's public half).
+        #[arg(long, value_name = "LABEL")]
+        wrapping_key: String,
+        /// aes-kwp (default for AES), aes-kw, rsa-oaep-sha256 (default for RSA).
+        #[arg(long)]
+        mechanism: Option<String>,
+        /// Write the wrapped key to this file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        approval: crate::cmd_approval::ApprovalArgs,
+    },
 }
 
 fn spec_for(name: &str) -> CliResult<KeySpec> {
@@ -268,6 +285,33 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 let _ = writeln!(std::io::stdout(), "{s}");
                 zeroize::Zeroize::zeroize(&mut s);
             }
+        }
+        KeyCommand::Wrap { label, wrapping_key, mechanism, out, approval } => {
+            if approval.is_set() {
+                return Err(CliError::Usage(
+                    "--approval and --approval-request-out apply to a remote HSM (--endpoint)"
+                        .into(),
+                ));
+            }
+            let target = crate::cmd_ops::key_handle(&t, &label, true)?;
+            let objs = by_label(&t, &wrapping_key)?;
+            let wh = one_of(&objs, ObjectClass::PublicKey, &wrapping_key)
+                .or_else(|_| one_of(&objs, ObjectClass::SecretKey, &wrapping_key))?;
+            let (m, name) = bulwark_core::names::wrap_mechanism(
+                mechanism.as_deref().unwrap_or(""),
+                t.key_spec(wh)?,
+            )
+            .ok_or_else(|| {
+                CliError::Usage(
+                    "--mechanism: aes-kwp, aes-kw or rsa-oaep-sha256 (AES or RSA wrapping key)"
+                        .into(),
+                )
+            })?;
+            let wrapped = t.wrap_key(wh, &m, target)?;
+            std::fs::write(&out, &wrapped).map_err(|e| {
+                CliError::Usage(format!("cannot write {}: {}", out.display(), e.kind()))
+            })?;
+            println!("{label:?} wrapped under {wrapping_key:?} ({name}) to {}", out.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -439,8 +439,32 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
         }
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
-                "plaintext key export is not offered by the network HSM".into(),
+                "plaintext key export is not offered by the network HSM (use key wrap)".into(),
             ))
+        }
+        KeyCommand::Wrap { label, wrapping_key, mechanism, out, approval } => {
+            let mech = mechanism.unwrap_or_default();
+            let sid = store_id(&c)?;
+            let fields = [label.as_str(), wrapping_key.as_str(), mech.as_str()];
+            let (approvals, not_after) =
+                cmd_approval::collect(&approval, &sid, "export-key", &fields)?;
+            let r = c
+                .export_key(pb::ExportKeyRequest {
+                    key: label.clone(),
+                    wrapping_key: wrapping_key.clone(),
+                    mechanism: mech.clone(),
+                    approvals,
+                    approval_not_after: not_after,
+                })
+                .map_err(|e| {
+                    cmd_approval::explain(e, &approval, &sid, "export-key", &fields, not_after)
+                })?;
+            write_file(&out, &r.wrapped)?;
+            println!(
+                "{label:?} wrapped under {wrapping_key:?} ({}) to {}",
+                r.mechanism,
+                out.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

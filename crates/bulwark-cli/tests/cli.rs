@@ -554,3 +554,37 @@ fn killed_writer_leaves_a_usable_store() {
         e.path("ct").to_str().unwrap(),
     ]);
 }
+
+/// `key wrap` exports a key under a wrapping key (RFC 5649 by default); stock OpenSSL unwraps
+/// it to the same bytes. Unextractable keys and unknown mechanisms are refused.
+#[test]
+fn key_wrap_output_unwraps_with_openssl() {
+    let e = Env::new();
+    e.ok(&["key", "generate", "--type", "aes-256", "--label", "kek", "--not-sensitive"]);
+    e.ok(&["key", "generate", "--type", "aes-128", "--label", "dk", "--not-sensitive"]);
+    e.ok(&["key", "generate", "--type", "aes-128", "--label", "locked"]);
+    let out = e.path("w.bin");
+    let o = out.to_str().unwrap();
+    e.ok(&["key", "wrap", "dk", "--wrapping-key", "kek", "--out", o]);
+    let kek = e.ok(&["key", "export", "kek"]);
+    let dk = e.ok(&["key", "export", "dk"]);
+    let plain = openssl(&[
+        "enc",
+        "-d",
+        "-id-aes256-wrap-pad",
+        "-K",
+        kek.trim(),
+        "-iv",
+        "A65959A6",
+        "-in",
+        o,
+    ]);
+    assert!(plain.status.success(), "openssl: {}", stderr(&plain));
+    assert_eq!(hex::encode(&plain.stdout), dk.trim());
+    e.fails(&["key", "wrap", "locked", "--wrapping-key", "kek", "--out", o], "not extractable");
+    e.fails(
+        &["key", "wrap", "dk", "--wrapping-key", "kek", "--out", o, "--mechanism", "x"],
+        "mechanism",
+    );
+    e.fails(&["key", "wrap", "dk", "--wrapping-key", "nope", "--out", o], "nope");
+}

@@ -260,6 +260,30 @@ fn remote_cli_quorum_approvals_audit_export_and_zeroize() {
     // A crypto officer may not read it.
     fails(&bulwark(&dir, "officer.env", &["audit", "export", "--out", &p("nope.jsonl")]));
 
+    // Key export under wrap (crypto officer): needs its own quorum too.
+    let officer = |args: &[&str]| bulwark(&dir, "officer.env", args);
+    ok(&officer(&["key", "generate", "--type", "aes-256", "--label", "kek"]));
+    ok(&officer(&["key", "generate", "--type", "aes-256", "--label", "dk", "--extractable"]));
+    let wrap = ["key", "wrap", "dk", "--wrapping-key", "kek", "--out"];
+    let err =
+        fails(&officer(&with(&wrap, &[&p("dk.wrapped"), "--approval-request-out", &p("x.json")])));
+    assert!(err.contains("quorum approval required"), "{err}");
+    for a in ["ann", "ben"] {
+        let key = p(&format!("{a}.key"));
+        let out = p(&format!("{a}.x"));
+        let req = p("x.json");
+        ok(&bulwark(
+            tmp.path(),
+            "none",
+            &["approval", "sign", "--key", &key, "--request", &req, "--out", &out],
+        ));
+    }
+    let (ann, ben) = (p("ann.x"), p("ben.x"));
+    ok(&officer(&with(&wrap, &[&p("dk.wrapped"), "--approval", &ann, "--approval", &ben])));
+    assert_eq!(std::fs::read(p("dk.wrapped")).unwrap().len(), 40, "RFC 5649 wrap of 32 bytes");
+    // Those approvals were for that one request, once.
+    fails(&officer(&with(&wrap, &[&p("dk.wrapped2"), "--approval", &ann, "--approval", &ben])));
+
     // Zeroize: needs its own quorum.
     ok(&bulwark(
         &dir,
@@ -318,4 +342,8 @@ fn remote_cli_bench_reports_rates_and_cleans_up() {
     // Bad input: a clear error, exit 2.
     let o = bulwark(&dir, "officer.env", &["bench", "--clients", "0"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+fn with<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    [base, more].concat()
 }

@@ -53,3 +53,12 @@ impl Client {
         Ok(())
     }
 }
+
+impl Client {
+    /// Exports a key wrapped under another key (crypto officer; quorum approvals when the HSM
+    /// requires them).
+    pub fn export_key(&self, r: pb::ExportKeyRequest) -> Result<pb::ExportKeyResponse> {
+        let mut c = self.inner.clone();
+        Ok(self.rt.block_on(c.export_key(self.req(r)))?.into_inner())
+    }
+}

@@ -94,6 +94,30 @@ pub fn signature_mechanism(name: &str) -> Option<Mechanism> {
     })
 }
 
+/// A key-wrapping mechanism by name, for a wrapping key of type `wrapping`: `aes-kwp` (RFC 5649,
+/// the default for AES), `aes-kw` (RFC 3394), `rsa-oaep-sha256` (MGF1-SHA-256, no label; the
+/// default for RSA). An empty name picks the default. Returns the mechanism and its name.
+pub fn wrap_mechanism(name: &str, wrapping: KeySpec) -> Option<(Mechanism, &'static str)> {
+    let name = match (name, wrapping) {
+        ("", KeySpec::Aes { .. }) => "aes-kwp",
+        ("", KeySpec::Rsa { .. }) => "rsa-oaep-sha256",
+        (n, _) => n,
+    };
+    Some(match name {
+        "aes-kwp" => (Mechanism::AesKeyWrapPad, "aes-kwp"),
+        "aes-kw" => (Mechanism::AesKeyWrap, "aes-kw"),
+        "rsa-oaep-sha256" => (
+            Mechanism::RsaOaep {
+                hash: DigestAlg::Sha256,
+                mgf_hash: DigestAlg::Sha256,
+                label: Vec::new(),
+            },
+            "rsa-oaep-sha256",
+        ),
+        _ => return None,
+    })
+}
+
 /// The names of the usage flags (CKA_SIGN, CKA_VERIFY, ...) an object has set, in a fixed order:
 /// `sign`, `verify`, `encrypt`, `decrypt`, `wrap`, `unwrap`, `derive`, `encapsulate`,
 /// `decapsulate`.

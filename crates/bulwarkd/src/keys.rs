@@ -288,6 +288,26 @@ impl SignKey {
     }
 }
 
+/// Key `key` (a secret key or the private half of a pair) wrapped under `wrapping` (an AES
+/// key, or the public half of an RSA pair) with the named mechanism (empty: the default for
+/// the wrapping key: `aes-kwp`, `rsa-oaep-sha256`). Returns the blob and the mechanism name.
+/// The core enforces CKA_EXTRACTABLE, CKA_WRAP, CKA_WRAP_WITH_TRUSTED and audits it.
+pub(crate) fn export(
+    t: &Token,
+    key: &str,
+    wrapping: &str,
+    mechanism: &str,
+) -> Result<(Vec<u8>, String)> {
+    let target = key_handle(t, key, true)?;
+    let objs = by_label(t, wrapping)?;
+    let wh = one_of(&objs, ObjectClass::PublicKey, wrapping)
+        .or_else(|_| one_of(&objs, ObjectClass::SecretKey, wrapping))?;
+    let (m, name) = names::wrap_mechanism(mechanism, t.key_spec(wh)?).ok_or(
+        Error::ArgumentsBad("wrap mechanism: aes-kwp, aes-kw or rsa-oaep-sha256 (AES or RSA key)"),
+    )?;
+    Ok((t.wrap_key(wh, &m, target)?, name.to_owned()))
+}
+
 /// The AES key labelled `label`.
 fn aes_key_uncached(t: &Token, label: &str) -> Result<u64> {
     let objs = by_label(t, label)?;

@@ -679,6 +679,13 @@ impl TokenRpc for TokenService {
         req: Request<pb::WrapKeyRequest>,
     ) -> Result<Response<pb::DataResponse>, Status> {
         self.call(req, USE, "p11-wrap-key", |st, c, r| {
+            if st.approvals.is_some() {
+                // Key export under wrap is quorum-gated on this HSM, and PKCS#11 cannot carry
+                // approvals: it goes through `bulwark key wrap --approval ...` (ExportKey).
+                return Err(fail(&bulwark_core::Error::ActionProhibited(
+                    "key export under wrap needs quorum approvals on this HSM (bulwark key wrap)",
+                )));
+            }
             let m = mech(r.mechanism.as_ref())?;
             c.gate(st, r.wrapping, Usage::Wrap)?;
             // The wrapped key leaves the HSM (encrypted): a crypto user needs "wrap" on it too.

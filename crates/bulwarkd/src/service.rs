@@ -966,4 +966,34 @@ impl Hsm for HsmService {
         tracing::warn!(user = %so.user, "tamper alarm cleared");
         Ok(Response::new(pb::ClearTamperResponse {}))
     }
+
+    async fn export_key(
+        &self,
+        req: Request<pb::ExportKeyRequest>,
+    ) -> Result<Response<pb::ExportKeyResponse>, Status> {
+        let (s, actor) = self.auth(&req, MANAGE, "export-key").await?;
+        let r = req.into_inner();
+        tracing::warn!(user = %s.user, key = %r.key, wrapping_key = %r.wrapping_key, "key export under wrap");
+        let (wrapped, mechanism) = self
+            .state
+            .run("export-key", actor, move |st| {
+                let fields = [r.key.as_str(), r.wrapping_key.as_str(), r.mechanism.as_str()];
+                let approved_by =
+                    st.check_approvals("export-key", &fields, &r.approvals, r.approval_not_after)?;
+                let out = keys::export(&st.token, &r.key, &r.wrapping_key, &r.mechanism)
+                    .map_err(|e| core(&e))?;
+                if !approved_by.is_empty() {
+                    let detail = format!(
+                        "key {} under {} approved by [{}]",
+                        r.key,
+                        r.wrapping_key,
+                        approved_by.join(",")
+                    );
+                    st.audit(&current_actor().unwrap_or_default(), "export-key", "ok", detail);
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(pb::ExportKeyResponse { wrapped, mechanism }))
+    }
 }

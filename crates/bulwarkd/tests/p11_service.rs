@@ -185,3 +185,28 @@ fn pins_carry_a_totp_code_for_enrolled_users() {
     assert_ne!(buf, [0u8; 32]);
     hsm.logout().unwrap();
 }
+
+/// On an HSM whose key exports need quorum approvals, `C_WrapKey` through a remote slot is
+/// refused (PKCS#11 cannot carry approvals; `bulwark key wrap --approval` is the way out).
+#[test]
+fn wrap_is_refused_where_exports_need_approvals() {
+    let d = tempfile::tempdir().unwrap();
+    let _ = dev(); // sets the state directory once
+    let s = DevServer::start_with(&d.path().join("dev"), |c| {
+        c.approvals = Some(bulwarkd::config::ApprovalsConfig { threshold: 2, approvers: vec![] });
+    })
+    .unwrap();
+    let (hsm, _) = crypto(&s);
+    let aes = |extractable: bool| {
+        let t = vec![
+            (AttrType::Token, AttrValue::Bool(false)),
+            (AttrType::ValueLen, AttrValue::Ulong(32)),
+            (AttrType::Wrap, AttrValue::Bool(true)),
+            (AttrType::Extractable, AttrValue::Bool(extractable)),
+        ];
+        hsm.generate_key(KeyGenMechanism::AesKeyGen, &t, 1).unwrap()
+    };
+    let (kek, dk) = (aes(false), aes(true));
+    let r = hsm.wrap_key(kek, &Mechanism::AesKeyWrapPad, dk);
+    assert!(matches!(r, Err(Error::ActionProhibited(_))), "{r:?}");
+}
