@@ -209,13 +209,9 @@ impl Users {
             UserFile::Unbound(users) => (users, BTreeMap::new(), None),
         };
         let lockouts = Self::lockouts_path(path);
-        let failures: HashMap<String, u32> = match std::fs::read(&lockouts) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|_| {
-                format!("the failed-login record {} is malformed", lockouts.display())
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(e) => return Err(format!("cannot read {}: {}", lockouts.display(), e.kind())),
-        };
+        let failures: HashMap<String, u32> = read_map(&lockouts, "failed-login record")?;
+        let last_step: HashMap<String, u64> =
+            read_map(&Self::steps_path(path), "TOTP step record")?;
         Ok(Self {
             path: path.to_owned(),
             records: RwLock::new(records),
@@ -224,7 +220,7 @@ impl Users {
             trusted: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(failures),
             max_failures: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
-            last_step: Mutex::new(HashMap::new()),
+            last_step: Mutex::new(last_step),
             approvals: Mutex::new(()),
             dummy: hash_password(b"bulwark timing equaliser")?,
         })
@@ -237,6 +233,12 @@ impl Users {
 
     fn max_failures(&self) -> u32 {
         self.max_failures.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The last accepted TOTP step per user survives restarts too: a code seen before a restart
+    /// is still a replay after it.
+    fn steps_path(users: &Path) -> PathBuf {
+        users.with_extension("totp-steps.json")
     }
 
     /// Failed-login counts survive restarts: a lockout is not undone by restarting the daemon.
@@ -550,9 +552,29 @@ impl Users {
             Some(&last) if step <= last => false,
             _ => {
                 m.insert(name.to_owned(), step);
+                let path = Self::steps_path(&self.path);
+                let r = serde_json::to_vec(&*m)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| write_atomically(&path, &json));
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot record the accepted TOTP step");
+                }
                 true
             }
         }
+    }
+}
+
+/// A JSON map kept next to the user database (absent: empty).
+fn read_map<V: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> Result<HashMap<String, V>, String> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|_| format!("the {what} {} is malformed", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(format!("cannot read {}: {}", path.display(), e.kind())),
     }
 }
 

@@ -999,3 +999,24 @@ fn lockouts_survive_a_restart() {
     }
     assert_eq!(code(c.login("crypto", &pw)).0, Code::PermissionDenied, "locked after 2");
 }
+
+/// A TOTP code accepted before a restart is still a replay after it.
+#[test]
+fn totp_replay_is_refused_across_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    state_dir_once();
+    let dir = d.path().join("dev");
+    let good = {
+        let s = DevServer::start(&dir).unwrap();
+        let so = login(&s, "so.env");
+        let enrolled = so.create_user("tess", "crypto-user", "tess-password", true).unwrap();
+        let good = otp_now(&enrolled.totp_secret_base32);
+        client_as(&s, "crypto").login_with_otp("tess", "tess-password", &good).unwrap();
+        good
+    };
+    let s = DevServer::start(&dir).unwrap();
+    let mut c = client_as(&s, "crypto");
+    // Within the ±1-step window the code is still valid, so only the persisted step refuses it.
+    assert_eq!(code(c.login_with_otp("tess", "tess-password", &good)).0, Code::Unauthenticated);
+    assert!(dir.join("users.totp-steps.json").exists());
+}
