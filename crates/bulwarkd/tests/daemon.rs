@@ -4,10 +4,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+mod common;
 
 use bulwark_client::{Client, ClientConfig, ClientError, Code};
 use bulwarkd::dev::DevServer;
+use common::{code, env_value, Daemon};
 
 /// Points the anti-rollback marks at a per-process directory, once: changing the environment
 /// while other test threads read it is not safe.
@@ -24,15 +27,6 @@ fn dev() -> (tempfile::TempDir, DevServer) {
     state_dir_once();
     let s = DevServer::start(&d.path().join("dev")).unwrap();
     (d, s)
-}
-
-fn env_value(dir: &Path, file: &str, key: &str) -> String {
-    let text = std::fs::read_to_string(dir.join(file)).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("export {key}=")).map(|v| v.trim_matches('\'').to_owned())
-        })
-        .unwrap()
 }
 
 fn client_as(s: &DevServer, who: &str) -> Client {
@@ -52,13 +46,6 @@ fn login(s: &DevServer, env: &str) -> Client {
     let mut c = client_as(s, &user);
     c.login(&user, &env_value(&s.dir, env, "BULWARK_PASSWORD")).unwrap();
     c
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Code, String) {
-    match r {
-        Err(ClientError::Status { code, message }) => (code, message),
-        other => panic!("expected a status error, got {other:?}"),
-    }
 }
 
 fn share(s: &DevServer, i: u8) -> Vec<u8> {
@@ -314,15 +301,6 @@ fn remote_signatures_verify_with_openssl_and_errors_are_precise() {
 
 /// The `bulwarkd` binary itself in dev mode: prints its address, writes the env files, and stops when
 /// killed.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn dev_mode_binary_serves_and_writes_env_files() {
     let d = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! whatever the client does: context logins for `CKA_ALWAYS_AUTHENTICATE` keys, and session
 //! objects that belong to one login only.
 
-use std::path::Path;
+mod common;
 
 use bulwark_client::remote_hsm::RemoteHsm;
 use bulwark_client::ClientConfig;
@@ -14,17 +14,9 @@ use bulwark_core::secret::Pin;
 use bulwark_core::token::Usage;
 use bulwark_core::{Error, UserType};
 use bulwarkd::dev::DevServer;
+use common::env_value;
 
 const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-
-fn env_value(dir: &Path, file: &str, key: &str) -> String {
-    let text = std::fs::read_to_string(dir.join(file)).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("export {key}=")).map(|v| v.trim_matches('\'').to_owned())
-        })
-        .unwrap()
-}
 
 fn dev() -> (tempfile::TempDir, DevServer) {
     static ONCE: std::sync::Once = std::sync::Once::new();

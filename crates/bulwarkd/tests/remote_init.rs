@@ -4,6 +4,8 @@
 //! get ALREADY_EXISTS), and the daemon then serves the sealed HSM on the same address without a
 //! restart: M shares unseal it and the first security officer logs in.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bulwark_client::{bootstrap_v1 as pb, Client, ClientConfig, ClientError, Code};
+use common::code;
 
 struct Daemon {
     child: Child,
@@ -95,13 +98,6 @@ fn client(d: &Path, endpoint: &str) -> Client {
     )
     .unwrap();
     Client::connect(&cfg).unwrap()
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Code, String) {
-    match r {
-        Err(ClientError::Status { code, message }) => (code, message),
-        other => panic!("expected a status error, got {other:?}"),
-    }
 }
 
 const SO_PASSWORD: &str = "so1-password";

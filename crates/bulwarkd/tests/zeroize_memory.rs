@@ -8,49 +8,18 @@
 //! rights over it; the daemon makes itself non-dumpable, so only root (as in CI) may: elsewhere
 //! the test says so and checks the rest.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
-use bulwark_client::{Client, ClientConfig, ClientError, Code};
+use bulwark_client::Code;
 use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
 use bulwark_core::mechanism::Mechanism;
 use bulwark_core::seal::{Progress, QuorumPolicy, ShareFile, Unsealer};
 use bulwark_core::Token;
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn env_value(dir: &Path, file: &str, key: &str) -> String {
-    let text = std::fs::read_to_string(dir.join(file)).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("export {key}=")).map(|v| v.trim_matches('\'').to_owned())
-        })
-        .unwrap()
-}
-
-fn client(dir: &Path, env: &str) -> Client {
-    let cfg = ClientConfig::from_files(
-        &env_value(dir, env, "BULWARK_ENDPOINT"),
-        Path::new(&env_value(dir, env, "BULWARK_CA_CERT")),
-        Some(Path::new(&env_value(dir, env, "BULWARK_CLIENT_CERT"))),
-        Some(Path::new(&env_value(dir, env, "BULWARK_CLIENT_KEY"))),
-    )
-    .unwrap();
-    let mut c = Client::connect(&cfg).unwrap();
-    c.login(&env_value(dir, env, "BULWARK_USER"), &env_value(dir, env, "BULWARK_PASSWORD"))
-        .unwrap();
-    c
-}
+use common::{code, connect_as, login_as, spawn_dev};
 
 /// Which of `needles` occur in the readable memory of process `pid`; `None` when this process
 /// may not read it.
@@ -170,26 +139,12 @@ fn key_bytes(dir: &Path, labels: &[&str]) -> Vec<Vec<u8>> {
 #[test]
 fn zeroize_leaves_no_key_bytes_in_the_store_or_the_daemon_memory() {
     let d = tempfile::tempdir().unwrap();
-    let dir = d.path().join("dev");
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_bulwarkd"))
-            .args(["--dev", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(&dir)
-            .env("BULWARK_STATE_DIR", d.path().join("state"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = daemon.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    assert!(lines.any(|l| l.unwrap().starts_with("listening on ")), "daemon started");
+    let (mut daemon, dir) = spawn_dev(d.path(), &[]);
     std::env::set_var("BULWARK_STATE_DIR", d.path().join("state"));
     let pid = daemon.0.id();
 
     // Keys the daemon generates and uses (so that they are parsed and cached in its memory).
-    let crypto = client(&dir, "officer.env");
+    let crypto = login_as(&dir, "officer.env");
     let labels = ["mem-aes-1", "mem-aes-2", "mem-ed-1"];
     crypto.generate_key("aes-256", labels[0], true).unwrap();
     crypto.generate_key("aes-256", labels[1], true).unwrap();
@@ -226,25 +181,12 @@ fn zeroize_leaves_no_key_bytes_in_the_store_or_the_daemon_memory() {
     }
 
     // Zeroize as the security officer (dev mode has no approvals configured).
-    let so = client(&dir, "so.env");
+    let so = login_as(&dir, "so.env");
     so.zeroize(bulwark_client::v1::ZeroizeRequest::default()).unwrap();
     let st = so.status().unwrap();
     assert!(st.zeroized && st.sealed);
-    let refused = |r: Result<Vec<u8>, ClientError>| match r {
-        Err(ClientError::Status { code, .. }) => code,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(refused(crypto.encrypt(labels[0], b"x")), Code::FailedPrecondition);
-    let anon = Client::connect(
-        &ClientConfig::from_files(
-            &env_value(&dir, "officer.env", "BULWARK_ENDPOINT"),
-            Path::new(&env_value(&dir, "officer.env", "BULWARK_CA_CERT")),
-            Some(Path::new(&env_value(&dir, "officer.env", "BULWARK_CLIENT_CERT"))),
-            Some(Path::new(&env_value(&dir, "officer.env", "BULWARK_CLIENT_KEY"))),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    assert_eq!(code(crypto.encrypt(labels[0], b"x")).0, Code::FailedPrecondition);
+    let anon = connect_as(&dir, "officer.env");
     for i in 1..=3 {
         let text = std::fs::read(dir.join("shares").join(format!("share-{i}.json"))).unwrap();
         assert!(anon.unseal(&text).is_err(), "share {i} accepted after zeroize");
