@@ -229,7 +229,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Trust(a) => {
             let n = session(endpoint)?.set_key_trusted(&a.label, !a.revoke)?;
             let what = if a.revoke { "no longer trusted" } else { "trusted" };
-            println!("{n} key object(s) labelled {:?} {what}", crate::escape(&a.label));
+            println!("{n} key object(s) labelled {:?} {what}", a.label);
             Ok(ExitCode::SUCCESS)
         }
         Command::Zeroize(a) => zeroize(endpoint, &a),

@@ -224,7 +224,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         | Command::User(_)
         | Command::Access(_)
         | Command::Trust(_) => {
-            Err(CliError::Usage("seal, unseal, user and access need --endpoint".into()))
+            Err(CliError::Usage("seal, unseal, user, access and trust need --endpoint".into()))
         }
         Command::Audit(a) => cmd_audit::run(&ctx, a),
         Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),

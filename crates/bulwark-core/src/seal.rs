@@ -260,7 +260,16 @@ pub fn init_quorum_store_with_users(
         wrapped_mk: wrapped,
         mac: Vec::new(),
     };
-    crate::token::create_store(path, store_uid, QUORUM_POLICY, label, &[slot], vault, policy, users)?;
+    crate::token::create_store(
+        path,
+        store_uid,
+        QUORUM_POLICY,
+        label,
+        &[slot],
+        vault,
+        policy,
+        users,
+    )?;
     Ok(QuorumInit { store_uid, threshold, shares })
 }
 

@@ -117,7 +117,7 @@ pub struct DevSetup {
 
 /// Prepares (or reuses) a dev directory.
 pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
-    prepare_with(dir, listen, &bulwark_core::token::SecurityPolicy::default())
+    prepare_with(dir, listen, &bulwark_core::token::SecurityPolicy::for_daemon())
 }
 
 /// [`prepare`]; a new dev store gets `policy`.
@@ -141,7 +141,9 @@ pub fn prepare_with(
     let saved = |file: &str| env_value(&dir.join(file), "BULWARK_PASSWORD");
     let (user_password, crypto_password, so_password) = if store.exists() {
         match (saved("dev.env"), saved("officer.env"), saved("so.env")) {
-            (Some(u), Some(c), Some(s)) => (Zeroizing::new(u), Zeroizing::new(c), Zeroizing::new(s)),
+            (Some(u), Some(c), Some(s)) => {
+                (Zeroizing::new(u), Zeroizing::new(c), Zeroizing::new(s))
+            }
             _ => {
                 return Err(format!(
                     "{} holds a store but not its dev env files: use a new --dir",
@@ -229,7 +231,7 @@ impl DevSetup {
 /// Prepares `dir`, opens and unseals the HSM, starts serving on `listen` and writes the env
 /// files with the bound address.
 pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), String> {
-    start_with(dir, listen, &bulwark_core::token::SecurityPolicy::default(), |_| ()).await
+    start_with(dir, listen, &bulwark_core::token::SecurityPolicy::for_daemon(), |_| ()).await
 }
 
 /// [`start`], with the configuration adjusted by `adjust` first (tests: approvals, limits).
@@ -274,14 +276,22 @@ impl DevServer {
         dir: &Path,
         adjust: impl FnOnce(&mut crate::config::Config),
     ) -> Result<Self, String> {
+        Self::start_with_policy(dir, &bulwark_core::token::SecurityPolicy::for_daemon(), adjust)
+    }
+
+    /// [`DevServer::start_with`]; a new dev store gets `policy`.
+    pub fn start_with_policy(
+        dir: &Path,
+        policy: &bulwark_core::token::SecurityPolicy,
+        adjust: impl FnOnce(&mut crate::config::Config),
+    ) -> Result<Self, String> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let policy = bulwark_core::token::SecurityPolicy::default();
-        let (setup, running) = rt.block_on(start_with(dir, listen, &policy, adjust))?;
+        let (setup, running) = rt.block_on(start_with(dir, listen, policy, adjust))?;
         Ok(Self {
             addr: running.addr,
             http: running.http,

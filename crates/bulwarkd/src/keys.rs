@@ -65,8 +65,7 @@ impl LabelCache {
 
     fn resolve(&self, t: &Token, key: &LabelKey) -> Result<(u64, KeySpec)> {
         let (label, purpose) = (key.0.as_str(), key.1);
-        if let Some(v) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
-        {
+        if let Some(v) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key) {
             return Ok(*v);
         }
         let h = match purpose {

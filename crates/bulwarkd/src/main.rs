@@ -233,9 +233,8 @@ fn run(cli: &Cli) -> Result<(), String> {
                 } else {
                     None
                 };
-                files.push(
-                    f.share(pass.as_ref().map(|p| p.as_bytes())).map_err(|e| e.to_string())?,
-                );
+                files
+                    .push(f.share(pass.as_ref().map(|p| p.as_bytes())).map_err(|e| e.to_string())?);
             }
             let done = bulwarkd::recover::recover_user(&cfg, name, role, pw.as_ref(), files)?;
             println!("{done}");
@@ -309,7 +308,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     ResponseArg::Alarm => TamperResponse::Alarm,
                     ResponseArg::Zeroize => TamperResponse::Zeroize,
                 },
-                ..SecurityPolicy::default()
+                ..SecurityPolicy::for_daemon()
             };
             run_dev(cli.dir.as_deref(), cli.listen, &policy)
         }

@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bulwark_core::attr::{AttrType, AttrValue};
-use bulwark_core::kernel::Role;
 use bulwark_core::hsm::Hsm as _;
+use bulwark_core::kernel::Role;
 use bulwark_core::token::{SessionId, Usage, SESSION_HANDLE_BASE};
 use bulwark_core::Error;
 use bulwark_proto::p11::v1::token_server::Token as TokenRpc;
@@ -174,23 +174,18 @@ fn fail(e: &Error) -> Status {
     }
 }
 
-
 impl Caller {
     /// A key with `CKA_ALWAYS_AUTHENTICATE` signs or decrypts only with a context login: the
     /// bearer token of a fresh, otherwise unused password login of the same user over the same
     /// TLS identity, which this call spends (one use). Enforced here, not only in the module,
     /// so that a modified client cannot skip it.
     fn context_login(&self, st: &HsmState, h: u64, token: &str) -> Result<(), Status> {
-        let always = st
-            .token
-            .attribute(h, AttrType::AlwaysAuthenticate)
-            .map_err(|e| fail(&e))?
+        let always = st.token.attribute(h, AttrType::AlwaysAuthenticate).map_err(|e| fail(&e))?
             == AttrValue::Bool(true);
         if !always {
             return Ok(());
         }
-        if !token.is_empty() && st.take_context_login(token, &self.identity, self.session.user_id)
-        {
+        if !token.is_empty() && st.take_context_login(token, &self.identity, self.session.user_id) {
             return Ok(());
         }
         tracing::warn!(user = %self.session.user, "context-specific login missing");

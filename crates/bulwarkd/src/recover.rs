@@ -34,7 +34,11 @@ pub fn recover_user(
     let (vault, ik) = *keys.ok_or("not enough valid shares to unseal the store")?;
     token.unseal(vault, ik).map_err(|e| e.to_string())?;
     let r = recover(&token, name, role, password);
-    let actor = Actor { name: "quorum".into(), role: "custodians".into(), client: "bulwarkd user recover".into() };
+    let actor = Actor {
+        name: "quorum".into(),
+        role: "custodians".into(),
+        client: "bulwarkd user recover".into(),
+    };
     if let Some(log) = token.audit_log() {
         let ev = AuditEvent {
             actor,

@@ -128,7 +128,10 @@ pub(crate) fn peer_cert_sha256<T>(req: &Request<T>) -> Option<String> {
 /// the unix peer's uid on the local socket.
 pub(crate) fn connection_identity<T>(req: &Request<T>) -> String {
     if let Some(u) = req.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
-        return format!("unix:{}", u.peer_cred.map_or_else(|| "-".to_owned(), |c| c.uid().to_string()));
+        return format!(
+            "unix:{}",
+            u.peer_cred.map_or_else(|| "-".to_owned(), |c| c.uid().to_string())
+        );
     }
     peer_cert_sha256(req).map_or_else(|| "-".to_owned(), |c| format!("cert:{c}"))
 }
@@ -324,7 +327,9 @@ impl Hsm for HsmService {
                     Err(Error::PinLocked) => {
                         tracing::warn!(user = %shown, "login refused: locked");
                         s.audit(&a, "login", "locked", String::new());
-                        Err(Status::permission_denied("user is locked after too many failed logins"))
+                        Err(Status::permission_denied(
+                            "user is locked after too many failed logins",
+                        ))
                     }
                     Err(e) => {
                         s.audit(&a, "login", bulwark_core::audit::error_code(&e), String::new());
@@ -629,12 +634,12 @@ impl Hsm for HsmService {
                     resp.totp_secret_base32 = totp.secret().to_base32();
                 }
                 let totp = with_totp.then_some(&secret[..]);
-                st.token
-                    .create_user(&name, role, password.as_bytes(), totp)
-                    .map_err(|e| match e {
+                st.token.create_user(&name, role, password.as_bytes(), totp).map_err(
+                    |e| match e {
                         Error::Exists(_) => Status::already_exists(format!("user {name:?} exists")),
                         e => core(&e),
-                    })?;
+                    },
+                )?;
                 if !cert.is_empty() {
                     st.token.bind_user_certificate(&name, &cert).map_err(|e| core(&e))?;
                 }
@@ -723,6 +728,24 @@ impl Hsm for HsmService {
             })
             .await?;
         Ok(Response::new(pb::SetKeyAccessResponse {}))
+    }
+
+    async fn set_key_trusted(
+        &self,
+        req: Request<pb::SetKeyTrustedRequest>,
+    ) -> Result<Response<pb::SetKeyTrustedResponse>, Status> {
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "set-key-trusted").await?;
+        let r = req.into_inner();
+        tracing::warn!(user = %so.user, label = %keys::shown(&r.label), trusted = r.trusted, "set key trusted");
+        let objects = self
+            .state
+            .run("set-key-trusted", actor, move |st| {
+                let n = st.token.set_trusted_by_label(&r.label, r.trusted).map_err(|e| core(&e))?;
+                st.labels.clear();
+                Ok(n)
+            })
+            .await?;
+        Ok(Response::new(pb::SetKeyTrustedResponse { objects }))
     }
 
     async fn unlock_user(
@@ -861,9 +884,7 @@ impl Hsm for HsmService {
     ) -> Result<Response<pb::ClearTamperResponse>, Status> {
         let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "tamper-clear").await?;
         self.state
-            .run("tamper-clear", actor, |st| {
-                st.token.clear_tamper_unsealed().map_err(|e| core(&e))
-            })
+            .run("tamper-clear", actor, |st| st.token.clear_tamper_unsealed().map_err(|e| core(&e)))
             .await?;
         tracing::warn!(user = %so.user, "tamper alarm cleared");
         Ok(Response::new(pb::ClearTamperResponse {}))

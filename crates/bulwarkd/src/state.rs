@@ -326,7 +326,10 @@ impl HsmState {
         let fresh = !v.used
             && v.expires > Instant::now()
             && v.created.elapsed() < Duration::from_secs(60)
-            && bool::from(subtle::ConstantTimeEq::ct_eq(v.identity.as_bytes(), identity.as_bytes()));
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                v.identity.as_bytes(),
+                identity.as_bytes(),
+            ));
         s.remove(&key);
         fresh
     }

@@ -496,7 +496,9 @@ fn users_live_in_the_authenticated_store() {
     let dir = s.dir.clone();
     login(&s, "so.env").create_user("dave", "crypto-user", "dave-password", false).unwrap();
     drop(s);
-    for side in ["users.json", "users.lockouts.json", "users.totp-steps.json", "users.approvals.json"] {
+    for side in
+        ["users.json", "users.lockouts.json", "users.totp-steps.json", "users.approvals.json"]
+    {
         assert!(!dir.join(side).exists(), "{side} must not exist");
     }
     // Restarting on the untouched directory works.

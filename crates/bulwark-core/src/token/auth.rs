@@ -55,7 +55,10 @@ pub struct InitialUser {
 
 impl std::fmt::Debug for InitialUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitialUser").field("name", &self.name).field("role", &self.role).finish_non_exhaustive()
+        f.debug_struct("InitialUser")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
     }
 }
 

@@ -51,6 +51,15 @@ impl<S: Store> Token<S> {
         self.audited(c, || self.destroy_object_unaudited(h))
     }
 
+    /// Marks the wrapping keys labelled `label` CKA_TRUSTED or not (security officer only).
+    pub fn set_trusted_by_label(&self, label: &str, trusted: bool) -> Result<u32> {
+        let c =
+            Call { described: Some((String::new(), label.to_owned())), ..Call::new("set-trusted") };
+        let detail = if trusted { "trusted" } else { "untrusted" };
+        let r = self.precheck(&c).and_then(|()| self.set_trusted_unaudited(label, trusted));
+        self.finish(&c, r, detail.to_owned())
+    }
+
     /// `C_SetAttributeValue`.
     pub fn set_attributes(&self, h: u64, changes: &Template) -> Result<()> {
         self.audited(Call::new("set-attributes").obj(h), || {

@@ -90,6 +90,14 @@ impl Default for SecurityPolicy {
     }
 }
 
+impl SecurityPolicy {
+    /// The defaults of a network HSM's store: as [`SecurityPolicy::default`], but keys leave
+    /// only wrapped under trusted keys.
+    pub fn for_daemon() -> Self {
+        Self { wrap_requires_trusted: true, ..Self::default() }
+    }
+}
+
 /// Options for creating a store.
 #[derive(Clone, Debug, Default)]
 pub struct InitOptions {

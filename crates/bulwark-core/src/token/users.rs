@@ -577,7 +577,9 @@ impl<S: Store> Token<S> {
         }
         let ik = self.unsealed_ik()?;
         let id = match grantee {
-            Grantee::User(n) => self.user_id_by_name(n)?.ok_or_else(|| Error::NotFound(n.clone()))?,
+            Grantee::User(n) => {
+                self.user_id_by_name(n)?.ok_or_else(|| Error::NotFound(n.clone()))?
+            }
             Grantee::EveryCryptoUser => EVERY_CRYPTO_USER,
         };
         let key = grant_key(&o.uid, id);
