@@ -1,5 +1,5 @@
 //! Key derivation and encapsulation: ECDH (P-256/384/521) and X25519 with the NULL or ANSI X9.63
-//! KDF, HKDF (RFC 5869, PKCS#11 `CK_HKDF_PARAMS` semantics) and ML-KEM.
+//! KDF (SHA-1 to SHA-512), HKDF (RFC 5869, PKCS#11 `CK_HKDF_PARAMS` semantics) and ML-KEM.
 //!
 //! Derived bytes are returned as [`SecretBytes`] and never leave this module any other way;
 //! intermediate shared secrets are wiped. A malformed peer public value is reported as
@@ -72,9 +72,9 @@ fn ecdh_kdf(kdf: EcdhKdf, shared_data: &[u8], z: &[u8], out_len: usize) -> Resul
             Ok(SecretBytes::from_slice(&z[z.len() - n..]))
         }
         EcdhKdf::X963(h) => {
-            if h == DigestAlg::Sha1 || h == DigestAlg::Sha224 {
-                return Err(Error::MechanismParamInvalid("X9.63 KDF needs SHA-256/384/512"));
-            }
+            // SHA-1 and SHA-224 too: OpenSSL's default CMS envelope to an EC certificate
+            // (dhSinglePass-stdDH-sha1kdf) derives its key-encryption key with CKD_SHA1_KDF. A
+            // KDF over a high-entropy shared secret does not rely on SHA-1's collision resistance.
             let n = if out_len == 0 { h.output_len() } else { out_len };
             if n > MAX_DERIVE {
                 return Err(Error::KeySizeRange);

@@ -14,6 +14,7 @@
 mod cipher;
 pub(crate) mod der;
 mod derive;
+mod evp_rsa;
 mod generate;
 mod import;
 mod keys;
@@ -33,6 +34,7 @@ pub use keys::{
     GENERIC_SECRET_MAX,
 };
 pub use loaded::{LoadedKey, LoadedPublicKey};
+pub use cipher::{aes_decrypt_len_max, aes_encrypt_len};
 pub use sign::{ecdsa_der_to_raw, ecdsa_raw_to_der, rsa_digest_info};
 
 use crate::error::{Error, Result};
