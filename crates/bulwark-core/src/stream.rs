@@ -65,9 +65,18 @@ impl StreamOutput {
 #[derive(Clone, Debug)]
 enum Mode {
     Ecb,
-    Cbc { chain: [u8; BLOCK] },
-    CbcPad { chain: [u8; BLOCK] },
-    Ctr { block: [u8; BLOCK], bits: usize, offset: usize, exhausted: bool },
+    Cbc {
+        chain: [u8; BLOCK],
+    },
+    CbcPad {
+        chain: [u8; BLOCK],
+    },
+    Ctr {
+        block: [u8; BLOCK],
+        bits: usize,
+        offset: usize,
+        exhausted: bool,
+    },
     /// Everything is held until final (AEAD, RSA).
     Buffered,
 }
@@ -200,9 +209,9 @@ impl CipherStream {
                         v.drain(..offset);
                         StreamOutput::Ciphertext(v)
                     }
-                    StreamOutput::Plaintext(s) => {
-                        StreamOutput::Plaintext(SecretBytes::from_slice(&s.expose_secret()[offset..]))
-                    }
+                    StreamOutput::Plaintext(s) => StreamOutput::Plaintext(SecretBytes::from_slice(
+                        &s.expose_secret()[offset..],
+                    )),
                 };
                 let total = input.len();
                 let whole = (total / BLOCK) as u128;

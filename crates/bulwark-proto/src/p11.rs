@@ -236,9 +236,11 @@ pub fn mechanism_from_pb(p: &pb::Mechanism) -> Result<Mechanism, Error> {
         ck::CKM_SHA256_HMAC => Mechanism::Hmac(DigestAlg::Sha256),
         ck::CKM_SHA384_HMAC => Mechanism::Hmac(DigestAlg::Sha384),
         ck::CKM_SHA512_HMAC => Mechanism::Hmac(DigestAlg::Sha512),
-        ck::CKM_AES_GCM if p.generate_iv => {
-            Mechanism::AesGcmGenerated { fixed: p.iv.clone(), aad: p.data.clone(), tag_bits: len()? }
-        }
+        ck::CKM_AES_GCM if p.generate_iv => Mechanism::AesGcmGenerated {
+            fixed: p.iv.clone(),
+            aad: p.data.clone(),
+            tag_bits: len()?,
+        },
         ck::CKM_AES_GCM => {
             Mechanism::AesGcm { iv: p.iv.clone(), aad: p.data.clone(), tag_bits: len()? }
         }
@@ -531,7 +533,11 @@ mod tests {
             Mechanism::AesCmac,
             Mechanism::AesCmacGeneral { mac_len: 8 },
             Mechanism::AesCbcPadPart { iv: [3; 16] },
-            Mechanism::AesGcmGenerated { fixed: vec![1, 2, 3, 4], aad: b"a".to_vec(), tag_bits: 128 },
+            Mechanism::AesGcmGenerated {
+                fixed: vec![1, 2, 3, 4],
+                aad: b"a".to_vec(),
+                tag_bits: 128,
+            },
             Mechanism::AesGcmGenerated { fixed: vec![], aad: vec![], tag_bits: 128 },
             Mechanism::Digest(Sha1),
             Mechanism::Digest(Sha224),

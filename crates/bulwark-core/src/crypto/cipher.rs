@@ -177,8 +177,10 @@ impl AesKey {
                     return Err(Error::DataLenRange);
                 }
                 if !pt.is_empty() {
-                    self.cbc_enc()?
-                        .less_safe_encrypt(&mut out, EncryptionContext::Iv128(FixedLength::from(iv)))?;
+                    self.cbc_enc()?.less_safe_encrypt(
+                        &mut out,
+                        EncryptionContext::Iv128(FixedLength::from(iv)),
+                    )?;
                 }
             }
             Mechanism::AesCbc { iv } => {
@@ -186,8 +188,10 @@ impl AesKey {
                     return Err(Error::DataLenRange);
                 }
                 if !pt.is_empty() {
-                    self.cbc_enc()?
-                        .less_safe_encrypt(&mut out, EncryptionContext::Iv128(FixedLength::from(iv)))?;
+                    self.cbc_enc()?.less_safe_encrypt(
+                        &mut out,
+                        EncryptionContext::Iv128(FixedLength::from(iv)),
+                    )?;
                 }
             }
             Mechanism::AesCbcPad { iv } => {

@@ -188,7 +188,13 @@ impl EvpRsa {
         // SAFETY: `sig` is writable for `len` bytes, `input` readable for its length; both
         // outlive the call, and `len` is updated to the bytes written (at most its input value).
         let rc = unsafe {
-            sys::EVP_PKEY_sign(ctx.0.as_ptr(), sig.as_mut_ptr(), &mut len, input.as_ptr(), input.len())
+            sys::EVP_PKEY_sign(
+                ctx.0.as_ptr(),
+                sig.as_mut_ptr(),
+                &mut len,
+                input.as_ptr(),
+                input.len(),
+            )
         };
         if rc != 1 || len != sig.len() {
             clear_errors();
@@ -206,7 +212,13 @@ impl EvpRsa {
         let ctx = self.ctx(padding, sys::EVP_PKEY_verify_init)?;
         // SAFETY: both buffers are readable for their lengths and outlive the call.
         let rc = unsafe {
-            sys::EVP_PKEY_verify(ctx.0.as_ptr(), sig.as_ptr(), sig.len(), input.as_ptr(), input.len())
+            sys::EVP_PKEY_verify(
+                ctx.0.as_ptr(),
+                sig.as_ptr(),
+                sig.len(),
+                input.as_ptr(),
+                input.len(),
+            )
         };
         if rc != 1 {
             clear_errors();
@@ -267,17 +279,13 @@ mod tests {
 
     fn pair() -> (EvpRsa, EvpRsa, KeyPair) {
         let kp = KeyPair::generate(KeySize::Rsa2048).unwrap();
-        let pkcs8 = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
-            .unwrap();
+        let pkcs8 =
+            aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp).unwrap();
         let spki = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(
             kp.public_key(),
         )
         .unwrap();
-        (
-            EvpRsa::from_pkcs8(pkcs8.as_ref()).unwrap(),
-            EvpRsa::from_spki(spki.as_ref()).unwrap(),
-            kp,
-        )
+        (EvpRsa::from_pkcs8(pkcs8.as_ref()).unwrap(), EvpRsa::from_spki(spki.as_ref()).unwrap(), kp)
     }
 
     #[test]
@@ -289,7 +297,10 @@ mod tests {
             assert_eq!(pk.verify_recover(&sig).unwrap(), input);
             let mut bad = sig.clone();
             bad[10] ^= 1;
-            assert!(matches!(pk.verify(Padding::Pkcs1Raw, input, &bad), Err(Error::SignatureInvalid)));
+            assert!(matches!(
+                pk.verify(Padding::Pkcs1Raw, input, &bad),
+                Err(Error::SignatureInvalid)
+            ));
             assert!(matches!(pk.verify_recover(&bad), Err(Error::SignatureInvalid)));
         }
         assert!(matches!(sk.sign(Padding::Pkcs1Raw, &[0u8; 246]), Err(Error::DataLenRange)));

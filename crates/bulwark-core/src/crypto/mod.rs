@@ -28,13 +28,13 @@ use std::sync::{Mutex, OnceLock};
 use aws_lc_rs::digest;
 use zeroize::Zeroizing;
 
+pub use cipher::{aes_decrypt_len_max, aes_encrypt_len};
 pub use import::PrivateComponents;
 pub use keys::{
     Curve, GeneratedKey, KeyMaterial, KeySpec, MlDsaParam, MlKemParam, PublicKey,
     GENERIC_SECRET_MAX,
 };
 pub use loaded::{LoadedKey, LoadedPublicKey};
-pub use cipher::{aes_decrypt_len_max, aes_encrypt_len};
 pub use sign::{ecdsa_der_to_raw, ecdsa_raw_to_der, rsa_digest_info};
 
 use crate::error::{Error, Result};

@@ -7,17 +7,19 @@
 //! [`Error::SignatureInvalid`] with no further cause.
 
 use aws_lc_rs::digest::{self, Digest};
-use aws_lc_rs::{cmac, hmac};
-use subtle::ConstantTimeEq;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     self, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm, ParsedPublicKey,
 };
+use aws_lc_rs::{cmac, hmac};
+use subtle::ConstantTimeEq;
 
 use super::der;
 use super::evp_rsa::Padding;
 use super::keys::{Curve, KeySpec};
-use super::loaded::{AesKey, GenericKey, Inner, LoadedKey, LoadedPublicKey, PubInner, RsaKey, RsaPub};
+use super::loaded::{
+    AesKey, GenericKey, Inner, LoadedKey, LoadedPublicKey, PubInner, RsaKey, RsaPub,
+};
 use super::{digest_alg, get_or_try_init, Provider};
 use crate::error::{Error, Result};
 use crate::mechanism::{DigestAlg, Mechanism};

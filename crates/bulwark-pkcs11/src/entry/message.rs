@@ -11,7 +11,9 @@
 use std::ffi::c_void;
 
 use cryptoki_sys as ck;
-use cryptoki_sys::{CK_BYTE, CK_FLAGS, CK_MECHANISM, CK_OBJECT_HANDLE, CK_SESSION_HANDLE, CK_ULONG};
+use cryptoki_sys::{
+    CK_BYTE, CK_FLAGS, CK_MECHANISM, CK_OBJECT_HANDLE, CK_SESSION_HANDLE, CK_ULONG,
+};
 
 use super::{ck_entry, mech, module, out_len, read_param, slice, slice_mut, write_out};
 use crate::error::{Error, Result};
@@ -50,7 +52,8 @@ unsafe fn gcm_params(p: *mut c_void, n: CK_ULONG, encrypt: bool) -> Result<Param
         _ if !encrypt => (IvSource::Given(iv), None),
         ck::CKG_NO_GENERATE => (IvSource::Given(iv), None),
         _ if generate => {
-            let bits = usize::try_from(g.ulIvFixedBits).map_err(|_| Error::MechanismParamInvalid)?;
+            let bits =
+                usize::try_from(g.ulIvFixedBits).map_err(|_| Error::MechanismParamInvalid)?;
             if iv.len() != GCM_IV || bits % 8 != 0 || bits / 8 > GCM_IV - 4 {
                 return Err(Error::MechanismParamInvalid);
             }
@@ -74,7 +77,12 @@ unsafe fn gcm_params(p: *mut c_void, n: CK_ULONG, encrypt: bool) -> Result<Param
 ///
 /// # Safety
 /// As [`gcm_params`] for `params`; `p_out` / `plen` as for [`write_out`].
-unsafe fn deliver(r: Result<MsgOut>, params: &Params, p_out: *mut u8, plen: &mut CK_ULONG) -> Result<()> {
+unsafe fn deliver(
+    r: Result<MsgOut>,
+    params: &Params,
+    p_out: *mut u8,
+    plen: &mut CK_ULONG,
+) -> Result<()> {
     match r {
         Ok(MsgOut::Len(n)) => {
             // SAFETY: forwarded.

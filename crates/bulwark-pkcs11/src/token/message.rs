@@ -84,7 +84,10 @@ impl Module {
         // The gate sees the mechanism each message will use; encryption is prepared for a
         // token-generated IV (a message with a caller IV is gated again when it runs).
         let (usage, mech) = if encrypt {
-            (Usage::Encrypt, Mechanism::AesGcmGenerated { fixed: vec![], aad: vec![], tag_bits: 128 })
+            (
+                Usage::Encrypt,
+                Mechanism::AesGcmGenerated { fixed: vec![], aad: vec![], tag_bits: 128 },
+            )
         } else {
             (Usage::Decrypt, Mechanism::AesGcm { iv: vec![0; GCM_IV], aad: vec![], tag_bits: 128 })
         };

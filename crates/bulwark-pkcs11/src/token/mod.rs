@@ -26,8 +26,8 @@ use bulwark_core::token::MAX_PIN_FAILURES;
 use bulwark_core::{Token, UserType};
 use cryptoki_sys as ck;
 
-pub(crate) use message::{GcmMessage, IvSource};
 pub use message::MsgOut;
+pub(crate) use message::{GcmMessage, IvSource};
 pub use ops::{Out, Output};
 pub(crate) use session::{Session, SessionState};
 

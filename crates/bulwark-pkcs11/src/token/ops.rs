@@ -378,8 +378,7 @@ impl Module {
             return Err(Error::UserNotLoggedIn);
         }
         if op.stream.is_none() {
-            let dir =
-                if kind == Kind::Encrypt { Direction::Encrypt } else { Direction::Decrypt };
+            let dir = if kind == Kind::Encrypt { Direction::Encrypt } else { Direction::Decrypt };
             op.stream = Some(if op.needs_auth {
                 // A context login covers one use of the key: collect the input and decrypt it
                 // in one call at C_DecryptFinal.
