@@ -97,7 +97,7 @@ impl std::fmt::Debug for CipherStream {
             .field("dir", &self.dir)
             .field("mech", &self.mech.ck_type())
             .field("pending", &self.pending.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

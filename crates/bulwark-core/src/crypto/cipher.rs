@@ -172,18 +172,7 @@ impl AesKey {
                     self.ecb_enc()?.encrypt(&mut out)?;
                 }
             }
-            Mechanism::AesCbcPadPart { iv } => {
-                if pt.len() % BLOCK != 0 {
-                    return Err(Error::DataLenRange);
-                }
-                if !pt.is_empty() {
-                    self.cbc_enc()?.less_safe_encrypt(
-                        &mut out,
-                        EncryptionContext::Iv128(FixedLength::from(iv)),
-                    )?;
-                }
-            }
-            Mechanism::AesCbc { iv } => {
+            Mechanism::AesCbc { iv } | Mechanism::AesCbcPadPart { iv } => {
                 if pt.len() % BLOCK != 0 {
                     return Err(Error::DataLenRange);
                 }

@@ -99,14 +99,15 @@ impl EvpRsa {
         // EVP_PKEY (one reference, ours) or NULL.
         let raw = unsafe {
             if private {
-                sys::EVP_parse_private_key(&mut cbs)
+                sys::EVP_parse_private_key(&raw mut cbs)
             } else {
-                sys::EVP_parse_public_key(&mut cbs)
+                sys::EVP_parse_public_key(&raw mut cbs)
             }
         };
         let key = EvpRsa(NonNull::new(raw).ok_or(Error::KeyInvalid)?);
         // SAFETY: `cbs` is still valid (it only advanced over `der`); `key.0` is a live EVP_PKEY.
-        let (rest, id) = unsafe { (sys::CBS_len(&cbs), sys::EVP_PKEY_id(key.0.as_ptr())) };
+        let (rest, id) =
+            unsafe { (sys::CBS_len(&raw const cbs), sys::EVP_PKEY_id(key.0.as_ptr())) };
         if rest != 0 || id != sys::EVP_PKEY_RSA as c_int {
             return Err(Error::KeyInvalid);
         }
@@ -191,7 +192,7 @@ impl EvpRsa {
             sys::EVP_PKEY_sign(
                 ctx.0.as_ptr(),
                 sig.as_mut_ptr(),
-                &mut len,
+                &raw mut len,
                 input.as_ptr(),
                 input.len(),
             )
@@ -241,7 +242,7 @@ impl EvpRsa {
             sys::EVP_PKEY_verify_recover(
                 ctx.0.as_ptr(),
                 out.as_mut_ptr(),
-                &mut len,
+                &raw mut len,
                 sig.as_ptr(),
                 sig.len(),
             )
