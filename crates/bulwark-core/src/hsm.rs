@@ -32,7 +32,11 @@ pub trait PreparedKey: Send + Sync + std::fmt::Debug {
     fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>>;
     /// Verifies `sig` over `data`.
     fn verify(&self, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()>;
-    /// Encrypts `data`.
+    /// `C_VerifyRecover` (`CKM_RSA_PKCS`): the data `sig` was made over. (`C_SignRecover` is
+    /// [`PreparedKey::sign`]: for `CKM_RSA_PKCS` the signature is the same.)
+    fn verify_recover(&self, mech: &Mechanism, sig: &[u8]) -> Result<Vec<u8>>;
+    /// Encrypts `data`. Multi-part encryption is a [`crate::stream::CipherStream`] of such
+    /// calls, each gated like a single-part one.
     fn encrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>>;
     /// Decrypts `data` into a secret buffer.
     fn decrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes>;
@@ -154,6 +158,13 @@ impl PreparedKey for EmbeddedKey {
         match &self.key {
             KeyRef::Private(k) => k.verify(self.provider, mech, data, sig),
             KeyRef::Public(k) => k.verify(self.provider, mech, data, sig),
+        }
+    }
+
+    fn verify_recover(&self, mech: &Mechanism, sig: &[u8]) -> Result<Vec<u8>> {
+        match &self.key {
+            KeyRef::Private(k) => k.verify_recover(self.provider, mech, sig),
+            KeyRef::Public(k) => k.verify_recover(self.provider, mech, sig),
         }
     }
 

@@ -18,6 +18,7 @@ pub mod seal;
 pub mod secret;
 pub mod selftest;
 pub mod store;
+pub mod stream;
 pub mod template;
 pub mod token;
 

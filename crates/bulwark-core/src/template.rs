@@ -225,7 +225,9 @@ fn default_usage(class: ObjectClass, kt: KeyType) -> &'static [AttrType] {
         (ObjectClass::SecretKey, KeyType::Hkdf)
         | (ObjectClass::PrivateKey, KeyType::EcMontgomery) => &[A::Derive],
         (ObjectClass::PrivateKey, KeyType::Rsa) => &[A::Sign, A::Decrypt, A::Unwrap],
-        (ObjectClass::PublicKey, KeyType::Rsa) => &[A::Verify, A::Encrypt, A::Wrap],
+        (ObjectClass::PublicKey, KeyType::Rsa) => {
+            &[A::Verify, A::VerifyRecover, A::Encrypt, A::Wrap]
+        }
         (ObjectClass::PrivateKey, KeyType::Ec) => &[A::Sign, A::Derive],
         (ObjectClass::PrivateKey, KeyType::EcEdwards | KeyType::MlDsa) => &[A::Sign],
         (ObjectClass::PublicKey, KeyType::Ec | KeyType::EcEdwards | KeyType::MlDsa) => &[A::Verify],
@@ -308,7 +310,11 @@ fn build(class: ObjectClass, kt: Option<KeyType>, t: &Template, origin: Origin) 
             let _ = a.set(d, AttrValue::Date(None));
         }
     }
-    let any_usage = t.iter().any(|(k, _)| USAGE.contains(k));
+    // A private or secret key whose template names any usage gets exactly those usages (the
+    // secure reading: nothing the caller did not ask for). A public key holds no secret, so each
+    // usage it does not name takes its key type's default, as clients assume (pkcs11-tool asks
+    // for CKA_ENCRYPT and CKA_VERIFY on an RSA key pair, then wraps with the public key).
+    let any_usage = class != ObjectClass::PublicKey && t.iter().any(|(k, _)| USAGE.contains(k));
     let defaults = default_usage(class, kt);
     for u in USAGE {
         if !a.contains(*u) && allowed_for(class).contains(u) {

@@ -69,6 +69,10 @@ pub enum Error {
     PinLenRange,
     /// `CKR_KEY_INDIGESTIBLE`.
     KeyIndigestible,
+    /// `CKR_STATE_UNSAVEABLE` (`C_GetOperationState` with an operation active).
+    StateUnsaveable,
+    /// `CKR_SAVED_STATE_INVALID` (`C_SetOperationState`).
+    SavedStateInvalid,
     /// `CKR_GENERAL_ERROR`: configuration or internal failure (detail goes to the log).
     General(&'static str),
 }
@@ -110,6 +114,8 @@ impl Error {
             Error::FunctionNotParallel => ck::CKR_FUNCTION_NOT_PARALLEL,
             Error::PinLenRange => ck::CKR_PIN_LEN_RANGE,
             Error::KeyIndigestible => ck::CKR_KEY_INDIGESTIBLE,
+            Error::StateUnsaveable => ck::CKR_STATE_UNSAVEABLE,
+            Error::SavedStateInvalid => ck::CKR_SAVED_STATE_INVALID,
             Error::General(_) => ck::CKR_GENERAL_ERROR,
         }
     }

@@ -40,8 +40,13 @@ use crate::store::{SqliteStore, Store};
 /// Consecutive failed logins after which a PIN is locked.
 pub const MAX_PIN_FAILURES: u32 = 10;
 
-/// Object handles at or above this value name session objects.
-pub const SESSION_HANDLE_BASE: u64 = 1 << 48;
+/// Object handles at or above this value name session objects; below it, token objects (the
+/// store's row ids). Every handle stays below 2^32 (session objects get 2^31 .. 2^32 - 1), so
+/// handles fit a 32-bit `CK_ULONG` and read well in NSS's and other clients' logs.
+pub const SESSION_HANDLE_BASE: u64 = 1 << 31;
+
+/// One past the largest session-object handle.
+pub(crate) const SESSION_HANDLE_END: u64 = 1 << 32;
 
 /// A PKCS#11 user type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

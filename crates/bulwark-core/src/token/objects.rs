@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{read, write, Material, Obj, SessionId, Token, SESSION_HANDLE_BASE};
+use super::{read, write, Material, Obj, SessionId, Token, SESSION_HANDLE_BASE, SESSION_HANDLE_END};
 use crate::attr::{AttrType, AttrValue, Attributes, KeyType, ObjectClass};
 use crate::crypto::{KeyMaterial, KeySpec, PrivateComponents, PublicKey};
 use crate::error::{Error, Result};
@@ -245,6 +245,10 @@ impl<S: Store> Token<S> {
         attrs.set_bytes(AttrType::UniqueId, hex::encode(uid).into_bytes());
         if !attrs.bool_or(AttrType::Token, false) {
             let h = self.next_session_handle();
+            if h >= SESSION_HANDLE_END {
+                // Handles are never reused; 2^31 session objects in one process is the end.
+                return Err(Error::Internal("session object handles exhausted"));
+            }
             let o = Obj {
                 handle: h,
                 uid,

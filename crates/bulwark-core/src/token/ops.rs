@@ -132,6 +132,10 @@ impl<S: Store> Token<S> {
         seen: Option<u64>,
     ) -> Result<(KeyRef, bool)> {
         self.provider.check()?;
+        if !mech.allows(usage) {
+            // A mechanism of the wrong family (C_EncryptInit with a signature mechanism...).
+            return Err(Error::MechanismInvalid(mech.ck_type()));
+        }
         let o = self.obj_at(h, seen)?;
         self.check_use(&self.who(), &o, usage)?;
         let class = o.attrs.class();
@@ -338,8 +342,9 @@ impl<S: Store> Token<S> {
         match self.key_for_unaudited(wrapping, Usage::Wrap, mech)? {
             KeyRef::Private(k) => k.wrap(self.provider, mech, &material),
             KeyRef::Public(k) => match mech {
-                // Wrapping under a public key is OAEP encryption of the key bytes.
-                Mechanism::RsaOaep { .. }
+                // Wrapping under a public key is RSA encryption (OAEP or PKCS#1 v1.5) of the key
+                // bytes.
+                Mechanism::RsaOaep { .. } | Mechanism::RsaPkcs
                     if matches!(
                         material.spec(),
                         KeySpec::Aes { .. } | KeySpec::GenericSecret { .. }
