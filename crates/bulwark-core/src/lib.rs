@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod error;
 pub mod hierarchy;
 pub mod hsm;
+pub mod kernel;
 pub mod mechanism;
 pub mod names;
 pub mod rollback;

@@ -268,8 +268,10 @@ fn integrity_failure_triggers_the_response() {
         drop(t);
         edit_db(&f.path, "UPDATE objects SET label = x'6a', attrs = attrs");
         let t = Token::open(&f.path).unwrap();
-        t.login(UserType::User, &user()).unwrap();
-        assert!(matches!(t.encrypt(k, &gcm(), b"x"), Err(Error::Integrity(_))));
+        // The whole store is verified at login: the edited row is found before any use.
+        let r = t.login(UserType::User, &user());
+        assert!(matches!(r, Err(Error::Integrity(_))), "{r:?}");
+        assert!(t.encrypt(k, &gcm(), b"x").is_err());
         let st = Token::open(&f.path).unwrap();
         match policy.tamper_response {
             TamperResponse::Alarm => assert!(st.tamper_alarm().is_some()),

@@ -8,9 +8,10 @@ use crate::attr::{AttrType, AttrValue};
 use crate::error::Result;
 use crate::mechanism::{KeyGenMechanism, Mechanism};
 use crate::secret::SecretBytes;
+use crate::store::Store;
 use crate::template::Template;
 
-impl Token {
+impl<S: Store> Token<S> {
     // --- object management ------------------------------------------------------------------
 
     /// `C_FindObjects`: handles of every visible object matching `t`, token objects first.
