@@ -9,7 +9,9 @@
 #     signature verified by plain openssl against the public key GnuTLS exports through
 #     p11-kit), with the store in the user's data directory; a second user gets a token of its
 #     own; the CLI and the daemon run from their installed paths.
-#  3. scripts/build-deb.sh: the same files; `dpkg -i` in a throw-away writable overlay creates
+#  3. install.sh for real (no --destdir) in a throw-away writable overlay: the system user, the
+#     p11-kit registration, and an edited pkcs11.toml kept on reinstall.
+#  4. scripts/build-deb.sh: the same files; `dpkg -i` in a throw-away writable overlay creates
 #     the `bulwark` user and registers the module with p11-kit; `dpkg -r` unregisters it and
 #     keeps the configuration; `dpkg -P` removes that too.
 #
@@ -98,14 +100,34 @@ if [ "${1:-}" = --inside ]; then
     grep -A1 'Bulwark slot 0: .*/home-bob/' "$T/L-bob" | grep -q 'token state: *uninitialized' \
       || fail "bob should see his own uninitialized token"
     ;;
-  deb)
-    deb=$4
+  real|deb)
     mkdir -p "$T/ovl"
     mount -t tmpfs bulwark-ovl "$T/ovl"
     for d in usr etc var; do
       mkdir -p "$T/ovl/$d-up" "$T/ovl/$d-work"
       mount -t overlay "bulwark-$d" -o "lowerdir=/$d,upperdir=$T/ovl/$d-up,workdir=$T/ovl/$d-work" "/$d"
     done
+    ;;&
+  real)
+    bin=$4
+    # Keep install.sh from asking the host's systemd to reload (it would not see this overlay).
+    if [ -d /run/systemd ]; then mount -t tmpfs bulwark-run-systemd /run/systemd; fi
+    step "install.sh without --destdir (in a throw-away overlay of /usr, /etc and /var)"
+    ! getent passwd bulwark >/dev/null || fail "a bulwark user exists before the install"
+    "$here/scripts/install.sh" --from "$bin" --strip > /dev/null
+    getent passwd bulwark | grep -q ':/var/lib/bulwark:/usr/sbin/nologin$' \
+      || fail "install.sh did not create the bulwark system user"
+    as_user dave p11-kit list-modules 2>&1 | grep -q "^bulwark: /usr/lib/$multiarch/pkcs11/libbulwark_pkcs11.so" \
+      || fail "p11-kit does not list the installed module"
+    # A second run keeps an edited configuration and puts the shipped one beside it.
+    echo '# edited by the administrator' >> /etc/bulwark/pkcs11.toml
+    "$here/scripts/install.sh" --from "$bin" > /dev/null 2> "$T/reinstall.err"
+    grep -q '^# edited by the administrator' /etc/bulwark/pkcs11.toml || fail "install.sh overwrote an edited pkcs11.toml"
+    cmp /etc/bulwark/pkcs11.toml.dist "$here/packaging/pkcs11.toml" || fail "no pkcs11.toml.dist"
+    grep -q 'kept your /etc/bulwark/pkcs11.toml' "$T/reinstall.err" || fail "install.sh did not say it kept the file"
+    ;;
+  deb)
+    deb=$4
     step "dpkg -i (in a throw-away overlay of /usr, /etc and /var)"
     ! getent passwd bulwark >/dev/null || fail "a bulwark user exists before the install"
     dpkg -i "$deb"
@@ -186,6 +208,7 @@ grep -q 'not found' "$T/err" || fail "install.sh: no clear message for a missing
 if scripts/install.sh --prefix relative 2> /dev/null; then fail "install.sh accepted a relative prefix"; fi
 
 unshare --mount --propagation private bash "$0" --inside destdir "$T"
+unshare --mount --propagation private bash "$0" --inside real "$T" "$bin"
 
 step "Debian package: contents"
 deb=$(scripts/build-deb.sh --from "$bin" --out "$T" --fast)
