@@ -107,11 +107,12 @@ if [ "${1:-}" = --inside ]; then
       mkdir -p "$T/ovl/$d-up" "$T/ovl/$d-work"
       mount -t overlay "bulwark-$d" -o "lowerdir=/$d,upperdir=$T/ovl/$d-up,workdir=$T/ovl/$d-work" "/$d"
     done
+    # Keep install.sh and the maintainer scripts from asking the host's systemd to reload (it
+    # would not see this overlay).
+    if [ -d /run/systemd ]; then mount -t tmpfs bulwark-run-systemd /run/systemd; fi
     ;;&
   real)
     bin=$4
-    # Keep install.sh from asking the host's systemd to reload (it would not see this overlay).
-    if [ -d /run/systemd ]; then mount -t tmpfs bulwark-run-systemd /run/systemd; fi
     step "install.sh without --destdir (in a throw-away overlay of /usr, /etc and /var)"
     ! getent passwd bulwark >/dev/null || fail "a bulwark user exists before the install"
     "$here/scripts/install.sh" --from "$bin" --strip > /dev/null
