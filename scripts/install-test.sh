@@ -206,6 +206,7 @@ grep -qx "module: /usr/lib/$multiarch/pkcs11/libbulwark_pkcs11.so" \
 # Wrong options fail with a message, and touch nothing.
 if scripts/install.sh --destdir "$T/bad" --from /nonexistent 2> "$T/err"; then fail "install.sh --from /nonexistent succeeded"; fi
 grep -q 'not found' "$T/err" || fail "install.sh: no clear message for a missing build"
+[ ! -e "$T/bad" ] || fail "install.sh created its destination before failing"
 if scripts/install.sh --prefix relative 2> /dev/null; then fail "install.sh accepted a relative prefix"; fi
 
 unshare --mount --propagation private bash "$0" --inside destdir "$T"

@@ -42,8 +42,7 @@ done
 case $prefix in /*) ;; *) die "--prefix must be absolute: $prefix" ;; esac
 case $sysconfdir in /*) ;; *) die "--sysconfdir must be absolute: $sysconfdir" ;; esac
 if [ -n "$destdir" ]; then
-  mkdir -p "$destdir"
-  destdir=$(cd "$destdir" && pwd)
+  destdir=$(realpath -m "$destdir")
   [ "$destdir" != / ] || destdir=''
 fi
 # The module reads SYSCONFDIR/bulwark/pkcs11.toml; its built-in path is /etc unless it was built
