@@ -8,7 +8,8 @@
 #     through p11-kit-proxy.so (slot list, C_InitToken, C_InitPIN, EC key generation, ECDSA
 #     signature verified by plain openssl against the public key GnuTLS exports through
 #     p11-kit), with the store in the user's data directory; a second user gets a token of its
-#     own; the CLI and the daemon run from their installed paths.
+#     own; OpenSSL's pkcs11-provider signs through the proxy; the CLI and the daemon run from
+#     their installed paths.
 #  3. install.sh for real (no --destdir) in a throw-away writable overlay: the system user, the
 #     p11-kit registration, and an edited pkcs11.toml kept on reinstall.
 #  4. scripts/build-deb.sh: the same files; `dpkg -i` in a throw-away writable overlay creates
@@ -95,6 +96,24 @@ if [ "${1:-}" = --inside ]; then
       || fail "the store is not in the user's data directory"
     p11 -L | grep -q 'token label *: alice' || fail "initialized token not listed"
 
+    step "OpenSSL's pkcs11-provider through p11-kit-proxy.so: a certificate signed in the token"
+    ossl_modules=$(openssl version -m | sed -n 's/^MODULESDIR: "\(.*\)"/\1/p')
+    if [ -f "$ossl_modules/pkcs11.so" ]; then
+      printf '%s\n' 'openssl_conf = init_sect' '[init_sect]' 'providers = providers_sect' \
+        '[providers_sect]' 'default = default_sect' 'pkcs11 = pkcs11_sect' '[default_sect]' \
+        'activate = 1' '[pkcs11_sect]' \
+        "module = $ossl_modules/pkcs11.so" "pkcs11-module-path = $proxy" \
+        'pkcs11-module-token-pin = 123456' 'activate = 1' > "$T/proxy.cnf"
+      OPENSSL_CONF=$T/proxy.cnf as_user alice openssl req -new -x509 -days 1 -subj /CN=via-p11-kit \
+        -key "pkcs11:token=alice;object=k1;type=private" -out "$T/proxy.crt" \
+        || fail "openssl with pkcs11-provider cannot sign through p11-kit-proxy.so"
+      openssl verify -CAfile "$T/proxy.crt" "$T/proxy.crt" || fail "the certificate made through the proxy does not verify"
+      cmp <(openssl x509 -in "$T/proxy.crt" -noout -pubkey | openssl pkey -pubin -outform DER) \
+          <(openssl pkey -pubin -in "$T/k1.pem" -outform DER) || fail "the proxy signed with another key"
+    else
+      fail "pkcs11-provider missing from $ossl_modules"
+    fi
+
     step "another user gets a token of its own"
     as_user bob pkcs11-tool --module "$proxy" -L | tee "$T/L-bob"
     grep -A1 'Bulwark slot 0: .*/home-bob/' "$T/L-bob" | grep -q 'token state: *uninitialized' \
@@ -165,8 +184,19 @@ command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v openssl >/dev/null || need+=(openssl)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+ossl_modules=$(openssl version -m 2>/dev/null | sed -n 's/^MODULESDIR: "\(.*\)"/\1/p')
+if [ ! -f "$ossl_modules/pkcs11.so" ]; then
+  # Debian 12 ships pkcs11-provider in bookworm-backports only (Debian 13 has it in main).
+  if . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/bulwark-backports.list
+    need+=(pkcs11-provider/bookworm-backports)
+  else
+    need+=(pkcs11-provider)
+  fi
+fi
 if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 if [ $# -ge 1 ]; then
