@@ -245,7 +245,8 @@ tls_handshake() { # KEY-NAME [client-auth]
     local other=ec; [ "$k" = ec ] && other=rsa
     cargs+=(-key "$(key $other)" -cert "$other.pem")
   fi
-  ossl s_server "${sargs[@]}" > "$log" 2>&1 &
+  # Bounded: a client that never connects must not leave the check waiting for ever.
+  timeout 90 env OPENSSL_CONF="$W/provider.cnf" openssl s_server "${sargs[@]}" > "$log" 2>&1 &
   local spid=$!
   for _ in $(seq 1 100); do grep -q '^ACCEPT' "$log" && break; sleep 0.1; done
   if [ -n "${2:-}" ]; then
