@@ -27,7 +27,7 @@ fail() { echo "install-test: FAILED: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- inside the mount namespace
 if [ "${1:-}" = --inside ]; then
-  mode=$2 T=$3
+  mode=$2 T=${3:?}
   root=$T/root
   multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
   proxy=/usr/lib/$multiarch/p11-kit-proxy.so
@@ -44,7 +44,7 @@ if [ "${1:-}" = --inside ]; then
     # usr-merged hosts: ROOT/lib is /usr/lib.
     if [ -L /lib ] && [ -d "$root/lib" ]; then
       cp -a "$root/lib/." "$root/usr/lib/"
-      rm -rf "$root/lib"
+      rm -rf "${root:?}/lib"
     fi
     mount -t overlay bulwark-usr -o "lowerdir=$root/usr:/usr" /usr
     mount -t overlay bulwark-etc -o "lowerdir=$root/etc:/etc" /etc
