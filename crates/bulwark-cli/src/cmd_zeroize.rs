@@ -66,6 +66,10 @@ pub(crate) struct PolicyArgs {
     /// and keep unwrapped keys sensitive (default off: standard PKCS#11 behaviour).
     #[arg(long)]
     wrap_requires_trusted: bool,
+    /// Refuse AES-GCM encryption with caller-chosen IVs: only IVs the token generates
+    /// (CKG_GENERATE_RANDOM through the PKCS#11 3.0 message API), so no nonce is ever reused.
+    #[arg(long)]
+    require_token_iv: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -93,6 +97,7 @@ impl PolicyArgs {
                 checkpoint_every_secs: self.checkpoint_secs,
                 audit_key_use: matches!(self.audit_key_use, OnOff::On),
                 wrap_requires_trusted: self.wrap_requires_trusted,
+                require_token_iv: self.require_token_iv,
             },
             ..InitOptions::default()
         }

@@ -368,14 +368,15 @@ fn a_front_door_can_name_the_actor() {
 
 #[test]
 fn key_use_through_key_for_is_audited_as_init() {
-    // The PKCS#11 module authorizes a key once at C_SignInit (Token::key_for) and then signs
+    // The PKCS#11 module authorizes a key once at C_SignInit (Hsm::prepare) and then signs
     // with the returned key: the authorization is the audited event.
     let f = fx(alarm_policy());
     let t = Token::open(&f.path).unwrap();
     t.login(UserType::User, &user()).unwrap();
     let k = aes(&t, "k", false);
-    t.key_for(k, bulwark_core::token::Usage::Encrypt, &gcm()).unwrap();
-    assert!(t.key_for(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
+    use bulwark_core::hsm::Hsm as _;
+    t.prepare(k, bulwark_core::token::Usage::Encrypt, &gcm()).unwrap();
+    assert!(t.prepare(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
     drop(t);
     let recs = records(&f.path);
     assert!(recs.iter().any(|r| r.op == "encrypt-init" && r.result == "ok" && r.label == "k"));

@@ -8,7 +8,8 @@ use bulwark_core::crypto::Curve;
 use bulwark_core::hierarchy::KdfParams;
 use bulwark_core::mechanism::{KeyGenMechanism, Mechanism};
 use bulwark_core::secret::Pin;
-use bulwark_core::token::{KeyRef, Usage, MAX_PIN_FAILURES};
+use bulwark_core::hsm::Hsm;
+use bulwark_core::token::{Usage, MAX_PIN_FAILURES};
 use bulwark_core::{Error, Token, UserType};
 
 const FAST: KdfParams = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
@@ -309,8 +310,8 @@ fn debug_output_of_keys_and_token_never_contains_key_bytes() {
     let h = aes(&t, "open", &[b(AttrType::Sensitive, false), b(AttrType::Extractable, true)]);
     let key = t.export_secret(h).unwrap();
     let needle = hex::encode(key.expose_secret());
-    let k = t.key_for(h, Usage::Encrypt, &gcm()).unwrap();
-    let KeyRef::Private(loaded) = &k else { panic!("secret key expected") };
+    let k = t.prepare(h, Usage::Encrypt, &gcm()).unwrap();
+    let loaded = &k;
     let info = t.object_info(h).unwrap();
     for s in [
         format!("{k:?}"),
@@ -340,15 +341,15 @@ fn two_connections_see_each_others_changes() {
     assert_eq!(a.decrypt(h, &gcm(), &ct).unwrap().expose_secret(), b"m");
     // The policy gate of `C_*Init` (`key_for`) sees the other connection's commits at once too:
     // its one change check per call stands for the object lookup's.
-    assert!(b2.key_for_auth(h, Usage::Encrypt, &gcm()).is_ok_and(|(_, always)| !always));
+    assert!(b2.prepare(h, Usage::Encrypt, &gcm()).is_ok_and(|k| k.always_authenticate() == Some(false)));
     a.set_attributes(h, &[b(AttrType::Encrypt, false)]).unwrap();
     assert!(matches!(b2.encrypt(h, &gcm(), b"m"), Err(Error::KeyFunctionNotPermitted(_))));
     assert!(matches!(
-        b2.key_for(h, Usage::Encrypt, &gcm()),
+        b2.prepare(h, Usage::Encrypt, &gcm()),
         Err(Error::KeyFunctionNotPermitted(_))
     ));
     a.destroy_object(h).unwrap();
-    assert!(matches!(b2.key_for(h, Usage::Decrypt, &gcm()), Err(Error::ObjectHandleInvalid)));
+    assert!(matches!(b2.prepare(h, Usage::Decrypt, &gcm()), Err(Error::ObjectHandleInvalid)));
     assert!(matches!(b2.encrypt(h, &gcm(), b"m"), Err(Error::ObjectHandleInvalid)));
     assert!(b2.find(&[label("x")]).unwrap().is_empty());
 }
@@ -449,7 +450,7 @@ fn key_pairs_wrap_unwrap_and_derive() {
         let (p, s) = t.generate_key_pair(mech, &pt, &st, S).unwrap();
         assert!(t.public_key(p).unwrap().to_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
         assert_eq!(t.public_key(s).unwrap().spki_der(), t.public_key(p).unwrap().spki_der());
-        let _ = t.key_for(s, Usage::Sign, &Mechanism::EdDsa(None));
+        let _ = t.prepare(s, Usage::Sign, &Mechanism::EdDsa(None));
     }
 }
 

@@ -160,6 +160,7 @@ impl TryFrom<&pb::InitializeRequest> for Params {
             checkpoint_every_secs: pol.checkpoint_every_secs.unwrap_or(d.checkpoint_every_secs),
             // A network HSM: keys leave only under keys its security officer trusts.
             wrap_requires_trusted: true,
+            require_token_iv: d.require_token_iv,
         };
         Ok(Self { label: r.label.clone(), shares, threshold, policy, so_name: r.so_name.clone() })
     }

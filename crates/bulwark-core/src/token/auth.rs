@@ -297,6 +297,8 @@ impl<S: Store> Token<S> {
         let mut c = write(&self.cache);
         c.keys.clear();
         c.objects.clear();
+        drop(c);
+        self.bump_epoch();
         Ok(())
     }
 
@@ -308,6 +310,7 @@ impl<S: Store> Token<S> {
         c.objects.clear();
         super::write(&self.session_objects).clear();
         *super::lock(&self.verified) = super::Verified::default();
+        self.bump_epoch();
     }
 
     /// `C_InitPIN`: the logged-in SO sets the user PIN (this also unlocks a locked user).

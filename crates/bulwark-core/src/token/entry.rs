@@ -87,15 +87,16 @@ impl<S: Store> Token<S> {
 
     // --- keys and cryptography --------------------------------------------------------------
 
-    /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed (the
-    /// PKCS#11 module calls this at `C_*Init`; the record is `<usage>-init`).
-    pub fn key_for(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
-        self.key_for_auth(h, usage, mech).map(|(k, _)| k)
-    }
-
-    /// [`Token::key_for`], also returning the key's `CKA_ALWAYS_AUTHENTICATE` from the same
-    /// record (what `C_SignInit` / `C_DecryptInit` need, without a second lookup).
-    pub fn key_for_auth(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<(KeyRef, bool)> {
+    /// Checks that key `h` may be used for `usage` with `mech` and returns it parsed, with its
+    /// `CKA_ALWAYS_AUTHENTICATE` from the same record (what `C_SignInit` / `C_DecryptInit` need,
+    /// without a second lookup); the record is `<usage>-init`. Only [`crate::hsm::Hsm::prepare`]
+    /// hands the key out, inside a gated prepared key.
+    pub(crate) fn key_for_auth(
+        &self,
+        h: u64,
+        usage: Usage,
+        mech: &Mechanism,
+    ) -> Result<(KeyRef, bool)> {
         let op = match usage {
             Usage::Sign => "sign-init",
             Usage::Verify => "verify-init",

@@ -83,9 +83,10 @@ impl<S: Store> Token<S> {
         }
     }
 
-    /// Drops cached roles and grants if the store changed under us.
+    /// Drops cached roles and grants if another connection committed since they were read
+    /// (asked of the store itself: a demotion by another token applies at once).
     fn acl_sync(&self) {
-        let now = read(&self.cache).change;
+        let now = self.store.change_counter().unwrap_or(u64::MAX);
         if read(&self.acl).change != now {
             let mut a = write(&self.acl);
             *a = AclCache { change: now, ..AclCache::default() };

@@ -27,7 +27,8 @@ pub(crate) use auth::create_store;
 pub use auth::InitialUser;
 pub use guard::{InitOptions, SecurityPolicy, TamperResponse};
 pub use objects::ObjectInfo;
-pub use ops::{KeyRef, Usage};
+pub(crate) use ops::KeyRef;
+pub use ops::Usage;
 pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
 
 use crate::attr::Attributes;
@@ -151,7 +152,41 @@ struct Verified {
 }
 
 /// A token over one store: the embedded token (SQLite), and the kernel the daemon serves.
-pub struct Token<S: Store = SqliteStore> {
+/// Cheap to clone (one shared state): a prepared key holds a clone, so that each of its uses
+/// passes the gate again ([`crate::hsm::PreparedKey`]).
+pub struct Token<S: Store = SqliteStore>(Arc<Inner<S>>);
+
+impl<S: Store> Clone for Token<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S: Store> std::ops::Deref for Token<S> {
+    type Target = Inner<S>;
+    fn deref(&self) -> &Inner<S> {
+        &self.0
+    }
+}
+
+/// Revocation state that prepared keys check on every use without a lock.
+#[derive(Default)]
+pub(crate) struct Live {
+    /// Bumped by every authenticated write of this token, every logout, lock, seal and alarm,
+    /// and whenever another connection's commit is noticed: a prepared key made under an
+    /// older value passes the full gate again before its next use.
+    pub(crate) epoch: AtomicU64,
+    /// When the store's change counter was last polled for prepared keys (ns since `start`).
+    pub(crate) polled_at: AtomicU64,
+    /// The change counter that poll saw.
+    pub(crate) polled_change: AtomicU64,
+    /// The token's start, for `polled_at`.
+    pub(crate) start: std::sync::OnceLock<Instant>,
+}
+
+/// The shared state of a [`Token`].
+#[doc(hidden)]
+pub struct Inner<S: Store> {
     store: S,
     provider: &'static Provider,
     store_uid: [u8; 16],
@@ -170,6 +205,8 @@ pub struct Token<S: Store = SqliteStore> {
     login_limit: std::sync::atomic::AtomicU32,
     /// Audit log and tamper state (guard.rs).
     guard: guard::Guard,
+    /// What prepared keys check on each use.
+    pub(crate) live: Live,
 }
 
 impl<S: Store> std::fmt::Debug for Token<S> {
@@ -240,7 +277,8 @@ impl Token<SqliteStore> {
         let change = store.change_counter()?;
         let log = if audit { Some(path) } else { None };
         let guard = guard::Guard::open_with(&store, header.store_uid, header.zeroized, log);
-        Ok(Self {
+        Ok(Self(Arc::new(Inner {
+            live: Live::default(),
             guard,
             store,
             provider,
@@ -254,13 +292,14 @@ impl Token<SqliteStore> {
             eager_verify: AtomicBool::new(header.policy == crate::seal::QUORUM_POLICY),
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
-        })
+        })))
     }
 
     /// A token over a store just created, with no audit log yet (store creation only).
     pub(crate) fn open_created(store: SqliteStore, store_uid: [u8; 16]) -> Result<Self> {
         let guard = guard::Guard::open_with(&store, store_uid, false, None);
-        Ok(Self {
+        Ok(Self(Arc::new(Inner {
+            live: Live::default(),
             guard,
             provider: Provider::get()?,
             store_uid,
@@ -274,7 +313,7 @@ impl Token<SqliteStore> {
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             store,
-        })
+        })))
     }
 
     /// The store file path.

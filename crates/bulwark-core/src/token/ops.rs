@@ -18,9 +18,10 @@ use crate::secret::SecretBytes;
 use crate::store::Store;
 use crate::template::{self, Origin, Template};
 
-/// A parsed key, ready for operations.
+/// A parsed key, ready for operations (never outside core: every use of a stored key passes
+/// the token's gate, see [`crate::hsm::EmbeddedKey`]).
 #[derive(Clone)]
-pub enum KeyRef {
+pub(crate) enum KeyRef {
     /// A secret or private key.
     Private(Arc<LoadedKey>),
     /// A public key.
@@ -138,6 +139,9 @@ impl<S: Store> Token<S> {
         }
         let o = self.obj_at(h, seen)?;
         self.check_use(&self.who(), &o, usage)?;
+        if usage == Usage::Encrypt {
+            self.check_nonce_policy(mech)?;
+        }
         let class = o.attrs.class();
         let class_ok = match usage {
             Usage::Sign | Usage::Decrypt | Usage::Unwrap | Usage::Derive | Usage::Decapsulate => {

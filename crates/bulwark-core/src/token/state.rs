@@ -195,6 +195,11 @@ impl<S: Store> Token<S> {
         mut f: impl FnMut(&mut AuthTx<'_>) -> Result<T>,
     ) -> Result<T> {
         self.provider.check()?;
+        if fresh == Fresh::No {
+            // Another connection's commit is verified before anything is decided on the rows
+            // it may have changed (a replayed login state or a deleted used approval).
+            self.watch_foreign_changes(ik, self.store.change_counter()?)?;
+        }
         let mut nonce = [0u8; 12];
         self.provider.random(&mut nonce)?;
         let mut out = None;
@@ -230,6 +235,8 @@ impl<S: Store> Token<S> {
             Ok(())
         })?;
         self.note_generation(next_gen);
+        // Access may have changed: prepared keys pass the full gate again before their next use.
+        self.bump_epoch();
         out.ok_or(Error::Internal("write produced no value"))
     }
 
