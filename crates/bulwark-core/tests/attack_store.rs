@@ -44,7 +44,7 @@ struct Row {
 
 fn show(v: &Value) -> String {
     match v {
-        Value::Blob(b) if b.iter().all(|c| c.is_ascii_graphic()) => {
+        Value::Blob(b) if b.iter().all(u8::is_ascii_graphic) => {
             format!("'{}'", String::from_utf8_lossy(b))
         }
         Value::Blob(b) => format!("x'{}'", hex::encode(&b[..b.len().min(8)])),
@@ -345,10 +345,10 @@ impl Verdict {
                 continue;
             }
             let e = e.as_deref().unwrap_or_default();
-            let through_touched_slot = match (case.keyslot, *who) {
-                (Some(0), "so") | (Some(1), "user") | (Some(2), "unseal") => true,
-                _ => false,
-            };
+            let through_touched_slot = matches!(
+                (case.keyslot, *who),
+                (Some(0), "so") | (Some(1), "user") | (Some(2), "unseal")
+            );
             let ok = (through_touched_slot
                 && (e.starts_with("PinIncorrect")
                     || e.starts_with("UserPinNotInitialized")
@@ -838,7 +838,10 @@ fn a_whole_store_replay_is_a_rollback() {
 fn object_row(path: &Path, handle: u64) -> Row {
     read_rows(path)
         .into_iter()
-        .find(|r| r.table == "objects" && r.col("handle") == &Value::Integer(handle as i64))
+        .find(|r| {
+            r.table == "objects"
+                && r.col("handle") == &Value::Integer(i64::try_from(handle).unwrap())
+        })
         .unwrap()
 }
 
