@@ -89,6 +89,16 @@ pub(crate) struct AccessArgs {
     grants: Vec<String>,
 }
 
+/// `bulwark trust` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct TrustArgs {
+    /// Key label (the wrapping key: an AES key, or an RSA key pair's public half).
+    label: String,
+    /// Remove the mark instead.
+    #[arg(long)]
+    revoke: bool,
+}
+
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         CliError::Usage(match &e {
@@ -216,6 +226,12 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Unseal(a) => unseal(endpoint, &a),
         Command::User(u) => user(endpoint, u),
         Command::Access(a) => access(endpoint, &a),
+        Command::Trust(a) => {
+            let n = session(endpoint)?.set_key_trusted(&a.label, !a.revoke)?;
+            let what = if a.revoke { "no longer trusted" } else { "trusted" };
+            println!("{n} key object(s) labelled {:?} {what}", crate::escape(&a.label));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Zeroize(a) => zeroize(endpoint, &a),
         Command::Audit(a) => audit(endpoint, a),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),

@@ -62,6 +62,10 @@ pub(crate) struct PolicyArgs {
     /// recorded only when refused; administration and key management always are).
     #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
     audit_key_use: OnOff,
+    /// Let keys leave the token only wrapped under CKA_TRUSTED keys (which only the SO marks),
+    /// and keep unwrapped keys sensitive (default off: standard PKCS#11 behaviour).
+    #[arg(long)]
+    wrap_requires_trusted: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -88,6 +92,7 @@ impl PolicyArgs {
                 checkpoint_every_records: self.checkpoint_every,
                 checkpoint_every_secs: self.checkpoint_secs,
                 audit_key_use: matches!(self.audit_key_use, OnOff::On),
+                wrap_requires_trusted: self.wrap_requires_trusted,
             },
             ..InitOptions::default()
         }

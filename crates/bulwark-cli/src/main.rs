@@ -96,6 +96,9 @@ enum Command {
     User(cmd_remote::UserCommand),
     /// Replace a key's access list on a remote HSM (crypto officer; --endpoint).
     Access(cmd_remote::AccessArgs),
+    /// Mark a wrapping key CKA_TRUSTED on a remote HSM: keys leave only under trusted keys
+    /// there (security officer; --endpoint).
+    Trust(cmd_remote::TrustArgs),
     /// PIN management.
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -216,7 +219,11 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Selftest => cmd_ops::selftest(),
         Command::Status { json } => cmd_ops::status(&ctx, json),
         Command::Pin(p) => pin::run(&ctx, p),
-        Command::Seal | Command::Unseal(_) | Command::User(_) | Command::Access(_) => {
+        Command::Seal
+        | Command::Unseal(_)
+        | Command::User(_)
+        | Command::Access(_)
+        | Command::Trust(_) => {
             Err(CliError::Usage("seal, unseal, user and access need --endpoint".into()))
         }
         Command::Audit(a) => cmd_audit::run(&ctx, a),

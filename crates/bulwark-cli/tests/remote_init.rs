@@ -70,7 +70,7 @@ fn start(dir: &Path) -> DaemonThread {
     let cfg = Config {
         listen: ([127, 0, 0, 1], 0).into(),
         store: dir.join("hsm/store.db"),
-        users: dir.join("hsm/users.json"),
+        users: None,
         workers: 0,
         unix_socket: None,
         http_listen: None,

@@ -467,6 +467,14 @@ impl Client {
         Ok(())
     }
 
+    /// Marks the keys labelled `label` CKA_TRUSTED or not (security officer); returns how
+    /// many key objects changed.
+    pub fn set_key_trusted(&self, label: &str, trusted: bool) -> Result<u32> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::SetKeyTrustedRequest { label: label.into(), trusted });
+        Ok(self.rt.block_on(c.set_key_trusted(r))?.into_inner().objects)
+    }
+
     /// Random bytes from the HSM.
     pub fn random(&self, n: u32) -> Result<Vec<u8>> {
         let mut c = self.inner.clone();

@@ -77,6 +77,45 @@ pub const EMBEDDED_SO: UserId = UserId(*b"bulwark:pin:so\0\0");
 /// The user of a PIN store (`CKU_USER`): a crypto officer of its own token.
 pub const EMBEDDED_USER: UserId = UserId(*b"bulwark:pin:user");
 
+/// The pseudo-principal a grant to the role crypto user names: every crypto user, present and
+/// future (`role:crypto-user` in the daemon's API).
+pub const EVERY_CRYPTO_USER: UserId = UserId(*b"bulwark:role:cu\0");
+
+/// Who a grant is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grantee {
+    /// One user, by name (resolved to its id when the grant is made).
+    User(String),
+    /// Every crypto user.
+    EveryCryptoUser,
+}
+
+impl Grantee {
+    /// Parses `user:NAME` or `role:crypto-user`.
+    pub fn parse(s: &str) -> crate::Result<Grantee> {
+        match s.split_once(':') {
+            Some(("user", n)) => {
+                check_user_name(n)?;
+                Ok(Grantee::User(n.to_owned()))
+            }
+            Some(("role", r)) if Role::parse(r) == Some(Role::CryptoUser) => {
+                Ok(Grantee::EveryCryptoUser)
+            }
+            _ => Err(crate::Error::ArgumentsBad(
+                "a grant is for user:NAME or role:crypto-user (officers use every key; other roles use none)",
+            )),
+        }
+    }
+
+    /// The wire form.
+    pub fn to_wire(&self) -> String {
+        match self {
+            Grantee::User(n) => format!("user:{n}"),
+            Grantee::EveryCryptoUser => "role:crypto-user".to_owned(),
+        }
+    }
+}
+
 /// An authenticated principal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {

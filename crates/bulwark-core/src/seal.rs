@@ -203,6 +203,19 @@ pub fn init_quorum_store_with(
     threshold: u8,
     policy: &crate::token::SecurityPolicy,
 ) -> Result<QuorumInit> {
+    init_quorum_store_with_users(path, label, total, threshold, policy, &[])
+}
+
+/// [`init_quorum_store_with`], creating `users` (the first security officer) in the same
+/// initialization: users live in the store, under the master key, from the start.
+pub fn init_quorum_store_with_users(
+    path: &Path,
+    label: &str,
+    total: u8,
+    threshold: u8,
+    policy: &crate::token::SecurityPolicy,
+    users: &[crate::token::InitialUser],
+) -> Result<QuorumInit> {
     if label.is_empty() || label.len() > 32 {
         return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
     }
@@ -247,7 +260,7 @@ pub fn init_quorum_store_with(
         wrapped_mk: wrapped,
         mac: Vec::new(),
     };
-    crate::token::create_store(path, store_uid, QUORUM_POLICY, label, &[slot], &vault, policy)?;
+    crate::token::create_store(path, store_uid, QUORUM_POLICY, label, &[slot], vault, policy, users)?;
     Ok(QuorumInit { store_uid, threshold, shares })
 }
 

@@ -3,10 +3,9 @@
 //! initializes the HSM with `Initialize`; it then hands the listening socket over to the normal
 //! service ([`crate::server::start_on`]), sealed, without a restart.
 //!
-//! `Initialize` creates the quorum store (as `bulwarkd init`), records `init` in the store's
-//! audit log, adds the first security officer to the user database (unbound, as the offline
-//! `bulwarkd user add` does; the daemon binds it at the first unseal), and returns the share
-//! files to the caller, which encrypts each to its custodian. The shares are never written on
+//! `Initialize` creates the quorum store (as `bulwarkd init`) with the first security officer
+//! inside it (users live in the store, under the master key), records `init` in the store's
+//! audit log, and returns the share files to the caller, which encrypts each to its custodian. The shares are never written on
 //! the HSM's host and never logged. Before initialization every other call is refused with
 //! FAILED_PRECONDITION "not initialized"; after it, `Initialize` is refused with ALREADY_EXISTS.
 
@@ -30,7 +29,8 @@ use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::server::Running;
-use crate::users::{Role, Users};
+use bulwark_core::kernel::Role;
+use bulwark_core::token::InitialUser;
 
 /// The message of every call refused before initialization.
 pub const NOT_INITIALIZED: &str = "not initialized";
@@ -125,7 +125,8 @@ impl TryFrom<&pb::InitializeRequest> for Params {
         if r.label.is_empty() || r.label.len() > 32 {
             return Err(Status::invalid_argument("token label must be 1 to 32 bytes"));
         }
-        crate::users::check_name(&r.so_name).map_err(Status::invalid_argument)?;
+        crate::users::check_name(&r.so_name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if r.so_password.len() < 8 {
             return Err(Status::invalid_argument(
                 "the security officer's password must be at least 8 bytes",
@@ -157,6 +158,8 @@ impl TryFrom<&pb::InitializeRequest> for Params {
                 .checkpoint_every_records
                 .unwrap_or(d.checkpoint_every_records),
             checkpoint_every_secs: pol.checkpoint_every_secs.unwrap_or(d.checkpoint_every_secs),
+            // A network HSM: keys leave only under keys its security officer trusts.
+            wrap_requires_trusted: true,
         };
         Ok(Self { label: r.label.clone(), shares, threshold, policy, so_name: r.so_name.clone() })
     }
@@ -178,15 +181,8 @@ impl Pending {
             tracing::error!(error = %e, "initialize: {what}");
             Status::internal(format!("cannot initialize the HSM: {what} (see the daemon's log)"))
         };
-        // The user database must be free for a new HSM: one bound to another HSM's key would
-        // refuse the new security officer (and every login) after the first unseal.
-        let users = Users::load(&self.cfg.users).map_err(|e| internal("user database", &e))?;
-        if users.is_bound() {
-            return Err(Status::failed_precondition(
-                "the configured user database belongs to another HSM: move it away first",
-            ));
-        }
-        for file in [&self.cfg.store, &self.cfg.users] {
+        {
+            let file = &self.cfg.store;
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
                 use std::os::unix::fs::DirBuilderExt;
                 std::fs::DirBuilder::new()
@@ -196,12 +192,18 @@ impl Pending {
                     .map_err(|e| internal("data directory", &e))?;
             }
         }
-        let init = bulwark_core::seal::init_quorum_store_with(
+        let so = InitialUser {
+            name: p.so_name.clone(),
+            role: Role::SecurityOfficer,
+            password: Zeroizing::new(so_password.as_bytes().to_vec()),
+        };
+        let init = bulwark_core::seal::init_quorum_store_with_users(
             &self.cfg.store,
             &p.label,
             p.shares,
             p.threshold,
             &p.policy,
+            std::slice::from_ref(&so),
         )
         .map_err(|e| bulwark_proto::status_from_core(&e))?;
         // From here on a failure removes the new store: a half-made HSM whose shares nobody
@@ -220,9 +222,6 @@ impl Pending {
                 .map_err(|e| undo(bulwark_proto::status_from_core(&e)))?;
             files.push(f.to_json().into_bytes());
         }
-        users
-            .put(&p.so_name, Role::SecurityOfficer, so_password.as_bytes(), None, None)
-            .map_err(|e| undo(internal("user database", &e)))?;
         let store_id = hex::encode(init.store_uid);
         record_init(&self.cfg.store, p, client);
         *done = true;

@@ -3,7 +3,6 @@
 //! ```toml
 //! listen = "127.0.0.1:7443"
 //! store = "/var/lib/bulwark/store.db"
-//! users = "/var/lib/bulwark/users.json"
 //! workers = 32             # worker pool size (default: 16 x cores, at least 32)
 //! http_listen = "127.0.0.1:9464"   # optional: /health, /status, /metrics (plain HTTP)
 //! unix_socket = "/run/bulwark/bulwarkd.sock"   # optional: local admin, no TLS, mode 0600
@@ -57,8 +56,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Store file (quorum policy).
     pub store: PathBuf,
-    /// User database.
-    pub users: PathBuf,
+    /// The user file of older daemons (users now live in the store): only named to warn that
+    /// it is no longer read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<PathBuf>,
     /// Worker pool size (0 = 16 per core, at least 32).
     #[serde(default)]
     pub workers: usize,
@@ -120,7 +121,7 @@ impl Config {
             self.store = v.into();
         }
         if let Some(v) = var("BULWARKD_USERS") {
-            self.users = v.into();
+            self.users = Some(v.into());
         }
         if let Some(v) = var("BULWARKD_WORKERS") {
             self.workers = v.parse().map_err(|_| "BULWARKD_WORKERS: not a number".to_owned())?;

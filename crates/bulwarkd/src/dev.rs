@@ -16,7 +16,8 @@ use zeroize::Zeroizing;
 
 use crate::config::{Config, TlsConfig};
 use crate::server::{self, Running};
-use crate::users::{Role, Users};
+use bulwark_core::kernel::Role;
+use bulwark_core::token::InitialUser;
 
 /// Shares and threshold of the dev store.
 pub const DEV_SHARES: u8 = 3;
@@ -71,7 +72,7 @@ pub fn init_store(
     passphrases: &[Option<Zeroizing<String>>],
 ) -> Result<Vec<PathBuf>, String> {
     let policy = bulwark_core::token::SecurityPolicy::default();
-    init_store_with(store, label, (shares, threshold), share_dir, passphrases, &policy)
+    init_store_with(store, label, (shares, threshold), share_dir, passphrases, &policy, &[])
 }
 
 /// [`init_store`] with a security policy; `quorum` is (shares, threshold).
@@ -82,12 +83,13 @@ pub fn init_store_with(
     share_dir: &Path,
     passphrases: &[Option<Zeroizing<String>>],
     policy: &bulwark_core::token::SecurityPolicy,
+    users: &[InitialUser],
 ) -> Result<Vec<PathBuf>, String> {
-    use bulwark_core::seal::{init_quorum_store_with, ShareFile};
+    use bulwark_core::seal::{init_quorum_store_with_users, ShareFile};
     let (shares, threshold) = quorum;
     std::fs::create_dir_all(share_dir)
         .map_err(|e| format!("cannot create {}: {}", share_dir.display(), e.kind()))?;
-    let init = init_quorum_store_with(store, label, shares, threshold, policy)
+    let init = init_quorum_store_with_users(store, label, shares, threshold, policy, users)
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (i, s) in init.shares.iter().enumerate() {
@@ -128,7 +130,6 @@ pub fn prepare_with(
     let dir = dir.canonicalize().map_err(|e| e.to_string())?;
     let pki = dir.join("pki");
     let store = dir.join("store.db");
-    let users_path = dir.join("users.json");
     if !pki.join("ca.pem").exists() {
         crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
     }
@@ -137,35 +138,38 @@ pub fn prepare_with(
             crate::pki::issue_client(&pki, who)?;
         }
     }
-    if !store.exists() {
-        let quorum = (DEV_SHARES, DEV_THRESHOLD);
-        init_store_with(&store, "bulwark-dev", quorum, &dir.join("shares"), &[], policy)?;
-    }
     let saved = |file: &str| env_value(&dir.join(file), "BULWARK_PASSWORD");
-    let (user_password, crypto_password, so_password) =
+    let (user_password, crypto_password, so_password) = if store.exists() {
         match (saved("dev.env"), saved("officer.env"), saved("so.env")) {
-            (Some(u), Some(c), Some(s)) if users_path.exists() => {
-                (Zeroizing::new(u), Zeroizing::new(c), Zeroizing::new(s))
-            }
+            (Some(u), Some(c), Some(s)) => (Zeroizing::new(u), Zeroizing::new(c), Zeroizing::new(s)),
             _ => {
-                let (u, c, s) = (random_password()?, random_password()?, random_password()?);
-                let users = Users::load(&users_path)?;
-                if users.is_bound() {
-                    return Err(format!(
-                        "{} was made by another version of bulwarkd --dev: use a new --dir",
-                        dir.display()
-                    ));
-                }
-                users.put("user", Role::CryptoUser, u.as_bytes(), None, None)?;
-                users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None, None)?;
-                users.put("so", Role::SecurityOfficer, s.as_bytes(), None, None)?;
-                (u, c, s)
+                return Err(format!(
+                    "{} holds a store but not its dev env files: use a new --dir",
+                    dir.display()
+                ))
             }
+        }
+    } else {
+        // The dev users are made with the store, inside it (users live under the master key).
+        let (u, c, s) = (random_password()?, random_password()?, random_password()?);
+        let user = |name: &str, role, pw: &Zeroizing<String>| InitialUser {
+            name: name.to_owned(),
+            role,
+            password: Zeroizing::new(pw.as_bytes().to_vec()),
         };
+        let users = [
+            user("user", Role::CryptoUser, &u),
+            user("crypto", Role::CryptoOfficer, &c),
+            user("so", Role::SecurityOfficer, &s),
+        ];
+        let quorum = (DEV_SHARES, DEV_THRESHOLD);
+        init_store_with(&store, "bulwark-dev", quorum, &dir.join("shares"), &[], policy, &users)?;
+        (u, c, s)
+    };
     let config = Config {
         listen,
         store,
-        users: users_path,
+        users: None,
         workers: 0,
         http_listen: Some(SocketAddr::new(listen.ip(), 0)),
         unix_socket: Some(dir.join("bulwarkd.sock")),

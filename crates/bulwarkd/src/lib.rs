@@ -16,4 +16,5 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod tls;
+pub mod recover;
 pub mod users;

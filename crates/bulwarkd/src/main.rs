@@ -1,4 +1,5 @@
-//! `bulwarkd`: runs the Bulwark network HSM, or sets one up (`init`, `pki`, `user`).
+//! `bulwarkd`: runs the Bulwark network HSM, or sets one up (`init`, `pki`), or recovers a
+//! locked-out security officer with the custodians' shares (`recover-user`).
 //!
 //! `bulwarkd --config FILE` serves a quorum-policy store, sealed until M custodians present
 //! their shares (`bulwark unseal --share FILE`). `bulwarkd --dev [--dir DIR]` runs an
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use bulwark_core::token::{SecurityPolicy, TamperResponse};
 use bulwarkd::config::Config;
-use bulwarkd::users::{Role, Users};
+use bulwarkd::users::Role;
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
@@ -84,6 +85,13 @@ enum Cmd {
         /// commit shares the disk sync between concurrent clients) or only refusals (`off`).
         #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
         audit_key_use: OnOff,
+        /// The first security officer's name (password from BULWARK_NEW_PASSWORD or a prompt).
+        #[arg(long, default_value = "so")]
+        so_name: String,
+        /// Let keys leave wrapped under any key the caller may use, as plain PKCS#11 allows
+        /// (default: only under CKA_TRUSTED keys, which only the security officer marks).
+        #[arg(long)]
+        insecure_wrap_under_untrusted_keys: bool,
     },
     /// PKI: CA, server and client certificates.
     #[command(subcommand)]
@@ -117,15 +125,42 @@ enum PkiCmd {
 
 #[derive(Subcommand, Debug)]
 enum UserCmd {
-    /// Add or replace a user (password from BULWARK_NEW_PASSWORD or a prompt).
-    Add {
+    /// Recovery with the custodians' shares (the quorum outranks any officer): unlocks a user
+    /// locked out by failed logins and, with --new-password, sets its password; creates it (as
+    /// --role) if it does not exist. For the security officer locked out of a running HSM.
+    /// Share passphrases and the new password come from prompts or BULWARK_NEW_PASSWORD.
+    Recover {
         /// User name.
         #[arg(long)]
         name: String,
-        /// security-officer, crypto-officer, crypto-user, auditor.
-        #[arg(long)]
+        /// Role for a user that does not exist yet.
+        #[arg(long, default_value = "security-officer")]
         role: String,
+        /// Set a new password (BULWARK_NEW_PASSWORD or a prompt).
+        #[arg(long)]
+        new_password: bool,
+        /// A custodian's share file; give at least the threshold.
+        #[arg(long = "share", value_name = "FILE", required = true)]
+        shares: Vec<PathBuf>,
     },
+}
+
+/// A new password: BULWARK_NEW_PASSWORD, or typed twice at a prompt.
+fn new_password_input() -> Result<Zeroizing<String>, String> {
+    let pw = match std::env::var("BULWARK_NEW_PASSWORD") {
+        Ok(p) if !p.is_empty() => Zeroizing::new(p),
+        _ => {
+            let a = prompt("new password: ")?;
+            if *a != *prompt("again: ")? {
+                return Err("passwords differ".into());
+            }
+            a
+        }
+    };
+    if pw.len() < 8 {
+        return Err("passwords must be at least 8 bytes".into());
+    }
+    Ok(pw)
 }
 
 fn prompt(msg: &str) -> Result<Zeroizing<String>, String> {
@@ -183,25 +218,27 @@ fn run(cli: &Cli) -> Result<(), String> {
             println!("client certificate {} and key {}", c.display(), k.display());
             Ok(())
         }
-        Some(Cmd::User(UserCmd::Add { name, role })) => {
+        Some(Cmd::User(UserCmd::Recover { name, role, new_password, shares })) => {
             let cfg = config(cli)?;
             let role = Role::parse(role).ok_or("unknown role")?;
-            let pw = match std::env::var("BULWARK_NEW_PASSWORD") {
-                Ok(p) if !p.is_empty() => Zeroizing::new(p),
-                _ => {
-                    let a = prompt("new password: ")?;
-                    if *a != *prompt("again: ")? {
-                        return Err("passwords differ".into());
-                    }
-                    a
-                }
-            };
-            if pw.len() < 8 {
-                return Err("passwords must be at least 8 bytes".into());
+            let pw = if *new_password { Some(new_password_input()?) } else { None };
+            let mut files = Vec::new();
+            for p in shares {
+                let text = Zeroizing::new(
+                    std::fs::read(p).map_err(|e| format!("{}: {}", p.display(), e.kind()))?,
+                );
+                let f = bulwark_core::seal::ShareFile::parse(&text).map_err(|e| e.to_string())?;
+                let pass = if f.is_encrypted() {
+                    Some(prompt(&format!("passphrase for {}: ", p.display()))?)
+                } else {
+                    None
+                };
+                files.push(
+                    f.share(pass.as_ref().map(|p| p.as_bytes())).map_err(|e| e.to_string())?,
+                );
             }
-            let users = Users::load(&cfg.users)?;
-            users.put(name, role, pw.as_bytes(), None, None)?;
-            println!("user {name} ({}) saved", role.name());
+            let done = bulwarkd::recover::recover_user(&cfg, name, role, pw.as_ref(), files)?;
+            println!("{done}");
             Ok(())
         }
         Some(Cmd::Init {
@@ -214,6 +251,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             tamper_file,
             tracer_is_tamper,
             audit_key_use,
+            so_name,
+            insecure_wrap_under_untrusted_keys,
         }) => {
             let policy = SecurityPolicy {
                 tamper_response: match tamper_response {
@@ -225,9 +264,16 @@ fn run(cli: &Cli) -> Result<(), String> {
                     .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
                 tracer_is_tamper: *tracer_is_tamper,
                 audit_key_use: matches!(audit_key_use, OnOff::On),
+                wrap_requires_trusted: !*insecure_wrap_under_untrusted_keys,
                 ..SecurityPolicy::default()
             };
             let cfg = config(cli)?;
+            bulwark_core::kernel::check_user_name(so_name).map_err(|e| e.to_string())?;
+            let so = bulwark_core::token::InitialUser {
+                name: so_name.clone(),
+                role: Role::SecurityOfficer,
+                password: Zeroizing::new(new_password_input()?.as_bytes().to_vec()),
+            };
             let mut pass = Vec::new();
             if *encrypt_shares {
                 for i in 1..=*shares {
@@ -245,6 +291,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 share_dir,
                 &pass,
                 &policy,
+                std::slice::from_ref(&so),
             )?;
             println!(
                 "store {} created: {threshold} of {shares} shares unseal it; give each custodian one file:",

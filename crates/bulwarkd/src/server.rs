@@ -24,7 +24,6 @@ use crate::bootstrap::BootstrapService;
 use crate::config::Config;
 use crate::service::HsmService;
 use crate::state::HsmState;
-use crate::users::Users;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful shutdown waits for open connections.
@@ -34,16 +33,17 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, String> {
     let policy = QuorumPolicy::load(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let token = Token::open(&cfg.store).map_err(|e| format!("store: {e}"))?;
-    let users = Users::load(&cfg.users)?;
+    if let Some(notice) = cfg.users.as_deref().and_then(crate::users::legacy_user_file_notice) {
+        tracing::warn!("{notice}");
+    }
     if cfg.max_login_failures == 0 {
         return Err("max_login_failures must be at least 1".into());
     }
-    users.set_max_failures(cfg.max_login_failures);
+    token.set_login_failure_limit(cfg.max_login_failures);
     Ok(Arc::new(
         HsmState::new(
             token,
             policy,
-            users,
             cfg.worker_count(),
             Duration::from_secs(cfg.session_ttl_secs.max(1)),
             dev_mode,

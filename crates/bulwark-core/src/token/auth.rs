@@ -43,23 +43,41 @@ pub(crate) fn check_token_label(label: &str) -> Result<()> {
     Ok(())
 }
 
+/// A user a new store is created with (the first security officer of a daemon, dev users).
+pub struct InitialUser {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: crate::kernel::Role,
+    /// Password.
+    pub password: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for InitialUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialUser").field("name", &self.name).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
 /// Creates a store: the header, then one authenticated write with the keyslots, the label, the
-/// security policy and the audit key, then the audit log's first record.
+/// security policy and the audit key, the initial users, then the audit log's first record.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn create_store(
     path: &Path,
     store_uid: [u8; 16],
     unlock_policy: &str,
     label: &str,
     slots: &[KeyslotRow],
-    vault: &Vault,
+    vault: Vault,
     policy: &super::guard::SecurityPolicy,
+    users: &[InitialUser],
 ) -> Result<()> {
     check_token_label(label)?;
     let ik = vault.integrity_keys()?;
     let store = SqliteStore::create(path, store_uid, unlock_policy)?;
     let token = Token::open_created(store, store_uid)?;
     let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
-    let (signer, audit_key) = super::guard::new_audit_key(vault)?;
+    let (signer, audit_key) = super::guard::new_audit_key(&vault)?;
     token.write_with(&ik, Fresh::Init, |a| {
         for s in slots {
             a.put_keyslot(s)?;
@@ -70,6 +88,17 @@ pub(crate) fn create_store(
         a.put_record(kind::SETTING, b"audit_pub", &signer.public_key())?;
         Ok(())
     })?;
+    if !users.is_empty() {
+        {
+            let mut a = write(&token.auth);
+            a.vault = Some(Arc::new(vault));
+            a.integrity = Some(Arc::new(ik));
+        }
+        for u in users {
+            token.create_user_unchecked(&u.name, u.role, &u.password, None)?;
+        }
+    }
+    token.lock_unaudited();
     drop(token);
     // The audit log and its first record (guard.rs).
     super::guard::after_init(path, store_uid, signer, policy)
@@ -110,7 +139,7 @@ pub(super) fn init_store(
         )?);
     }
     let vault = Vault::new(mk, store_uid);
-    create_store(path, store_uid, "keyslots", label, &slots, &vault, policy)
+    create_store(path, store_uid, "keyslots", label, &slots, vault, policy, &[])
 }
 
 impl Token<SqliteStore> {
@@ -360,9 +389,10 @@ impl<S: Store> Token<S> {
 
     /// Quorum policy: installs a master key reconstructed from unseal shares
     /// ([`crate::seal::Unsealer`]) after verifying the whole store (integrity, the set
-    /// commitment and anti-rollback), as a successful login would. The token then serves as
-    /// the normal user; the daemon does its own user authentication. [`Token::lock`] seals it
-    /// again.
+    /// commitment and anti-rollback), as a successful login would. Unsealing logs nobody in:
+    /// every operation then acts for the principal the front door set for its thread
+    /// ([`crate::kernel::as_caller`], after [`Token::authenticate`]), and for nobody without
+    /// one. [`Token::lock`] seals it again.
     pub(super) fn unseal_unaudited(&self, vault: Vault, ik: IntegrityKeys) -> Result<()> {
         self.provider.check()?;
         let header = self.store.header()?;
@@ -374,7 +404,7 @@ impl<S: Store> Token<S> {
         }
         self.verify_set(&ik)?;
         let mut a = write(&self.auth);
-        a.user = Some(UserType::User);
+        a.user = None;
         a.vault = Some(Arc::new(vault));
         a.integrity = Some(Arc::new(ik));
         a.pin_tags = [None, None];

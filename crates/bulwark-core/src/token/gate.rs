@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use super::{read, write, Obj, Token, Usage};
 use crate::attr::{AttrType, Attributes, ObjectClass};
 use crate::error::{Error, Result};
-use crate::kernel::{self, Ops, Role, UserId, Who, EMBEDDED_SO, EMBEDDED_USER};
+use crate::kernel::{self, Ops, Role, UserId, Who, EMBEDDED_SO, EMBEDDED_USER, EVERY_CRYPTO_USER};
 use crate::store::Store;
 
 /// Cached answers of the gate, valid for one store change counter (and cleared by this
@@ -110,8 +110,13 @@ impl<S: Store> Token<S> {
         role
     }
 
-    /// The operations `user` holds on the object with `uid`.
+    /// The operations a crypto user holds on the object with `uid`: its own grant and the
+    /// grant to every crypto user.
     pub(crate) fn grant_ops(&self, uid: &[u8; 16], user: UserId) -> Ops {
+        self.grant_ops_of(uid, user).with(self.grant_ops_of(uid, EVERY_CRYPTO_USER))
+    }
+
+    fn grant_ops_of(&self, uid: &[u8; 16], user: UserId) -> Ops {
         self.acl_sync();
         if let Some(o) = read(&self.acl).grants.get(&(*uid, user)) {
             return *o;

@@ -715,8 +715,10 @@ impl<S: Store> Token<S> {
         let allowed = self.store.header().and_then(|m| {
             if m.policy != crate::seal::QUORUM_POLICY {
                 Err(Error::ArgumentsBad("store does not use the quorum unlock policy"))
-            } else if self.logged_in().is_none() {
+            } else if read(&self.auth).vault.is_none() {
                 Err(Error::UserNotLoggedIn)
+            } else if self.who().role != Some(crate::kernel::Role::SecurityOfficer) {
+                Err(Error::ActionProhibited("only the security officer zeroizes"))
             } else {
                 Ok(())
             }
@@ -744,8 +746,8 @@ impl<S: Store> Token<S> {
             if self.store.header()?.policy != crate::seal::QUORUM_POLICY {
                 return Err(Error::ArgumentsBad("store does not use the quorum unlock policy"));
             }
-            if self.logged_in().is_none() {
-                return Err(Error::UserNotLoggedIn);
+            if self.who().role != Some(crate::kernel::Role::SecurityOfficer) {
+                return Err(Error::ActionProhibited("only the security officer clears an alarm"));
             }
             self.clear_tamper_unaudited()
         })

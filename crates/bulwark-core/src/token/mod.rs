@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 pub(crate) use auth::create_store;
+pub use auth::InitialUser;
 pub use guard::{InitOptions, SecurityPolicy, TamperResponse};
 pub use objects::ObjectInfo;
 pub use ops::{KeyRef, Usage};
@@ -328,10 +329,12 @@ impl<S: Store> Token<S> {
         self.next_session_handle.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The unlocked hierarchy (a PIN login happened in this process, or the quorum unsealed
+    /// the store). Says nothing about who may do what: that is the gate's (gate.rs).
     fn require_vault(&self) -> Result<(Arc<Vault>, Arc<IntegrityKeys>)> {
         let a = read(&self.auth);
         match (&a.vault, &a.integrity) {
-            (Some(v), Some(i)) if a.user.is_some() => Ok((v.clone(), i.clone())),
+            (Some(v), Some(i)) => Ok((v.clone(), i.clone())),
             _ => Err(Error::UserNotLoggedIn),
         }
     }

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 use super::state::AuthTx;
 use super::{read, Token};
 use crate::error::{Error, Result};
-use crate::kernel::{self, Ops, Principal, Role, UserId};
+use crate::kernel::{self, Grantee, Ops, Principal, Role, UserId, EVERY_CRYPTO_USER};
 use crate::store::Store;
 
 /// Record kinds of this module.
@@ -287,6 +287,12 @@ impl<S: Store> Token<S> {
         self.create_user_unchecked(name, role, password, totp_secret)
     }
 
+    /// [`Token::create_user`] for the quorum recovery path (see
+    /// [`Token::unlock_user_by_quorum`]).
+    pub fn create_user_by_quorum(&self, name: &str, role: Role, password: &[u8]) -> Result<UserId> {
+        self.create_user_unchecked(name, role, password, None)
+    }
+
     pub(crate) fn create_user_unchecked(
         &self,
         name: &str,
@@ -328,30 +334,31 @@ impl<S: Store> Token<S> {
         Ok(id)
     }
 
-    /// Edits a user record in one write (security officer only).
-    fn edit_user(&self, name: &str, f: impl Fn(&mut UserRecord)) -> Result<bool> {
+    /// Edits a user record in one write (security officer only); the user's id, `None` if
+    /// there is no such user.
+    fn edit_user(&self, name: &str, f: impl Fn(&mut UserRecord)) -> Result<Option<UserId>> {
         self.require_so_caller()?;
         let ik = self.unsealed_ik()?;
-        let Some(id) = self.user_id_by_name(name)? else { return Ok(false) };
+        let Some(id) = self.user_id_by_name(name)? else { return Ok(None) };
         let found = self.write(&ik, |a| {
-            let Some(r) = a.record(kind::USER, &id.0)? else { return Ok(false) };
+            let Some(r) = a.record(kind::USER, &id.0)? else { return Ok(None) };
             let mut u = decode_user(&r.value)?;
             f(&mut u);
             a.put_record(kind::USER, &id.0, &encode(&u)?)?;
-            Ok(true)
+            Ok(Some(id))
         })?;
         self.acl_forget();
         Ok(found)
     }
 
-    /// Changes a user's role (security officer only); `false` if there is no such user. The
-    /// new role applies to the user's open sessions at once.
-    pub fn set_user_role(&self, name: &str, role: Role) -> Result<bool> {
+    /// Changes a user's role (security officer only); the user's id, `None` if there is no
+    /// such user. The new role applies to the user's open sessions at once.
+    pub fn set_user_role(&self, name: &str, role: Role) -> Result<Option<UserId>> {
         self.edit_user(name, |u| u.role = role)
     }
 
     /// Binds a user to a client certificate (SHA-256 of its DER, hex).
-    pub fn bind_user_certificate(&self, name: &str, sha256_hex: &str) -> Result<bool> {
+    pub fn bind_user_certificate(&self, name: &str, sha256_hex: &str) -> Result<Option<UserId>> {
         let h = sha256_hex.to_ascii_lowercase();
         if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::ArgumentsBad("certificate digest must be 64 hex digits"));
@@ -359,12 +366,13 @@ impl<S: Store> Token<S> {
         self.edit_user(name, |u| u.cert_sha256 = Some(h.clone()))
     }
 
-    /// Deletes a user, its login state and every grant it holds (security officer only);
-    /// `false` if there was none. A later user of the same name is a different principal.
-    pub fn delete_user(&self, name: &str) -> Result<bool> {
+    /// Deletes a user, its login state and every grant it holds (security officer only); the
+    /// deleted user's id, `None` if there was none. A later user of the same name is a
+    /// different principal.
+    pub fn delete_user(&self, name: &str) -> Result<Option<UserId>> {
         self.require_so_caller()?;
         let ik = self.unsealed_ik()?;
-        let Some(id) = self.user_id_by_name(name)? else { return Ok(false) };
+        let Some(id) = self.user_id_by_name(name)? else { return Ok(None) };
         self.write(&ik, |a| {
             a.delete_record(kind::USER, &id.0)?;
             a.delete_record(kind::USER_NAME, name.as_bytes())?;
@@ -377,19 +385,19 @@ impl<S: Store> Token<S> {
             Ok(())
         })?;
         self.acl_forget();
-        Ok(true)
+        Ok(Some(id))
     }
 
     /// Clears a user's failed-login count (security officer only); `false` if there is no
     /// such user.
     pub fn unlock_user(&self, name: &str) -> Result<bool> {
         self.require_so_caller()?;
-        self.unlock_user_unchecked(name)
+        self.unlock_user_by_quorum(name)
     }
 
-    /// [`Token::unlock_user`] for the quorum recovery path (`bulwarkd recover-user`): the
-    /// caller proved M unseal shares, which outranks any officer.
-    pub fn unlock_user_unchecked(&self, name: &str) -> Result<bool> {
+    /// [`Token::unlock_user`] for the quorum recovery path (`bulwarkd user recover`): only
+    /// for a caller that unsealed the store with M shares itself, which outranks any officer.
+    pub fn unlock_user_by_quorum(&self, name: &str) -> Result<bool> {
         let ik = self.unsealed_ik()?;
         let Some(id) = self.user_id_by_name(name)? else { return Ok(false) };
         self.write(&ik, |a| {
@@ -408,11 +416,12 @@ impl<S: Store> Token<S> {
     /// [`Token::reset_password_unchecked`]).
     pub fn reset_password(&self, name: &str, password: &[u8]) -> Result<bool> {
         self.require_so_caller()?;
-        self.reset_password_unchecked(name, password)
+        self.reset_password_by_quorum(name, password)
     }
 
-    /// [`Token::reset_password`] without the caller check (quorum recovery).
-    pub fn reset_password_unchecked(&self, name: &str, password: &[u8]) -> Result<bool> {
+    /// [`Token::reset_password`] for the quorum recovery path (see
+    /// [`Token::unlock_user_by_quorum`]).
+    pub fn reset_password_by_quorum(&self, name: &str, password: &[u8]) -> Result<bool> {
         let ik = self.unsealed_ik()?;
         let Some(id) = self.user_id_by_name(name)? else { return Ok(false) };
         let phc = hash_password(self.provider, password)?;
@@ -555,9 +564,9 @@ impl<S: Store> Token<S> {
         Ok(Principal { id, name: u.name, role: u.role })
     }
 
-    /// Sets (or with `None` removes) the grant of user `user` on the object `h` (crypto officer
+    /// Sets (or with `None` removes) the grant of `grantee` on the object `h` (crypto officer
     /// only).
-    pub fn set_grant(&self, h: u64, user: &str, ops: Option<Ops>) -> Result<()> {
+    pub fn set_grant(&self, h: u64, grantee: &Grantee, ops: Option<Ops>) -> Result<()> {
         let w = self.who();
         if w.role != Some(Role::CryptoOfficer) {
             return Err(Error::ActionProhibited("only crypto officers manage access lists"));
@@ -567,7 +576,10 @@ impl<S: Store> Token<S> {
             return Err(Error::ActionProhibited("session objects have no access list"));
         }
         let ik = self.unsealed_ik()?;
-        let id = self.user_id_by_name(user)?.ok_or_else(|| Error::NotFound(user.to_owned()))?;
+        let id = match grantee {
+            Grantee::User(n) => self.user_id_by_name(n)?.ok_or_else(|| Error::NotFound(n.clone()))?,
+            Grantee::EveryCryptoUser => EVERY_CRYPTO_USER,
+        };
         let key = grant_key(&o.uid, id);
         self.write(&ik, |a| {
             match ops {
@@ -582,8 +594,8 @@ impl<S: Store> Token<S> {
         Ok(())
     }
 
-    /// The grants on object `h`: (user name, operations).
-    pub fn grants(&self, h: u64) -> Result<Vec<(String, Ops)>> {
+    /// The grants on object `h`: (grantee, operations).
+    pub fn grants(&self, h: u64) -> Result<Vec<(Grantee, Ops)>> {
         let o = self.obj(h)?;
         let ik = self.unsealed_ik()?;
         let mut out = Vec::new();
@@ -592,8 +604,11 @@ impl<S: Store> Token<S> {
             let id = user_id_of(&r.key[16..])?;
             let b: [u8; 4] =
                 r.value.as_slice().try_into().map_err(|_| Error::Integrity("grant malformed"))?;
-            if let Some(u) = self.user_by_id(id)? {
-                out.push((u.name, Ops(u32::from_be_bytes(b))));
+            let ops = Ops(u32::from_be_bytes(b));
+            if id == EVERY_CRYPTO_USER {
+                out.push((Grantee::EveryCryptoUser, ops));
+            } else if let Some(u) = self.user_by_id(id)? {
+                out.push((Grantee::User(u.name), ops));
             }
         }
         Ok(out)
