@@ -2,12 +2,9 @@
 //! what a caller may see, use, copy, wrap and create, checked through the public `Token` API
 //! with front-door principals ([`bulwark_core::kernel::as_caller`]) and the embedded logins.
 //!
-//! Principals are created with [`Token::create_user`] by a security officer and authenticated
-//! with [`Token::authenticate`], as a front door does. A quorum store cannot get its first
-//! security officer through the public API yet (`create_user` needs an SO caller, and a caller
-//! whose id is not a user of the store has no role: see
-//! `forged_principals_get_no_rights_on_a_quorum_store`), so the principals live on a PIN store
-//! whose embedded SO creates them; the records and the gate are the same for both policies.
+//! Principals are created as a daemon creates them: the quorum store is initialized with its
+//! first security officer, which creates the others with [`Token::create_user`]; each is
+//! authenticated with [`Token::authenticate`] and acts through `as_caller`.
 
 #![allow(missing_docs, clippy::too_many_lines)]
 
@@ -28,22 +25,36 @@ const TOTP_SECRET: &[u8] = b"attack-totp-secret-0";
 struct Kernel {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    shares: Vec<String>,
     t: Token,
+    /// The store's first security officer.
+    so: Principal,
 }
 
-/// A PIN store whose embedded SO is logged in and has created the principals `so2` (security
-/// officer), `officer` (crypto officer), `alice` and `bob` (crypto users, alice with TOTP).
-fn kernel(policy: SecurityPolicy) -> Kernel {
+/// An unsealed quorum store whose first security officer has created the principals `so2`
+/// (security officer), `officer` (crypto officer), `alice` and `bob` (crypto users, alice
+/// with TOTP).
+fn kernel(policy: &SecurityPolicy) -> Kernel {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let shares = quorum_store(&path, policy);
+    let t = open_unsealed(&path, &shares);
+    let so = admin(&t);
+    as_(&so, 0, || {
+        t.create_user("so2", Role::SecurityOfficer, b"so2-password", None).unwrap();
+        t.create_user("officer", Role::CryptoOfficer, b"officer-password", None).unwrap();
+        t.create_user("alice", Role::CryptoUser, b"alice-password", Some(TOTP_SECRET)).unwrap();
+        t.create_user("bob", Role::CryptoUser, b"bob-password", None).unwrap();
+    });
+    Kernel { _dir: dir, path, shares, t, so }
+}
+
+/// A PIN store (the embedded token) with the given policy.
+fn pin(policy: SecurityPolicy) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     pin_store(&path, policy);
-    let t = Token::open(&path).unwrap();
-    t.login(UserType::So, &so()).unwrap();
-    t.create_user("so2", Role::SecurityOfficer, b"so2-password", None).unwrap();
-    t.create_user("officer", Role::CryptoOfficer, b"officer-password", None).unwrap();
-    t.create_user("alice", Role::CryptoUser, b"alice-password", Some(TOTP_SECRET)).unwrap();
-    t.create_user("bob", Role::CryptoUser, b"bob-password", None).unwrap();
-    Kernel { _dir: dir, path, t }
+    (dir, path)
 }
 
 fn cred<'a>(name: &'a str, password: &'a [u8], totp: Option<&'a str>) -> Credentials<'a> {
@@ -99,7 +110,7 @@ fn refused<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) -> Error {
 /// anything else.
 #[test]
 fn attack1_a_verify_or_encrypt_grant_allows_nothing_more() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     let alice = k.principal("alice");
     let (ec_pub, ec_priv, aes_k) = as_(&officer, 1, || {
@@ -117,9 +128,9 @@ fn attack1_a_verify_or_encrypt_grant_allows_nothing_more() {
             ],
         )
         .unwrap();
-        k.t.set_grant(p, "alice", Some(Ops::VERIFY)).unwrap();
-        k.t.set_grant(s, "alice", Some(Ops::VERIFY)).unwrap();
-        k.t.set_grant(a, "alice", Some(Ops::ENCRYPT)).unwrap();
+        k.t.set_grant(p, &to("alice"), Some(Ops::VERIFY)).unwrap();
+        k.t.set_grant(s, &to("alice"), Some(Ops::VERIFY)).unwrap();
+        k.t.set_grant(a, &to("alice"), Some(Ops::ENCRYPT)).unwrap();
         (p, s, a)
     });
     let sig = as_(&officer, 1, || k.t.sign(ec_priv, &ecdsa(), b"msg").unwrap());
@@ -163,11 +174,11 @@ fn attack1_a_verify_or_encrypt_grant_allows_nothing_more() {
         // No management either.
         refused(k.t.set_attributes(aes_k, &[b(AttrType::Decrypt, true)]), "set CKA_DECRYPT");
         refused(k.t.destroy_object(aes_k), "destroy");
-        refused(k.t.set_grant(aes_k, "alice", Some(Ops::ALL)), "grant itself more");
+        refused(k.t.set_grant(aes_k, &to("alice"), Some(Ops::ALL)), "grant itself more");
     });
     // The grants are unchanged.
     as_(&officer, 1, || {
-        assert_eq!(k.t.grants(aes_k).unwrap(), vec![("alice".to_owned(), Ops::ENCRYPT)]);
+        assert_eq!(k.t.grants(aes_k).unwrap(), vec![(to("alice"), Ops::ENCRYPT)]);
     });
 }
 
@@ -175,7 +186,7 @@ fn attack1_a_verify_or_encrypt_grant_allows_nothing_more() {
 /// exactly, never more — and a copy only tightens attributes.
 #[test]
 fn attack1_copies_derivations_and_unwraps_never_grant_more() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     let alice = k.principal("alice");
     let (src, base, peer, w, target) = as_(&officer, 1, || {
@@ -206,9 +217,9 @@ fn attack1_copies_derivations_and_unwraps_never_grant_more() {
             ],
         )
         .unwrap();
-        k.t.set_grant(src, "alice", Some(Ops::ENCRYPT)).unwrap();
-        k.t.set_grant(base, "alice", Some(Ops::DERIVE)).unwrap();
-        k.t.set_grant(w, "alice", Some(Ops::UNWRAP)).unwrap();
+        k.t.set_grant(src, &to("alice"), Some(Ops::ENCRYPT)).unwrap();
+        k.t.set_grant(base, &to("alice"), Some(Ops::DERIVE)).unwrap();
+        k.t.set_grant(w, &to("alice"), Some(Ops::UNWRAP)).unwrap();
         (src, base, peer, w, target)
     });
     let (copy, derived, unwrapped) = as_(&officer, 1, || {
@@ -285,7 +296,7 @@ fn attack1_copies_derivations_and_unwraps_never_grant_more() {
 /// by search; a label resolves among the caller's visible objects, token objects first.
 #[test]
 fn attack2_session_objects_are_invisible_to_other_logins() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     let alice = k.principal("alice");
     let bob = k.principal("bob");
@@ -351,7 +362,7 @@ fn attack2_session_objects_are_invisible_to_other_logins() {
 /// set-attribute, unwrap, derive.
 #[test]
 fn attack8_only_the_security_officer_sets_trusted() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     let alice = k.principal("alice");
     let so2 = k.principal("so2");
@@ -361,9 +372,9 @@ fn attack8_only_the_security_officer_sets_trusted() {
         let src = aes(&k.t, "src", true, &[b(AttrType::Extractable, true)]).unwrap();
         let (_, base) = ec_pair(&k.t, "base", true, &[b(AttrType::Derive, true)]).unwrap();
         let (peer, _) = ec_pair(&k.t, "peer", true, &[]).unwrap();
-        k.t.set_grant(w, "alice", Some(Ops::ALL)).unwrap();
-        k.t.set_grant(base, "alice", Some(Ops::ALL)).unwrap();
-        k.t.set_grant(peer, "alice", Some(Ops::ALL)).unwrap();
+        k.t.set_grant(w, &to("alice"), Some(Ops::ALL)).unwrap();
+        k.t.set_grant(base, &to("alice"), Some(Ops::ALL)).unwrap();
+        k.t.set_grant(peer, &to("alice"), Some(Ops::ALL)).unwrap();
         (w, src, base, peer)
     });
     let wrapped = as_(&officer, 1, || k.t.wrap_key(w, &kwp(), src).unwrap());
@@ -422,7 +433,8 @@ fn attack8_only_the_security_officer_sets_trusted() {
         "no trusted object was made"
     );
     // The embedded CKU_USER (a crypto officer of its own token) is refused the same way.
-    let t = Token::open(&k.path).unwrap();
+    let (_pd, pin_path) = pin(SecurityPolicy::default());
+    let t = Token::open(&pin_path).unwrap();
     t.login(UserType::User, &user()).unwrap();
     let r = import_aes(&t, "t", true, &[3; 32], std::slice::from_ref(&trusted));
     assert!(
@@ -434,7 +446,7 @@ fn attack8_only_the_security_officer_sets_trusted() {
         matches!(r, Err(Error::AttributeReadOnly(AttrType::Trusted))),
         "CKU_USER generate: {r:?}"
     );
-    drop(t);
+    t.logout().unwrap();
     // The security officer may (a public wrapping key: the SO creates public objects only),
     // as a front-door principal and as the embedded CKU_SO.
     as_(&so2, 7, || {
@@ -447,14 +459,15 @@ fn attack8_only_the_security_officer_sets_trusted() {
         )
         .unwrap();
     });
-    import_aes(&k.t, "so-kek-2", true, &[6; 32], &[trusted.clone(), b(AttrType::Private, false)])
+    t.login(UserType::So, &so()).unwrap();
+    import_aes(&t, "so-kek-2", true, &[6; 32], &[trusted.clone(), b(AttrType::Private, false)])
         .unwrap();
 }
 
 /// Attack 8: a CKA_WRAP_WITH_TRUSTED key never leaves under a key the caller made.
 #[test]
 fn attack8_wrap_with_trusted_keys_leave_only_under_trusted_keys() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     as_(&officer, 1, || {
         let guarded = aes(
@@ -565,16 +578,16 @@ fn attack9_wrap_requires_trusted() {
 /// name is another principal with no grant, and the deleted user's principal has no rights.
 #[test]
 fn attack10_grants_die_with_their_user() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     let bob = k.principal("bob");
     let key = as_(&officer, 1, || {
         let h = aes(&k.t, "k", true, &[b(AttrType::Encrypt, true)]).unwrap();
-        k.t.set_grant(h, "bob", Some(Ops::ENCRYPT)).unwrap();
+        k.t.set_grant(h, &to("bob"), Some(Ops::ENCRYPT)).unwrap();
         h
     });
     as_(&bob, 2, || k.t.encrypt(key, &gcm(), b"x").unwrap());
-    assert!(k.t.delete_user("bob").unwrap());
+    assert!(as_(&k.so, 0, || k.t.delete_user("bob")).unwrap().is_some());
     as_(&officer, 1, || assert!(k.t.grants(key).unwrap().is_empty()));
     // The old principal (a session that outlived the user) can do nothing.
     as_(&bob, 2, || {
@@ -582,7 +595,7 @@ fn attack10_grants_die_with_their_user() {
         assert!(k.t.find(&[]).unwrap().iter().all(|h| *h != key));
         assert!(aes(&k.t, "s", false, &[]).is_err(), "no session objects either");
     });
-    k.t.create_user("bob", Role::CryptoUser, b"bob-password", None).unwrap();
+    as_(&k.so, 0, || k.t.create_user("bob", Role::CryptoUser, b"bob-password", None)).unwrap();
     let bob2 = k.principal("bob");
     assert_ne!(bob2.id, bob.id, "a new id");
     as_(&bob2, 3, || {
@@ -596,13 +609,13 @@ fn attack10_grants_die_with_their_user() {
 /// has (the front door still holds the principal it authenticated).
 #[test]
 fn attack10_a_demoted_officer_loses_its_rights_at_once() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     let key = as_(&officer, 1, || aes(&k.t, "k", true, &[b(AttrType::Encrypt, true)]).unwrap());
-    assert!(k.t.set_user_role("officer", Role::CryptoUser).unwrap());
+    assert!(as_(&k.so, 0, || k.t.set_user_role("officer", Role::CryptoUser)).unwrap().is_some());
     as_(&officer, 1, || {
         assert!(aes(&k.t, "k2", true, &[]).is_err(), "create a token key");
-        assert!(k.t.set_grant(key, "alice", Some(Ops::ALL)).is_err(), "grant");
+        assert!(k.t.set_grant(key, &to("alice"), Some(Ops::ALL)).is_err(), "grant");
         assert!(k.t.encrypt(key, &gcm(), b"x").is_err(), "use an ungranted key");
         assert!(k.t.destroy_object(key).is_err(), "destroy");
         assert!(k.t.set_attributes(key, &[label("x")]).is_err(), "modify");
@@ -610,7 +623,7 @@ fn attack10_a_demoted_officer_loses_its_rights_at_once() {
     // A demoted security officer equally.
     let so2 = k.principal("so2");
     as_(&so2, 4, || k.t.create_user("eve", Role::CryptoUser, b"eve-password", None).unwrap());
-    assert!(k.t.set_user_role("so2", Role::Auditor).unwrap());
+    assert!(as_(&k.so, 0, || k.t.set_user_role("so2", Role::Auditor)).unwrap().is_some());
     as_(&so2, 4, || {
         assert!(k
             .t
@@ -629,18 +642,18 @@ fn attack10_a_demotion_by_another_token_applies_at_once() {
     // Each demotion on a store of its own: any call that refreshes this token's view of the
     // store in between would hide the other case.
     let demoted_by_another_token = |name: &str, role: Role| {
-        let k = kernel(SecurityPolicy::default());
+        let k = kernel(&SecurityPolicy::default());
         let p = k.principal(name);
         // The principal acts once (its current role is now known to this token).
         as_(&p, 1, || match p.role {
-            Role::SecurityOfficer => assert_eq!(k.t.list_users().unwrap().len(), 4),
+            Role::SecurityOfficer => assert_eq!(k.t.list_users().unwrap().len(), 5),
             _ => {
                 aes(&k.t, "k", true, &[]).unwrap();
             }
         });
-        let other = Token::open(&k.path).unwrap();
-        other.login(UserType::So, &so()).unwrap();
-        assert!(other.set_user_role(name, role).unwrap());
+        let other = open_unsealed(&k.path, &k.shares);
+        let admin = admin(&other);
+        assert!(as_(&admin, 0, || other.set_user_role(name, role)).unwrap().is_some());
         std::thread::sleep(std::time::Duration::from_millis(300));
         as_(&p, 1, || match p.role {
             Role::SecurityOfficer => {
@@ -667,10 +680,12 @@ fn forged_principals_get_no_rights_on_a_quorum_store() {
     let path = dir.path().join("q.db");
     let shares = quorum_store(&path, &SecurityPolicy::default());
     let t = open_unsealed(&path, &shares);
-    // The unsealed token itself (no caller) is the crypto officer of its keys...
-    let key = aes(&t, "k", true, &[b(AttrType::Encrypt, true)]).unwrap();
-    // ...but not a security officer.
+    let keeper = keeper(&t);
+    let key = as_(&keeper, 1, || aes(&t, "k", true, &[b(AttrType::Encrypt, true)]).unwrap());
+    // The unsealed token itself (no caller) has no rights.
     assert!(t.create_user("so", Role::SecurityOfficer, b"so-password", None).is_err());
+    assert!(aes(&t, "x", true, &[]).is_err());
+    assert!(t.encrypt(key, &gcm(), b"x").is_err());
     for (id, role) in [
         (UserId([0x42; 16]), Role::SecurityOfficer),
         (UserId([0x43; 16]), Role::CryptoOfficer),
@@ -686,7 +701,7 @@ fn forged_principals_get_no_rights_on_a_quorum_store() {
             assert!(t.find(&[]).unwrap().is_empty(), "{role:?} sees keys");
             assert!(t.encrypt(key, &gcm(), b"x").is_err(), "{role:?} uses a key");
             assert!(aes(&t, "x", true, &[]).is_err(), "{role:?} creates a token key");
-            assert!(t.set_grant(key, "mallory", Some(Ops::ALL)).is_err());
+            assert!(t.set_grant(key, &to("mallory"), Some(Ops::ALL)).is_err());
         });
     }
 }
@@ -697,7 +712,7 @@ fn forged_principals_get_no_rights_on_a_quorum_store() {
 fn attack7_parallel_wrong_passwords_never_check_more_than_the_limit() {
     const LIMIT: u32 = 5;
     const THREADS: usize = 16;
-    let k = Arc::new(kernel(SecurityPolicy::default()));
+    let k = Arc::new(kernel(&SecurityPolicy::default()));
     k.t.set_login_failure_limit(LIMIT);
     let burst = |passwords: Vec<&'static [u8]>| -> Vec<Result<Principal, Error>> {
         let gate = Arc::new(Barrier::new(passwords.len()));
@@ -721,7 +736,7 @@ fn attack7_parallel_wrong_passwords_never_check_more_than_the_limit() {
     assert!(checked <= LIMIT as usize, "{checked} passwords checked: {results:?}");
     assert_eq!(checked + locked, THREADS, "{results:?}");
     assert!(matches!(k.t.authenticate(&cred("bob", b"bob-password", None)), Err(Error::PinLocked)));
-    let users = k.t.list_users().unwrap();
+    let users = as_(&k.so, 0, || k.t.list_users()).unwrap();
     assert!(users.iter().any(|u| u.name == "bob" && u.locked), "bob is shown locked: {users:?}");
     // The right password in a parallel burst after the limit: refused too.
     let mut pws: Vec<&'static [u8]> = vec![b"wrong-password"; THREADS - 1];
@@ -730,7 +745,7 @@ fn attack7_parallel_wrong_passwords_never_check_more_than_the_limit() {
     assert!(results.iter().all(|r| matches!(r, Err(Error::PinLocked))), "{results:?}");
     // Another user is not affected; the SO's unlock restores bob.
     k.t.authenticate(&cred("officer", b"officer-password", None)).unwrap();
-    assert!(k.t.unlock_user("bob").unwrap());
+    assert!(as_(&k.so, 0, || k.t.unlock_user("bob")).unwrap());
     k.t.authenticate(&cred("bob", b"bob-password", None)).unwrap();
 }
 
@@ -739,7 +754,7 @@ fn attack7_parallel_wrong_passwords_never_check_more_than_the_limit() {
 #[test]
 fn attack7_a_burst_around_the_limit_checks_at_most_the_limit() {
     const LIMIT: u32 = 5;
-    let k = Arc::new(kernel(SecurityPolicy::default()));
+    let k = Arc::new(kernel(&SecurityPolicy::default()));
     k.t.set_login_failure_limit(LIMIT);
     for _ in 0..LIMIT - 1 {
         assert!(matches!(
@@ -810,7 +825,7 @@ fn attack7_parallel_wrong_pins_never_check_more_than_the_limit() {
 /// afterwards, also when it is presented by several logins at the same time.
 #[test]
 fn totp_codes_are_single_use() {
-    let k = Arc::new(kernel(SecurityPolicy::default()));
+    let k = Arc::new(kernel(&SecurityPolicy::default()));
     let step = now_secs() / 30;
     let now_code = totp_code(TOTP_SECRET, step);
     k.t.authenticate(&cred("alice", b"alice-password", Some(&now_code))).unwrap();
@@ -872,16 +887,16 @@ fn an_approval_is_single_use_across_a_reopen() {
 #[test]
 #[ignore = "HOLE (not yet in the kernel): a KeyRef from key_for() stays usable after the grant is revoked or the user deleted; data calls on a prepared key bypass the gate"]
 fn a_prepared_key_stops_working_when_its_grant_is_revoked() {
-    let k = kernel(SecurityPolicy::default());
+    let k = kernel(&SecurityPolicy::default());
     let officer = k.principal("officer");
     let bob = k.principal("bob");
     let key = as_(&officer, 1, || {
         let h = aes(&k.t, "k", true, &[b(AttrType::Encrypt, true)]).unwrap();
-        k.t.set_grant(h, "bob", Some(Ops::ENCRYPT)).unwrap();
+        k.t.set_grant(h, &to("bob"), Some(Ops::ENCRYPT)).unwrap();
         h
     });
     let prepared = as_(&bob, 2, || k.t.key_for(key, Usage::Encrypt, &gcm()).unwrap());
-    as_(&officer, 1, || k.t.set_grant(key, "bob", None).unwrap());
+    as_(&officer, 1, || k.t.set_grant(key, &to("bob"), None).unwrap());
     let r = match &prepared {
         bulwark_core::token::KeyRef::Private(l) => {
             l.encrypt(k.t.provider(), &gcm(), b"after revocation")

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
 use bulwark_core::crypto::Curve;
 use bulwark_core::hierarchy::KdfParams;
-use bulwark_core::kernel::{Caller, Principal};
+use bulwark_core::kernel::{Caller, Grantee, Principal, Role};
 use bulwark_core::mechanism::{KeyGenMechanism, Mechanism};
 use bulwark_core::seal::{Progress, QuorumPolicy, ShareFile, UnsealError, Unsealer};
 use bulwark_core::secret::Pin;
-use bulwark_core::token::{InitOptions, SecurityPolicy};
+use bulwark_core::token::{Credentials, InitOptions, InitialUser, SecurityPolicy};
 use bulwark_core::{Error, Token};
 
 /// Cheap Argon2id costs (the suite runs hundreds of unlocks).
@@ -130,9 +130,21 @@ pub fn pin_store(path: &Path, policy: SecurityPolicy) {
     Token::init_with_options(path, "attack", &so(), Some(&user()), &opts).unwrap();
 }
 
-/// A quorum store (2 of 3 shares); returns the share files (JSON) of its custodians.
+/// The first security officer of every quorum store of the suite.
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &[u8] = b"admin-password";
+
+/// A quorum store (2 of 3 shares) created with its first security officer ([`ADMIN`]), as a
+/// daemon's `init` makes it; returns the share files (JSON) of its custodians.
 pub fn quorum_store(path: &Path, policy: &SecurityPolicy) -> Vec<String> {
-    let init = bulwark_core::seal::init_quorum_store_with(path, "attack-q", 3, 2, policy).unwrap();
+    let admin = InitialUser {
+        name: ADMIN.into(),
+        role: Role::SecurityOfficer,
+        password: zeroize::Zeroizing::new(ADMIN_PASSWORD.to_vec()),
+    };
+    let init =
+        bulwark_core::seal::init_quorum_store_with_users(path, "attack-q", 3, 2, policy, &[admin])
+            .unwrap();
     init.shares.iter().map(|s| ShareFile::new(&init, s, None, FAST).unwrap().to_json()).collect()
 }
 
@@ -267,4 +279,39 @@ pub fn totp_code(secret: &[u8], step: u64) -> String {
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The security officer a quorum store was created with, authenticated.
+pub fn admin(t: &Token) -> Principal {
+    t.authenticate(&Credentials {
+        name: ADMIN,
+        password: ADMIN_PASSWORD,
+        totp: None,
+        cert_sha256: None,
+    })
+    .unwrap()
+}
+
+/// A grant to one user, by name.
+pub fn to(name: &str) -> Grantee {
+    Grantee::User(name.to_owned())
+}
+
+/// A crypto officer of a quorum store (`keeper`, created by [`ADMIN`] on first use),
+/// authenticated.
+pub fn keeper(t: &Token) -> Principal {
+    let so = admin(t);
+    bulwark_core::kernel::as_caller(caller(&so, 0), || {
+        match t.create_user("keeper", Role::CryptoOfficer, b"keeper-password", None) {
+            Ok(_) | Err(Error::Exists(_)) => {}
+            Err(e) => panic!("keeper: {e:?}"),
+        }
+    });
+    t.authenticate(&Credentials {
+        name: "keeper",
+        password: b"keeper-password",
+        totp: None,
+        cert_sha256: None,
+    })
+    .unwrap()
 }
