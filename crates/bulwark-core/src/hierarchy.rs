@@ -204,7 +204,7 @@ pub(crate) fn unwrap_mk_with(
 }
 
 const STATE_MAGIC: &[u8; 4] = b"BWS3";
-const STATE_LEN: usize = 4 + 8 + 32 + 8;
+const STATE_LEN: usize = 4 + 8 + 32 + 8 + 1;
 
 /// The authenticated store state, sealed in the store header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -215,6 +215,9 @@ pub struct StoreState {
     pub commitment: [u8; 32],
     /// Number of token objects.
     pub objects: u64,
+    /// The store's tamper response is `zeroize` (sealed here too, so that deleting or forging
+    /// the policy record cannot weaken the response to that very tampering).
+    pub tamper_zeroize: bool,
 }
 
 /// Keys that authenticate records and the store generation. They protect integrity only (no
@@ -449,6 +452,7 @@ impl IntegrityKeys {
         buf.extend_from_slice(&s.generation.to_be_bytes());
         buf.extend_from_slice(&s.commitment);
         buf.extend_from_slice(&s.objects.to_be_bytes());
+        buf.push(u8::from(s.tamper_zeroize));
         self.state
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -492,6 +496,7 @@ impl IntegrityKeys {
             objects: u64::from_be_bytes(
                 pt[44..52].try_into().map_err(|_| Error::Internal("state"))?,
             ),
+            tamper_zeroize: pt[52] == 1,
         })
     }
 

@@ -18,8 +18,8 @@ use crate::crypto::Provider;
 use crate::error::{Error, Result};
 use crate::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
 use crate::secret::{Pin, SecretBytes};
-use crate::template::Template;
 use crate::store::{SqliteStore, Store};
+use crate::template::Template;
 use crate::token::{KeyRef, SessionId, Token, TokenStatus, Usage};
 use crate::UserType;
 
@@ -243,7 +243,9 @@ impl<S: Store + 'static> PreparedKey for EmbeddedKey<S> {
     fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)> {
         self.with_key(|key, p| match key {
             KeyRef::Public(k) => k.encapsulate(p),
-            KeyRef::Private(k) => k.loaded_public().ok_or(Error::KeyTypeInconsistent)?.encapsulate(p),
+            KeyRef::Private(k) => {
+                k.loaded_public().ok_or(Error::KeyTypeInconsistent)?.encapsulate(p)
+            }
         })
     }
 

@@ -789,7 +789,7 @@ fn deleting_or_forging_the_policy_is_an_integrity_failure() {
 /// with: a store that zeroizes on tampering must not be downgraded to an alarm by deleting or
 /// forging its policy (issue 9, attack 3: "zeroize downgraded to alarm").
 #[test]
-#[ignore = "HOLE: the tamper response to a deleted/forged policy row comes from that (unauthenticated) row or the default (alarm), not the store's zeroize policy"]
+
 fn deleting_the_policy_does_not_downgrade_a_zeroize_response() {
     let forged = r#"{"tamper_response":"alarm","so_failure_limit":5,"tamper_file":null,"tracer_is_tamper":false,"checkpoint_every_records":1000,"checkpoint_every_secs":60,"audit_key_use":true,"wrap_requires_trusted":false}"#;
     let edits = [
@@ -965,7 +965,6 @@ fn a_resurrected_key_is_detected_at_once_by_a_running_quorum_token() {
 /// approval again: caught at the next call (issue 9, attack 6, "deleting the approvals file
 /// let used approvals be replayed").
 #[test]
-#[ignore = "HOLE: use_approval (like authenticate and the user/grant calls) does not re-verify the store after a foreign commit, so a deleted approval row lets the approval be used again"]
 fn a_used_approval_cannot_be_replayed_by_deleting_its_row_under_a_running_token() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
@@ -982,7 +981,6 @@ fn a_used_approval_cannot_be_replayed_by_deleting_its_row_under_a_running_token(
 /// A user's login state (failure count) put back from outside under a running token, to
 /// reset a lockout: caught at the next authentication (issue 9, attacks 4 and 6).
 #[test]
-#[ignore = "HOLE: authenticate does not re-verify the store after a foreign commit, so a replayed login-state row resets a lockout under a running token"]
 fn a_lockout_cannot_be_reset_by_replaying_the_login_state_under_a_running_token() {
     // A quorum store: the daemon's, which re-verifies at once after any foreign commit.
     let dir = tempfile::tempdir().unwrap();

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
 use bulwark_core::crypto::Curve;
 use bulwark_core::hierarchy::KdfParams;
+use bulwark_core::hsm::Hsm;
 use bulwark_core::mechanism::{KeyGenMechanism, Mechanism};
 use bulwark_core::secret::Pin;
-use bulwark_core::hsm::Hsm;
 use bulwark_core::token::{Usage, MAX_PIN_FAILURES};
 use bulwark_core::{Error, Token, UserType};
 
@@ -341,7 +341,9 @@ fn two_connections_see_each_others_changes() {
     assert_eq!(a.decrypt(h, &gcm(), &ct).unwrap().expose_secret(), b"m");
     // The policy gate of `C_*Init` (`key_for`) sees the other connection's commits at once too:
     // its one change check per call stands for the object lookup's.
-    assert!(b2.prepare(h, Usage::Encrypt, &gcm()).is_ok_and(|k| k.always_authenticate() == Some(false)));
+    assert!(b2
+        .prepare(h, Usage::Encrypt, &gcm())
+        .is_ok_and(|k| k.always_authenticate() == Some(false)));
     a.set_attributes(h, &[b(AttrType::Encrypt, false)]).unwrap();
     assert!(matches!(b2.encrypt(h, &gcm(), b"m"), Err(Error::KeyFunctionNotPermitted(_))));
     assert!(matches!(

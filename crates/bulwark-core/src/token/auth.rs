@@ -81,7 +81,8 @@ pub(crate) fn create_store(
     let token = Token::open_created(store, store_uid)?;
     let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
     let (signer, audit_key) = super::guard::new_audit_key(&vault)?;
-    token.write_with(&ik, Fresh::Init, |a| {
+    let tamper_zeroize = policy.tamper_response == super::guard::TamperResponse::Zeroize;
+    token.write_with(&ik, Fresh::Init { tamper_zeroize }, |a| {
         for s in slots {
             a.put_keyslot(s)?;
         }

@@ -121,6 +121,8 @@ pub(crate) struct Guard {
     pub(crate) policy: SecurityPolicy,
     alarm: AtomicBool,
     zeroized: AtomicBool,
+    /// The tamper response sealed in the store state: 0 not yet seen, 1 alarm, 2 zeroize.
+    sealed_response: std::sync::atomic::AtomicU8,
     seen_change: AtomicU64,
     next_file_check_ms: AtomicU64,
     client: RwLock<String>,
@@ -185,6 +187,7 @@ impl Guard {
             log_broken,
             policy,
             alarm: AtomicBool::new(alarm),
+            sealed_response: std::sync::atomic::AtomicU8::new(0),
             zeroized: AtomicBool::new(zeroized),
             seen_change: AtomicU64::new(store.change_counter().unwrap_or(0)),
             next_file_check_ms: AtomicU64::new(0),
@@ -586,8 +589,19 @@ impl<S: Store> Token<S> {
         self.trigger(reason, 0);
     }
 
+    /// Remembers the tamper response sealed in the store state (authentic, unlike the policy
+    /// record read at open).
+    pub(crate) fn note_sealed_response(&self, zeroize: bool) {
+        self.guard.sealed_response.store(if zeroize { 2 } else { 1 }, Ordering::Release);
+    }
+
     fn trigger(&self, reason: &str, session: SessionId) {
-        let response = self.guard.policy.tamper_response;
+        // The sealed response once the state was opened; before that, the policy as read.
+        let response = match self.guard.sealed_response.load(Ordering::Acquire) {
+            2 => TamperResponse::Zeroize,
+            1 => TamperResponse::Alarm,
+            _ => self.guard.policy.tamper_response,
+        };
         tracing::error!(reason, ?response, "tamper detected");
         let c = Call::new("tamper").session(session);
         let code = match response {

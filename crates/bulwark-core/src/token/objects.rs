@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use super::{read, write, Material, Obj, SessionId, Token, SESSION_HANDLE_BASE, SESSION_HANDLE_END};
+use super::{
+    read, write, Material, Obj, SessionId, Token, SESSION_HANDLE_BASE, SESSION_HANDLE_END,
+};
 use crate::attr::{AttrType, AttrValue, Attributes, KeyType, ObjectClass};
 use crate::crypto::{KeyMaterial, KeySpec, PrivateComponents, PublicKey};
 use crate::error::{Error, Result};

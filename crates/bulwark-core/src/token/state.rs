@@ -171,8 +171,8 @@ impl AuthTx<'_> {
 /// How a write treats a store without a sealed state.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fresh {
-    /// Only `init` writes the first state.
-    Init,
+    /// Only `init` writes the first state, with the store's tamper response (true: zeroize).
+    Init { tamper_zeroize: bool },
     /// Every other write needs an existing, authentic state.
     No,
 }
@@ -209,10 +209,13 @@ impl<S: Store> Token<S> {
             if h.zeroized {
                 return Err(Error::Zeroized);
             }
-            let st = if fresh == Fresh::Init && h.generation == 0 && h.state.is_empty() {
-                StoreState::default()
+            let st = if let (Fresh::Init { tamper_zeroize }, 0, true) =
+                (fresh, h.generation, h.state.is_empty())
+            {
+                StoreState { tamper_zeroize, ..StoreState::default() }
             } else {
                 let st = ik.open_state(&h.state)?;
+                self.note_sealed_response(st.tamper_zeroize);
                 if st.generation != h.generation {
                     return Err(Error::Integrity("store generation disagrees with its state"));
                 }
@@ -227,7 +230,12 @@ impl<S: Store> Token<S> {
                 .objects
                 .checked_add_signed(a.objects)
                 .ok_or(Error::Integrity("object count out of range"))?;
-            let next = StoreState { generation: st.generation + 1, commitment, objects };
+            let next = StoreState {
+                generation: st.generation + 1,
+                commitment,
+                objects,
+                tamper_zeroize: st.tamper_zeroize,
+            };
             let sealed = ik.seal_state(&next, nonce)?;
             a.tx.set_state(next.generation, &sealed)?;
             next_gen = next.generation;
@@ -256,6 +264,11 @@ impl<S: Store> Token<S> {
         let start = Instant::now();
         // Read before the snapshot: a commit in between only makes the next check run again.
         let change = self.store.change_counter()?;
+        // The sealed tamper response first: whatever the scan below finds wrong is answered
+        // with it, not with the (unauthenticated) policy record read at open.
+        if let Ok(st) = self.store.header().and_then(|h| ik.open_state(&h.state)) {
+            self.note_sealed_response(st.tamper_zeroize);
+        }
         let mut acc = [0u8; 32];
         let mut objects = 0u64;
         let h = self.store.scan(&mut |row| {
@@ -274,6 +287,8 @@ impl<S: Store> Token<S> {
             return Err(Error::Zeroized);
         }
         let st = ik.open_state(&h.state)?;
+        // From here on the sealed tamper response decides what any failure below triggers.
+        self.note_sealed_response(st.tamper_zeroize);
         if st.generation != h.generation {
             return Err(Error::Integrity("store generation disagrees with its state"));
         }
