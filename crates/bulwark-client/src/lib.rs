@@ -242,6 +242,17 @@ impl Client {
         Ok(resp.role.clone())
     }
 
+    /// The bearer token of the current session (for tools that hand a session to another
+    /// connection of the same client identity; the daemon refuses it over any other).
+    pub fn session_token(&self) -> Option<Zeroizing<String>> {
+        self.session.clone()
+    }
+
+    /// Uses `token` as this connection's session (see [`Client::session_token`]).
+    pub fn set_session_token(&mut self, token: &str) {
+        self.session = Some(Zeroizing::new(token.to_owned()));
+    }
+
     /// Ends the session.
     pub fn logout(&mut self) -> Result<()> {
         let r = self.req(pb::LogoutRequest {});
