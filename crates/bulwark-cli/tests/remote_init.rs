@@ -77,6 +77,7 @@ fn start(dir: &Path) -> DaemonThread {
         approvals: None,
         session_ttl_secs: 3600,
         max_login_failures: 5,
+        connections: bulwarkd::config::ConnectionLimits::default(),
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),

@@ -336,7 +336,8 @@ pub async fn start(cfg: &Config) -> Result<Uninitialized, String> {
     let listener = crate::server::bind(cfg).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop, stop_rx) = watch::channel(false);
-    let (incoming, accept) = crate::server::spawn_accept(listener, acceptor, stop_rx.clone());
+    let (incoming, accept) =
+        crate::server::spawn_accept(listener, acceptor, cfg.connections, stop_rx.clone());
     let (initialized_tx, initialized) = watch::channel(false);
     let svc = BootstrapService {
         pending: Some(Arc::new(Pending {
@@ -347,8 +348,10 @@ pub async fn start(cfg: &Config) -> Result<Uninitialized, String> {
         })),
     };
     let mut server_stop = stop_rx;
+    let limits = cfg.connections;
     let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        limits
+            .grpc_server()
             .add_service(BootstrapServer::new(svc))
             .add_service(Refuse::<HsmName>::default())
             .add_service(Refuse::<TokenName>::default())

@@ -8,18 +8,27 @@
 //! http_listen = "127.0.0.1:9464"   # optional: /health, /status, /metrics (plain HTTP)
 //! unix_socket = "/run/bulwark/bulwarkd.sock"   # optional: local admin, no TLS, mode 0600
 //! session_ttl_secs = 3600
+//! [connections]            # per listener (gRPC TCP, unix socket, HTTP); all optional
+//! max_connections = 1024   # more are closed as soon as they are accepted
+//! handshake_timeout_secs = 10
+//! header_timeout_secs = 10 # first bytes after the handshake; HTTP/1 request headers
+//! idle_timeout_secs = 300  # nothing received for this long: closed (gRPC clients are pinged)
 //! [tls]
 //! ca = "/etc/bulwark/pki/ca.pem"          # client certificates must chain to this CA
 //! cert = "/etc/bulwark/pki/server.pem"
 //! key = "/etc/bulwark/pki/server-key.pem"
 //! ```
 //! Overrides: `BULWARKD_LISTEN`, `BULWARKD_HTTP_LISTEN`, `BULWARKD_UNIX_SOCKET`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
-//! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`.
+//! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`,
+//! `BULWARKD_MAX_CONNECTIONS`, `BULWARKD_HANDSHAKE_TIMEOUT_SECS`, `BULWARKD_HEADER_TIMEOUT_SECS`,
+//! `BULWARKD_IDLE_TIMEOUT_SECS` (the last four also in dev mode).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::listen::ConnectionLimits;
 
 /// TLS files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -82,6 +91,9 @@ pub struct Config {
     pub max_login_failures: u32,
     /// TLS files.
     pub tls: TlsConfig,
+    /// Connection limits and deadlines of every listener (`[connections]`).
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 fn default_ttl() -> u64 {
@@ -144,7 +156,7 @@ impl Config {
         if let Some(v) = var("BULWARKD_TLS_KEY") {
             self.tls.key = v.into();
         }
-        Ok(())
+        self.connections.apply_env()
     }
 
     /// The worker pool size.

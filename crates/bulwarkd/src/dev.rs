@@ -101,6 +101,14 @@ pub fn init_store_with(
     Ok(out)
 }
 
+/// The default connection limits with the `BULWARKD_*` connection overrides applied (the only
+/// environment overrides dev mode reads).
+fn connection_limits() -> Result<crate::config::ConnectionLimits, String> {
+    let mut l = crate::config::ConnectionLimits::default();
+    l.apply_env()?;
+    Ok(l)
+}
+
 /// What the dev setup produced.
 #[derive(Debug)]
 pub struct DevSetup {
@@ -172,6 +180,7 @@ pub fn prepare_with(
         approvals: None,
         session_ttl_secs: 3600,
         max_login_failures: crate::users::MAX_LOGIN_FAILURES,
+        connections: connection_limits()?,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod dev;
 mod keys;
+pub mod listen;
 pub mod metrics;
 pub mod p11;
 pub mod pki;

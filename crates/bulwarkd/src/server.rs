@@ -22,11 +22,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::bootstrap::BootstrapService;
 use crate::config::Config;
+use crate::listen::{AcceptBackoff, Admitted, ConnectionLimits, Gate, Guarded};
 use crate::service::HsmService;
 use crate::state::HsmState;
 use crate::users::Users;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful shutdown waits for open connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -116,44 +116,47 @@ pub(crate) async fn bind(cfg: &Config) -> Result<TcpListener, String> {
     TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))
 }
 
-/// Connections that completed the TLS handshake, for the gRPC server.
+/// Connections that completed the TLS handshake, for the gRPC server, each under its
+/// listener's limit and deadlines.
 pub(crate) type Incoming =
-    ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>;
+    ReceiverStream<std::io::Result<Guarded<tokio_rustls::server::TlsStream<TcpStream>>>>;
 
 /// Accepts on `listener` until `stop` changes; each TLS handshake runs in its own task with a
-/// deadline. The task hands the listener back when it ends, so that another server can take
-/// over the same socket (the bootstrap service does, once the HSM is initialized).
+/// deadline. At most `limits.max_connections` connections (handshaking or established) are
+/// open at once; more are closed as soon as they are accepted. The task hands the listener
+/// back when it ends, so that another server can take over the same socket (the bootstrap
+/// service does, once the HSM is initialized).
 pub(crate) fn spawn_accept(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) -> (Incoming, JoinHandle<TcpListener>) {
     let (tx, rx) = mpsc::channel(128);
+    let gate = Gate::new("grpc-tls", limits);
     let join = tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             tokio::select! {
                 // Stop first: a connection that arrives once the stop is set belongs to
                 // whoever takes the listener over.
                 biased;
                 _ = stop.changed() => break,
-                r = listener.accept() => {
-                    let (tcp, peer) = match r {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            continue;
-                        }
-                    };
+                admitted = gate.next(&mut backoff, || listener.accept()) => {
+                    let Admitted { conn: (tcp, peer), permit } = admitted;
                     let _ = tcp.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     let tx = tx.clone();
+                    let gate = gate.clone();
                     tokio::spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        let deadline = gate.limits().handshake_timeout();
+                        match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => {
+                                let s = Admitted { conn: s, permit }.guard(gate.limits());
                                 let _ = tx.send(Ok::<_, std::io::Error>(s)).await;
                             }
-                            Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
-                            Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                            Ok(Err(e)) => gate.handshake_failed(&peer, &e),
+                            Err(_) => gate.handshake_failed(&peer, &"timed out"),
                         }
                     });
                 }
@@ -182,20 +185,24 @@ pub async fn start_on(
     };
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop, mut stop_rx) = watch::channel(false);
-    let (incoming, _accept) = spawn_accept(listener, acceptor, stop_rx.clone());
+    let limits = cfg.connections;
+    let (incoming, _accept) = spawn_accept(listener, acceptor, limits, stop_rx.clone());
     let http = match cfg.http_listen {
-        Some(a) => Some(crate::metrics::serve_http(a, state.clone(), stop_rx.clone()).await?),
+        Some(a) => {
+            Some(crate::metrics::serve_http(a, state.clone(), limits, stop_rx.clone()).await?)
+        }
         None => None,
     };
     // One PKCS#11 service (and session-object registry) for both listeners.
     let p11 = crate::p11::TokenService::new(state.clone());
     if let Some(path) = &cfg.unix_socket {
-        serve_unix(path, state.clone(), p11.clone(), stop_rx.clone())?;
+        serve_unix(path, state.clone(), p11.clone(), limits, stop_rx.clone())?;
     }
     let svc = HsmServer::new(HsmService::new(state.clone()));
     let p11_svc = TokenServer::new(p11);
     let join = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        limits
+            .grpc_server()
             .add_service(svc)
             .add_service(p11_svc)
             .add_service(BootstrapServer::new(BootstrapService::initialized()))
@@ -215,6 +222,7 @@ fn serve_unix(
     path: &std::path::Path,
     state: Arc<HsmState>,
     p11: crate::p11::TokenService,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
@@ -251,17 +259,35 @@ fn serve_unix(
     let svc = HsmServer::new(HsmService::new(state));
     let p11_svc = TokenServer::new(p11);
     let shown = path.display().to_string();
+    // The socket is 0600, but a local process of the daemon's user can still open many
+    // connections: the same limits and deadlines as on TCP.
+    let (tx, rx) = mpsc::channel(128);
+    let gate = Gate::new("unix", limits);
+    let mut accept_stop = stop.clone();
     tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
+        let mut backoff = AcceptBackoff::default();
+        loop {
+            tokio::select! {
+                biased;
+                _ = accept_stop.changed() => break,
+                admitted = gate.next(&mut backoff, || listener.accept()) => {
+                    let admitted = Admitted { conn: admitted.conn.0, permit: admitted.permit };
+                    if tx.send(Ok::<_, std::io::Error>(admitted.guard(gate.limits()))).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let r = limits
+            .grpc_server()
             .add_service(svc)
             .add_service(p11_svc)
             .add_service(BootstrapServer::new(BootstrapService::initialized()))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
-                async move {
-                    let _ = stop.changed().await;
-                },
-            )
+            .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
+                let _ = stop.changed().await;
+            })
             .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "unix socket listener ended");
