@@ -5,6 +5,8 @@
 //! argument), does one thing, and exits: 0 on success, 1 when `verify` finds a bad signature,
 //! 2 or more on any error, which is printed as one line on stderr.
 
+#![forbid(unsafe_code)]
+
 mod cmd_approval;
 mod cmd_audit;
 mod cmd_bench;

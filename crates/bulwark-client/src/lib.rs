@@ -5,6 +5,8 @@
 //! caller sends. Credentials come from files and the environment (see [`ClientConfig::from_env`]),
 //! never from command-line arguments.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod bootstrap;
 pub mod remote_hsm;
@@ -24,7 +26,6 @@ pub use tonic::Code;
 
 /// What went wrong talking to the HSM.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ClientError {
     /// The HSM answered with an error status (message is the HSM's safe message).
     #[error("{message}")]

@@ -4,6 +4,8 @@
 //! (master key, keyslots, per-object sealing), the SQLite store and the self-tests. It does no
 //! network I/O and knows nothing of C, gRPC or tokio.
 
+#![forbid(unsafe_code)]
+
 pub mod attr;
 pub mod audit;
 pub mod crypto;
@@ -20,5 +22,5 @@ pub mod store;
 pub mod template;
 pub mod token;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use token::{Token, UserType};

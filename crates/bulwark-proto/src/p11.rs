@@ -354,8 +354,7 @@ fn error_code(e: &Error) -> String {
         Error::CryptoFailed => "CryptoFailed".into(),
         Error::NotSupported(_) => "NotSupported".into(),
         Error::BufferTooSmall => "BufferTooSmall".into(),
-        // `Error` is non_exhaustive: a later variant travels as an internal error until mapped.
-        _ => "Internal".into(),
+        Error::Internal(_) => "Internal".into(),
     }
 }
 

@@ -405,14 +405,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             // A peer that reads nothing blocks writes: the same deadline applies.
             Poll::Pending => self.poll_deadline(cx).map(Err),
-            r => r,
+            r @ Poll::Ready(_) => r,
         }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Pending => self.poll_deadline(cx).map(Err),
-            r => r,
+            r @ Poll::Ready(_) => r,
         }
     }
 
@@ -427,7 +427,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Pending => self.poll_deadline(cx).map(Err),
-            r => r,
+            r @ Poll::Ready(_) => r,
         }
     }
 

@@ -4,6 +4,8 @@
 //! their shares (`bulwark unseal --share FILE`). `bulwarkd --dev [--dir DIR]` runs an
 //! initialized, unsealed HSM for trying things out (NOT FOR PRODUCTION).
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

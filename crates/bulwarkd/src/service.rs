@@ -165,7 +165,6 @@ fn unseal_status(e: &UnsealError) -> Status {
         }
         UnsealError::NotSealed => Status::failed_precondition("not sealed"),
         UnsealError::Core(c) => core(c),
-        _ => Status::internal("internal error"),
     }
 }
 
