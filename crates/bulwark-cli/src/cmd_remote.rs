@@ -100,7 +100,7 @@ impl From<ClientError> for CliError {
                 "the HSM is not initialized: initialize it with `bulwark --endpoint URL init ...`"
                     .into()
             }
-            ClientError::Status { code, message } => format!("HSM: {message} ({code:?})"),
+            ClientError::Status { code, message, .. } => format!("HSM: {message} ({code:?})"),
             _ => e.to_string(),
         })
     }
@@ -246,9 +246,9 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
 fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
     let c = connect(endpoint)?;
     let s = match c.status() {
-        Err(ClientError::Status { code: bulwark_client::Code::FailedPrecondition, message })
-            if message == "not initialized" =>
-        {
+        Err(ClientError::Status {
+            reason: Some(bulwark_client::Reason::NotInitialized), ..
+        }) => {
             let b = c.bootstrap_status()?;
             if as_json {
                 let v = json!({"endpoint": endpoint, "initialized": b.initialized,

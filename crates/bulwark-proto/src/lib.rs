@@ -27,7 +27,10 @@ pub mod bootstrap {
 pub mod p11;
 mod status;
 
-pub use status::{code_of, status_from_core, SEALED};
+pub use status::{
+    code_of, quorum_required, reason, sealed, status_from_core, with_reason, Reason, REASON_KEY,
+    SEALED,
+};
 
 /// The canonical name of a role given by its name or alias (`so`, `co`, `cu`, `user`), as the
 /// daemon records it and as approval digests carry it.

@@ -12,6 +12,60 @@ use tonic::{Code, Status};
 /// The message of the FAILED_PRECONDITION status every key operation gets while sealed.
 pub const SEALED: &str = "sealed";
 
+/// The metadata key of a status's [`Reason`].
+pub const REASON_KEY: &str = "bulwark-reason";
+
+/// Why a call was refused, where a client acts on it: carried in the status metadata
+/// ([`REASON_KEY`]), so that no client classifies a status by its message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The HSM is sealed (or was sealed during the call): unseal it, then log in again.
+    Sealed,
+    /// The operation needs quorum approvals (the message says which digest to sign).
+    QuorumRequired,
+    /// The daemon has no store yet: only the bootstrap service answers.
+    NotInitialized,
+}
+
+impl Reason {
+    fn name(self) -> &'static str {
+        match self {
+            Reason::Sealed => "sealed",
+            Reason::QuorumRequired => "quorum-required",
+            Reason::NotInitialized => "not-initialized",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        [Reason::Sealed, Reason::QuorumRequired, Reason::NotInitialized]
+            .into_iter()
+            .find(|r| r.name() == s)
+    }
+}
+
+/// `st` with `reason` attached.
+pub fn with_reason(mut st: Status, reason: Reason) -> Status {
+    st.metadata_mut()
+        .insert(REASON_KEY, tonic::metadata::MetadataValue::from_static(reason.name()));
+    st
+}
+
+/// The reason a status carries, if any.
+pub fn reason(st: &Status) -> Option<Reason> {
+    Reason::from_name(st.metadata().get(REASON_KEY)?.to_str().ok()?)
+}
+
+/// The FAILED_PRECONDITION status of a call refused because the HSM is sealed.
+pub fn sealed() -> Status {
+    with_reason(Status::failed_precondition(SEALED), Reason::Sealed)
+}
+
+/// The FAILED_PRECONDITION status of a call that needs quorum approvals; `message` says what
+/// to sign.
+pub fn quorum_required(message: impl Into<String>) -> Status {
+    with_reason(Status::failed_precondition(message), Reason::QuorumRequired)
+}
+
 /// The gRPC status for a core error. The message is safe to send to the caller.
 pub fn status_from_core(e: &Error) -> Status {
     let code = code_of(e.kind());
@@ -79,6 +133,16 @@ pub fn code_of(k: ErrorKind) -> Code {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_travel_in_metadata_not_in_the_message() {
+        assert_eq!(reason(&sealed()), Some(Reason::Sealed));
+        assert_eq!(reason(&quorum_required("sign this")), Some(Reason::QuorumRequired));
+        // The same words without the marker are no reason.
+        assert_eq!(reason(&Status::failed_precondition(SEALED)), None);
+        let st = with_reason(Status::failed_precondition("x"), Reason::NotInitialized);
+        assert_eq!(reason(&st), Some(Reason::NotInitialized));
+    }
 
     #[test]
     fn every_kind_has_a_code() {

@@ -315,7 +315,11 @@ impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Refuse<
     }
 
     fn call(&mut self, _req: tonic::codegen::http::Request<B>) -> Self::Future {
-        std::future::ready(Ok(Status::failed_precondition(NOT_INITIALIZED).into_http()))
+        let st = bulwark_proto::with_reason(
+            Status::failed_precondition(NOT_INITIALIZED),
+            bulwark_proto::Reason::NotInitialized,
+        );
+        std::future::ready(Ok(st.into_http()))
     }
 }
 

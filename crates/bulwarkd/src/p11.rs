@@ -191,7 +191,7 @@ fn digest(token: &str) -> [u8; 32] {
 /// under us: that is the sealed status, not "not logged in".
 fn fail(e: &Error) -> Status {
     match e {
-        Error::UserNotLoggedIn => Status::failed_precondition(bulwark_proto::SEALED),
+        Error::UserNotLoggedIn => bulwark_proto::sealed(),
         Error::Integrity(_) | Error::Rollback { .. } | Error::Internal(_) | Error::Store(_) => {
             tracing::error!(error = %e, "PKCS#11 operation failed");
             status_with_error(e)

@@ -145,7 +145,7 @@ pub(crate) const ANY: &[Role] =
 /// A core error from a key operation. A token that is locked under us was sealed meanwhile.
 pub(crate) fn core(e: &Error) -> Status {
     match e {
-        Error::UserNotLoggedIn => Status::failed_precondition(bulwark_proto::SEALED),
+        Error::UserNotLoggedIn => bulwark_proto::sealed(),
         Error::Integrity(_) | Error::Rollback { .. } | Error::Internal(_) | Error::Store(_) => {
             tracing::error!(error = %e, "key operation failed");
             status_from_core(e)
@@ -946,9 +946,7 @@ impl Hsm for HsmService {
                     .token
                     .audit_log()
                     .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
-                log.signer()
-                    .map(|s| s.public_key())
-                    .ok_or_else(|| Status::failed_precondition(bulwark_proto::SEALED))
+                log.signer().map(|s| s.public_key()).ok_or_else(bulwark_proto::sealed)
             })
             .await?;
         Ok(Response::new(pb::AuditPublicKeyResponse { public_key }))

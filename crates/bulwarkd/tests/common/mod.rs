@@ -96,7 +96,7 @@ pub(crate) fn login_as(dir: &Path, env: &str) -> Client {
 /// The status of a call that must fail.
 pub(crate) fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Code, String) {
     match r {
-        Err(ClientError::Status { code, message }) => (code, message),
+        Err(ClientError::Status { code, message, .. }) => (code, message),
         other => panic!("expected a status error, got {other:?}"),
     }
 }
