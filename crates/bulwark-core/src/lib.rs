@@ -9,9 +9,11 @@
 pub mod attr;
 pub mod audit;
 pub mod crypto;
+pub mod display;
 pub mod error;
 pub mod hierarchy;
 pub mod hsm;
+pub mod limits;
 pub mod mechanism;
 pub mod names;
 pub mod rollback;

@@ -21,9 +21,11 @@ pub type Template = [(AttrType, AttrValue)];
 /// `AttributeTypeInvalid`; malformed values `AttributeValueInvalid`; a type given twice with
 /// different values `TemplateInconsistent`.
 pub fn parse_raw(raw: &[(u64, &[u8])]) -> Result<Vec<(AttrType, AttrValue)>> {
+    crate::limits::check_template_len(raw.len())?;
     let mut out: Vec<(AttrType, AttrValue)> = Vec::with_capacity(raw.len());
     for (t, v) in raw {
         let t = AttrType::from_raw(*t).ok_or(Error::AttributeTypeInvalid(*t))?;
+        crate::limits::check_attr_len(t, v.len())?;
         let v = AttrValue::from_raw(t, v)?;
         if let Some((_, prev)) = out.iter().find(|(pt, _)| *pt == t) {
             if *prev != v {

@@ -122,9 +122,8 @@ impl TryFrom<&pb::InitializeRequest> for Params {
         if threshold < 2 || shares < threshold {
             return Err(Status::invalid_argument("quorum needs 2 <= threshold <= shares <= 255"));
         }
-        if r.label.is_empty() || r.label.len() > 32 {
-            return Err(Status::invalid_argument("token label must be 1 to 32 bytes"));
-        }
+        bulwark_core::limits::check_token_label(&r.label)
+            .map_err(|e| bulwark_proto::status_from_core(&e))?;
         crate::users::check_name(&r.so_name).map_err(Status::invalid_argument)?;
         if r.so_password.len() < 8 {
             return Err(Status::invalid_argument(
@@ -356,7 +355,10 @@ pub async fn start(cfg: &Config) -> Result<Uninitialized, String> {
     let server = tokio::spawn(async move {
         limits
             .grpc_server()
-            .add_service(BootstrapServer::new(svc))
+            .add_service(
+                BootstrapServer::new(svc)
+                    .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE),
+            )
             .add_service(Refuse::<HsmName>::default())
             .add_service(Refuse::<TokenName>::default())
             .serve_with_incoming_shutdown(incoming, async move {

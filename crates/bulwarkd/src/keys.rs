@@ -117,7 +117,7 @@ const TOTP_KEY_LABEL: &str = "bulwarkd.totp";
 const USERS_MAC_LABEL: &str = "bulwarkd.users-mac";
 
 fn by_label(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
-    if label.is_empty() || label.len() > 256 {
+    if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
     if label.starts_with(RESERVED_PREFIX) {
@@ -156,7 +156,7 @@ pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: boo
 
 fn generate_any(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
     let spec = spec_for(type_name)?;
-    if label.is_empty() || label.len() > 256 {
+    if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
     let k = names::LabelledKey { spec, label, id: None, extractable, sensitive: true };

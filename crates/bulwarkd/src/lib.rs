@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev;
 mod keys;
 pub mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod p11;
 pub mod pki;

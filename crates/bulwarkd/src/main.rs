@@ -140,13 +140,7 @@ fn config(cli: &Cli) -> Result<Config, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bulwarkd::logging::init();
     // The daemon holds the master key: no core dumps, not dumpable, memory locked if allowed.
     let hardening = bulwark_harden::harden();
     tracing::info!(
@@ -162,7 +156,7 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bulwarkd: error: {}", e.replace('\n', " "));
+            eprintln!("bulwarkd: error: {}", bulwark_core::display::escape(&e));
             ExitCode::from(2)
         }
     }

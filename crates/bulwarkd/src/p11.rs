@@ -46,7 +46,7 @@ use crate::state::{HsmState, Session};
 use crate::users::Role;
 
 /// Largest random request.
-const MAX_RANDOM: u32 = 1 << 20;
+const MAX_RANDOM: u32 = bulwark_core::limits::MAX_RANDOM as u32;
 /// How often expired logins are swept without traffic.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 

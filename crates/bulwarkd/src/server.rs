@@ -198,14 +198,19 @@ pub async fn start_on(
     if let Some(path) = &cfg.unix_socket {
         serve_unix(path, state.clone(), p11.clone(), limits, stop_rx.clone())?;
     }
-    let svc = HsmServer::new(HsmService::new(state.clone()));
-    let p11_svc = TokenServer::new(p11);
+    let svc = HsmServer::new(HsmService::new(state.clone()))
+        .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
+    let p11_svc =
+        TokenServer::new(p11).max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
     let join = tokio::spawn(async move {
         limits
             .grpc_server()
             .add_service(svc)
             .add_service(p11_svc)
-            .add_service(BootstrapServer::new(BootstrapService::initialized()))
+            .add_service(
+                BootstrapServer::new(BootstrapService::initialized())
+                    .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE),
+            )
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.changed().await;
             })
@@ -256,8 +261,10 @@ fn serve_unix(
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let _ = std::fs::remove_dir(&private);
-    let svc = HsmServer::new(HsmService::new(state));
-    let p11_svc = TokenServer::new(p11);
+    let svc = HsmServer::new(HsmService::new(state))
+        .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
+    let p11_svc =
+        TokenServer::new(p11).max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
     let shown = path.display().to_string();
     // The socket is 0600, but a local process of the daemon's user can still open many
     // connections: the same limits and deadlines as on TCP.
@@ -284,7 +291,10 @@ fn serve_unix(
             .grpc_server()
             .add_service(svc)
             .add_service(p11_svc)
-            .add_service(BootstrapServer::new(BootstrapService::initialized()))
+            .add_service(
+                BootstrapServer::new(BootstrapService::initialized())
+                    .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE),
+            )
             .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
                 let _ = stop.changed().await;
             })

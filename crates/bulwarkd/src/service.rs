@@ -21,9 +21,9 @@ use crate::users::{LoginError, Role};
 use bulwark_core::audit::{current_actor, Actor};
 
 /// Largest batch accepted in one request.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = bulwark_core::limits::MAX_BATCH;
 /// Largest random request.
-const MAX_RANDOM: u32 = 1 << 20;
+const MAX_RANDOM: u32 = bulwark_core::limits::MAX_RANDOM as u32;
 
 /// The service over one HSM state.
 #[derive(Clone, Debug)]

@@ -186,13 +186,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Checks a user name.
 pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-    {
-        return Err("user names are 1 to 64 characters of [A-Za-z0-9-_.@]".into());
-    }
-    Ok(())
+    bulwark_core::limits::check_user_name(name).map_err(|e| e.to_string())
 }
 
 impl Users {
