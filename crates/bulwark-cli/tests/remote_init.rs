@@ -109,6 +109,9 @@ fn remote_init_writes_encrypted_shares_and_the_hsm_unseals_with_them() {
         .map(|i| {
             let p = env.path(&format!("custodian-{i}.pass"));
             std::fs::write(&p, format!("custodian {i} passphrase\n")).unwrap();
+            // Secret files must be private (the CLI refuses group- or world-readable ones).
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
             p
         })
         .collect();

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod crypto;
 pub mod display;
 pub mod error;
+pub mod fsutil;
 pub mod hierarchy;
 pub mod hsm;
 pub mod limits;

@@ -173,6 +173,9 @@ impl Pending {
         if *done || self.cfg.store.exists() {
             return Err(Status::already_exists("the HSM is already initialized"));
         }
+        // A dangling symlink "does not exist" but would decide where the new store lands.
+        bulwark_core::fsutil::check_store_path(&self.cfg.store)
+            .map_err(|e| bulwark_proto::status_from_core(&e))?;
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "initialize: {what}");
             Status::internal(format!("cannot initialize the HSM: {what} (see the daemon's log)"))

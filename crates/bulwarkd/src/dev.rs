@@ -48,16 +48,8 @@ fn env_value(file: &Path, key: &str) -> Option<String> {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {}", path.display(), e.kind()))?;
-    f.write_all(data.as_bytes()).map_err(|e| e.to_string())
+    bulwark_core::fsutil::write_private(path, data.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Creates a quorum store and writes one share file per custodian into `share_dir`
@@ -85,6 +77,7 @@ pub fn init_store_with(
 ) -> Result<Vec<PathBuf>, String> {
     use bulwark_core::seal::{init_quorum_store_with, ShareFile};
     let (shares, threshold) = quorum;
+    bulwark_core::fsutil::check_store_path(store).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(share_dir)
         .map_err(|e| format!("cannot create {}: {}", share_dir.display(), e.kind()))?;
     let init = init_quorum_store_with(store, label, shares, threshold, policy)

@@ -32,6 +32,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens the store (sealed) and the user database.
 pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, String> {
+    bulwark_core::fsutil::check_store_path(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let policy = QuorumPolicy::load(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let token = Token::open(&cfg.store).map_err(|e| format!("store: {e}"))?;
     let users = Users::load(&cfg.users)?;
