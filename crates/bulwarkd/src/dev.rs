@@ -102,6 +102,17 @@ fn connection_limits() -> Result<crate::config::ConnectionLimits, String> {
     Ok(l)
 }
 
+/// The identity dev mode's own start-up actions (unsealing with the dev shares, the daemon's
+/// internal keys) are recorded under in the audit log: the system, not the crypto user the
+/// unsealed token would otherwise name.
+pub fn startup_actor() -> bulwark_core::audit::Actor {
+    bulwark_core::audit::Actor {
+        name: "bulwarkd".into(),
+        role: "system".into(),
+        client: "bulwarkd --dev (start-up)".into(),
+    }
+}
+
 /// What the dev setup produced.
 #[derive(Debug)]
 pub struct DevSetup {
@@ -207,8 +218,13 @@ impl DevSetup {
         write_private(&self.dir.join("so.env"), &env("so", &self.so_password))
     }
 
-    /// Unseals `state` with shares 1 and 2 from the dev directory.
+    /// Unseals `state` with shares 1 and 2 from the dev directory. What this does is recorded
+    /// as the daemon's own start-up ([`startup_actor`]), never as one of the dev users.
     pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), String> {
+        bulwark_core::audit::with_actor(startup_actor(), || self.unseal_inner(state))
+    }
+
+    fn unseal_inner(&self, state: &crate::state::HsmState) -> Result<(), String> {
         for i in 1..=DEV_THRESHOLD {
             let p = self.dir.join("shares").join(format!("share-{i}.json"));
             let text =
