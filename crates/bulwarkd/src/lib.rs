@@ -20,4 +20,5 @@ pub mod server;
 pub mod service;
 pub mod state;
 pub mod tls;
+pub mod totp;
 pub mod users;
