@@ -16,6 +16,14 @@ use bulwarkd::users::{Role, Users};
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
+/// Every heap block is wiped when it is freed. Passwords, shares and plaintexts pass through
+/// buffers this daemon does not own (hyper's and h2's frame buffers, rustls's record buffers,
+/// prost's decoded strings, tonic's encode buffers); wiping them one by one is not possible, so
+/// freed memory never keeps them. Blocks still in use are wiped by their owners (Zeroizing).
+#[global_allocator]
+static ALLOC: zalloc::ZeroizingAlloc<std::alloc::System> =
+    zalloc::ZeroizingAlloc(std::alloc::System);
+
 #[derive(Parser, Debug)]
 #[command(name = "bulwarkd", version, about = "Bulwark network HSM daemon")]
 struct Cli {
