@@ -172,6 +172,10 @@ fn remote_init_writes_encrypted_shares_and_the_hsm_unseals_with_them() {
             &short_pass,
         ],
     );
+    // A passphrase file others can read is refused before its content is looked at.
+    fails(&env.run(&short, &new_pw), "chmod 600");
+    std::fs::set_permissions(&short_pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
     fails(&env.run(&short, &new_pw), "at least 8 bytes");
     assert!(names(Path::new(&shares)).is_empty());
     std::fs::create_dir_all(&shares).unwrap();

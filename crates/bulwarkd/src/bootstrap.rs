@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
+use crate::error::DaemonError;
 use crate::server::Running;
 use crate::users::{Role, Users};
 
@@ -332,15 +333,17 @@ pub struct Uninitialized {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     initialized: watch::Receiver<bool>,
-    server: JoinHandle<Result<(), String>>,
+    server: JoinHandle<Result<(), DaemonError>>,
     accept: JoinHandle<TcpListener>,
 }
 
 /// Binds `cfg.listen` and serves the bootstrap service (mTLS, client certificate required).
-pub async fn start(cfg: &Config) -> Result<Uninitialized, String> {
+pub async fn start(cfg: &Config) -> Result<Uninitialized, DaemonError> {
     let acceptor = crate::server::tls_acceptor(cfg)?;
     let listener = crate::server::bind(cfg).await?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen { addr: cfg.listen.to_string(), source })?;
     let (stop, stop_rx) = watch::channel(false);
     let (incoming, accept) =
         crate::server::spawn_accept(listener, acceptor, cfg.connections, stop_rx.clone());
@@ -368,7 +371,7 @@ pub async fn start(cfg: &Config) -> Result<Uninitialized, String> {
                 let _ = server_stop.wait_for(|v| *v).await;
             })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| DaemonError::Server(e.to_string()))
     });
     tracing::warn!(
         %addr,
@@ -386,7 +389,7 @@ impl Uninitialized {
     pub async fn wait(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<Option<TcpListener>, String> {
+    ) -> Result<Option<TcpListener>, DaemonError> {
         let mut usr1 =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         let tamper = async {
@@ -408,12 +411,12 @@ impl Uninitialized {
         // The graceful shutdown finishes in-flight calls (the Initialize reply); a client that
         // keeps its connection open past the grace period is cut off.
         if let Ok(r) = tokio::time::timeout(crate::server::SHUTDOWN_GRACE, &mut self.server).await {
-            r.map_err(|e| e.to_string()).and_then(|r| r)?;
+            r.map_err(|e| DaemonError::Server(e.to_string())).and_then(|r| r)?;
         } else {
             tracing::warn!("bootstrap: closing the remaining connections");
             self.server.abort();
         }
-        let listener = self.accept.await.map_err(|e| e.to_string())?;
+        let listener = self.accept.await.map_err(|e| DaemonError::Server(e.to_string()))?;
         Ok(initialized.then_some(listener))
     }
 }
@@ -426,7 +429,7 @@ pub async fn start_daemon(
     cfg: &Config,
     shutdown: impl std::future::Future<Output = ()>,
     mut listening: impl FnMut(SocketAddr, bool),
-) -> Result<Option<Running>, String> {
+) -> Result<Option<Running>, DaemonError> {
     let listener = if cfg.store.exists() {
         None
     } else {
@@ -457,17 +460,17 @@ pub struct DaemonThread {
     pub addr: SocketAddr,
     rt: Option<tokio::runtime::Runtime>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<Result<(), String>>>,
+    task: Option<JoinHandle<Result<(), DaemonError>>>,
 }
 
 impl DaemonThread {
     /// Starts a daemon for `cfg` and waits until it listens.
-    pub fn start(cfg: Config) -> Result<Self, String> {
+    pub fn start(cfg: Config) -> Result<Self, DaemonError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DaemonError::Server(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let mut stop_boot = stop_rx.clone();
@@ -489,10 +492,10 @@ impl DaemonThread {
             Ok(addr) => Ok(Self { addr, rt: Some(rt), stop, task: Some(task) }),
             Err(_) => Err(rt
                 .block_on(task)
-                .map_err(|e| e.to_string())
+                .map_err(|e| DaemonError::Server(e.to_string()))
                 .and_then(|r| r)
                 .err()
-                .unwrap_or_else(|| "the daemon did not start".into())),
+                .unwrap_or_else(|| DaemonError::Server("the daemon did not start".into()))),
         }
     }
 }

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::DaemonError;
 pub use crate::listen::ConnectionLimits;
 
 /// TLS files.
@@ -106,17 +107,21 @@ fn default_max_login_failures() -> u32 {
 
 impl Config {
     /// Reads `path` and applies environment overrides.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
-        let mut c: Config =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, DaemonError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DaemonError::file("read", path, e))?;
+        let mut c: Config = toml::from_str(&text)
+            .map_err(|e| DaemonError::Config(format!("{}: {e}", path.display())))?;
         c.apply_env()?;
         Ok(c)
     }
 
     /// Applies `BULWARKD_*` overrides.
-    pub fn apply_env(&mut self) -> Result<(), String> {
+    pub fn apply_env(&mut self) -> Result<(), DaemonError> {
+        self.apply_env_values().map_err(DaemonError::Config)?;
+        self.connections.apply_env()
+    }
+
+    fn apply_env_values(&mut self) -> Result<(), String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("BULWARKD_LISTEN") {
             self.listen = v.parse().map_err(|_| format!("BULWARKD_LISTEN: bad address {v:?}"))?;
@@ -156,7 +161,7 @@ impl Config {
         if let Some(v) = var("BULWARKD_TLS_KEY") {
             self.tls.key = v.into();
         }
-        self.connections.apply_env()
+        Ok(())
     }
 
     /// The worker pool size.

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, TlsConfig};
+use crate::error::DaemonError;
 use crate::server::{self, Running};
 use crate::users::{Role, Users};
 
@@ -31,11 +32,9 @@ pub const BANNER: &str = "\
 *  in the dev directory. Never put real keys in a dev-mode HSM.         *
 *************************************************************************";
 
-fn random_password() -> Result<Zeroizing<String>, String> {
+fn random_password() -> Result<Zeroizing<String>, DaemonError> {
     let mut b = [0u8; 18];
-    bulwark_core::crypto::Provider::get()
-        .and_then(|p| p.random(&mut b))
-        .map_err(|e| e.to_string())?;
+    bulwark_core::crypto::Provider::get().and_then(|p| p.random(&mut b))?;
     Ok(Zeroizing::new(hex::encode(b)))
 }
 
@@ -47,9 +46,9 @@ fn env_value(file: &Path, key: &str) -> Option<String> {
     })
 }
 
-fn write_private(path: &Path, data: &str) -> Result<(), String> {
+fn write_private(path: &Path, data: &str) -> Result<(), DaemonError> {
     bulwark_core::fsutil::write_private(path, data.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|e| DaemonError::file("write", path, e))
 }
 
 /// Creates a quorum store and writes one share file per custodian into `share_dir`
@@ -61,7 +60,7 @@ pub fn init_store(
     threshold: u8,
     share_dir: &Path,
     passphrases: &[Option<Zeroizing<String>>],
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, DaemonError> {
     let policy = bulwark_core::token::SecurityPolicy::default();
     init_store_with(store, label, (shares, threshold), share_dir, passphrases, &policy)
 }
@@ -74,19 +73,16 @@ pub fn init_store_with(
     share_dir: &Path,
     passphrases: &[Option<Zeroizing<String>>],
     policy: &bulwark_core::token::SecurityPolicy,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, DaemonError> {
     use bulwark_core::seal::{init_quorum_store_with, ShareFile};
     let (shares, threshold) = quorum;
-    bulwark_core::fsutil::check_store_path(store).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(share_dir)
-        .map_err(|e| format!("cannot create {}: {}", share_dir.display(), e.kind()))?;
-    let init = init_quorum_store_with(store, label, shares, threshold, policy)
-        .map_err(|e| e.to_string())?;
+    bulwark_core::fsutil::check_store_path(store)?;
+    std::fs::create_dir_all(share_dir).map_err(|e| DaemonError::file("create", share_dir, e))?;
+    let init = init_quorum_store_with(store, label, shares, threshold, policy)?;
     let mut out = Vec::new();
     for (i, s) in init.shares.iter().enumerate() {
         let pass = passphrases.get(i).and_then(Option::as_ref).map(|p| p.as_bytes());
-        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())
-            .map_err(|e| e.to_string())?;
+        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())?;
         let path = share_dir.join(format!("share-{}.json", s.index()));
         write_private(&path, &f.to_json())?;
         out.push(path);
@@ -96,7 +92,7 @@ pub fn init_store_with(
 
 /// The default connection limits with the `BULWARKD_*` connection overrides applied (the only
 /// environment overrides dev mode reads).
-fn connection_limits() -> Result<crate::config::ConnectionLimits, String> {
+fn connection_limits() -> Result<crate::config::ConnectionLimits, DaemonError> {
     let mut l = crate::config::ConnectionLimits::default();
     l.apply_env()?;
     Ok(l)
@@ -126,7 +122,7 @@ pub struct DevSetup {
 }
 
 /// Prepares (or reuses) a dev directory.
-pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
+pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, DaemonError> {
     prepare_with(dir, listen, &bulwark_core::token::SecurityPolicy::default())
 }
 
@@ -135,18 +131,19 @@ pub fn prepare_with(
     dir: &Path,
     listen: SocketAddr,
     policy: &bulwark_core::token::SecurityPolicy,
-) -> Result<DevSetup, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+) -> Result<DevSetup, DaemonError> {
+    std::fs::create_dir_all(dir).map_err(|e| DaemonError::file("create", dir, e))?;
+    let dir = dir.canonicalize().map_err(|e| DaemonError::file("resolve", dir, e))?;
     let pki = dir.join("pki");
     let store = dir.join("store.db");
     let users_path = dir.join("users.json");
     if !pki.join("ca.pem").exists() {
-        crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
+        crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])
+            .map_err(DaemonError::Setup)?;
     }
     for who in ["user", "crypto", "so"] {
         if !pki.join(format!("{who}.pem")).exists() {
-            crate::pki::issue_client(&pki, who)?;
+            crate::pki::issue_client(&pki, who).map_err(DaemonError::Setup)?;
         }
     }
     if !store.exists() {
@@ -161,16 +158,22 @@ pub fn prepare_with(
             }
             _ => {
                 let (u, c, s) = (random_password()?, random_password()?, random_password()?);
-                let users = Users::load(&users_path)?;
+                let users = Users::load(&users_path).map_err(DaemonError::Users)?;
                 if users.is_bound() {
-                    return Err(format!(
+                    return Err(DaemonError::Setup(format!(
                         "{} was made by another version of bulwarkd --dev: use a new --dir",
                         dir.display()
-                    ));
+                    )));
                 }
-                users.put("user", Role::CryptoUser, u.as_bytes(), None, None)?;
-                users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None, None)?;
-                users.put("so", Role::SecurityOfficer, s.as_bytes(), None, None)?;
+                users
+                    .put("user", Role::CryptoUser, u.as_bytes(), None, None)
+                    .map_err(DaemonError::Users)?;
+                users
+                    .put("crypto", Role::CryptoOfficer, c.as_bytes(), None, None)
+                    .map_err(DaemonError::Users)?;
+                users
+                    .put("so", Role::SecurityOfficer, s.as_bytes(), None, None)
+                    .map_err(DaemonError::Users)?;
                 (u, c, s)
             }
         };
@@ -197,7 +200,7 @@ pub fn prepare_with(
 
 impl DevSetup {
     /// Writes `dev.env`, `officer.env` and `so.env` for the bound address.
-    pub fn write_env(&self, addr: SocketAddr) -> Result<(), String> {
+    pub fn write_env(&self, addr: SocketAddr) -> Result<(), DaemonError> {
         let pki = self.dir.join("pki");
         let env = |user: &str, pw: &str| {
             format!(
@@ -220,21 +223,21 @@ impl DevSetup {
 
     /// Unseals `state` with shares 1 and 2 from the dev directory. What this does is recorded
     /// as the daemon's own start-up ([`startup_actor`]), never as one of the dev users.
-    pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), String> {
+    pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
         bulwark_core::audit::with_actor(startup_actor(), || self.unseal_inner(state))
     }
 
-    fn unseal_inner(&self, state: &crate::state::HsmState) -> Result<(), String> {
+    fn unseal_inner(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
         for i in 1..=DEV_THRESHOLD {
             let p = self.dir.join("shares").join(format!("share-{i}.json"));
             let text =
-                Zeroizing::new(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
-            let f = bulwark_core::seal::ShareFile::parse(&text).map_err(|e| e.to_string())?;
-            let s = f.share(None).map_err(|e| e.to_string())?;
-            state.unseal(s).map_err(|e| e.to_string())?;
+                Zeroizing::new(std::fs::read(&p).map_err(|e| DaemonError::file("read", &p, e))?);
+            let f = bulwark_core::seal::ShareFile::parse(&text)?;
+            let s = f.share(None)?;
+            state.unseal(s)?;
         }
         if state.is_sealed() {
-            return Err("dev unseal did not complete".into());
+            return Err(DaemonError::Setup("dev unseal did not complete".into()));
         }
         Ok(())
     }
@@ -242,7 +245,7 @@ impl DevSetup {
 
 /// Prepares `dir`, opens and unseals the HSM, starts serving on `listen` and writes the env
 /// files with the bound address.
-pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), String> {
+pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), DaemonError> {
     start_with(dir, listen, &bulwark_core::token::SecurityPolicy::default(), |_| ()).await
 }
 
@@ -252,7 +255,7 @@ pub async fn start_with(
     listen: SocketAddr,
     policy: &bulwark_core::token::SecurityPolicy,
     adjust: impl FnOnce(&mut crate::config::Config),
-) -> Result<(DevSetup, Running), String> {
+) -> Result<(DevSetup, Running), DaemonError> {
     let mut setup = prepare_with(dir, listen, policy)?;
     adjust(&mut setup.config);
     let state = server::open_state(&setup.config, true)?;
@@ -279,7 +282,7 @@ pub struct DevServer {
 
 impl DevServer {
     /// Starts a dev daemon on 127.0.0.1 with an ephemeral port.
-    pub fn start(dir: &Path) -> Result<Self, String> {
+    pub fn start(dir: &Path) -> Result<Self, DaemonError> {
         Self::start_with(dir, |_| ())
     }
 
@@ -287,12 +290,12 @@ impl DevServer {
     pub fn start_with(
         dir: &Path,
         adjust: impl FnOnce(&mut crate::config::Config),
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DaemonError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DaemonError::Server(e.to_string()))?;
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
         let policy = bulwark_core::token::SecurityPolicy::default();
         let (setup, running) = rt.block_on(start_with(dir, listen, &policy, adjust))?;

@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod config;
 pub mod dev;
+pub mod error;
 mod keys;
 pub mod listen;
 pub mod logging;

@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::error::DaemonError;
+
 /// How often a rate-limited event may write a log line.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The first pause after a failed `accept`; it doubles on each further failure.
@@ -68,15 +70,19 @@ impl Default for ConnectionLimits {
 
 impl ConnectionLimits {
     /// Checks the values (all at least 1).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), DaemonError> {
         if self.max_connections == 0 {
-            return Err("connections.max_connections must be at least 1".into());
+            return Err(DaemonError::Config(
+                "connections.max_connections must be at least 1".into(),
+            ));
         }
         if self.handshake_timeout_secs == 0
             || self.header_timeout_secs == 0
             || self.idle_timeout_secs == 0
         {
-            return Err("connection timeouts must be at least 1 second".into());
+            return Err(DaemonError::Config(
+                "connection timeouts must be at least 1 second".into(),
+            ));
         }
         Ok(())
     }
@@ -106,10 +112,10 @@ impl ConnectionLimits {
 
     /// Applies `BULWARKD_MAX_CONNECTIONS`, `BULWARKD_HANDSHAKE_TIMEOUT_SECS`,
     /// `BULWARKD_HEADER_TIMEOUT_SECS` and `BULWARKD_IDLE_TIMEOUT_SECS`.
-    pub fn apply_env(&mut self) -> Result<(), String> {
-        fn num<T: std::str::FromStr>(k: &str, to: &mut T) -> Result<(), String> {
+    pub fn apply_env(&mut self) -> Result<(), DaemonError> {
+        fn num<T: std::str::FromStr>(k: &str, to: &mut T) -> Result<(), DaemonError> {
             if let Some(v) = std::env::var(k).ok().filter(|v| !v.is_empty()) {
-                *to = v.parse().map_err(|_| format!("{k}: not a number"))?;
+                *to = v.parse().map_err(|_| DaemonError::Config(format!("{k}: not a number")))?;
             }
             Ok(())
         }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use bulwark_core::token::{SecurityPolicy, TamperResponse};
 use bulwarkd::config::Config;
+use bulwarkd::error::DaemonError;
 use bulwarkd::users::{Role, Users};
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
@@ -138,12 +139,16 @@ enum UserCmd {
     },
 }
 
-fn prompt(msg: &str) -> Result<Zeroizing<String>, String> {
-    rpassword::prompt_password(msg).map(Zeroizing::new).map_err(|e| format!("cannot read: {e}"))
+fn prompt(msg: &str) -> Result<Zeroizing<String>, DaemonError> {
+    rpassword::prompt_password(msg)
+        .map(Zeroizing::new)
+        .map_err(|e| DaemonError::Setup(format!("cannot read: {e}")))
 }
 
-fn config(cli: &Cli) -> Result<Config, String> {
-    let p = cli.config.as_deref().ok_or("no configuration: use --config FILE (or --dev)")?;
+fn config(cli: &Cli) -> Result<Config, DaemonError> {
+    let p = cli.config.as_deref().ok_or_else(|| {
+        DaemonError::Config("no configuration: use --config FILE (or --dev)".into())
+    })?;
     Config::load(p)
 }
 
@@ -164,13 +169,13 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bulwarkd: error: {}", bulwark_core::display::escape(&e));
-            ExitCode::from(2)
+            eprintln!("bulwarkd: error: {}", bulwark_core::display::escape(&e.to_string()));
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<(), String> {
+fn run(cli: &Cli) -> Result<(), DaemonError> {
     match &cli.command {
         Some(Cmd::Pki(PkiCmd::Init { dir, hosts })) => {
             let hosts = if hosts.is_empty() {
@@ -178,33 +183,34 @@ fn run(cli: &Cli) -> Result<(), String> {
             } else {
                 hosts.clone()
             };
-            bulwarkd::pki::init(dir, &hosts)?;
+            bulwarkd::pki::init(dir, &hosts).map_err(DaemonError::Setup)?;
             println!("CA and server certificate written to {}", dir.display());
             Ok(())
         }
         Some(Cmd::Pki(PkiCmd::Client { dir, name })) => {
-            let (c, k) = bulwarkd::pki::issue_client(dir, name)?;
+            let (c, k) = bulwarkd::pki::issue_client(dir, name).map_err(DaemonError::Setup)?;
             println!("client certificate {} and key {}", c.display(), k.display());
             Ok(())
         }
         Some(Cmd::User(UserCmd::Add { name, role })) => {
             let cfg = config(cli)?;
-            let role = Role::parse(role).ok_or("unknown role")?;
+            let role =
+                Role::parse(role).ok_or_else(|| DaemonError::Setup("unknown role".into()))?;
             let pw = match std::env::var("BULWARK_NEW_PASSWORD") {
                 Ok(p) if !p.is_empty() => Zeroizing::new(p),
                 _ => {
                     let a = prompt("new password: ")?;
                     if *a != *prompt("again: ")? {
-                        return Err("passwords differ".into());
+                        return Err(DaemonError::Setup("passwords differ".into()));
                     }
                     a
                 }
             };
             if pw.len() < 8 {
-                return Err("passwords must be at least 8 bytes".into());
+                return Err(DaemonError::Setup("passwords must be at least 8 bytes".into()));
             }
-            let users = Users::load(&cfg.users)?;
-            users.put(name, role, pw.as_bytes(), None, None)?;
+            let users = Users::load(&cfg.users).map_err(DaemonError::Users)?;
+            users.put(name, role, pw.as_bytes(), None, None).map_err(DaemonError::Users)?;
             println!("user {name} ({}) saved", role.name());
             Ok(())
         }
@@ -237,7 +243,9 @@ fn run(cli: &Cli) -> Result<(), String> {
                 for i in 1..=*shares {
                     let p = prompt(&format!("passphrase for custodian {i}: "))?;
                     if p.len() < 8 {
-                        return Err("passphrases must be at least 8 bytes".into());
+                        return Err(DaemonError::Setup(
+                            "passphrases must be at least 8 bytes".into(),
+                        ));
                     }
                     pass.push(Some(p));
                 }
@@ -298,17 +306,19 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
 }
 
-fn run_dev(dir: Option<&Path>, listen: SocketAddr, policy: &SecurityPolicy) -> Result<(), String> {
+fn run_dev(
+    dir: Option<&Path>,
+    listen: SocketAddr,
+    policy: &SecurityPolicy,
+) -> Result<(), DaemonError> {
     if !listen.ip().is_loopback() {
-        return Err("dev mode listens on loopback addresses only".into());
+        return Err(DaemonError::Config("dev mode listens on loopback addresses only".into()));
     }
     let dir = if let Some(d) = dir {
         d.to_owned()
     } else {
         let mut b = [0u8; 4];
-        bulwark_core::crypto::Provider::get()
-            .and_then(|p| p.random(&mut b))
-            .map_err(|e| e.to_string())?;
+        bulwark_core::crypto::Provider::get().and_then(|p| p.random(&mut b))?;
         std::env::temp_dir().join(format!("bulwark-dev-{}", hex::encode(b)))
     };
     eprintln!("{}", bulwarkd::dev::BANNER);
@@ -341,14 +351,14 @@ async fn stop_signal() {
 /// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM, then shuts down gracefully.
 /// `start` yields None when the daemon stopped before it served (an uninitialized daemon told
 /// to stop).
-fn serve<F>(start: F) -> Result<(), String>
+fn serve<F>(start: F) -> Result<(), DaemonError>
 where
-    F: std::future::Future<Output = Result<Option<bulwarkd::server::Running>, String>>,
+    F: std::future::Future<Output = Result<Option<bulwarkd::server::Running>, DaemonError>>,
 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| DaemonError::Server(e.to_string()))?;
     rt.block_on(async move {
         // Installs the SIGUSR1 handler from the start: the default action would kill an
         // uninitialized daemon. This receiver is never read; the one below, made once the HSM

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::error::DaemonError;
 use crate::listen::{AcceptBackoff, Admitted, ConnectionLimits, Gate};
 use crate::state::HsmState;
 
@@ -123,13 +124,15 @@ pub async fn serve_http(
     state: Arc<HsmState>,
     limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
-) -> Result<SocketAddr, String> {
+) -> Result<SocketAddr, DaemonError> {
     use axum::http::{header, StatusCode};
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| DaemonError::Listen { addr: addr.to_string(), source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen { addr: addr.to_string(), source })?;
     let (s1, s2, s3) = (state.clone(), state.clone(), state);
     let app = axum::Router::new()
         .route(

@@ -22,6 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::bootstrap::BootstrapService;
 use crate::config::Config;
+use crate::error::DaemonError;
 use crate::listen::{AcceptBackoff, Admitted, ConnectionLimits, Gate, Guarded};
 use crate::service::HsmService;
 use crate::state::HsmState;
@@ -31,13 +32,13 @@ use crate::users::Users;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens the store (sealed) and the user database.
-pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, String> {
-    bulwark_core::fsutil::check_store_path(&cfg.store).map_err(|e| format!("store: {e}"))?;
-    let policy = QuorumPolicy::load(&cfg.store).map_err(|e| format!("store: {e}"))?;
-    let token = Token::open(&cfg.store).map_err(|e| format!("store: {e}"))?;
-    let users = Users::load(&cfg.users)?;
+pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, DaemonError> {
+    bulwark_core::fsutil::check_store_path(&cfg.store)?;
+    let policy = QuorumPolicy::load(&cfg.store)?;
+    let token = Token::open(&cfg.store)?;
+    let users = Users::load(&cfg.users).map_err(DaemonError::Users)?;
     if cfg.max_login_failures == 0 {
-        return Err("max_login_failures must be at least 1".into());
+        return Err(DaemonError::Config("max_login_failures must be at least 1".into()));
     }
     users.set_max_failures(cfg.max_login_failures);
     Ok(Arc::new(
@@ -63,23 +64,23 @@ pub struct Running {
     /// The HSM state.
     pub state: Arc<HsmState>,
     stop: watch::Sender<bool>,
-    join: JoinHandle<Result<(), String>>,
+    join: JoinHandle<Result<(), DaemonError>>,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish (for at most [`SHUTDOWN_GRACE`]), then
     /// seals (wipes keys).
-    pub async fn shutdown(self) -> Result<(), String> {
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
         self.wait().await
     }
 
     /// Waits until the server ends; once a stop was requested, connections still open after
     /// [`SHUTDOWN_GRACE`] are closed. Then seals (wipes keys).
-    pub async fn wait(mut self) -> Result<(), String> {
+    pub async fn wait(mut self) -> Result<(), DaemonError> {
         let mut stop = self.stop.subscribe();
         let r = tokio::select! {
-            r = &mut self.join => r.map_err(|e| e.to_string()).and_then(|r| r),
+            r = &mut self.join => r.map_err(|e| DaemonError::Server(e.to_string())).and_then(|r| r),
             () = async {
                 let _ = stop.wait_for(|v| *v).await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -100,21 +101,19 @@ impl Running {
 }
 
 /// The TLS acceptor for `cfg.tls`: TLS 1.3, client certificate required.
-pub(crate) fn tls_acceptor(cfg: &Config) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read {}: {}", p.display(), e.kind()))
-    };
-    let tls = crate::tls::server_config(
-        &read(&cfg.tls.ca)?,
-        &read(&cfg.tls.cert)?,
-        &read(&cfg.tls.key)?,
-    )?;
+pub(crate) fn tls_acceptor(cfg: &Config) -> Result<tokio_rustls::TlsAcceptor, DaemonError> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| DaemonError::file("read", p, e));
+    let tls =
+        crate::tls::server_config(&read(&cfg.tls.ca)?, &read(&cfg.tls.cert)?, &read(&cfg.tls.key)?)
+            .map_err(DaemonError::Tls)?;
     Ok(tokio_rustls::TlsAcceptor::from(tls))
 }
 
 /// Binds `cfg.listen`.
-pub(crate) async fn bind(cfg: &Config) -> Result<TcpListener, String> {
-    TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))
+pub(crate) async fn bind(cfg: &Config) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| DaemonError::Listen { addr: cfg.listen.to_string(), source })
 }
 
 /// Connections that completed the TLS handshake, for the gRPC server, each under its
@@ -169,7 +168,7 @@ pub(crate) fn spawn_accept(
 }
 
 /// Binds `cfg.listen` and serves.
-pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String> {
+pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, DaemonError> {
     start_on(cfg, state, None).await
 }
 
@@ -178,13 +177,15 @@ pub async fn start_on(
     cfg: &Config,
     state: Arc<HsmState>,
     listener: Option<TcpListener>,
-) -> Result<Running, String> {
+) -> Result<Running, DaemonError> {
     let acceptor = tls_acceptor(cfg)?;
     let listener = match listener {
         Some(l) => l,
         None => bind(cfg).await?,
     };
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen { addr: cfg.listen.to_string(), source })?;
     let (stop, mut stop_rx) = watch::channel(false);
     let limits = cfg.connections;
     let (incoming, _accept) = spawn_accept(listener, acceptor, limits, stop_rx.clone());
@@ -216,7 +217,7 @@ pub async fn start_on(
                 let _ = stop_rx.changed().await;
             })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| DaemonError::Server(e.to_string()))
     });
     tracing::info!(%addr, "listening (mTLS, TLS 1.3, client certificate required)");
     Ok(Running { addr, http, state, stop, join })
@@ -230,18 +231,21 @@ fn serve_unix(
     p11: crate::p11::TokenService,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), DaemonError> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::file("create", dir, e))?;
     }
     // A stale socket from a previous run; refuse to remove anything that is not a socket.
     if let Ok(m) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !m.file_type().is_socket() {
-            return Err(format!("{} exists and is not a socket", path.display()));
+            return Err(DaemonError::Config(format!(
+                "unix_socket: {} exists and is not a socket",
+                path.display()
+            )));
         }
-        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(|e| DaemonError::file("remove", path, e))?;
     }
     // Bind inside a fresh 0700 directory, tighten the socket to 0600, then move it into place:
     // nobody else can connect between bind and chmod.
@@ -253,14 +257,14 @@ fn serve_unix(
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&private)
-            .map_err(|e| format!("{}: {e}", private.display()))?;
+            .map_err(|e| DaemonError::file("create", &private, e))?;
     }
     let tmp = private.join("s");
     let listener = tokio::net::UnixListener::bind(&tmp)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        .map_err(|source| DaemonError::Listen { addr: path.display().to_string(), source })?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| DaemonError::file("create", path, e))?;
     let _ = std::fs::remove_dir(&private);
     let svc = HsmServer::new(HsmService::new(state))
         .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
