@@ -129,3 +129,13 @@ fn labels_cannot_drive_the_terminal() {
         assert!(out.contains("\\x1b[2J"), "{args:?}: {out:?}");
     }
 }
+
+#[test]
+fn the_cli_applies_the_same_label_limit() {
+    let e = Env::new();
+    let long = "l".repeat(bulwark_core::limits::MAX_LABEL + 1);
+    let o = e.run(&["key", "generate", "--type", "aes-256", "--label", &long]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let ok = "l".repeat(bulwark_core::limits::MAX_LABEL);
+    e.ok(&["key", "generate", "--type", "aes-256", "--label", &ok]);
+}

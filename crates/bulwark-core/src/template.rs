@@ -191,6 +191,8 @@ fn allowed_for(class: ObjectClass) -> BTreeSet<AttrType> {
 }
 
 fn check_allowed(class: ObjectClass, t: &Template, creating_from_value: bool) -> Result<()> {
+    // The same size limits on every path (C templates, the p11 codec, the label API, the CLI).
+    crate::limits::check_template(t)?;
     let allowed = allowed_for(class);
     for (a, _) in t {
         if !allowed.contains(a) {
@@ -577,6 +579,7 @@ pub enum CreateKind {
 /// Validates a `C_CreateObject` template (the object's CKA_VALUE and key components stay in the
 /// template for the caller to turn into material).
 pub fn object_for_create(t: &Template) -> Result<(Attributes, CreateKind)> {
+    crate::limits::check_template(t)?;
     let class =
         find_ulong(t, AttrType::Class).ok_or(Error::TemplateIncomplete(AttrType::Class)).and_then(
             |c| ObjectClass::from_raw(c).ok_or(Error::AttributeValueInvalid(AttrType::Class)),
@@ -699,6 +702,7 @@ const IMMUTABLE: &[AttrType] = &[
 /// true→false, CKA_WRAP_WITH_TRUSTED only false→true, CKA_COPYABLE only true→false. Returns the
 /// new set; `current` is untouched on error.
 pub fn apply_changes(current: &Attributes, changes: &Template, copy: bool) -> Result<Attributes> {
+    crate::limits::check_template(changes)?;
     let class = current.class().ok_or(Error::Internal("object without class"))?;
     if !copy && !current.bool_or(AttrType::Modifiable, true) {
         return Err(Error::ActionProhibited("object is not modifiable"));
