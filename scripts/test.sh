@@ -30,6 +30,8 @@ export PATH="$PWD/$venv/bin:$PATH"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licences, bans and sources (advisories where the advisory database can be fetched).
+scripts/deny.sh
 cargo test --workspace --locked "$@"
 
 # Real PKCS#11 clients (pkcs11-tool, p11tool, OpenSSL's pkcs11 engine) against the module that

@@ -5,6 +5,8 @@
 //! caller sends. Credentials come from files and the environment (see [`ClientConfig::from_env`]),
 //! never from command-line arguments.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod bootstrap;
 pub mod remote_hsm;
@@ -20,11 +22,11 @@ use zeroize::Zeroizing;
 pub use bootstrap::Initialized;
 pub use bulwark_proto::bootstrap::v1 as bootstrap_v1;
 pub use bulwark_proto::v1;
+pub use bulwark_proto::Reason;
 pub use tonic::Code;
 
 /// What went wrong talking to the HSM.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ClientError {
     /// The HSM answered with an error status (message is the HSM's safe message).
     #[error("{message}")]
@@ -33,6 +35,8 @@ pub enum ClientError {
         code: Code,
         /// The HSM's message.
         message: String,
+        /// Why, where the HSM says it in a form a program may act on.
+        reason: Option<bulwark_proto::Reason>,
     },
     /// No connection (network, TLS handshake, certificate).
     #[error("cannot reach the HSM: {0}")]
@@ -77,7 +81,11 @@ impl From<tonic::Status> for ClientError {
                 "connection closed by the HSM (is a valid client certificate configured?)".into(),
             );
         }
-        ClientError::Status { code: s.code(), message: s.message().to_owned() }
+        ClientError::Status {
+            code: s.code(),
+            message: s.message().to_owned(),
+            reason: bulwark_proto::reason(&s),
+        }
     }
 }
 

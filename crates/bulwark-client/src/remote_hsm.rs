@@ -30,6 +30,7 @@ use bulwark_proto::p11::{
     attr_from_pb, error_from_status, mechanism_to_pb, template_to_pb, usage_to_pb,
 };
 use bulwark_proto::v1::hsm_client::HsmClient;
+use bulwark_proto::Reason;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
@@ -95,7 +96,7 @@ fn core_error(st: &tonic::Status) -> Error {
     match st.code() {
         Code::Unauthenticated => Error::UserNotLoggedIn,
         Code::PermissionDenied => Error::ActionProhibited("not permitted for this role"),
-        Code::FailedPrecondition if st.message() == bulwark_proto::SEALED => {
+        Code::FailedPrecondition if bulwark_proto::reason(st) == Some(Reason::Sealed) => {
             Error::Store("the HSM is sealed".into())
         }
         Code::DataLoss => Error::Integrity("reported by the HSM"),
@@ -172,8 +173,7 @@ impl Inner {
                 let e = core_error(&st);
                 let ended = error_from_status(&st).is_none()
                     && (st.code() == Code::Unauthenticated
-                        || (st.code() == Code::FailedPrecondition
-                            && st.message() == bulwark_proto::SEALED));
+                        || bulwark_proto::reason(&st) == Some(Reason::Sealed));
                 if ended {
                     // The daemon ended this login: the application must log in again.
                     *self.login.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
@@ -716,7 +716,7 @@ mod tests {
 
     #[test]
     fn statuses_without_an_error_map_to_the_closest_one() {
-        let e = core_error(&tonic::Status::failed_precondition(bulwark_proto::SEALED));
+        let e = core_error(&bulwark_proto::sealed());
         assert!(matches!(e, Error::Store(_)));
         assert!(matches!(
             core_error(&tonic::Status::permission_denied("x")),

@@ -15,7 +15,7 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair};
-use bulwark_core::attr::{AttrType, AttrValue};
+use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
 use bulwark_core::crypto::Curve;
 use bulwark_core::hierarchy::KdfParams;
 use bulwark_core::hsm::Hsm as _;
@@ -192,5 +192,42 @@ mod hmac_sha256_64b {
         let key = hmac::Key::new(hmac::HMAC_SHA256, &[1; 32]);
         let data = [9u8; 64];
         b.bench(|| hmac::sign(&key, black_box(&data)));
+    }
+}
+
+/// A full verification of the store (every row's MAC and the set commitment), by store size:
+/// what an unlock costs when the store is not yet verified in the process, and what another
+/// connection's commit costs a quorum store.
+#[divan::bench_group(sample_count = 10)]
+mod verify_store {
+    use super::*;
+
+    fn store_of(n: usize) -> (tempfile::TempDir, Token) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("verify.db");
+        let pin = Pin::new(b"bench-pin".to_vec());
+        let opts = InitOptions {
+            kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+            policy: SecurityPolicy { audit_key_use: false, ..SecurityPolicy::default() },
+        };
+        Token::init_with_options(&path, "bench", &pin, Some(&pin), &opts).unwrap();
+        let token = Token::open(&path).unwrap();
+        token.login(UserType::User, &pin).unwrap();
+        for i in 0..n {
+            let t = [
+                (AttrType::Class, AttrValue::Ulong(ObjectClass::Data.to_raw())),
+                (AttrType::Token, AttrValue::Bool(true)),
+                (AttrType::Label, AttrValue::Bytes(format!("object-{i}").into_bytes())),
+                (AttrType::Value, AttrValue::Bytes(vec![7; 64])),
+            ];
+            token.create_object(&t, 1).unwrap();
+        }
+        (dir, token)
+    }
+
+    #[divan::bench(args = [1_000, 10_000])]
+    fn rows(b: Bencher, n: usize) {
+        let (_dir, token) = store_of(n);
+        b.bench(|| token.verify_store().unwrap());
     }
 }

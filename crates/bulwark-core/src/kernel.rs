@@ -201,19 +201,9 @@ pub(crate) fn current_who() -> Option<Who> {
         .flatten()
 }
 
-/// Checks a user name: 1 to 64 characters of `[A-Za-z0-9._@-]` (no control characters, no
-/// spaces: names end up in log lines, audit records and terminals).
-pub fn check_user_name(name: &str) -> crate::Result<()> {
-    if name.is_empty()
-        || name.len() > 64
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
-    {
-        return Err(crate::Error::ArgumentsBad(
-            "user names are 1 to 64 characters of [A-Za-z0-9-_.@]",
-        ));
-    }
-    Ok(())
-}
+/// Checks a user name (see [`crate::limits::check_user_name`]: names end up in log lines, audit
+/// records and terminals, so no control characters and no spaces).
+pub use crate::limits::check_user_name;
 
 /// The operations a grant allows on one key (a bit set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -69,7 +69,6 @@ impl Share {
 
 /// Why a presented share was refused. None of these count towards the threshold.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum UnsealError {
     /// The share file cannot be parsed.
     #[error("malformed share")]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use bulwark_core::attr::{AttrType, AttrValue};
 use bulwark_core::audit::{self, ExportLine};
 use bulwark_core::hierarchy::KdfParams;
+use bulwark_core::hsm::Hsm as _;
 use bulwark_core::mechanism::{KeyGenMechanism, Mechanism};
 use bulwark_core::secret::Pin;
 use bulwark_core::token::{InitOptions, SecurityPolicy, TamperResponse};
@@ -374,7 +375,6 @@ fn key_use_through_key_for_is_audited_as_init() {
     let t = Token::open(&f.path).unwrap();
     t.login(UserType::User, &user()).unwrap();
     let k = aes(&t, "k", false);
-    use bulwark_core::hsm::Hsm as _;
     t.prepare(k, bulwark_core::token::Usage::Encrypt, &gcm()).unwrap();
     assert!(t.prepare(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
     drop(t);

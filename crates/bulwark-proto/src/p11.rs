@@ -53,6 +53,7 @@ pub fn template_to_pb(t: &[(AttrType, AttrValue)]) -> Vec<pb::Attribute> {
 /// `AttributeTypeInvalid` for an unknown type, `AttributeValueInvalid` for a malformed value.
 pub fn attr_from_pb(a: &pb::Attribute) -> Result<(AttrType, AttrValue), Error> {
     let t = AttrType::from_raw(a.r#type).ok_or(Error::AttributeTypeInvalid(a.r#type))?;
+    bulwark_core::limits::check_attr_len(t, a.value.len())?;
     let v = match t.kind() {
         AttrKind::Ulong | AttrKind::MechanismList => {
             if a.value.len() % UL != 0 || (t.kind() == AttrKind::Ulong && a.value.len() != UL) {
@@ -76,6 +77,7 @@ pub fn attr_from_pb(a: &pb::Attribute) -> Result<(AttrType, AttrValue), Error> {
 /// # Errors
 /// As [`attr_from_pb`], and `TemplateInconsistent` for contradicting duplicates.
 pub fn template_from_pb(t: &[pb::Attribute]) -> Result<Vec<(AttrType, AttrValue)>, Error> {
+    bulwark_core::limits::check_template_len(t.len())?;
     let mut out: Vec<(AttrType, AttrValue)> = Vec::with_capacity(t.len());
     for a in t {
         let (k, v) = attr_from_pb(a)?;
@@ -376,8 +378,7 @@ fn error_code(e: &Error) -> String {
         Error::CryptoFailed => "CryptoFailed".into(),
         Error::NotSupported(_) => "NotSupported".into(),
         Error::BufferTooSmall => "BufferTooSmall".into(),
-        // `Error` is non_exhaustive: a later variant travels as an internal error until mapped.
-        _ => "Internal".into(),
+        Error::Internal(_) => "Internal".into(),
     }
 }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, TlsConfig};
+use crate::error::DaemonError;
 use crate::server::{self, Running};
 use bulwark_core::kernel::Role;
 use bulwark_core::token::InitialUser;
@@ -32,11 +33,9 @@ pub const BANNER: &str = "\
 *  in the dev directory. Never put real keys in a dev-mode HSM.         *
 *************************************************************************";
 
-fn random_password() -> Result<Zeroizing<String>, String> {
+fn random_password() -> Result<Zeroizing<String>, DaemonError> {
     let mut b = [0u8; 18];
-    bulwark_core::crypto::Provider::get()
-        .and_then(|p| p.random(&mut b))
-        .map_err(|e| e.to_string())?;
+    bulwark_core::crypto::Provider::get().and_then(|p| p.random(&mut b))?;
     Ok(Zeroizing::new(hex::encode(b)))
 }
 
@@ -48,17 +47,9 @@ fn env_value(file: &Path, key: &str) -> Option<String> {
     })
 }
 
-fn write_private(path: &Path, data: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {}", path.display(), e.kind()))?;
-    f.write_all(data.as_bytes()).map_err(|e| e.to_string())
+fn write_private(path: &Path, data: &str) -> Result<(), DaemonError> {
+    bulwark_core::fsutil::write_private(path, data.as_bytes())
+        .map_err(|e| DaemonError::file("write", path, e))
 }
 
 /// Creates a quorum store and writes one share file per custodian into `share_dir`
@@ -70,7 +61,7 @@ pub fn init_store(
     threshold: u8,
     share_dir: &Path,
     passphrases: &[Option<Zeroizing<String>>],
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, DaemonError> {
     let policy = bulwark_core::token::SecurityPolicy::default();
     init_store_with(store, label, (shares, threshold), share_dir, passphrases, &policy, &[])
 }
@@ -84,23 +75,40 @@ pub fn init_store_with(
     passphrases: &[Option<Zeroizing<String>>],
     policy: &bulwark_core::token::SecurityPolicy,
     users: &[InitialUser],
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, DaemonError> {
     use bulwark_core::seal::{init_quorum_store_with_users, ShareFile};
     let (shares, threshold) = quorum;
-    std::fs::create_dir_all(share_dir)
-        .map_err(|e| format!("cannot create {}: {}", share_dir.display(), e.kind()))?;
-    let init = init_quorum_store_with_users(store, label, shares, threshold, policy, users)
-        .map_err(|e| e.to_string())?;
+    bulwark_core::fsutil::check_store_path(store)?;
+    std::fs::create_dir_all(share_dir).map_err(|e| DaemonError::file("create", share_dir, e))?;
+    let init = init_quorum_store_with_users(store, label, shares, threshold, policy, users)?;
     let mut out = Vec::new();
     for (i, s) in init.shares.iter().enumerate() {
         let pass = passphrases.get(i).and_then(Option::as_ref).map(|p| p.as_bytes());
-        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())
-            .map_err(|e| e.to_string())?;
+        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())?;
         let path = share_dir.join(format!("share-{}.json", s.index()));
         write_private(&path, &f.to_json())?;
         out.push(path);
     }
     Ok(out)
+}
+
+/// The default connection limits with the `BULWARKD_*` connection overrides applied (the only
+/// environment overrides dev mode reads).
+fn connection_limits() -> Result<crate::config::ConnectionLimits, DaemonError> {
+    let mut l = crate::config::ConnectionLimits::default();
+    l.apply_env()?;
+    Ok(l)
+}
+
+/// The identity dev mode's own start-up actions (unsealing with the dev shares, the daemon's
+/// internal keys) are recorded under in the audit log: the system, not the crypto user the
+/// unsealed token would otherwise name.
+pub fn startup_actor() -> bulwark_core::audit::Actor {
+    bulwark_core::audit::Actor {
+        name: "bulwarkd".into(),
+        role: "system".into(),
+        client: "bulwarkd --dev (start-up)".into(),
+    }
 }
 
 /// What the dev setup produced.
@@ -116,7 +124,7 @@ pub struct DevSetup {
 }
 
 /// Prepares (or reuses) a dev directory.
-pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
+pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, DaemonError> {
     prepare_with(dir, listen, &bulwark_core::token::SecurityPolicy::for_daemon())
 }
 
@@ -125,17 +133,18 @@ pub fn prepare_with(
     dir: &Path,
     listen: SocketAddr,
     policy: &bulwark_core::token::SecurityPolicy,
-) -> Result<DevSetup, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+) -> Result<DevSetup, DaemonError> {
+    std::fs::create_dir_all(dir).map_err(|e| DaemonError::file("create", dir, e))?;
+    let dir = dir.canonicalize().map_err(|e| DaemonError::file("resolve", dir, e))?;
     let pki = dir.join("pki");
     let store = dir.join("store.db");
     if !pki.join("ca.pem").exists() {
-        crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
+        crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])
+            .map_err(DaemonError::Setup)?;
     }
     for who in ["user", "crypto", "so"] {
         if !pki.join(format!("{who}.pem")).exists() {
-            crate::pki::issue_client(&pki, who)?;
+            crate::pki::issue_client(&pki, who).map_err(DaemonError::Setup)?;
         }
     }
     let saved = |file: &str| env_value(&dir.join(file), "BULWARK_PASSWORD");
@@ -145,10 +154,10 @@ pub fn prepare_with(
                 (Zeroizing::new(u), Zeroizing::new(c), Zeroizing::new(s))
             }
             _ => {
-                return Err(format!(
+                return Err(DaemonError::Setup(format!(
                     "{} holds a store but not its dev env files: use a new --dir",
                     dir.display()
-                ))
+                )))
             }
         }
     } else {
@@ -178,6 +187,7 @@ pub fn prepare_with(
         approvals: None,
         session_ttl_secs: 3600,
         max_login_failures: crate::users::MAX_LOGIN_FAILURES,
+        connections: connection_limits()?,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),
@@ -190,7 +200,7 @@ pub fn prepare_with(
 
 impl DevSetup {
     /// Writes `dev.env`, `officer.env` and `so.env` for the bound address.
-    pub fn write_env(&self, addr: SocketAddr) -> Result<(), String> {
+    pub fn write_env(&self, addr: SocketAddr) -> Result<(), DaemonError> {
         let pki = self.dir.join("pki");
         let env = |user: &str, pw: &str| {
             format!(
@@ -211,18 +221,23 @@ impl DevSetup {
         write_private(&self.dir.join("so.env"), &env("so", &self.so_password))
     }
 
-    /// Unseals `state` with shares 1 and 2 from the dev directory.
-    pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), String> {
+    /// Unseals `state` with shares 1 and 2 from the dev directory. What this does is recorded
+    /// as the daemon's own start-up ([`startup_actor`]), never as one of the dev users.
+    pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
+        bulwark_core::audit::with_actor(startup_actor(), || self.unseal_inner(state))
+    }
+
+    fn unseal_inner(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
         for i in 1..=DEV_THRESHOLD {
             let p = self.dir.join("shares").join(format!("share-{i}.json"));
             let text =
-                Zeroizing::new(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
-            let f = bulwark_core::seal::ShareFile::parse(&text).map_err(|e| e.to_string())?;
-            let s = f.share(None).map_err(|e| e.to_string())?;
-            state.unseal(s).map_err(|e| e.to_string())?;
+                Zeroizing::new(std::fs::read(&p).map_err(|e| DaemonError::file("read", &p, e))?);
+            let f = bulwark_core::seal::ShareFile::parse(&text)?;
+            let s = f.share(None)?;
+            state.unseal(s)?;
         }
         if state.is_sealed() {
-            return Err("dev unseal did not complete".into());
+            return Err(DaemonError::Setup("dev unseal did not complete".into()));
         }
         Ok(())
     }
@@ -230,7 +245,7 @@ impl DevSetup {
 
 /// Prepares `dir`, opens and unseals the HSM, starts serving on `listen` and writes the env
 /// files with the bound address.
-pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), String> {
+pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), DaemonError> {
     start_with(dir, listen, &bulwark_core::token::SecurityPolicy::for_daemon(), |_| ()).await
 }
 
@@ -240,7 +255,7 @@ pub async fn start_with(
     listen: SocketAddr,
     policy: &bulwark_core::token::SecurityPolicy,
     adjust: impl FnOnce(&mut crate::config::Config),
-) -> Result<(DevSetup, Running), String> {
+) -> Result<(DevSetup, Running), DaemonError> {
     let mut setup = prepare_with(dir, listen, policy)?;
     adjust(&mut setup.config);
     let state = server::open_state(&setup.config, true)?;
@@ -267,7 +282,7 @@ pub struct DevServer {
 
 impl DevServer {
     /// Starts a dev daemon on 127.0.0.1 with an ephemeral port.
-    pub fn start(dir: &Path) -> Result<Self, String> {
+    pub fn start(dir: &Path) -> Result<Self, DaemonError> {
         Self::start_with(dir, |_| ())
     }
 
@@ -275,7 +290,7 @@ impl DevServer {
     pub fn start_with(
         dir: &Path,
         adjust: impl FnOnce(&mut crate::config::Config),
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DaemonError> {
         Self::start_with_policy(dir, &bulwark_core::token::SecurityPolicy::for_daemon(), adjust)
     }
 
@@ -284,12 +299,12 @@ impl DevServer {
         dir: &Path,
         policy: &bulwark_core::token::SecurityPolicy,
         adjust: impl FnOnce(&mut crate::config::Config),
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DaemonError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DaemonError::Server(e.to_string()))?;
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
         let (setup, running) = rt.block_on(start_with(dir, listen, policy, adjust))?;
         Ok(Self {

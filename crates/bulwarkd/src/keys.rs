@@ -137,7 +137,7 @@ fn is_ecdsa(m: &Mechanism) -> bool {
 /// The visible objects labelled `label`: token objects if there is any, else the caller's own
 /// session objects.
 fn by_label(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
-    if label.is_empty() || label.len() > 256 {
+    if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
     let mut v = t.find_by_label(label)?;
@@ -185,7 +185,7 @@ fn key_handle(t: &Token, label: &str, signing: bool) -> Result<u64> {
 /// Generates a key (or key pair) labelled `label`; refuses a label that is taken.
 pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
     let spec = spec_for(type_name)?;
-    if label.is_empty() || label.len() > 256 {
+    if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
     let k = names::LabelledKey { spec, label, id: None, extractable, sensitive: true };

@@ -44,7 +44,7 @@ use crate::service::{authorize, connection_identity, ANY, USE};
 use crate::state::{HsmState, Session};
 
 /// Largest random request.
-const MAX_RANDOM: u32 = 1 << 20;
+const MAX_RANDOM: u32 = bulwark_core::limits::MAX_RANDOM as u32;
 /// How often expired logins are swept without traffic.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
@@ -165,7 +165,7 @@ fn digest(token: &str) -> [u8; 32] {
 /// under us: that is the sealed status, not "not logged in".
 fn fail(e: &Error) -> Status {
     match e {
-        Error::UserNotLoggedIn => Status::failed_precondition(bulwark_proto::SEALED),
+        Error::UserNotLoggedIn => bulwark_proto::sealed(),
         Error::Integrity(_) | Error::Rollback { .. } | Error::Internal(_) | Error::Store(_) => {
             tracing::error!(error = %e, "PKCS#11 operation failed");
             status_with_error(e)

@@ -25,9 +25,9 @@ use bulwark_core::kernel::{Caller, Grantee, Ops, Role};
 use bulwark_core::token::Credentials;
 
 /// Largest batch accepted in one request.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = bulwark_core::limits::MAX_BATCH;
 /// Largest random request.
-const MAX_RANDOM: u32 = 1 << 20;
+const MAX_RANDOM: u32 = bulwark_core::limits::MAX_RANDOM as u32;
 
 /// The service over one HSM state.
 #[derive(Clone, Debug)]
@@ -163,7 +163,7 @@ pub(crate) const ANY: &[Role] =
 /// A core error from a key operation. A token that is locked under us was sealed meanwhile.
 pub(crate) fn core(e: &Error) -> Status {
     match e {
-        Error::UserNotLoggedIn => Status::failed_precondition(bulwark_proto::SEALED),
+        Error::UserNotLoggedIn => bulwark_proto::sealed(),
         Error::Integrity(_) | Error::Rollback { .. } | Error::Internal(_) | Error::Store(_) => {
             tracing::error!(error = %e, "key operation failed");
             status_from_core(e)
@@ -183,7 +183,6 @@ fn unseal_status(e: &UnsealError) -> Status {
         }
         UnsealError::NotSealed => Status::failed_precondition("not sealed"),
         UnsealError::Core(c) => core(c),
-        _ => Status::internal("internal error"),
     }
 }
 
@@ -870,9 +869,7 @@ impl Hsm for HsmService {
                     .token
                     .audit_log()
                     .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
-                log.signer()
-                    .map(|s| s.public_key())
-                    .ok_or_else(|| Status::failed_precondition(bulwark_proto::SEALED))
+                log.signer().map(|s| s.public_key()).ok_or_else(bulwark_proto::sealed)
             })
             .await?;
         Ok(Response::new(pb::AuditPublicKeyResponse { public_key }))

@@ -156,7 +156,7 @@ impl HsmState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if not_after <= now || not_after > now + 86_400 {
-            return Err(Status::failed_precondition(
+            return Err(bulwark_proto::quorum_required(
                 "quorum approval required: approval_not_after must be within the next 24 hours",
             ));
         }
@@ -175,7 +175,7 @@ impl HsmState {
             }
         }
         if ok.len() < cfg.threshold {
-            return Err(Status::failed_precondition(format!(
+            return Err(bulwark_proto::quorum_required(format!(
                 "quorum approval required: {} of the approvers must sign digest {} ({} valid)",
                 cfg.threshold,
                 hex::encode(digest),
@@ -264,7 +264,7 @@ impl HsmState {
     /// Refuses service while sealed.
     pub fn require_unsealed(&self) -> Result<(), Status> {
         if self.is_sealed() {
-            return Err(Status::failed_precondition(bulwark_proto::SEALED));
+            return Err(bulwark_proto::sealed());
         }
         Ok(())
     }

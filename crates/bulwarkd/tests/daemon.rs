@@ -518,7 +518,7 @@ fn users_live_in_the_authenticated_store() {
     assert_eq!(n, 1);
     drop(db);
     let err = DevServer::start(&d.path().join("dev")).unwrap_err();
-    assert!(err.contains("integrity"), "{err}");
+    assert!(err.to_string().contains("integrity"), "{err}");
 }
 
 #[test]
@@ -887,7 +887,7 @@ fn used_approvals_survive_a_restart() {
             // Deleting the record of the used approval (to replay it) breaks the store's set
             // commitment: the HSM does not unseal.
             let err = setup.unseal(&state).unwrap_err();
-            assert!(err.contains("integrity"), "{err}");
+            assert!(err.to_string().contains("integrity"), "{err}");
             break;
         }
         setup.unseal(&state).unwrap();

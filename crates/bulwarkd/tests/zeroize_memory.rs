@@ -222,3 +222,42 @@ fn zeroize_leaves_no_key_bytes_in_the_store_or_the_daemon_memory() {
     }
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon keeps running, zeroized");
 }
+
+/// After `seal`, no password and no plaintext that passed through the daemon is left in its
+/// memory: not in the decoded requests (login, create-user, encrypt), not in the responses
+/// (decrypt), not in the buffers they were decoded from or encoded into.
+#[test]
+fn seal_leaves_no_password_or_plaintext_in_the_daemon_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let (daemon, dir) = spawn_dev(d.path(), &[]);
+    let pid = daemon.0.id();
+    let mut rnd = [0u8; 12];
+    bulwark_core::crypto::Provider::get().unwrap().random(&mut rnd).unwrap();
+    let password = format!("pw-{}-memory-test", hex::encode(rnd));
+    let plaintext = format!("plaintext-{}-memory-test", hex::encode(rnd)).into_bytes();
+
+    let so = login_as(&dir, "so.env");
+    so.create_user("memtest", "crypto-officer", &password, false).unwrap();
+    {
+        let mut officer = connect_as(&dir, "officer.env");
+        officer.login("memtest", &password).unwrap();
+        officer.generate_key("aes-256", "mem-seal-k", false).unwrap();
+        for _ in 0..3 {
+            let ct = officer.encrypt("mem-seal-k", &plaintext).unwrap();
+            assert_eq!(&officer.decrypt("mem-seal-k", &ct).unwrap()[..], &plaintext[..]);
+        }
+    }
+    let needles: [(&str, &[u8]); 2] =
+        [("password", password.as_bytes()), ("plaintext", &plaintext)];
+    let Some(before) = found_in_memory(pid, &needles) else {
+        eprintln!("note: cannot read /proc/{pid}/mem (needs root): memory check skipped");
+        return;
+    };
+    eprintln!("before seal, found in daemon memory: {before:?}");
+    so.seal().unwrap();
+    drop(so);
+    // Closed connections are dropped by the server asynchronously.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = found_in_memory(pid, &needles).expect("memory still readable");
+    assert!(after.is_empty(), "left in daemon memory after seal: {after:?}");
+}

@@ -301,7 +301,7 @@ impl SqliteStore {
     /// first keyslots, records and sealed state with [`Store::write`]. Fails with
     /// `AlreadyInitialized` if the file exists and holds a store.
     pub fn create(path: &Path, store_uid: [u8; 16], policy: &str) -> Result<Self> {
-        refuse_symlink(path)?;
+        crate::fsutil::check_store_path(path)?;
         if path.exists() && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return Err(Error::AlreadyInitialized(path.display().to_string()));
         }
@@ -333,7 +333,7 @@ impl SqliteStore {
 
     /// Opens an existing store, migrating its schema forward if needed.
     pub fn open(path: &Path) -> Result<Self> {
-        refuse_symlink(path)?;
+        crate::fsutil::check_store_path(path)?;
         if !path.exists() {
             return Err(Error::NotInitialized(path.display().to_string()));
         }
@@ -373,18 +373,6 @@ impl SqliteStore {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut c = self.conn.lock().map_err(|_| Error::Internal("store lock poisoned"))?;
         f(&mut c)
-    }
-}
-
-/// A store path that is a symbolic link (dangling or not) is refused: whoever planted it could
-/// redirect the store, or its `-wal` and `-shm` companions, to a file of their choosing.
-fn refuse_symlink(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(Error::Store(format!(
-            "{} is a symbolic link; give the store's real path",
-            path.display()
-        ))),
-        _ => Ok(()),
     }
 }
 

@@ -35,13 +35,7 @@ fn rand_array<const N: usize>(p: &Provider) -> Result<[u8; N]> {
     Ok(b)
 }
 
-/// Checks a token label (1 to 32 bytes, as `CK_TOKEN_INFO` holds it).
-pub(crate) fn check_token_label(label: &str) -> Result<()> {
-    if label.is_empty() || label.len() > 32 {
-        return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
-    }
-    Ok(())
-}
+use crate::limits::check_token_label;
 
 /// A user a new store is created with (the first security officer of a daemon, dev users).
 pub struct InitialUser {

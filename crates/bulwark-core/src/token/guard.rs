@@ -42,6 +42,7 @@ pub enum TamperResponse {
 /// The store's security policy, fixed at init (stored in the store's metadata, authenticated
 /// under the master key and checked at every login).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of a stored policy, not a state
 pub struct SecurityPolicy {
     /// Response to tampering.
     pub tamper_response: TamperResponse,

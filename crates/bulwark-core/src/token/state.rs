@@ -309,6 +309,16 @@ impl<S: Store> Token<S> {
         Ok(st)
     }
 
+    /// Verifies the whole store now (every row's MAC, the set commitment, the object count, the
+    /// generation and the anti-rollback mark); needs the store unlocked in this process.
+    /// Returns the number of token objects. An integrity failure triggers the tamper response.
+    pub fn verify_store(&self) -> Result<u64> {
+        let ik = self.integrity().ok_or(Error::UserNotLoggedIn)?;
+        let c = super::guard::Call::new("verify-store");
+        let r = self.verify_set(&ik).map(|st| st.objects);
+        self.finish(&c, r, String::new())
+    }
+
     /// Whether the store is known consistent now: no other connection committed since the last
     /// full verification (this process's own writes keep it consistent).
     pub(crate) fn verified_now(&self, change: u64) -> bool {

@@ -9,6 +9,9 @@
 //! instead (every object the crypto officer sees is destroyed), and PINs are `user:password`.
 //! Tests then share one token and must run one at a time ([`serial`]).
 
+// These tests call the module's C entry points directly (what a C client does): each block
+// says why its pointers are valid.
+#![allow(unsafe_code)]
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
 use std::fmt::Write as _;
