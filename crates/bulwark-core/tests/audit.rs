@@ -406,7 +406,7 @@ fn reinit_keeps_the_old_log_and_starts_a_new_one() {
 #[test]
 fn key_use_audit_policy() {
     for on in [true, false] {
-        let f = fx(SecurityPolicy { audit_key_use: on, ..alarm_policy() });
+        let f = fx(SecurityPolicy { audit_key_use: on.into(), ..alarm_policy() });
         {
             let t = Token::open(&f.path).unwrap();
             t.login(UserType::User, &user()).unwrap();
@@ -437,7 +437,7 @@ fn key_use_audit_policy() {
 #[test]
 fn batches_record_every_item_in_one_commit() {
     for on in [true, false] {
-        let f = fx(SecurityPolicy { audit_key_use: on, ..alarm_policy() });
+        let f = fx(SecurityPolicy { audit_key_use: on.into(), ..alarm_policy() });
         let log = f.dir.path().join("t.db-audit");
         let rows = || -> i64 {
             let c = rusqlite::Connection::open(&log).unwrap();
