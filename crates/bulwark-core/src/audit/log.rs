@@ -703,6 +703,10 @@ impl Inner {
         s.first = s.size;
         w.frontier = head.frontier;
         w.last_cp = last_cp;
+        drop(s);
+        // The flusher polls while the lease is held: it hands the lease over when someone
+        // waits, and gives it up after a quiet window (even if nothing is ever appended).
+        self.cv.notify_all();
         Ok(())
     }
 
