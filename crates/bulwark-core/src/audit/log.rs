@@ -1242,6 +1242,61 @@ mod tests {
     }
 
     #[test]
+    fn a_durable_append_returns_only_once_synced_with_everything_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = fresh(dir.path());
+        let b = log.append_with(&ev("sign"), Durability::Bounded).unwrap();
+        let d = log.append(&ev("login")).unwrap();
+        assert!(d > b);
+        // `durable` advances only after the WAL sync that covered the record returned.
+        assert!(log.inner.durable.load(Ordering::Acquire) > d);
+        let stored = stored_size(&Connection::open(log.path()).unwrap()).unwrap();
+        assert!(stored > d, "the bounded record sequenced before it is stored too");
+    }
+
+    #[test]
+    fn a_log_replaced_by_an_older_copy_is_refused_by_the_process_that_has_it_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = fresh(dir.path());
+        log.append(&ev("one")).unwrap();
+        log.flush().unwrap();
+        let old = dir.path().join("old-copy");
+        std::fs::copy(log.path(), &old).unwrap();
+        let mut wal = log.path().as_os_str().to_owned();
+        wal.push("-wal");
+        let _ = std::fs::copy(PathBuf::from(&wal), dir.path().join("old-copy-wal"));
+        for _ in 0..3 {
+            log.append(&ev("two")).unwrap();
+        }
+        // The attacker puts the old copy back (a new file in its place).
+        std::fs::rename(&old, log.path()).unwrap();
+        assert!(matches!(log.append(&ev("three")), Err(Error::Integrity(_))));
+        assert!(matches!(log.export_iter(0), Err(Error::Integrity(_))));
+        // Latched: the log stays refused.
+        assert!(matches!(
+            log.append_with(&ev("four"), Durability::Bounded),
+            Err(Error::Integrity(_))
+        ));
+    }
+
+    #[test]
+    fn a_log_shortened_in_place_is_refused_at_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = fresh(dir.path());
+        log.append(&ev("one")).unwrap();
+        // Another writer (an attacker with the file) drops the records' table content by
+        // recreating it: the stored size falls below what this process has seen.
+        let c = Connection::open(log.path()).unwrap();
+        c.execute_batch(
+            "DROP TRIGGER audit_append_only_d; DELETE FROM audit_batches WHERE first_seq > 0;",
+        )
+        .unwrap();
+        drop(c);
+        let r = log.append(&ev("two"));
+        assert!(matches!(r, Err(Error::Integrity(_))), "{r:?}");
+    }
+
+    #[test]
     fn two_opens_keep_one_chain_and_close_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         let mut id = [0u8; 16];

@@ -171,6 +171,12 @@ impl<'k> Verifier<'k> {
     /// Feeds the next line of the export text (blank lines are skipped). Returns false once
     /// the export has failed (later lines change nothing).
     pub fn push_line(&mut self, line: &str) -> bool {
+        self.push_line_with(line, |_| {})
+    }
+
+    /// [`Verifier::push_line`], showing the parsed line to `inspect` first (to pick out a
+    /// record while streaming, without parsing twice).
+    pub fn push_line_with(&mut self, line: &str, inspect: impl FnOnce(&ExportLine)) -> bool {
         if matches!(self.state, State::Failed) {
             return false;
         }
@@ -179,7 +185,10 @@ impl<'k> Verifier<'k> {
             return true;
         }
         match parse_line(line) {
-            Ok(l) => self.push(l),
+            Ok(l) => {
+                inspect(&l);
+                self.push(l)
+            }
             Err(why) => {
                 let at = self.at();
                 let what = if matches!(self.state, State::Start) { "header " } else { "" };

@@ -795,13 +795,18 @@ impl Token {
     /// every record (SO only; on a zeroized store, without login and without a new checkpoint:
     /// the last one was signed at zeroization).
     pub fn audit_export(&self, since: u64) -> Result<Vec<String>> {
+        self.audit_export_iter(since)?.map(|l| l.and_then(|l| audit::line_json(&l))).collect()
+    }
+
+    /// [`Token::audit_export`] as a stream of lines read in constant memory (for exports of
+    /// any size: the CLI writes them to a file, the daemon streams them).
+    pub fn audit_export_iter(&self, since: u64) -> Result<audit::ExportIter> {
         let zeroized = self.store.meta()?.zeroized;
         if !zeroized {
             self.audited(Call::new("audit-export"), || self.require_so())?;
             self.tamper_check(self.log()?.checkpoint())?;
         }
-        let lines = self.log()?.export_lines(since)?;
-        audit::lines_to_json(&lines)
+        self.tamper_check(self.log()?.export_iter(since))
     }
 
     /// The audit public key (raw Ed25519; SO only, or anyone on a zeroized store).
