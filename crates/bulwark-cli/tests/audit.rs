@@ -479,6 +479,9 @@ fn audit_log_rolled_back_within_the_checkpoint_interval_is_detected_at_the_next_
     }
 }
 
+/// `O_NONBLOCK` on Linux.
+const O_NONBLOCK: i32 = 0o4000;
+
 /// A `bulwark` process killed (SIGKILL) while it has the store open leaves an
 /// `unclean-shutdown` record, written by the next process; `audit verify` reports it, and
 /// fails with `--strict`.
@@ -499,17 +502,16 @@ fn killed_process_is_reported_as_an_unclean_shutdown() {
         .args(["sign", "--key", "k", "--in", fifo.to_str().unwrap(), "--out", &e.s("sig")])
         .spawn()
         .unwrap();
-    // The signer opens the store, logs in, then blocks reading the FIFO: wait for its read end.
-    const O_NONBLOCK: i32 = 0o4000; // Linux
+    // The signer opens the store, logs in, then blocks reading the FIFO: wait for its read end
+    // (opening a FIFO's write end without blocking fails until a reader has it open).
     let start = std::time::Instant::now();
     let _writer = loop {
-        match std::fs::OpenOptions::new().write(true).custom_flags(O_NONBLOCK).open(&fifo) {
-            Ok(w) => break w,
-            Err(_) => {
-                assert!(start.elapsed().as_secs() < 60, "the signer never read its input");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+        if let Ok(w) = std::fs::OpenOptions::new().write(true).custom_flags(O_NONBLOCK).open(&fifo)
+        {
+            break w;
         }
+        assert!(start.elapsed().as_secs() < 60, "the signer never read its input");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
     ch.kill().unwrap(); // SIGKILL
     ch.wait().unwrap();

@@ -242,6 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::many_single_char_names)] // openers a, b, c in lock directory d
     fn a_live_opener_is_never_taken_for_dead_and_a_closed_one_is() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("locks");
