@@ -508,8 +508,9 @@ impl AuditLog {
             return Err(Error::ArgumentsBad("no audit events"));
         }
         let now = now_ms();
-        let recs = evs.iter().map(|ev| AuditRecord::from_event(0, now, ev)).collect();
-        let (first, epoch) = self.inner.sequence(recs, Vec::new())?;
+        let recs: Vec<AuditRecord> =
+            evs.iter().map(|ev| AuditRecord::from_event(0, now, ev)).collect();
+        let (first, epoch) = self.inner.sequence(&recs, Vec::new())?;
         if class == Durability::Durable {
             self.inner.make_durable(first + evs.len() as u64, epoch)?;
         }
@@ -714,8 +715,10 @@ impl Inner {
 
     /// Assigns sequence numbers and chain values to `recs` (in memory, under the lease) and
     /// queues them with `ops`; returns the first number and the failure epoch.
-    fn sequence(&self, recs: Vec<AuditRecord>, ops: Vec<OpenerOp>) -> Result<(u64, u64)> {
+    fn sequence(&self, recs: &[AuditRecord], ops: Vec<OpenerOp>) -> Result<(u64, u64)> {
         let hard_cap = self.window.max_records.saturating_mul(4).max(1);
+        // Encoded before the lock; only the number and the chain value are computed under it.
+        let mut encoded: Vec<Vec<u8>> = recs.iter().map(AuditRecord::canonical).collect();
         loop {
             self.check_broken()?;
             let mut s = lock(&self.seq);
@@ -734,11 +737,11 @@ impl Inner {
             let was_empty = s.count == 0;
             if let Some((from, to, why)) = s.lost.take() {
                 let detail = format!("records {from}..{to} were sequenced but not written ({why})");
-                push_record(&mut s, system_record("records-lost", self.client(), "lost", detail));
+                push_record(&mut s, &system_record("records-lost", self.client(), "lost", detail));
             }
             let first = s.size;
-            for r in recs {
-                push_record(&mut s, r);
+            for c in &mut encoded {
+                push_canonical(&mut s, c);
             }
             s.ops.extend(ops);
             let now = Instant::now();
@@ -941,7 +944,7 @@ impl Inner {
     fn drain_counts(&self) -> Result<()> {
         let recs = self.counters.drain();
         if !recs.is_empty() {
-            self.sequence(recs, Vec::new())?;
+            self.sequence(&recs, Vec::new())?;
         }
         Ok(())
     }
@@ -966,13 +969,19 @@ impl Inner {
 }
 
 /// Sequences one record onto the head (the caller holds `seq` and the lease).
-fn push_record(s: &mut Seq, mut r: AuditRecord) {
-    r.seq = s.size;
-    let canonical = r.canonical();
-    s.chain = chain_next(&s.chain, &canonical);
+fn push_record(s: &mut Seq, r: &AuditRecord) {
+    push_canonical(s, &mut r.canonical());
+}
+
+/// [`push_record`] for a record already encoded: writes its number in place.
+fn push_canonical(s: &mut Seq, canonical: &mut [u8]) {
+    let at = AuditRecord::SEQ_OFFSET;
+    canonical[at..at + 8].copy_from_slice(&s.size.to_be_bytes());
+    let canonical = &*canonical;
+    s.chain = chain_next(&s.chain, canonical);
     let len = u32::try_from(canonical.len()).unwrap_or(u32::MAX);
     s.records.extend_from_slice(&len.to_be_bytes());
-    s.records.extend_from_slice(&canonical);
+    s.records.extend_from_slice(canonical);
     s.chains.extend_from_slice(&s.chain);
     s.size += 1;
     s.count += 1;

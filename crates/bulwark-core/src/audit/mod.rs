@@ -222,6 +222,8 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+const RECORD_TAG: &[u8] = b"bulwark audit record v1";
+
 fn put(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(&(s.len() as u64).to_be_bytes());
     buf.extend_from_slice(s.as_bytes());
@@ -246,11 +248,15 @@ impl AuditRecord {
         }
     }
 
+    /// Where `seq` sits in [`AuditRecord::canonical`] (right after the domain tag): the log
+    /// encodes a record before it takes the sequencer lock and writes the number in place.
+    pub(crate) const SEQ_OFFSET: usize = RECORD_TAG.len();
+
     /// The canonical encoding that is hashed: a domain tag, then every field in a fixed
     /// order, numbers as 8 bytes big-endian, strings length-prefixed.
     pub fn canonical(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(128);
-        b.extend_from_slice(b"bulwark audit record v1");
+        b.extend_from_slice(RECORD_TAG);
         b.extend_from_slice(&self.seq.to_be_bytes());
         b.extend_from_slice(&self.time_ms.to_be_bytes());
         put(&mut b, &self.actor);
@@ -287,7 +293,7 @@ impl Reader<'_> {
 impl AuditRecord {
     /// Decodes [`AuditRecord::canonical`]'s output; `None` when malformed.
     pub fn from_canonical(b: &[u8]) -> Option<Self> {
-        let mut r = Reader(b.strip_prefix(b"bulwark audit record v1")?);
+        let mut r = Reader(b.strip_prefix(RECORD_TAG)?);
         let rec = Self {
             seq: r.u64()?,
             time_ms: r.u64()?,

@@ -45,7 +45,7 @@ impl Inner {
             (s.size, self.failures.load(Ordering::Acquire))
         };
         ops.push(OpenerOp::Insert { seq: first + n - 1 });
-        let (got, _) = self.sequence(recs, ops)?;
+        let (got, _) = self.sequence(&recs, ops)?;
         if got != first {
             return Err(Error::Internal("audit lease lost while registering"));
         }
@@ -59,7 +59,7 @@ impl Inner {
         let rec = system_record("audit-close", self.client(), "ok", detail);
         let r = self.drain_counts().and_then(|()| {
             let (first, epoch) =
-                self.sequence(vec![rec], vec![OpenerOp::Delete(self.opener.clone())])?;
+                self.sequence(&[rec], vec![OpenerOp::Delete(self.opener.clone())])?;
             self.make_durable(first + 1, epoch)
         });
         let r = match r {
@@ -173,7 +173,7 @@ impl Inner {
             s.since = Some(Instant::now());
         }
         for r in recs {
-            push_record(&mut s, r);
+            push_record(&mut s, &r);
         }
     }
 
