@@ -515,7 +515,8 @@ impl Token {
                 })
                 .collect();
             if !evs.is_empty() {
-                // No result leaves before its record is durable.
+                // No result leaves before its record is sequenced; durable before the reply
+                // unless every item succeeded under the bounded key-use policy.
                 let all_ok = results.iter().all(Result::is_ok);
                 let class = class.filter(|_| all_ok).unwrap_or(audit::Durability::Durable);
                 log.append_all_with(&evs, class)?;
