@@ -169,6 +169,13 @@ pub(crate) fn tamper(ctx: &Ctx, cmd: &TamperCommand) -> CliResult<ExitCode> {
             );
             println!("tracer is tamper: {}", p.tracer_is_tamper);
             println!("audit key use:    {}", p.audit_key_use.as_str());
+            if let Some(w) = t.audit_log().map(bulwark_core::audit::AuditLog::window) {
+                println!(
+                    "audit window:     {} ms or {} records (bounded records are durable by then)",
+                    w.max_delay.as_millis(),
+                    w.max_records
+                );
+            }
             if let Some(h) = HARDENING.get() {
                 println!(
                     "this process: core dumps disabled {}, not dumpable {}, memory {:?}",
