@@ -63,7 +63,7 @@ for name, g, tok in rows:
     raw, via = med.get((g, "raw")), med.get((g, tok))
     if raw is None or via is None:
         sys.exit(f"missing {g} in {path}")
-    kr = med.get((g, "key_ref"))
+    kr = med.get((g, "prepared"))
     r, v = ns(raw), ns(via)
     t.append(f"| {name} | {fmt(r)} | {fmt(v)} | {fmt(v - r)} | {100 * r / v:.0f} % | "
              f"{fmt(ns(kr)) if kr else '—'} |")

@@ -30,8 +30,18 @@ export PATH="$PWD/$venv/bin:$PATH"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licences, bans and sources (advisories where the advisory database can be fetched).
+scripts/deny.sh
 cargo test --workspace --locked "$@"
 
 # Real PKCS#11 clients (pkcs11-tool, p11tool, OpenSSL's pkcs11 engine) against the module that
 # `cargo test` just built.
 scripts/pkcs11-clients.sh
+
+# The applications people use (OpenSSL with pkcs11-provider, NSS, Java, OpenSSH, GnuTLS certtool,
+# pkcs11-tool's wrap flows), on an embedded slot and a remote slot of a `bulwarkd --dev`; then
+# the installation (install.sh and the Debian package) in a fresh root, driven through
+# p11-kit-proxy.so. Both use the binaries built above.
+bin=${CARGO_TARGET_DIR:-target}/debug
+scripts/pkcs11-clients-apps.sh "$bin/libbulwark_pkcs11.so" "$bin/bulwarkd"
+scripts/install-test.sh "$bin"

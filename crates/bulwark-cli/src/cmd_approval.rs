@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
-use bulwark_client::{v1 as pb, ClientError, Code};
+use bulwark_client::{v1 as pb, ClientError, Reason};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -222,8 +222,8 @@ pub(crate) fn explain(
     fields: &[&str],
     not_after: u64,
 ) -> CliError {
-    let needs_quorum = matches!(&e, ClientError::Status { code: Code::FailedPrecondition, message }
-        if message.starts_with("quorum approval required"));
+    let needs_quorum =
+        matches!(&e, ClientError::Status { reason: Some(Reason::QuorumRequired), .. });
     if !needs_quorum {
         return e.into();
     }

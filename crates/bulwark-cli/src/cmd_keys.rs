@@ -170,6 +170,16 @@ fn key_type_name(v: u64) -> String {
     KeyType::from_raw(v).map_or_else(|| format!("0x{v:x}"), |k| format!("{k:?}"))
 }
 
+/// An attribute for a person: labels (any bytes) escaped for the terminal, the rest as in JSON.
+fn attr_text(t: AttrType, v: &AttrValue) -> String {
+    match (t, v) {
+        (AttrType::Label | AttrType::UniqueId, AttrValue::Bytes(b)) => {
+            format!("\"{}\"", bulwark_core::display::escape_bytes(b))
+        }
+        _ => attr_json(t, v).to_string(),
+    }
+}
+
 fn attr_json(t: AttrType, v: &AttrValue) -> Value {
     match (t, v) {
         (_, AttrValue::Bool(b)) => json!(b),
@@ -210,7 +220,8 @@ fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String) {
     let class = o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}"));
     let ty = t.key_spec(o.handle).map_or_else(|_| "-".into(), |s| s.name());
     let flags = bulwark_core::names::usage_names(&o.attrs).join(",");
-    (o.attrs.label(), class, ty, flags)
+    // Labels may hold any bytes: escaped for the terminal.
+    (bulwark_core::display::escape(&o.attrs.label()), class, ty, flags)
 }
 
 pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
@@ -242,7 +253,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 for o in &objs {
                     println!("object {} ({})", o.handle, summary(&t, o).1);
                     for (k, v) in o.attrs.iter() {
-                        println!("  {:<24} {}", attr_name(k), attr_json(k, v));
+                        println!("  {:<24} {}", attr_name(k), attr_text(k, v));
                     }
                 }
             }
@@ -277,9 +288,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
             let h = one_of(&objs, ObjectClass::SecretKey, &label)?;
             let v = t.export_secret(h)?;
             if let Some(p) = out {
-                std::fs::write(&p, v.expose_secret()).map_err(|e| {
-                    CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind()))
-                })?;
+                crate::cmd_ops::write_file(&p, v.expose_secret())?;
             } else {
                 let mut s = hex::encode(v.expose_secret());
                 let _ = writeln!(std::io::stdout(), "{s}");
@@ -308,9 +317,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 )
             })?;
             let wrapped = t.wrap_key(wh, &m, target)?;
-            std::fs::write(&out, &wrapped).map_err(|e| {
-                CliError::Usage(format!("cannot write {}: {}", out.display(), e.kind()))
-            })?;
+            crate::cmd_ops::write_file(&out, &wrapped)?;
             println!("{label:?} wrapped under {wrapping_key:?} ({name}) to {}", out.display());
         }
     }

@@ -80,9 +80,11 @@ fn read(p: &Path) -> CliResult<Vec<u8>> {
         .map_err(|e| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind())))
 }
 
-fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
-    std::fs::write(p, data)
-        .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
+/// Writes an output (a signature, a plaintext, random bytes, a wrapped key): created 0600,
+/// never through a symbolic link (`fsutil::write_private`).
+pub(crate) fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
+    bulwark_core::fsutil::write_private(p, data)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", p.display())))
 }
 
 fn default_mechanism(spec: KeySpec) -> CliResult<Mechanism> {
@@ -207,8 +209,8 @@ pub(crate) fn decrypt(ctx: &Ctx, a: &CryptArgs) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn random(ctx: &Ctx, n: usize, as_hex: bool) -> CliResult<ExitCode> {
-    if n == 0 || n > 1 << 20 {
+pub(crate) fn random(ctx: &Ctx, n: usize, as_hex: bool, out: Option<&Path>) -> CliResult<ExitCode> {
+    if bulwark_core::limits::check_random(n).is_err() {
         return Err(CliError::Usage("--bytes must be between 1 and 1048576".into()));
     }
     // The RNG needs no login; a store is optional.
@@ -217,7 +219,9 @@ pub(crate) fn random(ctx: &Ctx, n: usize, as_hex: bool) -> CliResult<ExitCode> {
         Some(_) => ctx.open_token()?.random(&mut buf)?,
         None => Provider::get()?.random(&mut buf)?,
     }
-    if as_hex {
+    if let Some(p) = out {
+        write_file(p, &buf)?;
+    } else if as_hex {
         println!("{}", hex::encode(&buf));
     } else {
         use std::io::Write;
@@ -273,7 +277,7 @@ pub(crate) fn status(ctx: &Ctx, as_json: bool) -> CliResult<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         println!("store:        {}", t.path().display());
-        println!("label:        {}", s.label);
+        println!("label:        {}", bulwark_core::display::escape(&s.label));
         println!("store id:     {}", s.store_id);
         println!("policy:       {}", s.policy);
         println!("generation:   {}", s.generation);

@@ -89,6 +89,16 @@ pub(crate) struct AccessArgs {
     grants: Vec<String>,
 }
 
+/// `bulwark trust` arguments.
+#[derive(Args, Debug)]
+pub(crate) struct TrustArgs {
+    /// Key label (the wrapping key: an AES key, or an RSA key pair's public half).
+    label: String,
+    /// Remove the mark instead.
+    #[arg(long)]
+    revoke: bool,
+}
+
 impl From<ClientError> for CliError {
     fn from(e: ClientError) -> Self {
         CliError::Usage(match &e {
@@ -100,7 +110,7 @@ impl From<ClientError> for CliError {
                 "the HSM is not initialized: initialize it with `bulwark --endpoint URL init ...`"
                     .into()
             }
-            ClientError::Status { code, message } => format!("HSM: {message} ({code:?})"),
+            ClientError::Status { code, message, .. } => format!("HSM: {message} ({code:?})"),
             _ => e.to_string(),
         })
     }
@@ -111,9 +121,18 @@ fn read(p: &Path) -> CliResult<Vec<u8>> {
         .map_err(|e| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind())))
 }
 
+/// Writes an output: created 0600, never through a symbolic link.
 fn write_file(p: &Path, data: &[u8]) -> CliResult<()> {
-    std::fs::write(p, data)
-        .map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
+    crate::cmd_ops::write_file(p, data)
+}
+
+/// Reads a file that holds a secret (a share, a passphrase, a password): refused when the
+/// group or others can access it.
+fn read_secret(p: &Path) -> CliResult<Zeroizing<Vec<u8>>> {
+    bulwark_core::fsutil::read_private(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => CliError::Usage(e.to_string()),
+        k => CliError::Usage(format!("cannot read {}: {k}", p.display())),
+    })
 }
 
 pub(crate) fn connect(endpoint: &str) -> CliResult<Client> {
@@ -129,7 +148,7 @@ fn secret_from(env: &str, file_env: &str, prompt: &str) -> CliResult<Zeroizing<S
         return Ok(Zeroizing::new(v));
     }
     if let Some(f) = std::env::var_os(file_env).filter(|v| !v.is_empty()) {
-        let raw = Zeroizing::new(read(Path::new(&f))?);
+        let raw = read_secret(Path::new(&f))?;
         let s = String::from_utf8(raw.to_vec())
             .map_err(|_| CliError::Usage(format!("{file_env}: not UTF-8")))?;
         return Ok(Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned()));
@@ -192,13 +211,15 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
             write_file(&a.out, &pt)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Random { bytes, hex } => {
+        Command::Random { bytes, hex, out } => {
             let n = u32::try_from(bytes)
                 .ok()
-                .filter(|n| (1..=1 << 20).contains(n))
+                .filter(|_| bulwark_core::limits::check_random(bytes).is_ok())
                 .ok_or_else(|| CliError::Usage("--bytes must be between 1 and 1048576".into()))?;
             let buf = session(endpoint)?.random(n)?;
-            if hex {
+            if let Some(p) = out {
+                write_file(&p, &buf)?;
+            } else if hex {
                 println!("{}", ::hex::encode(&buf));
             } else {
                 std::io::stdout()
@@ -216,6 +237,12 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Unseal(a) => unseal(endpoint, &a),
         Command::User(u) => user(endpoint, u),
         Command::Access(a) => access(endpoint, &a),
+        Command::Trust(a) => {
+            let n = session(endpoint)?.set_key_trusted(&a.label, !a.revoke)?;
+            let what = if a.revoke { "no longer trusted" } else { "trusted" };
+            println!("{n} key object(s) labelled {:?} {what}", a.label);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Zeroize(a) => zeroize(endpoint, &a),
         Command::Audit(a) => audit(endpoint, a),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
@@ -224,7 +251,10 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
             if s.tamper_alarm.is_empty() {
                 println!("tamper alarm: none");
             } else {
-                println!("tamper alarm: ACTIVE ({})", s.tamper_alarm);
+                println!(
+                    "tamper alarm: ACTIVE ({})",
+                    bulwark_core::display::escape(&s.tamper_alarm)
+                );
             }
             if s.zeroized {
                 println!("zeroized: yes");
@@ -246,9 +276,9 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
 fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
     let c = connect(endpoint)?;
     let s = match c.status() {
-        Err(ClientError::Status { code: bulwark_client::Code::FailedPrecondition, message })
-            if message == "not initialized" =>
-        {
+        Err(ClientError::Status {
+            reason: Some(bulwark_client::Reason::NotInitialized), ..
+        }) => {
             let b = c.bootstrap_status()?;
             if as_json {
                 let v = json!({"endpoint": endpoint, "initialized": b.initialized,
@@ -287,7 +317,7 @@ fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         println!("endpoint:     {endpoint}");
-        println!("label:        {}", s.label);
+        println!("label:        {}", bulwark_core::display::escape(&s.label));
         println!("store id:     {}", s.store_id);
         println!(
             "policy:       {} ({} of {} shares)",
@@ -306,7 +336,7 @@ fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
             println!("objects:      {}", s.objects);
         }
         if !s.tamper_alarm.is_empty() {
-            println!("tamper alarm: ACTIVE ({})", s.tamper_alarm);
+            println!("tamper alarm: ACTIVE ({})", bulwark_core::display::escape(&s.tamper_alarm));
         }
         println!(
             "self-tests:   {}",
@@ -320,14 +350,14 @@ fn status(endpoint: &str, as_json: bool) -> CliResult<ExitCode> {
 }
 
 fn unseal(endpoint: &str, a: &UnsealArgs) -> CliResult<ExitCode> {
-    let text = Zeroizing::new(read(&a.share)?);
+    let text = read_secret(&a.share)?;
     let f = ShareFile::parse(&text).map_err(|_| {
         CliError::Usage(format!("{} is not a bulwark share file", a.share.display()))
     })?;
     let plain = if f.is_encrypted() {
         let pass = match &a.passphrase_file {
             Some(p) => {
-                let raw = Zeroizing::new(read(p)?);
+                let raw = read_secret(p)?;
                 let s = String::from_utf8(raw.to_vec())
                     .map_err(|_| CliError::Usage("passphrase file is not UTF-8".into()))?;
                 Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned())
@@ -393,7 +423,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                         println!(
                             "{:<8} {:<24} {:<11} {:<14} {}",
                             o.handle,
-                            k.label,
+                            bulwark_core::display::escape(&k.label),
                             o.class,
                             o.key_type,
                             o.usage.join(",")
@@ -536,7 +566,13 @@ fn user(endpoint: &str, cmd: UserCommand) -> CliResult<ExitCode> {
             } else {
                 println!("{:<24} {:<18} {:<5} LOCKED", "NAME", "ROLE", "TOTP");
                 for u in &users {
-                    println!("{:<24} {:<18} {:<5} {}", u.name, u.role, u.totp, u.locked);
+                    println!(
+                        "{:<24} {:<18} {:<5} {}",
+                        bulwark_core::display::escape(&u.name),
+                        u.role,
+                        u.totp,
+                        u.locked
+                    );
                 }
             }
         }

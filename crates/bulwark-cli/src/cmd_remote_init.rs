@@ -120,10 +120,10 @@ impl Drop for ShareOutputs {
 }
 
 fn read_secret_file(p: &Path) -> CliResult<Zeroizing<String>> {
-    let raw = Zeroizing::new(
-        std::fs::read(p)
-            .map_err(|e| usage(format!("cannot read {}: {}", p.display(), e.kind())))?,
-    );
+    let raw = bulwark_core::fsutil::read_private(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => usage(e.to_string()),
+        k => usage(format!("cannot read {}: {k}", p.display())),
+    })?;
     let s = std::str::from_utf8(&raw).map_err(|_| usage(format!("{}: not UTF-8", p.display())))?;
     Ok(Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_owned()))
 }

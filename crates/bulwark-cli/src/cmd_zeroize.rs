@@ -62,6 +62,14 @@ pub(crate) struct PolicyArgs {
     /// recorded only when refused; administration and key management always are).
     #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
     audit_key_use: OnOff,
+    /// Let keys leave the token only wrapped under CKA_TRUSTED keys (which only the SO marks),
+    /// and keep unwrapped keys sensitive (default off: standard PKCS#11 behaviour).
+    #[arg(long)]
+    wrap_requires_trusted: bool,
+    /// Refuse AES-GCM encryption with caller-chosen IVs: only IVs the token generates
+    /// (CKG_GENERATE_RANDOM through the PKCS#11 3.0 message API), so no nonce is ever reused.
+    #[arg(long)]
+    require_token_iv: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -88,6 +96,8 @@ impl PolicyArgs {
                 checkpoint_every_records: self.checkpoint_every,
                 checkpoint_every_secs: self.checkpoint_secs,
                 audit_key_use: matches!(self.audit_key_use, OnOff::On).into(),
+                wrap_requires_trusted: self.wrap_requires_trusted,
+                require_token_iv: self.require_token_iv,
             },
             ..InitOptions::default()
         }

@@ -5,6 +5,8 @@
 //! argument), does one thing, and exits: 0 on success, 1 when `verify` finds a bad signature,
 //! 2 or more on any error, which is printed as one line on stderr.
 
+#![forbid(unsafe_code)]
+
 mod cmd_approval;
 mod cmd_audit;
 mod cmd_bench;
@@ -77,6 +79,9 @@ enum Command {
         /// Print hex instead of raw bytes.
         #[arg(long)]
         hex: bool,
+        /// Write the raw bytes to this file (created 0600) instead of stdout.
+        #[arg(long, value_name = "FILE", conflicts_with = "hex")]
+        out: Option<PathBuf>,
     },
     /// Run the power-on self-tests and print each result.
     Selftest,
@@ -96,6 +101,9 @@ enum Command {
     User(cmd_remote::UserCommand),
     /// Replace a key's access list on a remote HSM (crypto officer; --endpoint).
     Access(cmd_remote::AccessArgs),
+    /// Mark a wrapping key CKA_TRUSTED on a remote HSM: keys leave only under trusted keys
+    /// there (security officer; --endpoint).
+    Trust(cmd_remote::TrustArgs),
     /// PIN management.
     #[command(subcommand)]
     Pin(pin::PinCommand),
@@ -172,10 +180,14 @@ fn one_line(e: &CliError) -> String {
 
 pub(crate) type CliResult<T> = Result<T, CliError>;
 
+/// The embedded store's path; refused when it (or one of its companion files) is a symbolic
+/// link, dangling or not.
 pub(crate) fn store_path(cli_store: Option<&PathBuf>) -> CliResult<PathBuf> {
-    cli_store.cloned().ok_or_else(|| {
+    let p = cli_store.cloned().ok_or_else(|| {
         CliError::Usage("no store given: use --store PATH or set BULWARK_STORE".into())
-    })
+    })?;
+    bulwark_core::fsutil::check_store_path(&p)?;
+    Ok(p)
 }
 
 fn run(cli: Cli) -> CliResult<ExitCode> {
@@ -212,12 +224,16 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Verify(a) => cmd_ops::verify(&ctx, &a),
         Command::Encrypt(a) => cmd_ops::encrypt(&ctx, &a),
         Command::Decrypt(a) => cmd_ops::decrypt(&ctx, &a),
-        Command::Random { bytes, hex } => cmd_ops::random(&ctx, bytes, hex),
+        Command::Random { bytes, hex, out } => cmd_ops::random(&ctx, bytes, hex, out.as_deref()),
         Command::Selftest => cmd_ops::selftest(),
         Command::Status { json } => cmd_ops::status(&ctx, json),
         Command::Pin(p) => pin::run(&ctx, p),
-        Command::Seal | Command::Unseal(_) | Command::User(_) | Command::Access(_) => {
-            Err(CliError::Usage("seal, unseal, user and access need --endpoint".into()))
+        Command::Seal
+        | Command::Unseal(_)
+        | Command::User(_)
+        | Command::Access(_)
+        | Command::Trust(_) => {
+            Err(CliError::Usage("seal, unseal, user, access and trust need --endpoint".into()))
         }
         Command::Audit(a) => cmd_audit::run(&ctx, a),
         Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),

@@ -32,10 +32,15 @@ pub(crate) enum PinCommand {
     },
 }
 
+/// Reads a PIN file, refused when the group or others can access it (as ssh refuses an
+/// unprotected key).
 fn from_file(path: &Path) -> CliResult<Pin> {
-    let mut s = std::fs::read_to_string(path).map_err(|e| {
-        CliError::Usage(format!("cannot read PIN file {}: {}", path.display(), e.kind()))
+    let raw = bulwark_core::fsutil::read_private(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => CliError::Usage(e.to_string()),
+        k => CliError::Usage(format!("cannot read PIN file {}: {k}", path.display())),
     })?;
+    let mut s = String::from_utf8(raw.to_vec())
+        .map_err(|_| CliError::Usage(format!("PIN file {}: not UTF-8", path.display())))?;
     let trimmed_len = s.trim_end_matches(['\r', '\n']).len();
     s.truncate(trimmed_len);
     Ok(Pin::from_string(s))

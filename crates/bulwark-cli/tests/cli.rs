@@ -397,6 +397,17 @@ fn clear_errors_for_bad_input() {
     // A PIN can come from a file.
     let pf = e.path("pin");
     write(&pf, format!("{PIN}\n").as_bytes());
+    // ... but not from one others can read (like ssh with an unprotected key).
+    std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let o = e
+        .cmd()
+        .env_remove("BULWARK_PIN")
+        .args(["--pin-file", pf.to_str().unwrap(), "key", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("chmod 600"), "{}", stderr(&o));
+    std::fs::set_permissions(&pf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let o = e
         .cmd()
         .env_remove("BULWARK_PIN")

@@ -264,6 +264,9 @@ fn remote_cli_quorum_approvals_audit_export_and_zeroize() {
     let officer = |args: &[&str]| bulwark(&dir, "officer.env", args);
     ok(&officer(&["key", "generate", "--type", "aes-256", "--label", "kek"]));
     ok(&officer(&["key", "generate", "--type", "aes-256", "--label", "dk", "--extractable"]));
+    // A daemon's keys leave only under keys its security officer marked trusted.
+    fails(&officer(&["trust", "kek"]));
+    ok(&so(&["trust", "kek"]));
     let wrap = ["key", "wrap", "dk", "--wrapping-key", "kek", "--out"];
     let err =
         fails(&officer(&with(&wrap, &[&p("dk.wrapped"), "--approval-request-out", &p("x.json")])));

@@ -70,13 +70,14 @@ fn start(dir: &Path) -> DaemonThread {
     let cfg = Config {
         listen: ([127, 0, 0, 1], 0).into(),
         store: dir.join("hsm/store.db"),
-        users: dir.join("hsm/users.json"),
+        users: None,
         workers: 0,
         unix_socket: None,
         http_listen: None,
         approvals: None,
         session_ttl_secs: 3600,
         max_login_failures: 5,
+        connections: bulwarkd::config::ConnectionLimits::default(),
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),
@@ -108,6 +109,9 @@ fn remote_init_writes_encrypted_shares_and_the_hsm_unseals_with_them() {
         .map(|i| {
             let p = env.path(&format!("custodian-{i}.pass"));
             std::fs::write(&p, format!("custodian {i} passphrase\n")).unwrap();
+            // Secret files must be private (the CLI refuses group- or world-readable ones).
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
             p
         })
         .collect();
@@ -168,6 +172,10 @@ fn remote_init_writes_encrypted_shares_and_the_hsm_unseals_with_them() {
             &short_pass,
         ],
     );
+    // A passphrase file others can read is refused before its content is looked at.
+    fails(&env.run(&short, &new_pw), "chmod 600");
+    std::fs::set_permissions(&short_pass, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .unwrap();
     fails(&env.run(&short, &new_pw), "at least 8 bytes");
     assert!(names(Path::new(&shares)).is_empty());
     std::fs::create_dir_all(&shares).unwrap();

@@ -5,6 +5,8 @@
 //! caller sends. Credentials come from files and the environment (see [`ClientConfig::from_env`]),
 //! never from command-line arguments.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod bootstrap;
 pub mod remote_hsm;
@@ -20,11 +22,11 @@ use zeroize::Zeroizing;
 pub use bootstrap::Initialized;
 pub use bulwark_proto::bootstrap::v1 as bootstrap_v1;
 pub use bulwark_proto::v1;
+pub use bulwark_proto::Reason;
 pub use tonic::Code;
 
 /// What went wrong talking to the HSM.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ClientError {
     /// The HSM answered with an error status (message is the HSM's safe message).
     #[error("{message}")]
@@ -33,6 +35,8 @@ pub enum ClientError {
         code: Code,
         /// The HSM's message.
         message: String,
+        /// Why, where the HSM says it in a form a program may act on.
+        reason: Option<bulwark_proto::Reason>,
     },
     /// No connection (network, TLS handshake, certificate).
     #[error("cannot reach the HSM: {0}")]
@@ -77,7 +81,11 @@ impl From<tonic::Status> for ClientError {
                 "connection closed by the HSM (is a valid client certificate configured?)".into(),
             );
         }
-        ClientError::Status { code: s.code(), message: s.message().to_owned() }
+        ClientError::Status {
+            code: s.code(),
+            message: s.message().to_owned(),
+            reason: bulwark_proto::reason(&s),
+        }
     }
 }
 
@@ -240,6 +248,17 @@ impl Client {
         let resp = self.rt.block_on(c.login(r))?.into_inner();
         self.session = Some(Zeroizing::new(resp.session.clone()));
         Ok(resp.role.clone())
+    }
+
+    /// The bearer token of the current session (for tools that hand a session to another
+    /// connection of the same client identity; the daemon refuses it over any other).
+    pub fn session_token(&self) -> Option<Zeroizing<String>> {
+        self.session.clone()
+    }
+
+    /// Uses `token` as this connection's session (see [`Client::session_token`]).
+    pub fn set_session_token(&mut self, token: &str) {
+        self.session = Some(Zeroizing::new(token.to_owned()));
     }
 
     /// Ends the session.
@@ -465,6 +484,14 @@ impl Client {
         });
         self.rt.block_on(c.set_key_access(r))?;
         Ok(())
+    }
+
+    /// Marks the keys labelled `label` CKA_TRUSTED or not (security officer); returns how
+    /// many key objects changed.
+    pub fn set_key_trusted(&self, label: &str, trusted: bool) -> Result<u32> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::SetKeyTrustedRequest { label: label.into(), trusted });
+        Ok(self.rt.block_on(c.set_key_trusted(r))?.into_inner().objects)
     }
 
     /// Random bytes from the HSM.

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use bulwark_core::attr::{AttrType, AttrValue, Attributes};
-use bulwark_core::crypto::Provider;
+use bulwark_core::crypto::{aes_decrypt_len_max, aes_encrypt_len, Provider, PublicKey};
 use bulwark_core::hsm::{Hsm, PreparedKey};
 use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
 use bulwark_core::secret::{Pin, SecretBytes};
@@ -30,6 +30,7 @@ use bulwark_proto::p11::{
     attr_from_pb, error_from_status, mechanism_to_pb, template_to_pb, usage_to_pb,
 };
 use bulwark_proto::v1::hsm_client::HsmClient;
+use bulwark_proto::Reason;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
@@ -39,9 +40,20 @@ use crate::ClientConfig;
 
 /// Largest random request the daemon serves at once.
 const RANDOM_CHUNK: usize = 1 << 20;
-/// AES-GCM tag length (the engine supports 128-bit tags only).
-const GCM_TAG: usize = 16;
-const AES_BLOCK: usize = 16;
+
+/// AES cipher mechanisms, whose output lengths follow from the mechanism alone.
+fn is_aes(m: &Mechanism) -> bool {
+    matches!(
+        m,
+        Mechanism::AesGcm { .. }
+            | Mechanism::AesGcmGenerated { .. }
+            | Mechanism::AesCbc { .. }
+            | Mechanism::AesCbcPad { .. }
+            | Mechanism::AesCbcPadPart { .. }
+            | Mechanism::AesCtr { .. }
+            | Mechanism::AesEcb
+    )
+}
 
 type RpcResult<R> = std::result::Result<tonic::Response<R>, tonic::Status>;
 
@@ -84,7 +96,7 @@ fn core_error(st: &tonic::Status) -> Error {
     match st.code() {
         Code::Unauthenticated => Error::UserNotLoggedIn,
         Code::PermissionDenied => Error::ActionProhibited("not permitted for this role"),
-        Code::FailedPrecondition if st.message() == bulwark_proto::SEALED => {
+        Code::FailedPrecondition if bulwark_proto::reason(st) == Some(Reason::Sealed) => {
             Error::Store("the HSM is sealed".into())
         }
         Code::DataLoss => Error::Integrity("reported by the HSM"),
@@ -161,8 +173,7 @@ impl Inner {
                 let e = core_error(&st);
                 let ended = error_from_status(&st).is_none()
                     && (st.code() == Code::Unauthenticated
-                        || (st.code() == Code::FailedPrecondition
-                            && st.message() == bulwark_proto::SEALED));
+                        || bulwark_proto::reason(&st) == Some(Reason::Sealed));
                 if ended {
                     // The daemon ended this login: the application must log in again.
                     *self.login.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
@@ -327,6 +338,22 @@ impl PreparedKey for RemoteKey {
         Ok(())
     }
 
+    fn verify_recover(&self, mech: &Mechanism, sig: &[u8]) -> Result<Vec<u8>> {
+        // Recovering the data under a public key needs no secret, so it runs here (like
+        // digests); the daemon's gate already passed this key for verification at Prepare.
+        let r = pb::GetAttributeRequest {
+            handle: self.handle,
+            r#type: AttrType::PublicKeyInfo.to_raw(),
+        };
+        let resp = self.inner.call(r, |mut c, r| async move { c.get_attribute(r).await })?;
+        let first = resp.attributes.first().ok_or(Error::Internal("empty attribute reply"))?;
+        let AttrValue::Bytes(spki) = attr_from_pb(first)?.1 else {
+            return Err(Error::KeyTypeInconsistent);
+        };
+        let public = PublicKey::from_spki_der(&spki)?;
+        self.inner.provider.load_public(&public)?.verify_recover(self.inner.provider, mech, sig)
+    }
+
     fn encrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
         let r = self.data(mech, data);
         Ok(self.inner.call(r, |mut c, r| async move { c.encrypt(r).await })?.data)
@@ -347,24 +374,20 @@ impl PreparedKey for RemoteKey {
         }
     }
 
-    // The two length functions mirror the engine's (crypto/cipher.rs): AES lengths follow from
-    // the mechanism alone; other mechanisms (RSA) have the fixed length the daemon returned.
+    // The two length functions are the engine's own for AES (crypto/cipher.rs); other
+    // mechanisms (RSA) have the fixed length the daemon returned.
     fn encrypt_len(&self, mech: &Mechanism, in_len: usize) -> usize {
-        match mech {
-            Mechanism::AesGcm { .. } => in_len + GCM_TAG,
-            Mechanism::AesCbcPad { .. } => (in_len / AES_BLOCK + 1) * AES_BLOCK,
-            Mechanism::AesCbc { .. } | Mechanism::AesCtr { .. } => in_len,
-            _ => self.encrypt_len_fixed,
+        match aes_encrypt_len(mech, in_len) {
+            0 if !is_aes(mech) => self.encrypt_len_fixed,
+            n => n,
         }
     }
 
     fn decrypt_len_max(&self, mech: &Mechanism, in_len: usize) -> usize {
-        match mech {
-            Mechanism::AesGcm { .. } => in_len.saturating_sub(GCM_TAG),
-            Mechanism::AesCbcPad { .. } | Mechanism::AesCbc { .. } | Mechanism::AesCtr { .. } => {
-                in_len
-            }
-            _ => self.decrypt_len_fixed,
+        if is_aes(mech) {
+            aes_decrypt_len_max(mech, in_len)
+        } else {
+            self.decrypt_len_fixed
         }
     }
 
@@ -693,7 +716,7 @@ mod tests {
 
     #[test]
     fn statuses_without_an_error_map_to_the_closest_one() {
-        let e = core_error(&tonic::Status::failed_precondition(bulwark_proto::SEALED));
+        let e = core_error(&bulwark_proto::sealed());
         assert!(matches!(e, Error::Store(_)));
         assert!(matches!(
             core_error(&tonic::Status::permission_denied("x")),

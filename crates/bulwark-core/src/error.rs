@@ -12,7 +12,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong. Caller mistakes and internal faults are distinct variants.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     // --- caller mistakes: arguments and templates -------------------------------------------
     /// A malformed argument (wrong length, unknown encoding) that fits no more precise variant.
@@ -168,6 +167,207 @@ pub enum Error {
     /// An internal invariant failed; details go to the log.
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+/// What kind of error, without its details: the one value every front door maps (to a
+/// `CKR_*` code, a gRPC status code, a CLI exit), each in one exhaustive `match`, so that no
+/// front door ever classifies an error by its message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// [`Error::ArgumentsBad`].
+    ArgumentsBad,
+    /// [`Error::AttributeTypeInvalid`].
+    AttributeTypeInvalid,
+    /// [`Error::AttributeValueInvalid`].
+    AttributeValueInvalid,
+    /// [`Error::AttributeReadOnly`].
+    AttributeReadOnly,
+    /// [`Error::AttributeSensitive`].
+    AttributeSensitive,
+    /// [`Error::TemplateIncomplete`].
+    TemplateIncomplete,
+    /// [`Error::TemplateInconsistent`].
+    TemplateInconsistent,
+    /// [`Error::MechanismInvalid`].
+    MechanismInvalid,
+    /// [`Error::MechanismParamInvalid`].
+    MechanismParamInvalid,
+    /// [`Error::KeyTypeInconsistent`].
+    KeyTypeInconsistent,
+    /// [`Error::KeyFunctionNotPermitted`].
+    KeyFunctionNotPermitted,
+    /// [`Error::KeyUnextractable`].
+    KeyUnextractable,
+    /// [`Error::KeySizeRange`].
+    KeySizeRange,
+    /// [`Error::KeyInvalid`].
+    KeyInvalid,
+    /// [`Error::ObjectHandleInvalid`].
+    ObjectHandleInvalid,
+    /// [`Error::NotFound`].
+    NotFound,
+    /// [`Error::Ambiguous`].
+    Ambiguous,
+    /// [`Error::Exists`].
+    Exists,
+    /// [`Error::DataLenRange`].
+    DataLenRange,
+    /// [`Error::EncryptedDataInvalid`].
+    EncryptedDataInvalid,
+    /// [`Error::EncryptedDataLenRange`].
+    EncryptedDataLenRange,
+    /// [`Error::WrappedKeyInvalid`].
+    WrappedKeyInvalid,
+    /// [`Error::SignatureInvalid`].
+    SignatureInvalid,
+    /// [`Error::SignatureLenRange`].
+    SignatureLenRange,
+    /// [`Error::ActionProhibited`].
+    ActionProhibited,
+    /// [`Error::PinIncorrect`].
+    PinIncorrect,
+    /// [`Error::PinLocked`].
+    PinLocked,
+    /// [`Error::PinLenRange`].
+    PinLenRange,
+    /// [`Error::UserNotLoggedIn`].
+    UserNotLoggedIn,
+    /// [`Error::UserAlreadyLoggedIn`].
+    UserAlreadyLoggedIn,
+    /// [`Error::AnotherUserLoggedIn`].
+    AnotherUserLoggedIn,
+    /// [`Error::UserPinNotInitialized`].
+    UserPinNotInitialized,
+    /// [`Error::NotInitialized`].
+    NotInitialized,
+    /// [`Error::AlreadyInitialized`].
+    AlreadyInitialized,
+    /// [`Error::Zeroized`].
+    Zeroized,
+    /// [`Error::TamperAlarm`].
+    TamperAlarm,
+    /// [`Error::Integrity`].
+    Integrity,
+    /// [`Error::Rollback`].
+    Rollback,
+    /// [`Error::SchemaUnsupported`].
+    SchemaUnsupported,
+    /// [`Error::Store`].
+    Store,
+    /// [`Error::ErrorState`].
+    ErrorState,
+    /// [`Error::CryptoFailed`].
+    CryptoFailed,
+    /// [`Error::NotSupported`].
+    NotSupported,
+    /// [`Error::BufferTooSmall`].
+    BufferTooSmall,
+    /// [`Error::Internal`].
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: &'static [ErrorKind] = &[
+        ErrorKind::ArgumentsBad,
+        ErrorKind::AttributeTypeInvalid,
+        ErrorKind::AttributeValueInvalid,
+        ErrorKind::AttributeReadOnly,
+        ErrorKind::AttributeSensitive,
+        ErrorKind::TemplateIncomplete,
+        ErrorKind::TemplateInconsistent,
+        ErrorKind::MechanismInvalid,
+        ErrorKind::MechanismParamInvalid,
+        ErrorKind::KeyTypeInconsistent,
+        ErrorKind::KeyFunctionNotPermitted,
+        ErrorKind::KeyUnextractable,
+        ErrorKind::KeySizeRange,
+        ErrorKind::KeyInvalid,
+        ErrorKind::ObjectHandleInvalid,
+        ErrorKind::NotFound,
+        ErrorKind::Ambiguous,
+        ErrorKind::Exists,
+        ErrorKind::DataLenRange,
+        ErrorKind::EncryptedDataInvalid,
+        ErrorKind::EncryptedDataLenRange,
+        ErrorKind::WrappedKeyInvalid,
+        ErrorKind::SignatureInvalid,
+        ErrorKind::SignatureLenRange,
+        ErrorKind::ActionProhibited,
+        ErrorKind::PinIncorrect,
+        ErrorKind::PinLocked,
+        ErrorKind::PinLenRange,
+        ErrorKind::UserNotLoggedIn,
+        ErrorKind::UserAlreadyLoggedIn,
+        ErrorKind::AnotherUserLoggedIn,
+        ErrorKind::UserPinNotInitialized,
+        ErrorKind::NotInitialized,
+        ErrorKind::AlreadyInitialized,
+        ErrorKind::Zeroized,
+        ErrorKind::TamperAlarm,
+        ErrorKind::Integrity,
+        ErrorKind::Rollback,
+        ErrorKind::SchemaUnsupported,
+        ErrorKind::Store,
+        ErrorKind::ErrorState,
+        ErrorKind::CryptoFailed,
+        ErrorKind::NotSupported,
+        ErrorKind::BufferTooSmall,
+        ErrorKind::Internal,
+    ];
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ArgumentsBad(..) => ErrorKind::ArgumentsBad,
+            Error::AttributeTypeInvalid(..) => ErrorKind::AttributeTypeInvalid,
+            Error::AttributeValueInvalid(..) => ErrorKind::AttributeValueInvalid,
+            Error::AttributeReadOnly(..) => ErrorKind::AttributeReadOnly,
+            Error::AttributeSensitive(..) => ErrorKind::AttributeSensitive,
+            Error::TemplateIncomplete(..) => ErrorKind::TemplateIncomplete,
+            Error::TemplateInconsistent(..) => ErrorKind::TemplateInconsistent,
+            Error::MechanismInvalid(..) => ErrorKind::MechanismInvalid,
+            Error::MechanismParamInvalid(..) => ErrorKind::MechanismParamInvalid,
+            Error::KeyTypeInconsistent => ErrorKind::KeyTypeInconsistent,
+            Error::KeyFunctionNotPermitted(..) => ErrorKind::KeyFunctionNotPermitted,
+            Error::KeyUnextractable(..) => ErrorKind::KeyUnextractable,
+            Error::KeySizeRange => ErrorKind::KeySizeRange,
+            Error::KeyInvalid => ErrorKind::KeyInvalid,
+            Error::ObjectHandleInvalid => ErrorKind::ObjectHandleInvalid,
+            Error::NotFound(..) => ErrorKind::NotFound,
+            Error::Ambiguous(..) => ErrorKind::Ambiguous,
+            Error::Exists(..) => ErrorKind::Exists,
+            Error::DataLenRange => ErrorKind::DataLenRange,
+            Error::EncryptedDataInvalid => ErrorKind::EncryptedDataInvalid,
+            Error::EncryptedDataLenRange => ErrorKind::EncryptedDataLenRange,
+            Error::WrappedKeyInvalid => ErrorKind::WrappedKeyInvalid,
+            Error::SignatureInvalid => ErrorKind::SignatureInvalid,
+            Error::SignatureLenRange => ErrorKind::SignatureLenRange,
+            Error::ActionProhibited(..) => ErrorKind::ActionProhibited,
+            Error::PinIncorrect => ErrorKind::PinIncorrect,
+            Error::PinLocked => ErrorKind::PinLocked,
+            Error::PinLenRange { .. } => ErrorKind::PinLenRange,
+            Error::UserNotLoggedIn => ErrorKind::UserNotLoggedIn,
+            Error::UserAlreadyLoggedIn => ErrorKind::UserAlreadyLoggedIn,
+            Error::AnotherUserLoggedIn => ErrorKind::AnotherUserLoggedIn,
+            Error::UserPinNotInitialized => ErrorKind::UserPinNotInitialized,
+            Error::NotInitialized(..) => ErrorKind::NotInitialized,
+            Error::AlreadyInitialized(..) => ErrorKind::AlreadyInitialized,
+            Error::Zeroized => ErrorKind::Zeroized,
+            Error::TamperAlarm(..) => ErrorKind::TamperAlarm,
+            Error::Integrity(..) => ErrorKind::Integrity,
+            Error::Rollback { .. } => ErrorKind::Rollback,
+            Error::SchemaUnsupported(..) => ErrorKind::SchemaUnsupported,
+            Error::Store(..) => ErrorKind::Store,
+            Error::ErrorState(..) => ErrorKind::ErrorState,
+            Error::CryptoFailed => ErrorKind::CryptoFailed,
+            Error::NotSupported(..) => ErrorKind::NotSupported,
+            Error::BufferTooSmall => ErrorKind::BufferTooSmall,
+            Error::Internal(..) => ErrorKind::Internal,
+        }
+    }
 }
 
 impl From<rusqlite::Error> for Error {

@@ -5,7 +5,18 @@
 //!   PIN ──Argon2id(salt)──> KEK ──AES-256-GCM──> wrapped MK   (one keyslot per user type)
 //!   MK ──HKDF-SHA256(salt = store id)──┬─ "object-key" || uid ─> per-object AES-256-GCM key
 //!                                      ├─ "record-mac"        ─> HMAC-SHA256 over every column
-//!                                      └─ "generation-mac"    ─> HMAC over (store id, generation)
+//!                                      ├─ "generation-mac"    ─> HMAC of settings and PIN tags
+//!                                      ├─ "set-member"        ─> a row's share of the commitment
+//!                                      └─ "state-seal"        ─> AES-256-GCM of the store state
+//! ```
+//!
+//! The **store state** (generation, set commitment, object count) is sealed under the state
+//! key. The set commitment is the XOR of one keyed PRF value per authenticated row (over the
+//! row's table, key and MAC); since the commitment is only ever stored encrypted, an attacker
+//! sees no PRF value and no difference of two, so no combination of deleted, inserted or
+//! replayed rows can keep it unchanged except by chance (2^-256).
+//!
+//! ```text
 //! ```
 //! Nothing here touches the store; it turns secrets into sealed bytes and back, and says
 //! "integrity" when bytes do not authenticate. The master key never leaves this module except
@@ -16,7 +27,7 @@ use aws_lc_rs::{hkdf, hmac};
 
 use crate::error::{Error, Result};
 use crate::secret::{Key256, Pin, SecretBytes};
-use crate::store::{KeyslotRow, ObjectRow};
+use crate::store::{KeyslotRow, ObjectRow, RecordRow};
 
 /// Minimum and maximum PIN lengths (bytes).
 pub const PIN_MIN: usize = 4;
@@ -147,21 +158,66 @@ pub fn wrap_mk(
         t_cost: params.t_cost,
         p_cost: params.p_cost,
         wrapped_mk: wrapped,
-        failures: 0,
+        mac: Vec::new(),
     })
 }
 
+impl KdfParams {
+    /// The costs a stored keyslot may carry. Values outside are refused before Argon2id runs:
+    /// an attacker who edits the store must not be able to make each login attempt ruinous
+    /// (gigabytes of memory, hours of passes). Editing the costs cannot weaken a slot (the
+    /// wrapped master key only opens with the key derived under the original costs).
+    pub fn check_bounds(self) -> Result<Self> {
+        let ok = (1..=8).contains(&self.p_cost)
+            && (8 * self.p_cost..=1024 * 1024).contains(&self.m_cost)
+            && (1..=16).contains(&self.t_cost);
+        if ok {
+            Ok(self)
+        } else {
+            Err(Error::Integrity("keyslot KDF parameters out of bounds"))
+        }
+    }
+}
+
 /// Unwraps the master key with a PIN. A wrong PIN and a tampered keyslot look the same:
-/// `PinIncorrect` (the keyslot is authenticated, so neither can yield a wrong key).
+/// `PinIncorrect` (the keyslot is authenticated, so neither can yield a wrong key). KDF costs
+/// outside [`KdfParams::check_bounds`] are an integrity error.
 pub fn unwrap_mk(row: &KeyslotRow, pin: &Pin, store_uid: &[u8; 16]) -> Result<MasterKey> {
+    let p = KdfParams { m_cost: row.m_cost, t_cost: row.t_cost, p_cost: row.p_cost };
+    unwrap_mk_with(row, pin, store_uid, p.check_bounds()?)
+}
+
+/// [`unwrap_mk`] with the cost parameters checked by the caller (tests use tiny ones).
+pub(crate) fn unwrap_mk_with(
+    row: &KeyslotRow,
+    pin: &Pin,
+    store_uid: &[u8; 16],
+    p: KdfParams,
+) -> Result<MasterKey> {
     if pin.len() < PIN_MIN || pin.len() > PIN_MAX {
         return Err(Error::PinIncorrect);
     }
-    let p = KdfParams { m_cost: row.m_cost, t_cost: row.t_cost, p_cost: row.p_cost };
     let kek = pin_kek(pin, &row.salt, p)?;
     let mk = open(&kek, &keyslot_aad(store_uid, row.user_type), &row.wrapped_mk)
         .ok_or(Error::PinIncorrect)?;
     Key256::try_from_slice(mk.expose_secret()).map(MasterKey).ok_or(Error::PinIncorrect)
+}
+
+const STATE_MAGIC: &[u8; 4] = b"BWS3";
+const STATE_LEN: usize = 4 + 8 + 32 + 8 + 1;
+
+/// The authenticated store state, sealed in the store header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StoreState {
+    /// Store generation (bumped by every authenticated write).
+    pub generation: u64,
+    /// XOR of every authenticated row's [`IntegrityKeys::set_member`].
+    pub commitment: [u8; 32],
+    /// Number of token objects.
+    pub objects: u64,
+    /// The store's tamper response is `zeroize` (sealed here too, so that deleting or forging
+    /// the policy record cannot weaken the response to that very tampering).
+    pub tamper_zeroize: bool,
 }
 
 /// Keys that authenticate records and the store generation. They protect integrity only (no
@@ -170,6 +226,8 @@ pub struct IntegrityKeys {
     store_uid: [u8; 16],
     record: hmac::Key,
     generation: hmac::Key,
+    set: hmac::Key,
+    state: LessSafeKey,
 }
 
 impl std::fmt::Debug for IntegrityKeys {
@@ -205,10 +263,14 @@ impl Vault {
     pub fn integrity_keys(&self) -> Result<IntegrityKeys> {
         let r = self.mk.derive(&self.store_uid, &[b"bulwark record-mac v1"])?;
         let g = self.mk.derive(&self.store_uid, &[b"bulwark generation-mac v1"])?;
+        let s = self.mk.derive(&self.store_uid, &[b"bulwark set-member v1"])?;
+        let st = self.mk.derive(&self.store_uid, &[b"bulwark state-seal v1"])?;
         Ok(IntegrityKeys {
             store_uid: self.store_uid,
             record: hmac::Key::new(hmac::HMAC_SHA256, r.expose_secret()),
             generation: hmac::Key::new(hmac::HMAC_SHA256, g.expose_secret()),
+            set: hmac::Key::new(hmac::HMAC_SHA256, s.expose_secret()),
+            state: aead(&st)?,
         })
     }
 
@@ -221,6 +283,19 @@ impl Vault {
     ) -> Result<Vec<u8>> {
         let k = self.mk.derive(&self.store_uid, &[b"bulwark object-key v1", uid])?;
         seal(&k, nonce, uid, material)
+    }
+
+    /// Seals a named value that is not an object (a user's TOTP secret, the audit key) under
+    /// its own derived key, bound to `name`.
+    pub fn seal_value(&self, name: &[u8], nonce: [u8; NONCE_LEN], value: &[u8]) -> Result<Vec<u8>> {
+        let k = self.mk.derive(&self.store_uid, &[b"bulwark sealed-value v1", name])?;
+        seal(&k, nonce, name, value)
+    }
+
+    /// Opens a value sealed with [`Vault::seal_value`] under the same name.
+    pub fn open_value(&self, name: &[u8], sealed: &[u8]) -> Result<SecretBytes> {
+        let k = self.mk.derive(&self.store_uid, &[b"bulwark sealed-value v1", name])?;
+        open(&k, name, sealed).ok_or(Error::Integrity("sealed value does not authenticate"))
     }
 
     /// Opens sealed material; any change to the bytes, or bytes from another object, is an
@@ -304,6 +379,125 @@ impl IntegrityKeys {
     pub fn verify_meta(&self, name: &str, value: &[u8], mac: &[u8]) -> Result<()> {
         hmac::verify(&self.generation, &self.meta_input(name, value), mac)
             .map_err(|_| Error::Integrity("store setting does not authenticate"))
+    }
+
+    fn keyslot_input(&self, r: &KeyslotRow) -> Vec<u8> {
+        let mut m = b"bulwark keyslot-row v1".to_vec();
+        m.extend_from_slice(&self.store_uid);
+        m.push(r.user_type);
+        put(&mut m, &r.salt);
+        m.extend_from_slice(&r.m_cost.to_be_bytes());
+        m.extend_from_slice(&r.t_cost.to_be_bytes());
+        m.extend_from_slice(&r.p_cost.to_be_bytes());
+        put(&mut m, &r.wrapped_mk);
+        m
+    }
+
+    /// The MAC of a keyslot row (every column but the MAC itself).
+    pub fn keyslot_mac(&self, r: &KeyslotRow) -> Vec<u8> {
+        hmac::sign(&self.record, &self.keyslot_input(r)).as_ref().to_vec()
+    }
+
+    /// Checks a keyslot row's MAC.
+    pub fn verify_keyslot(&self, r: &KeyslotRow) -> Result<()> {
+        hmac::verify(&self.record, &self.keyslot_input(r), &r.mac)
+            .map_err(|_| Error::Integrity("keyslot does not authenticate"))
+    }
+
+    fn row_input(&self, kind: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(64 + key.len() + value.len());
+        m.extend_from_slice(b"bulwark record-row v1");
+        m.extend_from_slice(&self.store_uid);
+        put(&mut m, kind.as_bytes());
+        put(&mut m, key);
+        put(&mut m, value);
+        m
+    }
+
+    /// The MAC of a record row.
+    pub fn row_mac(&self, kind: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
+        hmac::sign(&self.record, &self.row_input(kind, key, value)).as_ref().to_vec()
+    }
+
+    /// Checks a record row's MAC.
+    pub fn verify_row(&self, r: &RecordRow) -> Result<()> {
+        hmac::verify(&self.record, &self.row_input(&r.kind, &r.key, &r.value), &r.mac)
+            .map_err(|_| Error::Integrity("store record does not authenticate"))
+    }
+
+    /// A row's share of the set commitment: a keyed PRF over the row's table, its address and
+    /// its MAC (which covers its content). `table` is `b'k'`, `b'o'` or `b'r'`.
+    pub fn set_member(&self, table: u8, address: &[u8], mac: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.set);
+        ctx.update(&[table]);
+        ctx.update(&(address.len() as u64).to_be_bytes());
+        ctx.update(address);
+        ctx.update(mac);
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    fn state_aad(&self) -> Vec<u8> {
+        let mut aad = b"bulwark state v3".to_vec();
+        aad.extend_from_slice(&self.store_uid);
+        aad
+    }
+
+    /// Seals the store state.
+    pub fn seal_state(&self, s: &StoreState, nonce: [u8; NONCE_LEN]) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(STATE_LEN + 16);
+        buf.extend_from_slice(STATE_MAGIC);
+        buf.extend_from_slice(&s.generation.to_be_bytes());
+        buf.extend_from_slice(&s.commitment);
+        buf.extend_from_slice(&s.objects.to_be_bytes());
+        buf.push(u8::from(s.tamper_zeroize));
+        self.state
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.state_aad()),
+                &mut buf,
+            )
+            .map_err(|_| Error::CryptoFailed)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + buf.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    /// Opens the sealed store state; anything that does not authenticate is an integrity error.
+    pub fn open_state(&self, sealed: &[u8]) -> Result<StoreState> {
+        let bad = Error::Integrity("store state does not authenticate");
+        if sealed.len() != NONCE_LEN + STATE_LEN + 16 {
+            return Err(bad);
+        }
+        let nonce: [u8; NONCE_LEN] =
+            sealed[..NONCE_LEN].try_into().map_err(|_| Error::Internal("nonce"))?;
+        let mut buf = sealed[NONCE_LEN..].to_vec();
+        let pt = self
+            .state
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(self.state_aad()),
+                &mut buf,
+            )
+            .map_err(|_| Error::Integrity("store state does not authenticate"))?;
+        if pt.len() != STATE_LEN || &pt[..4] != STATE_MAGIC {
+            return Err(bad);
+        }
+        let mut commitment = [0u8; 32];
+        commitment.copy_from_slice(&pt[12..44]);
+        Ok(StoreState {
+            generation: u64::from_be_bytes(
+                pt[4..12].try_into().map_err(|_| Error::Internal("state"))?,
+            ),
+            commitment,
+            objects: u64::from_be_bytes(
+                pt[44..52].try_into().map_err(|_| Error::Internal("state"))?,
+            ),
+            tamper_zeroize: pt[52] == 1,
+        })
     }
 
     /// A keyed digest of a PIN, for constant-time re-login checks without Argon2id.

@@ -18,6 +18,7 @@ use crate::crypto::Provider;
 use crate::error::{Error, Result};
 use crate::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
 use crate::secret::{Pin, SecretBytes};
+use crate::store::{SqliteStore, Store};
 use crate::template::Template;
 use crate::token::{KeyRef, SessionId, Token, TokenStatus, Usage};
 use crate::UserType;
@@ -32,7 +33,11 @@ pub trait PreparedKey: Send + Sync + std::fmt::Debug {
     fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>>;
     /// Verifies `sig` over `data`.
     fn verify(&self, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()>;
-    /// Encrypts `data`.
+    /// `C_VerifyRecover` (`CKM_RSA_PKCS`): the data `sig` was made over. (`C_SignRecover` is
+    /// [`PreparedKey::sign`]: for `CKM_RSA_PKCS` the signature is the same.)
+    fn verify_recover(&self, mech: &Mechanism, sig: &[u8]) -> Result<Vec<u8>>;
+    /// Encrypts `data`. Multi-part encryption is a [`crate::stream::CipherStream`] of such
+    /// calls, each gated like a single-part one.
     fn encrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>>;
     /// Decrypts `data` into a secret buffer.
     fn decrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes>;
@@ -129,83 +134,126 @@ pub trait Hsm: Send + Sync + std::fmt::Debug {
     fn digest(&self, alg: DigestAlg, data: &[u8]) -> Result<Vec<u8>>;
 }
 
-/// The embedded prepared key: the parsed key itself and the provider that runs it.
-pub struct EmbeddedKey {
-    key: KeyRef,
-    provider: &'static Provider,
+/// The embedded prepared key: the parsed key, the provider that runs it, and the token whose
+/// gate it passes again on every use.
+///
+/// Each data call (C_Sign after C_SignInit, every C_EncryptUpdate...) first asks the token: not
+/// zeroized, no tamper alarm, and — when anything that can change access happened since the key
+/// was prepared (a logout, this token's own writes, another connection's commit, polled at most
+/// once a millisecond) — the whole gate again: visibility, grant, usage flags, dates, the
+/// mechanism. A prepared key therefore stops working when its grant is revoked, its user is
+/// deleted or demoted, or the key is destroyed. The fast path is two atomic loads and a clock
+/// read; no store access.
+pub struct EmbeddedKey<S: Store = SqliteStore> {
+    token: Token<S>,
+    h: u64,
+    usage: Usage,
+    mech: Mechanism,
+    /// (the token's epoch the key was last gated at, the parsed key)
+    state: std::sync::RwLock<(u64, KeyRef)>,
     always_authenticate: bool,
 }
 
-impl std::fmt::Debug for EmbeddedKey {
+impl<S: Store> std::fmt::Debug for EmbeddedKey<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EmbeddedKey({:?})", self.key)
+        write!(f, "EmbeddedKey(handle {}, {:?})", self.h, self.usage)
     }
 }
 
-impl PreparedKey for EmbeddedKey {
-    fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        match &self.key {
-            KeyRef::Private(k) => k.sign(self.provider, mech, data),
-            KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
+impl<S: Store> EmbeddedKey<S> {
+    /// Runs `f` on the key after the gate (see the type's documentation), and counts the use.
+    fn with_key<T>(&self, f: impl FnOnce(&KeyRef, &'static Provider) -> Result<T>) -> Result<T> {
+        let epoch = self.token.prepared_gate()?;
+        {
+            let st = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if st.0 == epoch {
+                return f(&st.1, self.token.provider());
+            }
         }
+        let k = self.token.regate(self.h, self.usage, &self.mech)?;
+        let mut st = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *st = (epoch, k);
+        f(&st.1, self.token.provider())
+    }
+
+    /// The parsed key without a gate check: only for lengths (no data is processed).
+    fn peek<T>(&self, f: impl FnOnce(&KeyRef) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).1)
+    }
+}
+
+impl<S: Store + 'static> PreparedKey for EmbeddedKey<S> {
+    fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
+        self.with_key(|key, p| match key {
+            KeyRef::Private(k) => k.sign(p, mech, data),
+            KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
+        })
     }
 
     fn verify(&self, mech: &Mechanism, data: &[u8], sig: &[u8]) -> Result<()> {
-        match &self.key {
-            KeyRef::Private(k) => k.verify(self.provider, mech, data, sig),
-            KeyRef::Public(k) => k.verify(self.provider, mech, data, sig),
-        }
+        self.with_key(|key, p| match key {
+            KeyRef::Private(k) => k.verify(p, mech, data, sig),
+            KeyRef::Public(k) => k.verify(p, mech, data, sig),
+        })
+    }
+
+    fn verify_recover(&self, mech: &Mechanism, sig: &[u8]) -> Result<Vec<u8>> {
+        self.with_key(|key, p| match key {
+            KeyRef::Private(k) => k.verify_recover(p, mech, sig),
+            KeyRef::Public(k) => k.verify_recover(p, mech, sig),
+        })
     }
 
     fn encrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<Vec<u8>> {
-        match &self.key {
-            KeyRef::Private(k) => k.encrypt(self.provider, mech, data),
-            KeyRef::Public(k) => k.encrypt(self.provider, mech, data),
-        }
+        self.token.check_nonce_policy(mech)?;
+        self.with_key(|key, p| match key {
+            KeyRef::Private(k) => k.encrypt(p, mech, data),
+            KeyRef::Public(k) => k.encrypt(p, mech, data),
+        })
     }
 
     fn decrypt(&self, mech: &Mechanism, data: &[u8]) -> Result<SecretBytes> {
-        match &self.key {
-            KeyRef::Private(k) => k.decrypt(self.provider, mech, data),
+        self.with_key(|key, p| match key {
+            KeyRef::Private(k) => k.decrypt(p, mech, data),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
-        }
+        })
     }
 
     fn signature_len(&self, mech: &Mechanism) -> usize {
-        match &self.key {
+        self.peek(|key| match key {
             KeyRef::Private(k) => k.signature_len(mech),
             KeyRef::Public(k) => k.signature_len(mech),
-        }
+        })
     }
 
     fn encrypt_len(&self, mech: &Mechanism, in_len: usize) -> usize {
-        match &self.key {
+        self.peek(|key| match key {
             KeyRef::Private(k) => k.encrypt_len(mech, in_len),
             KeyRef::Public(k) => k.encrypt_len(mech, in_len),
-        }
+        })
     }
 
     fn decrypt_len_max(&self, mech: &Mechanism, in_len: usize) -> usize {
-        match &self.key {
+        self.peek(|key| match key {
             KeyRef::Private(k) => k.decrypt_len_max(mech, in_len),
             KeyRef::Public(_) => 0,
-        }
+        })
     }
 
     fn encapsulate(&self) -> Result<(Vec<u8>, SecretBytes)> {
-        match &self.key {
-            KeyRef::Public(k) => k.encapsulate(self.provider),
+        self.with_key(|key, p| match key {
+            KeyRef::Public(k) => k.encapsulate(p),
             KeyRef::Private(k) => {
-                k.loaded_public().ok_or(Error::KeyTypeInconsistent)?.encapsulate(self.provider)
+                k.loaded_public().ok_or(Error::KeyTypeInconsistent)?.encapsulate(p)
             }
-        }
+        })
     }
 
     fn decapsulate(&self, ciphertext: &[u8]) -> Result<SecretBytes> {
-        match &self.key {
-            KeyRef::Private(k) => k.decapsulate(self.provider, ciphertext),
+        self.with_key(|key, p| match key {
+            KeyRef::Private(k) => k.decapsulate(p, ciphertext),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
-        }
+        })
     }
 
     fn always_authenticate(&self) -> Option<bool> {
@@ -279,8 +327,17 @@ impl Hsm for Token {
     }
 
     fn prepare(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<Arc<dyn PreparedKey>> {
+        // The epoch before the gate: a change during it makes the first use re-check.
+        let epoch = self.live.epoch.load(std::sync::atomic::Ordering::Acquire);
         let (key, always_authenticate) = self.key_for_auth(h, usage, mech)?;
-        Ok(Arc::new(EmbeddedKey { key, provider: self.provider(), always_authenticate }))
+        Ok(Arc::new(EmbeddedKey {
+            token: self.clone(),
+            h,
+            usage,
+            mech: mech.clone(),
+            state: std::sync::RwLock::new((epoch, key)),
+            always_authenticate,
+        }))
     }
 
     fn generate_key(&self, mech: KeyGenMechanism, t: &Template, session: SessionId) -> Result<u64> {

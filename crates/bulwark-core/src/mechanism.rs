@@ -8,6 +8,7 @@
 use cryptoki_sys as ck;
 
 use crate::crypto::{Curve, KeySpec};
+use crate::token::Usage;
 
 /// A hash function, as used by digest, HMAC, HKDF, PSS, OAEP and the ECDH KDFs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,7 +121,8 @@ pub struct EdDsaParams {
 /// A cryptographic operation with its parameters. Holds no secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mechanism {
-    /// `CKM_RSA_PKCS`: sign/verify takes a DER `DigestInfo` (SHA-256/384/512); encrypt/decrypt
+    /// `CKM_RSA_PKCS`: sign/verify (and sign/verify-recover) pad any input of up to k−11 bytes
+    /// with PKCS#1 v1.5 type 1 as given (a `DigestInfo`, a raw TLS hash pair...); encrypt/decrypt
     /// is PKCS#1 v1.5 encryption.
     RsaPkcs,
     /// `CKM_SHA256_RSA_PKCS` (message input).
@@ -129,8 +131,8 @@ pub enum Mechanism {
     Sha384RsaPkcs,
     /// `CKM_SHA512_RSA_PKCS` (message input).
     Sha512RsaPkcs,
-    /// `CKM_RSA_PKCS_PSS` (input is the digest). Salt length must equal the hash length and the
-    /// MGF1 hash must equal `hash`.
+    /// `CKM_RSA_PKCS_PSS` (input is the digest): any hash (SHA-1 to SHA-512), MGF1 hash and salt
+    /// length the key size allows.
     RsaPkcsPss {
         /// The hash the input digest was made with.
         hash: DigestAlg,
@@ -193,10 +195,24 @@ pub enum Mechanism {
     },
     /// `CKM_SHA*_HMAC`, full-length tags (SHA-256/384/512).
     Hmac(DigestAlg),
-    /// `CKM_AES_GCM`. Output is `ciphertext || tag`. Only 12-byte IVs and 128-bit tags.
+    /// `CKM_AES_GCM` with a caller-chosen IV. Output is `ciphertext || tag`. Only 12-byte IVs
+    /// and 128-bit tags. [`Mechanism::caller_chosen_nonce`] is true for encryption with it.
     AesGcm {
         /// The IV (12 bytes).
         iv: Vec<u8>,
+        /// Additional authenticated data.
+        aad: Vec<u8>,
+        /// Tag length in bits (128).
+        tag_bits: usize,
+    },
+    /// `CKM_AES_GCM` encryption with an IV the token generates (PKCS#11 3.0 `CKG_GENERATE` /
+    /// `CKG_GENERATE_RANDOM`): 12 bytes, `fixed` followed by random bytes from the token's DRBG.
+    /// Output is `iv || ciphertext || tag`; the front door hands the IV back to the caller.
+    /// Encryption only.
+    AesGcmGenerated {
+        /// The caller's fixed leading IV bytes (`ulIvFixedBits / 8`; at most 8, so at least 32
+        /// bits are random).
+        fixed: Vec<u8>,
         /// Additional authenticated data.
         aad: Vec<u8>,
         /// Tag length in bits (128).
@@ -207,6 +223,16 @@ pub enum Mechanism {
         /// The IV.
         iv: [u8; 16],
     },
+    /// `CKM_AES_CBC_PAD` for a part of a multi-part operation that is not the last: whole
+    /// blocks, chained from `iv`, with no padding added or removed (what `C_EncryptUpdate` /
+    /// `C_DecryptUpdate` return for CBC-PAD). Gated, allowed and audited as `CKM_AES_CBC_PAD`;
+    /// only [`crate::stream::CipherStream`] makes it.
+    AesCbcPadPart {
+        /// The chaining value (the previous ciphertext block, or the IV).
+        iv: [u8; 16],
+    },
+    /// `CKM_AES_ECB`: whole blocks, no padding.
+    AesEcb,
     /// `CKM_AES_CBC` without padding: input must be a multiple of 16 bytes.
     AesCbc {
         /// The IV.
@@ -219,6 +245,13 @@ pub enum Mechanism {
         counter_block: [u8; 16],
         /// Width of the counter in bits (1..=128).
         counter_bits: usize,
+    },
+    /// `CKM_AES_CMAC` (NIST SP 800-38B): a full 16-byte tag.
+    AesCmac,
+    /// `CKM_AES_CMAC_GENERAL`: the tag truncated to `mac_len` bytes (1..=16).
+    AesCmacGeneral {
+        /// Tag length in bytes.
+        mac_len: usize,
     },
     /// `CKM_AES_KEY_WRAP` (RFC 3394, default IV).
     AesKeyWrap,
@@ -273,8 +306,11 @@ impl Mechanism {
             Mechanism::EdDsa(_) => ck::CKM_EDDSA,
             Mechanism::MlDsa { .. } => ck::CKM_ML_DSA,
             Mechanism::Hmac(d) => d.ck_hmac(),
-            Mechanism::AesGcm { .. } => ck::CKM_AES_GCM,
-            Mechanism::AesCbcPad { .. } => ck::CKM_AES_CBC_PAD,
+            Mechanism::AesGcm { .. } | Mechanism::AesGcmGenerated { .. } => ck::CKM_AES_GCM,
+            Mechanism::AesCbcPad { .. } | Mechanism::AesCbcPadPart { .. } => ck::CKM_AES_CBC_PAD,
+            Mechanism::AesEcb => ck::CKM_AES_ECB,
+            Mechanism::AesCmac => ck::CKM_AES_CMAC,
+            Mechanism::AesCmacGeneral { .. } => ck::CKM_AES_CMAC_GENERAL,
             Mechanism::AesCbc { .. } => ck::CKM_AES_CBC,
             Mechanism::AesCtr { .. } => ck::CKM_AES_CTR,
             Mechanism::AesKeyWrap => ck::CKM_AES_KEY_WRAP,
@@ -320,7 +356,12 @@ impl Mechanism {
                 matches!(spec, KeySpec::GenericSecret { .. })
             }
             Mechanism::AesGcm { .. }
+            | Mechanism::AesGcmGenerated { .. }
             | Mechanism::AesCbcPad { .. }
+            | Mechanism::AesCbcPadPart { .. }
+            | Mechanism::AesEcb
+            | Mechanism::AesCmac
+            | Mechanism::AesCmacGeneral { .. }
             | Mechanism::AesCbc { .. }
             | Mechanism::AesCtr { .. } => matches!(spec, KeySpec::Aes { .. }),
             // aws-lc-rs offers AES-KW/KWP with 128- and 256-bit KEKs only.
@@ -333,6 +374,37 @@ impl Mechanism {
             ),
             Mechanism::Digest(_) => false,
         }
+    }
+
+    /// Whether this mechanism can serve `usage` at all (the `CKF_*` function flags of its
+    /// table row): `C_EncryptInit` with a signature mechanism, or `C_SignInit` with a cipher,
+    /// is `CKR_MECHANISM_INVALID` before any key is looked at. A token-generated GCM IV is for
+    /// encryption only.
+    pub fn allows(&self, usage: Usage) -> bool {
+        let flag = match usage {
+            Usage::Sign => ck::CKF_SIGN,
+            Usage::Verify => ck::CKF_VERIFY,
+            Usage::Encrypt => ck::CKF_ENCRYPT,
+            Usage::Decrypt => ck::CKF_DECRYPT,
+            Usage::Wrap => ck::CKF_WRAP,
+            Usage::Unwrap => ck::CKF_UNWRAP,
+            Usage::Derive => ck::CKF_DERIVE,
+            Usage::Encapsulate => ck::CKF_ENCAPSULATE,
+            Usage::Decapsulate => ck::CKF_DECAPSULATE,
+        };
+        if matches!(self, Mechanism::AesGcmGenerated { .. }) && usage != Usage::Encrypt {
+            return false;
+        }
+        mechanism_info(self.ck_type()).is_some_and(|m| m.flags & flag != 0)
+    }
+
+    /// True when this mechanism encrypts under a nonce the **caller** chose: `CKM_AES_GCM`
+    /// with an explicit IV ([`Mechanism::AesGcm`]), where reusing an IV under one key breaks
+    /// both confidentiality and authenticity. [`Mechanism::AesGcmGenerated`] (the token makes
+    /// the IV) is false. A store policy that requires token-generated GCM IVs refuses
+    /// `Usage::Encrypt` with any mechanism for which this is true.
+    pub fn caller_chosen_nonce(&self) -> bool {
+        matches!(self, Mechanism::AesGcm { .. })
     }
 }
 
@@ -406,8 +478,9 @@ pub fn supported_mechanisms() -> Vec<MechanismInfo> {
     use ck::{
         CKF_DECAPSULATE as DECAP, CKF_DECRYPT as DEC, CKF_DERIVE as DER, CKF_DIGEST as DIG,
         CKF_ENCAPSULATE as ENCAP, CKF_ENCRYPT as ENC, CKF_GENERATE as GEN,
-        CKF_GENERATE_KEY_PAIR as GKP, CKF_SIGN as SIG, CKF_UNWRAP as UNW, CKF_VERIFY as VER,
-        CKF_WRAP as WRP,
+        CKF_GENERATE_KEY_PAIR as GKP, CKF_MESSAGE_DECRYPT as MDEC, CKF_MESSAGE_ENCRYPT as MENC,
+        CKF_SIGN as SIG, CKF_SIGN_RECOVER as SR, CKF_UNWRAP as UNW, CKF_VERIFY as VER,
+        CKF_VERIFY_RECOVER as VR, CKF_WRAP as WRP,
     };
     let row = |ck_type, min_key_size, max_key_size, flags| MechanismInfo {
         ck_type,
@@ -417,7 +490,7 @@ pub fn supported_mechanisms() -> Vec<MechanismInfo> {
     };
     let mut v = vec![
         row(ck::CKM_RSA_PKCS_KEY_PAIR_GEN, 2048, 4096, GKP),
-        row(ck::CKM_RSA_PKCS, 2048, 8192, SIG | VER | ENC | DEC),
+        row(ck::CKM_RSA_PKCS, 2048, 8192, SIG | VER | SR | VR | ENC | DEC | WRP | UNW),
         row(ck::CKM_RSA_PKCS_OAEP, 2048, 8192, ENC | DEC | WRP | UNW),
         row(ck::CKM_RSA_PKCS_PSS, 2048, 8192, SIG | VER),
         row(ck::CKM_EC_KEY_PAIR_GEN, 256, 521, GKP),
@@ -431,7 +504,10 @@ pub fn supported_mechanisms() -> Vec<MechanismInfo> {
         row(ck::CKM_ML_KEM_KEY_PAIR_GEN, 1, 3, GKP),
         row(ck::CKM_ML_KEM, 1, 3, ENCAP | DECAP),
         row(ck::CKM_AES_KEY_GEN, 16, 32, GEN),
-        row(ck::CKM_AES_GCM, 16, 32, ENC | DEC),
+        row(ck::CKM_AES_GCM, 16, 32, ENC | DEC | MENC | MDEC),
+        row(ck::CKM_AES_ECB, 16, 32, ENC | DEC),
+        row(ck::CKM_AES_CMAC, 16, 32, SIG | VER),
+        row(ck::CKM_AES_CMAC_GENERAL, 16, 32, SIG | VER),
         row(ck::CKM_AES_CBC, 16, 32, ENC | DEC),
         row(ck::CKM_AES_CBC_PAD, 16, 32, ENC | DEC),
         row(ck::CKM_AES_CTR, 16, 32, ENC | DEC),

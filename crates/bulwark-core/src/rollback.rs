@@ -6,8 +6,9 @@
 //! `~/.local/state/bulwark`, one file per store id. It holds no secret. An attacker who can roll
 //! back both the store and this directory defeats it; keep the state directory on a different
 //! volume from the store where that matters (the daemon can also pin it in its own config).
+//! The directory is created 0700 and each mark 0600.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The directory holding high-water marks, if one can be determined.
 pub fn state_dir() -> Option<PathBuf> {
@@ -22,14 +23,18 @@ pub fn state_dir() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".local/state/bulwark"))
 }
 
-fn mark_path(store_uid: &[u8; 16]) -> Option<PathBuf> {
-    state_dir().map(|d| d.join(format!("{}.generation", hex::encode(store_uid))))
+fn mark_path(dir: &Path, store_uid: &[u8; 16]) -> PathBuf {
+    dir.join(format!("{}.generation", hex::encode(store_uid)))
 }
 
 /// The highest generation recorded for this store (0 when none).
 pub fn load(store_uid: &[u8; 16]) -> u64 {
-    mark_path(store_uid)
-        .and_then(|p| std::fs::read_to_string(p).ok())
+    state_dir().map_or(0, |d| load_in(&d, store_uid))
+}
+
+fn load_in(dir: &Path, store_uid: &[u8; 16]) -> u64 {
+    std::fs::read_to_string(mark_path(dir, store_uid))
+        .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
 }
@@ -37,19 +42,44 @@ pub fn load(store_uid: &[u8; 16]) -> u64 {
 /// Records `generation` if it is higher than the recorded one. Best effort: a read-only home
 /// directory must not make the token unusable, so failures are logged, not returned.
 pub fn record(store_uid: &[u8; 16], generation: u64) {
-    let Some(path) = mark_path(store_uid) else { return };
-    if load(store_uid) >= generation {
+    if let Some(d) = state_dir() {
+        record_in(&d, store_uid, generation);
+    }
+}
+
+fn record_in(dir: &Path, store_uid: &[u8; 16], generation: u64) {
+    let path = mark_path(dir, store_uid);
+    if load_in(dir, store_uid) >= generation {
         return;
     }
+    // A private directory and private files: the marks say which stores exist here and how
+    // busy they are, which is nobody else's business (and nobody else may write them).
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::fsutil::create_private_dir(dir)?;
         }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, generation.to_string())?;
+        crate::fsutil::write_private(&tmp, generation.to_string().as_bytes())?;
         std::fs::rename(&tmp, &path)
     };
     if let Err(e) = write() {
         tracing::warn!(error = %e, "cannot record the store generation high-water mark");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn marks_are_private() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("state");
+        let uid = [7u8; 16];
+        super::record_in(&dir, &uid, 5);
+        assert_eq!(super::load_in(&dir, &uid), 5);
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(format!("{}.generation", hex::encode(uid)))), 0o600);
     }
 }

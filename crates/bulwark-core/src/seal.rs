@@ -31,7 +31,7 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::crypto::Provider;
 use crate::error::{Error, Result};
 use crate::hierarchy::{IntegrityKeys, KdfParams, MasterKey, Vault};
-use crate::store::{KeyslotRow, SqliteStore, Store, StoreMeta};
+use crate::store::{KeyslotRow, SqliteStore, Store};
 
 /// The store's `policy` value for this unlock policy.
 pub const QUORUM_POLICY: &str = "quorum";
@@ -69,7 +69,6 @@ impl Share {
 
 /// Why a presented share was refused. None of these count towards the threshold.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum UnsealError {
     /// The share file cannot be parsed.
     #[error("malformed share")]
@@ -203,6 +202,19 @@ pub fn init_quorum_store_with(
     threshold: u8,
     policy: &crate::token::SecurityPolicy,
 ) -> Result<QuorumInit> {
+    init_quorum_store_with_users(path, label, total, threshold, policy, &[])
+}
+
+/// [`init_quorum_store_with`], creating `users` (the first security officer) in the same
+/// initialization: users live in the store, under the master key, from the start.
+pub fn init_quorum_store_with_users(
+    path: &Path,
+    label: &str,
+    total: u8,
+    threshold: u8,
+    policy: &crate::token::SecurityPolicy,
+    users: &[crate::token::InitialUser],
+) -> Result<QuorumInit> {
     if label.is_empty() || label.len() > 32 {
         return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
     }
@@ -235,15 +247,7 @@ pub fn init_quorum_store_with(
     }
     let mk = MasterKey::from_random(*mk_bytes);
     mk_bytes.zeroize();
-    let ik = Vault::new(mk, store_uid).integrity_keys()?;
-    let meta = StoreMeta {
-        store_uid,
-        label: label.to_owned(),
-        policy: QUORUM_POLICY.to_owned(),
-        generation: 1,
-        generation_mac: ik.generation_mac(1),
-        zeroized: false,
-    };
+    let vault = Vault::new(mk, store_uid);
     // The quorum keyslot reuses the keyslot row: `salt` holds the share digests, `m_cost` the
     // threshold, `t_cost` the share count (no KDF runs for this slot; `p_cost` is 0).
     let slot = KeyslotRow {
@@ -253,13 +257,18 @@ pub fn init_quorum_store_with(
         t_cost: u32::from(total),
         p_cost: 0,
         wrapped_mk: wrapped,
-        failures: 0,
+        mac: Vec::new(),
     };
-    let store = SqliteStore::create(path, &meta, &[slot])?;
-    let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
-    store.set_setting("policy", Some(&pj))?;
-    store.set_setting("policy_mac", Some(&ik.meta_mac("policy", &pj)))?;
-    crate::rollback::record(&store_uid, 1);
+    crate::token::create_store(
+        path,
+        store_uid,
+        QUORUM_POLICY,
+        label,
+        &[slot],
+        vault,
+        policy,
+        users,
+    )?;
     Ok(QuorumInit { store_uid, threshold, shares })
 }
 
@@ -280,7 +289,7 @@ impl QuorumPolicy {
     /// Reads the policy of the store at `path`; refuses a store of another policy.
     pub fn load(path: &Path) -> Result<Self> {
         let store = SqliteStore::open(path)?;
-        let meta = store.meta()?;
+        let meta = store.header()?;
         if meta.zeroized {
             return Err(Error::Zeroized);
         }

@@ -21,9 +21,11 @@ pub type Template = [(AttrType, AttrValue)];
 /// `AttributeTypeInvalid`; malformed values `AttributeValueInvalid`; a type given twice with
 /// different values `TemplateInconsistent`.
 pub fn parse_raw(raw: &[(u64, &[u8])]) -> Result<Vec<(AttrType, AttrValue)>> {
+    crate::limits::check_template_len(raw.len())?;
     let mut out: Vec<(AttrType, AttrValue)> = Vec::with_capacity(raw.len());
     for (t, v) in raw {
         let t = AttrType::from_raw(*t).ok_or(Error::AttributeTypeInvalid(*t))?;
+        crate::limits::check_attr_len(t, v.len())?;
         let v = AttrValue::from_raw(t, v)?;
         if let Some((_, prev)) = out.iter().find(|(pt, _)| *pt == t) {
             if *prev != v {
@@ -189,6 +191,8 @@ fn allowed_for(class: ObjectClass) -> BTreeSet<AttrType> {
 }
 
 fn check_allowed(class: ObjectClass, t: &Template, creating_from_value: bool) -> Result<()> {
+    // The same size limits on every path (C templates, the p11 codec, the label API, the CLI).
+    crate::limits::check_template(t)?;
     let allowed = allowed_for(class);
     for (a, _) in t {
         if !allowed.contains(a) {
@@ -225,7 +229,9 @@ fn default_usage(class: ObjectClass, kt: KeyType) -> &'static [AttrType] {
         (ObjectClass::SecretKey, KeyType::Hkdf)
         | (ObjectClass::PrivateKey, KeyType::EcMontgomery) => &[A::Derive],
         (ObjectClass::PrivateKey, KeyType::Rsa) => &[A::Sign, A::Decrypt, A::Unwrap],
-        (ObjectClass::PublicKey, KeyType::Rsa) => &[A::Verify, A::Encrypt, A::Wrap],
+        (ObjectClass::PublicKey, KeyType::Rsa) => {
+            &[A::Verify, A::VerifyRecover, A::Encrypt, A::Wrap]
+        }
         (ObjectClass::PrivateKey, KeyType::Ec) => &[A::Sign, A::Derive],
         (ObjectClass::PrivateKey, KeyType::EcEdwards | KeyType::MlDsa) => &[A::Sign],
         (ObjectClass::PublicKey, KeyType::Ec | KeyType::EcEdwards | KeyType::MlDsa) => &[A::Verify],
@@ -308,7 +314,11 @@ fn build(class: ObjectClass, kt: Option<KeyType>, t: &Template, origin: Origin) 
             let _ = a.set(d, AttrValue::Date(None));
         }
     }
-    let any_usage = t.iter().any(|(k, _)| USAGE.contains(k));
+    // A private or secret key whose template names any usage gets exactly those usages (the
+    // secure reading: nothing the caller did not ask for). A public key holds no secret, so each
+    // usage it does not name takes its key type's default, as clients assume (pkcs11-tool asks
+    // for CKA_ENCRYPT and CKA_VERIFY on an RSA key pair, then wraps with the public key).
+    let any_usage = class != ObjectClass::PublicKey && t.iter().any(|(k, _)| USAGE.contains(k));
     let defaults = default_usage(class, kt);
     for u in USAGE {
         if !a.contains(*u) && allowed_for(class).contains(u) {
@@ -575,6 +585,7 @@ pub enum CreateKind {
 /// Validates a `C_CreateObject` template (the object's CKA_VALUE and key components stay in the
 /// template for the caller to turn into material).
 pub fn object_for_create(t: &Template) -> Result<(Attributes, CreateKind)> {
+    crate::limits::check_template(t)?;
     let class =
         find_ulong(t, AttrType::Class).ok_or(Error::TemplateIncomplete(AttrType::Class)).and_then(
             |c| ObjectClass::from_raw(c).ok_or(Error::AttributeValueInvalid(AttrType::Class)),
@@ -697,6 +708,7 @@ const IMMUTABLE: &[AttrType] = &[
 /// true→false, CKA_WRAP_WITH_TRUSTED only false→true, CKA_COPYABLE only true→false. Returns the
 /// new set; `current` is untouched on error.
 pub fn apply_changes(current: &Attributes, changes: &Template, copy: bool) -> Result<Attributes> {
+    crate::limits::check_template(changes)?;
     let class = current.class().ok_or(Error::Internal("object without class"))?;
     if !copy && !current.bool_or(AttrType::Modifiable, true) {
         return Err(Error::ActionProhibited("object is not modifiable"));

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use bulwark_core::attr::{AttrType, AttrValue};
 use bulwark_core::audit::{self, ExportLine};
 use bulwark_core::hierarchy::KdfParams;
+use bulwark_core::hsm::Hsm as _;
 use bulwark_core::mechanism::{KeyGenMechanism, Mechanism};
 use bulwark_core::secret::Pin;
 use bulwark_core::token::{InitOptions, SecurityPolicy, TamperResponse};
@@ -268,8 +269,10 @@ fn integrity_failure_triggers_the_response() {
         drop(t);
         edit_db(&f.path, "UPDATE objects SET label = x'6a', attrs = attrs");
         let t = Token::open(&f.path).unwrap();
-        t.login(UserType::User, &user()).unwrap();
-        assert!(matches!(t.encrypt(k, &gcm(), b"x"), Err(Error::Integrity(_))));
+        // The whole store is verified at login: the edited row is found before any use.
+        let r = t.login(UserType::User, &user());
+        assert!(matches!(r, Err(Error::Integrity(_))), "{r:?}");
+        assert!(t.encrypt(k, &gcm(), b"x").is_err());
         let st = Token::open(&f.path).unwrap();
         match policy.tamper_response {
             TamperResponse::Alarm => assert!(st.tamper_alarm().is_some()),
@@ -366,14 +369,14 @@ fn a_front_door_can_name_the_actor() {
 
 #[test]
 fn key_use_through_key_for_is_audited_as_init() {
-    // The PKCS#11 module authorizes a key once at C_SignInit (Token::key_for) and then signs
+    // The PKCS#11 module authorizes a key once at C_SignInit (Hsm::prepare) and then signs
     // with the returned key: the authorization is the audited event.
     let f = fx(alarm_policy());
     let t = Token::open(&f.path).unwrap();
     t.login(UserType::User, &user()).unwrap();
     let k = aes(&t, "k", false);
-    t.key_for(k, bulwark_core::token::Usage::Encrypt, &gcm()).unwrap();
-    assert!(t.key_for(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
+    t.prepare(k, bulwark_core::token::Usage::Encrypt, &gcm()).unwrap();
+    assert!(t.prepare(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
     drop(t);
     let recs = records(&f.path);
     assert!(recs.iter().any(|r| r.op == "encrypt-init" && r.result == "ok" && r.label == "k"));

@@ -9,6 +9,8 @@
 //! Everything goes through `rustix`'s safe wrappers, so this crate keeps the workspace's
 //! `unsafe_code = "forbid"`. It must never fail the caller: each step reports what it did.
 
+#![forbid(unsafe_code)]
+
 use rustix::mm::{mlockall, MlockAllFlags};
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 

@@ -1,7 +1,14 @@
 //! Module configuration: which slots exist and which store each one opens.
 //!
-//! Read once at `C_Initialize` from the TOML file named by `BULWARK_PKCS11_CONF`, else
-//! `$XDG_CONFIG_HOME/bulwark/pkcs11.toml`, else `~/.config/bulwark/pkcs11.toml`:
+//! Read once at `C_Initialize`. The first of these that applies is used, whole (files are not
+//! merged):
+//!
+//! 1. the file named by `BULWARK_PKCS11_CONF` (it must exist);
+//! 2. the user's file, `$XDG_CONFIG_HOME/bulwark/pkcs11.toml`, else `~/.config/bulwark/pkcs11.toml`;
+//! 3. the system file, `/etc/bulwark/pkcs11.toml` (the installer lays down a commented one; the
+//!    directory can be changed at build time with `BULWARK_SYSCONFDIR`);
+//! 4. the built-in default: one slot labelled `bulwark` whose store is
+//!    `$XDG_DATA_HOME/bulwark/token.db`.
 //!
 //! ```toml
 //! [[slot]]
@@ -16,13 +23,16 @@
 //! client_key = "/etc/bulwark/alice-key.pem"
 //! ```
 //!
-//! Each slot names exactly one of `store` (embedded) or `endpoint` (remote).
-//!
-//! Without any configuration file the module offers one slot, labelled `bulwark`, whose store
-//! is `$XDG_DATA_HOME/bulwark/token.db` (else `~/.local/share/bulwark/token.db`), so that
-//! `pkcs11-tool --init-token` works out of the box like the default token directory.
-//! This module never reads a PIN or a key.
+//! Each slot names exactly one of `store` (embedded) or `endpoint` (remote). A path may start
+//! with `~/` (the user's home) or `$XDG_DATA_HOME/` (that variable, else `~/.local/share`, as the
+//! XDG base-directory specification defines it), so one system-wide file gives every user a
+//! token of their own; other relative paths are relative to the configuration file. A slot
+//! whose path needs a home directory the process does not have (no `HOME`: a system service)
+//! is left out, with a warning in the log, rather than pointed at the working directory.
+//! Without any file, `pkcs11-tool --init-token` therefore works out of the box, like
+//! the default token directory of `SoftHSMv2`. This module never reads a PIN or a key.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -137,71 +147,132 @@ impl Config {
         })
     }
 
-    /// Loads the configuration from the environment-selected path (see the module docs).
+    /// Loads the configuration from the first source that applies (see the module docs).
     ///
     /// # Errors
-    /// [`Error::General`] when the named file cannot be read or parsed.
+    /// [`Error::General`] when the chosen file cannot be read or parsed.
     pub fn load() -> Result<Config> {
-        if let Some(p) = std::env::var_os(CONF_ENV).filter(|p| !p.is_empty()) {
-            return Self::load_file(Path::new(&p));
-        }
-        if let Some(p) = default_path().filter(|p| p.exists()) {
-            return Self::load_file(&p);
-        }
-        let store =
-            data_dir().map_or_else(|| PathBuf::from("bulwark-token.db"), |d| d.join("token.db"));
-        Ok(Config {
-            slot: vec![SlotConfig { label: default_label(), backend: Backend::Store(store) }],
-        })
+        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+        let source = Source::find(&env, &|p| p.exists());
+        tracing::debug!(?source, "bulwark PKCS#11 configuration");
+        let (mut config, dir) = match &source {
+            Source::Env(p) | Source::User(p) | Source::System(p) => {
+                (Self::read_file(p)?, p.parent().map(Path::to_path_buf))
+            }
+            Source::BuiltIn => (Self::parse(BUILT_IN)?, None),
+        };
+        config.resolve_paths(&env, dir.as_deref());
+        Ok(config)
     }
 
-    fn load_file(p: &Path) -> Result<Config> {
+    fn read_file(p: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(p).map_err(|e| {
             tracing::error!(path = %p.display(), error = %e, "cannot read the configuration");
             Error::General("cannot read configuration file")
         })?;
-        let mut c = Self::parse(&text)?;
-        // Relative paths are relative to the configuration file's folder.
-        if let Some(dir) = p.parent() {
-            let fix = |p: &mut PathBuf| {
-                if p.is_relative() {
-                    *p = dir.join(&*p);
+        Self::parse(&text)
+    }
+
+    /// Expands `~/` and `$XDG_DATA_HOME/`, makes other relative paths relative to `dir` (the
+    /// configuration file's folder), and leaves out the slots whose paths cannot be expanded.
+    fn resolve_paths(&mut self, env: &dyn Fn(&str) -> Option<OsString>, dir: Option<&Path>) {
+        self.slot.retain_mut(|s| {
+            let fix = |p: &mut PathBuf| -> bool {
+                match expand(p, env) {
+                    Some(e) => {
+                        *p = match dir {
+                            Some(d) if e.is_relative() => d.join(e),
+                            _ => e,
+                        };
+                        true
+                    }
+                    None => false,
                 }
             };
-            for s in &mut c.slot {
-                match &mut s.backend {
-                    Backend::Store(p) => fix(p),
-                    Backend::Remote(r) => {
-                        fix(&mut r.ca_cert);
-                        fix(&mut r.client_cert);
-                        fix(&mut r.client_key);
-                    }
+            let ok = match &mut s.backend {
+                Backend::Store(p) => fix(p),
+                Backend::Remote(r) => {
+                    fix(&mut r.ca_cert) && fix(&mut r.client_cert) && fix(&mut r.client_key)
                 }
+            };
+            if !ok {
+                tracing::warn!(
+                    slot = %s.label,
+                    "slot left out: its path needs a home directory and HOME is not set"
+                );
             }
-        }
-        Ok(c)
+            ok
+        });
     }
 }
 
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+/// The built-in configuration (used when no file exists). `packaging/pkcs11.toml`, the
+/// commented system file the installer lays down, has the same effect.
+pub const BUILT_IN: &str =
+    "[[slot]]\nlabel = \"bulwark\"\nstore = \"$XDG_DATA_HOME/bulwark/token.db\"\n";
+
+/// Which configuration applies, in lookup order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The file named by `BULWARK_PKCS11_CONF`.
+    Env(PathBuf),
+    /// The user's own file.
+    User(PathBuf),
+    /// The system-wide file.
+    System(PathBuf),
+    /// No file: [`BUILT_IN`].
+    BuiltIn,
 }
 
-/// `$XDG_CONFIG_HOME/bulwark/pkcs11.toml`, else `~/.config/bulwark/pkcs11.toml`.
-pub fn default_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
+impl Source {
+    /// Picks the source from an environment lookup and a file-existence check (parameters,
+    /// so tests need not change the process environment).
+    pub fn find(env: &dyn Fn(&str) -> Option<OsString>, exists: &dyn Fn(&Path) -> bool) -> Source {
+        if let Some(p) = env(CONF_ENV) {
+            return Source::Env(PathBuf::from(p));
+        }
+        if let Some(p) = user_path(env).filter(|p| exists(p)) {
+            return Source::User(p);
+        }
+        let system = system_path();
+        if exists(&system) {
+            return Source::System(system);
+        }
+        Source::BuiltIn
+    }
+}
+
+/// The system-wide configuration file: `/etc/bulwark/pkcs11.toml`, or
+/// `$BULWARK_SYSCONFDIR/bulwark/pkcs11.toml` when that variable was set at build time.
+pub fn system_path() -> PathBuf {
+    Path::new(option_env!("BULWARK_SYSCONFDIR").unwrap_or("/etc"))
+        .join("bulwark")
+        .join("pkcs11.toml")
+}
+
+/// The user's configuration file: `$XDG_CONFIG_HOME/bulwark/pkcs11.toml`, else
+/// `~/.config/bulwark/pkcs11.toml`.
+fn user_path(env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let base = env("XDG_CONFIG_HOME")
         .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".config")))?;
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))?;
     Some(base.join("bulwark").join("pkcs11.toml"))
 }
 
-fn data_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".local").join("share")))?;
-    Some(base.join("bulwark"))
+/// `~/...` and `$XDG_DATA_HOME/...` expanded; `None` when the home directory is needed and
+/// unknown. Other paths are returned unchanged.
+fn expand(p: &Path, env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    let home = || env("HOME").map(PathBuf::from);
+    if let Ok(rest) = p.strip_prefix("~") {
+        return home().map(|h| h.join(rest));
+    }
+    if let Ok(rest) = p.strip_prefix("$XDG_DATA_HOME") {
+        let base = env("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home().map(|h| h.join(".local").join("share")))?;
+        return Some(base.join(rest));
+    }
+    Some(p.to_path_buf())
 }
 
 #[cfg(test)]
@@ -248,5 +319,97 @@ mod tests {
         assert!(Config::parse("[[slot]]\nstore = \"/x\"\npin = \"1234\"\n").is_err());
         assert!(Config::parse("[[slot]\n").is_err());
         assert!(Config::parse("[[slot]]\nlabel = \"no store\"\n").is_err());
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, OsString)> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), OsString::from(v))).collect();
+        move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn lookup_order_env_then_user_then_system_then_built_in() {
+        let env = env_of(&[("HOME", "/home/u"), (CONF_ENV, "/x/named.toml")]);
+        assert_eq!(Source::find(&env, &|_| true), Source::Env(PathBuf::from("/x/named.toml")));
+        // The named file wins even when it does not exist (reading it then fails loudly).
+        assert_eq!(Source::find(&env, &|_| false), Source::Env(PathBuf::from("/x/named.toml")));
+
+        let env = env_of(&[("HOME", "/home/u")]);
+        let user = PathBuf::from("/home/u/.config/bulwark/pkcs11.toml");
+        assert_eq!(Source::find(&env, &|_| true), Source::User(user.clone()));
+        assert_eq!(Source::find(&env, &|p| p != user), Source::System(system_path()));
+        assert_eq!(Source::find(&env, &|_| false), Source::BuiltIn);
+
+        let env = env_of(&[("HOME", "/home/u"), ("XDG_CONFIG_HOME", "/cfg")]);
+        let user = PathBuf::from("/cfg/bulwark/pkcs11.toml");
+        assert_eq!(Source::find(&env, &|p| p == user), Source::User(user.clone()));
+        // No HOME and no XDG_CONFIG_HOME: no user file to look for.
+        assert_eq!(Source::find(&env_of(&[]), &|p| p == user), Source::BuiltIn);
+        assert_eq!(system_path(), PathBuf::from("/etc/bulwark/pkcs11.toml"));
+    }
+
+    fn stores(c: &Config) -> Vec<PathBuf> {
+        c.slot
+            .iter()
+            .map(|s| match &s.backend {
+                Backend::Store(p) => p.clone(),
+                Backend::Remote(r) => r.client_key.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn built_in_store_follows_xdg_data_home() {
+        let mut c = Config::parse(BUILT_IN).unwrap();
+        c.resolve_paths(&env_of(&[("HOME", "/home/u")]), None);
+        assert_eq!(stores(&c), [PathBuf::from("/home/u/.local/share/bulwark/token.db")]);
+        assert_eq!(c.slot[0].label, "bulwark");
+
+        let mut c = Config::parse(BUILT_IN).unwrap();
+        c.resolve_paths(&env_of(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "/d")]), None);
+        assert_eq!(stores(&c), [PathBuf::from("/d/bulwark/token.db")]);
+
+        // No home: the slot is left out instead of landing in the working directory.
+        let mut c = Config::parse(BUILT_IN).unwrap();
+        c.resolve_paths(&env_of(&[]), None);
+        assert!(c.slot.is_empty());
+    }
+
+    #[test]
+    fn paths_expand_and_resolve_against_the_file() {
+        let mut c = Config::parse(
+            "[[slot]]\nstore = \"~/t.db\"\n[[slot]]\nstore = \"rel/t.db\"\n\
+             [[slot]]\nstore = \"/abs/t.db\"\n[[slot]]\nstore = \"~user/t.db\"\n\
+             [[slot]]\nendpoint = \"https://h:1\"\nca_cert = \"/ca.pem\"\n\
+             client_cert = \"c.pem\"\nclient_key = \"~/k.pem\"\n",
+        )
+        .unwrap();
+        c.resolve_paths(&env_of(&[("HOME", "/home/u")]), Some(Path::new("/etc/bulwark")));
+        assert_eq!(
+            stores(&c),
+            [
+                PathBuf::from("/home/u/t.db"),
+                PathBuf::from("/etc/bulwark/rel/t.db"),
+                PathBuf::from("/abs/t.db"),
+                // Only `~/` is the home directory; `~user` is an ordinary relative name.
+                PathBuf::from("/etc/bulwark/~user/t.db"),
+                PathBuf::from("/home/u/k.pem"),
+            ]
+        );
+        let Backend::Remote(r) = &c.slot[4].backend else { panic!("{c:?}") };
+        assert_eq!(r.client_cert, PathBuf::from("/etc/bulwark/c.pem"));
+        assert_eq!(r.ca_cert, PathBuf::from("/ca.pem"));
+
+        // Without HOME, only the slots that need it go.
+        let mut c =
+            Config::parse("[[slot]]\nstore = \"~/t.db\"\n[[slot]]\nstore = \"/a.db\"\n").unwrap();
+        c.resolve_paths(&env_of(&[]), None);
+        assert_eq!(stores(&c), [PathBuf::from("/a.db")]);
+    }
+
+    #[test]
+    fn the_installed_system_file_is_the_built_in_default() {
+        let shipped = include_str!("../../../packaging/pkcs11.toml");
+        assert_eq!(Config::parse(shipped).unwrap(), Config::parse(BUILT_IN).unwrap());
     }
 }

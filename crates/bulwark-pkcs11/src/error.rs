@@ -4,7 +4,7 @@
 //! [`Error::rv`]; the other variants are conditions only this layer can see (session state,
 //! operation state, argument checks at the C boundary). No variant carries secret data.
 
-use bulwark_core::Error as CoreError;
+use bulwark_core::{Error as CoreError, ErrorKind};
 use cryptoki_sys as ck;
 use cryptoki_sys::CK_RV;
 
@@ -13,7 +13,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong at the PKCS#11 layer.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum Error {
     /// An error from the core (token, templates, crypto).
     Core(CoreError),
@@ -69,6 +68,10 @@ pub enum Error {
     PinLenRange,
     /// `CKR_KEY_INDIGESTIBLE`.
     KeyIndigestible,
+    /// `CKR_STATE_UNSAVEABLE` (`C_GetOperationState` with an operation active).
+    StateUnsaveable,
+    /// `CKR_SAVED_STATE_INVALID` (`C_SetOperationState`).
+    SavedStateInvalid,
     /// `CKR_GENERAL_ERROR`: configuration or internal failure (detail goes to the log).
     General(&'static str),
 }
@@ -110,63 +113,93 @@ impl Error {
             Error::FunctionNotParallel => ck::CKR_FUNCTION_NOT_PARALLEL,
             Error::PinLenRange => ck::CKR_PIN_LEN_RANGE,
             Error::KeyIndigestible => ck::CKR_KEY_INDIGESTIBLE,
+            Error::StateUnsaveable => ck::CKR_STATE_UNSAVEABLE,
+            Error::SavedStateInvalid => ck::CKR_SAVED_STATE_INVALID,
             Error::General(_) => ck::CKR_GENERAL_ERROR,
         }
     }
 }
 
-/// Core error → `CK_RV`, one arm per variant.
-// One arm per variant keeps the table reviewable against the core enum, even where two variants
+/// Core error → `CK_RV`: the one table, one arm per [`ErrorKind`] (exhaustive: a new kind
+/// does not compile until it is mapped here).
+fn core_rv(e: &CoreError) -> CK_RV {
+    kind_rv(e.kind())
+}
+
+/// [`core_rv`] by kind.
+// One arm per kind keeps the table reviewable against the core enum, even where two kinds
 // share a code.
 #[allow(clippy::match_same_arms)]
-fn core_rv(e: &CoreError) -> CK_RV {
-    match e {
-        CoreError::ArgumentsBad(_) => ck::CKR_ARGUMENTS_BAD,
-        CoreError::AttributeTypeInvalid(_) => ck::CKR_ATTRIBUTE_TYPE_INVALID,
-        CoreError::AttributeValueInvalid(_) => ck::CKR_ATTRIBUTE_VALUE_INVALID,
-        CoreError::AttributeReadOnly(_) => ck::CKR_ATTRIBUTE_READ_ONLY,
-        CoreError::AttributeSensitive(_) => ck::CKR_ATTRIBUTE_SENSITIVE,
-        CoreError::TemplateIncomplete(_) => ck::CKR_TEMPLATE_INCOMPLETE,
-        CoreError::TemplateInconsistent(_) => ck::CKR_TEMPLATE_INCONSISTENT,
-        CoreError::MechanismInvalid(_) => ck::CKR_MECHANISM_INVALID,
-        CoreError::MechanismParamInvalid(_) => ck::CKR_MECHANISM_PARAM_INVALID,
-        CoreError::KeyTypeInconsistent => ck::CKR_KEY_TYPE_INCONSISTENT,
-        CoreError::KeyFunctionNotPermitted(_) => ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
-        CoreError::KeyUnextractable(_) => ck::CKR_KEY_UNEXTRACTABLE,
-        CoreError::KeySizeRange => ck::CKR_KEY_SIZE_RANGE,
+pub fn kind_rv(k: ErrorKind) -> CK_RV {
+    match k {
+        ErrorKind::ArgumentsBad => ck::CKR_ARGUMENTS_BAD,
+        ErrorKind::AttributeTypeInvalid => ck::CKR_ATTRIBUTE_TYPE_INVALID,
+        ErrorKind::AttributeValueInvalid => ck::CKR_ATTRIBUTE_VALUE_INVALID,
+        ErrorKind::AttributeReadOnly => ck::CKR_ATTRIBUTE_READ_ONLY,
+        ErrorKind::AttributeSensitive => ck::CKR_ATTRIBUTE_SENSITIVE,
+        ErrorKind::TemplateIncomplete => ck::CKR_TEMPLATE_INCOMPLETE,
+        ErrorKind::TemplateInconsistent => ck::CKR_TEMPLATE_INCONSISTENT,
+        ErrorKind::MechanismInvalid => ck::CKR_MECHANISM_INVALID,
+        ErrorKind::MechanismParamInvalid => ck::CKR_MECHANISM_PARAM_INVALID,
+        ErrorKind::KeyTypeInconsistent => ck::CKR_KEY_TYPE_INCONSISTENT,
+        ErrorKind::KeyFunctionNotPermitted => ck::CKR_KEY_FUNCTION_NOT_PERMITTED,
+        ErrorKind::KeyUnextractable => ck::CKR_KEY_UNEXTRACTABLE,
+        ErrorKind::KeySizeRange => ck::CKR_KEY_SIZE_RANGE,
         // Key bytes supplied by the caller (C_CreateObject CKA_VALUE) that are not a key.
-        CoreError::KeyInvalid => ck::CKR_ATTRIBUTE_VALUE_INVALID,
-        CoreError::ObjectHandleInvalid => ck::CKR_OBJECT_HANDLE_INVALID,
-        CoreError::NotFound(_) => ck::CKR_OBJECT_HANDLE_INVALID,
-        CoreError::Ambiguous(_) | CoreError::Exists(_) => ck::CKR_FUNCTION_FAILED,
-        CoreError::DataLenRange => ck::CKR_DATA_LEN_RANGE,
-        CoreError::EncryptedDataInvalid => ck::CKR_ENCRYPTED_DATA_INVALID,
-        CoreError::EncryptedDataLenRange => ck::CKR_ENCRYPTED_DATA_LEN_RANGE,
-        CoreError::WrappedKeyInvalid => ck::CKR_WRAPPED_KEY_INVALID,
-        CoreError::SignatureInvalid => ck::CKR_SIGNATURE_INVALID,
-        CoreError::SignatureLenRange => ck::CKR_SIGNATURE_LEN_RANGE,
-        CoreError::ActionProhibited(_) => ck::CKR_ACTION_PROHIBITED,
-        CoreError::PinIncorrect => ck::CKR_PIN_INCORRECT,
-        CoreError::PinLocked => ck::CKR_PIN_LOCKED,
-        CoreError::PinLenRange { .. } => ck::CKR_PIN_LEN_RANGE,
-        CoreError::UserNotLoggedIn => ck::CKR_USER_NOT_LOGGED_IN,
-        CoreError::UserAlreadyLoggedIn => ck::CKR_USER_ALREADY_LOGGED_IN,
-        CoreError::AnotherUserLoggedIn => ck::CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
-        CoreError::UserPinNotInitialized => ck::CKR_USER_PIN_NOT_INITIALIZED,
-        CoreError::NotInitialized(_) | CoreError::SchemaUnsupported(_) | CoreError::Zeroized => {
+        ErrorKind::KeyInvalid => ck::CKR_ATTRIBUTE_VALUE_INVALID,
+        ErrorKind::ObjectHandleInvalid => ck::CKR_OBJECT_HANDLE_INVALID,
+        ErrorKind::NotFound => ck::CKR_OBJECT_HANDLE_INVALID,
+        ErrorKind::Ambiguous | ErrorKind::Exists => ck::CKR_FUNCTION_FAILED,
+        ErrorKind::DataLenRange => ck::CKR_DATA_LEN_RANGE,
+        ErrorKind::EncryptedDataInvalid => ck::CKR_ENCRYPTED_DATA_INVALID,
+        ErrorKind::EncryptedDataLenRange => ck::CKR_ENCRYPTED_DATA_LEN_RANGE,
+        ErrorKind::WrappedKeyInvalid => ck::CKR_WRAPPED_KEY_INVALID,
+        ErrorKind::SignatureInvalid => ck::CKR_SIGNATURE_INVALID,
+        ErrorKind::SignatureLenRange => ck::CKR_SIGNATURE_LEN_RANGE,
+        ErrorKind::ActionProhibited => ck::CKR_ACTION_PROHIBITED,
+        ErrorKind::PinIncorrect => ck::CKR_PIN_INCORRECT,
+        ErrorKind::PinLocked => ck::CKR_PIN_LOCKED,
+        ErrorKind::PinLenRange => ck::CKR_PIN_LEN_RANGE,
+        ErrorKind::UserNotLoggedIn => ck::CKR_USER_NOT_LOGGED_IN,
+        ErrorKind::UserAlreadyLoggedIn => ck::CKR_USER_ALREADY_LOGGED_IN,
+        ErrorKind::AnotherUserLoggedIn => ck::CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+        ErrorKind::UserPinNotInitialized => ck::CKR_USER_PIN_NOT_INITIALIZED,
+        ErrorKind::NotInitialized | ErrorKind::SchemaUnsupported | ErrorKind::Zeroized => {
             ck::CKR_TOKEN_NOT_RECOGNIZED
         }
-        CoreError::AlreadyInitialized(_) => ck::CKR_FUNCTION_FAILED,
-        // Tampering, rollback and storage faults: the device cannot be trusted or reached.
-        CoreError::Integrity(_) | CoreError::Rollback { .. } | CoreError::Store(_) => {
+        ErrorKind::AlreadyInitialized => ck::CKR_FUNCTION_FAILED,
+        // Tampering (a raised alarm too), rollback and storage faults: the device cannot be
+        // trusted or reached (docs/pkcs11.md).
+        ErrorKind::TamperAlarm | ErrorKind::Integrity | ErrorKind::Rollback | ErrorKind::Store => {
             ck::CKR_DEVICE_ERROR
         }
-        CoreError::ErrorState(_) | CoreError::Internal(_) => ck::CKR_GENERAL_ERROR,
-        CoreError::CryptoFailed => ck::CKR_FUNCTION_FAILED,
-        CoreError::NotSupported(_) => ck::CKR_FUNCTION_NOT_SUPPORTED,
-        CoreError::BufferTooSmall => ck::CKR_BUFFER_TOO_SMALL,
-        // `bulwark_core::Error` is `#[non_exhaustive]`, so a wildcard is required; a new variant
-        // must get its own arm above (the core's error tests list every variant).
-        _ => ck::CKR_GENERAL_ERROR,
+        ErrorKind::ErrorState | ErrorKind::Internal => ck::CKR_GENERAL_ERROR,
+        ErrorKind::CryptoFailed => ck::CKR_FUNCTION_FAILED,
+        ErrorKind::NotSupported => ck::CKR_FUNCTION_NOT_SUPPORTED,
+        ErrorKind::BufferTooSmall => ck::CKR_BUFFER_TOO_SMALL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tamper_alarm_is_a_device_error() {
+        let e = Error::Core(CoreError::TamperAlarm("SIGUSR1".into()));
+        assert_eq!(e.rv(), ck::CKR_DEVICE_ERROR);
+        assert_eq!(Error::Core(CoreError::Integrity("x")).rv(), ck::CKR_DEVICE_ERROR);
+    }
+
+    #[test]
+    fn every_kind_has_a_specific_code() {
+        for k in ErrorKind::ALL {
+            let rv = kind_rv(*k);
+            assert_ne!(rv, ck::CKR_OK, "{k:?}");
+            // Only internal faults and the self-test error state are "general" errors.
+            if rv == ck::CKR_GENERAL_ERROR {
+                assert!(matches!(k, ErrorKind::ErrorState | ErrorKind::Internal), "{k:?}");
+            }
+        }
     }
 }

@@ -9,6 +9,8 @@
 //!
 //! Also: `CKR_BUFFER_TOO_SMALL` keeps the operation active, and the NULL-output length query.
 
+// This test drives the C ABI through raw function pointers, which needs `unsafe`.
+#![allow(unsafe_code)]
 // Test harness: every call below passes buffers valid for the lengths given; C-style pointer
 // plumbing and short names are clearer here than the pedantic alternatives.
 #![allow(

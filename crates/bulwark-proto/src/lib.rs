@@ -5,6 +5,7 @@
 //! are safe to show a remote caller: they never carry key bytes, plaintext or passwords, and
 //! internal faults are reduced to a generic reason (details belong in the daemon's log).
 
+#![forbid(unsafe_code)]
 #![allow(missing_docs, unreachable_pub)] // generated code below has neither docs nor narrow visibility
 
 /// Generated types of package `bulwark.v1`.
@@ -26,7 +27,10 @@ pub mod bootstrap {
 pub mod p11;
 mod status;
 
-pub use status::{status_from_core, SEALED};
+pub use status::{
+    code_of, quorum_required, reason, sealed, status_from_core, with_reason, Reason, REASON_KEY,
+    SEALED,
+};
 
 /// The canonical name of a role given by its name or alias (`so`, `co`, `cu`, `user`), as the
 /// daemon records it and as approval digests carry it.

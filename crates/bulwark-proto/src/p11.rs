@@ -53,6 +53,7 @@ pub fn template_to_pb(t: &[(AttrType, AttrValue)]) -> Vec<pb::Attribute> {
 /// `AttributeTypeInvalid` for an unknown type, `AttributeValueInvalid` for a malformed value.
 pub fn attr_from_pb(a: &pb::Attribute) -> Result<(AttrType, AttrValue), Error> {
     let t = AttrType::from_raw(a.r#type).ok_or(Error::AttributeTypeInvalid(a.r#type))?;
+    bulwark_core::limits::check_attr_len(t, a.value.len())?;
     let v = match t.kind() {
         AttrKind::Ulong | AttrKind::MechanismList => {
             if a.value.len() % UL != 0 || (t.kind() == AttrKind::Ulong && a.value.len() != UL) {
@@ -76,6 +77,7 @@ pub fn attr_from_pb(a: &pb::Attribute) -> Result<(AttrType, AttrValue), Error> {
 /// # Errors
 /// As [`attr_from_pb`], and `TemplateInconsistent` for contradicting duplicates.
 pub fn template_from_pb(t: &[pb::Attribute]) -> Result<Vec<(AttrType, AttrValue)>, Error> {
+    bulwark_core::limits::check_template_len(t.len())?;
     let mut out: Vec<(AttrType, AttrValue)> = Vec::with_capacity(t.len());
     for a in t {
         let (k, v) = attr_from_pb(a)?;
@@ -141,7 +143,18 @@ pub fn mechanism_to_pb(m: &Mechanism) -> pb::Mechanism {
             p.data.clone_from(aad);
             p.length = *tag_bits as u64;
         }
+        Mechanism::AesGcmGenerated { fixed, aad, tag_bits } => {
+            p.generate_iv = true;
+            p.iv.clone_from(fixed);
+            p.data.clone_from(aad);
+            p.length = *tag_bits as u64;
+        }
         Mechanism::AesCbcPad { iv } | Mechanism::AesCbc { iv } => p.iv = iv.to_vec(),
+        Mechanism::AesCbcPadPart { iv } => {
+            p.iv = iv.to_vec();
+            p.part = true;
+        }
+        Mechanism::AesCmacGeneral { mac_len } => p.length = *mac_len as u64,
         Mechanism::AesCtr { counter_block, counter_bits } => {
             p.iv = counter_block.to_vec();
             p.length = *counter_bits as u64;
@@ -170,6 +183,8 @@ pub fn mechanism_to_pb(m: &Mechanism) -> pb::Mechanism {
         | Mechanism::Hmac(_)
         | Mechanism::AesKeyWrap
         | Mechanism::AesKeyWrapPad
+        | Mechanism::AesEcb
+        | Mechanism::AesCmac
         | Mechanism::MlKem
         | Mechanism::Digest(_) => {}
     }
@@ -223,10 +238,19 @@ pub fn mechanism_from_pb(p: &pb::Mechanism) -> Result<Mechanism, Error> {
         ck::CKM_SHA256_HMAC => Mechanism::Hmac(DigestAlg::Sha256),
         ck::CKM_SHA384_HMAC => Mechanism::Hmac(DigestAlg::Sha384),
         ck::CKM_SHA512_HMAC => Mechanism::Hmac(DigestAlg::Sha512),
+        ck::CKM_AES_GCM if p.generate_iv => Mechanism::AesGcmGenerated {
+            fixed: p.iv.clone(),
+            aad: p.data.clone(),
+            tag_bits: len()?,
+        },
         ck::CKM_AES_GCM => {
             Mechanism::AesGcm { iv: p.iv.clone(), aad: p.data.clone(), tag_bits: len()? }
         }
+        ck::CKM_AES_CBC_PAD if p.part => Mechanism::AesCbcPadPart { iv: iv16(&p.iv)? },
         ck::CKM_AES_CBC_PAD => Mechanism::AesCbcPad { iv: iv16(&p.iv)? },
+        ck::CKM_AES_ECB => Mechanism::AesEcb,
+        ck::CKM_AES_CMAC => Mechanism::AesCmac,
+        ck::CKM_AES_CMAC_GENERAL => Mechanism::AesCmacGeneral { mac_len: len()? },
         ck::CKM_AES_CBC => Mechanism::AesCbc { iv: iv16(&p.iv)? },
         ck::CKM_AES_CTR => Mechanism::AesCtr { counter_block: iv16(&p.iv)?, counter_bits: len()? },
         ck::CKM_AES_KEY_WRAP => Mechanism::AesKeyWrap,
@@ -354,8 +378,7 @@ fn error_code(e: &Error) -> String {
         Error::CryptoFailed => "CryptoFailed".into(),
         Error::NotSupported(_) => "NotSupported".into(),
         Error::BufferTooSmall => "BufferTooSmall".into(),
-        // `Error` is non_exhaustive: a later variant travels as an internal error until mapped.
-        _ => "Internal".into(),
+        Error::Internal(_) => "Internal".into(),
     }
 }
 
@@ -507,6 +530,16 @@ mod tests {
                 info: b"info".to_vec(),
             },
             Mechanism::MlKem,
+            Mechanism::AesEcb,
+            Mechanism::AesCmac,
+            Mechanism::AesCmacGeneral { mac_len: 8 },
+            Mechanism::AesCbcPadPart { iv: [3; 16] },
+            Mechanism::AesGcmGenerated {
+                fixed: vec![1, 2, 3, 4],
+                aad: b"a".to_vec(),
+                tag_bits: 128,
+            },
+            Mechanism::AesGcmGenerated { fixed: vec![], aad: vec![], tag_bits: 128 },
             Mechanism::Digest(Sha1),
             Mechanism::Digest(Sha224),
             Mechanism::Digest(Sha256),

@@ -3,10 +3,9 @@
 //! initializes the HSM with `Initialize`; it then hands the listening socket over to the normal
 //! service ([`crate::server::start_on`]), sealed, without a restart.
 //!
-//! `Initialize` creates the quorum store (as `bulwarkd init`), records `init` in the store's
-//! audit log, adds the first security officer to the user database (unbound, as the offline
-//! `bulwarkd user add` does; the daemon binds it at the first unseal), and returns the share
-//! files to the caller, which encrypts each to its custodian. The shares are never written on
+//! `Initialize` creates the quorum store (as `bulwarkd init`) with the first security officer
+//! inside it (users live in the store, under the master key), records `init` in the store's
+//! audit log, and returns the share files to the caller, which encrypts each to its custodian. The shares are never written on
 //! the HSM's host and never logged. Before initialization every other call is refused with
 //! FAILED_PRECONDITION "not initialized"; after it, `Initialize` is refused with ALREADY_EXISTS.
 
@@ -29,8 +28,10 @@ use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
+use crate::error::DaemonError;
 use crate::server::Running;
-use crate::users::{Role, Users};
+use bulwark_core::kernel::Role;
+use bulwark_core::token::InitialUser;
 
 /// The message of every call refused before initialization.
 pub const NOT_INITIALIZED: &str = "not initialized";
@@ -122,10 +123,10 @@ impl TryFrom<&pb::InitializeRequest> for Params {
         if threshold < 2 || shares < threshold {
             return Err(Status::invalid_argument("quorum needs 2 <= threshold <= shares <= 255"));
         }
-        if r.label.is_empty() || r.label.len() > 32 {
-            return Err(Status::invalid_argument("token label must be 1 to 32 bytes"));
-        }
-        crate::users::check_name(&r.so_name).map_err(Status::invalid_argument)?;
+        bulwark_core::limits::check_token_label(&r.label)
+            .map_err(|e| bulwark_proto::status_from_core(&e))?;
+        crate::users::check_name(&r.so_name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if r.so_password.len() < 8 {
             return Err(Status::invalid_argument(
                 "the security officer's password must be at least 8 bytes",
@@ -157,6 +158,9 @@ impl TryFrom<&pb::InitializeRequest> for Params {
                 .checkpoint_every_records
                 .unwrap_or(d.checkpoint_every_records),
             checkpoint_every_secs: pol.checkpoint_every_secs.unwrap_or(d.checkpoint_every_secs),
+            // A network HSM: keys leave only under keys its security officer trusts.
+            wrap_requires_trusted: true,
+            require_token_iv: d.require_token_iv,
         };
         Ok(Self { label: r.label.clone(), shares, threshold, policy, so_name: r.so_name.clone() })
     }
@@ -174,19 +178,15 @@ impl Pending {
         if *done || self.cfg.store.exists() {
             return Err(Status::already_exists("the HSM is already initialized"));
         }
+        // A dangling symlink "does not exist" but would decide where the new store lands.
+        bulwark_core::fsutil::check_store_path(&self.cfg.store)
+            .map_err(|e| bulwark_proto::status_from_core(&e))?;
         let internal = |what: &str, e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "initialize: {what}");
             Status::internal(format!("cannot initialize the HSM: {what} (see the daemon's log)"))
         };
-        // The user database must be free for a new HSM: one bound to another HSM's key would
-        // refuse the new security officer (and every login) after the first unseal.
-        let users = Users::load(&self.cfg.users).map_err(|e| internal("user database", &e))?;
-        if users.is_bound() {
-            return Err(Status::failed_precondition(
-                "the configured user database belongs to another HSM: move it away first",
-            ));
-        }
-        for file in [&self.cfg.store, &self.cfg.users] {
+        {
+            let file = &self.cfg.store;
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
                 use std::os::unix::fs::DirBuilderExt;
                 std::fs::DirBuilder::new()
@@ -196,12 +196,18 @@ impl Pending {
                     .map_err(|e| internal("data directory", &e))?;
             }
         }
-        let init = bulwark_core::seal::init_quorum_store_with(
+        let so = InitialUser {
+            name: p.so_name.clone(),
+            role: Role::SecurityOfficer,
+            password: Zeroizing::new(so_password.as_bytes().to_vec()),
+        };
+        let init = bulwark_core::seal::init_quorum_store_with_users(
             &self.cfg.store,
             &p.label,
             p.shares,
             p.threshold,
             &p.policy,
+            std::slice::from_ref(&so),
         )
         .map_err(|e| bulwark_proto::status_from_core(&e))?;
         // From here on a failure removes the new store: a half-made HSM whose shares nobody
@@ -220,9 +226,6 @@ impl Pending {
                 .map_err(|e| undo(bulwark_proto::status_from_core(&e)))?;
             files.push(f.to_json().into_bytes());
         }
-        users
-            .put(&p.so_name, Role::SecurityOfficer, so_password.as_bytes(), None, None)
-            .map_err(|e| undo(internal("user database", &e)))?;
         let store_id = hex::encode(init.store_uid);
         record_init(&self.cfg.store, p, client);
         *done = true;
@@ -315,7 +318,11 @@ impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Refuse<
     }
 
     fn call(&mut self, _req: tonic::codegen::http::Request<B>) -> Self::Future {
-        std::future::ready(Ok(Status::failed_precondition(NOT_INITIALIZED).into_http()))
+        let st = bulwark_proto::with_reason(
+            Status::failed_precondition(NOT_INITIALIZED),
+            bulwark_proto::Reason::NotInitialized,
+        );
+        std::future::ready(Ok(st.into_http()))
     }
 }
 
@@ -326,17 +333,20 @@ pub struct Uninitialized {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     initialized: watch::Receiver<bool>,
-    server: JoinHandle<Result<(), String>>,
+    server: JoinHandle<Result<(), DaemonError>>,
     accept: JoinHandle<TcpListener>,
 }
 
 /// Binds `cfg.listen` and serves the bootstrap service (mTLS, client certificate required).
-pub async fn start(cfg: &Config) -> Result<Uninitialized, String> {
+pub async fn start(cfg: &Config) -> Result<Uninitialized, DaemonError> {
     let acceptor = crate::server::tls_acceptor(cfg)?;
     let listener = crate::server::bind(cfg).await?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen { addr: cfg.listen.to_string(), source })?;
     let (stop, stop_rx) = watch::channel(false);
-    let (incoming, accept) = crate::server::spawn_accept(listener, acceptor, stop_rx.clone());
+    let (incoming, accept) =
+        crate::server::spawn_accept(listener, acceptor, cfg.connections, stop_rx.clone());
     let (initialized_tx, initialized) = watch::channel(false);
     let svc = BootstrapService {
         pending: Some(Arc::new(Pending {
@@ -347,16 +357,21 @@ pub async fn start(cfg: &Config) -> Result<Uninitialized, String> {
         })),
     };
     let mut server_stop = stop_rx;
+    let limits = cfg.connections;
     let server = tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(BootstrapServer::new(svc))
+        limits
+            .grpc_server()
+            .add_service(
+                BootstrapServer::new(svc)
+                    .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE),
+            )
             .add_service(Refuse::<HsmName>::default())
             .add_service(Refuse::<TokenName>::default())
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = server_stop.wait_for(|v| *v).await;
             })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| DaemonError::Server(e.to_string()))
     });
     tracing::warn!(
         %addr,
@@ -374,7 +389,7 @@ impl Uninitialized {
     pub async fn wait(
         mut self,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<Option<TcpListener>, String> {
+    ) -> Result<Option<TcpListener>, DaemonError> {
         let mut usr1 =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         let tamper = async {
@@ -396,12 +411,12 @@ impl Uninitialized {
         // The graceful shutdown finishes in-flight calls (the Initialize reply); a client that
         // keeps its connection open past the grace period is cut off.
         if let Ok(r) = tokio::time::timeout(crate::server::SHUTDOWN_GRACE, &mut self.server).await {
-            r.map_err(|e| e.to_string()).and_then(|r| r)?;
+            r.map_err(|e| DaemonError::Server(e.to_string())).and_then(|r| r)?;
         } else {
             tracing::warn!("bootstrap: closing the remaining connections");
             self.server.abort();
         }
-        let listener = self.accept.await.map_err(|e| e.to_string())?;
+        let listener = self.accept.await.map_err(|e| DaemonError::Server(e.to_string()))?;
         Ok(initialized.then_some(listener))
     }
 }
@@ -414,7 +429,7 @@ pub async fn start_daemon(
     cfg: &Config,
     shutdown: impl std::future::Future<Output = ()>,
     mut listening: impl FnMut(SocketAddr, bool),
-) -> Result<Option<Running>, String> {
+) -> Result<Option<Running>, DaemonError> {
     let listener = if cfg.store.exists() {
         None
     } else {
@@ -445,17 +460,17 @@ pub struct DaemonThread {
     pub addr: SocketAddr,
     rt: Option<tokio::runtime::Runtime>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<Result<(), String>>>,
+    task: Option<JoinHandle<Result<(), DaemonError>>>,
 }
 
 impl DaemonThread {
     /// Starts a daemon for `cfg` and waits until it listens.
-    pub fn start(cfg: Config) -> Result<Self, String> {
+    pub fn start(cfg: Config) -> Result<Self, DaemonError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DaemonError::Server(e.to_string()))?;
         let (stop, stop_rx) = watch::channel(false);
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let mut stop_boot = stop_rx.clone();
@@ -477,10 +492,10 @@ impl DaemonThread {
             Ok(addr) => Ok(Self { addr, rt: Some(rt), stop, task: Some(task) }),
             Err(_) => Err(rt
                 .block_on(task)
-                .map_err(|e| e.to_string())
+                .map_err(|e| DaemonError::Server(e.to_string()))
                 .and_then(|r| r)
                 .err()
-                .unwrap_or_else(|| "the daemon did not start".into())),
+                .unwrap_or_else(|| DaemonError::Server("the daemon did not start".into()))),
         }
     }
 }

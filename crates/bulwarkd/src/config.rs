@@ -3,23 +3,32 @@
 //! ```toml
 //! listen = "127.0.0.1:7443"
 //! store = "/var/lib/bulwark/store.db"
-//! users = "/var/lib/bulwark/users.json"
 //! workers = 32             # worker pool size (default: 16 x cores, at least 32)
 //! http_listen = "127.0.0.1:9464"   # optional: /health, /status, /metrics (plain HTTP)
 //! unix_socket = "/run/bulwark/bulwarkd.sock"   # optional: local admin, no TLS, mode 0600
 //! session_ttl_secs = 3600
+//! [connections]            # per listener (gRPC TCP, unix socket, HTTP); all optional
+//! max_connections = 1024   # more are closed as soon as they are accepted
+//! handshake_timeout_secs = 10
+//! header_timeout_secs = 10 # first bytes after the handshake; HTTP/1 request headers
+//! idle_timeout_secs = 300  # nothing received for this long: closed (gRPC clients are pinged)
 //! [tls]
 //! ca = "/etc/bulwark/pki/ca.pem"          # client certificates must chain to this CA
 //! cert = "/etc/bulwark/pki/server.pem"
 //! key = "/etc/bulwark/pki/server-key.pem"
 //! ```
 //! Overrides: `BULWARKD_LISTEN`, `BULWARKD_HTTP_LISTEN`, `BULWARKD_UNIX_SOCKET`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
-//! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`.
+//! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`,
+//! `BULWARKD_MAX_CONNECTIONS`, `BULWARKD_HANDSHAKE_TIMEOUT_SECS`, `BULWARKD_HEADER_TIMEOUT_SECS`,
+//! `BULWARKD_IDLE_TIMEOUT_SECS` (the last four also in dev mode).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::DaemonError;
+pub use crate::listen::ConnectionLimits;
 
 /// TLS files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,8 +66,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Store file (quorum policy).
     pub store: PathBuf,
-    /// User database.
-    pub users: PathBuf,
+    /// The user file of older daemons (users now live in the store): only named to warn that
+    /// it is no longer read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<PathBuf>,
     /// Worker pool size (0 = 16 per core, at least 32).
     #[serde(default)]
     pub workers: usize,
@@ -82,6 +93,9 @@ pub struct Config {
     pub max_login_failures: u32,
     /// TLS files.
     pub tls: TlsConfig,
+    /// Connection limits and deadlines of every listener (`[connections]`).
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 fn default_ttl() -> u64 {
@@ -94,17 +108,21 @@ fn default_max_login_failures() -> u32 {
 
 impl Config {
     /// Reads `path` and applies environment overrides.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind()))?;
-        let mut c: Config =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, DaemonError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DaemonError::file("read", path, e))?;
+        let mut c: Config = toml::from_str(&text)
+            .map_err(|e| DaemonError::Config(format!("{}: {e}", path.display())))?;
         c.apply_env()?;
         Ok(c)
     }
 
     /// Applies `BULWARKD_*` overrides.
-    pub fn apply_env(&mut self) -> Result<(), String> {
+    pub fn apply_env(&mut self) -> Result<(), DaemonError> {
+        self.apply_env_values().map_err(DaemonError::Config)?;
+        self.connections.apply_env()
+    }
+
+    fn apply_env_values(&mut self) -> Result<(), String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         if let Some(v) = var("BULWARKD_LISTEN") {
             self.listen = v.parse().map_err(|_| format!("BULWARKD_LISTEN: bad address {v:?}"))?;
@@ -120,7 +138,7 @@ impl Config {
             self.store = v.into();
         }
         if let Some(v) = var("BULWARKD_USERS") {
-            self.users = v.into();
+            self.users = Some(v.into());
         }
         if let Some(v) = var("BULWARKD_WORKERS") {
             self.workers = v.parse().map_err(|_| "BULWARKD_WORKERS: not a number".to_owned())?;

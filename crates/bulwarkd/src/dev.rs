@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use crate::config::{Config, TlsConfig};
+use crate::error::DaemonError;
 use crate::server::{self, Running};
-use crate::users::{Role, Users};
+use bulwark_core::kernel::Role;
+use bulwark_core::token::InitialUser;
 
 /// Shares and threshold of the dev store.
 pub const DEV_SHARES: u8 = 3;
@@ -31,11 +33,9 @@ pub const BANNER: &str = "\
 *  in the dev directory. Never put real keys in a dev-mode HSM.         *
 *************************************************************************";
 
-fn random_password() -> Result<Zeroizing<String>, String> {
+fn random_password() -> Result<Zeroizing<String>, DaemonError> {
     let mut b = [0u8; 18];
-    bulwark_core::crypto::Provider::get()
-        .and_then(|p| p.random(&mut b))
-        .map_err(|e| e.to_string())?;
+    bulwark_core::crypto::Provider::get().and_then(|p| p.random(&mut b))?;
     Ok(Zeroizing::new(hex::encode(b)))
 }
 
@@ -47,17 +47,9 @@ fn env_value(file: &Path, key: &str) -> Option<String> {
     })
 }
 
-fn write_private(path: &Path, data: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {}", path.display(), e.kind()))?;
-    f.write_all(data.as_bytes()).map_err(|e| e.to_string())
+fn write_private(path: &Path, data: &str) -> Result<(), DaemonError> {
+    bulwark_core::fsutil::write_private(path, data.as_bytes())
+        .map_err(|e| DaemonError::file("write", path, e))
 }
 
 /// Creates a quorum store and writes one share file per custodian into `share_dir`
@@ -69,9 +61,9 @@ pub fn init_store(
     threshold: u8,
     share_dir: &Path,
     passphrases: &[Option<Zeroizing<String>>],
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, DaemonError> {
     let policy = bulwark_core::token::SecurityPolicy::default();
-    init_store_with(store, label, (shares, threshold), share_dir, passphrases, &policy)
+    init_store_with(store, label, (shares, threshold), share_dir, passphrases, &policy, &[])
 }
 
 /// [`init_store`] with a security policy; `quorum` is (shares, threshold).
@@ -82,23 +74,41 @@ pub fn init_store_with(
     share_dir: &Path,
     passphrases: &[Option<Zeroizing<String>>],
     policy: &bulwark_core::token::SecurityPolicy,
-) -> Result<Vec<PathBuf>, String> {
-    use bulwark_core::seal::{init_quorum_store_with, ShareFile};
+    users: &[InitialUser],
+) -> Result<Vec<PathBuf>, DaemonError> {
+    use bulwark_core::seal::{init_quorum_store_with_users, ShareFile};
     let (shares, threshold) = quorum;
-    std::fs::create_dir_all(share_dir)
-        .map_err(|e| format!("cannot create {}: {}", share_dir.display(), e.kind()))?;
-    let init = init_quorum_store_with(store, label, shares, threshold, policy)
-        .map_err(|e| e.to_string())?;
+    bulwark_core::fsutil::check_store_path(store)?;
+    std::fs::create_dir_all(share_dir).map_err(|e| DaemonError::file("create", share_dir, e))?;
+    let init = init_quorum_store_with_users(store, label, shares, threshold, policy, users)?;
     let mut out = Vec::new();
     for (i, s) in init.shares.iter().enumerate() {
         let pass = passphrases.get(i).and_then(Option::as_ref).map(|p| p.as_bytes());
-        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())
-            .map_err(|e| e.to_string())?;
+        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())?;
         let path = share_dir.join(format!("share-{}.json", s.index()));
         write_private(&path, &f.to_json())?;
         out.push(path);
     }
     Ok(out)
+}
+
+/// The default connection limits with the `BULWARKD_*` connection overrides applied (the only
+/// environment overrides dev mode reads).
+fn connection_limits() -> Result<crate::config::ConnectionLimits, DaemonError> {
+    let mut l = crate::config::ConnectionLimits::default();
+    l.apply_env()?;
+    Ok(l)
+}
+
+/// The identity dev mode's own start-up actions (unsealing with the dev shares, the daemon's
+/// internal keys) are recorded under in the audit log: the system, not the crypto user the
+/// unsealed token would otherwise name.
+pub fn startup_actor() -> bulwark_core::audit::Actor {
+    bulwark_core::audit::Actor {
+        name: "bulwarkd".into(),
+        role: "system".into(),
+        client: "bulwarkd --dev (start-up)".into(),
+    }
 }
 
 /// What the dev setup produced.
@@ -114,8 +124,8 @@ pub struct DevSetup {
 }
 
 /// Prepares (or reuses) a dev directory.
-pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, String> {
-    prepare_with(dir, listen, &bulwark_core::token::SecurityPolicy::default())
+pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<DevSetup, DaemonError> {
+    prepare_with(dir, listen, &bulwark_core::token::SecurityPolicy::for_daemon())
 }
 
 /// [`prepare`]; a new dev store gets `policy`.
@@ -123,55 +133,61 @@ pub fn prepare_with(
     dir: &Path,
     listen: SocketAddr,
     policy: &bulwark_core::token::SecurityPolicy,
-) -> Result<DevSetup, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
+) -> Result<DevSetup, DaemonError> {
+    std::fs::create_dir_all(dir).map_err(|e| DaemonError::file("create", dir, e))?;
+    let dir = dir.canonicalize().map_err(|e| DaemonError::file("resolve", dir, e))?;
     let pki = dir.join("pki");
     let store = dir.join("store.db");
-    let users_path = dir.join("users.json");
     if !pki.join("ca.pem").exists() {
-        crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
+        crate::pki::init(&pki, &["localhost".into(), "127.0.0.1".into(), "::1".into()])
+            .map_err(DaemonError::Setup)?;
     }
     for who in ["user", "crypto", "so"] {
         if !pki.join(format!("{who}.pem")).exists() {
-            crate::pki::issue_client(&pki, who)?;
+            crate::pki::issue_client(&pki, who).map_err(DaemonError::Setup)?;
         }
     }
-    if !store.exists() {
-        let quorum = (DEV_SHARES, DEV_THRESHOLD);
-        init_store_with(&store, "bulwark-dev", quorum, &dir.join("shares"), &[], policy)?;
-    }
     let saved = |file: &str| env_value(&dir.join(file), "BULWARK_PASSWORD");
-    let (user_password, crypto_password, so_password) =
+    let (user_password, crypto_password, so_password) = if store.exists() {
         match (saved("dev.env"), saved("officer.env"), saved("so.env")) {
-            (Some(u), Some(c), Some(s)) if users_path.exists() => {
+            (Some(u), Some(c), Some(s)) => {
                 (Zeroizing::new(u), Zeroizing::new(c), Zeroizing::new(s))
             }
             _ => {
-                let (u, c, s) = (random_password()?, random_password()?, random_password()?);
-                let users = Users::load(&users_path)?;
-                if users.is_bound() {
-                    return Err(format!(
-                        "{} was made by another version of bulwarkd --dev: use a new --dir",
-                        dir.display()
-                    ));
-                }
-                users.put("user", Role::CryptoUser, u.as_bytes(), None, None)?;
-                users.put("crypto", Role::CryptoOfficer, c.as_bytes(), None, None)?;
-                users.put("so", Role::SecurityOfficer, s.as_bytes(), None, None)?;
-                (u, c, s)
+                return Err(DaemonError::Setup(format!(
+                    "{} holds a store but not its dev env files: use a new --dir",
+                    dir.display()
+                )))
             }
+        }
+    } else {
+        // The dev users are made with the store, inside it (users live under the master key).
+        let (u, c, s) = (random_password()?, random_password()?, random_password()?);
+        let user = |name: &str, role, pw: &Zeroizing<String>| InitialUser {
+            name: name.to_owned(),
+            role,
+            password: Zeroizing::new(pw.as_bytes().to_vec()),
         };
+        let users = [
+            user("user", Role::CryptoUser, &u),
+            user("crypto", Role::CryptoOfficer, &c),
+            user("so", Role::SecurityOfficer, &s),
+        ];
+        let quorum = (DEV_SHARES, DEV_THRESHOLD);
+        init_store_with(&store, "bulwark-dev", quorum, &dir.join("shares"), &[], policy, &users)?;
+        (u, c, s)
+    };
     let config = Config {
         listen,
         store,
-        users: users_path,
+        users: None,
         workers: 0,
         http_listen: Some(SocketAddr::new(listen.ip(), 0)),
         unix_socket: Some(dir.join("bulwarkd.sock")),
         approvals: None,
         session_ttl_secs: 3600,
         max_login_failures: crate::users::MAX_LOGIN_FAILURES,
+        connections: connection_limits()?,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),
@@ -184,7 +200,7 @@ pub fn prepare_with(
 
 impl DevSetup {
     /// Writes `dev.env`, `officer.env` and `so.env` for the bound address.
-    pub fn write_env(&self, addr: SocketAddr) -> Result<(), String> {
+    pub fn write_env(&self, addr: SocketAddr) -> Result<(), DaemonError> {
         let pki = self.dir.join("pki");
         let env = |user: &str, pw: &str| {
             format!(
@@ -205,18 +221,23 @@ impl DevSetup {
         write_private(&self.dir.join("so.env"), &env("so", &self.so_password))
     }
 
-    /// Unseals `state` with shares 1 and 2 from the dev directory.
-    pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), String> {
+    /// Unseals `state` with shares 1 and 2 from the dev directory. What this does is recorded
+    /// as the daemon's own start-up ([`startup_actor`]), never as one of the dev users.
+    pub fn unseal(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
+        bulwark_core::audit::with_actor(startup_actor(), || self.unseal_inner(state))
+    }
+
+    fn unseal_inner(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
         for i in 1..=DEV_THRESHOLD {
             let p = self.dir.join("shares").join(format!("share-{i}.json"));
             let text =
-                Zeroizing::new(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
-            let f = bulwark_core::seal::ShareFile::parse(&text).map_err(|e| e.to_string())?;
-            let s = f.share(None).map_err(|e| e.to_string())?;
-            state.unseal(s).map_err(|e| e.to_string())?;
+                Zeroizing::new(std::fs::read(&p).map_err(|e| DaemonError::file("read", &p, e))?);
+            let f = bulwark_core::seal::ShareFile::parse(&text)?;
+            let s = f.share(None)?;
+            state.unseal(s)?;
         }
         if state.is_sealed() {
-            return Err("dev unseal did not complete".into());
+            return Err(DaemonError::Setup("dev unseal did not complete".into()));
         }
         Ok(())
     }
@@ -224,8 +245,8 @@ impl DevSetup {
 
 /// Prepares `dir`, opens and unseals the HSM, starts serving on `listen` and writes the env
 /// files with the bound address.
-pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), String> {
-    start_with(dir, listen, &bulwark_core::token::SecurityPolicy::default(), |_| ()).await
+pub async fn start(dir: &Path, listen: SocketAddr) -> Result<(DevSetup, Running), DaemonError> {
+    start_with(dir, listen, &bulwark_core::token::SecurityPolicy::for_daemon(), |_| ()).await
 }
 
 /// [`start`], with the configuration adjusted by `adjust` first (tests: approvals, limits).
@@ -234,7 +255,7 @@ pub async fn start_with(
     listen: SocketAddr,
     policy: &bulwark_core::token::SecurityPolicy,
     adjust: impl FnOnce(&mut crate::config::Config),
-) -> Result<(DevSetup, Running), String> {
+) -> Result<(DevSetup, Running), DaemonError> {
     let mut setup = prepare_with(dir, listen, policy)?;
     adjust(&mut setup.config);
     let state = server::open_state(&setup.config, true)?;
@@ -261,7 +282,7 @@ pub struct DevServer {
 
 impl DevServer {
     /// Starts a dev daemon on 127.0.0.1 with an ephemeral port.
-    pub fn start(dir: &Path) -> Result<Self, String> {
+    pub fn start(dir: &Path) -> Result<Self, DaemonError> {
         Self::start_with(dir, |_| ())
     }
 
@@ -269,15 +290,23 @@ impl DevServer {
     pub fn start_with(
         dir: &Path,
         adjust: impl FnOnce(&mut crate::config::Config),
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DaemonError> {
+        Self::start_with_policy(dir, &bulwark_core::token::SecurityPolicy::for_daemon(), adjust)
+    }
+
+    /// [`DevServer::start_with`]; a new dev store gets `policy`.
+    pub fn start_with_policy(
+        dir: &Path,
+        policy: &bulwark_core::token::SecurityPolicy,
+        adjust: impl FnOnce(&mut crate::config::Config),
+    ) -> Result<Self, DaemonError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| DaemonError::Server(e.to_string()))?;
         let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let policy = bulwark_core::token::SecurityPolicy::default();
-        let (setup, running) = rt.block_on(start_with(dir, listen, &policy, adjust))?;
+        let (setup, running) = rt.block_on(start_with(dir, listen, policy, adjust))?;
         Ok(Self {
             addr: running.addr,
             http: running.http,

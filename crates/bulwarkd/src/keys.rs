@@ -1,16 +1,34 @@
 //! Key operations as the network API names them: keys by label, key types and mechanisms by
 //! the CLI's names. Runs on the worker pool (blocking, CPU-bound); never on the reactor.
 //!
+//! A label resolves only among the objects the caller may see (the token filters every
+//! lookup for the caller of the request), token objects first: another login's session object
+//! never answers to a label, and a session object of the caller's own cannot shadow a token key.
 //! Nothing here returns key material: only public keys, signatures, ciphertexts and the
 //! plaintexts of decryptions the caller asked for.
 
 use bulwark_core::attr::{AttrType, ObjectClass};
 use bulwark_core::crypto::{self, Curve, KeySpec};
-use bulwark_core::mechanism::{DigestAlg, Mechanism};
+use bulwark_core::kernel::{Grantee, Ops, UserId};
+use bulwark_core::mechanism::Mechanism;
 use bulwark_core::names;
-use bulwark_core::token::ObjectInfo;
+use bulwark_core::token::{ObjectInfo, SESSION_HANDLE_BASE};
 use bulwark_core::{Error, Result, Token};
 use bulwark_proto::v1;
+
+/// A caller-supplied string as it may appear in a log line or a terminal: control characters
+/// (newlines, ANSI escapes) are escaped, and it is cut at 80 characters.
+pub(crate) fn shown(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(96));
+    for c in s.chars().take(80) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// What a label is resolved for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -23,14 +41,17 @@ pub(crate) enum Purpose {
     Aes,
 }
 
-/// Label → (handle, key spec) resolutions, so the hot path does not query the store per
-/// request. The daemon is the store's only writer in production; it clears the cache whenever
-/// it creates or destroys a key, and an entry whose handle has gone (a change made by another
-/// process) is dropped and resolved again. Handles are never reused, so a stale entry can only
-/// fail, never name another key.
+/// (label, purpose, caller) → (handle, key spec) resolutions, so the hot path does not query
+/// the store per request. Per caller, because what a label resolves to depends on what the
+/// caller may see. The daemon is the store's only writer in production; it clears the cache
+/// whenever it creates, destroys or re-grants a key, and an entry whose handle has gone is
+/// dropped and resolved again. Handles are never reused, so a stale entry can only fail, never
+/// name another key; and every use still passes the token's gate.
+type LabelKey = (String, Purpose, UserId);
+
 #[derive(Debug, Default)]
 pub(crate) struct LabelCache(
-    std::sync::RwLock<std::collections::HashMap<(String, Purpose), (u64, KeySpec)>>,
+    std::sync::RwLock<std::collections::HashMap<LabelKey, (u64, KeySpec)>>,
 );
 
 impl LabelCache {
@@ -38,17 +59,13 @@ impl LabelCache {
         self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
-    fn forget(&self, label: &str, purpose: Purpose) {
-        self.0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(label.to_owned(), purpose));
+    fn forget(&self, key: &LabelKey) {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
 
-    fn resolve(&self, t: &Token, label: &str, purpose: Purpose) -> Result<(u64, KeySpec)> {
-        let key = (label.to_owned(), purpose);
-        if let Some(v) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
-        {
+    fn resolve(&self, t: &Token, key: &LabelKey) -> Result<(u64, KeySpec)> {
+        let (label, purpose) = (key.0.as_str(), key.1);
+        if let Some(v) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key) {
             return Ok(*v);
         }
         let h = match purpose {
@@ -57,23 +74,31 @@ impl LabelCache {
             Purpose::Aes => aes_key_uncached(t, label)?,
         };
         let v = (h, t.key_spec(h)?);
-        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, v);
+        if h < SESSION_HANDLE_BASE {
+            self.0
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key.clone(), v);
+        }
         Ok(v)
     }
 
-    /// Runs `f` on the key resolved for `label`; on a vanished handle, resolves once more.
+    /// Runs `f` on the key resolved for `label` and the caller `who`; on a vanished handle,
+    /// resolves once more.
     pub(crate) fn with<T>(
         &self,
         t: &Token,
+        who: UserId,
         label: &str,
         purpose: Purpose,
         f: impl Fn(u64, KeySpec) -> Result<T>,
     ) -> Result<T> {
-        let (h, spec) = self.resolve(t, label, purpose)?;
+        let key = (label.to_owned(), purpose, who);
+        let (h, spec) = self.resolve(t, &key)?;
         match f(h, spec) {
             Err(Error::ObjectHandleInvalid) => {
-                self.forget(label, purpose);
-                let (h, spec) = self.resolve(t, label, purpose)?;
+                self.forget(&key);
+                let (h, spec) = self.resolve(t, &key)?;
                 f(h, spec)
             }
             r => r,
@@ -109,25 +134,36 @@ fn is_ecdsa(m: &Mechanism) -> bool {
     )
 }
 
-/// Labels the daemon keeps for itself (the TOTP key): invisible to and unusable by clients.
-pub(crate) const RESERVED_PREFIX: &str = "bulwarkd.";
-/// The AES key that encrypts users' TOTP secrets.
-const TOTP_KEY_LABEL: &str = "bulwarkd.totp";
-/// The HMAC key that authenticates the user database.
-const USERS_MAC_LABEL: &str = "bulwarkd.users-mac";
-
+/// The visible objects labelled `label`: token objects if there is any, else the caller's own
+/// session objects.
 fn by_label(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
-    if label.is_empty() || label.len() > 256 {
+    if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
-    if label.starts_with(RESERVED_PREFIX) {
-        return Err(Error::NotFound(label.to_owned()));
+    let mut v = t.find_by_label(label)?;
+    if v.iter().any(|o| o.handle < SESSION_HANDLE_BASE) {
+        v.retain(|o| o.handle < SESSION_HANDLE_BASE);
     }
-    let v = t.find_by_label(label)?;
     if v.is_empty() {
         return Err(Error::NotFound(label.to_owned()));
     }
     Ok(v)
+}
+
+/// Replaces the access list of every object labelled `label` (the halves of a key pair share
+/// it) with `grants`.
+pub(crate) fn set_access(t: &Token, label: &str, grants: &[(Grantee, Ops)]) -> Result<()> {
+    for o in by_label(t, label)? {
+        for (who, _) in t.grants(o.handle)? {
+            if !grants.iter().any(|(g, _)| *g == who) {
+                t.set_grant(o.handle, &who, None)?;
+            }
+        }
+        for (who, ops) in grants {
+            t.set_grant(o.handle, who, Some(*ops))?;
+        }
+    }
+    Ok(())
 }
 
 fn one_of(objs: &[ObjectInfo], class: ObjectClass, label: &str) -> Result<u64> {
@@ -148,15 +184,8 @@ fn key_handle(t: &Token, label: &str, signing: bool) -> Result<u64> {
 
 /// Generates a key (or key pair) labelled `label`; refuses a label that is taken.
 pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
-    if label.starts_with(RESERVED_PREFIX) {
-        return Err(Error::ArgumentsBad("labels starting with \"bulwarkd.\" are reserved"));
-    }
-    generate_any(t, type_name, label, extractable)
-}
-
-fn generate_any(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
     let spec = spec_for(type_name)?;
-    if label.is_empty() || label.len() > 256 {
+    if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
     let k = names::LabelledKey { spec, label, id: None, extractable, sensitive: true };
@@ -181,9 +210,6 @@ pub(crate) fn list(t: &Token) -> Result<Vec<v1::KeyInfo>> {
     let mut out: Vec<v1::KeyInfo> = Vec::new();
     for o in t.list()? {
         let label = o.attrs.label();
-        if label.starts_with(RESERVED_PREFIX) {
-            continue;
-        }
         let obj = object(t, &o);
         match out.iter_mut().find(|k| k.label == label) {
             Some(k) => k.objects.push(obj),
@@ -364,30 +390,4 @@ pub(crate) fn decrypt(t: &Token, h: u64, data: &[u8]) -> Result<bulwark_core::se
     let nonce = data[4..4 + NONCE_LEN].to_vec();
     let mech = Mechanism::AesGcm { iv: nonce, aad: MAGIC.to_vec(), tag_bits: 128 };
     t.decrypt(h, &mech, &data[4 + NONCE_LEN..])
-}
-
-/// The daemon's TOTP-secret key (AES-256, non-extractable), created on first use. Callers
-/// serialize creation (the state's admin lock).
-pub(crate) fn totp_key(t: &Token, create: bool) -> Result<u64> {
-    let objs = t.find_by_label(TOTP_KEY_LABEL)?;
-    if objs.is_empty() && create {
-        generate_any(t, "aes-256", TOTP_KEY_LABEL, false)?;
-        return totp_key(t, false);
-    }
-    one_of(&objs, ObjectClass::SecretKey, TOTP_KEY_LABEL)
-}
-
-/// The daemon's user-database HMAC key; `NotFound` when it was never created.
-pub(crate) fn users_mac_key(t: &Token, create: bool) -> Result<u64> {
-    let objs = t.find_by_label(USERS_MAC_LABEL)?;
-    if objs.is_empty() && create {
-        generate_any(t, "hmac-sha256", USERS_MAC_LABEL, false)?;
-        return users_mac_key(t, false);
-    }
-    one_of(&objs, ObjectClass::SecretKey, USERS_MAC_LABEL)
-}
-
-/// HMAC-SHA256 of `data` under key `h`, hex.
-pub(crate) fn hmac_hex(t: &Token, h: u64, data: &[u8]) -> Result<String> {
-    t.sign(h, &Mechanism::Hmac(DigestAlg::Sha256), data).map(hex::encode)
 }

@@ -5,13 +5,19 @@
 //! The library exists so that tests (and the CLI's tests) can run the real server in-process;
 //! the `bulwarkd` binary is a thin wrapper around it.
 
+#![forbid(unsafe_code)]
+
 pub mod bootstrap;
 pub mod config;
 pub mod dev;
+pub mod error;
 mod keys;
+pub mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod p11;
 pub mod pki;
+pub mod recover;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -1,8 +1,11 @@
-//! `bulwarkd`: runs the Bulwark network HSM, or sets one up (`init`, `pki`, `user`).
+//! `bulwarkd`: runs the Bulwark network HSM, or sets one up (`init`, `pki`), or recovers a
+//! locked-out security officer with the custodians' shares (`recover-user`).
 //!
 //! `bulwarkd --config FILE` serves a quorum-policy store, sealed until M custodians present
 //! their shares (`bulwark unseal --share FILE`). `bulwarkd --dev [--dir DIR]` runs an
 //! initialized, unsealed HSM for trying things out (NOT FOR PRODUCTION).
+
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,9 +13,18 @@ use std::process::ExitCode;
 
 use bulwark_core::token::{SecurityPolicy, TamperResponse};
 use bulwarkd::config::Config;
-use bulwarkd::users::{Role, Users};
+use bulwarkd::error::DaemonError;
+use bulwarkd::users::Role;
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
+
+/// Every heap block is wiped when it is freed. Passwords, shares and plaintexts pass through
+/// buffers this daemon does not own (hyper's and h2's frame buffers, rustls's record buffers,
+/// prost's decoded strings, tonic's encode buffers); wiping them one by one is not possible, so
+/// freed memory never keeps them. Blocks still in use are wiped by their owners (Zeroizing).
+#[global_allocator]
+static ALLOC: zalloc::ZeroizingAlloc<std::alloc::System> =
+    zalloc::ZeroizingAlloc(std::alloc::System);
 
 #[derive(Parser, Debug)]
 #[command(name = "bulwarkd", version, about = "Bulwark network HSM daemon")]
@@ -84,6 +96,13 @@ enum Cmd {
         /// commit shares the disk sync between concurrent clients) or only refusals (`off`).
         #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
         audit_key_use: OnOff,
+        /// The first security officer's name (password from BULWARK_NEW_PASSWORD or a prompt).
+        #[arg(long, default_value = "so")]
+        so_name: String,
+        /// Let keys leave wrapped under any key the caller may use, as plain PKCS#11 allows
+        /// (default: only under CKA_TRUSTED keys, which only the security officer marks).
+        #[arg(long)]
+        insecure_wrap_under_untrusted_keys: bool,
     },
     /// PKI: CA, server and client certificates.
     #[command(subcommand)]
@@ -117,34 +136,59 @@ enum PkiCmd {
 
 #[derive(Subcommand, Debug)]
 enum UserCmd {
-    /// Add or replace a user (password from BULWARK_NEW_PASSWORD or a prompt).
-    Add {
+    /// Recovery with the custodians' shares (the quorum outranks any officer): unlocks a user
+    /// locked out by failed logins and, with --new-password, sets its password; creates it (as
+    /// --role) if it does not exist. For the security officer locked out of a running HSM.
+    /// Share passphrases and the new password come from prompts or BULWARK_NEW_PASSWORD.
+    Recover {
         /// User name.
         #[arg(long)]
         name: String,
-        /// security-officer, crypto-officer, crypto-user, auditor.
-        #[arg(long)]
+        /// Role for a user that does not exist yet.
+        #[arg(long, default_value = "security-officer")]
         role: String,
+        /// Set a new password (BULWARK_NEW_PASSWORD or a prompt).
+        #[arg(long)]
+        new_password: bool,
+        /// A custodian's share file; give at least the threshold.
+        #[arg(long = "share", value_name = "FILE", required = true)]
+        shares: Vec<PathBuf>,
     },
 }
 
-fn prompt(msg: &str) -> Result<Zeroizing<String>, String> {
-    rpassword::prompt_password(msg).map(Zeroizing::new).map_err(|e| format!("cannot read: {e}"))
+/// A new password: BULWARK_NEW_PASSWORD, or typed twice at a prompt.
+fn new_password_input() -> Result<Zeroizing<String>, DaemonError> {
+    let pw = match std::env::var("BULWARK_NEW_PASSWORD") {
+        Ok(p) if !p.is_empty() => Zeroizing::new(p),
+        _ => {
+            let a = prompt("new password: ")?;
+            if *a != *prompt("again: ")? {
+                return Err(DaemonError::Setup("passwords differ".into()));
+            }
+            a
+        }
+    };
+    if pw.len() < 8 {
+        return Err(DaemonError::Setup("passwords must be at least 8 bytes".into()));
+    }
+    Ok(pw)
 }
 
-fn config(cli: &Cli) -> Result<Config, String> {
-    let p = cli.config.as_deref().ok_or("no configuration: use --config FILE (or --dev)")?;
+fn prompt(msg: &str) -> Result<Zeroizing<String>, DaemonError> {
+    rpassword::prompt_password(msg)
+        .map(Zeroizing::new)
+        .map_err(|e| DaemonError::Setup(format!("cannot read: {e}")))
+}
+
+fn config(cli: &Cli) -> Result<Config, DaemonError> {
+    let p = cli.config.as_deref().ok_or_else(|| {
+        DaemonError::Config("no configuration: use --config FILE (or --dev)".into())
+    })?;
     Config::load(p)
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    bulwarkd::logging::init();
     // The daemon holds the master key: no core dumps, not dumpable, memory locked if allowed.
     let hardening = bulwark_harden::harden();
     tracing::info!(
@@ -160,13 +204,13 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("bulwarkd: error: {}", e.replace('\n', " "));
-            ExitCode::from(2)
+            eprintln!("bulwarkd: error: {}", bulwark_core::display::escape(&e.to_string()));
+            ExitCode::from(e.exit_code())
         }
     }
 }
 
-fn run(cli: &Cli) -> Result<(), String> {
+fn run(cli: &Cli) -> Result<(), DaemonError> {
     match &cli.command {
         Some(Cmd::Pki(PkiCmd::Init { dir, hosts })) => {
             let hosts = if hosts.is_empty() {
@@ -174,34 +218,35 @@ fn run(cli: &Cli) -> Result<(), String> {
             } else {
                 hosts.clone()
             };
-            bulwarkd::pki::init(dir, &hosts)?;
+            bulwarkd::pki::init(dir, &hosts).map_err(DaemonError::Setup)?;
             println!("CA and server certificate written to {}", dir.display());
             Ok(())
         }
         Some(Cmd::Pki(PkiCmd::Client { dir, name })) => {
-            let (c, k) = bulwarkd::pki::issue_client(dir, name)?;
+            let (c, k) = bulwarkd::pki::issue_client(dir, name).map_err(DaemonError::Setup)?;
             println!("client certificate {} and key {}", c.display(), k.display());
             Ok(())
         }
-        Some(Cmd::User(UserCmd::Add { name, role })) => {
+        Some(Cmd::User(UserCmd::Recover { name, role, new_password, shares })) => {
             let cfg = config(cli)?;
-            let role = Role::parse(role).ok_or("unknown role")?;
-            let pw = match std::env::var("BULWARK_NEW_PASSWORD") {
-                Ok(p) if !p.is_empty() => Zeroizing::new(p),
-                _ => {
-                    let a = prompt("new password: ")?;
-                    if *a != *prompt("again: ")? {
-                        return Err("passwords differ".into());
-                    }
-                    a
-                }
-            };
-            if pw.len() < 8 {
-                return Err("passwords must be at least 8 bytes".into());
+            let role =
+                Role::parse(role).ok_or_else(|| DaemonError::Setup("unknown role".into()))?;
+            let pw = if *new_password { Some(new_password_input()?) } else { None };
+            let mut files = Vec::new();
+            for p in shares {
+                let text =
+                    Zeroizing::new(std::fs::read(p).map_err(|e| DaemonError::file("read", p, e))?);
+                let f = bulwark_core::seal::ShareFile::parse(&text)?;
+                let pass = if f.is_encrypted() {
+                    Some(prompt(&format!("passphrase for {}: ", p.display()))?)
+                } else {
+                    None
+                };
+                files.push(f.share(pass.as_ref().map(|p| p.as_bytes()))?);
             }
-            let users = Users::load(&cfg.users)?;
-            users.put(name, role, pw.as_bytes(), None, None)?;
-            println!("user {name} ({}) saved", role.name());
+            let done = bulwarkd::recover::recover_user(&cfg, name, role, pw.as_ref(), files)
+                .map_err(DaemonError::Setup)?;
+            println!("{done}");
             Ok(())
         }
         Some(Cmd::Init {
@@ -214,6 +259,8 @@ fn run(cli: &Cli) -> Result<(), String> {
             tamper_file,
             tracer_is_tamper,
             audit_key_use,
+            so_name,
+            insecure_wrap_under_untrusted_keys,
         }) => {
             let policy = SecurityPolicy {
                 tamper_response: match tamper_response {
@@ -225,15 +272,24 @@ fn run(cli: &Cli) -> Result<(), String> {
                     .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
                 tracer_is_tamper: *tracer_is_tamper,
                 audit_key_use: matches!(audit_key_use, OnOff::On).into(),
+                wrap_requires_trusted: !*insecure_wrap_under_untrusted_keys,
                 ..SecurityPolicy::default()
             };
             let cfg = config(cli)?;
+            bulwark_core::kernel::check_user_name(so_name)?;
+            let so = bulwark_core::token::InitialUser {
+                name: so_name.clone(),
+                role: Role::SecurityOfficer,
+                password: Zeroizing::new(new_password_input()?.as_bytes().to_vec()),
+            };
             let mut pass = Vec::new();
             if *encrypt_shares {
                 for i in 1..=*shares {
                     let p = prompt(&format!("passphrase for custodian {i}: "))?;
                     if p.len() < 8 {
-                        return Err("passphrases must be at least 8 bytes".into());
+                        return Err(DaemonError::Setup(
+                            "passphrases must be at least 8 bytes".into(),
+                        ));
                     }
                     pass.push(Some(p));
                 }
@@ -245,6 +301,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 share_dir,
                 &pass,
                 &policy,
+                std::slice::from_ref(&so),
             )?;
             println!(
                 "store {} created: {threshold} of {shares} shares unseal it; give each custodian one file:",
@@ -262,7 +319,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                     ResponseArg::Alarm => TamperResponse::Alarm,
                     ResponseArg::Zeroize => TamperResponse::Zeroize,
                 },
-                ..SecurityPolicy::default()
+                ..SecurityPolicy::for_daemon()
             };
             run_dev(cli.dir.as_deref(), cli.listen, &policy)
         }
@@ -294,17 +351,19 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
 }
 
-fn run_dev(dir: Option<&Path>, listen: SocketAddr, policy: &SecurityPolicy) -> Result<(), String> {
+fn run_dev(
+    dir: Option<&Path>,
+    listen: SocketAddr,
+    policy: &SecurityPolicy,
+) -> Result<(), DaemonError> {
     if !listen.ip().is_loopback() {
-        return Err("dev mode listens on loopback addresses only".into());
+        return Err(DaemonError::Config("dev mode listens on loopback addresses only".into()));
     }
     let dir = if let Some(d) = dir {
         d.to_owned()
     } else {
         let mut b = [0u8; 4];
-        bulwark_core::crypto::Provider::get()
-            .and_then(|p| p.random(&mut b))
-            .map_err(|e| e.to_string())?;
+        bulwark_core::crypto::Provider::get().and_then(|p| p.random(&mut b))?;
         std::env::temp_dir().join(format!("bulwark-dev-{}", hex::encode(b)))
     };
     eprintln!("{}", bulwarkd::dev::BANNER);
@@ -337,14 +396,14 @@ async fn stop_signal() {
 /// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM, then shuts down gracefully.
 /// `start` yields None when the daemon stopped before it served (an uninitialized daemon told
 /// to stop).
-fn serve<F>(start: F) -> Result<(), String>
+fn serve<F>(start: F) -> Result<(), DaemonError>
 where
-    F: std::future::Future<Output = Result<Option<bulwarkd::server::Running>, String>>,
+    F: std::future::Future<Output = Result<Option<bulwarkd::server::Running>, DaemonError>>,
 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| DaemonError::Server(e.to_string()))?;
     rt.block_on(async move {
         // Installs the SIGUSR1 handler from the start: the default action would kill an
         // uninitialized daemon. This receiver is never read; the one below, made once the HSM

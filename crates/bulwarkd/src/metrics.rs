@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::error::DaemonError;
+use crate::listen::{AcceptBackoff, Admitted, ConnectionLimits, Gate};
 use crate::state::HsmState;
 
 /// Histogram bucket upper bounds, in seconds.
@@ -116,18 +118,21 @@ impl Metrics {
 }
 
 /// Serves `/health`, `/status` and `/metrics` on `addr` until `stop` fires; returns the bound
-/// address.
+/// address. HTTP/1 only, under `limits` (connection cap, header and idle deadlines).
 pub async fn serve_http(
     addr: SocketAddr,
     state: Arc<HsmState>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<SocketAddr, String> {
+    limits: ConnectionLimits,
+    stop: watch::Receiver<bool>,
+) -> Result<SocketAddr, DaemonError> {
     use axum::http::{header, StatusCode};
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| DaemonError::Listen { addr: addr.to_string(), source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen { addr: addr.to_string(), source })?;
     let (s1, s2, s3) = (state.clone(), state.clone(), state);
     let app = axum::Router::new()
         .route(
@@ -171,16 +176,47 @@ pub async fn serve_http(
                 )
             }),
         );
-    tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "HTTP listener ended");
-        }
-    });
+    tokio::spawn(serve_connections(listener, app, limits, stop));
     tracing::info!(addr = %bound, "HTTP health/status/metrics listening (plain HTTP)");
     Ok(bound)
+}
+
+/// The HTTP accept loop: at most `limits.max_connections` connections, each with hyper's
+/// header-read deadline and the idle deadline of [`crate::listen::Guarded`].
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let gate = Gate::new("http", limits);
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            admitted = gate.next(&mut backoff, || listener.accept()) => {
+                let admitted = Admitted { conn: admitted.conn.0, permit: admitted.permit };
+                let io = hyper_util::rt::TokioIo::new(admitted.guard(&limits));
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(limits.header_timeout())
+                        .max_buf_size(64 * 1024);
+                    let conn = builder.serve_connection(io, svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+        }
+    }
 }

@@ -17,16 +17,12 @@ use rcgen::{
 const CA_CN: &str = "Bulwark HSM CA";
 
 fn write_file(path: &Path, data: &str, private: bool) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(|e| format!("cannot write {}: {}", path.display(), e.kind()))?;
-    f.write_all(data.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    if private {
+        // Keys: 0600 even over an existing file, never through a symlink.
+        return bulwark_core::fsutil::write_private(path, data.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()));
+    }
+    std::fs::write(path, data).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn ca_params() -> Result<CertificateParams, String> {

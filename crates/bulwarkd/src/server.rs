@@ -22,28 +22,30 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::bootstrap::BootstrapService;
 use crate::config::Config;
+use crate::error::DaemonError;
+use crate::listen::{AcceptBackoff, Admitted, ConnectionLimits, Gate, Guarded};
 use crate::service::HsmService;
 use crate::state::HsmState;
-use crate::users::Users;
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful shutdown waits for open connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens the store (sealed) and the user database.
-pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, String> {
-    let policy = QuorumPolicy::load(&cfg.store).map_err(|e| format!("store: {e}"))?;
-    let token = Token::open(&cfg.store).map_err(|e| format!("store: {e}"))?;
-    let users = Users::load(&cfg.users)?;
-    if cfg.max_login_failures == 0 {
-        return Err("max_login_failures must be at least 1".into());
+pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, DaemonError> {
+    bulwark_core::fsutil::check_store_path(&cfg.store)?;
+    let policy = QuorumPolicy::load(&cfg.store)?;
+    let token = Token::open(&cfg.store)?;
+    if let Some(notice) = cfg.users.as_deref().and_then(crate::users::legacy_user_file_notice) {
+        tracing::warn!("{notice}");
     }
-    users.set_max_failures(cfg.max_login_failures);
+    if cfg.max_login_failures == 0 {
+        return Err(DaemonError::Config("max_login_failures must be at least 1".into()));
+    }
+    token.set_login_failure_limit(cfg.max_login_failures);
     Ok(Arc::new(
         HsmState::new(
             token,
             policy,
-            users,
             cfg.worker_count(),
             Duration::from_secs(cfg.session_ttl_secs.max(1)),
             dev_mode,
@@ -62,23 +64,23 @@ pub struct Running {
     /// The HSM state.
     pub state: Arc<HsmState>,
     stop: watch::Sender<bool>,
-    join: JoinHandle<Result<(), String>>,
+    join: JoinHandle<Result<(), DaemonError>>,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish (for at most [`SHUTDOWN_GRACE`]), then
     /// seals (wipes keys).
-    pub async fn shutdown(self) -> Result<(), String> {
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
         let _ = self.stop.send(true);
         self.wait().await
     }
 
     /// Waits until the server ends; once a stop was requested, connections still open after
     /// [`SHUTDOWN_GRACE`] are closed. Then seals (wipes keys).
-    pub async fn wait(mut self) -> Result<(), String> {
+    pub async fn wait(mut self) -> Result<(), DaemonError> {
         let mut stop = self.stop.subscribe();
         let r = tokio::select! {
-            r = &mut self.join => r.map_err(|e| e.to_string()).and_then(|r| r),
+            r = &mut self.join => r.map_err(|e| DaemonError::Server(e.to_string())).and_then(|r| r),
             () = async {
                 let _ = stop.wait_for(|v| *v).await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -99,61 +101,62 @@ impl Running {
 }
 
 /// The TLS acceptor for `cfg.tls`: TLS 1.3, client certificate required.
-pub(crate) fn tls_acceptor(cfg: &Config) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read {}: {}", p.display(), e.kind()))
-    };
-    let tls = crate::tls::server_config(
-        &read(&cfg.tls.ca)?,
-        &read(&cfg.tls.cert)?,
-        &read(&cfg.tls.key)?,
-    )?;
+pub(crate) fn tls_acceptor(cfg: &Config) -> Result<tokio_rustls::TlsAcceptor, DaemonError> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| DaemonError::file("read", p, e));
+    let tls =
+        crate::tls::server_config(&read(&cfg.tls.ca)?, &read(&cfg.tls.cert)?, &read(&cfg.tls.key)?)
+            .map_err(DaemonError::Tls)?;
     Ok(tokio_rustls::TlsAcceptor::from(tls))
 }
 
 /// Binds `cfg.listen`.
-pub(crate) async fn bind(cfg: &Config) -> Result<TcpListener, String> {
-    TcpListener::bind(cfg.listen).await.map_err(|e| format!("cannot listen on {}: {e}", cfg.listen))
+pub(crate) async fn bind(cfg: &Config) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| DaemonError::Listen { addr: cfg.listen.to_string(), source })
 }
 
-/// Connections that completed the TLS handshake, for the gRPC server.
+/// Connections that completed the TLS handshake, for the gRPC server, each under its
+/// listener's limit and deadlines.
 pub(crate) type Incoming =
-    ReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>;
+    ReceiverStream<std::io::Result<Guarded<tokio_rustls::server::TlsStream<TcpStream>>>>;
 
 /// Accepts on `listener` until `stop` changes; each TLS handshake runs in its own task with a
-/// deadline. The task hands the listener back when it ends, so that another server can take
-/// over the same socket (the bootstrap service does, once the HSM is initialized).
+/// deadline. At most `limits.max_connections` connections (handshaking or established) are
+/// open at once; more are closed as soon as they are accepted. The task hands the listener
+/// back when it ends, so that another server can take over the same socket (the bootstrap
+/// service does, once the HSM is initialized).
 pub(crate) fn spawn_accept(
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) -> (Incoming, JoinHandle<TcpListener>) {
     let (tx, rx) = mpsc::channel(128);
+    let gate = Gate::new("grpc-tls", limits);
     let join = tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
             tokio::select! {
                 // Stop first: a connection that arrives once the stop is set belongs to
                 // whoever takes the listener over.
                 biased;
                 _ = stop.changed() => break,
-                r = listener.accept() => {
-                    let (tcp, peer) = match r {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            continue;
-                        }
-                    };
+                admitted = gate.next(&mut backoff, || listener.accept()) => {
+                    let Admitted { conn: (tcp, peer), permit } = admitted;
                     let _ = tcp.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     let tx = tx.clone();
+                    let gate = gate.clone();
                     tokio::spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        let deadline = gate.limits().handshake_timeout();
+                        match tokio::time::timeout(deadline, acceptor.accept(tcp)).await {
                             Ok(Ok(s)) => {
+                                let s = Admitted { conn: s, permit }.guard(gate.limits());
                                 let _ = tx.send(Ok::<_, std::io::Error>(s)).await;
                             }
-                            Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
-                            Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                            Ok(Err(e)) => gate.handshake_failed(&peer, &e),
+                            Err(_) => gate.handshake_failed(&peer, &"timed out"),
                         }
                     });
                 }
@@ -165,7 +168,7 @@ pub(crate) fn spawn_accept(
 }
 
 /// Binds `cfg.listen` and serves.
-pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, String> {
+pub async fn start(cfg: &Config, state: Arc<HsmState>) -> Result<Running, DaemonError> {
     start_on(cfg, state, None).await
 }
 
@@ -174,36 +177,47 @@ pub async fn start_on(
     cfg: &Config,
     state: Arc<HsmState>,
     listener: Option<TcpListener>,
-) -> Result<Running, String> {
+) -> Result<Running, DaemonError> {
     let acceptor = tls_acceptor(cfg)?;
     let listener = match listener {
         Some(l) => l,
         None => bind(cfg).await?,
     };
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen { addr: cfg.listen.to_string(), source })?;
     let (stop, mut stop_rx) = watch::channel(false);
-    let (incoming, _accept) = spawn_accept(listener, acceptor, stop_rx.clone());
+    let limits = cfg.connections;
+    let (incoming, _accept) = spawn_accept(listener, acceptor, limits, stop_rx.clone());
     let http = match cfg.http_listen {
-        Some(a) => Some(crate::metrics::serve_http(a, state.clone(), stop_rx.clone()).await?),
+        Some(a) => {
+            Some(crate::metrics::serve_http(a, state.clone(), limits, stop_rx.clone()).await?)
+        }
         None => None,
     };
     // One PKCS#11 service (and session-object registry) for both listeners.
     let p11 = crate::p11::TokenService::new(state.clone());
     if let Some(path) = &cfg.unix_socket {
-        serve_unix(path, state.clone(), p11.clone(), stop_rx.clone())?;
+        serve_unix(path, state.clone(), p11.clone(), limits, stop_rx.clone())?;
     }
-    let svc = HsmServer::new(HsmService::new(state.clone()));
-    let p11_svc = TokenServer::new(p11);
+    let svc = HsmServer::new(HsmService::new(state.clone()))
+        .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
+    let p11_svc =
+        TokenServer::new(p11).max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
     let join = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        limits
+            .grpc_server()
             .add_service(svc)
             .add_service(p11_svc)
-            .add_service(BootstrapServer::new(BootstrapService::initialized()))
+            .add_service(
+                BootstrapServer::new(BootstrapService::initialized())
+                    .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE),
+            )
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop_rx.changed().await;
             })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| DaemonError::Server(e.to_string()))
     });
     tracing::info!(%addr, "listening (mTLS, TLS 1.3, client certificate required)");
     Ok(Running { addr, http, state, stop, join })
@@ -215,19 +229,23 @@ fn serve_unix(
     path: &std::path::Path,
     state: Arc<HsmState>,
     p11: crate::p11::TokenService,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), DaemonError> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| DaemonError::file("create", dir, e))?;
     }
     // A stale socket from a previous run; refuse to remove anything that is not a socket.
     if let Ok(m) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !m.file_type().is_socket() {
-            return Err(format!("{} exists and is not a socket", path.display()));
+            return Err(DaemonError::Config(format!(
+                "unix_socket: {} exists and is not a socket",
+                path.display()
+            )));
         }
-        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(|e| DaemonError::file("remove", path, e))?;
     }
     // Bind inside a fresh 0700 directory, tighten the socket to 0600, then move it into place:
     // nobody else can connect between bind and chmod.
@@ -239,29 +257,52 @@ fn serve_unix(
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&private)
-            .map_err(|e| format!("{}: {e}", private.display()))?;
+            .map_err(|e| DaemonError::file("create", &private, e))?;
     }
     let tmp = private.join("s");
     let listener = tokio::net::UnixListener::bind(&tmp)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        .map_err(|source| DaemonError::Listen { addr: path.display().to_string(), source })?;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| DaemonError::file("create", path, e))?;
     let _ = std::fs::remove_dir(&private);
-    let svc = HsmServer::new(HsmService::new(state));
-    let p11_svc = TokenServer::new(p11);
+    let svc = HsmServer::new(HsmService::new(state))
+        .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
+    let p11_svc =
+        TokenServer::new(p11).max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE);
     let shown = path.display().to_string();
+    // The socket is 0600, but a local process of the daemon's user can still open many
+    // connections: the same limits and deadlines as on TCP.
+    let (tx, rx) = mpsc::channel(128);
+    let gate = Gate::new("unix", limits);
+    let mut accept_stop = stop.clone();
     tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
+        let mut backoff = AcceptBackoff::default();
+        loop {
+            tokio::select! {
+                biased;
+                _ = accept_stop.changed() => break,
+                admitted = gate.next(&mut backoff, || listener.accept()) => {
+                    let admitted = Admitted { conn: admitted.conn.0, permit: admitted.permit };
+                    if tx.send(Ok::<_, std::io::Error>(admitted.guard(gate.limits()))).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let r = limits
+            .grpc_server()
             .add_service(svc)
             .add_service(p11_svc)
-            .add_service(BootstrapServer::new(BootstrapService::initialized()))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::UnixListenerStream::new(listener),
-                async move {
-                    let _ = stop.changed().await;
-                },
+            .add_service(
+                BootstrapServer::new(BootstrapService::initialized())
+                    .max_decoding_message_size(bulwark_core::limits::MAX_MESSAGE),
             )
+            .serve_with_incoming_shutdown(ReceiverStream::new(rx), async move {
+                let _ = stop.changed().await;
+            })
             .await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "unix socket listener ended");

@@ -1,6 +1,9 @@
-//! The gRPC service: authenticates each request, refuses service while sealed, and runs the
-//! operation on the worker pool. Core errors become statuses in `bulwark_proto::status_from_core`
-//! (one place); unseal refusals in [`unseal_status`].
+//! The gRPC service: authenticates each request (a bearer token bound to the connection's TLS
+//! identity), refuses service while sealed, and runs the operation on the worker pool as the
+//! session's principal. Every access decision — which keys a user sees and uses, who manages
+//! users, grants and approvals — is the token's (bulwark-core's kernel); this layer translates
+//! labels and names. Core errors become statuses in `bulwark_proto::status_from_core` (one
+//! place); unseal refusals in [`unseal_status`].
 //!
 //! Logs name the operation, the user and the key label, never data, keys or passwords.
 
@@ -17,13 +20,14 @@ use zeroize::Zeroizing;
 
 use crate::keys::{self, Purpose, SignKey};
 use crate::state::{HsmState, Session};
-use crate::users::{LoginError, Role};
 use bulwark_core::audit::{current_actor, Actor};
+use bulwark_core::kernel::{Caller, Grantee, Ops, Role};
+use bulwark_core::token::Credentials;
 
 /// Largest batch accepted in one request.
-const MAX_BATCH: usize = 1024;
+const MAX_BATCH: usize = bulwark_core::limits::MAX_BATCH;
 /// Largest random request.
-const MAX_RANDOM: u32 = 1 << 20;
+const MAX_RANDOM: u32 = bulwark_core::limits::MAX_RANDOM as u32;
 
 /// The service over one HSM state.
 #[derive(Clone, Debug)]
@@ -42,19 +46,20 @@ impl HsmService {
         req: &Request<T>,
         allowed: &[Role],
         op: &'static str,
-    ) -> Result<(Session, Actor), Status> {
+    ) -> Result<(Session, Caller), Status> {
         authorize(&self.state, req, allowed, op).await
     }
 }
 
-/// The session of a request (bearer token), after the seal check, and the audit actor for it.
-/// Refusals are audited. Every service of the daemon authenticates through this one function.
+/// The session of a request (a bearer token, valid only over the TLS identity that made it),
+/// after the seal check, and the caller the token acts for. Refusals are audited. Every service
+/// of the daemon authenticates through this one function.
 pub(crate) async fn authorize<T>(
     state: &Arc<HsmState>,
     req: &Request<T>,
     allowed: &[Role],
     op: &'static str,
-) -> Result<(Session, Actor), Status> {
+) -> Result<(Session, Caller), Status> {
     {
         let client = client_id(req);
         let refuse = |name: String, role: &str, st: Status| {
@@ -74,7 +79,8 @@ pub(crate) async fn authorize<T>(
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
-            match token.and_then(|t| state.session(t)) {
+            let identity = connection_identity(req);
+            match token.and_then(|t| state.session(t, &identity)) {
                 None => Some(refuse(
                     "-".into(),
                     "-",
@@ -90,8 +96,8 @@ pub(crate) async fn authorize<T>(
                     Some(refuse(s.user.clone(), s.role.name(), Status::permission_denied(msg)))
                 }
                 Some(s) => {
-                    let actor = Actor { name: s.user.clone(), role: s.role.name().into(), client };
-                    return Ok((s, actor));
+                    let caller = s.caller(client);
+                    return Ok((s, caller));
                 }
             }
         };
@@ -116,6 +122,18 @@ pub(crate) fn peer_cert_sha256<T>(req: &Request<T>) -> Option<String> {
             hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, c.as_ref()).as_ref())
         })
     })
+}
+
+/// The identity a session is bound to: the SHA-256 of the connection's client certificate, or
+/// the unix peer's uid on the local socket.
+pub(crate) fn connection_identity<T>(req: &Request<T>) -> String {
+    if let Some(u) = req.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+        return format!(
+            "unix:{}",
+            u.peer_cred.map_or_else(|| "-".to_owned(), |c| c.uid().to_string())
+        );
+    }
+    peer_cert_sha256(req).map_or_else(|| "-".to_owned(), |c| format!("cert:{c}"))
 }
 
 /// Who is on the other end: peer address and a fingerprint of its client certificate.
@@ -145,7 +163,7 @@ pub(crate) const ANY: &[Role] =
 /// A core error from a key operation. A token that is locked under us was sealed meanwhile.
 pub(crate) fn core(e: &Error) -> Status {
     match e {
-        Error::UserNotLoggedIn => Status::failed_precondition(bulwark_proto::SEALED),
+        Error::UserNotLoggedIn => bulwark_proto::sealed(),
         Error::Integrity(_) | Error::Rollback { .. } | Error::Internal(_) | Error::Store(_) => {
             tracing::error!(error = %e, "key operation failed");
             status_from_core(e)
@@ -165,41 +183,7 @@ fn unseal_status(e: &UnsealError) -> Status {
         }
         UnsealError::NotSealed => Status::failed_precondition("not sealed"),
         UnsealError::Core(c) => core(c),
-        _ => Status::internal("internal error"),
     }
-}
-
-/// Key-level access control: crypto officers use every key; anyone else needs to own the key or
-/// hold a grant for `op` in its access list. Keys without an access list (made outside the
-/// daemon) are for crypto officers only.
-pub(crate) fn key_access(st: &HsmState, s: &Session, label: &str, op: &str) -> Result<(), Status> {
-    if s.role == Role::CryptoOfficer {
-        return Ok(());
-    }
-    match st.users.key_acl(label) {
-        Some(acl) if acl.allows(&s.user, s.role, op) => Ok(()),
-        _ => {
-            tracing::warn!(user = %s.user, label, op, "key not in the user's access list");
-            let actor = current_actor().unwrap_or_default();
-            st.audit(&actor, "key-access", "permission-denied", format!("{op} {label}"));
-            Err(Status::permission_denied(format!(
-                "{op} with key {label:?} is not in your access list"
-            )))
-        }
-    }
-}
-
-/// The TOTP step `otp` matches, if any, for a user whose TOTP secret is `ct_hex` (encrypted
-/// under the HSM's TOTP key).
-fn check_otp(s: &HsmState, ct_hex: &str, otp: &str) -> Option<u64> {
-    if otp.len() != 6 || !otp.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let ct = hex::decode(ct_hex).ok()?;
-    let h = keys::totp_key(&s.token, false).ok()?;
-    let secret = keys::decrypt(&s.token, h, &ct).ok()?;
-    let totp = totp_rs::Builder::new().with_secret(secret.expose_secret().to_vec()).build().ok()?;
-    totp.check_current(otp)
 }
 
 #[tonic::async_trait]
@@ -283,7 +267,7 @@ impl Hsm for HsmService {
         let a = actor.clone();
         self.state
             .run("seal", actor, move |st| {
-                st.audit(&a, "seal", "ok", String::new());
+                st.audit(&a.actor(), "seal", "ok", String::new());
                 st.seal();
                 Ok(())
             })
@@ -296,9 +280,16 @@ impl Hsm for HsmService {
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let client = client_id(&req);
+        let identity = connection_identity(&req);
         let peer_cert = peer_cert_sha256(&req);
         let pb::LoginRequest { user, password, otp } = req.into_inner();
-        let mut a = Actor { name: user.clone(), role: "-".into(), client };
+        // A name that is not a valid user name is never echoed into logs or records.
+        let shown = if bulwark_core::kernel::check_user_name(&user).is_ok() {
+            user.clone()
+        } else {
+            "(invalid name)".to_owned()
+        };
+        let mut a = Actor { name: shown.clone(), role: "-".into(), client };
         if let Err(st) = self.state.require_unsealed() {
             let _ = self
                 .state
@@ -312,64 +303,45 @@ impl Hsm for HsmService {
         }
         let password = Zeroizing::new(password);
         let otp = Zeroizing::new(otp);
-        let (user, role) = self
+        let principal = self
             .state
             .run("login", a.clone(), move |s| {
-                let factors = match s.users.verify_password(&user, &password) {
-                    Ok(v) => v,
-                    Err(LoginError::BadCredentials) => {
-                        tracing::warn!(user = %user, "login failed: bad credentials");
-                        s.audit(&a, "login", "bad-credentials", String::new());
-                        return Err(Status::unauthenticated("authentication failed"));
-                    }
-                    Err(LoginError::Integrity) => {
-                        tracing::error!("login refused: the user database does not authenticate");
-                        s.audit(&a, "login", "integrity", String::new());
-                        return Err(Status::data_loss("integrity check failed: user database"));
-                    }
-                    Err(LoginError::Locked) => {
-                        tracing::warn!(user = %user, "login refused: locked");
-                        s.audit(&a, "login", "locked", String::new());
-                        return Err(Status::permission_denied(
-                            "user is locked after too many failed logins",
-                        ));
-                    }
+                let creds = Credentials {
+                    name: &user,
+                    password: password.as_bytes(),
+                    totp: (!otp.is_empty()).then_some(otp.as_str()),
+                    cert_sha256: peer_cert.as_deref(),
                 };
-                let role = factors.role;
-                role.name().clone_into(&mut a.role);
-                if let Some(bound) = &factors.cert_sha256 {
-                    let presented = peer_cert.as_deref().unwrap_or("");
-                    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-                        presented.as_bytes(),
-                        bound.as_bytes(),
-                    )) {
-                        s.users.failed(&user);
-                        tracing::warn!(user = %user, "login failed: not the user's certificate");
-                        s.audit(&a, "login", "bad-certificate", String::new());
-                        return Err(Status::unauthenticated("authentication failed"));
+                match s.token.authenticate(&creds) {
+                    Ok(p) => {
+                        p.role.name().clone_into(&mut a.role);
+                        s.audit(&a, "login", "ok", String::new());
+                        Ok(p)
+                    }
+                    Err(Error::PinIncorrect) => {
+                        tracing::warn!(user = %shown, "login failed");
+                        s.audit(&a, "login", "bad-credentials", String::new());
+                        Err(Status::unauthenticated("authentication failed"))
+                    }
+                    Err(Error::PinLocked) => {
+                        tracing::warn!(user = %shown, "login refused: locked");
+                        s.audit(&a, "login", "locked", String::new());
+                        Err(Status::permission_denied(
+                            "user is locked after too many failed logins",
+                        ))
+                    }
+                    Err(e) => {
+                        s.audit(&a, "login", bulwark_core::audit::error_code(&e), String::new());
+                        Err(core(&e))
                     }
                 }
-                if let Some(ct) = factors.totp {
-                    match check_otp(s, &ct, &otp) {
-                        Some(step) if s.users.accept_step(&user, step) => {}
-                        _ => {
-                            s.users.failed(&user);
-                            tracing::warn!(user = %user, "login failed: second factor");
-                            s.audit(&a, "login", "bad-otp", String::new());
-                            return Err(Status::unauthenticated("authentication failed"));
-                        }
-                    }
-                }
-                s.users.succeeded(&user);
-                s.audit(&a, "login", "ok", String::new());
-                Ok((user, role))
             })
             .await?;
-        let session = self.state.open_session(&user, role)?;
-        tracing::info!(user = %user, role = role.name(), "login");
+        let session = self.state.open_session(&principal, &identity)?;
+        tracing::info!(user = %principal.name, role = principal.role.name(), "login");
         Ok(Response::new(pb::LoginResponse {
             session,
-            role: role.name().into(),
+            role: principal.role.name().into(),
             expires_in_seconds: self.state.session_ttl.as_secs(),
         }))
     }
@@ -395,8 +367,7 @@ impl Hsm for HsmService {
     ) -> Result<Response<pb::KeyInfo>, Status> {
         let (s, actor) = self.auth(&req, MANAGE, "generate-key").await?;
         let r = req.into_inner();
-        tracing::info!(user = %s.user, label = %r.label, key_type = %r.key_type, "generate key");
-        let user = s.user.clone();
+        tracing::info!(user = %s.user, label = %keys::shown(&r.label), key_type = %keys::shown(&r.key_type), "generate key");
         let info = self
             .state
             .run("generate-key", actor, move |st| {
@@ -404,15 +375,8 @@ impl Hsm for HsmService {
                     .and_then(|()| keys::show(&st.token, &r.label))
                     .map_err(|e| core(&e));
                 st.labels.clear();
-                let info = info?;
-                // The creator owns the key; crypto users get it only through grants.
-                let acl = crate::users::KeyAcl { owner: user, grants: Vec::new() };
-                let mac = |d: &[u8]| st.users_mac(d);
-                st.users.set_key_acl(&r.label, Some(acl), &mac).map_err(|e| {
-                    tracing::error!(error = %e, "user database");
-                    Status::unavailable("cannot write the user database")
-                })?;
-                Ok(info)
+                // Crypto users get the key only through grants (the token's access lists).
+                info
             })
             .await?;
         Ok(Response::new(info))
@@ -422,35 +386,21 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let (sess, actor) = self.auth(&req, USE, "list-keys").await?;
+        let (_, actor) = self.auth(&req, USE, "list-keys").await?;
+        // The token lists only what this caller may see.
         let keys = self
             .state
-            .run("list-keys", actor, move |st| {
-                let mut keys = keys::list(&st.token).map_err(|e| core(&e))?;
-                if sess.role != Role::CryptoOfficer {
-                    keys.retain(|k| {
-                        st.users.key_acl(&k.label).is_some_and(|a| {
-                            ["sign", "verify", "encrypt", "decrypt", "public"]
-                                .iter()
-                                .any(|op| a.allows(&sess.user, sess.role, op))
-                        })
-                    });
-                }
-                Ok(keys)
-            })
+            .run("list-keys", actor, move |st| keys::list(&st.token).map_err(|e| core(&e)))
             .await?;
         Ok(Response::new(pb::ListKeysResponse { keys }))
     }
 
     async fn show_key(&self, req: Request<pb::KeyName>) -> Result<Response<pb::KeyInfo>, Status> {
-        let (sess, actor) = self.auth(&req, USE, "show-key").await?;
+        let (_, actor) = self.auth(&req, USE, "show-key").await?;
         let label = req.into_inner().label;
         let k = self
             .state
-            .run("show-key", actor, move |st| {
-                key_access(st, &sess, &label, "public")?;
-                keys::show(&st.token, &label).map_err(|e| core(&e))
-            })
+            .run("show-key", actor, move |st| keys::show(&st.token, &label).map_err(|e| core(&e)))
             .await?;
         Ok(Response::new(k))
     }
@@ -461,18 +411,13 @@ impl Hsm for HsmService {
     ) -> Result<Response<pb::DestroyKeyResponse>, Status> {
         let (s, actor) = self.auth(&req, MANAGE, "destroy-key").await?;
         let label = req.into_inner().label;
-        tracing::info!(user = %s.user, label = %label, "destroy key");
+        tracing::info!(user = %s.user, label = %keys::shown(&label), "destroy key");
         let destroyed = self
             .state
             .run("destroy-key", actor, move |st| {
+                // The token drops the key's grants with it.
                 let r = keys::destroy(&st.token, &label).map_err(|e| core(&e));
                 st.labels.clear();
-                if r.is_ok() && st.users.key_acl(&label).is_some() {
-                    let mac = |d: &[u8]| st.users_mac(d);
-                    if let Err(e) = st.users.set_key_acl(&label, None, &mac) {
-                        tracing::error!(error = %e, "user database");
-                    }
-                }
                 r
             })
             .await?;
@@ -483,12 +428,11 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::KeyName>,
     ) -> Result<Response<pb::PublicKeyResponse>, Status> {
-        let (sess, actor) = self.auth(&req, USE, "public-key").await?;
+        let (_, actor) = self.auth(&req, USE, "public-key").await?;
         let label = req.into_inner().label;
         let pem = self
             .state
             .run("public-key", actor, move |st| {
-                key_access(st, &sess, &label, "public")?;
                 keys::public_pem(&st.token, &label).map_err(|e| core(&e))
             })
             .await?;
@@ -505,9 +449,8 @@ impl Hsm for HsmService {
         let (signature, mechanism) = self
             .state
             .run("sign", actor, move |st| {
-                key_access(st, &sess, &r.key, "sign")?;
                 st.labels
-                    .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
+                    .with(&st.token, sess.user_id, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
                         Ok((k.sign(&st.token, &r.data)?, k.mechanism_name()))
                     })
@@ -527,9 +470,8 @@ impl Hsm for HsmService {
         let valid = self
             .state
             .run("verify", actor, move |st| {
-                key_access(st, &sess, &r.key, "verify")?;
                 st.labels
-                    .with(&st.token, &r.key, Purpose::Verify, |h, spec| {
+                    .with(&st.token, sess.user_id, &r.key, Purpose::Verify, |h, spec| {
                         SignKey::new(h, spec, &r.mechanism, format)?.verify(
                             &st.token,
                             &r.data,
@@ -552,9 +494,8 @@ impl Hsm for HsmService {
         let ciphertext = self
             .state
             .run("encrypt", actor, move |st| {
-                key_access(st, &sess, &r.key, "encrypt")?;
                 st.labels
-                    .with(&st.token, &r.key, Purpose::Aes, |h, _| {
+                    .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
                         keys::encrypt(&st.token, h, &plaintext)
                     })
                     .map_err(|e| core(&e))
@@ -572,9 +513,8 @@ impl Hsm for HsmService {
         let plaintext = self
             .state
             .run("decrypt", actor, move |st| {
-                key_access(st, &sess, &r.key, "decrypt")?;
                 st.labels
-                    .with(&st.token, &r.key, Purpose::Aes, |h, _| {
+                    .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
                         keys::decrypt(&st.token, h, &r.ciphertext)
                             .map(|pt| pt.expose_secret().to_vec())
                     })
@@ -617,9 +557,8 @@ impl Hsm for HsmService {
         let signatures = self
             .state
             .run("batch-sign", actor, move |st| {
-                key_access(st, &sess, &r.key, "sign")?;
                 st.labels
-                    .with(&st.token, &r.key, Purpose::Sign, |h, spec| {
+                    .with(&st.token, sess.user_id, &r.key, Purpose::Sign, |h, spec| {
                         let k = SignKey::new(h, spec, &r.mechanism, format)?;
                         k.sign_batch(&st.token, &r.data)
                     })
@@ -641,9 +580,8 @@ impl Hsm for HsmService {
         let ciphertexts = self
             .state
             .run("batch-encrypt", actor, move |st| {
-                key_access(st, &sess, &r.key, "encrypt")?;
                 st.labels
-                    .with(&st.token, &r.key, Purpose::Aes, |h, _| {
+                    .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
                         keys::encrypt_batch(&st.token, h, &r.plaintexts)
                     })
                     .map_err(|e| core(&e))
@@ -659,7 +597,7 @@ impl Hsm for HsmService {
         let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "create-user").await?;
         let r = req.into_inner();
         let role = Role::parse(&r.role).ok_or_else(|| Status::invalid_argument("unknown role"))?;
-        crate::users::check_name(&r.name).map_err(Status::invalid_argument)?;
+        bulwark_core::kernel::check_user_name(&r.name).map_err(|e| core(&e))?;
         if r.password.len() < 8 {
             return Err(Status::invalid_argument("passwords must be at least 8 bytes"));
         }
@@ -675,20 +613,15 @@ impl Hsm for HsmService {
             .state
             .run("create-user", actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if st.users.list().iter().any(|u| u.0 == name) {
-                    return Err(Status::already_exists(format!("user {name:?} exists")));
-                }
                 let totp_flag = if with_totp { "totp" } else { "" };
                 let fields = [name.as_str(), role.name(), totp_flag, cert.as_str()];
                 let approved_by =
                     st.check_approvals("create-user", &fields, &approvals, not_after)?;
                 let mut resp = pb::CreateUserResponse::default();
-                let mut totp_ct = None;
+                let mut secret = Zeroizing::new(vec![0u8; 20]);
                 if with_totp {
-                    let h = keys::totp_key(&st.token, true).map_err(|e| core(&e))?;
-                    let mut secret = Zeroizing::new(vec![0u8; 20]);
                     st.token.random(&mut secret).map_err(|e| core(&e))?;
-                    let ct = keys::encrypt(&st.token, h, &secret).map_err(|e| core(&e))?;
+                    // totp-rs only formats the enrolment URI; codes are checked by the token.
                     let totp = totp_rs::Builder::new()
                         .with_secret(secret.to_vec())
                         .with_account_name(name.clone())
@@ -698,20 +631,16 @@ impl Hsm for HsmService {
                     resp.otpauth_uri =
                         totp.to_url().map_err(|_| Status::internal("internal error"))?;
                     resp.totp_secret_base32 = totp.secret().to_base32();
-                    totp_ct = Some(hex::encode(ct));
                 }
-                let mac = |d: &[u8]| st.users_mac(d);
-                st.users.put(&name, role, password.as_bytes(), totp_ct, Some(&mac)).map_err(
-                    |e| {
-                        tracing::error!(error = %e, "user file");
-                        Status::unavailable("cannot write the user database")
+                let totp = with_totp.then_some(&secret[..]);
+                st.token.create_user(&name, role, password.as_bytes(), totp).map_err(
+                    |e| match e {
+                        Error::Exists(_) => Status::already_exists(format!("user {name:?} exists")),
+                        e => core(&e),
                     },
                 )?;
                 if !cert.is_empty() {
-                    st.users.bind_certificate(&name, &cert, &mac).map_err(|e| {
-                        tracing::error!(error = %e, "user file");
-                        Status::unavailable("cannot write the user database")
-                    })?;
+                    st.token.bind_user_certificate(&name, &cert).map_err(|e| core(&e))?;
                 }
                 let detail = format!(
                     "user {name} role {} totp {with_totp} certificate {} approved by [{}]",
@@ -738,16 +667,13 @@ impl Hsm for HsmService {
             .run("delete-user", actor, move |st| {
                 let _admin = st.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 st.check_approvals("delete-user", &[name.as_str()], &approvals, not_after)?;
-                let mac = |d: &[u8]| st.users_mac(d);
-                let removed = st.users.remove(&name, &mac).map_err(|e| {
-                    tracing::error!(error = %e, "user file");
-                    Status::unavailable("cannot write the user database")
-                })?;
-                let ended = st.close_sessions_of(&name);
-                let result = if removed { "ok" } else { "not-found" };
-                let detail = format!("user {name}");
+                // The token removes the user's login state and every grant with it.
+                let removed = st.token.delete_user(&name).map_err(|e| core(&e))?;
+                let ended = removed.map_or(0, |id| st.close_sessions_of(id));
+                let result = if removed.is_some() { "ok" } else { "not-found" };
+                let detail = format!("user {}", keys::shown(&name));
                 st.audit(&current_actor().unwrap_or_default(), "delete-user", result, detail);
-                Ok((removed, name, ended))
+                Ok((removed.is_some(), name, ended))
             })
             .await?;
         if !removed.0 {
@@ -761,18 +687,18 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        self.auth(&req, &[Role::SecurityOfficer], "list-users").await?;
+        let (_, actor) = self.auth(&req, &[Role::SecurityOfficer], "list-users").await?;
         let users = self
             .state
-            .users
-            .list()
+            .run("list-users", actor, |st| st.token.list_users().map_err(|e| core(&e)))
+            .await?
             .into_iter()
-            .map(|(name, role, totp, locked, cert_bound)| pb::UserInfo {
-                name,
-                role: role.name().into(),
-                totp,
-                locked,
-                cert_bound,
+            .map(|u| pb::UserInfo {
+                name: u.name,
+                role: u.role.name().into(),
+                totp: u.totp,
+                locked: u.locked,
+                cert_bound: u.cert_bound,
             })
             .collect();
         Ok(Response::new(pb::ListUsersResponse { users }))
@@ -786,41 +712,39 @@ impl Hsm for HsmService {
         let r = req.into_inner();
         let mut grants = Vec::new();
         for g in r.grants {
-            let ok_principal = match g.principal.split_once(':') {
-                Some(("user", n)) => crate::users::check_name(n).is_ok(),
-                Some(("role", n)) => Role::parse(n).is_some_and(|r| r.name() == n),
-                _ => false,
-            };
-            let ok_ops = !g.operations.is_empty()
-                && g.operations.iter().all(|o| {
-                    ["sign", "verify", "encrypt", "decrypt", "public", "*"].contains(&o.as_str())
-                });
-            if !ok_principal || !ok_ops {
-                return Err(Status::invalid_argument(
-                    "a grant is user:NAME or role:ROLE with operations among sign, verify, \
-                     encrypt, decrypt, public, *",
-                ));
-            }
-            grants.push(crate::users::Grant { principal: g.principal, ops: g.operations });
+            let who = Grantee::parse(&g.principal).map_err(|e| core(&e))?;
+            let ops = Ops::parse(g.operations.iter().map(String::as_str)).map_err(|e| core(&e))?;
+            grants.push((who, ops));
         }
-        tracing::info!(user = %s.user, label = %r.label, grants = grants.len(), "set key access");
+        tracing::info!(user = %s.user, label = %keys::shown(&r.label), grants = grants.len(), "set key access");
         self.state
             .run("set-key-access", actor, move |st| {
-                keys::show(&st.token, &r.label).map_err(|e| core(&e))?;
-                let owner = st.users.key_acl(&r.label).map_or_else(|| s.user.clone(), |a| a.owner);
-                let detail = format!("{} grants {}", r.label, grants.len());
-                let mac = |d: &[u8]| st.users_mac(d);
-                st.users
-                    .set_key_acl(&r.label, Some(crate::users::KeyAcl { owner, grants }), &mac)
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "user database");
-                        Status::unavailable("cannot write the user database")
-                    })?;
+                keys::set_access(&st.token, &r.label, &grants).map_err(|e| core(&e))?;
+                st.labels.clear();
+                let detail = format!("{} grants {}", keys::shown(&r.label), grants.len());
                 st.audit(&current_actor().unwrap_or_default(), "set-key-access", "ok", detail);
                 Ok(())
             })
             .await?;
         Ok(Response::new(pb::SetKeyAccessResponse {}))
+    }
+
+    async fn set_key_trusted(
+        &self,
+        req: Request<pb::SetKeyTrustedRequest>,
+    ) -> Result<Response<pb::SetKeyTrustedResponse>, Status> {
+        let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "set-key-trusted").await?;
+        let r = req.into_inner();
+        tracing::warn!(user = %so.user, label = %keys::shown(&r.label), trusted = r.trusted, "set key trusted");
+        let objects = self
+            .state
+            .run("set-key-trusted", actor, move |st| {
+                let n = st.token.set_trusted_by_label(&r.label, r.trusted).map_err(|e| core(&e))?;
+                st.labels.clear();
+                Ok(n)
+            })
+            .await?;
+        Ok(Response::new(pb::SetKeyTrustedResponse { objects }))
     }
 
     async fn unlock_user(
@@ -829,18 +753,17 @@ impl Hsm for HsmService {
     ) -> Result<Response<pb::UnlockUserResponse>, Status> {
         let (so, actor) = self.auth(&req, &[Role::SecurityOfficer], "unlock-user").await?;
         let name = req.into_inner().name;
-        if !self.state.users.list().iter().any(|u| u.0 == name) {
-            return Err(Status::not_found(format!("no user {name:?}")));
-        }
-        tracing::warn!(user = %so.user, unlocked = %name, "unlock user");
+        tracing::warn!(user = %so.user, unlocked = %keys::shown(&name), "unlock user");
         self.state
             .run("unlock-user", actor, move |st| {
-                st.users.succeeded(&name);
+                if !st.token.unlock_user(&name).map_err(|e| core(&e))? {
+                    return Err(Status::not_found(format!("no user {name:?}")));
+                }
                 st.audit(
                     &current_actor().unwrap_or_default(),
                     "unlock-user",
                     "ok",
-                    format!("user {name}"),
+                    format!("user {}", keys::shown(&name)),
                 );
                 Ok(())
             })
@@ -863,12 +786,11 @@ impl Hsm for HsmService {
                 let fields = [name.as_str(), role.name()];
                 let approved_by =
                     st.check_approvals("set-user-role", &fields, &approvals, not_after)?;
-                let mac = |d: &[u8]| st.users_mac(d);
-                let changed = st.users.set_role(&name, role, &mac).map_err(|e| {
-                    tracing::error!(error = %e, "user file");
-                    Status::unavailable("cannot write the user database")
-                })?;
-                let ended = if changed { st.close_sessions_of(&name) } else { 0 };
+                let changed = st.token.set_user_role(&name, role).map_err(|e| core(&e))?;
+                // The token applies the new role at once; the sessions end too, so that the
+                // user logs in again under the role it now has.
+                let ended = changed.map_or(0, |id| st.close_sessions_of(id));
+                let changed = changed.is_some();
                 let result = if changed { "ok" } else { "not-found" };
                 let detail = format!(
                     "user {name} role {} approved by [{}]",
@@ -947,9 +869,7 @@ impl Hsm for HsmService {
                     .token
                     .audit_log()
                     .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
-                log.signer()
-                    .map(|s| s.public_key())
-                    .ok_or_else(|| Status::failed_precondition(bulwark_proto::SEALED))
+                log.signer().map(|s| s.public_key()).ok_or_else(bulwark_proto::sealed)
             })
             .await?;
         Ok(Response::new(pb::AuditPublicKeyResponse { public_key }))

@@ -1,6 +1,12 @@
-//! The daemon's HSM state: the token (the only holder of the master key in this process), the
-//! seal state and unseal attempt, users, sessions, and the bounded worker pool that runs every
+//! The daemon's HSM state: the token (the only holder of the master key in this process, and
+//! the security kernel: users, roles, grants, lockouts and approvals live in its store), the
+//! seal state and unseal attempt, sessions, and the bounded worker pool that runs every
 //! cryptographic or Argon2id computation off the async reactor.
+//!
+//! A session is a bearer token bound to the TLS identity (client certificate digest, or the
+//! unix peer) that logged in: the token is refused over any other connection identity. Each
+//! request runs as its session's principal ([`bulwark_core::kernel::as_caller`]); every
+//! decision about what it may do is the token's.
 //!
 //! Seal state is one `RwLock<bool>`-free design: `sealed` is an atomic read on every request;
 //! `unseal` and `seal` take the `unsealer` mutex, so the two transitions are serialized. A key
@@ -13,21 +19,62 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest;
 use bulwark_core::audit::{self, Actor, AuditEvent};
+use bulwark_core::kernel::{Caller, Principal, Role, UserId};
 use bulwark_core::seal::{Progress, QuorumPolicy, Share, UnsealError, Unsealer};
 use bulwark_core::Token;
 use tokio::sync::Semaphore;
 use tonic::Status;
-
-use crate::users::{Role, Users};
 
 /// A logged-in session.
 #[derive(Clone, Debug)]
 pub struct Session {
     /// User name.
     pub user: String,
-    /// Role.
+    /// The user's permanent id.
+    pub user_id: UserId,
+    /// Role at login (the token re-reads the current one for every decision).
     pub role: Role,
+    /// The TLS identity (or unix peer) the session is bound to.
+    identity: String,
+    /// The login that owns the session objects made in this session.
+    pub login: u64,
     expires: Instant,
+    created: Instant,
+    /// Whether the session has served a request (a context login must be unused).
+    used: bool,
+}
+
+impl Session {
+    /// The caller for the token.
+    pub fn caller(&self, client: String) -> Caller {
+        Caller {
+            principal: Principal { id: self.user_id, name: self.user.clone(), role: self.role },
+            login: self.login,
+            client,
+        }
+    }
+}
+
+/// Who a request runs as: an authenticated caller, or an unauthenticated actor (status,
+/// unseal, login itself) that the token treats as nobody.
+#[derive(Clone, Debug)]
+pub enum Ctx {
+    /// An authenticated session's principal.
+    Caller(Caller),
+    /// Nobody, recorded under this audit identity.
+    Anonymous(Actor),
+}
+
+impl From<Actor> for Ctx {
+    fn from(a: Actor) -> Self {
+        Ctx::Anonymous(a)
+    }
+}
+
+impl From<Caller> for Ctx {
+    fn from(c: Caller) -> Self {
+        Ctx::Caller(c)
+    }
 }
 
 /// Everything a request handler needs.
@@ -35,7 +82,6 @@ pub struct HsmState {
     pub(crate) token: Token,
     sealed: AtomicBool,
     unsealer: Mutex<Unsealer>,
-    pub(crate) users: Users,
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     pool: Arc<Semaphore>,
     pub(crate) session_ttl: Duration,
@@ -70,7 +116,6 @@ impl HsmState {
     pub fn new(
         token: Token,
         policy: QuorumPolicy,
-        users: Users,
         workers: usize,
         session_ttl: Duration,
         dev_mode: bool,
@@ -79,7 +124,6 @@ impl HsmState {
             token,
             sealed: AtomicBool::new(true),
             unsealer: Mutex::new(Unsealer::new(policy)),
-            users,
             sessions: Mutex::new(HashMap::new()),
             pool: Arc::new(Semaphore::new(workers.max(1))),
             session_ttl,
@@ -112,7 +156,7 @@ impl HsmState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         if not_after <= now || not_after > now + 86_400 {
-            return Err(Status::failed_precondition(
+            return Err(bulwark_proto::quorum_required(
                 "quorum approval required: approval_not_after must be within the next 24 hours",
             ));
         }
@@ -131,20 +175,23 @@ impl HsmState {
             }
         }
         if ok.len() < cfg.threshold {
-            return Err(Status::failed_precondition(format!(
+            return Err(bulwark_proto::quorum_required(format!(
                 "quorum approval required: {} of the approvers must sign digest {} ({} valid)",
                 cfg.threshold,
                 hex::encode(digest),
                 ok.len()
             )));
         }
-        let mac = |d: &[u8]| self.users_mac(d);
-        match self.users.use_approval(&digest, not_after, now, &mac) {
-            Ok(true) => Ok(ok),
-            Ok(false) => Err(Status::failed_precondition("these approvals were already used")),
+        // Single use, recorded in the store (an authenticated record under the rollback
+        // protection of the whole store).
+        match self.token.use_approval(&digest, not_after, now) {
+            Ok(()) => Ok(ok),
+            Err(bulwark_core::Error::ActionProhibited(_)) => {
+                Err(Status::failed_precondition("these approvals were already used"))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "used-approvals record");
-                Err(Status::unavailable("cannot record the use of the approvals"))
+                Err(bulwark_proto::status_from_core(&e))
             }
         }
     }
@@ -178,7 +225,6 @@ impl HsmState {
                 self.token.unseal(vault, ik)?;
                 self.sealed.store(false, Ordering::Release);
                 tracing::warn!("HSM unsealed");
-                self.check_users();
                 Ok((false, need, need))
             }
         }
@@ -204,39 +250,6 @@ impl HsmState {
         }
     }
 
-    /// HMAC of the user database under the HSM's key (hex).
-    pub(crate) fn users_mac(&self, data: &[u8]) -> Result<String, String> {
-        crate::keys::users_mac_key(&self.token, false)
-            .and_then(|h| crate::keys::hmac_hex(&self.token, h, data))
-            .map_err(|e| e.to_string())
-    }
-
-    /// After unseal: the user database must authenticate under the HSM's key. A database never
-    /// bound to this HSM (first unseal after init, offline bootstrap) is bound now; a bound one
-    /// that does not verify, or a bound one whose key is gone, disables every login.
-    fn check_users(&self) {
-        let key = crate::keys::users_mac_key(&self.token, false);
-        let mac = |d: &[u8]| self.users_mac(d);
-        let ok = match key {
-            Ok(_) => self.users.verify_mac(&mac),
-            Err(bulwark_core::Error::NotFound(_)) if !self.users.is_bound() => {
-                let bound = crate::keys::users_mac_key(&self.token, true)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| self.users.bind(&mac));
-                if let Err(e) = &bound {
-                    tracing::error!(error = %e, "cannot bind the user database to the HSM");
-                }
-                bound.is_ok()
-            }
-            _ => false,
-        };
-        if !ok {
-            tracing::error!("the user database does not authenticate: every login is refused");
-            let actor = Actor { name: "-".into(), role: "-".into(), client: "bulwarkd".into() };
-            self.audit(&actor, "users-integrity", "integrity", String::new());
-        }
-    }
-
     /// Seals: wipes the master key and every cached key, ends every session.
     pub fn seal(&self) {
         let mut u = lock(&self.unsealer);
@@ -251,13 +264,14 @@ impl HsmState {
     /// Refuses service while sealed.
     pub fn require_unsealed(&self) -> Result<(), Status> {
         if self.is_sealed() {
-            return Err(Status::failed_precondition(bulwark_proto::SEALED));
+            return Err(bulwark_proto::sealed());
         }
         Ok(())
     }
 
-    /// Opens a session; returns its bearer token.
-    pub fn open_session(&self, user: &str, role: Role) -> Result<String, Status> {
+    /// Opens a session for `p`, bound to the connection identity `identity`; returns its
+    /// bearer token.
+    pub fn open_session(&self, p: &Principal, identity: &str) -> Result<String, Status> {
         let mut raw = [0u8; 32];
         // From the provider's DRBG (continuous RNG test included), not through the token: the
         // security officer must be able to log in while a tamper alarm stops key service.
@@ -268,24 +282,63 @@ impl HsmState {
         let mut s = lock(&self.sessions);
         let now = Instant::now();
         s.retain(|_, v| v.expires > now);
+        let login = u64::from_be_bytes(raw[..8].try_into().unwrap_or_default());
         s.insert(
             token_digest(&token),
-            Session { user: user.to_owned(), role, expires: now + self.session_ttl },
+            Session {
+                user: p.name.clone(),
+                user_id: p.id,
+                role: p.role,
+                identity: identity.to_owned(),
+                login,
+                expires: now + self.session_ttl,
+                created: now,
+                used: false,
+            },
         );
         Ok(token)
     }
 
-    /// The session named by a bearer token.
-    pub fn session(&self, token: &str) -> Option<Session> {
-        let s = lock(&self.sessions);
-        s.get(&token_digest(token)).filter(|v| v.expires > Instant::now()).cloned()
+    /// The session named by a bearer token, if it is alive and bound to `identity` (a token
+    /// presented over another client certificate is no session at all).
+    pub fn session(&self, token: &str, identity: &str) -> Option<Session> {
+        let mut s = lock(&self.sessions);
+        let v = s.get_mut(&token_digest(token))?;
+        let bound = subtle::ConstantTimeEq::ct_eq(v.identity.as_bytes(), identity.as_bytes());
+        if v.expires <= Instant::now() || !bool::from(bound) {
+            return None;
+        }
+        v.used = true;
+        Some(v.clone())
     }
 
-    /// Ends every session of `user` (revocation); returns how many.
-    pub fn close_sessions_of(&self, user: &str) -> usize {
+    /// Takes a context login (`C_Login(CKU_CONTEXT_SPECIFIC)` on a remote slot): the bearer
+    /// token of a fresh login of `user` over the same identity, never used for anything else,
+    /// at most a minute old. It is spent whether or not it fits; a token of another user is
+    /// left alone (it is not the caller's to end).
+    pub fn take_context_login(&self, token: &str, identity: &str, user: UserId) -> bool {
+        let mut s = lock(&self.sessions);
+        let key = token_digest(token);
+        let Some(v) = s.get(&key) else { return false };
+        if v.user_id != user {
+            return false;
+        }
+        let fresh = !v.used
+            && v.expires > Instant::now()
+            && v.created.elapsed() < Duration::from_secs(60)
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                v.identity.as_bytes(),
+                identity.as_bytes(),
+            ));
+        s.remove(&key);
+        fresh
+    }
+
+    /// Ends every session of the user `id` (revocation); returns how many.
+    pub fn close_sessions_of(&self, id: UserId) -> usize {
         let mut s = lock(&self.sessions);
         let before = s.len();
-        s.retain(|_, v| v.user != user);
+        s.retain(|_, v| v.user_id != id);
         before - s.len()
     }
 
@@ -323,7 +376,7 @@ impl HsmState {
     pub async fn run<T, F>(
         self: &Arc<Self>,
         op: &'static str,
-        actor: Actor,
+        actor: impl Into<Ctx>,
         f: F,
     ) -> Result<T, Status>
     where
@@ -343,7 +396,7 @@ impl HsmState {
     /// [`HsmState::run`] without metrics (for paths that record their own result).
     pub(crate) async fn run_unmetered<T, F>(
         self: &Arc<Self>,
-        actor: Actor,
+        actor: impl Into<Ctx>,
         f: F,
     ) -> Result<T, Status>
     where
@@ -357,9 +410,13 @@ impl HsmState {
             .await
             .map_err(|_| Status::unavailable("shutting down"))?;
         let me = self.clone();
+        let ctx = actor.into();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            audit::with_actor(actor, || f(&me))
+            match ctx {
+                Ctx::Caller(c) => bulwark_core::kernel::as_caller(c, || f(&me)),
+                Ctx::Anonymous(a) => audit::with_actor(a, || f(&me)),
+            }
         })
         .await
         .map_err(|_| Status::internal("internal error"))?

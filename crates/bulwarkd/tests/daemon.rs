@@ -364,7 +364,8 @@ fn dev_mode_binary_serves_and_writes_env_files() {
     );
     assert!(u.list_keys().unwrap().is_empty(), "no grant yet");
     assert_eq!(code(u.generate_key("ec-p256", "mine", false)).0, Code::PermissionDenied);
-    assert_eq!(code(u.sign("dev-key", "", b"m", true)).0, Code::PermissionDenied);
+    // Without a grant the key is invisible to a crypto user, as if it did not exist.
+    assert_eq!(code(u.sign("dev-key", "", b"m", true)).0, Code::NotFound);
     c.set_key_access("dev-key", &[(&format!("user:{who}"), &["sign", "public"])]).unwrap();
     u.sign("dev-key", "", b"m", true).unwrap();
     assert!(dir.join("so.env").exists());
@@ -416,12 +417,8 @@ fn totp_second_factor_roles_and_revocation() {
     assert!(bob.sign("shared", "", b"m", true).is_ok());
     assert_eq!(code(bob.generate_key("ec-p256", "mine", false)).0, Code::PermissionDenied);
     assert_eq!(code(bob.destroy_key("shared")).0, Code::PermissionDenied);
+    // TOTP secrets are sealed in the users' records: no key of the daemon's own is listed.
     assert!(officer.list_keys().unwrap().iter().all(|k| !k.label.starts_with("bulwarkd.")));
-    assert_eq!(code(officer.encrypt("bulwarkd.totp", b"x")).0, Code::NotFound);
-    assert_eq!(
-        code(officer.generate_key("aes-256", "bulwarkd.mine", false)).0,
-        Code::InvalidArgument
-    );
 
     let users = so.list_users().unwrap();
     assert!(users.iter().any(|u| u.name == "bob" && u.totp && u.role == "crypto-user"));
@@ -491,35 +488,37 @@ fn local_admin_unix_socket() {
     assert!(s.state.audit_records().iter().any(|l| l.contains("unix uid:")));
 }
 
+/// Users live in the store, under the master key and the set commitment: no side file holds
+/// them, and editing a user's record (promoting a crypto officer) is caught at the next unseal.
 #[test]
-fn user_database_is_bound_to_the_hsm() {
+fn users_live_in_the_authenticated_store() {
     let (d, s) = dev();
     let dir = s.dir.clone();
     login(&s, "so.env").create_user("dave", "crypto-user", "dave-password", false).unwrap();
     drop(s);
-    let users = std::fs::read_to_string(dir.join("users.json")).unwrap();
-    assert!(users.contains("\"mac\""), "{users}");
-    // Offline additions are refused once the database is bound.
-    let users_db = bulwarkd::users::Users::load(&dir.join("users.json")).unwrap();
-    assert!(users_db
-        .put("mallory", bulwarkd::users::Role::SecurityOfficer, b"password-1", None, None)
-        .is_err());
-
+    for side in
+        ["users.json", "users.lockouts.json", "users.totp-steps.json", "users.approvals.json"]
+    {
+        assert!(!dir.join(side).exists(), "{side} must not exist");
+    }
     // Restarting on the untouched directory works.
     let s = DevServer::start(&d.path().join("dev")).unwrap();
     login(&s, "officer.env");
     drop(s);
-
-    // Promote the crypto officer by editing the file: every login is refused with DATA_LOSS.
-    std::fs::write(dir.join("users.json"), users.replacen("crypto-officer", "security-officer", 1))
+    // Promote the crypto officer by editing its record: the store no longer verifies, so the
+    // HSM does not unseal and nobody logs in.
+    let db = rusqlite::Connection::open(dir.join("store.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE records SET value = CAST(replace(CAST(value AS TEXT), 'crypto-officer', \
+             'security-officer') AS BLOB) WHERE kind = 'user' AND CAST(value AS TEXT) LIKE '%crypto-officer%'",
+            [],
+        )
         .unwrap();
-    let s = DevServer::start(&d.path().join("dev")).unwrap();
-    let mut c = client_as(&s, "crypto");
-    let pw = env_value(&s.dir, "officer.env", "BULWARK_PASSWORD");
-    let (code, msg) = code(c.login("crypto", &pw));
-    assert_eq!(code, Code::DataLoss);
-    assert!(msg.contains("integrity"), "{msg}");
-    assert!(s.state.audit_records().iter().any(|l| l.contains("users-integrity")));
+    assert_eq!(n, 1);
+    drop(db);
+    let err = DevServer::start(&d.path().join("dev")).unwrap_err();
+    assert!(err.to_string().contains("integrity"), "{err}");
 }
 
 #[test]
@@ -559,18 +558,18 @@ fn key_access_lists() {
     let mut gus = client_as(&s, "crypto");
     gus.login("gus", "gus-password").unwrap();
 
-    // No grant: refused, and the key is not even listed.
-    let (c, m) = code(fay.sign("k1", "", b"m", true));
-    assert_eq!(c, Code::PermissionDenied);
-    assert!(m.contains("access list"), "{m}");
+    // No grant: the key is invisible (not listed, not found by its label).
+    assert_eq!(code(fay.sign("k1", "", b"m", true)).0, Code::NotFound);
     assert!(fay.list_keys().unwrap().is_empty());
 
     // A user grant for sign only.
     officer.set_key_access("k1", &[("user:fay", &["sign"])]).unwrap();
     let sig = fay.sign("k1", "", b"m", true).unwrap();
-    assert_eq!(code(fay.verify("k1", "", b"m", &sig, true)).0, Code::PermissionDenied);
-    assert_eq!(code(fay.encrypt("k2", b"x")).0, Code::PermissionDenied);
-    assert_eq!(code(gus.sign("k1", "", b"m", true)).0, Code::PermissionDenied);
+    let (c, m) = code(fay.verify("k1", "", b"m", &sig, true));
+    assert_eq!(c, Code::PermissionDenied, "visible, but verify is not granted");
+    assert!(m.contains("access list"), "{m}");
+    assert_eq!(code(fay.encrypt("k2", b"x")).0, Code::NotFound);
+    assert_eq!(code(gus.sign("k1", "", b"m", true)).0, Code::NotFound);
     let listed: Vec<_> = fay.list_keys().unwrap().into_iter().map(|k| k.label).collect();
     assert_eq!(listed, ["k1"]);
 
@@ -578,7 +577,7 @@ fn key_access_lists() {
     officer.set_key_access("k2", &[("role:crypto-user", &["encrypt", "decrypt"])]).unwrap();
     let ct = gus.encrypt("k2", b"secret").unwrap();
     assert_eq!(&fay.decrypt("k2", &ct).unwrap()[..], b"secret");
-    assert_eq!(code(gus.batch_sign("k1", "", vec![b"a".to_vec()], true)).0, Code::PermissionDenied);
+    assert_eq!(code(gus.batch_sign("k1", "", vec![b"a".to_vec()], true)).0, Code::NotFound);
 
     // Grants are validated; only crypto officers set them; the crypto officer uses every key.
     assert_eq!(
@@ -586,17 +585,17 @@ fn key_access_lists() {
         Code::InvalidArgument
     );
     assert_eq!(
-        code(officer.set_key_access("k1", &[("user:fay", &["export"])])).0,
+        code(officer.set_key_access("k1", &[("user:fay", &["bogus"])])).0,
         Code::InvalidArgument
     );
     assert_eq!(code(officer.set_key_access("nope", &[("user:fay", &["sign"])])).0, Code::NotFound);
     assert_eq!(code(fay.set_key_access("k1", &[("user:fay", &["*"])])).0, Code::PermissionDenied);
     assert!(officer.verify("k1", "", b"m", &sig, true).unwrap());
-    assert!(s.state.audit_records().iter().any(|l| l.contains("key-access")));
+    assert!(s.state.audit_records().iter().any(|l| l.contains("key-function-not-permitted")));
 
     // Revoking the grant takes effect at once.
     officer.set_key_access("k1", &[]).unwrap();
-    assert_eq!(code(fay.sign("k1", "", b"m", true)).0, Code::PermissionDenied);
+    assert_eq!(code(fay.sign("k1", "", b"m", true)).0, Code::NotFound);
 }
 
 #[test]
@@ -765,7 +764,8 @@ fn quorum_approvals_gate_user_changes() {
         Code::FailedPrecondition
     );
     assert!(!so.status().unwrap().zeroized);
-    assert!(crypto.show_key("before-zeroize").is_ok());
+    // The demoted officer keeps no rights on the key it made (no owner rights outlive a role).
+    assert_eq!(code(crypto.show_key("before-zeroize")).0, Code::NotFound);
     so.zeroize(z_req(vec![approve(1, &z), approve(2, &z)])).unwrap();
     let st = so.status().unwrap();
     assert!(st.zeroized && st.sealed, "{st:?}");
@@ -883,6 +883,13 @@ fn used_approvals_survive_a_restart() {
     let mut request = None;
     for round in 0..3 {
         let state = bulwarkd::server::open_state(&cfg, true).unwrap();
+        if round == 2 {
+            // Deleting the record of the used approval (to replay it) breaks the store's set
+            // commitment: the HSM does not unseal.
+            let err = setup.unseal(&state).unwrap_err();
+            assert!(err.to_string().contains("integrity"), "{err}");
+            break;
+        }
         setup.unseal(&state).unwrap();
         let running = rt.block_on(bulwarkd::server::start(&cfg, state)).unwrap();
         setup.write_env(running.addr).unwrap();
@@ -922,22 +929,18 @@ fn used_approvals_survive_a_restart() {
                 let (c, m) = code(so.set_user_role(req.clone()));
                 assert_eq!(c, Code::FailedPrecondition, "replayed after a restart: {m}");
                 assert!(m.contains("already used"), "{m}");
-                // Edit the record of used approvals (drop the entry): every approval is refused.
-                let record = cfg.users.with_extension("approvals.json");
-                let mut v: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
-                v["used"] = serde_json::json!({});
-                std::fs::write(&record, serde_json::to_vec(&v).unwrap()).unwrap();
             }
-            _ => {
-                assert_eq!(code(so.set_user_role(req.clone())).0, Code::Unavailable);
-            }
+            _ => unreachable!(),
         }
         drop(so);
         let done = rt.block_on(async {
             tokio::time::timeout(std::time::Duration::from_secs(10), running.shutdown()).await
         });
         assert!(matches!(done, Ok(Ok(()))), "{done:?}");
+        if round == 1 {
+            let db = rusqlite::Connection::open(&cfg.store).unwrap();
+            assert_eq!(db.execute("DELETE FROM records WHERE kind = 'approval'", []).unwrap(), 1);
+        }
     }
 }
 
@@ -996,5 +999,4 @@ fn totp_replay_is_refused_across_a_restart() {
     let mut c = client_as(&s, "crypto");
     // Within the ±1-step window the code is still valid, so only the persisted step refuses it.
     assert_eq!(code(c.login_with_otp("tess", "tess-password", &good)).0, Code::Unauthenticated);
-    assert!(dir.join("users.totp-steps.json").exists());
 }

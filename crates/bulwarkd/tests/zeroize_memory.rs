@@ -16,10 +16,12 @@ use std::path::Path;
 use aws_lc_rs::key_wrap::{AesKek, KeyWrapPadded, AES_256};
 use bulwark_client::Code;
 use bulwark_core::attr::{AttrType, AttrValue, ObjectClass};
+use bulwark_core::kernel::{as_caller, Caller};
 use bulwark_core::mechanism::Mechanism;
 use bulwark_core::seal::{Progress, QuorumPolicy, ShareFile, Unsealer};
+use bulwark_core::token::Credentials;
 use bulwark_core::Token;
-use common::{code, connect_as, login_as, spawn_dev};
+use common::{code, connect_as, env_value, login_as, spawn_dev};
 
 /// Which of `needles` occur in the readable memory of process `pid`; `None` when this process
 /// may not read it.
@@ -95,45 +97,58 @@ fn key_bytes(dir: &Path, labels: &[&str]) -> Vec<Vec<u8>> {
     }
     let (vault, ik) = *keys.expect("two shares unseal");
     token.unseal(vault, ik).unwrap();
+    // Unsealing logs nobody in: act as the dev crypto officer, and as the security officer to
+    // mark the KEK trusted (a daemon store lets keys leave only under trusted keys).
+    let as_user = |name: &str, env: &str| {
+        let pw = env_value(dir, env, "BULWARK_PASSWORD");
+        let creds = Credentials { name, password: pw.as_bytes(), totp: None, cert_sha256: None };
+        let principal = token.authenticate(&creds).unwrap();
+        Caller { principal, login: 77, client: "zeroize test".into() }
+    };
+    let (officer, so) = (as_user("crypto", "officer.env"), as_user("so", "so.env"));
     let kek_bytes = [0x5au8; 32];
     let kek_t = vec![
         ulong(AttrType::Class, ObjectClass::SecretKey.to_raw()),
         ulong(AttrType::KeyType, 0x1f),
-        bool_(AttrType::Token, false),
+        bool_(AttrType::Token, true),
         bool_(AttrType::Wrap, true),
+        (AttrType::Label, AttrValue::Bytes(b"mem-kek".to_vec())),
         (AttrType::Value, AttrValue::Bytes(kek_bytes.to_vec())),
     ];
-    let kek = token.create_object(&kek_t, 1).unwrap();
-    labels
-        .iter()
-        .map(|l| {
-            let found = token
-                .find(&[
-                    (AttrType::Label, AttrValue::Bytes(l.as_bytes().to_vec())),
-                    ulong(
-                        AttrType::Class,
-                        if l.starts_with("mem-aes") {
-                            ObjectClass::SecretKey.to_raw()
-                        } else {
-                            ObjectClass::PrivateKey.to_raw()
-                        },
-                    ),
-                ])
-                .unwrap();
-            assert_eq!(found.len(), 1, "{l}");
-            let wrapped = token.wrap_key(kek, &Mechanism::AesKeyWrapPad, found[0]).unwrap();
-            let mut out = vec![0u8; wrapped.len()];
-            let unwrapper = AesKek::new(&AES_256, &kek_bytes).unwrap();
-            let plain = unwrapper.unwrap_with_padding(&wrapped, &mut out).unwrap().to_vec();
-            if l.starts_with("mem-aes") {
-                plain
-            } else {
-                // PKCS#8 Ed25519: the 32-byte seed follows OCTET STRING { OCTET STRING (32) }.
-                let at = memchr::memmem::find(&plain, &[0x04, 0x22, 0x04, 0x20]).unwrap() + 4;
-                plain[at..at + 32].to_vec()
-            }
-        })
-        .collect()
+    let kek = as_caller(officer.clone(), || token.create_object(&kek_t, 1)).unwrap();
+    as_caller(so, || token.set_trusted_by_label("mem-kek", true)).unwrap();
+    as_caller(officer, || {
+        labels
+            .iter()
+            .map(|l| {
+                let found = token
+                    .find(&[
+                        (AttrType::Label, AttrValue::Bytes(l.as_bytes().to_vec())),
+                        ulong(
+                            AttrType::Class,
+                            if l.starts_with("mem-aes") {
+                                ObjectClass::SecretKey.to_raw()
+                            } else {
+                                ObjectClass::PrivateKey.to_raw()
+                            },
+                        ),
+                    ])
+                    .unwrap();
+                assert_eq!(found.len(), 1, "{l}");
+                let wrapped = token.wrap_key(kek, &Mechanism::AesKeyWrapPad, found[0]).unwrap();
+                let mut out = vec![0u8; wrapped.len()];
+                let unwrapper = AesKek::new(&AES_256, &kek_bytes).unwrap();
+                let plain = unwrapper.unwrap_with_padding(&wrapped, &mut out).unwrap().to_vec();
+                if l.starts_with("mem-aes") {
+                    plain
+                } else {
+                    // PKCS#8 Ed25519: the 32-byte seed follows OCTET STRING { OCTET STRING (32) }.
+                    let at = memchr::memmem::find(&plain, &[0x04, 0x22, 0x04, 0x20]).unwrap() + 4;
+                    plain[at..at + 32].to_vec()
+                }
+            })
+            .collect()
+    })
 }
 
 #[test]
@@ -206,4 +221,43 @@ fn zeroize_leaves_no_key_bytes_in_the_store_or_the_daemon_memory() {
         assert!(after.is_empty(), "key bytes left in daemon memory after zeroize: {after:?}");
     }
     assert!(daemon.0.try_wait().unwrap().is_none(), "the daemon keeps running, zeroized");
+}
+
+/// After `seal`, no password and no plaintext that passed through the daemon is left in its
+/// memory: not in the decoded requests (login, create-user, encrypt), not in the responses
+/// (decrypt), not in the buffers they were decoded from or encoded into.
+#[test]
+fn seal_leaves_no_password_or_plaintext_in_the_daemon_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let (daemon, dir) = spawn_dev(d.path(), &[]);
+    let pid = daemon.0.id();
+    let mut rnd = [0u8; 12];
+    bulwark_core::crypto::Provider::get().unwrap().random(&mut rnd).unwrap();
+    let password = format!("pw-{}-memory-test", hex::encode(rnd));
+    let plaintext = format!("plaintext-{}-memory-test", hex::encode(rnd)).into_bytes();
+
+    let so = login_as(&dir, "so.env");
+    so.create_user("memtest", "crypto-officer", &password, false).unwrap();
+    {
+        let mut officer = connect_as(&dir, "officer.env");
+        officer.login("memtest", &password).unwrap();
+        officer.generate_key("aes-256", "mem-seal-k", false).unwrap();
+        for _ in 0..3 {
+            let ct = officer.encrypt("mem-seal-k", &plaintext).unwrap();
+            assert_eq!(&officer.decrypt("mem-seal-k", &ct).unwrap()[..], &plaintext[..]);
+        }
+    }
+    let needles: [(&str, &[u8]); 2] =
+        [("password", password.as_bytes()), ("plaintext", &plaintext)];
+    let Some(before) = found_in_memory(pid, &needles) else {
+        eprintln!("note: cannot read /proc/{pid}/mem (needs root): memory check skipped");
+        return;
+    };
+    eprintln!("before seal, found in daemon memory: {before:?}");
+    so.seal().unwrap();
+    drop(so);
+    // Closed connections are dropped by the server asynchronously.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = found_in_memory(pid, &needles).expect("memory still readable");
+    assert!(after.is_empty(), "left in daemon memory after seal: {after:?}");
 }

@@ -29,6 +29,36 @@ use crate::secret::SecretBytes;
 
 const BLOCK: usize = 16;
 const GCM_TAG: usize = 16;
+const GCM_IV: usize = 12;
+
+/// The exact ciphertext length of an AES mechanism for `in_len` plaintext bytes (0 for
+/// mechanisms that do not encrypt). Shared with remote clients, which must answer length
+/// queries without a round trip.
+pub fn aes_encrypt_len(mech: &Mechanism, in_len: usize) -> usize {
+    match mech {
+        Mechanism::AesGcm { .. } => in_len + GCM_TAG,
+        Mechanism::AesGcmGenerated { .. } => GCM_IV + in_len + GCM_TAG,
+        Mechanism::AesCbcPad { .. } => (in_len / BLOCK + 1) * BLOCK,
+        Mechanism::AesCbc { .. }
+        | Mechanism::AesCtr { .. }
+        | Mechanism::AesEcb
+        | Mechanism::AesCbcPadPart { .. } => in_len,
+        _ => 0,
+    }
+}
+
+/// The largest plaintext an AES mechanism yields for `in_len` ciphertext bytes.
+pub fn aes_decrypt_len_max(mech: &Mechanism, in_len: usize) -> usize {
+    match mech {
+        Mechanism::AesGcm { .. } => in_len.saturating_sub(GCM_TAG),
+        Mechanism::AesCbcPad { .. }
+        | Mechanism::AesCbc { .. }
+        | Mechanism::AesCtr { .. }
+        | Mechanism::AesEcb
+        | Mechanism::AesCbcPadPart { .. } => in_len,
+        _ => 0,
+    }
+}
 
 fn unbound(key: &SecretBytes) -> Result<UnboundCipherKey> {
     let alg = match key.len() {
@@ -90,22 +120,68 @@ fn wrong(spec: KeySpec, mech: &Mechanism) -> Error {
     }
 }
 
+/// A 12-byte GCM IV made in the token: the caller's fixed field, then DRBG output.
+fn generated_iv(p: &Provider, fixed: &[u8]) -> Result<[u8; GCM_IV]> {
+    if fixed.len() > GCM_IV - 4 {
+        return Err(Error::MechanismParamInvalid(
+            "a generated GCM IV keeps at least 32 random bits",
+        ));
+    }
+    let mut iv = [0u8; GCM_IV];
+    iv[..fixed.len()].copy_from_slice(fixed);
+    p.random(&mut iv[fixed.len()..])?;
+    Ok(iv)
+}
+
 impl AesKey {
-    pub(super) fn encrypt(&self, mech: &Mechanism, pt: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn ecb_enc(&self) -> Result<&EncryptingKey> {
+        get_or_try_init(&self.ecb_enc, || Ok(EncryptingKey::ecb(unbound(&self.key)?)?))
+    }
+
+    fn cbc_enc(&self) -> Result<&EncryptingKey> {
+        get_or_try_init(&self.cbc_enc, || Ok(EncryptingKey::cbc(unbound(&self.key)?)?))
+    }
+
+    fn cbc_dec(&self) -> Result<&DecryptingKey> {
+        get_or_try_init(&self.cbc_dec, || Ok(DecryptingKey::cbc(unbound(&self.key)?)?))
+    }
+
+    pub(super) fn encrypt(
+        &self,
+        p: &Provider,
+        mech: &Mechanism,
+        pt: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
         let mut out = pt.to_vec();
         match mech {
             Mechanism::AesGcm { iv, aad, tag_bits } => {
                 let nonce = gcm_params(iv, *tag_bits)?;
                 self.gcm.seal_in_place_append_tag(nonce, Aad::from(aad), &mut out)?;
             }
-            Mechanism::AesCbc { iv } => {
+            Mechanism::AesGcmGenerated { fixed, aad, tag_bits } => {
+                let iv = generated_iv(p, fixed)?;
+                let nonce = gcm_params(&iv, *tag_bits)?;
+                self.gcm.seal_in_place_append_tag(nonce, Aad::from(aad), &mut out)?;
+                out.splice(0..0, iv);
+            }
+            Mechanism::AesEcb => {
                 if pt.len() % BLOCK != 0 {
                     return Err(Error::DataLenRange);
                 }
-                let k = get_or_try_init(&self.cbc_enc, || {
-                    Ok(EncryptingKey::cbc(unbound(&self.key)?)?)
-                })?;
-                k.less_safe_encrypt(&mut out, EncryptionContext::Iv128(FixedLength::from(iv)))?;
+                if !pt.is_empty() {
+                    self.ecb_enc()?.encrypt(&mut out)?;
+                }
+            }
+            Mechanism::AesCbc { iv } | Mechanism::AesCbcPadPart { iv } => {
+                if pt.len() % BLOCK != 0 {
+                    return Err(Error::DataLenRange);
+                }
+                if !pt.is_empty() {
+                    self.cbc_enc()?.less_safe_encrypt(
+                        &mut out,
+                        EncryptionContext::Iv128(FixedLength::from(iv)),
+                    )?;
+                }
             }
             Mechanism::AesCbcPad { iv } => {
                 let k = get_or_try_init(&self.cbc_pad_enc, || {
@@ -115,12 +191,15 @@ impl AesKey {
             }
             Mechanism::AesCtr { counter_block, counter_bits } => {
                 ctr_check(counter_block, *counter_bits, pt.len())?;
-                let k =
-                    get_or_try_init(&self.ctr, || Ok(EncryptingKey::ctr(unbound(&self.key)?)?))?;
-                k.less_safe_encrypt(
-                    &mut out,
-                    EncryptionContext::Iv128(FixedLength::from(counter_block)),
-                )?;
+                if !pt.is_empty() {
+                    let k = get_or_try_init(&self.ctr, || {
+                        Ok(EncryptingKey::ctr(unbound(&self.key)?)?)
+                    })?;
+                    k.less_safe_encrypt(
+                        &mut out,
+                        EncryptionContext::Iv128(FixedLength::from(counter_block)),
+                    )?;
+                }
             }
             _ => return Ok(None),
         }
@@ -138,18 +217,31 @@ impl AesKey {
                 }
                 self.gcm.open_in_place(nonce, Aad::from(aad), &mut buf).map_err(bad)?.len()
             }
-            Mechanism::AesCbc { iv } | Mechanism::AesCbcPad { iv } => {
+            Mechanism::AesEcb => {
+                if ct.len() % BLOCK != 0 {
+                    return Err(Error::EncryptedDataLenRange);
+                }
+                if !ct.is_empty() {
+                    let k = get_or_try_init(&self.ecb_dec, || {
+                        Ok(DecryptingKey::ecb(unbound(&self.key)?)?)
+                    })?;
+                    k.decrypt(&mut buf, DecryptionContext::None).map_err(bad)?;
+                }
+                ct.len()
+            }
+            Mechanism::AesCbc { iv }
+            | Mechanism::AesCbcPad { iv }
+            | Mechanism::AesCbcPadPart { iv } => {
                 if ct.len() % BLOCK != 0
                     || (ct.is_empty() && matches!(mech, Mechanism::AesCbcPad { .. }))
                 {
                     return Err(Error::EncryptedDataLenRange);
                 }
                 let ctx = DecryptionContext::Iv128(FixedLength::from(iv));
-                if matches!(mech, Mechanism::AesCbc { .. }) {
-                    let k = get_or_try_init(&self.cbc_dec, || {
-                        Ok(DecryptingKey::cbc(unbound(&self.key)?)?)
-                    })?;
-                    k.decrypt(&mut buf, ctx).map_err(bad)?.len()
+                if ct.is_empty() {
+                    0
+                } else if !matches!(mech, Mechanism::AesCbcPad { .. }) {
+                    self.cbc_dec()?.decrypt(&mut buf, ctx).map_err(bad)?.len()
                 } else {
                     let k = get_or_try_init(&self.cbc_pad_dec, || {
                         Ok(PaddedBlockDecryptingKey::cbc_pkcs7(unbound(&self.key)?)?)
@@ -159,12 +251,15 @@ impl AesKey {
             }
             Mechanism::AesCtr { counter_block, counter_bits } => {
                 ctr_check(counter_block, *counter_bits, ct.len())?;
-                let k =
-                    get_or_try_init(&self.ctr, || Ok(EncryptingKey::ctr(unbound(&self.key)?)?))?;
-                k.less_safe_encrypt(
-                    &mut buf,
-                    EncryptionContext::Iv128(FixedLength::from(counter_block)),
-                )?;
+                if !ct.is_empty() {
+                    let k = get_or_try_init(&self.ctr, || {
+                        Ok(EncryptingKey::ctr(unbound(&self.key)?)?)
+                    })?;
+                    k.less_safe_encrypt(
+                        &mut buf,
+                        EncryptionContext::Iv128(FixedLength::from(counter_block)),
+                    )?;
+                }
                 ct.len()
             }
             _ => return Ok(None),
@@ -218,7 +313,7 @@ impl LoadedKey {
     pub fn encrypt(&self, p: &Provider, mech: &Mechanism, plaintext: &[u8]) -> Result<Vec<u8>> {
         p.check()?;
         match &self.inner {
-            Inner::Aes(k) => k.encrypt(mech, plaintext)?.ok_or_else(|| wrong(self.spec, mech)),
+            Inner::Aes(k) => k.encrypt(p, mech, plaintext)?.ok_or_else(|| wrong(self.spec, mech)),
             Inner::Rsa(_) => self.public_or_err()?.encrypt(p, mech, plaintext),
             _ => Err(wrong(self.spec, mech)),
         }
@@ -248,9 +343,7 @@ impl LoadedKey {
     /// Output length of [`LoadedKey::encrypt`] for `in_len` input bytes.
     pub fn encrypt_len(&self, mech: &Mechanism, in_len: usize) -> usize {
         match (&self.inner, mech) {
-            (Inner::Aes(_), Mechanism::AesGcm { .. }) => in_len + GCM_TAG,
-            (Inner::Aes(_), Mechanism::AesCbcPad { .. }) => (in_len / BLOCK + 1) * BLOCK,
-            (Inner::Aes(_), Mechanism::AesCbc { .. } | Mechanism::AesCtr { .. }) => in_len,
+            (Inner::Aes(_), _) => aes_encrypt_len(mech, in_len),
             _ => self.public.as_ref().map_or(0, |p| p.encrypt_len(mech, in_len)),
         }
     }
@@ -258,11 +351,7 @@ impl LoadedKey {
     /// Upper bound on the output of [`LoadedKey::decrypt`] for `in_len` input bytes.
     pub fn decrypt_len_max(&self, mech: &Mechanism, in_len: usize) -> usize {
         match (&self.inner, mech) {
-            (Inner::Aes(_), Mechanism::AesGcm { .. }) => in_len.saturating_sub(GCM_TAG),
-            (
-                Inner::Aes(_),
-                Mechanism::AesCbcPad { .. } | Mechanism::AesCbc { .. } | Mechanism::AesCtr { .. },
-            ) => in_len,
+            (Inner::Aes(_), _) => aes_decrypt_len_max(mech, in_len),
             (Inner::Rsa(k), Mechanism::RsaOaep { .. } | Mechanism::RsaPkcs) => {
                 k.kp.public_modulus_len()
             }

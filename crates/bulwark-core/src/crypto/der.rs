@@ -232,6 +232,7 @@ const DIGEST_INFO_PREFIXES: [(usize, &[u8]); 3] = [
 ];
 
 /// Splits a SHA-256/384/512 `DigestInfo` into (digest length, digest).
+#[cfg(test)]
 pub(crate) fn parse_digest_info(data: &[u8]) -> Option<(usize, &[u8])> {
     DIGEST_INFO_PREFIXES.iter().find_map(|(len, prefix)| {
         let digest = data.strip_prefix(*prefix)?;

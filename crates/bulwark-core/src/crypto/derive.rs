@@ -1,5 +1,5 @@
 //! Key derivation and encapsulation: ECDH (P-256/384/521) and X25519 with the NULL or ANSI X9.63
-//! KDF, HKDF (RFC 5869, PKCS#11 `CK_HKDF_PARAMS` semantics) and ML-KEM.
+//! KDF (SHA-1 to SHA-512), HKDF (RFC 5869, PKCS#11 `CK_HKDF_PARAMS` semantics) and ML-KEM.
 //!
 //! Derived bytes are returned as [`SecretBytes`] and never leave this module any other way;
 //! intermediate shared secrets are wiped. A malformed peer public value is reported as
@@ -72,9 +72,9 @@ fn ecdh_kdf(kdf: EcdhKdf, shared_data: &[u8], z: &[u8], out_len: usize) -> Resul
             Ok(SecretBytes::from_slice(&z[z.len() - n..]))
         }
         EcdhKdf::X963(h) => {
-            if h == DigestAlg::Sha1 || h == DigestAlg::Sha224 {
-                return Err(Error::MechanismParamInvalid("X9.63 KDF needs SHA-256/384/512"));
-            }
+            // SHA-1 and SHA-224 too: OpenSSL's default CMS envelope to an EC certificate
+            // (dhSinglePass-stdDH-sha1kdf) derives its key-encryption key with CKD_SHA1_KDF. A
+            // KDF over a high-entropy shared secret does not rely on SHA-1's collision resistance.
             let n = if out_len == 0 { h.output_len() } else { out_len };
             if n > MAX_DERIVE {
                 return Err(Error::KeySizeRange);
@@ -233,6 +233,42 @@ mod tests {
         assert_eq!(ecdh_kdf(EcdhKdf::Null, &[], &z, 2).unwrap().expose_secret(), &[3, 4]);
         assert!(ecdh_kdf(EcdhKdf::Null, &[], &z, 5).is_err());
         assert!(ecdh_kdf(EcdhKdf::Null, b"x", &z, 0).is_err());
+    }
+
+    /// NIST CAVP, ANSI X9.63-2001 KDF component test vectors (CAVS 12.0, `ansx963_2001.rsp`):
+    /// [shared secret length = 192], [SharedInfo length = 0], [key data length = 128].
+    #[test]
+    fn x963_cavp_vectors() {
+        for (hash, z, key) in [
+            (
+                DigestAlg::Sha1,
+                "1c7d7b5f0597b03d06a018466ed1a93e30ed4b04dc64ccdd",
+                "bf71dffd8f4d99223936beb46fee8ccc",
+            ),
+            (
+                DigestAlg::Sha1,
+                "5ed096510e3fcf782ceea98e9737993e2b21370f6cda2ab1",
+                "ec3e224446bfd7b3be1df404104af953",
+            ),
+            (
+                DigestAlg::Sha256,
+                "96c05619d56c328ab95fe84b18264b08725b85e33fd34f08",
+                "443024c3dae66b95e6f5670601558f71",
+            ),
+            (
+                DigestAlg::Sha256,
+                "de4ec3f6b2e9b7b5b6160acd5363c1b1f250e17ee731dbd6",
+                "c8df626d5caaabf8a1b2a3f9061d2420",
+            ),
+        ] {
+            let z = hex::decode(z).unwrap();
+            let out = ecdh_kdf(EcdhKdf::X963(hash), &[], &z, 16).unwrap();
+            assert_eq!(hex::encode(out.expose_secret()), key, "{hash:?}");
+            let mut bad = z.clone();
+            bad[0] ^= 1;
+            let out = ecdh_kdf(EcdhKdf::X963(hash), &[], &bad, 16).unwrap();
+            assert_ne!(hex::encode(out.expose_secret()), key);
+        }
     }
 
     #[test]

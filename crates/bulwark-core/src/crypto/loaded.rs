@@ -17,9 +17,11 @@ use aws_lc_rs::rsa::{
     Pkcs1PublicEncryptingKey, PublicEncryptingKey,
 };
 use aws_lc_rs::signature::{self, KeyPair as _, ParsedPublicKey};
-use aws_lc_rs::{aead, agreement, hmac, kem, rsa};
+use aws_lc_rs::{aead, agreement, cmac, hmac, kem, rsa};
 
 use super::der::{self, oid};
+use super::evp_rsa::EvpRsa;
+use super::get_or_try_init;
 use super::keys::{Curve, KeyMaterial, KeySpec, PublicKey};
 use super::sign::{ecdsa_sign_alg, ecdsa_verify_alg};
 use super::Provider;
@@ -53,6 +55,9 @@ pub(super) struct AesKey {
     pub(super) cbc_pad_enc: OnceLock<PaddedBlockEncryptingKey>,
     pub(super) cbc_pad_dec: OnceLock<PaddedBlockDecryptingKey>,
     pub(super) ctr: OnceLock<EncryptingKey>,
+    pub(super) ecb_enc: OnceLock<EncryptingKey>,
+    pub(super) ecb_dec: OnceLock<DecryptingKey>,
+    pub(super) cmac: OnceLock<cmac::Key>,
 }
 
 pub(super) struct GenericKey {
@@ -66,6 +71,8 @@ pub(super) struct RsaKey {
     pub(super) pkcs8: SecretBytes,
     pub(super) oaep: OnceLock<OaepPrivateDecryptingKey>,
     pub(super) pkcs1: OnceLock<Pkcs1PrivateDecryptingKey>,
+    /// The same key for the `evp_rsa` shim (raw PKCS#1 v1.5, PSS with any parameters).
+    pub(super) evp: OnceLock<EvpRsa>,
 }
 
 pub(super) struct EcKey {
@@ -97,6 +104,8 @@ pub(super) struct RsaPub {
     pub(super) pss: [OnceLock<ParsedPublicKey>; 3],
     pub(super) oaep: OnceLock<OaepPublicEncryptingKey>,
     pub(super) pkcs1_enc: OnceLock<Pkcs1PublicEncryptingKey>,
+    /// The same key for the `evp_rsa` shim.
+    pub(super) evp: OnceLock<EvpRsa>,
     pub(super) modulus_len: usize,
 }
 
@@ -205,6 +214,7 @@ impl Provider {
                     pkcs8: SecretBytes::from_slice(bytes),
                     oaep: OnceLock::new(),
                     pkcs1: OnceLock::new(),
+                    evp: OnceLock::new(),
                 };
                 (Inner::Rsa(Box::new(key)), Some(public))
             }
@@ -263,6 +273,7 @@ impl Provider {
                 pss: Default::default(),
                 oaep: OnceLock::new(),
                 pkcs1_enc: OnceLock::new(),
+                evp: OnceLock::new(),
                 modulus_len: public.raw().len(),
             })),
             KeySpec::Ec(c) => {
@@ -302,11 +313,26 @@ impl AesKey {
             cbc_pad_enc: OnceLock::new(),
             cbc_pad_dec: OnceLock::new(),
             ctr: OnceLock::new(),
+            ecb_enc: OnceLock::new(),
+            ecb_dec: OnceLock::new(),
+            cmac: OnceLock::new(),
         })
     }
 }
 
+impl RsaKey {
+    /// The key for the `evp_rsa` shim, parsed on first use.
+    pub(super) fn evp(&self) -> Result<&EvpRsa> {
+        get_or_try_init(&self.evp, || EvpRsa::from_pkcs8(self.pkcs8.expose_secret()))
+    }
+}
+
 impl RsaPub {
+    /// The public key for the `evp_rsa` shim, parsed on first use.
+    pub(super) fn evp(&self, spki: &[u8]) -> Result<&EvpRsa> {
+        get_or_try_init(&self.evp, || EvpRsa::from_spki(spki))
+    }
+
     /// The RSA public key as an aws-lc-rs encryption key (from the SPKI).
     pub(super) fn encrypting_key(public: &PublicKey) -> Result<PublicEncryptingKey> {
         Ok(PublicEncryptingKey::from_der(public.spki_der())?)

@@ -14,6 +14,7 @@
 mod cipher;
 pub(crate) mod der;
 mod derive;
+mod evp_rsa;
 mod generate;
 mod import;
 mod keys;
@@ -27,6 +28,7 @@ use std::sync::{Mutex, OnceLock};
 use aws_lc_rs::digest;
 use zeroize::Zeroizing;
 
+pub use cipher::{aes_decrypt_len_max, aes_encrypt_len};
 pub use import::PrivateComponents;
 pub use keys::{
     Curve, GeneratedKey, KeyMaterial, KeySpec, MlDsaParam, MlKemParam, PublicKey,

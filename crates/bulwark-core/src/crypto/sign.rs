@@ -7,15 +7,19 @@
 //! [`Error::SignatureInvalid`] with no further cause.
 
 use aws_lc_rs::digest::{self, Digest};
-use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     self, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm, ParsedPublicKey,
 };
+use aws_lc_rs::{cmac, hmac};
+use subtle::ConstantTimeEq;
 
 use super::der;
+use super::evp_rsa::Padding;
 use super::keys::{Curve, KeySpec};
-use super::loaded::{GenericKey, Inner, LoadedKey, LoadedPublicKey, PubInner, RsaKey, RsaPub};
+use super::loaded::{
+    AesKey, GenericKey, Inner, LoadedKey, LoadedPublicKey, PubInner, RsaKey, RsaPub,
+};
 use super::{digest_alg, get_or_try_init, Provider};
 use crate::error::{Error, Result};
 use crate::mechanism::{DigestAlg, Mechanism};
@@ -121,57 +125,41 @@ fn hash_index(d: DigestAlg) -> Result<usize> {
     }
 }
 
-fn pkcs1_encoding(d: DigestAlg) -> Result<&'static signature::RsaSignatureEncoding> {
-    Ok([&signature::RSA_PKCS1_SHA256, &signature::RSA_PKCS1_SHA384, &signature::RSA_PKCS1_SHA512]
-        [hash_index(d)?])
-}
-
 fn pss_encoding(d: DigestAlg) -> Result<&'static signature::RsaSignatureEncoding> {
     Ok([&signature::RSA_PSS_SHA256, &signature::RSA_PSS_SHA384, &signature::RSA_PSS_SHA512]
         [hash_index(d)?])
 }
 
-fn hash_for_len(len: usize) -> DigestAlg {
-    match len {
-        48 => DigestAlg::Sha384,
-        64 => DigestAlg::Sha512,
-        _ => DigestAlg::Sha256,
-    }
-}
-
-/// Checks PSS parameters against what aws-lc-rs implements (salt = hash length, MGF1 = hash).
-fn pss_params(hash: DigestAlg, mgf_hash: DigestAlg, salt_len: usize) -> Result<DigestAlg> {
-    hash_index(hash)?;
-    if mgf_hash != hash || salt_len != hash.output_len() {
-        return Err(Error::MechanismParamInvalid(
-            "PSS needs the MGF1 hash equal to the hash and salt length equal to the hash length",
-        ));
-    }
-    Ok(hash)
+/// Whether aws-lc-rs's own PSS encodings cover these parameters (salt = hash length, MGF1 =
+/// hash, SHA-256/384/512); anything else goes through the `evp_rsa` shim.
+fn pss_native(hash: DigestAlg, mgf_hash: DigestAlg, salt_len: usize) -> bool {
+    hash_index(hash).is_ok() && mgf_hash == hash && salt_len == hash.output_len()
 }
 
 /// How an RSA signature mechanism treats its input.
 enum RsaSig {
-    /// Message input, hashed by aws-lc-rs.
+    /// Message input, hashed and padded by aws-lc-rs.
     Message(&'static signature::RsaSignatureEncoding, DigestAlg, bool),
-    /// Pre-computed digest input.
+    /// Pre-computed digest input, padded by aws-lc-rs.
     Digest(&'static signature::RsaSignatureEncoding, DigestAlg, bool),
+    /// Through the `evp_rsa` shim: raw PKCS#1 v1.5 over the input, or PSS with parameters
+    /// aws-lc-rs does not offer. `Some(h)`: the input is a message to hash with `h` first.
+    Evp(Padding, Option<DigestAlg>),
 }
 
-fn rsa_sig(mech: &Mechanism, data: &[u8]) -> Result<Option<RsaSig>> {
+fn rsa_sig(mech: &Mechanism) -> Result<Option<RsaSig>> {
     let pss_msg = |expect, hash, mgf_hash, salt_len| -> Result<RsaSig> {
         if hash != expect {
             return Err(Error::MechanismParamInvalid("PSS hash does not match the mechanism"));
         }
-        let h = pss_params(hash, mgf_hash, salt_len)?;
-        Ok(RsaSig::Message(pss_encoding(h)?, h, true))
+        Ok(if pss_native(hash, mgf_hash, salt_len) {
+            RsaSig::Message(pss_encoding(hash)?, hash, true)
+        } else {
+            RsaSig::Evp(Padding::Pss { hash, mgf: mgf_hash, salt: salt_len }, Some(hash))
+        })
     };
     Ok(Some(match *mech {
-        Mechanism::RsaPkcs => {
-            let (len, _) = der::parse_digest_info(data).ok_or(Error::DataLenRange)?;
-            let h = hash_for_len(len);
-            RsaSig::Digest(pkcs1_encoding(h)?, h, false)
-        }
+        Mechanism::RsaPkcs => RsaSig::Evp(Padding::Pkcs1Raw, None),
         Mechanism::Sha256RsaPkcs => {
             RsaSig::Message(&signature::RSA_PKCS1_SHA256, DigestAlg::Sha256, false)
         }
@@ -182,8 +170,11 @@ fn rsa_sig(mech: &Mechanism, data: &[u8]) -> Result<Option<RsaSig>> {
             RsaSig::Message(&signature::RSA_PKCS1_SHA512, DigestAlg::Sha512, false)
         }
         Mechanism::RsaPkcsPss { hash, mgf_hash, salt_len } => {
-            let h = pss_params(hash, mgf_hash, salt_len)?;
-            RsaSig::Digest(pss_encoding(h)?, h, true)
+            if pss_native(hash, mgf_hash, salt_len) {
+                RsaSig::Digest(pss_encoding(hash)?, hash, true)
+            } else {
+                RsaSig::Evp(Padding::Pss { hash, mgf: mgf_hash, salt: salt_len }, None)
+            }
         }
         Mechanism::Sha256RsaPkcsPss { hash, mgf_hash, salt_len } => {
             pss_msg(DigestAlg::Sha256, hash, mgf_hash, salt_len)?
@@ -199,16 +190,19 @@ fn rsa_sig(mech: &Mechanism, data: &[u8]) -> Result<Option<RsaSig>> {
 }
 
 /// The digest carried by a digest-input RSA mechanism.
-fn rsa_input_digest(mech: &Mechanism, data: &[u8], h: DigestAlg) -> Result<Digest> {
-    let d = if matches!(mech, Mechanism::RsaPkcs) {
-        der::parse_digest_info(data).ok_or(Error::DataLenRange)?.1
-    } else {
-        data
-    };
-    if d.len() != h.output_len() {
+fn rsa_input_digest(data: &[u8], h: DigestAlg) -> Result<Digest> {
+    if data.len() != h.output_len() {
         return Err(Error::DataLenRange);
     }
-    Ok(Digest::import_less_safe(d, digest_alg(h))?)
+    Ok(Digest::import_less_safe(data, digest_alg(h))?)
+}
+
+/// The input the shim signs: the data itself, or its digest for message mechanisms.
+fn evp_input(data: &[u8], prehash: Option<DigestAlg>) -> std::borrow::Cow<'_, [u8]> {
+    match prehash {
+        Some(h) => std::borrow::Cow::Owned(digest::digest(digest_alg(h), data).as_ref().to_vec()),
+        None => std::borrow::Cow::Borrowed(data),
+    }
 }
 
 /// What an ECDSA mechanism signs.
@@ -247,16 +241,49 @@ impl GenericKey {
     }
 }
 
+impl AesKey {
+    fn cmac_key(&self) -> Result<&cmac::Key> {
+        get_or_try_init(&self.cmac, || {
+            let alg = match self.key.len() {
+                16 => cmac::AES_128,
+                24 => cmac::AES_192,
+                32 => cmac::AES_256,
+                _ => return Err(Error::KeySizeRange),
+            };
+            Ok(cmac::Key::new(alg, self.key.expose_secret())?)
+        })
+    }
+}
+
+/// The tag length of a CMAC mechanism, checked (`CKM_AES_CMAC_GENERAL`: 1..=16 bytes).
+fn cmac_len(mech: &Mechanism) -> Result<Option<usize>> {
+    match mech {
+        Mechanism::AesCmac => Ok(Some(CMAC_TAG)),
+        Mechanism::AesCmacGeneral { mac_len } if (1..=CMAC_TAG).contains(mac_len) => {
+            Ok(Some(*mac_len))
+        }
+        Mechanism::AesCmacGeneral { .. } => {
+            Err(Error::MechanismParamInvalid("CMAC length must be 1..=16 bytes"))
+        }
+        _ => Ok(None),
+    }
+}
+
+const CMAC_TAG: usize = 16;
+
 impl RsaKey {
     fn sign(&self, mech: &Mechanism, data: &[u8]) -> Result<Option<Vec<u8>>> {
-        let Some(kind) = rsa_sig(mech, data)? else { return Ok(None) };
+        let Some(kind) = rsa_sig(mech)? else { return Ok(None) };
         let mut sig = vec![0u8; self.kp.public_modulus_len()];
         match kind {
             RsaSig::Message(enc, _, _) => {
                 self.kp.sign(enc, &SystemRandom::new(), data, &mut sig)?;
             }
             RsaSig::Digest(enc, h, _) => {
-                self.kp.sign_digest(enc, &rsa_input_digest(mech, data, h)?, &mut sig)?;
+                self.kp.sign_digest(enc, &rsa_input_digest(data, h)?, &mut sig)?;
+            }
+            RsaSig::Evp(padding, prehash) => {
+                return Ok(Some(self.evp()?.sign(padding, &evp_input(data, prehash))?));
             }
         }
         Ok(Some(sig))
@@ -313,6 +340,10 @@ impl LoadedKey {
             (Inner::Generic(k), Mechanism::Hmac(d)) => {
                 Some(hmac::sign(k.hmac_key(*d)?, data).as_ref().to_vec())
             }
+            (Inner::Aes(k), _) => match cmac_len(mech)? {
+                Some(n) => Some(cmac::sign(k.cmac_key()?, data)?.as_ref()[..n].to_vec()),
+                None => None,
+            },
             _ => None,
         };
         out.ok_or_else(|| wrong_mechanism(self.spec, mech))
@@ -333,15 +364,36 @@ impl LoadedKey {
                 }
                 hmac::verify(key, data, sig).map_err(|_| Error::SignatureInvalid)
             }
-            (Inner::Generic(_) | Inner::Aes(_), _) => Err(wrong_mechanism(self.spec, mech)),
+            (Inner::Aes(k), _) => {
+                let n = cmac_len(mech)?.ok_or_else(|| wrong_mechanism(self.spec, mech))?;
+                if sig.len() != n {
+                    return Err(Error::SignatureLenRange);
+                }
+                let tag = cmac::sign(k.cmac_key()?, data)?;
+                if bool::from(tag.as_ref()[..n].ct_eq(sig)) {
+                    Ok(())
+                } else {
+                    Err(Error::SignatureInvalid)
+                }
+            }
+            (Inner::Generic(_), _) => Err(wrong_mechanism(self.spec, mech)),
             _ => self.public_or_err()?.verify(p, mech, data, sig),
         }
+    }
+
+    /// `C_VerifyRecover` with the public half of a key pair.
+    ///
+    /// # Errors
+    /// As [`LoadedPublicKey::verify_recover`].
+    pub fn verify_recover(&self, p: &Provider, mech: &Mechanism, sig: &[u8]) -> Result<Vec<u8>> {
+        self.public_or_err()?.verify_recover(p, mech, sig)
     }
 
     /// Maximum signature length for `mech` with this key (0 if it cannot sign with it).
     pub fn signature_len(&self, mech: &Mechanism) -> usize {
         match (&self.inner, mech) {
             (Inner::Generic(_), Mechanism::Hmac(d)) => d.output_len(),
+            (Inner::Aes(_), _) => cmac_len(mech).ok().flatten().unwrap_or(0),
             (Inner::MlDsa(kp), Mechanism::MlDsa { .. }) => kp.algorithm().signature_len(),
             _ => self.public.as_ref().map_or(0, |p| p.signature_len(mech)),
         }
@@ -386,8 +438,7 @@ impl LoadedPublicKey {
         let bad = |_| Error::SignatureInvalid;
         match (&self.inner, mech) {
             (PubInner::Rsa(k), _) => {
-                let kind =
-                    rsa_sig(mech, data)?.ok_or_else(|| wrong_mechanism(self.spec(), mech))?;
+                let kind = rsa_sig(mech)?.ok_or_else(|| wrong_mechanism(self.spec(), mech))?;
                 if sig.len() != k.modulus_len {
                     return Err(Error::SignatureLenRange);
                 }
@@ -397,8 +448,11 @@ impl LoadedPublicKey {
                         k.verifier(spki, pss, h)?.verify_sig(data, sig).map_err(bad)
                     }
                     RsaSig::Digest(_, h, pss) => {
-                        let d = rsa_input_digest(mech, data, h)?;
+                        let d = rsa_input_digest(data, h)?;
                         k.verifier(spki, pss, h)?.verify_digest_sig(&d, sig).map_err(bad)
+                    }
+                    RsaSig::Evp(padding, prehash) => {
+                        k.evp(spki)?.verify(padding, &evp_input(data, prehash), sig)
                     }
                 }
             }
@@ -439,15 +493,27 @@ impl LoadedPublicKey {
         }
     }
 
+    /// `C_VerifyRecover`: the data a `CKM_RSA_PKCS` signature was made over.
+    ///
+    /// # Errors
+    /// [`Error::SignatureInvalid`] when the signature does not open, [`Error::SignatureLenRange`],
+    /// [`Error::MechanismInvalid`] for other mechanisms, [`Error::KeyTypeInconsistent`],
+    /// [`Error::ErrorState`].
+    pub fn verify_recover(&self, p: &Provider, mech: &Mechanism, sig: &[u8]) -> Result<Vec<u8>> {
+        p.check()?;
+        match (&self.inner, mech) {
+            (PubInner::Rsa(k), Mechanism::RsaPkcs) => {
+                k.evp(self.public.spki_der())?.verify_recover(sig)
+            }
+            (PubInner::Rsa(_), _) => Err(Error::MechanismInvalid(mech.ck_type())),
+            _ => Err(wrong_mechanism(self.spec(), mech)),
+        }
+    }
+
     /// Maximum signature length for `mech` with this key (0 if not a signature mechanism for it).
     pub fn signature_len(&self, mech: &Mechanism) -> usize {
         match (&self.inner, mech) {
-            (PubInner::Rsa(k), _)
-                if rsa_sig(mech, &[]).is_ok_and(|s| s.is_some())
-                    || matches!(mech, Mechanism::RsaPkcs) =>
-            {
-                k.modulus_len
-            }
+            (PubInner::Rsa(k), _) if rsa_sig(mech).is_ok_and(|s| s.is_some()) => k.modulus_len,
             (PubInner::Ec(c, _), _) if ecdsa_input(mech).is_some() => 2 * c.field_bytes(),
             (PubInner::Ed25519(_), Mechanism::EdDsa(_)) => 64,
             (PubInner::MlDsa(_), Mechanism::MlDsa { .. }) => match self.spec() {

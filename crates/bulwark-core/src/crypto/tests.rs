@@ -409,13 +409,28 @@ fn mechanism_misuse_is_reported_precisely() {
     assert!(matches!(ed.sign(p(), &ph, b"m"), Err(Error::MechanismParamInvalid(_))));
     let ctx = Mechanism::MlDsa { context: b"ctx".to_vec() };
     assert!(matches!(mldsa.sign(p(), &ctx, b"m"), Err(Error::MechanismParamInvalid(_))));
-    let salty = Mechanism::Sha256RsaPkcsPss {
+    // Any salt the key allows is accepted (and verified as exactly that salt length).
+    let salty = |salt_len| Mechanism::Sha256RsaPkcsPss {
         hash: DigestAlg::Sha256,
-        mgf_hash: DigestAlg::Sha256,
-        salt_len: 20,
+        mgf_hash: DigestAlg::Sha1,
+        salt_len,
     };
-    assert!(matches!(rsa.sign(p(), &salty, b"m"), Err(Error::MechanismParamInvalid(_))));
-    assert!(matches!(rsa.sign(p(), &Mechanism::RsaPkcs, &[0; 32]), Err(Error::DataLenRange)));
+    let sig = rsa.sign(p(), &salty(20), b"m").unwrap();
+    rsa.verify(p(), &salty(20), b"m", &sig).unwrap();
+    assert!(matches!(rsa.verify(p(), &salty(32), b"m", &sig), Err(Error::SignatureInvalid)));
+    assert!(matches!(rsa.sign(p(), &salty(300), b"m"), Err(Error::MechanismParamInvalid(_))));
+    let wrong_hash = Mechanism::Sha256RsaPkcsPss {
+        hash: DigestAlg::Sha384,
+        mgf_hash: DigestAlg::Sha384,
+        salt_len: 48,
+    };
+    assert!(matches!(rsa.sign(p(), &wrong_hash, b"m"), Err(Error::MechanismParamInvalid(_))));
+    // Raw PKCS#1 v1.5 signs any input of up to k - 11 bytes, and nothing longer.
+    let sig = rsa.sign(p(), &Mechanism::RsaPkcs, &[7; 36]).unwrap();
+    rsa.verify(p(), &Mechanism::RsaPkcs, &[7; 36], &sig).unwrap();
+    assert_eq!(rsa.verify_recover(p(), &Mechanism::RsaPkcs, &sig).unwrap(), vec![7; 36]);
+    assert!(rsa.sign(p(), &Mechanism::RsaPkcs, &[0; 245]).is_ok());
+    assert!(matches!(rsa.sign(p(), &Mechanism::RsaPkcs, &[0; 246]), Err(Error::DataLenRange)));
     assert!(matches!(ed.sign(p(), &Mechanism::EcdsaSha256, b"m"), Err(Error::KeyTypeInconsistent)));
     assert!(matches!(
         aes.sign(p(), &Mechanism::Hmac(DigestAlg::Sha256), b"m"),

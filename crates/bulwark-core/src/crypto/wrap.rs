@@ -72,7 +72,7 @@ impl LoadedKey {
                 out.truncate(n);
                 Ok(out)
             }
-            (Inner::Rsa(_), Mechanism::RsaOaep { .. }) => {
+            (Inner::Rsa(_), Mechanism::RsaOaep { .. } | Mechanism::RsaPkcs) => {
                 self.public_or_err()?.wrap(p, mech, key_to_wrap)
             }
             _ if mech.key_fits(self.spec) => Err(Error::MechanismInvalid(mech.ck_type())),
@@ -115,9 +115,9 @@ impl LoadedKey {
                 out.truncate(n);
                 SecretBytes::new(std::mem::take(&mut *out))
             }
-            (Inner::Rsa(_), Mechanism::RsaOaep { .. }) => {
+            (Inner::Rsa(_), Mechanism::RsaOaep { .. } | Mechanism::RsaPkcs) => {
                 if target.is_asymmetric() {
-                    return Err(Error::MechanismParamInvalid("RSA-OAEP unwraps secret keys only"));
+                    return Err(Error::MechanismParamInvalid("RSA unwraps secret keys only"));
                 }
                 self.decrypt(p, mech, wrapped).map_err(|e| match e {
                     Error::EncryptedDataInvalid | Error::EncryptedDataLenRange => {
@@ -134,7 +134,8 @@ impl LoadedKey {
 }
 
 impl LoadedPublicKey {
-    /// Wraps a secret key with RSA-OAEP under this public key.
+    /// Wraps a secret key with RSA-OAEP (or PKCS#1 v1.5, which `pkcs11-tool --wrap -m RSA-PKCS`
+    /// and older clients use) under this public key.
     ///
     /// # Errors
     /// [`Error::MechanismParamInvalid`] for private keys, [`Error::DataLenRange`] if the key is
@@ -145,7 +146,7 @@ impl LoadedPublicKey {
         mech: &Mechanism,
         key_to_wrap: &KeyMaterial,
     ) -> Result<Vec<u8>> {
-        if !matches!(mech, Mechanism::RsaOaep { .. }) {
+        if !matches!(mech, Mechanism::RsaOaep { .. } | Mechanism::RsaPkcs) {
             return Err(Error::MechanismInvalid(mech.ck_type()));
         }
         self.encrypt(p, mech, secret_only(key_to_wrap)?)

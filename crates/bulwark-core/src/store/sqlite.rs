@@ -2,9 +2,10 @@
 //!
 //! Several processes may open one store file: WAL lets readers run beside one writer, a busy
 //! timeout makes writers queue, and `PRAGMA data_version` tells a connection that another one
-//! committed. Every write runs in one `BEGIN IMMEDIATE` transaction together with the generation
-//! bump, so a killed process leaves either the old or the new state, never a mix. The schema is
-//! versioned with `PRAGMA user_version` and migrated forward on open.
+//! committed. Every authenticated write runs in one `BEGIN IMMEDIATE` transaction
+//! ([`Store::write`]) together with the new sealed state, so a killed process leaves either the
+//! old or the new state, never a mix. The schema is versioned with `PRAGMA user_version` and
+//! migrated forward on open; versions older than the authenticated set are refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,18 +14,22 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::{GenerationBump, KeyslotRow, ObjectRow, Store, StoreMeta};
+use super::{HeaderNote, KeyslotRow, ObjectRow, RecordRow, ScanRow, Store, StoreHeader, StoreTx};
 use crate::error::{Error, Result};
 
-/// Forward migrations; index + 1 is the schema version they produce.
+/// Forward migrations; index + 1 is the schema version they produce. Versions 1 and 2 (before
+/// the authenticated set) are not migrated: their rows carry no set commitment, and a missing
+/// MAC is never taken for an old format (see [`SqliteStore::open`]).
 const MIGRATIONS: &[&str] = &[
-    // v1: the initial schema.
+    "", // v1: retired
+    "", // v2: retired
+    // v3: every authenticated row (keyslots, objects, records) in the sealed set commitment.
     "CREATE TABLE meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
      CREATE TABLE keyslots (
         user_type INTEGER PRIMARY KEY,
         salt BLOB NOT NULL, m_cost INTEGER NOT NULL, t_cost INTEGER NOT NULL,
-        p_cost INTEGER NOT NULL, wrapped_mk BLOB NOT NULL,
-        failures INTEGER NOT NULL DEFAULT 0);
+        p_cost INTEGER NOT NULL, wrapped_mk BLOB NOT NULL, mac BLOB NOT NULL);
+     CREATE TABLE attempts (who TEXT PRIMARY KEY, n INTEGER NOT NULL);
      CREATE TABLE objects (
         handle INTEGER PRIMARY KEY AUTOINCREMENT,
         uid BLOB NOT NULL UNIQUE,
@@ -37,17 +42,23 @@ const MIGRATIONS: &[&str] = &[
         mac BLOB NOT NULL);
      CREATE INDEX objects_label ON objects(label);
      CREATE INDEX objects_ckaid ON objects(ckaid);
-     CREATE INDEX objects_class ON objects(class);",
-    // v2: the object count, kept by triggers in the writing transaction, so that
-    // `C_GetTokenInfo` does not scan a store of a million objects. Informational only: it is
-    // not authenticated (nothing is decided on it).
-    "CREATE TABLE object_count (n INTEGER NOT NULL);
-     INSERT INTO object_count (n) SELECT count(*) FROM objects;
+     CREATE INDEX objects_class ON objects(class);
+     CREATE TABLE records (
+        kind TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, mac BLOB NOT NULL,
+        PRIMARY KEY (kind, key)) WITHOUT ROWID;
+     -- The object count, kept by triggers in the writing transaction, so that C_GetTokenInfo
+     -- does not scan a million objects. Informational: the authenticated count is sealed in
+     -- the store state.
+     CREATE TABLE object_count (n INTEGER NOT NULL);
+     INSERT INTO object_count (n) VALUES (0);
      CREATE TRIGGER object_count_insert AFTER INSERT ON objects
         BEGIN UPDATE object_count SET n = n + 1; END;
      CREATE TRIGGER object_count_delete AFTER DELETE ON objects
         BEGIN UPDATE object_count SET n = n - 1; END;",
 ];
+
+/// The oldest schema version this build opens.
+const OLDEST_SCHEMA: i64 = 3;
 
 /// The schema version this build writes.
 #[allow(clippy::cast_possible_wrap)] // a handful of migrations
@@ -129,7 +140,7 @@ fn configure(conn: &Connection) -> Result<()> {
 
 fn migrate(conn: &mut Connection) -> Result<()> {
     let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if v > SCHEMA_VERSION {
+    if v > SCHEMA_VERSION || (v > 0 && v < OLDEST_SCHEMA) {
         return Err(Error::SchemaUnsupported(v));
     }
     if v == SCHEMA_VERSION {
@@ -138,7 +149,11 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read inside the write lock: another process may have migrated meanwhile.
     let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(v).unwrap_or(0)) {
+    if v > 0 && v < OLDEST_SCHEMA {
+        return Err(Error::SchemaUnsupported(v));
+    }
+    let from = if v == 0 { OLDEST_SCHEMA - 1 } else { v };
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(from).unwrap_or(0)) {
         tx.execute_batch(m)?;
         tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
     }
@@ -170,12 +185,123 @@ fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<ObjectRow> {
     })
 }
 
+fn row_to_keyslot(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyslotRow> {
+    Ok(KeyslotRow {
+        user_type: r.get(0)?,
+        salt: r.get(1)?,
+        m_cost: r.get(2)?,
+        t_cost: r.get(3)?,
+        p_cost: r.get(4)?,
+        wrapped_mk: r.get(5)?,
+        mac: r.get(6)?,
+    })
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordRow> {
+    Ok(RecordRow { kind: r.get(0)?, key: r.get(1)?, value: r.get(2)?, mac: r.get(3)? })
+}
+
 const OBJ_COLS: &str = "handle, uid, class, label, ckaid, private, attrs, secret, mac";
+const SLOT_COLS: &str = "user_type, salt, m_cost, t_cost, p_cost, wrapped_mk, mac";
+const REC_COLS: &str = "kind, key, value, mac";
+
+/// The smallest byte string greater than every string starting with `prefix`, if any.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn query_records(c: &Connection, kind: &str, prefix: &[u8]) -> Result<Vec<RecordRow>> {
+    let rows = if let Some(end) = prefix_end(prefix) {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {REC_COLS} FROM records WHERE kind = ?1 AND key >= ?2 AND key < ?3 \
+             ORDER BY key"
+        ))?;
+        let r = st.query_map(params![kind, prefix, end], row_to_record)?;
+        r.collect::<rusqlite::Result<Vec<_>>>()?
+    } else {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {REC_COLS} FROM records WHERE kind = ?1 AND key >= ?2 ORDER BY key"
+        ))?;
+        let r = st.query_map(params![kind, prefix], row_to_record)?;
+        r.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    Ok(rows)
+}
+
+fn query_record(c: &Connection, kind: &str, key: &[u8]) -> Result<Option<RecordRow>> {
+    let mut st =
+        c.prepare_cached(&format!("SELECT {REC_COLS} FROM records WHERE kind = ?1 AND key = ?2"))?;
+    Ok(st.query_row(params![kind, key], row_to_record).optional()?)
+}
+
+fn query_object(c: &Connection, handle: u64) -> Result<Option<ObjectRow>> {
+    let mut st = c.prepare_cached(&format!("SELECT {OBJ_COLS} FROM objects WHERE handle = ?1"))?;
+    Ok(st.query_row([i64_of(handle)?], row_to_object).optional()?)
+}
+
+fn query_keyslot(c: &Connection, user_type: u8) -> Result<Option<KeyslotRow>> {
+    let mut st =
+        c.prepare_cached(&format!("SELECT {SLOT_COLS} FROM keyslots WHERE user_type = ?1"))?;
+    Ok(st.query_row([user_type], row_to_keyslot).optional()?)
+}
+
+fn get_meta(c: &Connection, k: &str) -> Result<Vec<u8>> {
+    c.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+        .optional()?
+        .ok_or(Error::Integrity("store metadata missing"))
+}
+
+fn read_header(c: &Connection) -> Result<StoreHeader> {
+    let uid = get_meta(c, "store_uid")?;
+    let gen = get_meta(c, "generation")?;
+    let note = |k: &str| -> Result<Option<Vec<u8>>> {
+        Ok(c.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0)).optional()?)
+    };
+    let alarm = note(HeaderNote::Alarm.name())?;
+    let audit_pub = note(HeaderNote::AuditPub.name())?;
+    Ok(StoreHeader {
+        store_uid: uid.try_into().map_err(|_| Error::Integrity("store id malformed"))?,
+        policy: String::from_utf8_lossy(&get_meta(c, "policy")?).into_owned(),
+        generation: u64::from_be_bytes(
+            gen.try_into().map_err(|_| Error::Integrity("generation malformed"))?,
+        ),
+        state: get_meta(c, "state")?,
+        zeroized: get_meta(c, "zeroized")?.first().copied().unwrap_or(0) != 0,
+        alarm: alarm.map(|a| String::from_utf8_lossy(&a).into_owned()),
+        audit_pub,
+    })
+}
+
+fn put_keyslot(c: &Connection, ks: &KeyslotRow) -> Result<()> {
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO keyslots (user_type, salt, m_cost, t_cost, p_cost, wrapped_mk, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        ks.user_type,
+        ks.salt,
+        ks.m_cost,
+        ks.t_cost,
+        ks.p_cost,
+        ks.wrapped_mk,
+        ks.mac
+    ])?;
+    Ok(())
+}
 
 impl SqliteStore {
-    /// Creates a new store file (mode 0600) with its metadata and initial keyslots, in one
-    /// transaction. Fails with `AlreadyInitialized` if the file exists and holds a store.
-    pub fn create(path: &Path, meta: &StoreMeta, keyslots: &[KeyslotRow]) -> Result<Self> {
+    /// Creates a new, empty store file (mode 0600) with its header; the kernel then writes the
+    /// first keyslots, records and sealed state with [`Store::write`]. Fails with
+    /// `AlreadyInitialized` if the file exists and holds a store.
+    pub fn create(path: &Path, store_uid: [u8; 16], policy: &str) -> Result<Self> {
+        crate::fsutil::check_store_path(path)?;
         if path.exists() && std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
             return Err(Error::AlreadyInitialized(path.display().to_string()));
         }
@@ -195,15 +321,11 @@ impl SqliteStore {
         }
         {
             let mut ins = tx.prepare("INSERT INTO meta (k, v) VALUES (?1, ?2)")?;
-            ins.execute(params!["store_uid", meta.store_uid.to_vec()])?;
-            ins.execute(params!["label", meta.label.as_bytes()])?;
-            ins.execute(params!["policy", meta.policy.as_bytes()])?;
-            ins.execute(params!["generation", meta.generation.to_be_bytes().to_vec()])?;
-            ins.execute(params!["generation_mac", meta.generation_mac])?;
+            ins.execute(params!["store_uid", store_uid.to_vec()])?;
+            ins.execute(params!["policy", policy.as_bytes()])?;
+            ins.execute(params!["generation", 0u64.to_be_bytes().to_vec()])?;
+            ins.execute(params!["state", Vec::<u8>::new()])?;
             ins.execute(params!["zeroized", vec![0u8]])?;
-        }
-        for ks in keyslots {
-            insert_keyslot(&tx, ks)?;
         }
         tx.commit()?;
         Ok(Self::wrap(path, conn))
@@ -211,6 +333,7 @@ impl SqliteStore {
 
     /// Opens an existing store, migrating its schema forward if needed.
     pub fn open(path: &Path) -> Result<Self> {
+        crate::fsutil::check_store_path(path)?;
         if !path.exists() {
             return Err(Error::NotInitialized(path.display().to_string()));
         }
@@ -247,31 +370,6 @@ impl SqliteStore {
         &self.path
     }
 
-    /// A setting stored beside the core metadata (audit key, security policy, tamper alarm).
-    /// The core keys (store id, label, generation...) are not reachable through this.
-    pub fn setting(&self, k: &str) -> Result<Option<Vec<u8>>> {
-        check_setting_name(k)?;
-        let k = format!("x.{k}");
-        self.with(|c| {
-            Ok(c.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0)).optional()?)
-        })
-    }
-
-    /// Sets (or, with `None`, removes) a setting; one durable transaction.
-    pub fn set_setting(&self, k: &str, v: Option<&[u8]>) -> Result<()> {
-        check_setting_name(k)?;
-        let k = format!("x.{k}");
-        self.with(|c| {
-            match v {
-                Some(v) => {
-                    c.execute("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)", params![k, v])?
-                }
-                None => c.execute("DELETE FROM meta WHERE k = ?1", [k])?,
-            };
-            Ok(())
-        })
-    }
-
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut c = self.conn.lock().map_err(|_| Error::Internal("store lock poisoned"))?;
         f(&mut c)
@@ -296,197 +394,133 @@ fn create_private_file(_path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn check_setting_name(k: &str) -> Result<()> {
-    if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(Error::Internal("bad setting name"));
+/// One write transaction as [`StoreTx`].
+struct SqliteTx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl StoreTx for SqliteTx<'_> {
+    fn header(&mut self) -> Result<StoreHeader> {
+        read_header(self.tx)
     }
-    Ok(())
-}
 
-fn insert_keyslot(tx: &rusqlite::Transaction<'_>, ks: &KeyslotRow) -> Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO keyslots (user_type, salt, m_cost, t_cost, p_cost, wrapped_mk, failures)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![ks.user_type, ks.salt, ks.m_cost, ks.t_cost, ks.p_cost, ks.wrapped_mk, ks.failures],
-    )?;
-    Ok(())
-}
-
-fn get_meta(c: &Connection, k: &str) -> Result<Vec<u8>> {
-    c.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
-        .optional()?
-        .ok_or(Error::Integrity("store metadata missing"))
-}
-
-/// Applies a generation bump inside `tx`, failing if another writer moved the generation.
-fn bump(tx: &rusqlite::Transaction<'_>, b: &GenerationBump) -> Result<()> {
-    let cur = get_meta(tx, "generation")?;
-    let cur =
-        u64::from_be_bytes(cur.try_into().map_err(|_| Error::Integrity("generation malformed"))?);
-    if cur != b.expected {
-        return Err(Error::Store(super::CONCURRENT_CHANGE.into()));
+    fn set_state(&mut self, generation: u64, state: &[u8]) -> Result<()> {
+        let mut st = self.tx.prepare_cached("UPDATE meta SET v = ?2 WHERE k = ?1")?;
+        st.execute(params!["generation", generation.to_be_bytes().to_vec()])?;
+        st.execute(params!["state", state])?;
+        Ok(())
     }
-    tx.execute("UPDATE meta SET v = ?1 WHERE k = 'generation'", [b.next.to_be_bytes().to_vec()])?;
-    tx.execute("UPDATE meta SET v = ?1 WHERE k = 'generation_mac'", [&b.mac])?;
-    Ok(())
+
+    fn keyslot(&mut self, user_type: u8) -> Result<Option<KeyslotRow>> {
+        query_keyslot(self.tx, user_type)
+    }
+
+    fn put_keyslot(&mut self, row: &KeyslotRow) -> Result<()> {
+        put_keyslot(self.tx, row)
+    }
+
+    fn object(&mut self, handle: u64) -> Result<Option<ObjectRow>> {
+        query_object(self.tx, handle)
+    }
+
+    fn insert_object(&mut self, row: &ObjectRow) -> Result<u64> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO objects (uid, class, label, ckaid, private, attrs, secret, mac)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, x'')",
+            )?
+            .execute(params![
+                row.uid.to_vec(),
+                i64_of(row.class)?,
+                row.label,
+                row.ckaid,
+                i64::from(row.private),
+                row.attrs,
+                row.secret
+            ])?;
+        Ok(u64_of(self.tx.last_insert_rowid()))
+    }
+
+    fn set_object_mac(&mut self, handle: u64, mac: &[u8]) -> Result<()> {
+        self.tx
+            .prepare_cached("UPDATE objects SET mac = ?1 WHERE handle = ?2")?
+            .execute(params![mac, i64_of(handle)?])?;
+        Ok(())
+    }
+
+    fn update_object(&mut self, row: &ObjectRow) -> Result<bool> {
+        let n = self
+            .tx
+            .prepare_cached(
+                "UPDATE objects SET class = ?1, label = ?2, ckaid = ?3, private = ?4, attrs = ?5,
+                 secret = ?6, mac = ?7 WHERE handle = ?8 AND uid = ?9",
+            )?
+            .execute(params![
+                i64_of(row.class)?,
+                row.label,
+                row.ckaid,
+                i64::from(row.private),
+                row.attrs,
+                row.secret,
+                row.mac,
+                i64_of(row.handle)?,
+                row.uid.to_vec()
+            ])?;
+        Ok(n == 1)
+    }
+
+    fn delete_object(&mut self, handle: u64) -> Result<Option<ObjectRow>> {
+        let old = query_object(self.tx, handle)?;
+        if old.is_some() {
+            self.tx
+                .prepare_cached("DELETE FROM objects WHERE handle = ?1")?
+                .execute([i64_of(handle)?])?;
+        }
+        Ok(old)
+    }
+
+    fn record(&mut self, kind: &str, key: &[u8]) -> Result<Option<RecordRow>> {
+        query_record(self.tx, kind, key)
+    }
+
+    fn records(&mut self, kind: &str, prefix: &[u8]) -> Result<Vec<RecordRow>> {
+        query_records(self.tx, kind, prefix)
+    }
+
+    fn put_record(&mut self, row: &RecordRow) -> Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO records (kind, key, value, mac) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![row.kind, row.key, row.value, row.mac])?;
+        Ok(())
+    }
+
+    fn delete_record(&mut self, kind: &str, key: &[u8]) -> Result<Option<RecordRow>> {
+        let old = query_record(self.tx, kind, key)?;
+        if old.is_some() {
+            self.tx
+                .prepare_cached("DELETE FROM records WHERE kind = ?1 AND key = ?2")?
+                .execute(params![kind, key])?;
+        }
+        Ok(old)
+    }
 }
 
 impl Store for SqliteStore {
-    fn meta(&self) -> Result<StoreMeta> {
+    fn header(&self) -> Result<StoreHeader> {
         self.with(|c| {
             let tx = c.transaction()?; // one consistent snapshot
-            let uid = get_meta(&tx, "store_uid")?;
-            let gen = get_meta(&tx, "generation")?;
-            Ok(StoreMeta {
-                store_uid: uid.try_into().map_err(|_| Error::Integrity("store id malformed"))?,
-                label: String::from_utf8_lossy(&get_meta(&tx, "label")?).into_owned(),
-                policy: String::from_utf8_lossy(&get_meta(&tx, "policy")?).into_owned(),
-                generation: u64::from_be_bytes(
-                    gen.try_into().map_err(|_| Error::Integrity("generation malformed"))?,
-                ),
-                generation_mac: get_meta(&tx, "generation_mac")?,
-                zeroized: get_meta(&tx, "zeroized")?.first().copied().unwrap_or(0) != 0,
-            })
+            read_header(&tx)
         })
     }
 
     fn keyslot(&self, user_type: u8) -> Result<Option<KeyslotRow>> {
-        self.with(|c| {
-            Ok(c.query_row(
-                "SELECT salt, m_cost, t_cost, p_cost, wrapped_mk, failures FROM keyslots WHERE user_type = ?1",
-                [user_type],
-                |r| {
-                    Ok(KeyslotRow {
-                        user_type,
-                        salt: r.get(0)?,
-                        m_cost: r.get(1)?,
-                        t_cost: r.get(2)?,
-                        p_cost: r.get(3)?,
-                        wrapped_mk: r.get(4)?,
-                        failures: r.get(5)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
-    }
-
-    fn put_keyslot(&self, row: &KeyslotRow, b: &GenerationBump) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            bump(&tx, b)?;
-            insert_keyslot(&tx, row)?;
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    fn record_failure(&self, user_type: u8) -> Result<u32> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "UPDATE keyslots SET failures = failures + 1 WHERE user_type = ?1",
-                [user_type],
-            )?;
-            let n: u32 = tx
-                .query_row("SELECT failures FROM keyslots WHERE user_type = ?1", [user_type], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .unwrap_or(0);
-            tx.commit()?;
-            Ok(n)
-        })
-    }
-
-    fn clear_failures(&self, user_type: u8) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE keyslots SET failures = 0 WHERE user_type = ?1 AND failures <> 0",
-                [user_type],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn insert_object(
-        &self,
-        row: &ObjectRow,
-        b: &GenerationBump,
-        mac_for: &dyn Fn(&ObjectRow) -> Result<Vec<u8>>,
-    ) -> Result<u64> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            bump(&tx, b)?;
-            tx.execute(
-                "INSERT INTO objects (uid, class, label, ckaid, private, attrs, secret, mac)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, x'')",
-                params![
-                    row.uid.to_vec(),
-                    i64_of(row.class)?,
-                    row.label,
-                    row.ckaid,
-                    i64::from(row.private),
-                    row.attrs,
-                    row.secret
-                ],
-            )?;
-            let handle = u64_of(tx.last_insert_rowid());
-            let mut full = row.clone();
-            full.handle = handle;
-            let mac = mac_for(&full)?;
-            tx.execute(
-                "UPDATE objects SET mac = ?1 WHERE handle = ?2",
-                params![mac, i64_of(handle)?],
-            )?;
-            tx.commit()?;
-            Ok(handle)
-        })
-    }
-
-    fn update_object(&self, row: &ObjectRow, b: &GenerationBump) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            bump(&tx, b)?;
-            let n = tx.execute(
-                "UPDATE objects SET class = ?1, label = ?2, ckaid = ?3, private = ?4, attrs = ?5,
-                 secret = ?6, mac = ?7 WHERE handle = ?8 AND uid = ?9",
-                params![
-                    i64_of(row.class)?,
-                    row.label,
-                    row.ckaid,
-                    i64::from(row.private),
-                    row.attrs,
-                    row.secret,
-                    row.mac,
-                    i64_of(row.handle)?,
-                    row.uid.to_vec()
-                ],
-            )?;
-            if n != 1 {
-                return Err(Error::ObjectHandleInvalid);
-            }
-            tx.commit()?;
-            Ok(())
-        })
-    }
-
-    fn delete_object(&self, handle: u64, b: &GenerationBump) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            bump(&tx, b)?;
-            let n = tx.execute("DELETE FROM objects WHERE handle = ?1", [i64_of(handle)?])?;
-            tx.commit()?;
-            Ok(n == 1)
-        })
+        self.with(|c| query_keyslot(c, user_type))
     }
 
     fn object(&self, handle: u64) -> Result<Option<ObjectRow>> {
-        self.with(|c| {
-            let mut st =
-                c.prepare_cached(&format!("SELECT {OBJ_COLS} FROM objects WHERE handle = ?1"))?;
-            Ok(st.query_row([i64_of(handle)?], row_to_object).optional()?)
-        })
+        self.with(|c| query_object(c, handle))
     }
 
     fn find(
@@ -534,9 +568,17 @@ impl Store for SqliteStore {
         })
     }
 
+    fn record(&self, kind: &str, key: &[u8]) -> Result<Option<RecordRow>> {
+        self.with(|c| query_record(c, kind, key))
+    }
+
+    fn records(&self, kind: &str, prefix: &[u8]) -> Result<Vec<RecordRow>> {
+        self.with(|c| query_records(c, kind, prefix))
+    }
+
     fn change_counter(&self) -> Result<u64> {
-        // Fast path: the WAL file is unchanged, so no connection has committed since we last
-        // asked SQLite (a stat instead of a read transaction: ~10x cheaper).
+        // Fast path: the WAL index is unchanged, so no connection has committed since we last
+        // asked SQLite (one pread instead of a read transaction: ~10x cheaper).
         let shm = self.shm.get_or_init(|| {
             let mut p = self.path.as_os_str().to_owned();
             p.push("-shm");
@@ -561,6 +603,89 @@ impl Store for SqliteStore {
         })
     }
 
+    fn write(&self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            f(&mut SqliteTx { tx: &tx })?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(ScanRow<'_>) -> Result<()>) -> Result<StoreHeader> {
+        self.with(|c| {
+            let tx = c.transaction()?; // one snapshot for the header and every row
+            let header = read_header(&tx)?;
+            {
+                let mut st = tx.prepare(&format!("SELECT {SLOT_COLS} FROM keyslots"))?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    f(ScanRow::Keyslot(&row_to_keyslot(r)?))?;
+                }
+            }
+            {
+                let mut st = tx.prepare(&format!("SELECT {OBJ_COLS} FROM objects"))?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    f(ScanRow::Object(&row_to_object(r)?))?;
+                }
+            }
+            {
+                let mut st = tx.prepare(&format!("SELECT {REC_COLS} FROM records"))?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    f(ScanRow::Record(&row_to_record(r)?))?;
+                }
+            }
+            Ok(header)
+        })
+    }
+
+    fn count_attempt(&self, who: &str) -> Result<u32> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached(
+                "INSERT INTO attempts (who, n) VALUES (?1, 1)
+                 ON CONFLICT (who) DO UPDATE SET n = n + 1",
+            )?
+            .execute([who])?;
+            let n: u32 = tx
+                .prepare_cached("SELECT n FROM attempts WHERE who = ?1")?
+                .query_row([who], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn attempts(&self, who: &str) -> Result<u32> {
+        self.with(|c| {
+            Ok(c.prepare_cached("SELECT n FROM attempts WHERE who = ?1")?
+                .query_row([who], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        })
+    }
+
+    fn clear_attempts(&self, who: &str) -> Result<()> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM attempts WHERE who = ?1")?.execute([who])?;
+            Ok(())
+        })
+    }
+
+    fn set_header_note(&self, name: HeaderNote, value: Option<&[u8]>) -> Result<()> {
+        self.with(|c| {
+            match value {
+                Some(v) => c.execute(
+                    "INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)",
+                    params![name.name(), v],
+                )?,
+                None => c.execute("DELETE FROM meta WHERE k = ?1", [name.name()])?,
+            };
+            Ok(())
+        })
+    }
+
     fn zeroize(&self) -> Result<()> {
         self.with(|c| {
             // Freed pages are overwritten with zeros, not merely unlinked.
@@ -572,10 +697,11 @@ impl Store for SqliteStore {
             )?;
             tx.execute("DELETE FROM keyslots", [])?;
             // Every object (sealed material, and the now unverifiable public records) and
-            // every master-key-sealed setting (the audit key) goes too.
+            // every record (some hold master-key-sealed values: the audit key) goes too.
             tx.execute("DELETE FROM objects", [])?;
-            tx.execute("DELETE FROM meta WHERE k IN ('x.audit_key', 'generation_mac')", [])?;
-            tx.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('generation_mac', x'')", [])?;
+            tx.execute("DELETE FROM records", [])?;
+            tx.execute("DELETE FROM attempts", [])?;
+            tx.execute("UPDATE meta SET v = x'' WHERE k = 'state'", [])?;
             tx.execute("UPDATE meta SET v = x'01' WHERE k = 'zeroized'", [])?;
             tx.commit()?;
             // Rewrite the file so the old pages holding wrapped keys are not left behind.
@@ -589,7 +715,15 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::fold_header;
+    use super::{fold_header, prefix_end};
+
+    #[test]
+    fn prefix_end_is_the_next_string() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
 
     #[test]
     fn header_fingerprint_changes_with_any_byte() {

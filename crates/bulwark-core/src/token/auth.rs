@@ -1,27 +1,105 @@
-//! Store creation, login and PIN management for the `keyslots` unlock policy.
+//! Store creation, login and PIN management for the `keyslots` unlock policy, and unsealing for
+//! the `quorum` one.
 //!
-//! A wrong PIN is recorded before the error returns; after [`MAX_PIN_FAILURES`] consecutive
-//! failures the PIN is locked (the SO unlocks the user by setting a new user PIN). A successful
-//! login verifies the store generation's MAC and the anti-rollback mark before anything is
-//! served. The public, audited entry points are in `guard.rs`; the bodies here are
-//! `*_unaudited`.
+//! **An attempt is counted before the secret is checked**: a PIN login first records the
+//! attempt durably ([`Store::count_attempt`]), refuses when the count is past the limit, and only
+//! then runs Argon2id; a success clears the count. Parallel guesses therefore never check more
+//! PINs than the limit allows. After [`MAX_PIN_FAILURES`] consecutive failures the PIN is locked
+//! (the SO unlocks the user by setting a new user PIN). A successful unlock verifies the whole
+//! store ([`Token::verify_set`]: every row, the set commitment, the generation and the
+//! anti-rollback mark) before anything is served, so a replayed keyslot (an old PIN after a PIN
+//! change) unlocks nothing. The public, audited entry points are in `guard.rs`; the bodies here
+//! are `*_unaudited`.
+//!
+//! The attempt counters are the one piece of state outside the authenticated set: they are
+//! written before any key exists to authenticate them. Whoever can write the store file can
+//! reset them, but can equally copy the file and guess PINs offline against Argon2id; the
+//! lockout is a defence against callers of the token's interfaces.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
+use super::state::{kind, Fresh};
 use super::{read, write, Token, UserType, MAX_PIN_FAILURES};
 use crate::crypto::Provider;
 use crate::error::{Error, Result};
 use crate::hierarchy::{self, IntegrityKeys, KdfParams, MasterKey, Vault};
 use crate::secret::Pin;
-use crate::store::{GenerationBump, SqliteStore, Store, StoreMeta};
+use crate::store::{KeyslotRow, SqliteStore, Store};
 
 fn rand_array<const N: usize>(p: &Provider) -> Result<[u8; N]> {
     let mut b = [0u8; N];
     p.random(&mut b)?;
     Ok(b)
+}
+
+use crate::limits::check_token_label;
+
+/// A user a new store is created with (the first security officer of a daemon, dev users).
+pub struct InitialUser {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: crate::kernel::Role,
+    /// Password.
+    pub password: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for InitialUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialUser")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates a store: the header, then one authenticated write with the keyslots, the label, the
+/// security policy and the audit key, the initial users, then the audit log's first record.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create_store(
+    path: &Path,
+    store_uid: [u8; 16],
+    unlock_policy: &str,
+    label: &str,
+    slots: &[KeyslotRow],
+    vault: Vault,
+    policy: &super::guard::SecurityPolicy,
+    users: &[InitialUser],
+) -> Result<()> {
+    check_token_label(label)?;
+    let ik = vault.integrity_keys()?;
+    let store = SqliteStore::create(path, store_uid, unlock_policy)?;
+    let token = Token::open_created(store, store_uid)?;
+    let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
+    let (signer, audit_key) = super::guard::new_audit_key(&vault)?;
+    let tamper_zeroize = policy.tamper_response == super::guard::TamperResponse::Zeroize;
+    token.write_with(&ik, Fresh::Init { tamper_zeroize }, |a| {
+        for s in slots {
+            a.put_keyslot(s)?;
+        }
+        a.put_record(kind::SETTING, b"label", label.as_bytes())?;
+        a.put_record(kind::SETTING, b"policy", &pj)?;
+        a.put_record(kind::SETTING, b"audit_key", &audit_key)?;
+        a.put_record(kind::SETTING, b"audit_pub", &signer.public_key())?;
+        Ok(())
+    })?;
+    if !users.is_empty() {
+        {
+            let mut a = write(&token.auth);
+            a.vault = Some(Arc::new(vault));
+            a.integrity = Some(Arc::new(ik));
+        }
+        for u in users {
+            token.create_user_unchecked(&u.name, u.role, &u.password, None)?;
+        }
+    }
+    token.lock_unaudited();
+    drop(token);
+    // The audit log and its first record (guard.rs).
+    super::guard::after_init(path, store_uid, signer, policy)
 }
 
 pub(super) fn init_store(
@@ -33,9 +111,7 @@ pub(super) fn init_store(
     kdf: KdfParams,
     policy: &super::guard::SecurityPolicy,
 ) -> Result<()> {
-    if label.is_empty() || label.len() > 32 {
-        return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
-    }
+    check_token_label(label)?;
     let store_uid: [u8; 16] = rand_array(p)?;
     let mut mk_bytes: [u8; 32] = rand_array(p)?;
     let mk = MasterKey::from_random(mk_bytes);
@@ -61,22 +137,10 @@ pub(super) fn init_store(
         )?);
     }
     let vault = Vault::new(mk, store_uid);
-    let ik = vault.integrity_keys()?;
-    let meta = StoreMeta {
-        store_uid,
-        label: label.to_owned(),
-        policy: "keyslots".to_owned(),
-        generation: 1,
-        generation_mac: ik.generation_mac(1),
-        zeroized: false,
-    };
-    let store = SqliteStore::create(path, &meta, &slots)?;
-    crate::rollback::record(&store_uid, 1);
-    // The audit key, the audit log and the security policy (guard.rs).
-    super::guard::after_init(&store, store_uid, &vault, &ik, policy)
+    create_store(path, store_uid, "keyslots", label, &slots, vault, policy, &[])
 }
 
-impl Token {
+impl Token<SqliteStore> {
     /// `C_InitToken` on an existing store: checks the SO PIN, then replaces the store with a
     /// fresh one (new master key, SO PIN only; every object is gone). A missing store is simply
     /// created.
@@ -84,29 +148,22 @@ impl Token {
         if !path.exists() {
             return Self::init(path, label, so_pin, None);
         }
+        check_token_label(label)?;
         let old = Self::open(path)?;
-        let slot = old
-            .store
-            .keyslot(UserType::So.slot())?
-            .ok_or(Error::Integrity("SO keyslot missing"))?;
-        if slot.failures >= MAX_PIN_FAILURES {
-            return Err(Error::PinLocked);
-        }
-        if let Err(e) = hierarchy::unwrap_mk(&slot, so_pin, &old.store_uid) {
-            if matches!(e, Error::PinIncorrect) {
-                old.store.record_failure(UserType::So.slot())?;
-            }
-            return Err(e);
-        }
+        let slot = old.pin_keyslot(UserType::So)?;
+        let mk = old.unwrap_counted(UserType::So, &slot, so_pin)?;
+        let vault = Vault::new(mk, old.store_uid);
+        let ik = vault.integrity_keys()?;
+        // Only a store that verifies may be replaced by its SO: a tampered one is evidence.
+        old.verify_set(&ik)?;
         let kdf = KdfParams { m_cost: slot.m_cost, t_cost: slot.t_cost, p_cost: slot.p_cost };
-        let old_policy = old.security_policy();
+        let policy = old.policy_verified(&ik)?;
         drop(old);
         let _ =
             std::fs::remove_file(crate::audit::log_path_for(&path.with_extension("reinit-tmp")));
         // Build the new store beside the old one, then swap it in with one rename.
         let tmp = path.with_extension("reinit-tmp");
         let _ = std::fs::remove_file(&tmp);
-        let policy = old_policy;
         init_store(Provider::get()?, &tmp, label, so_pin, None, kdf, &policy)?;
         for ext in ["-wal", "-shm"] {
             let mut side = path.as_os_str().to_owned();
@@ -116,6 +173,52 @@ impl Token {
         std::fs::rename(&tmp, path)
             .map_err(|e| Error::Store(format!("cannot replace the store: {}", e.kind())))?;
         Ok(())
+    }
+}
+
+impl<S: Store> Token<S> {
+    /// The keyslot of a PIN user, with its KDF costs checked.
+    fn pin_keyslot(&self, user: UserType) -> Result<KeyslotRow> {
+        let slot = self.store.keyslot(user.slot())?.ok_or(match user {
+            UserType::User => Error::UserPinNotInitialized,
+            UserType::So => Error::Integrity("SO keyslot missing"),
+        })?;
+        KdfParams { m_cost: slot.m_cost, t_cost: slot.t_cost, p_cost: slot.p_cost }
+            .check_bounds()?;
+        Ok(slot)
+    }
+
+    /// Counts the attempt, refuses past the limit, then unwraps the master key with `pin`. A
+    /// success clears the count.
+    fn unwrap_counted(&self, user: UserType, slot: &KeyslotRow, pin: &Pin) -> Result<MasterKey> {
+        let n = self.store.count_attempt(user.attempt_name())?;
+        if n > MAX_PIN_FAILURES {
+            return Err(Error::PinLocked);
+        }
+        let mk = hierarchy::unwrap_mk(slot, pin, &self.store_uid)?;
+        self.store.clear_attempts(user.attempt_name())?;
+        Ok(mk)
+    }
+
+    /// Counts the attempt and checks `pin` against this process's cached digest of it, if any:
+    /// `Some(matched)`, or `None` when no digest is cached.
+    fn check_cached_pin(&self, user: UserType, pin: &Pin) -> Result<Option<bool>> {
+        let a = read(&self.auth);
+        let (Some(tag), Some(ik)) = (&a.pin_tags[usize::from(user.slot())], &a.integrity) else {
+            return Ok(None);
+        };
+        let tag = *tag;
+        let ik = ik.clone();
+        drop(a);
+        let n = self.store.count_attempt(user.attempt_name())?;
+        if n > MAX_PIN_FAILURES {
+            return Err(Error::PinLocked);
+        }
+        let ok = bool::from(ik.pin_tag(user.slot(), pin).ct_eq(&tag));
+        if ok {
+            self.store.clear_attempts(user.attempt_name())?;
+        }
+        Ok(Some(ok))
     }
 
     /// `C_Login`: authenticates `user` with `pin` and unlocks the master key.
@@ -129,51 +232,35 @@ impl Token {
                 None => {}
             }
         }
-        let meta = self.store.meta()?;
-        if meta.zeroized {
+        let header = self.store.header()?;
+        if header.zeroized {
             return Err(Error::Zeroized);
         }
-        let slot = self.store.keyslot(user.slot())?.ok_or(match user {
-            UserType::User => Error::UserPinNotInitialized,
-            UserType::So => Error::Integrity("SO keyslot missing"),
-        })?;
-        if slot.failures >= MAX_PIN_FAILURES {
-            return Err(Error::PinLocked);
+        if header.policy != "keyslots" {
+            return Err(Error::ArgumentsBad("store does not use the keyslots unlock policy"));
         }
         // Fast path: this process already ran Argon2id for this PIN (DESIGN.md §9).
-        let cached = {
-            let a = read(&self.auth);
-            match (&a.pin_tags[usize::from(user.slot())], &a.integrity, &a.vault) {
-                (Some(tag), Some(ik), Some(_)) => {
-                    Some(bool::from(ik.pin_tag(user.slot(), pin).ct_eq(tag)))
+        let (vault, ik) = match self.check_cached_pin(user, pin)? {
+            Some(true) => {
+                let a = read(&self.auth);
+                match (&a.vault, &a.integrity) {
+                    (Some(v), Some(i)) => (v.clone(), i.clone()),
+                    _ => return Err(Error::Internal("login cache")),
                 }
-                _ => None,
+            }
+            Some(false) => return Err(Error::PinIncorrect),
+            None => {
+                let slot = self.pin_keyslot(user)?;
+                let mk = self.unwrap_counted(user, &slot, pin)?;
+                let v = Vault::new(mk, self.store_uid);
+                let ik = v.integrity_keys()?;
+                (Arc::new(v), Arc::new(ik))
             }
         };
-        let (vault, ik) = if cached == Some(true) {
-            let a = read(&self.auth);
-            match (&a.vault, &a.integrity) {
-                (Some(v), Some(i)) => (v.clone(), i.clone()),
-                _ => return Err(Error::Internal("login cache")),
-            }
-        } else {
-            match hierarchy::unwrap_mk(&slot, pin, &self.store_uid) {
-                Ok(mk) => {
-                    let v = Vault::new(mk, self.store_uid);
-                    let ik = v.integrity_keys()?;
-                    (Arc::new(v), Arc::new(ik))
-                }
-                Err(Error::PinIncorrect) => {
-                    self.store.record_failure(user.slot())?;
-                    return Err(Error::PinIncorrect);
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        // The store generation must authenticate and must not be older than any we saw.
-        self.check_generation(&ik, meta.generation, &meta.generation_mac)?;
-        if slot.failures != 0 {
-            self.store.clear_failures(user.slot())?;
+        // The whole store must authenticate (every row, the set, the generation, the mark)
+        // unless this process verified it and nobody else committed since.
+        if !self.verified_now(self.store.change_counter()?) {
+            self.verify_set(&ik)?;
         }
         let mut a = write(&self.auth);
         if a.user.is_some() {
@@ -186,59 +273,10 @@ impl Token {
         Ok(())
     }
 
-    fn check_generation(&self, ik: &IntegrityKeys, generation: u64, mac: &[u8]) -> Result<()> {
-        ik.verify_generation(generation, mac)?;
-        let seen = self.generation_seen.load(std::sync::atomic::Ordering::Acquire);
-        if generation < seen {
-            return Err(Error::Rollback { found: generation, seen });
-        }
-        self.note_generation(generation);
-        Ok(())
-    }
-
     pub(super) fn note_generation(&self, generation: u64) {
         let prev = self.generation_seen.fetch_max(generation, std::sync::atomic::Ordering::AcqRel);
         if generation > prev {
             crate::rollback::record(&self.store_uid, generation);
-        }
-    }
-
-    /// Prepares a generation bump for a write: verifies the current generation (integrity and
-    /// rollback) and MACs the next one.
-    pub(super) fn bump(&self, ik: &IntegrityKeys) -> Result<GenerationBump> {
-        let meta = self.store.meta()?;
-        if meta.zeroized {
-            return Err(Error::Zeroized);
-        }
-        self.check_generation(ik, meta.generation, &meta.generation_mac)?;
-        let next = meta.generation + 1;
-        Ok(GenerationBump { expected: meta.generation, next, mac: ik.generation_mac(next) })
-    }
-
-    /// Runs an authenticated store write with a generation bump, retrying (with a fresh bump)
-    /// when another process committed between the bump and the write; records the new
-    /// generation on success.
-    pub(super) fn with_bump<T>(
-        &self,
-        ik: &IntegrityKeys,
-        write: impl Fn(&GenerationBump) -> Result<T>,
-    ) -> Result<T> {
-        let mut attempt: u32 = 0;
-        loop {
-            let b = self.bump(ik)?;
-            match write(&b) {
-                Ok(v) => {
-                    self.note_generation(b.next);
-                    return Ok(v);
-                }
-                Err(Error::Store(m)) if m == crate::store::CONCURRENT_CHANGE && attempt < 50 => {
-                    attempt += 1;
-                    // Back off a little, spread by process id, before retrying.
-                    let jitter = u64::from(std::process::id() % 7 + attempt);
-                    std::thread::sleep(std::time::Duration::from_millis(jitter));
-                }
-                Err(e) => return Err(e),
-            }
         }
     }
 
@@ -254,6 +292,8 @@ impl Token {
         let mut c = write(&self.cache);
         c.keys.clear();
         c.objects.clear();
+        drop(c);
+        self.bump_epoch();
         Ok(())
     }
 
@@ -264,6 +304,8 @@ impl Token {
         c.keys.clear();
         c.objects.clear();
         super::write(&self.session_objects).clear();
+        *super::lock(&self.verified) = super::Verified::default();
+        self.bump_epoch();
     }
 
     /// `C_InitPIN`: the logged-in SO sets the user PIN (this also unlocks a locked user).
@@ -278,61 +320,43 @@ impl Token {
                 a.integrity.clone().ok_or(Error::UserNotLoggedIn)?,
             )
         };
-        self.rewrap(&vault, &ik, UserType::User, new_pin)
+        self.rewrap(&vault, &ik, UserType::User, new_pin)?;
+        self.store.clear_attempts(UserType::User.attempt_name())
     }
 
-    /// `C_SetPIN`: changes the PIN of the logged-in user (or, when nobody is logged in, the
-    /// normal user's), after checking the old one.
     /// Checks the logged-in user's PIN without changing anything but the failure counter
     /// (context-specific login for CKA_ALWAYS_AUTHENTICATE keys). A PIN this process already
     /// verified is checked in constant time against its keyed digest; otherwise Argon2id runs.
     pub(super) fn check_pin_unaudited(&self, pin: &Pin) -> Result<()> {
         let user = self.logged_in().ok_or(Error::UserNotLoggedIn)?;
-        let slot = self.store.keyslot(user.slot())?.ok_or(Error::UserPinNotInitialized)?;
-        if slot.failures >= MAX_PIN_FAILURES {
-            return Err(Error::PinLocked);
-        }
-        let cached = {
-            let a = read(&self.auth);
-            match (&a.pin_tags[usize::from(user.slot())], &a.integrity) {
-                (Some(tag), Some(ik)) => Some(bool::from(ik.pin_tag(user.slot(), pin).ct_eq(tag))),
-                _ => None,
-            }
-        };
-        let ok = match cached {
-            Some(ok) => ok,
-            None => match hierarchy::unwrap_mk(&slot, pin, &self.store_uid) {
+        let ok = if let Some(ok) = self.check_cached_pin(user, pin)? {
+            ok
+        } else {
+            let slot = self.pin_keyslot(user)?;
+            match self.unwrap_counted(user, &slot, pin) {
                 Ok(_) => true,
                 Err(Error::PinIncorrect) => false,
                 Err(e) => return Err(e),
-            },
+            }
         };
-        if !ok {
-            self.store.record_failure(user.slot())?;
-            return Err(Error::PinIncorrect);
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::PinIncorrect)
         }
-        if slot.failures != 0 {
-            self.store.clear_failures(user.slot())?;
-        }
-        Ok(())
     }
 
+    /// `C_SetPIN`: changes the PIN of the logged-in user (or, when nobody is logged in, the
+    /// normal user's), after checking the old one.
     pub(super) fn set_pin_unaudited(&self, old_pin: &Pin, new_pin: &Pin) -> Result<()> {
         let user = self.logged_in().unwrap_or(UserType::User);
-        let slot = self.store.keyslot(user.slot())?.ok_or(Error::UserPinNotInitialized)?;
-        if slot.failures >= MAX_PIN_FAILURES {
-            return Err(Error::PinLocked);
-        }
-        let mk = match hierarchy::unwrap_mk(&slot, old_pin, &self.store_uid) {
-            Ok(mk) => mk,
-            Err(Error::PinIncorrect) => {
-                self.store.record_failure(user.slot())?;
-                return Err(Error::PinIncorrect);
-            }
-            Err(e) => return Err(e),
-        };
+        let slot = self.pin_keyslot(user)?;
+        let mk = self.unwrap_counted(user, &slot, old_pin)?;
         let vault = Vault::new(mk, self.store_uid);
         let ik = vault.integrity_keys()?;
+        if !self.verified_now(self.store.change_counter()?) {
+            self.verify_set(&ik)?;
+        }
         self.rewrap(&vault, &ik, user, new_pin)?;
         write(&self.auth).pin_tags[usize::from(user.slot())] = None;
         Ok(())
@@ -346,9 +370,10 @@ impl Token {
         new_pin: &Pin,
     ) -> Result<()> {
         // New keyslots take the cost parameters the store was initialized with.
-        let kdf = self.store.keyslot(UserType::So.slot())?.map_or_else(KdfParams::default, |s| {
-            KdfParams { m_cost: s.m_cost, t_cost: s.t_cost, p_cost: s.p_cost }
-        });
+        let kdf = self.pin_keyslot(UserType::So).map_or_else(
+            |_| KdfParams::default(),
+            |s| KdfParams { m_cost: s.m_cost, t_cost: s.t_cost, p_cost: s.p_cost },
+        );
         let slot = hierarchy::wrap_mk(
             vault.master_key(),
             new_pin,
@@ -358,30 +383,29 @@ impl Token {
             rand_array(self.provider)?,
             rand_array(self.provider)?,
         )?;
-        self.with_bump(ik, |b| self.store.put_keyslot(&slot, b))?;
+        self.write(ik, |a| a.put_keyslot(&slot))?;
         write(&self.auth).pin_tags[usize::from(user.slot())] = None;
         Ok(())
     }
-}
 
-// --- quorum unlock policy (issue 4; see crate::seal) ----------------------------------------
-impl Token {
     /// Quorum policy: installs a master key reconstructed from unseal shares
-    /// ([`crate::seal::Unsealer`]) after checking the store generation (integrity and
-    /// anti-rollback), as a successful login would. The token then serves as the normal user;
-    /// the daemon does its own user authentication. [`Token::lock`] seals it again.
+    /// ([`crate::seal::Unsealer`]) after verifying the whole store (integrity, the set
+    /// commitment and anti-rollback), as a successful login would. Unsealing logs nobody in:
+    /// every operation then acts for the principal the front door set for its thread
+    /// ([`crate::kernel::as_caller`], after [`Token::authenticate`]), and for nobody without
+    /// one. [`Token::lock`] seals it again.
     pub(super) fn unseal_unaudited(&self, vault: Vault, ik: IntegrityKeys) -> Result<()> {
         self.provider.check()?;
-        let meta = self.store.meta()?;
-        if meta.zeroized {
+        let header = self.store.header()?;
+        if header.zeroized {
             return Err(Error::Zeroized);
         }
-        if meta.policy != crate::seal::QUORUM_POLICY {
+        if header.policy != crate::seal::QUORUM_POLICY {
             return Err(Error::ArgumentsBad("store does not use the quorum unlock policy"));
         }
-        self.check_generation(&ik, meta.generation, &meta.generation_mac)?;
+        self.verify_set(&ik)?;
         let mut a = write(&self.auth);
-        a.user = Some(UserType::User);
+        a.user = None;
         a.vault = Some(Arc::new(vault));
         a.integrity = Some(Arc::new(ik));
         a.pin_tags = [None, None];

@@ -8,9 +8,10 @@ use crate::attr::{AttrType, AttrValue};
 use crate::error::Result;
 use crate::mechanism::{KeyGenMechanism, Mechanism};
 use crate::secret::SecretBytes;
+use crate::store::Store;
 use crate::template::Template;
 
-impl Token {
+impl<S: Store> Token<S> {
     // --- object management ------------------------------------------------------------------
 
     /// `C_FindObjects`: handles of every visible object matching `t`, token objects first.
@@ -50,6 +51,15 @@ impl Token {
         self.audited(c, || self.destroy_object_unaudited(h))
     }
 
+    /// Marks the wrapping keys labelled `label` CKA_TRUSTED or not (security officer only).
+    pub fn set_trusted_by_label(&self, label: &str, trusted: bool) -> Result<u32> {
+        let c =
+            Call { described: Some((String::new(), label.to_owned())), ..Call::new("set-trusted") };
+        let detail = if trusted { "trusted" } else { "untrusted" };
+        let r = self.precheck(&c).and_then(|()| self.set_trusted_unaudited(label, trusted));
+        self.finish(&c, r, detail.to_owned())
+    }
+
     /// `C_SetAttributeValue`.
     pub fn set_attributes(&self, h: u64, changes: &Template) -> Result<()> {
         self.audited(Call::new("set-attributes").obj(h), || {
@@ -77,15 +87,16 @@ impl Token {
 
     // --- keys and cryptography --------------------------------------------------------------
 
-    /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed (the
-    /// PKCS#11 module calls this at `C_*Init`; the record is `<usage>-init`).
-    pub fn key_for(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
-        self.key_for_auth(h, usage, mech).map(|(k, _)| k)
-    }
-
-    /// [`Token::key_for`], also returning the key's `CKA_ALWAYS_AUTHENTICATE` from the same
-    /// record (what `C_SignInit` / `C_DecryptInit` need, without a second lookup).
-    pub fn key_for_auth(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<(KeyRef, bool)> {
+    /// Checks that key `h` may be used for `usage` with `mech` and returns it parsed, with its
+    /// `CKA_ALWAYS_AUTHENTICATE` from the same record (what `C_SignInit` / `C_DecryptInit` need,
+    /// without a second lookup); the record is `<usage>-init`. Only [`crate::hsm::Hsm::prepare`]
+    /// hands the key out, inside a gated prepared key.
+    pub(crate) fn key_for_auth(
+        &self,
+        h: u64,
+        usage: Usage,
+        mech: &Mechanism,
+    ) -> Result<(KeyRef, bool)> {
         let op = match usage {
             Usage::Sign => "sign-init",
             Usage::Verify => "verify-init",

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use super::state::kind;
 use super::{read, KeyRef, SessionId, Token, Usage, UserType, SESSION_HANDLE_BASE};
 use crate::attr::AttrType;
 use crate::audit::{self, Actor, AuditEvent, AuditLog, AuditSigner, Checkpoint, Proof};
@@ -22,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::hierarchy::{IntegrityKeys, KdfParams, Vault};
 use crate::mechanism::Mechanism;
 use crate::secret::Pin;
-use crate::store::{SqliteStore, Store};
+use crate::store::{HeaderNote, SqliteStore, Store};
 
 /// The reserved uid under which the audit signing key is sealed (never an object handle).
 const AUDIT_KEY_UID: [u8; 16] = *b"bulwark-auditkey";
@@ -41,6 +42,7 @@ pub enum TamperResponse {
 /// The store's security policy, fixed at init (stored in the store's metadata, authenticated
 /// under the master key and checked at every login).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::struct_excessive_bools)] // independent switches of a stored policy, not a state
 pub struct SecurityPolicy {
     /// Response to tampering.
     pub tamper_response: TamperResponse,
@@ -62,6 +64,17 @@ pub struct SecurityPolicy {
     /// field predates it and meant durable.
     #[serde(default = "audit_key_use_default")]
     pub audit_key_use: audit::AuditKeyUse,
+    /// Keys leave the token only wrapped under a CKA_TRUSTED key (which only the security
+    /// officer can mark), and unwrapped keys are always sensitive: a caller can then never
+    /// wrap a sensitive key under a key it knows and unwrap it in the clear. On by default for
+    /// daemon stores; embedded stores keep standard PKCS#11 behaviour for drop-in use.
+    #[serde(default)]
+    pub wrap_requires_trusted: bool,
+    /// AES-GCM encryption only with IVs the token generates (`CKG_GENERATE_RANDOM` through the
+    /// PKCS#11 3.0 message API, `Mechanism::AesGcmGenerated`): a caller can then never reuse a
+    /// nonce. Off by default (standard PKCS#11 callers choose their IVs).
+    #[serde(default)]
+    pub require_token_iv: bool,
 }
 
 fn audit_key_use_default() -> audit::AuditKeyUse {
@@ -78,7 +91,17 @@ impl Default for SecurityPolicy {
             checkpoint_every_records: 1000,
             checkpoint_every_secs: 60,
             audit_key_use: audit::AuditKeyUse::Bounded,
+            wrap_requires_trusted: false,
+            require_token_iv: false,
         }
+    }
+}
+
+impl SecurityPolicy {
+    /// The defaults of a network HSM's store: as [`SecurityPolicy::default`], but keys leave
+    /// only wrapped under trusted keys.
+    pub fn for_daemon() -> Self {
+        Self { wrap_requires_trusted: true, ..Self::default() }
     }
 }
 
@@ -99,6 +122,8 @@ pub(crate) struct Guard {
     pub(crate) policy: SecurityPolicy,
     alarm: AtomicBool,
     zeroized: AtomicBool,
+    /// The tamper response sealed in the store state: 0 not yet seen, 1 alarm, 2 zeroize.
+    sealed_response: std::sync::atomic::AtomicU8,
     seen_change: AtomicU64,
     next_file_check_ms: AtomicU64,
     client: RwLock<String>,
@@ -119,52 +144,51 @@ fn process_identity() -> String {
     format!("embedded pid={} uid={uid} exe={exe}", std::process::id())
 }
 
-fn policy_of(store: &SqliteStore) -> SecurityPolicy {
+/// The policy as stored, not yet authenticated (before the store is unlocked in this process):
+/// used only until the first unlock, which replaces it with the authenticated one or fails.
+fn policy_of<S: Store>(store: &S) -> SecurityPolicy {
     store
-        .setting("policy")
+        .record(kind::SETTING, b"policy")
         .ok()
         .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|r| serde_json::from_slice(&r.value).ok())
         .unwrap_or_default()
 }
 
 impl Guard {
-    pub(crate) fn open_with(
-        store: &SqliteStore,
+    /// The guard of a store; `log` is the store path whose audit log to open (none: nothing is
+    /// recorded — benchmarks and store creation only).
+    pub(crate) fn open_with<S: Store>(
+        store: &S,
         store_uid: [u8; 16],
         zeroized: bool,
-        audit: bool,
+        log: Option<&Path>,
     ) -> Self {
         let policy = policy_of(store);
         let cp = audit::CheckpointPolicy {
             every_records: policy.checkpoint_every_records,
             every_ms: policy.checkpoint_every_secs.saturating_mul(1000),
         };
-        let (log, log_broken) = if audit {
-            // Stores made before the audit log existed get one on first open.
-            let existed = store.setting("audit_log").ok().flatten().is_some();
-            match AuditLog::open(store.path(), store_uid, !existed, cp) {
-                Ok(l) => {
-                    if !existed {
-                        let _ = store.set_setting("audit_log", Some(b"1"));
-                    }
-                    (Some(l), None)
-                }
+        let (log, log_broken) = match log {
+            Some(path) => match AuditLog::open(path, store_uid, false, cp) {
+                Ok(l) => (Some(l), None),
                 Err(Error::Integrity(why)) => (None, Some(why)),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open the audit log");
                     (None, Some("audit log cannot be opened"))
                 }
-            }
-        } else {
-            (None, None)
+            },
+            None => (None, None),
         };
-        let alarm = store.setting("tamper_alarm").ok().flatten().is_some();
+        let header = store.header().ok();
+        let alarm = header.as_ref().is_some_and(|h| h.alarm.is_some())
+            || store.record(kind::SETTING, b"tamper_alarm").ok().flatten().is_some();
         Self {
             log,
             log_broken,
             policy,
             alarm: AtomicBool::new(alarm),
+            sealed_response: std::sync::atomic::AtomicU8::new(0),
             zeroized: AtomicBool::new(zeroized),
             seen_change: AtomicU64::new(store.change_counter().unwrap_or(0)),
             next_file_check_ms: AtomicU64::new(0),
@@ -173,20 +197,16 @@ impl Guard {
     }
 }
 
-/// Creates the audit key and log of a new store, stores the policy, and records `init`.
+/// Creates the audit log of a new store and records `init` (the store already holds the
+/// policy and the sealed audit key).
 pub(crate) fn after_init(
-    store: &SqliteStore,
+    path: &Path,
     store_uid: [u8; 16],
-    vault: &Vault,
-    ik: &IntegrityKeys,
+    signer: AuditSigner,
     policy: &SecurityPolicy,
 ) -> Result<()> {
-    let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
-    store.set_setting("policy", Some(&pj))?;
-    store.set_setting("policy_mac", Some(&ik.meta_mac("policy", &pj)))?;
-    let signer = new_audit_key(store, vault)?;
-    let log = AuditLog::open(store.path(), store_uid, true, audit::CheckpointPolicy::default())?;
-    store.set_setting("audit_log", Some(b"1"))?;
+    SqliteStore::open(path)?.set_header_note(HeaderNote::AuditPub, Some(&signer.public_key()))?;
+    let log = AuditLog::open(path, store_uid, true, audit::CheckpointPolicy::default())?;
     log.set_signer(Some(Arc::new(signer)));
     log.append(&AuditEvent {
         actor: Actor {
@@ -203,14 +223,13 @@ pub(crate) fn after_init(
     Ok(())
 }
 
-fn new_audit_key(store: &SqliteStore, vault: &Vault) -> Result<AuditSigner> {
+/// A new audit signing key and its sealed form (for the `audit_key` setting).
+pub(crate) fn new_audit_key(vault: &Vault) -> Result<(AuditSigner, Vec<u8>)> {
     let (signer, der) = AuditSigner::generate()?;
     let mut nonce = [0u8; 12];
     crate::crypto::Provider::get()?.random(&mut nonce)?;
     let sealed = vault.seal_secret(&AUDIT_KEY_UID, nonce, der.expose_secret())?;
-    store.set_setting("audit_key", Some(&sealed))?;
-    store.set_setting("audit_pub", Some(&signer.public_key()))?;
-    Ok(signer)
+    Ok((signer, sealed))
 }
 
 /// Whether an operation may run while a tamper alarm is active.
@@ -278,7 +297,58 @@ impl Call {
     }
 }
 
-impl Token {
+impl<S: Store> Token<S> {
+    /// The gate a prepared key passes before each use ([`crate::hsm::EmbeddedKey`]): refused
+    /// while zeroized or in a tamper alarm; another connection's commit is looked for at most
+    /// once a millisecond and, when seen, moves the epoch (every prepared key then passes the
+    /// full gate again). Returns the current epoch.
+    pub(crate) fn prepared_gate(&self) -> Result<u64> {
+        if self.guard.zeroized.load(Ordering::Acquire) {
+            return Err(Error::Zeroized);
+        }
+        if self.guard.alarm.load(Ordering::Acquire) {
+            return Err(Error::TamperAlarm("an alarm is active".into()));
+        }
+        let start = self.live.start.get_or_init(std::time::Instant::now);
+        let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let last = self.live.polled_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000_000 || last == 0 {
+            self.live.polled_at.store(now.max(1), Ordering::Relaxed);
+            let ch = self.store.change_counter()?;
+            if self.live.polled_change.swap(ch, Ordering::AcqRel) != ch {
+                self.bump_epoch();
+            }
+        }
+        Ok(self.live.epoch.load(Ordering::Acquire))
+    }
+
+    /// Makes every prepared key pass the full gate again before its next use.
+    pub(crate) fn bump_epoch(&self) {
+        self.live.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The full gate for a prepared key whose epoch is old: the pre-check (alarm, zeroized,
+    /// foreign commits verified) and the key's gate, as at `C_*Init`. Not a new use: nothing is
+    /// recorded unless it is refused.
+    pub(crate) fn regate(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
+        let c = Call::new("prepared-key").obj(h).mech(mech.ck_type());
+        let r = self.precheck_at(&c).and_then(|seen| self.key_for_at(h, usage, mech, Some(seen)));
+        match r {
+            Ok((k, _)) => Ok(k),
+            Err(e) => self.finish(&c, Err(e), format!("{usage:?}").to_lowercase()),
+        }
+    }
+
+    /// The store policy on caller-chosen GCM IVs.
+    pub(crate) fn check_nonce_policy(&self, mech: &Mechanism) -> Result<()> {
+        if self.guard.policy.require_token_iv && mech.caller_chosen_nonce() {
+            return Err(Error::MechanismParamInvalid(
+                "store policy: AES-GCM IVs are generated by the token (CKG_GENERATE_RANDOM)",
+            ));
+        }
+        Ok(())
+    }
+
     fn actor(&self, as_user: Option<UserType>) -> Actor {
         if let Some(a) = audit::current_actor() {
             return a;
@@ -339,14 +409,24 @@ impl Token {
                 }
             }
         }
-        // Another process may have raised or cleared the alarm.
+        // Another process may have raised or cleared the alarm, zeroized the store, or changed
+        // rows: a foreign commit is checked against the set commitment.
         let ch = self.store.change_counter()?;
         if self.guard.seen_change.swap(ch, Ordering::AcqRel) != ch {
-            let a = self.store.setting("tamper_alarm")?.is_some();
-            self.guard.alarm.store(a, Ordering::Release);
-            if self.store.meta()?.zeroized {
+            let header = self.store.header()?;
+            if header.zeroized {
                 self.guard.zeroized.store(true, Ordering::Release);
                 return Err(Error::Zeroized);
+            }
+            let a = header.alarm.is_some() || self.setting("tamper_alarm")?.is_some();
+            self.guard.alarm.store(a, Ordering::Release);
+        }
+        if let Some(ik) = self.integrity() {
+            if let Err(e) = self.watch_foreign_changes(&ik, ch) {
+                if let Some(why) = tamper_reason(&e) {
+                    self.trigger(why, c.session);
+                }
+                return Err(e);
             }
         }
         if let Some(why) = self.guard.log_broken {
@@ -365,16 +445,17 @@ impl Token {
 
     /// Whether the store was zeroized (by this process or another one).
     pub fn is_zeroized(&self) -> bool {
-        self.guard.zeroized.load(Ordering::Acquire) || self.store.meta().is_ok_and(|m| m.zeroized)
+        self.guard.zeroized.load(Ordering::Acquire) || self.store.header().is_ok_and(|h| h.zeroized)
     }
 
-    /// The active tamper alarm's reason, if any.
+    /// The active tamper alarm's reason, if any (raised with or without the master key).
     pub fn tamper_alarm(&self) -> Option<String> {
-        self.store
+        let authenticated = self
             .setting("tamper_alarm")
             .ok()
             .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        authenticated.or_else(|| self.store.header().ok().and_then(|h| h.alarm))
     }
 
     fn record(&self, c: &Call, result: &'static str, detail: String) -> Result<()> {
@@ -436,10 +517,11 @@ impl Token {
             if let Some(why) = tamper_reason(e) {
                 self.trigger(why, c.session);
             }
-            if matches!(e, Error::PinIncorrect) && c.actor == Some(UserType::So) {
+            if matches!(e, Error::PinIncorrect | Error::PinLocked) && c.actor == Some(UserType::So)
+            {
                 let limit = self.guard.policy.so_failure_limit;
-                let failures = self.store.keyslot(UserType::So.slot()).ok().flatten();
-                if limit > 0 && failures.is_some_and(|s| s.failures >= limit) {
+                let failures = self.store.attempts(UserType::So.attempt_name()).unwrap_or(0);
+                if limit > 0 && failures >= limit {
                     self.trigger("SO PIN failures past policy", c.session);
                 }
             }
@@ -531,8 +613,19 @@ impl Token {
         self.trigger(reason, 0);
     }
 
+    /// Remembers the tamper response sealed in the store state (authentic, unlike the policy
+    /// record read at open).
+    pub(crate) fn note_sealed_response(&self, zeroize: bool) {
+        self.guard.sealed_response.store(if zeroize { 2 } else { 1 }, Ordering::Release);
+    }
+
     fn trigger(&self, reason: &str, session: SessionId) {
-        let response = self.guard.policy.tamper_response;
+        // The sealed response once the state was opened; before that, the policy as read.
+        let response = match self.guard.sealed_response.load(Ordering::Acquire) {
+            2 => TamperResponse::Zeroize,
+            1 => TamperResponse::Alarm,
+            _ => self.guard.policy.tamper_response,
+        };
         tracing::error!(reason, ?response, "tamper detected");
         let c = Call::new("tamper").session(session);
         let code = match response {
@@ -544,10 +637,24 @@ impl Token {
         }
         match response {
             TamperResponse::Alarm => {
-                if let Err(e) = self.store.set_setting("tamper_alarm", Some(reason.as_bytes())) {
+                // Unauthenticated first (works without the master key), then authenticated
+                // when the store is unlocked here: deleting the header note alone does not
+                // clear it.
+                if let Err(e) =
+                    self.store.set_header_note(HeaderNote::Alarm, Some(reason.as_bytes()))
+                {
                     tracing::error!(error = %e, "cannot persist the tamper alarm");
                 }
+                if let Some(ik) = self.integrity() {
+                    let r = self.write(&ik, |a| {
+                        a.put_record(kind::SETTING, b"tamper_alarm", reason.as_bytes())
+                    });
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "cannot authenticate the tamper alarm");
+                    }
+                }
                 self.guard.alarm.store(true, Ordering::Release);
+                self.bump_epoch();
             }
             TamperResponse::Zeroize => {
                 if let Err(e) = self.zeroize_now() {
@@ -568,11 +675,23 @@ impl Token {
         }
         self.store.zeroize()?;
         self.guard.zeroized.store(true, Ordering::Release);
+        self.bump_epoch();
         self.lock_unaudited();
         Ok(())
     }
 
-    /// Installs the audit signer and checks the policy MAC after a successful login.
+    /// The security policy, authenticated (a missing or forged policy is an integrity
+    /// failure, never a default).
+    pub(super) fn policy_verified(&self, ik: &IntegrityKeys) -> Result<SecurityPolicy> {
+        let pj = self
+            .verified_setting(ik, "policy")?
+            .ok_or(Error::Integrity("security policy missing"))?;
+        serde_json::from_slice(&pj).map_err(|_| Error::Integrity("security policy malformed"))
+    }
+
+    /// After a successful unlock: the policy must be the authenticated one (the guard was
+    /// opened with the unauthenticated copy), an alarm raised without the master key is made
+    /// authentic, and the audit signer is installed.
     fn after_login(&self) -> Result<()> {
         let (vault, ik) = {
             let a = read(&self.auth);
@@ -581,24 +700,26 @@ impl Token {
                 _ => return Ok(()),
             }
         };
-        if let Some(pj) = self.store.setting("policy")? {
-            match self.store.setting("policy_mac")? {
-                Some(mac) => ik.verify_meta("policy", &pj, &mac)?,
-                None => self.store.set_setting("policy_mac", Some(&ik.meta_mac("policy", &pj)))?,
+        let policy = self.policy_verified(&ik)?;
+        if policy != self.guard.policy {
+            return Err(Error::Integrity("security policy changed since the store was opened"));
+        }
+        if let Some(reason) = self.store.header()?.alarm {
+            if self.verified_setting(&ik, "tamper_alarm")?.is_none() {
+                self.write(&ik, |a| {
+                    a.put_record(kind::SETTING, b"tamper_alarm", reason.as_bytes())
+                })?;
             }
         }
         let Some(log) = &self.guard.log else { return Ok(()) };
         if log.signer().is_some() {
             return Ok(());
         }
-        let signer = match self.store.setting("audit_key")? {
-            Some(sealed) => {
-                let der = vault.open_secret(&AUDIT_KEY_UID, &sealed)?;
-                AuditSigner::from_pkcs8(der.expose_secret())?
-            }
-            None => new_audit_key(&self.store, &vault)?,
-        };
-        log.set_signer(Some(Arc::new(signer)));
+        let sealed = self
+            .verified_setting(&ik, "audit_key")?
+            .ok_or(Error::Integrity("audit key missing"))?;
+        let der = vault.open_secret(&AUDIT_KEY_UID, &sealed)?;
+        log.set_signer(Some(Arc::new(AuditSigner::from_pkcs8(der.expose_secret())?)));
         Ok(())
     }
 
@@ -676,48 +797,6 @@ impl Token {
         self.audited(c, || self.set_pin_unaudited(old_pin, new_pin))
     }
 
-    /// `C_InitToken` on an existing store: checks the SO PIN, then replaces the store with a
-    /// fresh one. The old audit log gets a `reinit` record and is kept beside the store as
-    /// `<store>-audit.<old store id>`; the new store starts a new log.
-    pub fn reinit(path: &Path, label: &str, so_pin: &Pin) -> Result<()> {
-        if !path.exists() {
-            return Self::init(path, label, so_pin, None);
-        }
-        let old_uid = SqliteStore::open(path)?.meta()?.store_uid;
-        let r = Self::reinit_unaudited(path, label, so_pin);
-        let ev = AuditEvent {
-            actor: Actor {
-                name: "so".into(),
-                role: "security-officer".into(),
-                client: process_identity(),
-            },
-            op: "reinit",
-            result: audit::result_code(&r),
-            ..AuditEvent::default()
-        };
-        let old_log = audit::log_path_for(path);
-        if r.is_ok() {
-            if let Ok(l) = AuditLog::open(path, old_uid, false, audit::CheckpointPolicy::default())
-            {
-                l.append(&ev)?;
-            }
-            let mut kept = old_log.as_os_str().to_owned();
-            kept.push(format!(".{}", hex::encode(old_uid)));
-            if old_log.exists() {
-                std::fs::rename(&old_log, PathBuf::from(kept)).map_err(|e| {
-                    Error::Store(format!("cannot keep the old audit log: {}", e.kind()))
-                })?;
-            }
-            let tmp_log = audit::log_path_for(&path.with_extension("reinit-tmp"));
-            std::fs::rename(tmp_log, &old_log)
-                .map_err(|e| Error::Store(format!("cannot install the audit log: {}", e.kind())))?;
-        } else if let Ok(t) = Self::open(path) {
-            let c = Call { actor: Some(UserType::So), ..Call::new("reinit") };
-            t.record(&c, ev.result, String::new())?;
-        }
-        r
-    }
-
     /// Zeroizes the store (SO only): records the event, signs a last checkpoint covering it,
     /// destroys every master-key wrapping, every object and the sealed audit key, rewrites the
     /// file, and wipes the master key and caches from memory. Irreversible.
@@ -737,11 +816,13 @@ impl Token {
     pub fn zeroize_unsealed(&self, detail: String) -> Result<()> {
         let c = Call::new("zeroize");
         self.precheck(&c)?;
-        let allowed = self.store.meta().and_then(|m| {
+        let allowed = self.store.header().and_then(|m| {
             if m.policy != crate::seal::QUORUM_POLICY {
                 Err(Error::ArgumentsBad("store does not use the quorum unlock policy"))
-            } else if self.logged_in().is_none() {
+            } else if read(&self.auth).vault.is_none() {
                 Err(Error::UserNotLoggedIn)
+            } else if self.who().role != Some(crate::kernel::Role::SecurityOfficer) {
+                Err(Error::ActionProhibited("only the security officer zeroizes"))
             } else {
                 Ok(())
             }
@@ -766,11 +847,11 @@ impl Token {
     /// authenticated its own security officer (the daemon).
     pub fn clear_tamper_unsealed(&self) -> Result<()> {
         self.audited(Call::new("tamper-clear"), || {
-            if self.store.meta()?.policy != crate::seal::QUORUM_POLICY {
+            if self.store.header()?.policy != crate::seal::QUORUM_POLICY {
                 return Err(Error::ArgumentsBad("store does not use the quorum unlock policy"));
             }
-            if self.logged_in().is_none() {
-                return Err(Error::UserNotLoggedIn);
+            if self.who().role != Some(crate::kernel::Role::SecurityOfficer) {
+                return Err(Error::ActionProhibited("only the security officer clears an alarm"));
             }
             self.clear_tamper_unaudited()
         })
@@ -784,7 +865,9 @@ impl Token {
             if self.guard.log_broken.is_some() {
                 return Err(Error::Integrity("the audit log is broken; restore it first"));
             }
-            self.store.set_setting("tamper_alarm", None)?;
+            let (_, ik) = self.require_vault()?;
+            self.write(&ik, |a| a.delete_record(kind::SETTING, b"tamper_alarm").map(|_| ()))?;
+            self.store.set_header_note(HeaderNote::Alarm, None)?;
             self.guard.alarm.store(false, Ordering::Release);
             Ok(())
         }
@@ -802,7 +885,7 @@ impl Token {
     /// [`Token::audit_export`] as a stream of lines read in constant memory (for exports of
     /// any size: the CLI writes them to a file, the daemon streams them).
     pub fn audit_export_iter(&self, since: u64) -> Result<audit::ExportIter> {
-        let zeroized = self.store.meta()?.zeroized;
+        let zeroized = self.store.header()?.zeroized;
         if !zeroized {
             self.audited(Call::new("audit-export"), || self.require_so())?;
             self.tamper_check(self.log()?.checkpoint())?;
@@ -812,8 +895,9 @@ impl Token {
 
     /// The audit public key (raw Ed25519; SO only, or anyone on a zeroized store).
     pub fn audit_public_key(&self) -> Result<Vec<u8>> {
-        if self.store.meta()?.zeroized {
-            return self.store.setting("audit_pub")?.ok_or(Error::Zeroized);
+        let header = self.store.header()?;
+        if header.zeroized {
+            return header.audit_pub.ok_or(Error::Zeroized);
         }
         self.audited(Call::new("audit-public-key"), || {
             self.require_so()?;
@@ -852,6 +936,50 @@ impl Token {
     }
 }
 
+impl Token<SqliteStore> {
+    /// `C_InitToken` on an existing store: checks the SO PIN, then replaces the store with a
+    /// fresh one. The old audit log gets a `reinit` record and is kept beside the store as
+    /// `<store>-audit.<old store id>`; the new store starts a new log.
+    pub fn reinit(path: &Path, label: &str, so_pin: &Pin) -> Result<()> {
+        if !path.exists() {
+            return Self::init(path, label, so_pin, None);
+        }
+        let old_uid = SqliteStore::open(path)?.header()?.store_uid;
+        let r = Self::reinit_unaudited(path, label, so_pin);
+        let ev = AuditEvent {
+            actor: Actor {
+                name: "so".into(),
+                role: "security-officer".into(),
+                client: process_identity(),
+            },
+            op: "reinit",
+            result: audit::result_code(&r),
+            ..AuditEvent::default()
+        };
+        let old_log = audit::log_path_for(path);
+        if r.is_ok() {
+            if let Ok(l) = AuditLog::open(path, old_uid, false, audit::CheckpointPolicy::default())
+            {
+                l.append(&ev)?;
+            }
+            let mut kept = old_log.as_os_str().to_owned();
+            kept.push(format!(".{}", hex::encode(old_uid)));
+            if old_log.exists() {
+                std::fs::rename(&old_log, PathBuf::from(kept)).map_err(|e| {
+                    Error::Store(format!("cannot keep the old audit log: {}", e.kind()))
+                })?;
+            }
+            let tmp_log = audit::log_path_for(&path.with_extension("reinit-tmp"));
+            std::fs::rename(tmp_log, &old_log)
+                .map_err(|e| Error::Store(format!("cannot install the audit log: {}", e.kind())))?;
+        } else if let Ok(t) = Self::open(path) {
+            let c = Call { actor: Some(UserType::So), ..Call::new("reinit") };
+            t.record(&c, ev.result, String::new())?;
+        }
+        r
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -882,7 +1010,8 @@ mod tests {
         t.login(UserType::User, &pin).unwrap();
         // A provider whose pairwise-consistency test fails: key generation enters the error
         // state, which is a tamper trigger.
-        t.provider = Box::leak(Box::new(Provider::with_fault(Fault::Pct)));
+        std::sync::Arc::get_mut(&mut t.0).unwrap().provider =
+            Box::leak(Box::new(Provider::with_fault(Fault::Pct)));
         let r = t.generate_key_pair(
             KeyGenMechanism::EcEdwardsKeyPairGen,
             &[(AttrType::Token, AttrValue::Bool(true))],

@@ -10,18 +10,26 @@
 
 mod auth;
 mod entry;
+mod gate;
 mod guard;
 mod objects;
 mod ops;
+mod state;
+mod users;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+pub(crate) use auth::create_store;
+pub use auth::InitialUser;
 pub use guard::{InitOptions, SecurityPolicy, TamperResponse};
 pub use objects::ObjectInfo;
-pub use ops::{KeyRef, Usage};
+pub(crate) use ops::KeyRef;
+pub use ops::Usage;
+pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
 
 use crate::attr::Attributes;
 use crate::crypto::{KeyMaterial, Provider};
@@ -33,8 +41,13 @@ use crate::store::{SqliteStore, Store};
 /// Consecutive failed logins after which a PIN is locked.
 pub const MAX_PIN_FAILURES: u32 = 10;
 
-/// Object handles at or above this value name session objects.
-pub const SESSION_HANDLE_BASE: u64 = 1 << 48;
+/// Object handles at or above this value name session objects; below it, token objects (the
+/// store's row ids). Every handle stays below 2^32 (session objects get 2^31 .. 2^32 - 1), so
+/// handles fit a 32-bit `CK_ULONG` and read well in NSS's and other clients' logs.
+pub const SESSION_HANDLE_BASE: u64 = 1 << 31;
+
+/// One past the largest session-object handle.
+pub(crate) const SESSION_HANDLE_END: u64 = 1 << 32;
 
 /// A PKCS#11 user type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +63,14 @@ impl UserType {
         match self {
             UserType::So => 0,
             UserType::User => 1,
+        }
+    }
+
+    /// The name under which failed PIN attempts are counted.
+    fn attempt_name(self) -> &'static str {
+        match self {
+            UserType::So => "pin:so",
+            UserType::User => "pin:user",
         }
     }
 }
@@ -92,6 +113,8 @@ pub(crate) struct Obj {
     pub(crate) mac: Vec<u8>,
     /// Owning session for session objects.
     pub(crate) session: Option<SessionId>,
+    /// The login that made a session object (invisible to every other login).
+    pub(crate) login: u64,
     /// False when read before any login in this process (MAC not yet checkable).
     pub(crate) verified: bool,
 }
@@ -117,9 +140,54 @@ struct Cache {
     keys: HashMap<u64, (Vec<u8>, KeyRef)>,
 }
 
-/// An embedded token over one store file.
-pub struct Token {
-    store: SqliteStore,
+/// When the whole store was last verified ([`Token::verify_set`]).
+#[derive(Default)]
+struct Verified {
+    /// The store change counter at that verification (`None`: never in this process).
+    change: Option<u64>,
+    /// How long it took.
+    last_took: Duration,
+    /// When it ended.
+    last_at: Option<Instant>,
+}
+
+/// A token over one store: the embedded token (SQLite), and the kernel the daemon serves.
+/// Cheap to clone (one shared state): a prepared key holds a clone, so that each of its uses
+/// passes the gate again ([`crate::hsm::PreparedKey`]).
+pub struct Token<S: Store = SqliteStore>(Arc<Inner<S>>);
+
+impl<S: Store> Clone for Token<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S: Store> std::ops::Deref for Token<S> {
+    type Target = Inner<S>;
+    fn deref(&self) -> &Inner<S> {
+        &self.0
+    }
+}
+
+/// Revocation state that prepared keys check on every use without a lock.
+#[derive(Default)]
+pub(crate) struct Live {
+    /// Bumped by every authenticated write of this token, every logout, lock, seal and alarm,
+    /// and whenever another connection's commit is noticed: a prepared key made under an
+    /// older value passes the full gate again before its next use.
+    pub(crate) epoch: AtomicU64,
+    /// When the store's change counter was last polled for prepared keys (ns since `start`).
+    pub(crate) polled_at: AtomicU64,
+    /// The change counter that poll saw.
+    pub(crate) polled_change: AtomicU64,
+    /// The token's start, for `polled_at`.
+    pub(crate) start: std::sync::OnceLock<Instant>,
+}
+
+/// The shared state of a [`Token`].
+#[doc(hidden)]
+pub struct Inner<S: Store> {
+    store: S,
     provider: &'static Provider,
     store_uid: [u8; 16],
     auth: RwLock<Auth>,
@@ -127,14 +195,28 @@ pub struct Token {
     session_objects: RwLock<HashMap<u64, Arc<Obj>>>,
     next_session_handle: AtomicU64,
     generation_seen: AtomicU64,
+    /// The last full verification of the store.
+    verified: Mutex<Verified>,
+    /// Re-verify at once on every foreign commit (the daemon), not rate-limited.
+    eager_verify: AtomicBool,
+    /// The gate's cached roles and grants.
+    acl: RwLock<gate::AclCache>,
+    /// Failed logins that lock a front-door user.
+    login_limit: std::sync::atomic::AtomicU32,
     /// Audit log and tamper state (guard.rs).
     guard: guard::Guard,
+    /// What prepared keys check on each use.
+    pub(crate) live: Live,
 }
 
-impl std::fmt::Debug for Token {
+impl<S: Store> std::fmt::Debug for Token<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("store", &self.store.path()).finish_non_exhaustive()
+        f.debug_struct("Token").field("store", &self.store).finish_non_exhaustive()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -145,7 +227,7 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl Token {
+impl Token<SqliteStore> {
     /// Creates a new store at `path` with an SO PIN and (optionally) a user PIN, using the
     /// default Argon2id cost.
     pub fn init(path: &Path, label: &str, so_pin: &Pin, user_pin: Option<&Pin>) -> Result<()> {
@@ -191,48 +273,81 @@ impl Token {
     fn open_with(path: &Path, audit: bool) -> Result<Self> {
         let provider = Provider::get()?;
         let store = SqliteStore::open(path)?;
-        let meta = store.meta()?;
+        let header = store.header()?;
         let change = store.change_counter()?;
-        let guard = guard::Guard::open_with(&store, meta.store_uid, meta.zeroized, audit);
-        Ok(Self {
+        let log = if audit { Some(path) } else { None };
+        let guard = guard::Guard::open_with(&store, header.store_uid, header.zeroized, log);
+        Ok(Self(Arc::new(Inner {
+            live: Live::default(),
             guard,
             store,
             provider,
-            store_uid: meta.store_uid,
+            store_uid: header.store_uid,
             auth: RwLock::new(Auth::default()),
             cache: RwLock::new(Cache { change, ..Cache::default() }),
             session_objects: RwLock::new(HashMap::new()),
             next_session_handle: AtomicU64::new(SESSION_HANDLE_BASE),
-            generation_seen: AtomicU64::new(crate::rollback::load(&meta.store_uid)),
-        })
+            generation_seen: AtomicU64::new(crate::rollback::load(&header.store_uid)),
+            verified: Mutex::new(Verified::default()),
+            eager_verify: AtomicBool::new(header.policy == crate::seal::QUORUM_POLICY),
+            acl: RwLock::new(gate::AclCache::default()),
+            login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
+        })))
     }
 
-    /// The crypto provider this token uses.
-    pub fn provider(&self) -> &'static Provider {
-        self.provider
+    /// A token over a store just created, with no audit log yet (store creation only).
+    pub(crate) fn open_created(store: SqliteStore, store_uid: [u8; 16]) -> Result<Self> {
+        let guard = guard::Guard::open_with(&store, store_uid, false, None);
+        Ok(Self(Arc::new(Inner {
+            live: Live::default(),
+            guard,
+            provider: Provider::get()?,
+            store_uid,
+            auth: RwLock::new(Auth::default()),
+            cache: RwLock::new(Cache::default()),
+            session_objects: RwLock::new(HashMap::new()),
+            next_session_handle: AtomicU64::new(SESSION_HANDLE_BASE),
+            generation_seen: AtomicU64::new(0),
+            verified: Mutex::new(Verified::default()),
+            eager_verify: AtomicBool::new(false),
+            acl: RwLock::new(gate::AclCache::default()),
+            login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
+            store,
+        })))
     }
 
     /// The store file path.
     pub fn path(&self) -> &Path {
         self.store.path()
     }
+}
 
-    /// Current status.
+impl<S: Store> Token<S> {
+    /// The crypto provider this token uses.
+    pub fn provider(&self) -> &'static Provider {
+        self.provider
+    }
+
+    /// Current status. The label comes from the authenticated settings (checked once the store
+    /// is unlocked in this process).
     pub fn status(&self) -> Result<TokenStatus> {
-        let meta = self.store.meta()?;
+        let header = self.store.header()?;
         let user = self.store.keyslot(UserType::User.slot())?;
-        let so = self.store.keyslot(UserType::So.slot())?;
+        let label = self
+            .setting("label")?
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
         Ok(TokenStatus {
-            label: meta.label,
-            policy: meta.policy,
-            store_id: hex::encode(meta.store_uid),
-            generation: meta.generation,
+            label,
+            policy: header.policy,
+            store_id: hex::encode(header.store_uid),
+            generation: header.generation,
             objects: self.store.count()?,
             user_pin_initialized: user.is_some(),
-            user_pin_failures: user.map_or(0, |k| k.failures),
-            so_pin_failures: so.map_or(0, |k| k.failures),
+            user_pin_failures: self.store.attempts(UserType::User.attempt_name())?,
+            so_pin_failures: self.store.attempts(UserType::So.attempt_name())?,
             logged_in: read(&self.auth).user,
-            zeroized: meta.zeroized,
+            zeroized: header.zeroized,
         })
     }
 
@@ -258,10 +373,12 @@ impl Token {
         self.next_session_handle.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The unlocked hierarchy (a PIN login happened in this process, or the quorum unsealed
+    /// the store). Says nothing about who may do what: that is the gate's (gate.rs).
     fn require_vault(&self) -> Result<(Arc<Vault>, Arc<IntegrityKeys>)> {
         let a = read(&self.auth);
         match (&a.vault, &a.integrity) {
-            (Some(v), Some(i)) if a.user.is_some() => Ok((v.clone(), i.clone())),
+            (Some(v), Some(i)) => Ok((v.clone(), i.clone())),
             _ => Err(Error::UserNotLoggedIn),
         }
     }

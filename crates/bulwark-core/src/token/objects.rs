@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use super::{read, write, Material, Obj, SessionId, Token, UserType, SESSION_HANDLE_BASE};
+use super::{
+    read, write, Material, Obj, SessionId, Token, SESSION_HANDLE_BASE, SESSION_HANDLE_END,
+};
 use crate::attr::{AttrType, AttrValue, Attributes, KeyType, ObjectClass};
 use crate::crypto::{KeyMaterial, KeySpec, PrivateComponents, PublicKey};
 use crate::error::{Error, Result};
@@ -60,7 +62,7 @@ pub(crate) fn fill_public(a: &mut Attributes, pk: &PublicKey, public_object: boo
     }
 }
 
-impl Token {
+impl<S: Store> Token<S> {
     fn decode_row(&self, row: ObjectRow) -> Result<Obj> {
         let verified = match self.integrity() {
             Some(ik) => {
@@ -85,12 +87,9 @@ impl Token {
             material: row.secret.map_or(Material::None, Material::Sealed),
             mac: row.mac,
             session: None,
+            login: 0,
             verified,
         })
-    }
-
-    fn can_see(&self, o: &Obj) -> bool {
-        !o.attrs.bool_or(AttrType::Private, true) || self.logged_in() == Some(UserType::User)
     }
 
     /// The object behind a handle, verified, if the caller may see it.
@@ -119,7 +118,7 @@ impl Token {
                 }
             }
         };
-        if !self.can_see(&o) {
+        if !self.may_see(&self.who(), &o) {
             return Err(Error::ObjectHandleInvalid);
         }
         Ok(o)
@@ -142,6 +141,7 @@ impl Token {
             _ => None,
         };
         let wants_session_only = matches!(get(AttrType::Token), Some(AttrValue::Bool(false)));
+        let w = self.who();
         let mut out = Vec::new();
         if !wants_session_only {
             for row in self.store.find(class, label, ckaid)? {
@@ -157,16 +157,18 @@ impl Token {
                         o
                     }
                 };
-                if self.can_see(&o) && o.attrs.matches(t) {
+                if o.attrs.matches(t) && self.may_see(&w, &o) {
                     out.push(h);
                 }
             }
         }
-        for o in read(&self.session_objects).values() {
-            if self.can_see(o) && o.attrs.matches(t) {
-                out.push(o.handle);
-            }
-        }
+        let mut session: Vec<u64> = read(&self.session_objects)
+            .values()
+            .filter(|o| o.attrs.matches(t) && self.may_see(&w, o))
+            .map(|o| o.handle)
+            .collect();
+        session.sort_unstable();
+        out.extend(session);
         Ok(out)
     }
 
@@ -225,24 +227,30 @@ impl Token {
         }
     }
 
-    /// Stores a new object (token or session per its CKA_TOKEN) and returns its handle.
+    /// Stores a new object (token or session per its CKA_TOKEN) and returns its handle, after
+    /// the gate's creation check. A token object made from another one (`inherit`: the uid of
+    /// the copied, base or unwrapping key) gets that object's grants in the same write.
     pub(crate) fn insert(
         &self,
         attrs: Attributes,
         material: Option<KeyMaterial>,
         session: SessionId,
+        inherit: Option<[u8; 16]>,
     ) -> Result<u64> {
         self.provider.check()?;
+        let w = self.who();
+        self.check_create(&w, &attrs)?;
         let private = attrs.bool_or(AttrType::Private, true);
-        if private && self.logged_in() != Some(UserType::User) {
-            return Err(Error::UserNotLoggedIn);
-        }
         let mut uid = [0u8; 16];
         self.provider.random(&mut uid)?;
         let mut attrs = attrs;
         attrs.set_bytes(AttrType::UniqueId, hex::encode(uid).into_bytes());
         if !attrs.bool_or(AttrType::Token, false) {
             let h = self.next_session_handle();
+            if h >= SESSION_HANDLE_END {
+                // Handles are never reused; 2^31 session objects in one process is the end.
+                return Err(Error::Internal("session object handles exhausted"));
+            }
             let o = Obj {
                 handle: h,
                 uid,
@@ -250,6 +258,7 @@ impl Token {
                 material: material.map_or(Material::None, Material::Plain),
                 mac: Vec::new(),
                 session: Some(session),
+                login: w.login,
                 verified: true,
             };
             write(&self.session_objects).insert(h, Arc::new(o));
@@ -275,7 +284,13 @@ impl Token {
             secret,
             mac: Vec::new(),
         };
-        self.with_bump(&ik, |b| self.store.insert_object(&row, b, &|r| Ok(ik.record_mac(r))))
+        self.write(&ik, |a| {
+            let h = a.insert_object(&row)?;
+            if let Some(from) = &inherit {
+                Self::copy_grants(a, from, &uid)?;
+            }
+            Ok(h)
+        })
     }
 
     /// `C_CreateObject`: imports a data object, certificate, public key or secret key.
@@ -303,12 +318,13 @@ impl Token {
                 Some(g.material)
             }
         };
-        self.insert(attrs, material, session)
+        self.insert(attrs, material, session, None)
     }
 
     /// `C_DestroyObject`.
     pub(super) fn destroy_object_unaudited(&self, h: u64) -> Result<()> {
         let o = self.obj(h)?;
+        self.check_manage(&self.who(), &o)?;
         if !o.attrs.bool_or(AttrType::Destroyable, true) {
             return Err(Error::ActionProhibited("object is not destroyable"));
         }
@@ -316,9 +332,17 @@ impl Token {
             write(&self.session_objects).remove(&h);
         } else {
             let (_, ik) = self.require_vault()?;
-            if !self.with_bump(&ik, |b| self.store.delete_object(h, b))? {
+            let gone = self.write(&ik, |a| {
+                let gone = a.delete_object(h)?;
+                if gone.is_some() {
+                    Self::drop_grants(a, &o.uid)?;
+                }
+                Ok(gone)
+            })?;
+            if gone.is_none() {
                 return Err(Error::ObjectHandleInvalid);
             }
+            self.acl_forget();
         }
         let mut c = write(&self.cache);
         c.objects.remove(&h);
@@ -329,6 +353,9 @@ impl Token {
     /// `C_SetAttributeValue`.
     pub(super) fn set_attributes_unaudited(&self, h: u64, changes: &Template) -> Result<()> {
         let o = self.obj(h)?;
+        let w = self.who();
+        self.check_manage(&w, &o)?;
+        self.check_trusted_change(&w, changes)?;
         let next = template::apply_changes(&o.attrs, changes, false)?;
         self.replace(&o, next)
     }
@@ -349,6 +376,7 @@ impl Token {
                 material,
                 mac: Vec::new(),
                 session: Some(s),
+                login: o.login,
                 verified: true,
             };
             write(&self.session_objects).insert(o.handle, Arc::new(n));
@@ -369,8 +397,8 @@ impl Token {
             },
             mac: Vec::new(),
         };
-        row.mac = ik.record_mac(&row);
-        self.with_bump(&ik, |b| self.store.update_object(&row, b))?;
+        row.mac = Vec::new();
+        self.write(&ik, |a| a.update_object(&row))?;
         let mut c = write(&self.cache);
         c.objects.remove(&o.handle);
         c.keys.remove(&o.handle);
@@ -385,19 +413,122 @@ impl Token {
         session: SessionId,
     ) -> Result<u64> {
         let o = self.obj(h)?;
+        let w = self.who();
+        // Copying needs the right to manage the source: a copy is a new object its maker
+        // controls, so whoever may only use a key must not be able to copy it.
+        self.check_manage(&w, &o)?;
+        self.check_trusted_change(&w, t)?;
         let mut attrs = template::apply_changes(&o.attrs, t, true)?;
+        check_copy_tightens(&o.attrs, &attrs)?;
         attrs.remove(AttrType::UniqueId);
         let material = match o.material {
             Material::None => None,
             _ => Some(self.material(&o)?),
         };
-        self.insert(attrs, material, session)
+        let inherit = if o.session.is_none() { Some(o.uid) } else { None };
+        self.insert(attrs, material, session, inherit)
+    }
+
+    /// Marks every token key object labelled `label` that can wrap (public and secret keys)
+    /// CKA_TRUSTED, or not; returns how many changed. Security officer only. The officer acts on
+    /// this one attribute of keys it may otherwise neither see nor use: that is what lets a
+    /// store demand trusted wrapping keys while its keys stay private to their users.
+    pub(super) fn set_trusted_unaudited(&self, label: &str, trusted: bool) -> Result<u32> {
+        if self.who().role != Some(crate::kernel::Role::SecurityOfficer) {
+            return Err(Error::ActionProhibited("only the security officer marks keys trusted"));
+        }
+        self.require_vault()?;
+        self.sync()?;
+        let mut n = 0;
+        for row in self.store.find(None, Some(label.as_bytes()), None)? {
+            let o = self.decode_row(row)?;
+            if !matches!(o.attrs.class(), Some(ObjectClass::PublicKey | ObjectClass::SecretKey)) {
+                continue;
+            }
+            let mut attrs = o.attrs.clone();
+            attrs.set_bool(AttrType::Trusted, trusted);
+            self.replace(&o, attrs)?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::NotFound(label.to_owned()));
+        }
+        Ok(n)
     }
 
     /// Destroys the session objects of a closed session.
     pub fn close_session(&self, session: SessionId) {
         write(&self.session_objects).retain(|_, o| o.session != Some(session));
     }
+}
+
+/// A copy never grants more than its source: usage flags only go from true to false, the
+/// allowed-mechanism list only shrinks, SENSITIVE / PRIVATE only become true, EXTRACTABLE /
+/// COPYABLE / MODIFIABLE / DESTROYABLE only become false, and CKA_TRUSTED is never gained
+/// (only the security officer sets it, on the object itself). An unmodifiable source lets a
+/// copy change nothing but CKA_TOKEN and those tightenings.
+fn check_copy_tightens(src: &Attributes, copy: &Attributes) -> Result<()> {
+    const NO_GAIN: &[AttrType] = &[
+        AttrType::Sign,
+        AttrType::Verify,
+        AttrType::Encrypt,
+        AttrType::Decrypt,
+        AttrType::Wrap,
+        AttrType::Unwrap,
+        AttrType::Derive,
+        AttrType::SignRecover,
+        AttrType::VerifyRecover,
+        AttrType::Encapsulate,
+        AttrType::Decapsulate,
+        AttrType::Extractable,
+        AttrType::Copyable,
+        AttrType::Modifiable,
+        AttrType::Destroyable,
+        AttrType::Trusted,
+    ];
+    const NO_LOSS: &[AttrType] =
+        &[AttrType::Sensitive, AttrType::Private, AttrType::WrapWithTrusted];
+    for t in NO_GAIN {
+        if copy.bool(*t) == Some(true) && src.bool(*t) != Some(true) {
+            return Err(Error::AttributeReadOnly(*t));
+        }
+    }
+    for t in NO_LOSS {
+        if copy.bool(*t) == Some(false) && src.bool(*t) == Some(true) {
+            return Err(Error::AttributeReadOnly(*t));
+        }
+    }
+    if let Some(AttrValue::MechanismList(s)) = src.get(AttrType::AllowedMechanisms) {
+        if !s.is_empty() {
+            let narrower = match copy.get(AttrType::AllowedMechanisms) {
+                Some(AttrValue::MechanismList(c)) => {
+                    !c.is_empty() && c.iter().all(|m| s.contains(m))
+                }
+                _ => false,
+            };
+            if !narrower {
+                return Err(Error::AttributeReadOnly(AttrType::AllowedMechanisms));
+            }
+        }
+    }
+    if !src.bool_or(AttrType::Modifiable, true) {
+        for (t, v) in copy.iter() {
+            let may_differ = matches!(
+                t,
+                AttrType::Token
+                    | AttrType::Private
+                    | AttrType::Modifiable
+                    | AttrType::Destroyable
+                    | AttrType::Copyable
+                    | AttrType::UniqueId
+            ) || NO_GAIN.contains(&t)
+                || NO_LOSS.contains(&t);
+            if !may_differ && src.get(t) != Some(v) {
+                return Err(Error::AttributeReadOnly(t));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The private components of a `C_CreateObject` private-key template.

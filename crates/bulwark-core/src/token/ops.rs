@@ -15,11 +15,13 @@ use crate::crypto::{KeyMaterial, KeySpec, LoadedKey, LoadedPublicKey, PublicKey}
 use crate::error::{Error, Result};
 use crate::mechanism::{KeyGenMechanism, Mechanism};
 use crate::secret::SecretBytes;
+use crate::store::Store;
 use crate::template::{self, Origin, Template};
 
-/// A parsed key, ready for operations.
+/// A parsed key, ready for operations (never outside core: every use of a stored key passes
+/// the token's gate, see [`crate::hsm::EmbeddedKey`]).
 #[derive(Clone)]
-pub enum KeyRef {
+pub(crate) enum KeyRef {
     /// A secret or private key.
     Private(Arc<LoadedKey>),
     /// A public key.
@@ -109,7 +111,7 @@ fn today() -> [u8; 8] {
     s.as_bytes().try_into().unwrap_or(*b"19700101")
 }
 
-impl Token {
+impl<S: Store> Token<S> {
     /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed.
     pub(super) fn key_for_unaudited(
         &self,
@@ -131,7 +133,15 @@ impl Token {
         seen: Option<u64>,
     ) -> Result<(KeyRef, bool)> {
         self.provider.check()?;
+        if !mech.allows(usage) {
+            // A mechanism of the wrong family (C_EncryptInit with a signature mechanism...).
+            return Err(Error::MechanismInvalid(mech.ck_type()));
+        }
         let o = self.obj_at(h, seen)?;
+        self.check_use(&self.who(), &o, usage)?;
+        if usage == Usage::Encrypt {
+            self.check_nonce_policy(mech)?;
+        }
         let class = o.attrs.class();
         let class_ok = match usage {
             Usage::Sign | Usage::Decrypt | Usage::Unwrap | Usage::Derive | Usage::Decapsulate => {
@@ -222,7 +232,7 @@ impl Token {
     ) -> Result<u64> {
         let (attrs, spec) = template::secret_key_for_generate(mech, t)?;
         let g = self.provider.generate(spec)?;
-        self.insert(attrs, Some(g.material), session)
+        self.insert(attrs, Some(g.material), session, None)
     }
 
     /// `C_GenerateKeyPair`: returns (public handle, private handle).
@@ -238,8 +248,8 @@ impl Token {
         let pk = g.public.ok_or(Error::Internal("generated pair without public key"))?;
         fill_public(&mut pub_a, &pk, true);
         fill_public(&mut priv_a, &pk, false);
-        let priv_h = self.insert(priv_a, Some(g.material), session)?;
-        match self.insert(pub_a, None, session) {
+        let priv_h = self.insert(priv_a, Some(g.material), session, None)?;
+        match self.insert(pub_a, None, session, None) {
             Ok(pub_h) => Ok((pub_h, priv_h)),
             Err(e) => {
                 // Never leave half a pair behind.
@@ -315,6 +325,7 @@ impl Token {
         target: u64,
     ) -> Result<Vec<u8>> {
         let t = self.obj(target)?;
+        self.check_export(&self.who(), &t)?;
         if !matches!(t.attrs.class(), Some(ObjectClass::SecretKey | ObjectClass::PrivateKey)) {
             return Err(Error::KeyTypeInconsistent);
         }
@@ -322,17 +333,22 @@ impl Token {
             return Err(Error::KeyUnextractable("CKA_EXTRACTABLE is false"));
         }
         let w = self.obj(wrapping)?;
-        if t.attrs.bool_or(AttrType::WrapWithTrusted, false)
-            && !w.attrs.bool_or(AttrType::Trusted, false)
-        {
+        let trusted = w.attrs.bool_or(AttrType::Trusted, false);
+        if t.attrs.bool_or(AttrType::WrapWithTrusted, false) && !trusted {
             return Err(Error::KeyUnextractable("target requires a trusted wrapping key"));
+        }
+        if self.guard.policy.wrap_requires_trusted && !trusted {
+            return Err(Error::KeyUnextractable(
+                "store policy: keys leave only under a trusted wrapping key (CKA_TRUSTED, set by the security officer)",
+            ));
         }
         let material = self.material(&t)?;
         match self.key_for_unaudited(wrapping, Usage::Wrap, mech)? {
             KeyRef::Private(k) => k.wrap(self.provider, mech, &material),
             KeyRef::Public(k) => match mech {
-                // Wrapping under a public key is OAEP encryption of the key bytes.
-                Mechanism::RsaOaep { .. }
+                // Wrapping under a public key is RSA encryption (OAEP or PKCS#1 v1.5) of the key
+                // bytes.
+                Mechanism::RsaOaep { .. } | Mechanism::RsaPkcs
                     if matches!(
                         material.spec(),
                         KeySpec::Aes { .. } | KeySpec::GenericSecret { .. }
@@ -357,6 +373,15 @@ impl Token {
         let KeyRef::Private(k) = self.key_for_unaudited(unwrapping, Usage::Unwrap, mech)? else {
             return Err(Error::KeyTypeInconsistent);
         };
+        if self.guard.policy.wrap_requires_trusted
+            && t.iter().any(|(k, v)| *k == AttrType::Sensitive && *v == AttrValue::Bool(false))
+        {
+            return Err(Error::TemplateInconsistent(
+                "store policy: unwrapped keys are sensitive (CKA_SENSITIVE=false refused)",
+            ));
+        }
+        let source = self.obj(unwrapping)?;
+        let inherit = if source.session.is_none() { Some(source.uid) } else { None };
         let want = target_secret_spec(t, None)?;
         let material = k.unwrap(self.provider, mech, wrapped, want)?;
         let spec = material.spec();
@@ -370,7 +395,7 @@ impl Token {
             return Err(Error::WrappedKeyInvalid);
         }
         let attrs = template::secret_key_for_unwrap_or_derive(t, spec, Origin::Unwrapped)?;
-        self.insert(attrs, Some(material), session)
+        self.insert(attrs, Some(material), session, inherit)
     }
 
     /// `C_DeriveKey`: derives a secret key described by `t` from `base`.
@@ -395,7 +420,8 @@ impl Token {
             never_extractable: b.attrs.bool_or(AttrType::NeverExtractable, false),
         };
         let attrs = template::secret_key_for_unwrap_or_derive(t, spec, origin)?;
-        self.insert(attrs, Some(KeyMaterial::new(spec, secret)), session)
+        let inherit = if b.session.is_none() { Some(b.uid) } else { None };
+        self.insert(attrs, Some(KeyMaterial::new(spec, secret)), session, inherit)
     }
 
     /// The value of a secret key that is neither sensitive nor unextractable. Everything else

@@ -24,6 +24,13 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::token::{pad, Module, VERSION};
 
+pub(crate) use super::message::{
+    C_DecryptMessage, C_DecryptMessageBegin, C_DecryptMessageNext, C_EncryptMessage,
+    C_EncryptMessageBegin, C_EncryptMessageNext, C_GetOperationState, C_MessageDecryptFinal,
+    C_MessageDecryptInit, C_MessageEncryptFinal, C_MessageEncryptInit, C_SetOperationState,
+    C_SignRecover, C_SignRecoverInit, C_VerifyRecover, C_VerifyRecoverInit,
+};
+
 /// Copies a list of values to a caller array under the length-query convention.
 ///
 /// # Safety
@@ -359,7 +366,7 @@ ck_entry! {
         unsafe { write_out(m.encrypt(h, data, cap), p_out, l) }
     }
 
-    /// `C_EncryptUpdate` (§5.8): input is buffered, output comes with `C_EncryptFinal`.
+    /// `C_EncryptUpdate` (§5.8): every complete block at once (see `bulwark_core::stream`).
     fn C_EncryptUpdate(h: CK_SESSION_HANDLE, p_data: *mut CK_BYTE, ul_len: CK_ULONG, p_out: *mut CK_BYTE, pul_out: *mut CK_ULONG) {
         let m = module()?;
         // SAFETY: as C_Encrypt.
@@ -717,27 +724,11 @@ macro_rules! unsupported {
 }
 
 unsupported! {
-    C_GetOperationState(CK_SESSION_HANDLE, *mut CK_BYTE, *mut CK_ULONG);
-    C_SetOperationState(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, CK_OBJECT_HANDLE, CK_OBJECT_HANDLE);
-    C_SignRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE);
-    C_SignRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
-    C_VerifyRecoverInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE);
-    C_VerifyRecover(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_DigestEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_DecryptDigestUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_SignEncryptUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_DecryptVerifyUpdate(CK_SESSION_HANDLE, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_WaitForSlotEvent(CK_FLAGS, *mut CK_SLOT_ID, *mut c_void);
-    C_MessageEncryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE);
-    C_EncryptMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
-    C_EncryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG);
-    C_EncryptMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, CK_FLAGS);
-    C_MessageEncryptFinal(CK_SESSION_HANDLE);
-    C_MessageDecryptInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE);
-    C_DecryptMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
-    C_DecryptMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG);
-    C_DecryptMessageNext(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG, CK_FLAGS);
-    C_MessageDecryptFinal(CK_SESSION_HANDLE);
     C_MessageSignInit(CK_SESSION_HANDLE, *mut CK_MECHANISM, CK_OBJECT_HANDLE);
     C_SignMessage(CK_SESSION_HANDLE, *mut c_void, CK_ULONG, *mut CK_BYTE, CK_ULONG, *mut CK_BYTE, *mut CK_ULONG);
     C_SignMessageBegin(CK_SESSION_HANDLE, *mut c_void, CK_ULONG);

@@ -149,6 +149,17 @@ pub(crate) unsafe fn operation(m: &ck::CK_MECHANISM) -> Result<Mechanism> {
                 usize::try_from(p.ulTagBits).map_err(|_| Error::MechanismParamInvalid)?;
             Ok(Mechanism::AesGcm { iv, aad, tag_bits })
         }
+        ck::CKM_AES_ECB => plain(Mechanism::AesEcb),
+        ck::CKM_AES_CMAC => plain(Mechanism::AesCmac),
+        ck::CKM_AES_CMAC_GENERAL => {
+            // SAFETY: forwarded caller contract (CK_MAC_GENERAL_PARAMS is a CK_ULONG).
+            let n: ck::CK_ULONG = unsafe { param(m)? };
+            let mac_len = usize::try_from(n).map_err(|_| Error::MechanismParamInvalid)?;
+            if !(1..=16).contains(&mac_len) {
+                return Err(Error::MechanismParamInvalid);
+            }
+            Ok(Mechanism::AesCmacGeneral { mac_len })
+        }
         ck::CKM_AES_CBC | ck::CKM_AES_CBC_PAD => {
             // SAFETY: forwarded caller contract.
             let iv: [u8; 16] = unsafe { param(m)? };

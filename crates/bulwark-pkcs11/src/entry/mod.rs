@@ -15,6 +15,7 @@
 pub(crate) mod fns;
 mod lists;
 pub(crate) mod mech;
+mod message;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicPtr, Ordering};

@@ -8,6 +8,7 @@
 //!
 //! Lock order: a shard lock is never held while a session mutex or a slot lock is taken.
 
+mod message;
 mod objects;
 mod ops;
 mod session;
@@ -17,6 +18,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use bulwark_core::attr::{AttrType, AttrValue};
 use bulwark_core::hsm::Hsm;
 use bulwark_core::mechanism;
 use bulwark_core::secret::Pin;
@@ -24,6 +26,8 @@ use bulwark_core::token::MAX_PIN_FAILURES;
 use bulwark_core::{Token, UserType};
 use cryptoki_sys as ck;
 
+pub use message::MsgOut;
+pub(crate) use message::{GcmMessage, IvSource};
 pub use ops::{Out, Output};
 pub(crate) use session::{Session, SessionState};
 
@@ -368,8 +372,24 @@ impl Module {
 
     /// `C_Logout`. Every operation in progress in the slot's sessions is ended: a key prepared
     /// while logged in must not outlive the login.
+    ///
+    /// The application's private session objects are destroyed first (PKCS#11 §5.6: "any of
+    /// the application's handles to private objects become invalid ... session objects are
+    /// destroyed"), so a later login of another user never finds them.
     pub fn logout(&self, h: ck::CK_SESSION_HANDLE) -> Result<()> {
         let s = self.session(h)?;
+        if s.hsm.logged_in().is_none() {
+            return Err(Error::UserNotLoggedIn);
+        }
+        let private_session_objects: Vec<(AttrType, AttrValue)> = vec![
+            (AttrType::Token, AttrValue::Bool(false)),
+            (AttrType::Private, AttrValue::Bool(true)),
+        ];
+        for o in s.hsm.find(&private_session_objects).unwrap_or_default() {
+            if let Err(e) = s.hsm.destroy_object(o) {
+                tracing::warn!(error = %e, "logout: a private session object was not destroyed");
+            }
+        }
         s.hsm.logout()?;
         for x in self.sessions_of(s.slot) {
             *lock(&x.state) = SessionState::default();
@@ -423,7 +443,30 @@ impl Module {
         if flags & ck::CKF_FIND_OBJECTS != 0 {
             st.find = None;
         }
+        if flags & ck::CKF_SIGN_RECOVER != 0 {
+            st.sign_recover = None;
+        }
+        if flags & ck::CKF_VERIFY_RECOVER != 0 {
+            st.verify_recover = None;
+        }
+        if flags & ck::CKF_MESSAGE_ENCRYPT != 0 {
+            st.msg_encrypt = None;
+        }
+        if flags & ck::CKF_MESSAGE_DECRYPT != 0 {
+            st.msg_decrypt = None;
+        }
         Ok(())
+    }
+
+    /// `C_GetOperationState`: never saved (see the entry point): `CKR_STATE_UNSAVEABLE` with an
+    /// operation active, `CKR_OPERATION_NOT_INITIALIZED` without.
+    pub fn operation_state(&self, h: ck::CK_SESSION_HANDLE) -> Result<()> {
+        let s = self.session(h)?;
+        if lock(&s.state).any_active() {
+            Err(Error::StateUnsaveable)
+        } else {
+            Err(Error::OperationNotInitialized)
+        }
     }
 }
 

@@ -8,8 +8,10 @@
 
 use bulwark_core::attr::{AttrType, AttrValue};
 use bulwark_core::mechanism::Mechanism;
+use bulwark_core::stream::{CipherStream, Direction, StreamOutput};
 use bulwark_core::token::Usage;
 use bulwark_core::Error as CoreError;
+use cryptoki_sys as ck;
 use zeroize::Zeroizing;
 
 use super::session::{CryptoOp, DigestOp, SessionState};
@@ -58,15 +60,29 @@ enum Kind {
     Verify,
     Encrypt,
     Decrypt,
+    SignRecover,
+    VerifyRecover,
 }
 
 impl Kind {
     fn usage(self) -> Usage {
         match self {
-            Kind::Sign => Usage::Sign,
-            Kind::Verify => Usage::Verify,
+            Kind::Sign | Kind::SignRecover => Usage::Sign,
+            Kind::Verify | Kind::VerifyRecover => Usage::Verify,
             Kind::Encrypt => Usage::Encrypt,
             Kind::Decrypt => Usage::Decrypt,
+        }
+    }
+
+    /// The `CKF_*` function flag the mechanism table must show for this kind.
+    fn flag(self) -> u64 {
+        match self {
+            Kind::Sign => ck::CKF_SIGN,
+            Kind::Verify => ck::CKF_VERIFY,
+            Kind::Encrypt => ck::CKF_ENCRYPT,
+            Kind::Decrypt => ck::CKF_DECRYPT,
+            Kind::SignRecover => ck::CKF_SIGN_RECOVER,
+            Kind::VerifyRecover => ck::CKF_VERIFY_RECOVER,
         }
     }
 
@@ -76,7 +92,17 @@ impl Kind {
             Kind::Verify => &mut st.verify,
             Kind::Encrypt => &mut st.encrypt,
             Kind::Decrypt => &mut st.decrypt,
+            Kind::SignRecover => &mut st.sign_recover,
+            Kind::VerifyRecover => &mut st.verify_recover,
         }
+    }
+}
+
+/// The stream output as this layer's [`Output`].
+fn stream_output(o: StreamOutput) -> Output {
+    match o {
+        StreamOutput::Ciphertext(v) => Output::Public(v),
+        StreamOutput::Plaintext(p) => Output::Secret(Zeroizing::new(p.expose_secret().to_vec())),
     }
 }
 
@@ -98,7 +124,7 @@ fn finish(
     cap: Option<usize>,
     secret: bool,
     known_len: impl FnOnce(&CryptoOp) -> usize,
-    run: impl FnOnce(&CryptoOp) -> bulwark_core::Result<Vec<u8>>,
+    run: impl FnOnce(&mut CryptoOp) -> bulwark_core::Result<Vec<u8>>,
 ) -> Result<Out> {
     let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
     if op.needs_auth && !op.authed {
@@ -148,9 +174,17 @@ impl Module {
         if slot.is_some() {
             return Err(Error::OperationActive);
         }
+        // A mechanism of the wrong family is CKR_MECHANISM_INVALID before any key is looked
+        // at (C_EncryptInit with CKM_SHA256_RSA_PKCS, C_SignRecoverInit with ECDSA...).
+        let fits = bulwark_core::mechanism::mechanism_info(mech.ck_type())
+            .is_some_and(|m| m.flags & kind.flag() != 0)
+            && mech.allows(kind.usage());
+        if !fits {
+            return Err(Error::MechanismInvalid);
+        }
         let prepared = s.hsm.prepare(key, kind.usage(), &mech).map_err(key_handle)?;
         // The embedded token reports the flag with the prepared key (one lookup for both).
-        let needs_auth = matches!(kind, Kind::Sign | Kind::Decrypt)
+        let needs_auth = matches!(kind, Kind::Sign | Kind::Decrypt | Kind::SignRecover)
             && prepared.always_authenticate().unwrap_or_else(|| {
                 matches!(
                     s.hsm.attribute(key, AttrType::AlwaysAuthenticate),
@@ -316,23 +350,86 @@ impl Module {
         )
     }
 
-    /// `C_EncryptUpdate`: input is buffered; the whole output comes with `C_EncryptFinal`
-    /// (AES-GCM must see all input before it can emit its tag; CBC and CTR follow suit).
+    /// `C_EncryptUpdate`: every complete block comes back at once (see
+    /// [`bulwark_core::stream`] for what each mode holds back).
     pub fn encrypt_update(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
-        self.update(sh, Kind::Encrypt, data, cap.is_some())?;
-        Ok(Out::Data(Output::empty()))
+        self.cipher_update(sh, Kind::Encrypt, data, cap)
     }
 
     /// `C_EncryptFinal`.
     pub fn encrypt_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
+        self.cipher_final(sh, Kind::Encrypt, cap)
+    }
+
+    /// One `C_EncryptUpdate` / `C_DecryptUpdate`. The output length is known before anything
+    /// runs, so a length query or a short buffer consumes nothing and leaves the operation as
+    /// it was; any other error ends it.
+    fn cipher_update(&self, sh: u64, kind: Kind, data: &[u8], cap: Option<usize>) -> Result<Out> {
         let s = self.session(sh)?;
         let mut st = lock(&s.state);
+        let slot = kind.slot(&mut st);
+        let op = slot.as_mut().ok_or(Error::OperationNotInitialized)?;
+        if op.pending.is_some() {
+            // A single-part call is waiting for its output buffer.
+            return Err(Error::OperationActive);
+        }
+        if op.needs_auth && !op.authed {
+            *slot = None;
+            return Err(Error::UserNotLoggedIn);
+        }
+        if op.stream.is_none() {
+            let dir = if kind == Kind::Encrypt { Direction::Encrypt } else { Direction::Decrypt };
+            op.stream = Some(if op.needs_auth {
+                // A context login covers one use of the key: collect the input and decrypt it
+                // in one call at C_DecryptFinal.
+                CipherStream::buffered(dir, &op.mech)
+            } else {
+                CipherStream::new(dir, &op.mech)
+            });
+        }
+        let key = op.key.clone();
+        let stream = op.stream.as_mut().ok_or(Error::General("stream missing"))?;
+        let n = stream.update_len(data.len());
+        match cap {
+            None => return Ok(Out::Len(n)),
+            Some(c) if c < n => return Err(Error::BufferTooSmall(n)),
+            Some(_) => {}
+        }
+        let r = stream.update(&*key, data);
+        op.multipart = true;
+        match r {
+            Ok(out) => Ok(Out::Data(stream_output(out))),
+            Err(e) => {
+                *slot = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// `C_EncryptFinal` / `C_DecryptFinal`: the stream's last output (also for an operation
+    /// that never saw an update: CBC-PAD of an empty message is one block).
+    fn cipher_final(&self, sh: u64, kind: Kind, cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        let slot = kind.slot(&mut st);
+        if let Some(op) = slot.as_mut() {
+            if op.stream.is_none() && op.pending.is_none() {
+                let dir =
+                    if kind == Kind::Encrypt { Direction::Encrypt } else { Direction::Decrypt };
+                op.stream = Some(CipherStream::new(dir, &op.mech));
+                op.multipart = true;
+            }
+        }
         finish(
-            &mut st.encrypt,
+            slot,
             cap,
-            false,
-            |o| o.key.encrypt_len(&o.mech, o.buf.len()),
-            |o| o.key.encrypt(&o.mech, &o.buf),
+            kind == Kind::Decrypt,
+            |o| o.stream.as_ref().and_then(|st| st.finish_len(&*o.key)).unwrap_or(0),
+            |o| {
+                let key = o.key.clone();
+                let st = o.stream.as_mut().ok_or(bulwark_core::Error::Internal("no stream"))?;
+                Ok(st.finish(&*key)?.as_slice().to_vec())
+            },
         )
     }
 
@@ -358,23 +455,45 @@ impl Module {
         )
     }
 
-    /// `C_DecryptUpdate` (buffered, like `C_EncryptUpdate`).
+    /// `C_DecryptUpdate`: every complete block but what the mode must hold back (CBC-PAD: the
+    /// last block; GCM: everything, until the tag is checked at `C_DecryptFinal`).
     pub fn decrypt_update(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
-        self.update(sh, Kind::Decrypt, data, cap.is_some())?;
-        Ok(Out::Data(Output::empty()))
+        self.cipher_update(sh, Kind::Decrypt, data, cap)
     }
 
     /// `C_DecryptFinal`.
     pub fn decrypt_final(&self, sh: u64, cap: Option<usize>) -> Result<Out> {
+        self.cipher_final(sh, Kind::Decrypt, cap)
+    }
+
+    /// `C_SignRecoverInit` (`CKM_RSA_PKCS`).
+    pub fn sign_recover_init(&self, sh: u64, mech: Mechanism, key: u64) -> Result<()> {
+        self.init(sh, Kind::SignRecover, mech, key)
+    }
+
+    /// `C_SignRecover`: for `CKM_RSA_PKCS` the same signature `C_Sign` makes.
+    pub fn sign_recover(&self, sh: u64, data: &[u8], cap: Option<usize>) -> Result<Out> {
         let s = self.session(sh)?;
         let mut st = lock(&s.state);
         finish(
-            &mut st.decrypt,
+            &mut st.sign_recover,
             cap,
-            true,
-            |_| 0,
-            |o| Ok(o.key.decrypt(&o.mech, &o.buf)?.expose_secret().to_vec()),
+            false,
+            |o| o.key.signature_len(&o.mech),
+            |o| o.key.sign(&o.mech, data),
         )
+    }
+
+    /// `C_VerifyRecoverInit` (`CKM_RSA_PKCS`).
+    pub fn verify_recover_init(&self, sh: u64, mech: Mechanism, key: u64) -> Result<()> {
+        self.init(sh, Kind::VerifyRecover, mech, key)
+    }
+
+    /// `C_VerifyRecover`: the recovered data (a length query verifies and keeps the result).
+    pub fn verify_recover(&self, sh: u64, sig: &[u8], cap: Option<usize>) -> Result<Out> {
+        let s = self.session(sh)?;
+        let mut st = lock(&s.state);
+        finish(&mut st.verify_recover, cap, false, |_| 0, |o| o.key.verify_recover(&o.mech, sig))
     }
 
     /// `C_DigestInit`.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bulwark_core::hsm::{Hsm, PreparedKey};
 use bulwark_core::mechanism::{DigestAlg, Mechanism};
 use bulwark_core::secret::Pin;
+use bulwark_core::stream::CipherStream;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::lock;
@@ -34,7 +35,7 @@ impl Session {
     pub(crate) fn context_login(&self, pin: &Pin) -> Result<()> {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        let op = [st.sign.as_mut(), st.decrypt.as_mut()]
+        let op = [st.sign.as_mut(), st.decrypt.as_mut(), st.sign_recover.as_mut()]
             .into_iter()
             .flatten()
             .find(|o| o.needs_auth)
@@ -57,14 +58,49 @@ pub(crate) struct SessionState {
     pub(crate) digest: Option<DigestOp>,
     /// PKCS#11 3.2 `C_VerifySignature*`: the operation and the signature given at init.
     pub(crate) verify_sig: Option<(CryptoOp, Vec<u8>)>,
+    /// `C_SignRecover*`.
+    pub(crate) sign_recover: Option<CryptoOp>,
+    /// `C_VerifyRecover*`.
+    pub(crate) verify_recover: Option<CryptoOp>,
+    /// PKCS#11 3.0 message-based encryption (`C_MessageEncryptInit` ...).
+    pub(crate) msg_encrypt: Option<MessageOp>,
+    /// PKCS#11 3.0 message-based decryption.
+    pub(crate) msg_decrypt: Option<MessageOp>,
+}
+
+impl SessionState {
+    /// True if any operation is in progress (for `C_GetOperationState`).
+    pub(crate) fn any_active(&self) -> bool {
+        self.find.is_some()
+            || self.sign.is_some()
+            || self.verify.is_some()
+            || self.encrypt.is_some()
+            || self.decrypt.is_some()
+            || self.digest.is_some()
+            || self.verify_sig.is_some()
+            || self.sign_recover.is_some()
+            || self.verify_recover.is_some()
+            || self.msg_encrypt.is_some()
+            || self.msg_decrypt.is_some()
+    }
+}
+
+/// A message-based (PKCS#11 3.0) AES-GCM operation: the prepared key, and the message being
+/// assembled by `C_*MessageBegin` / `C_*MessageNext`, if any.
+pub(crate) struct MessageOp {
+    pub(crate) key: Arc<dyn PreparedKey>,
+    /// The message in progress: its parameters (from `Begin`) and the parts so far (wiped).
+    pub(crate) part: Option<(super::message::GcmMessage, Zeroizing<Vec<u8>>)>,
 }
 
 /// A key operation in progress.
 pub(crate) struct CryptoOp {
     pub(crate) key: Arc<dyn PreparedKey>,
     pub(crate) mech: Mechanism,
-    /// Input collected by `C_*Update`; wiped on drop (see the `Drop` impl).
+    /// Input collected by `C_*Update` (sign and verify); wiped on drop (see the `Drop` impl).
     pub(crate) buf: Vec<u8>,
+    /// The multi-part stream of `C_EncryptUpdate` / `C_DecryptUpdate`, made at the first one.
+    pub(crate) stream: Option<CipherStream>,
     /// True once `C_*Update` was called: the operation must end with `C_*Final`.
     pub(crate) multipart: bool,
     /// The key has `CKA_ALWAYS_AUTHENTICATE`: a context-specific login must come first.
@@ -80,6 +116,7 @@ impl CryptoOp {
             key,
             mech,
             buf: Vec::new(),
+            stream: None,
             multipart: false,
             needs_auth,
             authed: false,

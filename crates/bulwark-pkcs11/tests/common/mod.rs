@@ -9,6 +9,9 @@
 //! instead (every object the crypto officer sees is destroyed), and PINs are `user:password`.
 //! Tests then share one token and must run one at a time ([`serial`]).
 
+// These tests call the module's C entry points directly (what a C client does): each block
+// says why its pointers are valid.
+#![allow(unsafe_code)]
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
 use std::fmt::Write as _;
@@ -204,4 +207,37 @@ pub fn rv<T: std::fmt::Debug>(r: Result<T, Error>) -> RvError {
         Err(Error::Pkcs11(rv, _)) => rv,
         other => panic!("expected a PKCS#11 error, got {other:?}"),
     }
+}
+
+/// The 3.0 function list of the module under test: the very library `p11()` loaded (a second
+/// `dlopen` of the same file returns the same instance), for the calls the `cryptoki` crate does
+/// not wrap (CTR parameters, the recover functions, operation state, raw length queries).
+/// Session handles come from `Session::handle()`.
+pub fn raw() -> &'static cryptoki_sys::CK_FUNCTION_LIST_3_0 {
+    type GetInterface = unsafe extern "C" fn(
+        *mut cryptoki_sys::CK_UTF8CHAR,
+        *mut cryptoki_sys::CK_VERSION,
+        *mut *mut cryptoki_sys::CK_INTERFACE,
+        cryptoki_sys::CK_FLAGS,
+    ) -> cryptoki_sys::CK_RV;
+    static RAW: OnceLock<usize> = OnceLock::new();
+    p11();
+    let p = *RAW.get_or_init(|| {
+        // SAFETY: loading the module the suite already loaded runs no new initializer.
+        let lib =
+            Box::leak(Box::new(unsafe { libloading::Library::new(module_path()) }.expect("load")));
+        // SAFETY: the symbol has this PKCS#11 3.0 signature.
+        let get: libloading::Symbol<GetInterface> =
+            unsafe { lib.get(b"C_GetInterface") }.expect("C_GetInterface");
+        let mut v = cryptoki_sys::CK_VERSION { major: 3, minor: 0 };
+        let mut iface: *mut cryptoki_sys::CK_INTERFACE = std::ptr::null_mut();
+        let name = c"PKCS 11";
+        // SAFETY: valid name, version and out pointer.
+        let rv = unsafe { get(name.as_ptr().cast_mut().cast(), &raw mut v, &raw mut iface, 0) };
+        assert_eq!(rv, cryptoki_sys::CKR_OK);
+        // SAFETY: the module returned a valid interface whose list lives as long as the library.
+        unsafe { (*iface).pFunctionList as usize }
+    });
+    // SAFETY: a static function list of the leaked library.
+    unsafe { &*(p as *const cryptoki_sys::CK_FUNCTION_LIST_3_0) }
 }

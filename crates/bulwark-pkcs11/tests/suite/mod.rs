@@ -12,6 +12,14 @@
     clippy::match_same_arms
 )]
 
+mod mechanisms;
+
+pub use mechanisms::{
+    aes_cmac_known_answers, cipher_updates_stream_every_block, ecdh_x963_sha1_kdf,
+    message_based_gcm_with_token_ivs, rsa_raw_recover_and_pss_parameters,
+    session_semantics_and_defaults,
+};
+
 use crate::common::{self, fresh_token, p11, rv, user_pin, user_session};
 use cryptoki::error::RvError;
 use cryptoki::mechanism::aead::GcmParams;
@@ -799,7 +807,13 @@ macro_rules! for_each_p11_test {
             allowed_mechanisms_are_enforced,
             random_and_seed,
             always_authenticate_needs_context_login,
-            threads_sign_on_separate_sessions
+            threads_sign_on_separate_sessions,
+            cipher_updates_stream_every_block,
+            rsa_raw_recover_and_pss_parameters,
+            aes_cmac_known_answers,
+            ecdh_x963_sha1_kdf,
+            message_based_gcm_with_token_ivs,
+            session_semantics_and_defaults
         );
     };
 }

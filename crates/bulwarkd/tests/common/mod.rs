@@ -23,6 +23,18 @@ impl Drop for Daemon {
 /// Starts `bulwarkd --dev` on a free loopback port in `d/dev` (state in `d/state`) with
 /// `extra` arguments, and waits until it listens. Returns the daemon and its dev directory.
 pub(crate) fn spawn_dev(d: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
+    let (daemon, dir, _) = spawn_dev_with(d, extra, &[], Stdio::null());
+    (daemon, dir)
+}
+
+/// [`spawn_dev`] with environment variables `env` and the daemon's stderr (its log) sent to
+/// `stderr`; also returns what the daemon printed on stdout before it listened.
+pub(crate) fn spawn_dev_with(
+    d: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    stderr: Stdio,
+) -> (Daemon, PathBuf, Vec<String>) {
     let dir = d.join("dev");
     let mut daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_bulwarkd"))
@@ -32,15 +44,23 @@ pub(crate) fn spawn_dev(d: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
             .arg(&dir)
             .env("BULWARK_STATE_DIR", d.join("state"))
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap(),
     );
     let stdout = daemon.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    assert!(lines.any(|l| l.unwrap().starts_with("listening on ")), "daemon started");
-    (daemon, dir)
+    let mut printed = Vec::new();
+    for l in BufReader::new(stdout).lines() {
+        let l = l.unwrap();
+        let done = l.starts_with("listening on ");
+        printed.push(l);
+        if done {
+            return (daemon, dir, printed);
+        }
+    }
+    panic!("daemon did not start: {printed:?}");
 }
 
 /// The value of `export KEY=...` in the env file `file` of a dev directory.
@@ -76,7 +96,7 @@ pub(crate) fn login_as(dir: &Path, env: &str) -> Client {
 /// The status of a call that must fail.
 pub(crate) fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Code, String) {
     match r {
-        Err(ClientError::Status { code, message }) => (code, message),
+        Err(ClientError::Status { code, message, .. }) => (code, message),
         other => panic!("expected a status error, got {other:?}"),
     }
 }
