@@ -32,8 +32,9 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Verify an exported log offline (no store, no PIN): prints OK with the record count and
-    /// the last signed checkpoint, or the first bad sequence number (exit 1).
+    /// Verify an exported log offline (no store, no PIN): prints OK with the record count, the
+    /// last signed checkpoint and every unclean shutdown the log records, or the first bad
+    /// sequence number (exit 1).
     Verify {
         /// The exported log.
         #[arg(long, value_name = "FILE", required_unless_present = "proof")]
@@ -44,6 +45,10 @@ pub(crate) enum AuditCommand {
         /// Also (or only) check an inclusion proof from `audit prove`.
         #[arg(long, value_name = "FILE")]
         proof: Option<PathBuf>,
+        /// Fail (exit 1) when the log records an unclean shutdown (a process that died with
+        /// records in its durability window), not only report it.
+        #[arg(long)]
+        strict: bool,
     },
     /// Print an inclusion proof of record SEQ in a fresh signed checkpoint (JSON). SO PIN.
     Prove {
@@ -69,6 +74,18 @@ fn write_out(out: Option<&Path>, data: &str) -> CliResult<()> {
     Ok(())
 }
 
+/// Creates `p` for an export: mode 0600 (labels and client identities are not for everyone).
+fn create_private(p: &Path) -> CliResult<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(p).map_err(|e| CliError::Usage(format!("cannot write {}: {}", p.display(), e.kind())))
+}
+
 /// Opens the token as the SO, except on a zeroized store (no SO any more; the log stays
 /// readable, its last checkpoint was signed at zeroization).
 fn auditor_token(ctx: &Ctx) -> CliResult<bulwark_core::Token> {
@@ -83,12 +100,22 @@ fn auditor_token(ctx: &Ctx) -> CliResult<bulwark_core::Token> {
 pub(crate) fn run(ctx: &Ctx, cmd: AuditCommand) -> CliResult<ExitCode> {
     match cmd {
         AuditCommand::Export { since, out } => {
+            use std::io::Write as _;
             let t = auditor_token(ctx)?;
-            let lines = t.audit_export(since.unwrap_or(0))?;
-            let mut text = lines.join("\n");
-            text.push('\n');
-            write_out(Some(&out), &text)?;
-            let records = lines.iter().filter(|l| l.contains("\"type\":\"record\"")).count();
+            // Streamed: constant memory whatever the size of the log.
+            let lines = t.audit_export_iter(since.unwrap_or(0))?;
+            let io = |e: std::io::Error| {
+                CliError::Usage(format!("cannot write {}: {}", out.display(), e.kind()))
+            };
+            let mut w = std::io::BufWriter::new(create_private(&out)?);
+            let mut records = 0u64;
+            for line in lines {
+                let line = line?;
+                records += u64::from(matches!(line, audit::ExportLine::Record { .. }));
+                w.write_all(audit::line_json(&line)?.as_bytes()).map_err(io)?;
+                w.write_all(b"\n").map_err(io)?;
+            }
+            w.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
             println!("exported {records} records to {}", out.display());
         }
         AuditCommand::PublicKey { out } => {
@@ -104,8 +131,8 @@ pub(crate) fn run(ctx: &Ctx, cmd: AuditCommand) -> CliResult<ExitCode> {
             s.push('\n');
             write_out(out.as_deref(), &s)?;
         }
-        AuditCommand::Verify { log, public_key, proof } => {
-            return verify(log.as_deref(), &public_key, proof.as_deref());
+        AuditCommand::Verify { log, public_key, proof, strict } => {
+            return verify(log.as_deref(), &public_key, proof.as_deref(), strict);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -115,14 +142,40 @@ pub(crate) fn verify(
     log: Option<&Path>,
     public_key: &Path,
     proof: Option<&Path>,
+    strict: bool,
 ) -> CliResult<ExitCode> {
+    use std::io::BufRead as _;
     let pk = audit::public_key_from_pem(&read_text(public_key, "public key")?)?;
-    let lines: Option<Vec<String>> = match log {
-        Some(p) => Some(read_text(p, "log")?.lines().map(str::to_owned).collect()),
+    let proof: Option<Proof> = match proof {
+        Some(pf) => Some(
+            serde_json::from_str(&read_text(pf, "proof")?)
+                .map_err(|_| CliError::Usage(format!("{} is not an audit proof", pf.display())))?,
+        ),
         None => None,
     };
-    if let Some(lines) = &lines {
-        let rep = audit::verify_export(lines, &pk);
+    let mut proven: Option<audit::AuditRecord> = None;
+    if let Some(p) = log {
+        let f = std::fs::File::open(p).map_err(|e| {
+            CliError::Usage(format!("cannot read log {}: {}", p.display(), e.kind()))
+        })?;
+        // Streamed: constant memory whatever the size of the export.
+        let mut v = audit::Verifier::new(&pk);
+        for line in std::io::BufReader::new(f).lines() {
+            let line = line.map_err(|e| {
+                CliError::Usage(format!("cannot read log {}: {}", p.display(), e.kind()))
+            })?;
+            let ok = v.push_line_with(&line, |l| {
+                if let (audit::ExportLine::Record { record, .. }, Some(pr)) = (l, &proof) {
+                    if record.seq == pr.seq {
+                        proven = Some(record.clone());
+                    }
+                }
+            });
+            if !ok {
+                break;
+            }
+        }
+        let rep = v.finish();
         if let Some((seq, why)) = &rep.bad {
             eprintln!(
                 "bulwark: audit log verification FAILED: first bad sequence number {seq}: {why}"
@@ -139,11 +192,30 @@ pub(crate) fn verify(
             cp.map_or(0, |c| c.time_ms),
             cp.map_or("-", |c| c.root.as_str()),
         );
+        println!("key uses recorded: {}", rep.key_uses);
+        println!("unclean shutdowns: {}", rep.unclean_shutdowns.len());
+        for u in &rep.unclean_shutdowns {
+            let last = u.last_durable_seq.map_or_else(|| "-".to_owned(), |s| s.to_string());
+            println!(
+                "  UNCLEAN SHUTDOWN (record {}): opener {} (pid {} on {}) ended without closing \
+                 the log; records it sequenced after seq {last} may be lost",
+                u.seq, u.opener, u.pid, u.host
+            );
+        }
+        if strict && !rep.unclean_shutdowns.is_empty() {
+            eprintln!(
+                "bulwark: audit log verification FAILED (--strict): {} unclean shutdown(s)",
+                rep.unclean_shutdowns.len()
+            );
+            return Ok(ExitCode::from(1));
+        }
     }
-    if let Some(pf) = proof {
-        let p: Proof = serde_json::from_str(&read_text(pf, "proof")?)
-            .map_err(|_| CliError::Usage(format!("{} is not an audit proof", pf.display())))?;
-        if let Err(why) = audit::verify_proof(&p, &pk, lines.as_deref()) {
+    if let Some(p) = proof {
+        if log.is_some() && proven.is_none() {
+            eprintln!("bulwark: inclusion proof FAILED for record {}: not in the log", p.seq);
+            return Ok(ExitCode::from(1));
+        }
+        if let Err(why) = audit::verify_proof_record(&p, &pk, proven.as_ref()) {
             eprintln!("bulwark: inclusion proof FAILED for record {}: {why}", p.seq);
             return Ok(ExitCode::from(1));
         }

@@ -646,8 +646,8 @@ fn audit(endpoint: &str, cmd: AuditCommand) -> CliResult<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        AuditCommand::Verify { log, public_key, proof } => {
-            crate::cmd_audit::verify(log.as_deref(), &public_key, proof.as_deref())
+        AuditCommand::Verify { log, public_key, proof, strict } => {
+            crate::cmd_audit::verify(log.as_deref(), &public_key, proof.as_deref(), strict)
         }
         AuditCommand::Prove { .. } => Err(CliError::Usage(
             "audit prove works on an embedded store; for a remote HSM export the log and verify it"

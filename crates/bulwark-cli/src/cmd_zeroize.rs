@@ -95,7 +95,7 @@ impl PolicyArgs {
                 tracer_is_tamper: self.tracer_is_tamper,
                 checkpoint_every_records: self.checkpoint_every,
                 checkpoint_every_secs: self.checkpoint_secs,
-                audit_key_use: matches!(self.audit_key_use, OnOff::On),
+                audit_key_use: matches!(self.audit_key_use, OnOff::On).into(),
                 wrap_requires_trusted: self.wrap_requires_trusted,
                 require_token_iv: self.require_token_iv,
             },
@@ -178,7 +178,14 @@ pub(crate) fn tamper(ctx: &Ctx, cmd: &TamperCommand) -> CliResult<ExitCode> {
                 p.tamper_file.map_or_else(|| "-".into(), |f| f.display().to_string())
             );
             println!("tracer is tamper: {}", p.tracer_is_tamper);
-            println!("audit key use:    {}", if p.audit_key_use { "on" } else { "off" });
+            println!("audit key use:    {}", p.audit_key_use.as_str());
+            if let Some(w) = t.audit_log().map(bulwark_core::audit::AuditLog::window) {
+                println!(
+                    "audit window:     {} ms or {} records (bounded records are durable by then)",
+                    w.max_delay.as_millis(),
+                    w.max_records
+                );
+            }
             if let Some(h) = HARDENING.get() {
                 println!(
                     "this process: core dumps disabled {}, not dumpable {}, memory {:?}",

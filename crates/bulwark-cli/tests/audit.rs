@@ -147,11 +147,15 @@ fn edited_record_is_caught_at_its_sequence_number() {
     assert!(l[i].contains("\"result\":\"ok\""));
     l[i] = l[i].replace("\"result\":\"ok\"", "\"result\":\"pin-incorrect\"");
     assert_eq!(verify(&e, &l), Err(6));
-    // Editing the actor of an early record too.
+    // Editing the actor of the first record the crypto user made, too.
     let mut l = lines.clone();
-    let i = idx_of(&l, 2);
+    let i = l.iter().position(|x| x.contains("\"actor\":\"user\"")).unwrap();
+    let seq = match serde_json::from_str(&l[i]).unwrap() {
+        ExportLine::Record { record, .. } => record.seq,
+        _ => unreachable!(),
+    };
     l[i] = l[i].replace("\"actor\":\"user\"", "\"actor\":\"so\"");
-    assert_eq!(verify(&e, &l), Err(2));
+    assert_eq!(verify(&e, &l), Err(seq));
 }
 
 #[test]
@@ -420,4 +424,109 @@ fn tracer_is_a_tamper_signal_when_configured() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `audit verify` refuses export lines carrying fields it does not check, and names the line.
+#[test]
+fn verify_rejects_unknown_fields_and_names_the_line() {
+    let (e, lines) = exported();
+    let i = idx_of(&lines, 3);
+    let mut l = lines.clone();
+    l[i] = l[i].replacen('{', "{\"approved_by\":\"mallory\",", 1);
+    let mut text = l.join("\n");
+    text.push('\n');
+    std::fs::write(e.path("check.jsonl"), &text).unwrap();
+    let o =
+        e.run(&["audit", "verify", "--log", &e.s("check.jsonl"), "--public-key", &e.s("pub.pem")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("line {}", i + 1)) && err.contains("approved_by"), "{err}");
+    // An unknown field in a checkpoint is refused just the same.
+    let last = lines.len() - 1;
+    let mut l = lines.clone();
+    l[last] = l[last].replacen('{', "{\"extra\":1,", 1);
+    assert!(verify(&e, &l).is_err());
+}
+
+/// Restoring an older copy of the audit log, between two checkpoints, is noticed by the next
+/// process that opens the store; the out-of-store mark is private.
+#[test]
+fn audit_log_rolled_back_within_the_checkpoint_interval_is_detected_at_the_next_open() {
+    let e = Env::new(&["--checkpoint-every", "1000"]);
+    e.ok(&["key", "generate", "--type", "ec-p256", "--label", "k"]);
+    std::fs::write(e.path("msg"), b"hello").unwrap();
+    let log = side(&e.store(), "-audit");
+    let old = std::fs::read(&log).unwrap();
+    assert!(!side(&e.store(), "-audit-wal").exists(), "closed cleanly: no WAL left");
+    e.ok(&["sign", "--key", "k", "--in", &e.s("msg"), "--out", &e.s("sig")]);
+    std::fs::write(&log, old).unwrap();
+    let o = e.run(&["sign", "--key", "k", "--in", &e.s("msg"), "--out", &e.s("sig")]);
+    assert!(!o.status.success(), "a rolled-back audit log went unnoticed");
+    let err = stderr(&o).to_lowercase();
+    assert!(err.contains("tamper") || err.contains("integrity"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let state = e.path("state");
+        assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+        let marks: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|d| d.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "audit"))
+            .collect();
+        assert_eq!(marks.len(), 1, "{marks:?}");
+        assert_eq!(std::fs::metadata(&marks[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}
+
+/// `O_NONBLOCK` on Linux.
+const O_NONBLOCK: i32 = 0o4000;
+
+/// A `bulwark` process killed (SIGKILL) while it has the store open leaves an
+/// `unclean-shutdown` record, written by the next process; `audit verify` reports it, and
+/// fails with `--strict`.
+#[test]
+fn killed_process_is_reported_as_an_unclean_shutdown() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let e = Env::new(&[]);
+    e.ok(&["key", "generate", "--type", "ec-p256", "--label", "k"]);
+    let fifo = e.path("in.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut ch = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .env("BULWARK_STORE", e.store())
+        .env("BULWARK_PIN", PIN)
+        .env("BULWARK_STATE_DIR", e.dir.path().join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .args(["sign", "--key", "k", "--in", fifo.to_str().unwrap(), "--out", &e.s("sig")])
+        .spawn()
+        .unwrap();
+    // The signer opens the store, logs in, then blocks reading the FIFO: wait for its read end
+    // (opening a FIFO's write end without blocking fails until a reader has it open).
+    let start = std::time::Instant::now();
+    let _writer = loop {
+        if let Ok(w) = std::fs::OpenOptions::new().write(true).custom_flags(O_NONBLOCK).open(&fifo)
+        {
+            break w;
+        }
+        assert!(start.elapsed().as_secs() < 60, "the signer never read its input");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    ch.kill().unwrap(); // SIGKILL
+    ch.wait().unwrap();
+    e.ok(&["audit", "export", "--out", &e.s("log.jsonl")]);
+    e.ok(&["audit", "public-key", "--out", &e.s("pub.pem")]);
+    let check = ["audit", "verify", "--log", &e.s("log.jsonl"), "--public-key", &e.s("pub.pem")];
+    let out = e.ok(&check);
+    assert!(out.contains("unclean shutdowns: 1"), "{out}");
+    assert!(out.contains("UNCLEAN SHUTDOWN"), "{out}");
+    let mut strict = check.to_vec();
+    strict.push("--strict");
+    let o = e.run(&strict);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unclean shutdown"));
+    // The clean runs before and after left no such record.
+    let log = std::fs::read_to_string(e.path("log.jsonl")).unwrap();
+    assert_eq!(log.matches("\"op\":\"unclean-shutdown\"").count(), 1);
 }

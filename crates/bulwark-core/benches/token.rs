@@ -3,9 +3,9 @@
 //! change counter on every call) and an operation on the prepared key that `Hsm::prepare`
 //! returns (what the PKCS#11 module does after `C_SignInit`), each next to the raw aws-lc-rs
 //! call. The difference is the core's overhead. The store is created with
-//! `audit_key_use = false` (key uses are not written to the audit log), so these figures are the
-//! token's own cost; with the default policy every key use also waits for a durable audit
-//! record (see `benches/audit.rs`).
+//! `audit_key_use = off` (key uses are not written to the audit log), so these figures are the
+//! token's own cost; see `benches/audit.rs` for the cost of the `bounded` (default) and
+//! `durable` records.
 
 #![allow(missing_docs, clippy::wildcard_imports, clippy::cloned_ref_to_slice_refs)]
 
@@ -49,7 +49,10 @@ fn fx() -> &'static Fixture {
         let fast = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
         let opts = InitOptions {
             kdf: fast,
-            policy: SecurityPolicy { audit_key_use: false, ..SecurityPolicy::default() },
+            policy: SecurityPolicy {
+                audit_key_use: bulwark_core::audit::AuditKeyUse::Off,
+                ..SecurityPolicy::default()
+            },
         };
         Token::init_with_options(&path, "bench", &pin, Some(&pin), &opts).unwrap();
         let token = Token::open(&path).unwrap();
@@ -208,7 +211,10 @@ mod verify_store {
         let pin = Pin::new(b"bench-pin".to_vec());
         let opts = InitOptions {
             kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
-            policy: SecurityPolicy { audit_key_use: false, ..SecurityPolicy::default() },
+            policy: SecurityPolicy {
+                audit_key_use: bulwark_core::audit::AuditKeyUse::Off,
+                ..SecurityPolicy::default()
+            },
         };
         Token::init_with_options(&path, "bench", &pin, Some(&pin), &opts).unwrap();
         let token = Token::open(&path).unwrap();

@@ -775,7 +775,7 @@ fn deleting_or_forging_the_policy_is_an_integrity_failure() {
     ];
     for (what, q) in edits {
         let (_d, path) =
-            pin_fixture(SecurityPolicy { audit_key_use: true, ..SecurityPolicy::default() });
+            pin_fixture(SecurityPolicy { audit_key_use: true.into(), ..SecurityPolicy::default() });
         assert_eq!(sql(&path, &q), 1, "{what}");
         for (ut, pin) in [(UserType::User, user()), (UserType::So, so())] {
             let t = Token::open(&path).unwrap();

@@ -152,7 +152,7 @@ impl TryFrom<&pb::InitializeRequest> for Params {
             },
             tamper_file,
             tracer_is_tamper: pol.tracer_is_tamper,
-            audit_key_use: pol.audit_key_use.unwrap_or(d.audit_key_use),
+            audit_key_use: pol.audit_key_use.map_or(d.audit_key_use, Into::into),
             so_failure_limit: pol.so_failure_limit.unwrap_or(d.so_failure_limit),
             checkpoint_every_records: pol
                 .checkpoint_every_records
@@ -273,7 +273,7 @@ fn record_init(store: &Path, p: &Params, client: &str) {
                 TamperResponse::Zeroize => "zeroize",
                 TamperResponse::Alarm => "alarm",
             },
-            if p.policy.audit_key_use { "on" } else { "off" },
+            p.policy.audit_key_use.as_str(),
         ),
         ..AuditEvent::default()
     };
@@ -532,7 +532,7 @@ mod tests {
         let p = Params::try_from(&req()).unwrap();
         assert_eq!((p.shares, p.threshold), (3, 2));
         // Absent optional policy fields take bulwarkd init's defaults.
-        assert!(p.policy.audit_key_use);
+        assert_eq!(p.policy.audit_key_use, SecurityPolicy::default().audit_key_use);
         assert_eq!(p.policy.so_failure_limit, SecurityPolicy::default().so_failure_limit);
         let bad = [
             pb::InitializeRequest { shares: 300, ..req() },

@@ -271,7 +271,7 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     .as_ref()
                     .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
                 tracer_is_tamper: *tracer_is_tamper,
-                audit_key_use: matches!(audit_key_use, OnOff::On),
+                audit_key_use: matches!(audit_key_use, OnOff::On).into(),
                 wrap_requires_trusted: !*insecure_wrap_under_untrusted_keys,
                 ..SecurityPolicy::default()
             };
@@ -314,7 +314,7 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
         }
         None if cli.dev => {
             let policy = SecurityPolicy {
-                audit_key_use: matches!(cli.dev_audit_key_use, OnOff::On),
+                audit_key_use: matches!(cli.dev_audit_key_use, OnOff::On).into(),
                 tamper_response: match cli.dev_tamper_response {
                     ResponseArg::Alarm => TamperResponse::Alarm,
                     ResponseArg::Zeroize => TamperResponse::Zeroize,

@@ -1,8 +1,13 @@
-//! The tamper-evident audit log (DESIGN.md §6, issue 5).
+//! The tamper-evident audit log (DESIGN.md §6, issue 5, issue 10).
 //!
 //! Every operation and administrative action, successful or refused, becomes one
-//! [`AuditRecord`], appended durably before the caller sees the result ([`AuditLog::append`],
-//! group commit). Records are hash-chained (`chain[n] = SHA-256(chain[n-1] || canonical(n))`,
+//! [`AuditRecord`], sequenced and chained before the caller sees the result, and durable either
+//! before the result ([`Durability::Durable`]: administration, key management, logins, every
+//! refusal) or within a bounded window ([`Durability::Bounded`]: successful key uses; group
+//! commit by a background flusher). Uses of a prepared key are counted ([`UseCounter`]) and
+//! written as aggregated `use-count` records. Openers register themselves, so that a process
+//! that dies with records in the window leaves an `unclean-shutdown` record behind it
+//! ([`VerifyReport::unclean_shutdowns`]). Records are hash-chained (`chain[n] = SHA-256(chain[n-1] || canonical(n))`,
 //! `chain[-1] = SHA-256("bulwark audit genesis v1" || log id)`) and are the leaves of an RFC 6962
 //! Merkle tree. The HSM's audit key (Ed25519, sealed under the master key) signs
 //! [`Checkpoint`]s over (log id, size, chain head, Merkle root, time); an exported log
@@ -11,6 +16,9 @@
 //! This module never receives key material, plaintext or PINs: records hold names, numbers and
 //! result codes only. Nothing here can change or delete a record once written.
 
+mod counter;
+mod export;
+mod files;
 mod log;
 pub mod merkle;
 mod verify;
@@ -19,15 +27,111 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _};
 use serde::{Deserialize, Serialize};
 
-pub use log::lines_json as lines_to_json;
+pub use counter::{UseCount, UseCounter, UseKey, USE_COUNT_OP};
+pub use export::{line_json, lines_json as lines_to_json, ExportIter};
 pub(crate) use log::log_path as log_path_for;
-pub use log::{AuditLog, CheckpointPolicy, Proof};
-pub use verify::{verify_export, verify_proof, VerifyReport};
+pub use log::{AuditLog, CheckpointPolicy, Proof, Window};
+pub use verify::{
+    parse_line, verify_export, verify_proof, verify_proof_record, UncleanShutdown, Verifier,
+    VerifyReport,
+};
 
 use crate::error::{Error, Result};
 
 /// A SHA-256 value.
 pub type Hash = [u8; 32];
+
+/// When an appended record must be on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the append returns (with every record sequenced before it).
+    Durable,
+    /// Sequenced and chained before the append returns; on disk within the log's
+    /// [`Window`] (group commit by the flusher). The append never waits for a disk sync.
+    Bounded,
+}
+
+/// The store policy for records of successful key uses (sign, verify, encrypt, decrypt,
+/// (de)capsulate and their `C_*Init`). Refusals, administration and key management are always
+/// durable whatever this says.
+///
+/// Serialized as `"durable"`, `"bounded"` or `"off"`; also reads the boolean of older
+/// policies (`true` → `durable`, `false` → `off`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditKeyUse {
+    /// Each key use is durable before its result returns (a disk sync per use, shared by
+    /// concurrent callers).
+    Durable,
+    /// Each key use is chained before its result returns and durable within the window.
+    #[default]
+    Bounded,
+    /// Successful key uses are not recorded.
+    Off,
+}
+
+impl AuditKeyUse {
+    /// The durability class of a successful key use's record, or `None` when it is not
+    /// recorded.
+    pub fn class(self) -> Option<Durability> {
+        match self {
+            Self::Durable => Some(Durability::Durable),
+            Self::Bounded => Some(Durability::Bounded),
+            Self::Off => None,
+        }
+    }
+
+    /// The policy's name (`durable`, `bounded`, `off`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Durable => "durable",
+            Self::Bounded => "bounded",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl From<bool> for AuditKeyUse {
+    fn from(on: bool) -> Self {
+        if on {
+            Self::Durable
+        } else {
+            Self::Off
+        }
+    }
+}
+
+impl std::str::FromStr for AuditKeyUse {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "durable" | "on" | "true" => Ok(Self::Durable),
+            "bounded" => Ok(Self::Bounded),
+            "off" | "false" => Ok(Self::Off),
+            _ => Err(Error::ArgumentsBad("audit key use is durable, bounded or off")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditKeyUse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Bool(bool),
+            Name(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Bool(b) => Ok(b.into()),
+            Repr::Name(n) => match n.as_str() {
+                "durable" => Ok(Self::Durable),
+                "bounded" => Ok(Self::Bounded),
+                "off" => Ok(Self::Off),
+                _ => Err(serde::de::Error::unknown_variant(&n, &["durable", "bounded", "off"])),
+            },
+        }
+    }
+}
 
 /// Who acts: an authenticated user (or nobody), the role it holds, and where it connects from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -118,6 +222,8 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+const RECORD_TAG: &[u8] = b"bulwark audit record v1";
+
 fn put(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(&(s.len() as u64).to_be_bytes());
     buf.extend_from_slice(s.as_bytes());
@@ -142,11 +248,15 @@ impl AuditRecord {
         }
     }
 
+    /// Where `seq` sits in [`AuditRecord::canonical`] (right after the domain tag): the log
+    /// encodes a record before it takes the sequencer lock and writes the number in place.
+    pub(crate) const SEQ_OFFSET: usize = RECORD_TAG.len();
+
     /// The canonical encoding that is hashed: a domain tag, then every field in a fixed
     /// order, numbers as 8 bytes big-endian, strings length-prefixed.
     pub fn canonical(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(128);
-        b.extend_from_slice(b"bulwark audit record v1");
+        b.extend_from_slice(RECORD_TAG);
         b.extend_from_slice(&self.seq.to_be_bytes());
         b.extend_from_slice(&self.time_ms.to_be_bytes());
         put(&mut b, &self.actor);
@@ -183,7 +293,7 @@ impl Reader<'_> {
 impl AuditRecord {
     /// Decodes [`AuditRecord::canonical`]'s output; `None` when malformed.
     pub fn from_canonical(b: &[u8]) -> Option<Self> {
-        let mut r = Reader(b.strip_prefix(b"bulwark audit record v1")?);
+        let mut r = Reader(b.strip_prefix(RECORD_TAG)?);
         let rec = Self {
             seq: r.u64()?,
             time_ms: r.u64()?,
@@ -472,6 +582,23 @@ mod tests {
         let mut bad = cp;
         bad.time_ms += 1;
         assert!(!bad.verify_signature(&pk));
+    }
+
+    #[test]
+    fn audit_key_use_reads_old_booleans_and_new_names() {
+        let p: AuditKeyUse = serde_json::from_str("true").unwrap();
+        assert_eq!(p, AuditKeyUse::Durable);
+        let p: AuditKeyUse = serde_json::from_str("false").unwrap();
+        assert_eq!(p, AuditKeyUse::Off);
+        for v in [AuditKeyUse::Durable, AuditKeyUse::Bounded, AuditKeyUse::Off] {
+            let j = serde_json::to_string(&v).unwrap();
+            assert_eq!(j, format!("\"{}\"", v.as_str()));
+            assert_eq!(serde_json::from_str::<AuditKeyUse>(&j).unwrap(), v);
+            assert_eq!(v.as_str().parse::<AuditKeyUse>().unwrap(), v);
+        }
+        assert!(serde_json::from_str::<AuditKeyUse>("\"sometimes\"").is_err());
+        assert_eq!(AuditKeyUse::default(), AuditKeyUse::Bounded);
+        assert_eq!(AuditKeyUse::Off.class(), None);
     }
 
     #[test]

@@ -56,14 +56,14 @@ pub struct SecurityPolicy {
     pub checkpoint_every_records: u64,
     /// Sign an audit checkpoint when this many seconds passed since the last (0: never).
     pub checkpoint_every_secs: u64,
-    /// Record every successful key use (sign, verify, encrypt, decrypt, (de)capsulate and
-    /// their `C_*Init`) durably before its result returns. On by default, as an auditor
-    /// expects; it costs one disk sync per operation for a single caller (group commit shares
-    /// it between concurrent callers). When off, key uses are recorded only when refused;
-    /// administration, key management (generate, import, wrap, unwrap, derive, destroy, export)
-    /// and every refusal are always recorded.
+    /// How successful key uses (sign, verify, encrypt, decrypt, (de)capsulate and their
+    /// `C_*Init`) are recorded: `durable` (before the result returns), `bounded` (chained before
+    /// the result, durable within the audit window; the default) or `off` (only refusals).
+    /// Administration, key management and every refusal are always recorded durably. Reads
+    /// the boolean of older policies (`true` → durable, `false` → off); a policy without the
+    /// field predates it and meant durable.
     #[serde(default = "audit_key_use_default")]
-    pub audit_key_use: bool,
+    pub audit_key_use: audit::AuditKeyUse,
     /// Keys leave the token only wrapped under a CKA_TRUSTED key (which only the security
     /// officer can mark), and unwrapped keys are always sensitive: a caller can then never
     /// wrap a sensitive key under a key it knows and unwrap it in the clear. On by default for
@@ -77,8 +77,8 @@ pub struct SecurityPolicy {
     pub require_token_iv: bool,
 }
 
-fn audit_key_use_default() -> bool {
-    true
+fn audit_key_use_default() -> audit::AuditKeyUse {
+    audit::AuditKeyUse::Durable
 }
 
 impl Default for SecurityPolicy {
@@ -90,7 +90,7 @@ impl Default for SecurityPolicy {
             tracer_is_tamper: false,
             checkpoint_every_records: 1000,
             checkpoint_every_secs: 60,
-            audit_key_use: true,
+            audit_key_use: audit::AuditKeyUse::Bounded,
             wrap_requires_trusted: false,
             require_token_iv: false,
         }
@@ -459,19 +459,32 @@ impl<S: Store> Token<S> {
     }
 
     fn record(&self, c: &Call, result: &'static str, detail: String) -> Result<()> {
+        self.record_as(c, result, detail, audit::Durability::Durable)
+    }
+
+    fn record_as(
+        &self,
+        c: &Call,
+        result: &'static str,
+        detail: String,
+        class: audit::Durability,
+    ) -> Result<()> {
         let Some(log) = &self.guard.log else { return Ok(()) };
         let (object, label) =
             c.described.clone().or_else(|| c.handle.map(|h| self.describe(h))).unwrap_or_default();
-        log.append(&AuditEvent {
-            actor: self.actor(c.actor),
-            session: c.session,
-            op: c.op,
-            mechanism: c.mechanism,
-            object,
-            label,
-            result,
-            detail,
-        })?;
+        log.append_with(
+            &AuditEvent {
+                actor: self.actor(c.actor),
+                session: c.session,
+                op: c.op,
+                mechanism: c.mechanism,
+                object,
+                label,
+                result,
+                detail,
+            },
+            class,
+        )?;
         Ok(())
     }
 
@@ -489,11 +502,17 @@ impl<S: Store> Token<S> {
             // Nothing more can be signed for a zeroized store; its log ends with the zeroize.
             return r;
         }
-        if r.is_ok() && !self.guard.policy.audit_key_use && c.is_key_use() {
-            // Policy: successful key uses are not recorded (refusals still are).
-            return r;
-        }
-        self.record(c, audit::result_code(&r), detail)?;
+        let class = if r.is_ok() && c.is_key_use() {
+            // Policy: successful key uses are durable, bounded or not recorded (refusals are
+            // always durable).
+            match self.guard.policy.audit_key_use.class() {
+                Some(class) => class,
+                None => return r,
+            }
+        } else {
+            audit::Durability::Durable
+        };
+        self.record_as(c, audit::result_code(&r), detail, class)?;
         if let Err(e) = &r {
             if let Some(why) = tamper_reason(e) {
                 self.trigger(why, c.session);
@@ -561,7 +580,8 @@ impl<S: Store> Token<S> {
         if let Some(log) = &self.guard.log {
             let (object, label) = self.describe(h);
             let actor = self.actor(None);
-            let every = self.guard.policy.audit_key_use;
+            let class = self.guard.policy.audit_key_use.class();
+            let every = class.is_some();
             let evs: Vec<AuditEvent> = results
                 .iter()
                 .filter(|r| every || r.is_err())
@@ -577,8 +597,11 @@ impl<S: Store> Token<S> {
                 })
                 .collect();
             if !evs.is_empty() {
-                // No result leaves before its record is durable.
-                log.append_all(&evs)?;
+                // No result leaves before its record is sequenced; durable before the reply
+                // unless every item succeeded under the bounded key-use policy.
+                let all_ok = results.iter().all(Result::is_ok);
+                let class = class.filter(|_| all_ok).unwrap_or(audit::Durability::Durable);
+                log.append_all_with(&evs, class)?;
             }
         }
         results.into_iter().collect()
@@ -643,11 +666,10 @@ impl<S: Store> Token<S> {
 
     fn zeroize_now(&self) -> Result<()> {
         if let Some(log) = &self.guard.log {
-            if log.signer().is_some() {
-                // The last checkpoint the audit key ever signs covers the zeroize record.
-                if let Err(e) = log.checkpoint() {
-                    tracing::error!(error = %e, "final audit checkpoint failed");
-                }
+            // The last checkpoint the audit key ever signs covers the zeroize record, and the
+            // log takes no record after it (refused requests included), so it keeps verifying.
+            if let Err(e) = log.finalize() {
+                tracing::error!(error = %e, "final audit checkpoint failed");
             }
             log.set_signer(None);
         }
@@ -857,13 +879,18 @@ impl<S: Store> Token<S> {
     /// every record (SO only; on a zeroized store, without login and without a new checkpoint:
     /// the last one was signed at zeroization).
     pub fn audit_export(&self, since: u64) -> Result<Vec<String>> {
+        self.audit_export_iter(since)?.map(|l| l.and_then(|l| audit::line_json(&l))).collect()
+    }
+
+    /// [`Token::audit_export`] as a stream of lines read in constant memory (for exports of
+    /// any size: the CLI writes them to a file, the daemon streams them).
+    pub fn audit_export_iter(&self, since: u64) -> Result<audit::ExportIter> {
         let zeroized = self.store.header()?.zeroized;
         if !zeroized {
             self.audited(Call::new("audit-export"), || self.require_so())?;
             self.tamper_check(self.log()?.checkpoint())?;
         }
-        let lines = self.log()?.export_lines(since)?;
-        audit::lines_to_json(&lines)
+        self.tamper_check(self.log()?.export_iter(since))
     }
 
     /// The audit public key (raw Ed25519; SO only, or anyone on a zeroized store).
