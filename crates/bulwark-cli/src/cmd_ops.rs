@@ -259,8 +259,13 @@ pub(crate) fn status(ctx: &Ctx, as_json: bool) -> CliResult<ExitCode> {
     let t = ctx.open_token()?;
     let s = t.status()?;
     let self_tests = Provider::get().is_ok_and(|p| p.check().is_ok());
+    let key_use = t.security_policy().audit_key_use;
+    let window = t.audit_log().map(bulwark_core::audit::AuditLog::window);
     if as_json {
         let v = json!({
+            "audit_key_use": key_use.as_str(),
+            "audit_window_ms": window.map(|w| w.max_delay.as_millis()),
+            "audit_window_records": window.map(|w| w.max_records),
             "store": t.path().display().to_string(),
             "label": s.label,
             "policy": s.policy,
@@ -293,6 +298,14 @@ pub(crate) fn status(ctx: &Ctx, as_json: bool) -> CliResult<ExitCode> {
         );
         println!("self-tests:   {}", if self_tests { "passed" } else { "FAILED (error state)" });
         println!("zeroized:     {}", if s.zeroized { "yes" } else { "no" });
+        match (key_use, window) {
+            (bulwark_core::audit::AuditKeyUse::Bounded, Some(w)) => println!(
+                "key-use audit: bounded (every use chained at once, durable within {} ms or {} records)",
+                w.max_delay.as_millis(),
+                w.max_records
+            ),
+            (k, _) => println!("key-use audit: {}", k.as_str()),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

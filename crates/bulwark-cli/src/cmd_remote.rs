@@ -629,11 +629,21 @@ fn zeroize(endpoint: &str, a: &crate::cmd_zeroize::ZeroizeArgs) -> CliResult<Exi
 fn audit(endpoint: &str, cmd: AuditCommand) -> CliResult<ExitCode> {
     match cmd {
         AuditCommand::Export { since, out } => {
-            let lines = session(endpoint)?.audit_export(since.unwrap_or(0))?;
-            let mut text = lines.join("\n");
-            text.push('\n');
-            write_file(&out, text.as_bytes())?;
-            let records = lines.iter().filter(|l| l.contains("\"type\":\"record\"")).count();
+            use std::io::Write as _;
+            // Streamed to a private file (0600, never through a symlink), one line at a time.
+            let f = bulwark_core::fsutil::create_private(&out)
+                .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", out.display())))?;
+            let mut w = std::io::BufWriter::new(f);
+            let mut records = 0u64;
+            session(endpoint)?.audit_export_each(since.unwrap_or(0), |l| {
+                if l.contains("\"type\":\"record\"") {
+                    records += 1;
+                }
+                w.write_all(l.as_bytes())?;
+                w.write_all(b"\n")
+            })?;
+            w.flush()
+                .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", out.display())))?;
             println!("exported {records} records to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -181,6 +181,7 @@ fn policy_message(p: &SecurityPolicy) -> CliResult<pb::SecurityPolicy> {
         tamper_file,
         tracer_is_tamper: p.tracer_is_tamper,
         audit_key_use: Some(p.audit_key_use != bulwark_core::audit::AuditKeyUse::Off),
+        audit_key_use_class: p.audit_key_use.as_str().to_owned(),
         so_failure_limit: Some(p.so_failure_limit),
         checkpoint_every_records: Some(p.checkpoint_every_records),
         checkpoint_every_secs: Some(p.checkpoint_every_secs),

@@ -57,11 +57,11 @@ pub(crate) struct PolicyArgs {
     /// Sign an audit checkpoint when this many seconds passed since the last one.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     checkpoint_secs: u64,
-    /// Record successful key uses (sign, verify, encrypt, decrypt) durably before each result:
-    /// `on` (default; one disk sync per operation for a single caller) or `off` (key uses are
-    /// recorded only when refused; administration and key management always are).
-    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
-    audit_key_use: OnOff,
+    /// How successful key uses (sign, verify, encrypt, decrypt) are recorded: `bounded`
+    /// (default: chained before each result, durable within 10 ms), `durable` (a disk sync per
+    /// use) or `off` (only refusals; administration and key management always are recorded).
+    #[arg(long, value_enum, default_value = "bounded", value_name = "durable|bounded|off")]
+    audit_key_use: KeyUseArg,
     /// Let keys leave the token only wrapped under CKA_TRUSTED keys (which only the SO marks),
     /// and keep unwrapped keys sensitive (default off: standard PKCS#11 behaviour).
     #[arg(long)]
@@ -72,10 +72,28 @@ pub(crate) struct PolicyArgs {
     require_token_iv: bool,
 }
 
+/// How successful key uses are recorded (the store policy `audit_key_use`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum OnOff {
-    On,
+enum KeyUseArg {
+    /// Durable before each result (one disk sync per use for a single caller).
+    Durable,
+    /// Sequenced and chained before each result, durable within a bounded window (10 ms).
+    Bounded,
+    /// Not recorded (refusals, key management and administration still are).
     Off,
+    /// Same as `durable` (the earlier flag value).
+    #[value(hide = true)]
+    On,
+}
+
+impl From<KeyUseArg> for bulwark_core::audit::AuditKeyUse {
+    fn from(a: KeyUseArg) -> Self {
+        match a {
+            KeyUseArg::Durable | KeyUseArg::On => Self::Durable,
+            KeyUseArg::Bounded => Self::Bounded,
+            KeyUseArg::Off => Self::Off,
+        }
+    }
 }
 
 impl PolicyArgs {
@@ -95,7 +113,7 @@ impl PolicyArgs {
                 tracer_is_tamper: self.tracer_is_tamper,
                 checkpoint_every_records: self.checkpoint_every,
                 checkpoint_every_secs: self.checkpoint_secs,
-                audit_key_use: matches!(self.audit_key_use, OnOff::On).into(),
+                audit_key_use: self.audit_key_use.into(),
                 wrap_requires_trusted: self.wrap_requires_trusted,
                 require_token_iv: self.require_token_iv,
             },

@@ -28,6 +28,30 @@ impl Client {
         Ok(self.rt.block_on(c.audit_export(r))?.into_inner().lines)
     }
 
+    /// The audit log as a stream of JSON lines, each passed to `line` as it arrives (auditor or
+    /// security officer): constant memory whatever the log's size. Returns the line count.
+    pub fn audit_export_each(
+        &self,
+        since: u64,
+        mut line: impl FnMut(&str) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::AuditExportRequest { since });
+        self.rt.block_on(async {
+            let mut stream = c.audit_export_stream(r).await?.into_inner();
+            let mut n = 0u64;
+            while let Some(chunk) = stream.message().await? {
+                for l in &chunk.lines {
+                    line(l).map_err(|e| {
+                        crate::ClientError::Config(format!("cannot write the export: {e}"))
+                    })?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+
     /// The audit signing key, raw Ed25519 (auditor or security officer).
     pub fn audit_public_key(&self) -> Result<Vec<u8>> {
         let mut c = self.inner.clone();

@@ -152,6 +152,8 @@ pub struct EmbeddedKey<S: Store = SqliteStore> {
     /// (the token's epoch the key was last gated at, the parsed key)
     state: std::sync::RwLock<(u64, KeyRef)>,
     always_authenticate: bool,
+    /// Every successful use is counted into the audit log (one aggregated record per window).
+    uses: Option<crate::audit::UseCounter>,
 }
 
 impl<S: Store> std::fmt::Debug for EmbeddedKey<S> {
@@ -164,16 +166,25 @@ impl<S: Store> EmbeddedKey<S> {
     /// Runs `f` on the key after the gate (see the type's documentation), and counts the use.
     fn with_key<T>(&self, f: impl FnOnce(&KeyRef, &'static Provider) -> Result<T>) -> Result<T> {
         let epoch = self.token.prepared_gate()?;
-        {
+        let r = {
             let st = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if st.0 == epoch {
-                return f(&st.1, self.token.provider());
+                Some(f(&st.1, self.token.provider()))
+            } else {
+                drop(st);
+                let k = self.token.regate(self.h, self.usage, &self.mech)?;
+                let r = f(&k, self.token.provider());
+                *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (epoch, k);
+                Some(r)
+            }
+        };
+        let r = r.ok_or(Error::Internal("prepared key"))?;
+        if r.is_ok() {
+            if let Some(c) = &self.uses {
+                c.hit();
             }
         }
-        let k = self.token.regate(self.h, self.usage, &self.mech)?;
-        let mut st = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *st = (epoch, k);
-        f(&st.1, self.token.provider())
+        r
     }
 
     /// The parsed key without a gate check: only for lengths (no data is processed).
@@ -337,6 +348,7 @@ impl Hsm for Token {
             mech: mech.clone(),
             state: std::sync::RwLock::new((epoch, key)),
             always_authenticate,
+            uses: self.use_counter(h, usage, mech),
         }))
     }
 

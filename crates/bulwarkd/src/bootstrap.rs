@@ -152,7 +152,11 @@ impl TryFrom<&pb::InitializeRequest> for Params {
             },
             tamper_file,
             tracer_is_tamper: pol.tracer_is_tamper,
-            audit_key_use: pol.audit_key_use.map_or(d.audit_key_use, Into::into),
+            audit_key_use: if pol.audit_key_use_class.is_empty() {
+                pol.audit_key_use.map_or(d.audit_key_use, Into::into)
+            } else {
+                pol.audit_key_use_class.parse().map_err(|e| bulwark_proto::status_from_core(&e))?
+            },
             so_failure_limit: pol.so_failure_limit.unwrap_or(d.so_failure_limit),
             checkpoint_every_records: pol
                 .checkpoint_every_records

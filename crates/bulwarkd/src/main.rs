@@ -41,10 +41,17 @@ struct Cli {
     /// Dev mode listen address (loopback only).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443", requires = "dev")]
     listen: SocketAddr,
-    /// Dev mode: record successful key uses durably before each result (the default), or
-    /// not (`off`: refusals, key management and administration are still recorded).
-    #[arg(long, value_enum, default_value = "on", value_name = "on|off", requires = "dev")]
-    dev_audit_key_use: OnOff,
+    /// Dev mode: how successful key uses are recorded (`bounded`, the default: durable within
+    /// 10 ms; `durable`: before each result; `off`: only refusals, key management and
+    /// administration).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "bounded",
+        value_name = "durable|bounded|off",
+        requires = "dev"
+    )]
+    dev_audit_key_use: KeyUseArg,
     /// Dev mode: the response to tampering (SIGUSR1, integrity failures, ...).
     #[arg(long, value_enum, default_value = "alarm", requires = "dev")]
     dev_tamper_response: ResponseArg,
@@ -52,10 +59,28 @@ struct Cli {
     command: Option<Cmd>,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum OnOff {
-    On,
+/// How successful key uses are recorded (the store policy `audit_key_use`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum KeyUseArg {
+    /// Durable before each result (one disk sync per use for a single caller).
+    Durable,
+    /// Sequenced and chained before each result, durable within a bounded window (10 ms).
+    Bounded,
+    /// Not recorded (refusals, key management and administration still are).
     Off,
+    /// Same as `durable` (the earlier flag value).
+    #[value(hide = true)]
+    On,
+}
+
+impl From<KeyUseArg> for bulwark_core::audit::AuditKeyUse {
+    fn from(a: KeyUseArg) -> Self {
+        match a {
+            KeyUseArg::Durable | KeyUseArg::On => Self::Durable,
+            KeyUseArg::Bounded => Self::Bounded,
+            KeyUseArg::Off => Self::Off,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -92,10 +117,10 @@ enum Cmd {
         /// Treat a debugger/tracer attached to the daemon as tampering.
         #[arg(long)]
         tracer_is_tamper: bool,
-        /// Record successful key uses durably before each result (`on`, the default; group
-        /// commit shares the disk sync between concurrent clients) or only refusals (`off`).
-        #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
-        audit_key_use: OnOff,
+        /// How successful key uses are recorded: `bounded` (default: chained before each
+        /// result, durable within 10 ms), `durable` (before each result) or `off`.
+        #[arg(long, value_enum, default_value = "bounded", value_name = "durable|bounded|off")]
+        audit_key_use: KeyUseArg,
         /// The first security officer's name (password from BULWARK_NEW_PASSWORD or a prompt).
         #[arg(long, default_value = "so")]
         so_name: String,
@@ -271,7 +296,7 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     .as_ref()
                     .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
                 tracer_is_tamper: *tracer_is_tamper,
-                audit_key_use: matches!(audit_key_use, OnOff::On).into(),
+                audit_key_use: (*audit_key_use).into(),
                 wrap_requires_trusted: !*insecure_wrap_under_untrusted_keys,
                 ..SecurityPolicy::default()
             };
@@ -314,7 +339,7 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
         }
         None if cli.dev => {
             let policy = SecurityPolicy {
-                audit_key_use: matches!(cli.dev_audit_key_use, OnOff::On).into(),
+                audit_key_use: cli.dev_audit_key_use.into(),
                 tamper_response: match cli.dev_tamper_response {
                     ResponseArg::Alarm => TamperResponse::Alarm,
                     ResponseArg::Zeroize => TamperResponse::Zeroize,

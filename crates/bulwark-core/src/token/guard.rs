@@ -289,6 +289,8 @@ impl Call {
                 | "decrypt-init"
                 | "encapsulate-init"
                 | "decapsulate-init"
+                // Successful lookups are as frequent as key uses and change nothing.
+                | "find"
         )
     }
     pub(super) fn session(mut self, s: SessionId) -> Self {
@@ -337,6 +339,34 @@ impl<S: Store> Token<S> {
             Ok((k, _)) => Ok(k),
             Err(e) => self.finish(&c, Err(e), format!("{usage:?}").to_lowercase()),
         }
+    }
+
+    /// A counter for the uses of a prepared key (`C_Sign` after `C_SignInit`...), aggregated
+    /// into one audit record per key, caller, operation and mechanism each window; `None` when
+    /// the store records no key use.
+    pub(crate) fn use_counter(
+        &self,
+        h: u64,
+        usage: Usage,
+        mech: &Mechanism,
+    ) -> Option<audit::UseCounter> {
+        self.guard.policy.audit_key_use.class()?;
+        let log = self.guard.log.as_ref()?;
+        let op = match usage {
+            Usage::Sign => "sign",
+            Usage::Verify => "verify",
+            Usage::Encrypt => "encrypt",
+            Usage::Decrypt => "decrypt",
+            Usage::Wrap => "wrap",
+            Usage::Unwrap => "unwrap",
+            Usage::Derive => "derive",
+            Usage::Encapsulate => "encapsulate",
+            Usage::Decapsulate => "decapsulate",
+        };
+        let (object, label) = self.describe(h);
+        let key =
+            audit::UseKey::new(&self.actor(None), 0, op, Some(mech.ck_type()), &object, &label);
+        Some(log.use_counter(key))
     }
 
     /// The store policy on caller-chosen GCM IVs.
@@ -512,7 +542,13 @@ impl<S: Store> Token<S> {
         } else {
             audit::Durability::Durable
         };
-        self.record_as(c, audit::result_code(&r), detail, class)?;
+        if let Err(e) = self.record_as(c, audit::result_code(&r), detail, class) {
+            // A log found rolled back or broken while appending is tampering too.
+            if let Some(why) = tamper_reason(&e) {
+                self.trigger(why, c.session);
+            }
+            return Err(e);
+        }
         if let Err(e) = &r {
             if let Some(why) = tamper_reason(e) {
                 self.trigger(why, c.session);

@@ -228,6 +228,66 @@ pub(super) async fn audit_export(
     Ok(Response::new(pb::AuditExportResponse { lines }))
 }
 
+/// [`audit_export`] as a stream of chunks: the export runs on a blocking thread and hands each
+/// chunk over a bounded channel, so neither side holds the whole log.
+pub(super) async fn audit_export_stream(
+    svc: &HsmService,
+    req: Request<pb::AuditExportRequest>,
+) -> Result<Response<super::AuditStream>, Status> {
+    const CHUNK_BYTES: usize = 1 << 20;
+    let (_, actor) = svc.auth(&req, AUDIT, "audit-export").await?;
+    let since = req.into_inner().since;
+    let lines = svc
+        .state
+        .run("audit-export", actor, move |st| {
+            let log = st
+                .token
+                .audit_log()
+                .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
+            st.audit(
+                &current_actor().unwrap_or_default(),
+                "audit-export",
+                "ok",
+                format!("since {since}"),
+            );
+            // The export ends with a checkpoint covering every exported record.
+            log.checkpoint().map_err(|e| core(&e))?;
+            log.export_iter(since).map_err(|e| core(&e))
+        })
+        .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for line in lines {
+            let json = line.and_then(|l| {
+                serde_json::to_string(&l).map_err(|_| bulwark_core::Error::Internal("export json"))
+            });
+            match json {
+                Ok(s) => {
+                    bytes += s.len();
+                    chunk.push(s);
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(core(&e)));
+                    return;
+                }
+            }
+            if bytes >= CHUNK_BYTES {
+                bytes = 0;
+                let lines = std::mem::take(&mut chunk);
+                if tx.blocking_send(Ok(pb::AuditExportChunk { lines })).is_err() {
+                    return; // the client went away
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = tx.blocking_send(Ok(pb::AuditExportChunk { lines: chunk }));
+        }
+    });
+    Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
 pub(super) async fn audit_public_key(
     svc: &HsmService,
     req: Request<pb::AuditPublicKeyRequest>,

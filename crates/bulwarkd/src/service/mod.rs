@@ -190,8 +190,21 @@ pub(crate) fn unseal_status(e: &UnsealError) -> Status {
     }
 }
 
+/// The chunks of a streamed audit export.
+pub(crate) type AuditStream =
+    tokio_stream::wrappers::ReceiverStream<Result<pb::AuditExportChunk, Status>>;
+
 #[tonic::async_trait]
 impl Hsm for HsmService {
+    type AuditExportStreamStream = AuditStream;
+
+    async fn audit_export_stream(
+        &self,
+        req: Request<pb::AuditExportRequest>,
+    ) -> Result<Response<AuditStream>, Status> {
+        admin::audit_export_stream(self, req).await
+    }
+
     async fn status(
         &self,
         req: Request<pb::StatusRequest>,
