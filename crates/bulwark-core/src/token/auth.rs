@@ -66,7 +66,7 @@ pub(crate) fn create_store(
     label: &str,
     slots: &[KeyslotRow],
     vault: Vault,
-    policy: &super::guard::SecurityPolicy,
+    policy: &super::policy::SecurityPolicy,
     users: &[InitialUser],
 ) -> Result<()> {
     check_token_label(label)?;
@@ -74,8 +74,8 @@ pub(crate) fn create_store(
     let store = SqliteStore::create(path, store_uid, unlock_policy)?;
     let token = Token::open_created(store, store_uid)?;
     let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
-    let (signer, audit_key) = super::guard::new_audit_key(&vault)?;
-    let tamper_zeroize = policy.tamper_response == super::guard::TamperResponse::Zeroize;
+    let (signer, audit_key) = super::admin::new_audit_key(&vault)?;
+    let tamper_zeroize = policy.tamper_response == super::policy::TamperResponse::Zeroize;
     token.write_with(&ik, Fresh::Init { tamper_zeroize }, |a| {
         for s in slots {
             a.put_keyslot(s)?;
@@ -99,7 +99,7 @@ pub(crate) fn create_store(
     token.lock_unaudited();
     drop(token);
     // The audit log and its first record (guard.rs).
-    super::guard::after_init(path, store_uid, signer, policy)
+    super::admin::after_init(path, store_uid, signer, policy)
 }
 
 pub(super) fn init_store(
@@ -109,7 +109,7 @@ pub(super) fn init_store(
     so_pin: &Pin,
     user_pin: Option<&Pin>,
     kdf: KdfParams,
-    policy: &super::guard::SecurityPolicy,
+    policy: &super::policy::SecurityPolicy,
 ) -> Result<()> {
     check_token_label(label)?;
     let store_uid: [u8; 16] = rand_array(p)?;
