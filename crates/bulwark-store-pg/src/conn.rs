@@ -53,9 +53,7 @@ impl PgTls {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|_| Error::Store("CA file: malformed PEM".into()))?;
-            roots
-                .add(cert)
-                .map_err(|_| Error::Store("CA file: unusable certificate".into()))?;
+            roots.add(cert).map_err(|_| Error::Store("CA file: unusable certificate".into()))?;
         }
         if roots.is_empty() {
             return Err(Error::Store("CA file: no certificate".into()));
@@ -127,7 +125,11 @@ pub(crate) struct Stmts(HashMap<&'static str, Statement>);
 impl Stmts {
     /// The statement for `sql`, prepared on first use (on `c`, the connection or a
     /// transaction on it: prepared statements outlive transactions).
-    pub(crate) fn get(&mut self, c: &mut impl GenericClient, sql: &'static str) -> Result<Statement> {
+    pub(crate) fn get(
+        &mut self,
+        c: &mut impl GenericClient,
+        sql: &'static str,
+    ) -> Result<Statement> {
         if let Some(s) = self.0.get(sql) {
             return Ok(s.clone());
         }
@@ -209,9 +211,9 @@ impl Pool {
     fn connect(&self) -> Result<Conn> {
         let client = match &self.tls {
             PgTls::Disabled => self.cfg.connect(postgres::NoTls),
-            PgTls::Rustls(c) => self
-                .cfg
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(c.as_ref().clone())),
+            PgTls::Rustls(c) => {
+                self.cfg.connect(tokio_postgres_rustls::MakeRustlsConnect::new(c.as_ref().clone()))
+            }
         }
         .map_err(|e| db_err(&e))?;
         Ok(Conn { client, stmts: Stmts::default() })

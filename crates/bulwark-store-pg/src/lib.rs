@@ -183,7 +183,11 @@ pub(crate) fn query_keyslot(
     user_type: u8,
 ) -> Result<Option<KeyslotRow>> {
     let s = st.get(c, SQL_KEYSLOT)?;
-    c.query_opt(&s, &[&i16::from(user_type)]).map_err(|e| db_err(&e))?.as_ref().map(row_to_keyslot).transpose()
+    c.query_opt(&s, &[&i16::from(user_type)])
+        .map_err(|e| db_err(&e))?
+        .as_ref()
+        .map(row_to_keyslot)
+        .transpose()
 }
 
 pub(crate) fn query_object(
@@ -192,7 +196,11 @@ pub(crate) fn query_object(
     handle: u64,
 ) -> Result<Option<ObjectRow>> {
     let s = st.get(c, SQL_OBJECT)?;
-    c.query_opt(&s, &[&i64_of(handle)?]).map_err(|e| db_err(&e))?.as_ref().map(row_to_object).transpose()
+    c.query_opt(&s, &[&i64_of(handle)?])
+        .map_err(|e| db_err(&e))?
+        .as_ref()
+        .map(row_to_object)
+        .transpose()
 }
 
 pub(crate) fn query_record(

@@ -75,9 +75,7 @@ pub(crate) fn version(c: &mut impl GenericClient) -> Result<Option<i32>> {
     if exists == 0 {
         return Ok(None);
     }
-    let row = c
-        .query_opt("SELECT version FROM schema_version", &[])
-        .map_err(|e| db_err(&e))?;
+    let row = c.query_opt("SELECT version FROM schema_version", &[]).map_err(|e| db_err(&e))?;
     match row {
         Some(r) => Ok(Some(r.try_get(0).map_err(|e| db_err(&e))?)),
         None => Err(Error::Integrity("schema_version is empty")),

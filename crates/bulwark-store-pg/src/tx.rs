@@ -10,8 +10,7 @@ use bulwark_core::Result;
 
 use crate::conn::Stmts;
 use crate::{
-    db_err, i64_of, query_keyslot, query_object, query_record, query_records, row_to_object,
-    u64_of,
+    db_err, i64_of, query_keyslot, query_object, query_record, query_records, row_to_object, u64_of,
 };
 
 pub(crate) struct PgTx<'a, 'b> {
@@ -21,7 +20,11 @@ pub(crate) struct PgTx<'a, 'b> {
 }
 
 impl PgTx<'_, '_> {
-    fn exec(&mut self, sql: &'static str, args: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64> {
+    fn exec(
+        &mut self,
+        sql: &'static str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64> {
         let s = self.st.get(self.tx, sql)?;
         self.tx.execute(&s, args).map_err(|e| db_err(&e))
     }

@@ -262,17 +262,8 @@ fn rows_round_trip<B: Backend>(b: &B) {
 
 fn records_by_prefix<B: Backend>(b: &B) {
     let s = b.create(UID, "keyslots").unwrap();
-    let keys: [&[u8]; 9] = [
-        b"",
-        b"a",
-        b"ab",
-        b"ab\x00",
-        b"ab\xff",
-        b"ab\xff\xff",
-        b"ac",
-        b"b",
-        b"\xff\xff",
-    ];
+    let keys: [&[u8]; 9] =
+        [b"", b"a", b"ab", b"ab\x00", b"ab\xff", b"ab\xff\xff", b"ac", b"b", b"\xff\xff"];
     write(&s, |tx| {
         for k in keys {
             tx.put_record(&rec("grant", k, b"v"))?;
