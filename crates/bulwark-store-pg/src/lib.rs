@@ -79,7 +79,12 @@ pub(crate) fn db_err(e: &postgres::Error) -> Error {
     match e.as_db_error() {
         Some(d) => Error::Store(format!("PostgreSQL {}: {}", d.code().code(), d.message())),
         None if e.is_closed() => Error::Store("PostgreSQL connection closed".into()),
-        None => Error::Store(format!("PostgreSQL: {e}")),
+        None => match std::error::Error::source(e) {
+            // The cause (an I/O or TLS error) says what went wrong: refused, timed out, an
+            // untrusted certificate. URLs and passwords are never part of it.
+            Some(cause) => Error::Store(format!("PostgreSQL: {e}: {cause}")),
+            None => Error::Store(format!("PostgreSQL: {e}")),
+        },
     }
 }
 
