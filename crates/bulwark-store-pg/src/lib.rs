@@ -587,6 +587,7 @@ impl Store for PgStore {
 ///
 /// # Errors
 /// As [`PgStore::create`] and the core's initialization.
+#[allow(clippy::too_many_arguments)] // the core's initialization arguments, plus where
 pub fn init_quorum(
     url: &str,
     opts: &PgOptions,

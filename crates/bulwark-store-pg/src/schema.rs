@@ -94,18 +94,15 @@ pub(crate) fn migrate(c: &mut postgres::Client) -> Result<()> {
     let mut tx = c.transaction().map_err(|e| db_err(&e))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).map_err(|e| db_err(&e))?;
     // Re-read under the lock: another node may have migrated meanwhile.
-    let from = match version(&mut tx)? {
-        Some(v) => {
-            check(v)?;
-            v
-        }
-        None => {
-            tx.batch_execute("CREATE TABLE schema_version (version INTEGER NOT NULL);")
-                .map_err(|e| db_err(&e))?;
-            tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])
-                .map_err(|e| db_err(&e))?;
-            0
-        }
+    let from = if let Some(v) = version(&mut tx)? {
+        check(v)?;
+        v
+    } else {
+        tx.batch_execute("CREATE TABLE schema_version (version INTEGER NOT NULL);")
+            .map_err(|e| db_err(&e))?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (0)", &[])
+            .map_err(|e| db_err(&e))?;
+        0
     };
     for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(from).unwrap_or(0)) {
         tx.batch_execute(m).map_err(|e| db_err(&e))?;
@@ -117,7 +114,7 @@ pub(crate) fn migrate(c: &mut postgres::Client) -> Result<()> {
 }
 
 fn check(v: i32) -> Result<()> {
-    if v > SCHEMA_VERSION || v < 0 {
+    if !(0..=SCHEMA_VERSION).contains(&v) {
         return Err(Error::SchemaUnsupported(i64::from(v)));
     }
     Ok(())

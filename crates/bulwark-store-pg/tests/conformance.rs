@@ -6,7 +6,15 @@
 //!
 //! The store does not judge MACs (the kernel does), so rows here carry arbitrary bytes.
 
-#![allow(missing_docs, clippy::too_many_lines)]
+// Test code: short names for stores and rows, `Arc`s handed to the suite's threads.
+#![allow(
+    missing_docs,
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    clippy::needless_pass_by_value,
+    clippy::single_match_else,
+    clippy::cast_possible_truncation
+)]
 
 mod support;
 

@@ -40,7 +40,11 @@ fn errors_never_show_credentials() {
     assert!(matches!(e, Error::Store(_)), "{e:?}");
     assert!(!format!("{e:?} {e}").contains("s3cret"), "{e:?}");
     let server = pg_or_skip!();
-    let url = format!("host={} port={} user=postgres password=s3cret-pw dbname=nope", server.sock.display(), server.port);
+    let url = format!(
+        "host={} port={} user=postgres password=s3cret-pw dbname=nope",
+        server.sock.display(),
+        server.port
+    );
     let e = PgStore::open(&url, &plain()).unwrap_err();
     assert!(!format!("{e:?} {e}").contains("s3cret"), "{e:?}");
     assert!(format!("{e}").contains("3D000"), "unknown database: {e}");

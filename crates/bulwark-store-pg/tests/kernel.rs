@@ -215,9 +215,10 @@ fn digest(c: &mut postgres::Client) -> String {
 
 /// Puts every table back as saved under `name`.
 fn restore(c: &mut postgres::Client, name: &str) {
+    use std::fmt::Write;
     let mut sql = String::from("BEGIN;");
     for t in TABLES {
-        sql.push_str(&format!("DELETE FROM {t}; INSERT INTO {t} SELECT * FROM {name}_{t};"));
+        let _ = write!(sql, "DELETE FROM {t}; INSERT INTO {t} SELECT * FROM {name}_{t};");
     }
     sql.push_str("COMMIT;");
     c.batch_execute(&sql).unwrap();

@@ -152,6 +152,8 @@ impl PgServer {
             pid = std::process::id(),
             dir = self.dir.display()
         );
+        // Never waited for: it outlives this process on purpose (setsid makes it its own).
+        #[allow(clippy::zombie_processes)]
         Command::new("setsid")
             .args(["sh", "-c", &script])
             .stdin(Stdio::null())
