@@ -158,6 +158,7 @@ fn main() {
     unseal(&t, &SqliteStore::open(&path).unwrap(), &shares(&init));
     run("sqlite", &t);
     drop(t);
+    raw("sqlite", &SqliteStore::open(&path).unwrap());
 
     let Some(server) = support::server() else { return };
     let db = support::Db::new(server);
@@ -168,4 +169,20 @@ fn main() {
     let t = Token::open_store(PgStore::open(&db.url, &opts).unwrap(), &base).unwrap();
     unseal(&t, &PgStore::open(&db.url, &opts).unwrap(), &shares(&init));
     run("postgres", &t);
+    raw("postgres", &PgStore::open(&db.url, &opts).unwrap());
+}
+
+/// The store calls the kernel makes on every operation, alone.
+fn raw<S: Store>(name: &str, s: &S) {
+    let n = count("BULWARK_BENCH_SIGNS", 3000);
+    let start = Instant::now();
+    for _ in 0..n {
+        s.change_counter().unwrap();
+    }
+    report(name, "change_counter (store alone)", n, start);
+    let start = Instant::now();
+    for _ in 0..n {
+        s.header().unwrap();
+    }
+    report(name, "header (store alone)", n, start);
 }
