@@ -164,8 +164,8 @@ fn main() {
     let db = support::Db::new(server);
     let base = dir.path().join("pg-node");
     let opts = PgOptions::default();
-    let init =
-        init_quorum(&db.url, &opts, Path::new(&base), "bench", 3, 2, &policy(), &[admin()]).unwrap();
+    let init = init_quorum(&db.url, &opts, Path::new(&base), "bench", 3, 2, &policy(), &[admin()])
+        .unwrap();
     let t = Token::open_store(PgStore::open(&db.url, &opts).unwrap(), &base).unwrap();
     unseal(&t, &PgStore::open(&db.url, &opts).unwrap(), &shares(&init));
     run("postgres", &t);
