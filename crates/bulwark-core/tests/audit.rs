@@ -503,6 +503,18 @@ use bulwark_core::audit::{
 fn child_process() {
     let Ok(spec) = std::env::var("BULWARK_AUDIT_CHILD") else { return };
     let parts: Vec<&str> = spec.split(':').collect();
+    if parts[0] == "generate" {
+        // Generates token keys forever through the token (store commit, then audit record).
+        let t = Token::open(Path::new(parts[1])).unwrap();
+        t.login(UserType::User, &user()).unwrap();
+        let out = std::io::stdout();
+        let mut out = out.lock();
+        for n in 0u64.. {
+            aes(&t, &format!("k{n}"), false);
+            writeln!(out, "{n}").unwrap();
+            out.flush().unwrap();
+        }
+    }
     let id: [u8; 16] = hex::decode(parts[2]).unwrap().try_into().unwrap();
     let log = Arc::new(
         AuditLog::open(Path::new(parts[1]), id, false, CheckpointPolicy::default()).unwrap(),
@@ -528,6 +540,58 @@ fn child_process() {
         }
         m => panic!("unknown child mode {m}"),
     }
+}
+
+/// Killed at random points while generating keys (between a key's store commit and its audit
+/// record included), the token never leaves a committed key without a record: whatever the
+/// kills left in the outbox is recorded as `audit-recovered` at the next unlock, and every key
+/// in the store is named by a record.
+#[test]
+fn killed_generator_leaves_no_key_without_a_record() {
+    use std::io::BufRead as _;
+    let f = fx(SecurityPolicy::default());
+    let spec = format!("generate:{}", f.path.display());
+    for round in 0..8u64 {
+        let mut c = child(&spec).spawn().unwrap();
+        let mut lines = std::io::BufReader::new(c.stdout.take().unwrap()).lines();
+        // Past the login, into the generation loop, then a kill somewhere in it.
+        // (the test harness prints its own lines first)
+        let mut made = 0;
+        while made <= round {
+            let l = lines.next().unwrap().unwrap();
+            if l.trim().parse::<u64>().is_ok() {
+                made += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_micros(round * 700));
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    let recovered = t.recover_audit_outbox(std::time::Duration::ZERO).unwrap();
+    let keys: Vec<String> = t
+        .find(&[(AttrType::Token, AttrValue::Bool(true))])
+        .unwrap()
+        .into_iter()
+        .map(|h| match t.attribute(h, AttrType::UniqueId).unwrap() {
+            AttrValue::Bytes(b) => String::from_utf8(b).unwrap(),
+            v => panic!("{v:?}"),
+        })
+        .collect();
+    drop(t);
+    let recs = records(&f.path);
+    let named = |uid: &str| {
+        recs.iter().any(|r| {
+            (r.op == "generate-key" && r.result == "ok" && r.object == uid)
+                || (r.op == "audit-recovered" && r.object.split(',').any(|o| o == uid))
+        })
+    };
+    let missing: Vec<&String> = keys.iter().filter(|k| !named(k)).collect();
+    eprintln!("{} keys, {recovered} recovered from the outbox", keys.len());
+    assert!(keys.len() >= 36, "{} keys", keys.len());
+    assert!(missing.is_empty(), "keys without an audit record: {missing:?}");
+    assert_eq!(recs.iter().filter(|r| r.op == "audit-recovered").count(), recovered);
 }
 
 fn count_uses(log: &Arc<AuditLog>, n: u64, threads: u64, who: &str) {

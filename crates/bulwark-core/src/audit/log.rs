@@ -387,7 +387,7 @@ impl AuditLog {
             return Err(Error::Integrity("audit log rolled back (shorter than seen before)"));
         }
         let mut rid = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut rid).map_err(|_| Error::CryptoFailed)?;
+        crate::crypto::Provider::get()?.random(&mut rid)?;
         let opener = hex::encode(rid);
         let locks = Locks::open(files::lock_dir(&path, &log_id), &opener)?;
         let inner = Arc::new(Inner {

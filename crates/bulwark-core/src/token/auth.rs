@@ -66,7 +66,7 @@ pub(crate) fn create_store(
     label: &str,
     slots: &[KeyslotRow],
     vault: Vault,
-    policy: &super::guard::SecurityPolicy,
+    policy: &super::policy::SecurityPolicy,
     users: &[InitialUser],
 ) -> Result<()> {
     check_token_label(label)?;
@@ -84,15 +84,15 @@ pub(crate) fn create_in<S: Store>(
     label: &str,
     slots: &[KeyslotRow],
     vault: Vault,
-    policy: &super::guard::SecurityPolicy,
+    policy: &super::policy::SecurityPolicy,
     users: &[InitialUser],
 ) -> Result<()> {
     check_token_label(label)?;
     let ik = vault.integrity_keys()?;
     let token = Token::open_created(store, store_uid)?;
     let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
-    let (signer, audit_key) = super::guard::new_audit_key(&vault)?;
-    let tamper_zeroize = policy.tamper_response == super::guard::TamperResponse::Zeroize;
+    let (signer, audit_key) = super::admin::new_audit_key(&vault)?;
+    let tamper_zeroize = policy.tamper_response == super::policy::TamperResponse::Zeroize;
     token.write_with(&ik, Fresh::Init { tamper_zeroize }, |a| {
         for s in slots {
             a.put_keyslot(s)?;
@@ -115,7 +115,7 @@ pub(crate) fn create_in<S: Store>(
     }
     token.lock_unaudited();
     // The audit log and its first record (guard.rs).
-    super::guard::after_init(&token.store, audit_base, store_uid, signer, policy)
+    super::admin::after_init(&token.store, audit_base, store_uid, signer, policy)
 }
 
 pub(super) fn init_store(
@@ -125,7 +125,7 @@ pub(super) fn init_store(
     so_pin: &Pin,
     user_pin: Option<&Pin>,
     kdf: KdfParams,
-    policy: &super::guard::SecurityPolicy,
+    policy: &super::policy::SecurityPolicy,
 ) -> Result<()> {
     check_token_label(label)?;
     let store_uid: [u8; 16] = rand_array(p)?;

@@ -8,12 +8,16 @@
 //! Lock order: `auth` before `cache` before `session_objects`; no lock is held across a store
 //! call that writes.
 
+mod admin;
 mod auth;
+mod batch;
 mod entry;
 mod gate;
 mod guard;
 mod objects;
 mod ops;
+mod outbox;
+mod policy;
 mod state;
 mod users;
 
@@ -25,10 +29,10 @@ use std::time::{Duration, Instant};
 
 pub(crate) use auth::create_in;
 pub use auth::InitialUser;
-pub use guard::{InitOptions, SecurityPolicy, TamperResponse};
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;
 pub use ops::Usage;
+pub use policy::{InitOptions, SecurityPolicy, TamperResponse};
 pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
 
 use crate::attr::Attributes;
@@ -207,6 +211,8 @@ pub struct Inner<S: Store> {
     guard: guard::Guard,
     /// What prepared keys check on each use.
     pub(crate) live: Live,
+    /// Audit outbox rows whose records are appended (outbox.rs).
+    outbox: outbox::Outbox,
 }
 
 impl<S: Store> std::fmt::Debug for Token<S> {
@@ -318,6 +324,7 @@ impl<S: Store> Token<S> {
             eager_verify: AtomicBool::new(header.policy == crate::seal::QUORUM_POLICY),
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
+            outbox: outbox::Outbox::default(),
         })))
     }
 
@@ -338,6 +345,7 @@ impl<S: Store> Token<S> {
             eager_verify: AtomicBool::new(false),
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
+            outbox: outbox::Outbox::default(),
             store,
         })))
     }

@@ -26,6 +26,8 @@ use crate::store::{KeyslotRow, ObjectRow, RecordRow, ScanRow, Store, StoreTx};
 pub(crate) mod kind {
     /// Store settings: `label`, `policy`, `audit_key`, `audit_pub`, `tamper_alarm`.
     pub(crate) const SETTING: &str = "setting";
+    /// Audit outbox rows (outbox.rs), keyed by a random 16-byte id.
+    pub(crate) const OUTBOX: &str = "outbox";
 }
 
 fn xor_into(acc: &mut [u8; 32], v: &[u8; 32]) {
@@ -65,9 +67,22 @@ pub(crate) struct AuthTx<'a> {
     ik: &'a IntegrityKeys,
     delta: [u8; 32],
     objects: i64,
+    /// Unique ids of the objects inserted, changed or deleted (for the audit outbox).
+    touched: Vec<[u8; 16]>,
 }
 
 impl AuthTx<'_> {
+    /// The unique ids of the objects this write inserted, changed or deleted so far.
+    pub(crate) fn touched(&self) -> &[[u8; 16]] {
+        &self.touched
+    }
+
+    fn touch(&mut self, uid: [u8; 16]) {
+        if !self.touched.contains(&uid) {
+            self.touched.push(uid);
+        }
+    }
+
     fn fold(&mut self, row: &ScanRow<'_>) {
         let m = member_of(self.ik, row);
         xor_into(&mut self.delta, &m);
@@ -137,6 +152,7 @@ impl AuthTx<'_> {
         self.tx.set_object_mac(handle, &full.mac)?;
         self.fold(&ScanRow::Object(&full));
         self.objects += 1;
+        self.touch(full.uid);
         Ok(handle)
     }
 
@@ -154,6 +170,7 @@ impl AuthTx<'_> {
         }
         self.fold(&ScanRow::Object(&old));
         self.fold(&ScanRow::Object(&row));
+        self.touch(row.uid);
         Ok(row.mac)
     }
 
@@ -163,6 +180,7 @@ impl AuthTx<'_> {
         if let Some(o) = &old {
             self.fold(&ScanRow::Object(o));
             self.objects -= 1;
+            self.touch(o.uid);
         }
         Ok(old)
     }
@@ -204,7 +222,8 @@ impl<S: Store> Token<S> {
         self.provider.random(&mut nonce)?;
         let mut out = None;
         let mut next_gen = 0;
-        self.store.write(&mut |tx| {
+        let plan = self.outbox_plan()?;
+        let r = self.store.write(&mut |tx| {
             let h = tx.header()?;
             if h.zeroized {
                 return Err(Error::Zeroized);
@@ -222,8 +241,9 @@ impl<S: Store> Token<S> {
                 self.check_not_rolled_back(st.generation)?;
                 st
             };
-            let mut a = AuthTx { tx, ik, delta: [0; 32], objects: 0 };
+            let mut a = AuthTx { tx, ik, delta: [0; 32], objects: 0, touched: Vec::new() };
             let v = f(&mut a)?;
+            Self::outbox_apply(&plan, &mut a)?;
             let mut commitment = st.commitment;
             xor_into(&mut commitment, &a.delta);
             let objects = st
@@ -241,7 +261,9 @@ impl<S: Store> Token<S> {
             next_gen = next.generation;
             out = Some(v);
             Ok(())
-        })?;
+        });
+        self.outbox_after(plan, r.is_ok());
+        r?;
         self.note_generation(next_gen);
         // Access may have changed: prepared keys pass the full gate again before their next use.
         self.bump_epoch();
