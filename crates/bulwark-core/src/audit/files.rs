@@ -198,14 +198,18 @@ pub(super) fn load_mark(log_id: &[u8; 16]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Serializes this process's mark writes.
+static MARK_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Numbers this process's temporary mark files.
+static MARK_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Records `size` as durable for log `log_id` if it is larger than the recorded one. No fsync
 /// (a lost mark only weakens detection); best effort, failures are logged.
 pub(super) fn record_mark(log_id: &[u8; 16], size: u64) {
     let Some(path) = mark_path(log_id) else { return };
     // One writer at a time in this process, so the mark only grows here (another process may
     // still write a smaller one: that weakens detection, never raises a false alarm).
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = MARK_WRITER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if load_mark(log_id) >= size {
         return;
     }
@@ -215,8 +219,7 @@ pub(super) fn record_mark(log_id: &[u8; 16], size: u64) {
         }
         // A name of its own for every write: two logs of one process (or two threads) never
         // write into the same temporary file (interleaved writes could leave a larger number).
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = MARK_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let written = (|| {
