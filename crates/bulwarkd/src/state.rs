@@ -351,10 +351,11 @@ impl HsmState {
     /// refusals); token operations are recorded by the token itself, under the actor that
     /// [`HsmState::run`] installs. Blocking (durable append): call it on the pool.
     pub fn audit(&self, actor: &Actor, op: &'static str, result: &'static str, detail: String) {
-        if let Some(log) = self.token.audit_log() {
+        if self.token.audit_log().is_some() {
             let ev =
                 AuditEvent { actor: actor.clone(), op, result, detail, ..AuditEvent::default() };
-            if let Err(e) = log.append(&ev) {
+            // Names the outbox row of what this request's kernel calls committed, if any.
+            if let Err(e) = self.token.record_front_door(&ev) {
                 tracing::error!(error = %e, op, "audit append failed");
             }
         }

@@ -76,6 +76,18 @@ pub(super) fn begin(op: &'static str, session: u64) {
     INTENT.with(|c| c.set(Some(Intent { op, session, id: None })));
 }
 
+/// A call of a front door's operation starts on this thread (`begin`), continuing the row of the
+/// same operation begun earlier on this thread and not yet recorded (a daemon request that
+/// changes several rows through several kernel calls, then records once).
+/// `check` runs in between (the pre-check, which begins a call of its own).
+pub(super) fn begin_continued<T>(op: &'static str, check: impl FnOnce() -> T) -> T {
+    let prev = INTENT.try_with(Cell::get).ok().flatten();
+    let r = check();
+    let id = prev.filter(|p| p.op == op).and_then(|p| p.id);
+    let _ = INTENT.try_with(|c| c.set(Some(Intent { op, session: 0, id })));
+    r
+}
+
 /// The call on this thread ends; the outbox id its writes committed, if any.
 pub(super) fn end() -> Option<[u8; 16]> {
     INTENT.try_with(Cell::take).ok().flatten().and_then(|i| i.id)
@@ -128,9 +140,15 @@ impl<S: Store> Token<S> {
         let done = std::mem::take(&mut *lock(&self.outbox.done));
         let intent = INTENT.try_with(Cell::get).ok().flatten();
         let row = match intent {
-            Some(i) if i.id.is_none() && self.audit_log().is_some() => {
-                let mut id = [0u8; 16];
-                self.provider.random(&mut id)?;
+            Some(i) if self.audit_log().is_some() => {
+                // A later write of the same call updates its row (apply merges them).
+                let id = if let Some(id) = i.id {
+                    id
+                } else {
+                    let mut id = [0u8; 16];
+                    self.provider.random(&mut id)?;
+                    id
+                };
                 let actor = self.actor(None);
                 let entry = Entry {
                     op: i.op.to_owned(),
@@ -156,7 +174,21 @@ impl<S: Store> Token<S> {
         }
         if let Some((id, entry)) = &plan.row {
             let mut entry = entry.clone();
-            entry.objects = a.touched().iter().map(hex::encode).collect();
+            if let Some(old) = a.record(kind::OUTBOX, id)? {
+                // An earlier write of the same call: its time, position and objects stay.
+                let old: Entry = serde_json::from_slice(&old.value)
+                    .map_err(|_| Error::Integrity("outbox row malformed"))?;
+                entry.op = old.op;
+                entry.at_ms = old.at_ms;
+                entry.audit_size = old.audit_size;
+                entry.objects = old.objects;
+            }
+            for uid in a.touched() {
+                let uid = hex::encode(uid);
+                if !entry.objects.contains(&uid) {
+                    entry.objects.push(uid);
+                }
+            }
             let value =
                 serde_json::to_vec(&entry).map_err(|_| Error::Internal("outbox row encoding"))?;
             a.put_record(kind::OUTBOX, id, &value)?;
@@ -184,6 +216,38 @@ impl<S: Store> Token<S> {
     /// The call's record (naming `id`) is in the log: its row can go.
     pub(super) fn outbox_done(&self, id: [u8; 16]) {
         lock(&self.outbox.done).push(id);
+    }
+
+    /// Appends a front door's own record of the operation running on this thread (the daemon's
+    /// user and access-list administration, with the approvals it checked): the record names
+    /// the outbox row the operation's writes committed, which is then done — the same
+    /// guarantee as for the kernel's own records. Durable before it returns.
+    ///
+    /// # Errors
+    /// Audit log errors (the row then stays and is recorded as `audit-recovered`);
+    /// [`Error::NotSupported`] when the log is not open.
+    pub fn record_front_door(&self, ev: &AuditEvent) -> Result<u64> {
+        let id = end();
+        let Some(log) = self.audit_log() else {
+            return Err(Error::NotSupported("the audit log is not open"));
+        };
+        let r = match id {
+            Some(id) => {
+                let mut ev = ev.clone();
+                ev.detail = mark(std::mem::take(&mut ev.detail), &id);
+                log.append(&ev)
+            }
+            None => log.append(ev),
+        };
+        match (&r, id) {
+            (Ok(_), Some(id)) => self.outbox_done(id),
+            (Err(_), Some(id)) => self.outbox_failed(id),
+            _ => {}
+        }
+        if r.is_ok() {
+            self.outbox_retry();
+        }
+        r
     }
 
     /// The record of the call that committed row `id` failed to append.
@@ -376,6 +440,39 @@ mod tests {
         // Recorded once, never again; the store still verifies (the rows were authentic).
         assert_eq!(t2.recover_audit_outbox(Duration::ZERO).unwrap(), 0);
         t2.verify_store().unwrap();
+    }
+
+    #[test]
+    fn a_front_door_record_names_the_row_of_its_kernel_calls() {
+        use crate::kernel::Role;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let pin = Pin::new(b"pin-12345".to_vec());
+        let opts = InitOptions {
+            kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+            ..InitOptions::default()
+        };
+        Token::init_with_options(&path, "t", &pin, Some(&pin), &opts).unwrap();
+        let t = Token::open(&path).unwrap();
+        t.login(UserType::So, &pin).unwrap();
+        // One request, two kernel calls (as the daemon's create-user with a bound certificate),
+        // one record: the calls share one row, which the record names.
+        t.create_user("alice", Role::CryptoUser, b"alice-password", None).unwrap();
+        t.bind_user_certificate("alice", &"ab".repeat(32)).unwrap();
+        assert_eq!(outbox_rows(&t), 1);
+        let ev = AuditEvent { op: "create-user", result: "ok", ..AuditEvent::default() };
+        t.record_front_door(&ev).unwrap();
+        let rec = records(&t).into_iter().rfind(|r| r.op == "create-user").unwrap();
+        assert!(rec.detail.starts_with(MARK), "{}", rec.detail);
+        assert_eq!(t.recover_audit_outbox(Duration::ZERO).unwrap(), 0);
+        // A request whose record never comes (the daemon died): recovered, once.
+        t.create_user("bob", Role::CryptoUser, b"bob-password", None).unwrap();
+        end();
+        assert_eq!(t.recover_audit_outbox(Duration::ZERO).unwrap(), 1);
+        let rec = records(&t).into_iter().rfind(|r| r.op == "audit-recovered").unwrap();
+        assert!(rec.detail.starts_with("user-admin committed"), "{}", rec.detail);
+        assert_eq!(t.recover_audit_outbox(Duration::ZERO).unwrap(), 0);
+        t.verify_store().unwrap();
     }
 
     #[test]

@@ -227,11 +227,10 @@ impl<S: Store> Token<S> {
     /// The dispatch pre-check for administration a front door records itself (the daemon's
     /// user and access-list management, with the approvals it checked): refused while zeroized
     /// or in a tamper alarm, and after another connection's commit only once the store verified
-    /// again. These writes carry no outbox row: the front door appends their record.
+    /// again. The writes commit an outbox row that the front door's record
+    /// ([`Token::record_front_door`]) names; several calls of one operation share it.
     fn admin_gate(&self, op: &'static str) -> Result<()> {
-        let r = self.precheck(&Call::new(op));
-        outbox::end();
-        r
+        outbox::begin_continued(op, || self.precheck(&Call::new(op)))
     }
 
     fn unsealed_ik(&self) -> Result<std::sync::Arc<crate::hierarchy::IntegrityKeys>> {
