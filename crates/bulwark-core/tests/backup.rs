@@ -1,0 +1,310 @@
+//! Backup and restore (docs/backup.md): a backup restored into a new store gives identical
+//! results for every key type, and every refused restore leaves the target store unchanged,
+//! byte for byte.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use bulwark_core::attr::{AttrType, AttrValue};
+use bulwark_core::crypto::Curve;
+use bulwark_core::hierarchy::KdfParams;
+use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
+use bulwark_core::secret::{Pin, SecretBytes};
+use bulwark_core::token::{read_backup_header, BACKUP_VERSION};
+use bulwark_core::{Error, Token, UserType};
+
+const FAST: KdfParams = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
+const S: u64 = 1;
+
+fn so() -> Pin {
+    Pin::new(b"so-pin-1234".to_vec())
+}
+fn user() -> Pin {
+    Pin::new(b"user-pin-1234".to_vec())
+}
+fn pass() -> SecretBytes {
+    SecretBytes::from_slice(b"correct horse battery staple")
+}
+
+fn b(t: AttrType, v: bool) -> (AttrType, AttrValue) {
+    (t, AttrValue::Bool(v))
+}
+fn label(l: &str) -> (AttrType, AttrValue) {
+    (AttrType::Label, AttrValue::Bytes(l.as_bytes().to_vec()))
+}
+fn ulong(t: AttrType, v: u64) -> (AttrType, AttrValue) {
+    (t, AttrValue::Ulong(v))
+}
+
+fn gcm() -> Mechanism {
+    Mechanism::AesGcm { iv: vec![7; 12], aad: b"aad".to_vec(), tag_bits: 128 }
+}
+
+fn init(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    Token::init_with(&p, name, &so(), Some(&user()), FAST).unwrap();
+    p
+}
+
+fn as_user(p: &Path) -> Token {
+    let t = Token::open(p).unwrap();
+    t.login(UserType::User, &user()).unwrap();
+    t
+}
+
+fn as_so(p: &Path) -> Token {
+    let t = Token::open(p).unwrap();
+    t.login(UserType::So, &so()).unwrap();
+    t
+}
+
+fn one(t: &Token, l: &str, class: u64) -> u64 {
+    let h = t.find(&[label(l), ulong(AttrType::Class, class)]).unwrap();
+    assert_eq!(h.len(), 1, "{l}/{class}: {h:?}");
+    h[0]
+}
+
+const SECRET: u64 = 4;
+const PUBLIC: u64 = 2;
+const PRIVATE: u64 = 3;
+
+/// Makes one key of every family the test compares.
+fn populate(t: &Token) {
+    let tok = || b(AttrType::Token, true);
+    t.generate_key(
+        KeyGenMechanism::AesKeyGen,
+        &[
+            tok(),
+            label("aes"),
+            ulong(AttrType::ValueLen, 32),
+            b(AttrType::Encrypt, true),
+            b(AttrType::Decrypt, true),
+        ],
+        S,
+    )
+    .unwrap();
+    t.generate_key(
+        KeyGenMechanism::GenericSecretKeyGen,
+        &[tok(), label("hmac"), ulong(AttrType::ValueLen, 32), b(AttrType::Sign, true)],
+        S,
+    )
+    .unwrap();
+    let pair = |l: &str, mech, pub_extra: Vec<(AttrType, AttrValue)>| {
+        let mut pt = vec![tok(), label(l)];
+        pt.extend(pub_extra);
+        t.generate_key_pair(mech, &pt, &[tok(), label(l), b(AttrType::Sign, true)], S).unwrap();
+    };
+    pair(
+        "ec",
+        KeyGenMechanism::EcKeyPairGen,
+        vec![(AttrType::EcParams, AttrValue::Bytes(Curve::P256.oid_der().to_vec()))],
+    );
+    pair("ed", KeyGenMechanism::EcEdwardsKeyPairGen, vec![]);
+    pair("rsa", KeyGenMechanism::RsaPkcsKeyPairGen, vec![ulong(AttrType::ModulusBits, 2048)]);
+    // An extractable secret, to look for its bytes in the backup file.
+    t.generate_key(
+        KeyGenMechanism::GenericSecretKeyGen,
+        &[
+            tok(),
+            label("plain"),
+            ulong(AttrType::ValueLen, 32),
+            b(AttrType::Sensitive, false),
+            b(AttrType::Extractable, true),
+        ],
+        S,
+    )
+    .unwrap();
+}
+
+fn plain_key(t: &Token) -> Vec<u8> {
+    match t.attribute(one(t, "plain", SECRET), AttrType::Value).unwrap() {
+        AttrValue::Bytes(v) => v,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn hash_store(p: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut f = p.as_os_str().to_owned();
+        f.push(suffix);
+        out.push(std::fs::read(&f).unwrap_or_default());
+    }
+    out
+}
+
+fn backup(src: &Path, out: &Path) {
+    let t = as_so(src);
+    let mut last = (0, 0);
+    let s = t.backup(out, &pass(), FAST, &mut |d, n| last = (d, n)).unwrap();
+    assert_eq!(s.objects, 9);
+    assert_eq!(last, (9, 9));
+}
+
+#[test]
+fn backup_restore_gives_identical_results_for_every_key_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = init(dir.path(), "src.db");
+    populate(&as_user(&src));
+    let file = dir.path().join("b.bwb");
+    backup(&src, &file);
+
+    // Mode 0600, no temporary file left, no key material in the clear.
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        assert!(!e.unwrap().file_name().to_string_lossy().contains(".tmp-"));
+    }
+    let bytes = std::fs::read(&file).unwrap();
+    let plain = plain_key(&as_user(&src));
+    assert!(!bytes.windows(plain.len()).any(|w| w == plain.as_slice()));
+    let h = read_backup_header(&file).unwrap();
+    assert_eq!(h.version, BACKUP_VERSION);
+    assert_eq!(h.objects, 9);
+
+    let dst = init(dir.path(), "dst.db");
+    let r = as_so(&dst).restore(&file, &pass(), &mut |_, _| {}).unwrap();
+    assert_eq!(r.objects, 9);
+    assert_eq!(r.domain, h.domain);
+    assert_eq!(as_so(&dst).security_domain().unwrap(), Some(h.domain));
+    assert_eq!(as_so(&dst).verify_store().unwrap(), 9);
+
+    let a = as_user(&src);
+    let z = as_user(&dst);
+    let aes_src = one(&a, "aes", SECRET);
+    let aes_dst = one(&z, "aes", SECRET);
+    let ct = a.encrypt(aes_src, &gcm(), b"across stores").unwrap();
+    assert_eq!(z.decrypt(aes_dst, &gcm(), &ct).unwrap().expose_secret(), b"across stores");
+    let back = Mechanism::AesGcm { iv: vec![9; 12], aad: vec![], tag_bits: 128 };
+    let ct = z.encrypt(aes_dst, &back, b"and back").unwrap();
+    assert_eq!(a.decrypt(aes_src, &back, &ct).unwrap().expose_secret(), b"and back");
+    assert_eq!(plain_key(&z), plain_key(&a));
+
+    let hmac = Mechanism::Hmac(DigestAlg::Sha256);
+    assert_eq!(
+        a.sign(one(&a, "hmac", SECRET), &hmac, b"m").unwrap(),
+        z.sign(one(&z, "hmac", SECRET), &hmac, b"m").unwrap()
+    );
+
+    for (l, mech) in [
+        ("ec", Mechanism::EcdsaSha256),
+        ("ed", Mechanism::EdDsa(None)),
+        ("rsa", Mechanism::Sha256RsaPkcs),
+    ] {
+        // A signature of the restored key verifies with the original public key.
+        let sig = z.sign(one(&z, l, PRIVATE), &mech, b"signed data").unwrap();
+        a.verify(one(&a, l, PUBLIC), &mech, b"signed data", &sig).unwrap();
+        assert!(a.verify(one(&a, l, PUBLIC), &mech, b"other data", &sig).is_err(), "{l}");
+        // Attributes came across unchanged, unique id included.
+        for t in [AttrType::UniqueId, AttrType::PublicKeyInfo, AttrType::Label] {
+            assert_eq!(
+                a.attribute(one(&a, l, PRIVATE), t).unwrap(),
+                z.attribute(one(&z, l, PRIVATE), t).unwrap(),
+                "{l} {t:?}"
+            );
+        }
+    }
+    // The restore is audited with the source store and the counts.
+    let lines = as_so(&dst).audit_export(0).unwrap().join("\n");
+    assert!(lines.contains("\"restore\""), "{lines}");
+    assert!(lines.contains(&hex::encode(h.source_store)), "{lines}");
+}
+
+/// A restore that must fail; the store files are hashed after the login (which counts its
+/// attempt) and after the refusal.
+fn refused(dst: &Path, file: &Path, passphrase: &SecretBytes, what: &str) -> Error {
+    let t = as_so(dst);
+    let before = hash_store(dst);
+    let e = t.restore(file, passphrase, &mut |_, _| {}).unwrap_err();
+    assert_eq!(hash_store(dst), before, "{what}: the target store changed");
+    assert_eq!(t.verify_store().unwrap(), 0, "{what}");
+    e
+}
+
+#[test]
+fn every_refused_restore_leaves_the_target_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = init(dir.path(), "src.db");
+    populate(&as_user(&src));
+    let file = dir.path().join("b.bwb");
+    backup(&src, &file);
+    let good = std::fs::read(&file).unwrap();
+    let dst = init(dir.path(), "dst.db");
+    let bad = dir.path().join("bad.bwb");
+
+    let e = refused(&dst, &file, &SecretBytes::from_slice(b"wrong passphrase!"), "passphrase");
+    assert!(e.to_string().contains("wrong backup passphrase"), "{e}");
+
+    // A flipped bit anywhere: header fields, the check, the first and later chunks, the end.
+    let n = good.len();
+    for off in [0, 9, 12, 30, 60, 80, 100, 120, 141, 142, 143, 150, 400, n / 2, n - 17, n - 1] {
+        let mut v = good.clone();
+        v[off] ^= 0x01;
+        std::fs::write(&bad, &v).unwrap();
+        let e = refused(&dst, &bad, &pass(), &format!("flip at {off}"));
+        assert!(matches!(e, Error::ArgumentsBad(_)), "flip at {off}: {e:?}");
+    }
+    for cut in [0, 10, 141, 142, 147, n / 2, n - 1] {
+        std::fs::write(&bad, &good[..cut]).unwrap();
+        let e = refused(&dst, &bad, &pass(), &format!("truncated to {cut}"));
+        assert!(matches!(e, Error::ArgumentsBad(_)), "cut {cut}: {e:?}");
+    }
+    let mut longer = good.clone();
+    longer.extend_from_slice(&[0, 0, 0, 0, 16]);
+    std::fs::write(&bad, &longer).unwrap();
+    let e = refused(&dst, &bad, &pass(), "appended");
+    assert!(e.to_string().contains("modified, truncated"), "{e}");
+
+    // Another domain: a store with content from elsewhere.
+    let other = init(dir.path(), "other.db");
+    as_user(&other)
+        .generate_key(
+            KeyGenMechanism::AesKeyGen,
+            &[b(AttrType::Token, true), label("mine"), ulong(AttrType::ValueLen, 32)],
+            S,
+        )
+        .unwrap();
+    let t = as_so(&other);
+    let before = hash_store(&other);
+    let e = t.restore(&file, &pass(), &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("another security domain"), "{e}");
+    assert_eq!(hash_store(&other), before);
+    assert_eq!(t.verify_store().unwrap(), 1);
+    drop(t);
+
+    // Not the SO: refused.
+    let e = as_user(&dst).restore(&file, &pass(), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(e, Error::UserNotLoggedIn), "{e:?}");
+
+    // The intact file still restores, once; a second restore is refused (not empty).
+    as_so(&dst).restore(&file, &pass(), &mut |_, _| {}).unwrap();
+    let e = refused_nonempty(&dst, &file);
+    assert!(e.to_string().contains("not empty"), "{e}");
+}
+
+fn refused_nonempty(dst: &Path, file: &Path) -> Error {
+    let t = as_so(dst);
+    let before = hash_store(dst);
+    let e = t.restore(file, &pass(), &mut |_, _| {}).unwrap_err();
+    assert_eq!(hash_store(dst), before);
+    e
+}
+
+#[test]
+fn backup_is_so_only_and_refuses_an_existing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = init(dir.path(), "src.db");
+    populate(&as_user(&src));
+    let file = dir.path().join("b.bwb");
+    let e = as_user(&src).backup(&file, &pass(), FAST, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(e, Error::UserNotLoggedIn), "{e:?}");
+    assert!(!file.exists());
+    backup(&src, &file);
+    let before = std::fs::read(&file).unwrap();
+    let e = as_so(&src).backup(&file, &pass(), FAST, &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    // Two backups of one store never share bytes beyond chance (new salt, new keys).
+    let file2 = dir.path().join("b2.bwb");
+    as_so(&src).backup(&file2, &pass(), FAST, &mut |_, _| {}).unwrap();
+    assert_ne!(std::fs::read(&file2).unwrap()[142..200], before[142..200]);
+}
