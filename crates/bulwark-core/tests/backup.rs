@@ -2,15 +2,18 @@
 //! results for every key type, and every refused restore leaves the target store unchanged,
 //! byte for byte.
 
+mod attack_support;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bulwark_core::attr::{AttrType, AttrValue};
 use bulwark_core::crypto::Curve;
 use bulwark_core::hierarchy::KdfParams;
+use bulwark_core::kernel::{as_caller, Ops, Role};
 use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
 use bulwark_core::secret::{Pin, SecretBytes};
-use bulwark_core::token::{read_backup_header, BACKUP_VERSION};
+use bulwark_core::token::{read_backup_header, Credentials, SecurityPolicy, BACKUP_VERSION};
 use bulwark_core::{Error, Token, UserType};
 
 const FAST: KdfParams = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
@@ -273,6 +276,8 @@ fn every_refused_restore_leaves_the_target_unchanged() {
 
     // Not the SO: refused.
     let e = as_user(&dst).restore(&file, &pass(), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(e, Error::ActionProhibited(_)), "{e:?}");
+    let e = Token::open(&dst).unwrap().restore(&file, &pass(), &mut |_, _| {}).unwrap_err();
     assert!(matches!(e, Error::UserNotLoggedIn), "{e:?}");
 
     // The intact file still restores, once; a second restore is refused (not empty).
@@ -296,7 +301,7 @@ fn backup_is_so_only_and_refuses_an_existing_file() {
     populate(&as_user(&src));
     let file = dir.path().join("b.bwb");
     let e = as_user(&src).backup(&file, &pass(), FAST, &mut |_, _| {}).unwrap_err();
-    assert!(matches!(e, Error::UserNotLoggedIn), "{e:?}");
+    assert!(matches!(e, Error::ActionProhibited(_)), "{e:?}");
     assert!(!file.exists());
     backup(&src, &file);
     let before = std::fs::read(&file).unwrap();
@@ -307,4 +312,68 @@ fn backup_is_so_only_and_refuses_an_existing_file() {
     let file2 = dir.path().join("b2.bwb");
     as_so(&src).backup(&file2, &pass(), FAST, &mut |_, _| {}).unwrap();
     assert_ne!(std::fs::read(&file2).unwrap()[142..200], before[142..200]);
+}
+
+const TOTP: &[u8] = b"backup-totp-secret-0";
+
+fn alice<'a>(code: &'a str) -> Credentials<'a> {
+    Credentials { name: "alice", password: b"alice-password", totp: Some(code), cert_sha256: None }
+}
+
+/// On quorum stores (the daemon's): users, their TOTP secrets and grants come across; the
+/// target's own first security officer keeps its account, matched by name.
+#[test]
+fn users_grants_and_totp_come_across_between_quorum_stores() {
+    use attack_support::{admin, caller, keeper, now_secs, open_unsealed, quorum_store, to};
+    let dir = tempfile::tempdir().unwrap();
+    let policy = SecurityPolicy::default();
+    let sp = dir.path().join("q1.db");
+    let t1 = open_unsealed(&sp, &quorum_store(&sp, &policy));
+    let admin1 = admin(&t1);
+    as_caller(caller(&admin1, 0), || {
+        t1.create_user("alice", Role::CryptoUser, b"alice-password", Some(TOTP)).unwrap();
+    });
+    let keeper1 = keeper(&t1);
+    let k1 = as_caller(caller(&keeper1, 1), || {
+        let h = attack_support::aes(
+            &t1,
+            "shared",
+            true,
+            &[b(AttrType::Encrypt, true), b(AttrType::Decrypt, true)],
+        )
+        .unwrap();
+        t1.set_grant(h, &to("alice"), Some(Ops(Ops::ENCRYPT.0 | Ops::DECRYPT.0))).unwrap();
+        h
+    });
+    let file = dir.path().join("q.bwb");
+    // A crypto officer may not take a backup.
+    let e = as_caller(caller(&keeper1, 1), || t1.backup(&file, &pass(), FAST, &mut |_, _| {}))
+        .unwrap_err();
+    assert!(matches!(e, Error::ActionProhibited(_)), "{e:?}");
+    let s =
+        as_caller(caller(&admin1, 0), || t1.backup(&file, &pass(), FAST, &mut |_, _| {})).unwrap();
+    assert_eq!((s.objects, s.users, s.grants), (1, 3, 1));
+
+    let tp = dir.path().join("q2.db");
+    let t2 = open_unsealed(&tp, &quorum_store(&tp, &policy));
+    let admin2 = admin(&t2);
+    let r = as_caller(caller(&admin2, 0), || t2.restore(&file, &pass(), &mut |_, _| {})).unwrap();
+    assert_eq!((r.objects, r.users, r.grants), (1, 3, 1));
+    // The target's admin is still its own (same id, same password).
+    assert_eq!(admin(&t2).id, admin2.id);
+    // Alice logs in on the target with her password and TOTP (sealed again there), and her
+    // grant on the restored key works; the original decrypts what it made.
+    let code = attack_support::totp_code(TOTP, now_secs() / 30);
+    let alice2 = t2.authenticate(&alice(&code)).unwrap();
+    let ct = as_caller(caller(&alice2, 2), || {
+        let h = t2.find(&[label("shared")]).unwrap();
+        assert_eq!(h.len(), 1);
+        t2.encrypt(h[0], &gcm(), b"granted across stores")
+    })
+    .unwrap();
+    let alice1 = t1.authenticate(&alice(&code)).unwrap();
+    let pt = as_caller(caller(&alice1, 2), || t1.decrypt(k1, &gcm(), &ct)).unwrap();
+    assert_eq!(pt.expose_secret(), b"granted across stores");
+    // The restored crypto officer logs in too.
+    keeper(&t2);
 }

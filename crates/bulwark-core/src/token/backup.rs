@@ -35,10 +35,11 @@
 //! **Restore** checks the whole file first (header check, every chunk, every entry, every
 //! sealed material, the counts) without writing anything, then reads it again inside one
 //! authenticated store write, so a file changed between the two passes also aborts the write.
-//! It restores only into a store with no objects and no users (a freshly initialized one),
-//! which then adopts the backup's security domain; a store that has content is refused, with
-//! a domain error when its domain differs.
+//! It restores only into a store with no objects (a freshly initialized one), which then
+//! adopts the backup's security domain; a store that has objects is refused, with a domain
+//! error when its domain differs. Users are matched by name (see [`Token::restore`]).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -54,7 +55,7 @@ use super::Token;
 use crate::attr::{AttrType, Attributes};
 use crate::error::{Error, Result};
 use crate::hierarchy::{IntegrityKeys, KdfParams, Vault};
-use crate::kernel::UserId;
+use crate::kernel::{Role, UserId};
 use crate::secret::{Key256, SecretBytes};
 use crate::store::{ObjectRow, ScanRow, Store};
 
@@ -639,6 +640,19 @@ impl<S: Store> Token<S> {
         Ok(self.setting(DOMAIN_SETTING)?.and_then(|v| v.try_into().ok()))
     }
 
+    /// The embedded SO (PIN login) or, on a store a front door holds unsealed, a principal
+    /// whose current role is security officer.
+    fn require_security_officer(&self) -> Result<()> {
+        self.require_vault()?;
+        if self.who().role == Some(Role::SecurityOfficer) {
+            Ok(())
+        } else if self.logged_in().is_some() || crate::kernel::current_who().is_some() {
+            Err(Error::ActionProhibited("only the security officer backs up and restores"))
+        } else {
+            Err(Error::UserNotLoggedIn)
+        }
+    }
+
     fn domain_or_create(&self, ik: &IntegrityKeys) -> Result<[u8; 16]> {
         if let Some(v) = self.verified_setting(ik, DOMAIN_SETTING)? {
             return v.try_into().map_err(|_| Error::Integrity("security domain malformed"));
@@ -651,7 +665,8 @@ impl<S: Store> Token<S> {
 
     /// Writes an encrypted, authenticated backup of the whole store (every object with its
     /// attributes and material, every user and grant) to `out` (mode 0600, written to a
-    /// temporary file beside it and renamed into place). SO only; audited as `backup`.
+    /// temporary file beside it and renamed into place). Security officer only (the embedded
+    /// SO, or a front-door principal with that role); audited as `backup`.
     /// `kdf`: the Argon2id costs of the backup key ([`BACKUP_KDF`] unless testing).
     pub fn backup(
         &self,
@@ -662,7 +677,7 @@ impl<S: Store> Token<S> {
     ) -> Result<BackupSummary> {
         let c = Call::new("backup");
         let r = self.precheck(&c).and_then(|()| {
-            self.require_so()?;
+            self.require_security_officer()?;
             self.backup_unaudited(out, passphrase, kdf, progress)
         });
         let detail = match &r {
@@ -859,10 +874,12 @@ impl<S: Store> Token<S> {
     }
 
     /// Restores a backup made by [`Token::backup`] into this store, which must hold no object
-    /// and no user (a freshly initialized store); it adopts the backup's security domain. The
-    /// whole file is checked before anything changes, then every object (sealed again under
-    /// this store's master key, same unique id, new handle), user and grant is written in one
-    /// authenticated write. SO only; audited as `restore` with the source store and counts.
+    /// (a freshly initialized store); it adopts the backup's security domain. The whole file is
+    /// checked before anything changes, then every object (sealed again under this store's
+    /// master key, same unique id, new handle), user and grant is written in one authenticated
+    /// write. Users are matched by name: one this store already has keeps its account here
+    /// (password, role, TOTP), and the backup's grants to that name go to it. Security officer
+    /// only; audited as `restore` with the source store and counts.
     pub fn restore(
         &self,
         input: &Path,
@@ -871,7 +888,7 @@ impl<S: Store> Token<S> {
     ) -> Result<RestoreSummary> {
         let c = Call::new("restore");
         let r = self.precheck(&c).and_then(|()| {
-            self.require_so()?;
+            self.require_security_officer()?;
             self.restore_unaudited(input, passphrase, progress)
         });
         let detail = match &r {
@@ -901,11 +918,34 @@ impl<S: Store> Token<S> {
         let total = h.objects.saturating_mul(2);
         // Pass 1: the whole file, nothing written.
         let mut done = 0u64;
+        // Backup users whose name the target already has keep the target's account; their
+        // grants go to it (user id in the backup -> user id here).
+        let mut matched: HashMap<[u8; 16], [u8; 16]> = HashMap::new();
         let mut r = opened.reader(input)?;
         let counts = read_stream(&mut r, h, &mut |e| {
-            if let Entry::Object { .. } = e {
-                done += 1;
-                progress(done, total);
+            match e {
+                Entry::Object { .. } => {
+                    done += 1;
+                    progress(done, total);
+                }
+                Entry::User { id, record, .. } => {
+                    if let Some(row) =
+                        self.store.record(users::kind::USER_NAME, record.name.as_bytes())?
+                    {
+                        ik.verify_row(&row)?;
+                        let here: [u8; 16] = row
+                            .value
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| Error::Integrity("user name record malformed"))?;
+                        matched.insert(id.0, here);
+                    } else if self.store.record(users::kind::USER, &id.0)?.is_some() {
+                        return Err(Error::ActionProhibited(
+                            "a user of the backup has the id of another user of this store",
+                        ));
+                    }
+                }
+                Entry::Grant { .. } | Entry::End { .. } => {}
             }
             Ok(())
         })?;
@@ -943,6 +983,9 @@ impl<S: Store> Token<S> {
                         progress(done, total);
                     }
                     Entry::User { id, mut record, totp } => {
+                        if matched.contains_key(&id.0) {
+                            return Ok(());
+                        }
                         if let Some(s) = totp {
                             let mut nonce = [0u8; NONCE_LEN];
                             self.provider.random(&mut nonce)?;
@@ -961,7 +1004,11 @@ impl<S: Store> Token<S> {
                         a.put_record(users::kind::USER, &id.0, &json)?;
                         a.put_record(users::kind::USER_NAME, record.name.as_bytes(), &id.0)?;
                     }
-                    Entry::Grant { key, value } => {
+                    Entry::Grant { mut key, value } => {
+                        let user: [u8; 16] = key[16..].try_into().map_err(|_| bad(MODIFIED))?;
+                        if let Some(here) = matched.get(&user) {
+                            key[16..].copy_from_slice(here);
+                        }
                         a.put_record(users::kind::GRANT, &key, &value)?;
                     }
                     Entry::End { .. } => {}
@@ -984,12 +1031,11 @@ impl<S: Store> Token<S> {
         })
     }
 
-    /// The restore rule: only into a store with no object and no user. A store with content
-    /// is refused, with a domain error when it belongs to another security domain.
+    /// The restore rule: only into a store with no object. A store with objects is refused,
+    /// with a domain error when it belongs to another security domain.
     fn check_restore_target(&self, ik: &IntegrityKeys, h: &BackupHeader) -> Result<()> {
         let st = self.verify_set(ik)?;
-        let has_users = !self.store.records(users::kind::USER, &[])?.is_empty();
-        if st.objects == 0 && !has_users {
+        if st.objects == 0 {
             return Ok(());
         }
         let domain = self.verified_setting(ik, DOMAIN_SETTING)?;
