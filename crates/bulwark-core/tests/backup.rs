@@ -316,7 +316,7 @@ fn backup_is_so_only_and_refuses_an_existing_file() {
 
 const TOTP: &[u8] = b"backup-totp-secret-0";
 
-fn alice<'a>(code: &'a str) -> Credentials<'a> {
+fn alice(code: &str) -> Credentials<'_> {
     Credentials { name: "alice", password: b"alice-password", totp: Some(code), cert_sha256: None }
 }
 
