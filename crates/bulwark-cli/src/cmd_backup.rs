@@ -1,6 +1,6 @@
 //! `bulwark backup` and `bulwark restore` (docs/backup.md): an encrypted, authenticated file
 //! of the whole store under a backup passphrase, and its restore into a freshly initialized
-//! store. The passphrase comes from `--passphrase-file`, `BULWARK_BACKUP_PASSPHRASE` or a
+//! store; embedded, or with `--endpoint` through a remote HSM's API (security officer). The passphrase comes from `--passphrase-file`, `BULWARK_BACKUP_PASSPHRASE` or a
 //! prompt, never from an argument.
 
 use std::io::IsTerminal;
@@ -28,6 +28,9 @@ pub(crate) struct BackupArgs {
     /// prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Quorum approvals of operation "backup" (remote HSMs that require them).
+    #[command(flatten)]
+    approval: crate::cmd_approval::ApprovalArgs,
 }
 
 /// `bulwark restore`.
@@ -40,6 +43,9 @@ pub(crate) struct RestoreArgs {
     /// prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Quorum approvals of operation "restore" (remote HSMs that require them).
+    #[command(flatten)]
+    approval: crate::cmd_approval::ApprovalArgs,
 }
 
 fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
@@ -143,6 +149,97 @@ pub(crate) fn restore(ctx: &Ctx, a: &RestoreArgs) -> CliResult<ExitCode> {
         s.grants,
         hex::encode(s.source_store),
         hex::encode(s.domain)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bulwark --endpoint URL backup`: the HSM writes the backup and streams it here, where it
+/// goes to a 0600 temporary file beside `--out` and is renamed into place once complete.
+pub(crate) fn backup_remote(c: &bulwark_client::Client, a: &BackupArgs) -> CliResult<ExitCode> {
+    use std::io::Write as _;
+    if a.out.exists() {
+        return Err(CliError::Usage(format!(
+            "{} already exists: choose another file name",
+            a.out.display()
+        )));
+    }
+    let sid = c.status()?.store_id;
+    let (approvals, not_after) = crate::cmd_approval::collect(&a.approval, &sid, "backup", &[])?;
+    let pass = passphrase(a.passphrase_file.as_deref(), true)?;
+    let mut tmp = a.out.clone().into_os_string();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
+    let file = bulwark_core::fsutil::create_private(&tmp)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", tmp.display())))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let pb = bar("backup (bytes)");
+    let r = c.backup_each(
+        bulwark_proto::v1::BackupRequest {
+            passphrase: pass.expose_secret().to_vec(),
+            approvals,
+            approval_not_after: not_after,
+        },
+        |data, _objects| {
+            pb.inc(data.len() as u64);
+            writer.write_all(data)
+        },
+    );
+    pb.finish_and_clear();
+    let done = r
+        .map_err(|e| crate::cmd_approval::explain(e, &a.approval, &sid, "backup", &[], not_after))
+        .and_then(|bytes| {
+            let file = writer
+                .into_inner()
+                .map_err(|e| CliError::Usage(format!("cannot write: {}", e.error())))?;
+            file.sync_all().map_err(|e| CliError::Usage(format!("cannot write: {e}")))?;
+            Ok(bytes)
+        });
+    let bytes = match done {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    // The file must be a whole backup of this HSM before it takes the final name.
+    let h = read_backup_header(&tmp);
+    if h.is_err() || bytes == 0 {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let h = h?;
+    std::fs::rename(&tmp, &a.out)
+        .map_err(|e| CliError::Usage(format!("cannot rename to {}: {e}", a.out.display())))?;
+    println!(
+        "backup written to {}: {} objects, {bytes} bytes (store {}, security domain {})",
+        a.out.display(),
+        h.objects,
+        hex::encode(h.source_store),
+        hex::encode(h.domain)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bulwark --endpoint URL restore`: uploads the file; the HSM checks all of it before it
+/// changes anything.
+pub(crate) fn restore_remote(c: &bulwark_client::Client, a: &RestoreArgs) -> CliResult<ExitCode> {
+    read_backup_header(&a.input)?;
+    let file = std::fs::File::open(&a.input)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", a.input.display())))?;
+    let sid = c.status()?.store_id;
+    let (approvals, not_after) = crate::cmd_approval::collect(&a.approval, &sid, "restore", &[])?;
+    let pass = passphrase(a.passphrase_file.as_deref(), false)?;
+    let first = bulwark_proto::v1::RestoreChunk {
+        passphrase: pass.expose_secret().to_vec(),
+        approvals,
+        approval_not_after: not_after,
+        data: Vec::new(),
+    };
+    let s = c.restore_from(first, file).map_err(|e| {
+        crate::cmd_approval::explain(e, &a.approval, &sid, "restore", &[], not_after)
+    })?;
+    println!(
+        "restored {} objects, {} users, {} grants from store {} (security domain {})",
+        s.objects, s.users, s.grants, s.source_store, s.domain
     );
     Ok(ExitCode::SUCCESS)
 }
