@@ -13,7 +13,9 @@ use bulwark_core::hierarchy::KdfParams;
 use bulwark_core::kernel::{as_caller, Ops, Role};
 use bulwark_core::mechanism::{DigestAlg, KeyGenMechanism, Mechanism};
 use bulwark_core::secret::{Pin, SecretBytes};
-use bulwark_core::token::{read_backup_header, Credentials, SecurityPolicy, BACKUP_VERSION};
+use bulwark_core::token::{
+    read_backup_header, Credentials, CustodianShare, SecurityPolicy, Unlock, BACKUP_VERSION,
+};
 use bulwark_core::{Error, Token, UserType};
 
 const FAST: KdfParams = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
@@ -239,14 +241,14 @@ fn every_refused_restore_leaves_the_target_unchanged() {
 
     // A flipped bit anywhere: header fields, the check, the first and later chunks, the end.
     let n = good.len();
-    for off in [0, 9, 12, 30, 60, 80, 100, 120, 141, 142, 143, 150, 400, n / 2, n - 17, n - 1] {
+    for off in [0, 9, 10, 12, 30, 60, 80, 100, 120, 142, 143, 144, 150, 400, n / 2, n - 1] {
         let mut v = good.clone();
         v[off] ^= 0x01;
         std::fs::write(&bad, &v).unwrap();
         let e = refused(&dst, &bad, &pass(), &format!("flip at {off}"));
         assert!(matches!(e, Error::ArgumentsBad(_)), "flip at {off}: {e:?}");
     }
-    for cut in [0, 10, 141, 142, 147, n / 2, n - 1] {
+    for cut in [0, 10, 142, 143, 148, n / 2, n - 1] {
         std::fs::write(&bad, &good[..cut]).unwrap();
         let e = refused(&dst, &bad, &pass(), &format!("truncated to {cut}"));
         assert!(matches!(e, Error::ArgumentsBad(_)), "cut {cut}: {e:?}");
@@ -311,7 +313,7 @@ fn backup_is_so_only_and_refuses_an_existing_file() {
     // Two backups of one store never share bytes beyond chance (new salt, new keys).
     let file2 = dir.path().join("b2.bwb");
     as_so(&src).backup(&file2, &pass(), FAST, &mut |_, _| {}).unwrap();
-    assert_ne!(std::fs::read(&file2).unwrap()[142..200], before[142..200]);
+    assert_ne!(std::fs::read(&file2).unwrap()[143..200], before[143..200]);
 }
 
 const TOTP: &[u8] = b"backup-totp-secret-0";
@@ -376,4 +378,64 @@ fn users_grants_and_totp_come_across_between_quorum_stores() {
     assert_eq!(pt.expose_secret(), b"granted across stores");
     // The restored crypto officer logs in too.
     keeper(&t2);
+}
+
+fn share_of(s: &CustodianShare) -> CustodianShare {
+    CustodianShare::parse(s.to_json().as_bytes()).unwrap()
+}
+
+/// A backup key split 2-of-3 among custodians: any two shares restore it; one share, a share
+/// twice, a share of another backup, a changed share or a passphrase are refused and change
+/// nothing.
+#[test]
+fn custodian_shares_open_a_backup_only_at_the_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = init(dir.path(), "src.db");
+    populate(&as_user(&src));
+    let file = dir.path().join("s.bwb");
+    let (summary, shares) = as_so(&src).backup_with_shares(&file, 2, 3, &mut |_, _| {}).unwrap();
+    assert_eq!((summary.objects, shares.len()), (9, 3));
+    assert_eq!(read_backup_header(&file).unwrap().custodians, Some((2, 3)));
+    let first: serde_json::Value = serde_json::from_str(&shares[0].to_json()).unwrap();
+    let secret_hex = first["share"].as_str().unwrap().to_owned();
+    assert_eq!(secret_hex.len(), 66);
+    assert!(!format!("{:?}", shares[0]).contains(&secret_hex[2..]), "Debug shows the share");
+    let other = dir.path().join("o.bwb");
+    let (_, foreign) = as_so(&src).backup_with_shares(&other, 2, 2, &mut |_, _| {}).unwrap();
+    let pass_file = dir.path().join("p.bwb");
+    as_so(&src).backup(&pass_file, &pass(), FAST, &mut |_, _| {}).unwrap();
+    // A share file changed in its value.
+    let json = shares[1].to_json();
+    let mut edited: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut hexed = edited["share"].as_str().unwrap().to_owned();
+    let last = if hexed.ends_with('0') { "1" } else { "0" };
+    hexed.replace_range(hexed.len() - 1.., last);
+    edited["share"] = serde_json::Value::String(hexed);
+    let changed = CustodianShare::parse(edited.to_string().as_bytes()).unwrap();
+
+    let dst = init(dir.path(), "dst.db");
+    let t = as_so(&dst);
+    let before = hash_store(&dst);
+    let cases: Vec<(Vec<CustodianShare>, &str)> = vec![
+        (vec![share_of(&shares[0])], "not enough"),
+        (vec![share_of(&shares[0]), share_of(&shares[0])], "twice"),
+        (vec![share_of(&shares[0]), share_of(&foreign[1])], "another backup"),
+        (vec![share_of(&shares[0]), changed], "do not open"),
+    ];
+    for (set, needle) in &cases {
+        let e = t.restore_with(&file, Unlock::Shares(set), &mut |_, _| {}).unwrap_err();
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+        assert_eq!(hash_store(&dst), before, "{needle}");
+    }
+    let e = t.restore(&file, &pass(), &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("split among custodians"), "{e}");
+    let two = [share_of(&shares[0]), share_of(&shares[2])];
+    let e = t.restore_with(&pass_file, Unlock::Shares(&two), &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("protected by a passphrase"), "{e}");
+    assert_eq!(hash_store(&dst), before);
+
+    let r = t.restore_with(&file, Unlock::Shares(&two), &mut |_, _| {}).unwrap();
+    assert_eq!(r.objects, 9);
+    drop(t);
+    assert_eq!(plain_key(&as_user(&dst)), plain_key(&as_user(&src)));
 }

@@ -3,8 +3,9 @@
 //! A backup file is a fixed header followed by an encrypted stream:
 //!
 //! ```text
-//!   header (142 bytes, in the clear):
-//!     magic "BWBACKUP" | format version u16 | Argon2id m, t, p (u32 each) | salt [32]
+//!   header (143 bytes, in the clear):
+//!     magic "BWBACKUP" | format version u16 | key source u8 (1 passphrase, 2 custodian shares)
+//!     | Argon2id m, t, p (u32 each; shares: threshold, share count, 0) | salt [32]
 //!     | source store uid [16] | security domain [16] | source generation u64
 //!     | object count u64 | created (ms since the epoch) u64
 //!     | check: HMAC-SHA256(check key, every byte above)
@@ -13,7 +14,8 @@
 //! ```
 //!
 //! The backup key is Argon2id(passphrase, salt) with the costs in the header (bounded before
-//! they are used); HKDF-SHA256 (salt = the file's salt) derives from it the check key (a wrong
+//! they are used), or a random key split M-of-N among custodians (Shamir over GF(256), the
+//! vsss-rs sharing the quorum unlock uses); HKDF-SHA256 (salt = the file's salt) derives from it the check key (a wrong
 //! passphrase is told apart from a modified body), the stream key and the material key. The
 //! chunk counter and the last-chunk flag are in every nonce and AAD, and every chunk's AAD
 //! carries the header's hash: a chunk edited, moved, dropped, duplicated or taken from another
@@ -76,7 +78,7 @@ pub const PASSPHRASE_MAX: usize = 1024;
 /// The name of the security-domain setting.
 pub(crate) const DOMAIN_SETTING: &str = "domain";
 
-const HEADER_LEN: usize = 142;
+const HEADER_LEN: usize = 143;
 const CHECKED_LEN: usize = HEADER_LEN - 32;
 /// Plaintext bytes per chunk.
 const CHUNK: usize = 64 * 1024;
@@ -86,6 +88,10 @@ const MAX_FIELD: usize = 1 << 20;
 
 const OBJECT_AAD: &[u8] = b"bulwark backup object v1";
 const TOTP_AAD: &[u8] = b"bulwark backup totp v1";
+
+/// How the backup key of a file is protected (header byte).
+const SOURCE_PASSPHRASE: u8 = 1;
+const SOURCE_SHARES: u8 = 2;
 
 /// Bad backup files are refused as bad arguments: never as an integrity failure of the store,
 /// which would set off the token's tamper response.
@@ -102,8 +108,10 @@ const MODIFIED: &str =
 pub struct BackupHeader {
     /// Format version.
     pub version: u16,
-    /// Argon2id costs of the backup key.
+    /// Argon2id costs of the backup key (passphrase backups).
     pub kdf: KdfParams,
+    /// `Some((threshold, shares))` when the backup key is split among custodians.
+    pub custodians: Option<(u8, u8)>,
     /// The store the backup was taken from.
     pub source_store: [u8; 16],
     /// The security domain of that store.
@@ -125,6 +133,7 @@ impl BackupHeader {
         for part in [
             &BACKUP_MAGIC[..],
             &self.version.to_be_bytes(),
+            &[if self.custodians.is_some() { SOURCE_SHARES } else { SOURCE_PASSPHRASE }],
             &self.kdf.m_cost.to_be_bytes(),
             &self.kdf.t_cost.to_be_bytes(),
             &self.kdf.p_cost.to_be_bytes(),
@@ -161,15 +170,29 @@ impl BackupHeader {
         if version != BACKUP_VERSION {
             return Err(bad("unsupported backup format version"));
         }
+        let kdf = KdfParams { m_cost: u32_at(11), t_cost: u32_at(15), p_cost: u32_at(19) };
+        let custodians = match b[10] {
+            SOURCE_PASSPHRASE => None,
+            SOURCE_SHARES => {
+                let m = u8::try_from(kdf.m_cost).map_err(|_| bad(MODIFIED))?;
+                let n = u8::try_from(kdf.t_cost).map_err(|_| bad(MODIFIED))?;
+                if m < 2 || m > n || kdf.p_cost != 0 {
+                    return Err(bad(MODIFIED));
+                }
+                Some((m, n))
+            }
+            _ => return Err(bad(MODIFIED)),
+        };
         Ok(Self {
             version,
-            kdf: KdfParams { m_cost: u32_at(10), t_cost: u32_at(14), p_cost: u32_at(18) },
-            salt: b[22..54].try_into().unwrap_or_default(),
-            source_store: arr16(54),
-            domain: arr16(70),
-            generation: u64_at(86),
-            objects: u64_at(94),
-            created_ms: u64_at(102),
+            kdf,
+            custodians,
+            salt: b[23..55].try_into().unwrap_or_default(),
+            source_store: arr16(55),
+            domain: arr16(71),
+            generation: u64_at(87),
+            objects: u64_at(95),
+            created_ms: u64_at(103),
             check: b[CHECKED_LEN..].try_into().unwrap_or_default(),
         })
     }
@@ -239,6 +262,14 @@ impl std::fmt::Debug for BackupKeys {
 }
 
 fn derive_keys(passphrase: &SecretBytes, kdf: KdfParams, salt: [u8; 32]) -> Result<BackupKeys> {
+    keys_from_root(&passphrase_root(passphrase, kdf, &salt)?, salt)
+}
+
+fn passphrase_root(
+    passphrase: &SecretBytes,
+    kdf: KdfParams,
+    salt: &[u8; 32],
+) -> Result<Zeroizing<[u8; 32]>> {
     if !(PASSPHRASE_MIN..=PASSPHRASE_MAX).contains(&passphrase.len()) {
         return Err(bad("backup passphrases are 8 to 1024 bytes"));
     }
@@ -247,8 +278,12 @@ fn derive_keys(passphrase: &SecretBytes, kdf: KdfParams, salt: [u8; 32]) -> Resu
         .map_err(|_| bad("backup KDF parameters invalid"))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut root = Zeroizing::new([0u8; 32]);
-    a.hash_password_into(passphrase.expose_secret(), &salt, &mut root[..])
+    a.hash_password_into(passphrase.expose_secret(), salt, &mut root[..])
         .map_err(|_| bad("backup KDF failed"))?;
+    Ok(root)
+}
+
+fn keys_from_root(root: &Zeroizing<[u8; 32]>, salt: [u8; 32]) -> Result<BackupKeys> {
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt).extract(&root[..]);
     let sub = |info: &[u8]| -> Result<Key256> {
         let info = [info];
@@ -572,17 +607,175 @@ struct Opened {
     header_hash: [u8; 32],
 }
 
-fn open_backup(path: &Path, passphrase: &SecretBytes) -> Result<Opened> {
+/// What protects a new backup's key.
+#[derive(Clone, Copy)]
+enum KeySource<'a> {
+    Passphrase(&'a SecretBytes, KdfParams),
+    /// Threshold, share count.
+    Shares(u8, u8),
+}
+
+/// What opens a backup: its passphrase or enough custodian shares.
+#[derive(Clone, Copy, Debug)]
+pub enum Unlock<'a> {
+    /// The backup passphrase.
+    Passphrase(&'a SecretBytes),
+    /// At least the threshold of the backup's custodian shares.
+    Shares(&'a [CustodianShare]),
+}
+
+fn open_backup(path: &Path, unlock: Unlock<'_>) -> Result<Opened> {
     let header = read_backup_header(path)?;
-    let keys = derive_keys(passphrase, header.kdf, header.salt)?;
+    let (root, wrong) = match (unlock, header.custodians) {
+        (Unlock::Passphrase(p), None) => (
+            passphrase_root(p, header.kdf, &header.salt)?,
+            "wrong backup passphrase (or the backup header was modified): nothing restored",
+        ),
+        (Unlock::Shares(shares), Some((threshold, _))) => (
+            combine_shares(shares, threshold, &header.salt)?,
+            "the shares do not open this backup (or its header was modified): nothing restored",
+        ),
+        (Unlock::Passphrase(_), Some(_)) => {
+            return Err(bad(
+                "this backup's key is split among custodians: present their share files",
+            ))
+        }
+        (Unlock::Shares(_), None) => {
+            return Err(bad("this backup is protected by a passphrase, not by custodian shares"))
+        }
+    };
+    let keys = keys_from_root(&root, header.salt)?;
     let tag = hmac::sign(&keys.check, &header.encode_checked());
     if constant_time::verify_slices_are_equal(tag.as_ref(), &header.check).is_err() {
-        return Err(bad(
-            "wrong backup passphrase (or the backup header was modified): nothing restored",
-        ));
+        return Err(bad(wrong));
     }
     let header_hash = sha256(&header.encode());
     Ok(Opened { header, keys, header_hash })
+}
+
+const SHARE_FORMAT: &str = "bulwark-backup-share-v1";
+
+/// One custodian's share of a backup key: the Shamir index and 32 bytes, bound to one backup
+/// file by its salt. Zeroized on drop; `Debug` shows only the index.
+pub struct CustodianShare {
+    backup: [u8; 32],
+    threshold: u8,
+    total: u8,
+    /// Index byte then the share value.
+    raw: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CustodianShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustodianShare(index {} of {}, [REDACTED])", self.index(), self.total)
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShareJson {
+    format: String,
+    /// Hex salt of the backup file the share opens.
+    backup: String,
+    threshold: u8,
+    total: u8,
+    /// Hex index byte and share value.
+    share: String,
+}
+
+impl CustodianShare {
+    /// The share's index (1..=total).
+    pub fn index(&self) -> u8 {
+        self.raw.first().copied().unwrap_or(0)
+    }
+
+    /// The share file's text (JSON). It holds the share in the clear: write it 0600 and hand
+    /// it to its custodian.
+    pub fn to_json(&self) -> Zeroizing<String> {
+        let mut j = ShareJson {
+            format: SHARE_FORMAT.into(),
+            backup: hex::encode(self.backup),
+            threshold: self.threshold,
+            total: self.total,
+            share: hex::encode(&self.raw[..]),
+        };
+        let text = Zeroizing::new(serde_json::to_string_pretty(&j).unwrap_or_default());
+        zeroize::Zeroize::zeroize(&mut j.share);
+        text
+    }
+
+    /// Parses a share file.
+    pub fn parse(text: &[u8]) -> Result<Self> {
+        let malformed = || bad("not a Bulwark backup share file");
+        let j: ShareJson = serde_json::from_slice(text).map_err(|_| malformed())?;
+        let mut share = Zeroizing::new(j.share);
+        let raw = Zeroizing::new(hex::decode(&share[..]).map_err(|_| malformed())?);
+        zeroize::Zeroize::zeroize(&mut *share);
+        let backup: [u8; 32] =
+            hex::decode(&j.backup).ok().and_then(|b| b.try_into().ok()).ok_or_else(malformed)?;
+        if j.format != SHARE_FORMAT || raw.len() != 33 || raw[0] == 0 || raw[0] > j.total {
+            return Err(malformed());
+        }
+        Ok(Self { backup, threshold: j.threshold, total: j.total, raw })
+    }
+}
+
+fn split_key(
+    key: &Zeroizing<[u8; 32]>,
+    threshold: u8,
+    total: u8,
+    salt: [u8; 32],
+) -> Result<Vec<CustodianShare>> {
+    if threshold < 2 || threshold > total {
+        return Err(bad("custodian shares need 2 <= threshold <= shares <= 255"));
+    }
+    let p = crate::crypto::Provider::get()?;
+    let mut rng = crate::seal::ProviderRng::new(p);
+    let mut raw =
+        vsss_rs::Gf256::split_bytes(usize::from(threshold), usize::from(total), &key[..], &mut rng)
+            .map_err(|_| Error::Internal("secret sharing failed"))?;
+    let shares = raw
+        .iter()
+        .map(|r| CustodianShare { backup: salt, threshold, total, raw: Zeroizing::new(r.clone()) })
+        .collect();
+    for r in &mut raw {
+        zeroize::Zeroize::zeroize(r);
+    }
+    if rng.failed() {
+        return Err(Error::Internal("random source failed during secret sharing"));
+    }
+    Ok(shares)
+}
+
+fn combine_shares(
+    shares: &[CustodianShare],
+    threshold: u8,
+    salt: &[u8; 32],
+) -> Result<Zeroizing<[u8; 32]>> {
+    let mut seen = Vec::new();
+    let mut raw: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+    for s in shares {
+        if &s.backup != salt {
+            return Err(bad("a share belongs to another backup"));
+        }
+        if seen.contains(&s.index()) {
+            return Err(bad("the same share was presented twice"));
+        }
+        seen.push(s.index());
+        raw.push(Zeroizing::new(s.raw.to_vec()));
+    }
+    if raw.len() < usize::from(threshold) {
+        return Err(bad("not enough custodian shares for this backup"));
+    }
+    let plain: Vec<Vec<u8>> = raw.iter().map(|r| r.to_vec()).collect();
+    let combined = vsss_rs::Gf256::combine_bytes(&plain[..]);
+    for mut p in plain {
+        zeroize::Zeroize::zeroize(&mut p);
+    }
+    let combined = Zeroizing::new(combined.map_err(|_| bad("the shares do not open this backup"))?);
+    let key: [u8; 32] =
+        combined[..].try_into().map_err(|_| bad("the shares do not open this backup"))?;
+    Ok(Zeroizing::new(key))
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -675,14 +868,41 @@ impl<S: Store> Token<S> {
         kdf: KdfParams,
         progress: Progress<'_>,
     ) -> Result<BackupSummary> {
+        self.backup_call(out, KeySource::Passphrase(passphrase, kdf), progress).map(|(s, _)| s)
+    }
+
+    /// [`Token::backup`] under a random backup key split `threshold`-of-`total` among
+    /// custodians (Shamir over GF(256)); returns the shares, each to be written to its
+    /// custodian's file ([`CustodianShare::to_json`]) and then dropped. No passphrase exists:
+    /// only `threshold` shares together open the file.
+    pub fn backup_with_shares(
+        &self,
+        out: &Path,
+        threshold: u8,
+        total: u8,
+        progress: Progress<'_>,
+    ) -> Result<(BackupSummary, Vec<CustodianShare>)> {
+        self.backup_call(out, KeySource::Shares(threshold, total), progress)
+    }
+
+    fn backup_call(
+        &self,
+        out: &Path,
+        source: KeySource<'_>,
+        progress: Progress<'_>,
+    ) -> Result<(BackupSummary, Vec<CustodianShare>)> {
         let c = Call::new("backup");
+        let key = match source {
+            KeySource::Passphrase(..) => "passphrase".to_owned(),
+            KeySource::Shares(m, n) => format!("custodian shares {m}-of-{n}"),
+        };
         let r = self.precheck(&c).and_then(|()| {
             self.require_security_officer()?;
-            self.backup_unaudited(out, passphrase, kdf, progress)
+            self.backup_unaudited(out, source, progress)
         });
         let detail = match &r {
-            Ok(s) => format!(
-                "source {} domain {} objects {} users {} grants {}",
+            Ok((s, _)) => format!(
+                "source {} domain {} objects {} users {} grants {} key {key}",
                 hex16(&s.source_store),
                 hex16(&s.domain),
                 s.objects,
@@ -697,10 +917,9 @@ impl<S: Store> Token<S> {
     fn backup_unaudited(
         &self,
         out: &Path,
-        passphrase: &SecretBytes,
-        kdf: KdfParams,
+        source: KeySource<'_>,
         progress: Progress<'_>,
-    ) -> Result<BackupSummary> {
+    ) -> Result<(BackupSummary, Vec<CustodianShare>)> {
         let (vault, ik) = self.require_vault()?;
         if out.exists() {
             return Err(bad("the backup file already exists; choose another name"));
@@ -710,10 +929,20 @@ impl<S: Store> Token<S> {
         let state = ik.open_state(&before.state)?;
         let mut salt = [0u8; 32];
         self.provider.random(&mut salt)?;
-        let keys = derive_keys(passphrase, kdf, salt)?;
+        let (keys, kdf, custodians, shares) = match source {
+            KeySource::Passphrase(p, kdf) => (derive_keys(p, kdf, salt)?, kdf, None, Vec::new()),
+            KeySource::Shares(m, n) => {
+                let mut root = Zeroizing::new([0u8; 32]);
+                self.provider.random(&mut root[..])?;
+                let shares = split_key(&root, m, n, salt)?;
+                let kdf = KdfParams { m_cost: m.into(), t_cost: n.into(), p_cost: 0 };
+                (keys_from_root(&root, salt)?, kdf, Some((m, n)), shares)
+            }
+        };
         let mut header = BackupHeader {
             version: BACKUP_VERSION,
             kdf,
+            custodians,
             source_store: self.store_uid,
             domain,
             generation: state.generation,
@@ -762,14 +991,15 @@ impl<S: Store> Token<S> {
             .map_err(|e| io_error("cannot rename the backup file", &e))?;
         tmp.0 = None;
         sync_dir(out);
-        Ok(BackupSummary {
+        let summary = BackupSummary {
             objects: counts.0,
             users: counts.1,
             grants: counts.2,
             bytes,
             source_store: self.store_uid,
             domain,
-        })
+        };
+        Ok((summary, shares))
     }
 
     /// Streams every object, user and grant of one store snapshot into `cw`, checking each
@@ -886,10 +1116,20 @@ impl<S: Store> Token<S> {
         passphrase: &SecretBytes,
         progress: Progress<'_>,
     ) -> Result<RestoreSummary> {
+        self.restore_with(input, Unlock::Passphrase(passphrase), progress)
+    }
+
+    /// [`Token::restore`] with the backup's passphrase or enough of its custodian shares.
+    pub fn restore_with(
+        &self,
+        input: &Path,
+        unlock: Unlock<'_>,
+        progress: Progress<'_>,
+    ) -> Result<RestoreSummary> {
         let c = Call::new("restore");
         let r = self.precheck(&c).and_then(|()| {
             self.require_security_officer()?;
-            self.restore_unaudited(input, passphrase, progress)
+            self.restore_unaudited(input, unlock, progress)
         });
         let detail = match &r {
             Ok(s) => format!(
@@ -908,11 +1148,11 @@ impl<S: Store> Token<S> {
     fn restore_unaudited(
         &self,
         input: &Path,
-        passphrase: &SecretBytes,
+        unlock: Unlock<'_>,
         progress: Progress<'_>,
     ) -> Result<RestoreSummary> {
         let (vault, ik) = self.require_vault()?;
-        let opened = open_backup(input, passphrase)?;
+        let opened = open_backup(input, unlock)?;
         let h = &opened.header;
         self.check_restore_target(&ik, h)?;
         let total = h.objects.saturating_mul(2);
@@ -1064,6 +1304,7 @@ mod tests {
         BackupHeader {
             version: BACKUP_VERSION,
             kdf: KdfParams { m_cost: 64, t_cost: 1, p_cost: 1 },
+            custodians: None,
             source_store: [1; 16],
             domain: [2; 16],
             generation: 9,

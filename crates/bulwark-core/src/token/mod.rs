@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 pub(crate) use auth::create_store;
 pub use auth::InitialUser;
 pub use backup::{
-    read_backup_header, BackupHeader, BackupSummary, Progress, RestoreSummary, BACKUP_KDF,
-    BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
+    read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
+    Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
 };
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;
