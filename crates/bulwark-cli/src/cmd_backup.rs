@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use bulwark_core::secret::SecretBytes;
-use bulwark_core::token::{read_backup_header, BACKUP_KDF};
+use bulwark_core::token::{read_backup_header, CustodianShare, Unlock, BACKUP_KDF};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use zeroize::Zeroizing;
@@ -28,6 +28,16 @@ pub(crate) struct BackupArgs {
     /// prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Split the backup key among this many custodians instead of using a passphrase
+    /// (embedded stores; with --threshold and --share-dir).
+    #[arg(long, value_name = "N", requires_all = ["threshold", "share_dir"], conflicts_with = "passphrase_file")]
+    shares: Option<u8>,
+    /// How many custodian shares open the backup (2..=N).
+    #[arg(long, value_name = "M", requires = "shares")]
+    threshold: Option<u8>,
+    /// Where to write the share files (0600), one per custodian.
+    #[arg(long, value_name = "DIR", requires = "shares")]
+    share_dir: Option<PathBuf>,
     /// Quorum approvals of operation "backup" (remote HSMs that require them).
     #[command(flatten)]
     approval: crate::cmd_approval::ApprovalArgs,
@@ -43,6 +53,10 @@ pub(crate) struct RestoreArgs {
     /// prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// A custodian share file of a backup whose key is split (repeat for each custodian; at
+    /// least the threshold). Replaces the passphrase.
+    #[arg(long = "share", value_name = "FILE", conflicts_with = "passphrase_file")]
+    shares: Vec<PathBuf>,
     /// Quorum approvals of operation "restore" (remote HSMs that require them).
     #[command(flatten)]
     approval: crate::cmd_approval::ApprovalArgs,
@@ -84,6 +98,28 @@ fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
     Ok(SecretBytes::from_slice(first.as_bytes()))
 }
 
+/// Writes one 0600 file per custodian share beside each other in `dir`.
+fn write_shares(out: &Path, dir: &Path, shares: &[CustodianShare]) -> CliResult<Vec<PathBuf>> {
+    let base =
+        out.file_name().map_or_else(|| "backup".into(), |n| n.to_string_lossy().into_owned());
+    let mut written = Vec::new();
+    for s in shares {
+        let p = dir.join(format!("{base}.share-{}-of-{}.json", s.index(), shares.len()));
+        bulwark_core::fsutil::write_private(&p, s.to_json().as_bytes())
+            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", p.display())))?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+fn read_share(p: &Path) -> CliResult<CustodianShare> {
+    let raw = bulwark_core::fsutil::read_private(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => CliError::Usage(e.to_string()),
+        k => CliError::Usage(format!("cannot read share file {}: {k}", p.display())),
+    })?;
+    Ok(CustodianShare::parse(&raw)?)
+}
+
 /// A progress bar on stderr when it is a terminal (hidden otherwise).
 fn bar(what: &'static str) -> ProgressBar {
     let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
@@ -107,14 +143,27 @@ pub(crate) fn backup(ctx: &Ctx, a: &BackupArgs) -> CliResult<ExitCode> {
         )));
     }
     let t = ctx.so_token()?;
-    let pass = passphrase(a.passphrase_file.as_deref(), true)?;
     let pb = bar("backup");
-    let r = t.backup(&a.out, &pass, BACKUP_KDF, &mut |done, total| {
+    let mut progress = |done, total| {
         pb.set_length(total);
         pb.set_position(done);
-    });
-    pb.finish_and_clear();
-    let s = r?;
+    };
+    let (s, written) = if let (Some(n), Some(m), Some(dir)) = (a.shares, a.threshold, &a.share_dir)
+    {
+        bulwark_core::fsutil::create_private_dir(dir)
+            .map_err(|e| CliError::Usage(format!("cannot use {}: {e}", dir.display())))?;
+        let (s, shares) = t.backup_with_shares(&a.out, m, n, &mut progress)?;
+        pb.finish_and_clear();
+        (s, write_shares(&a.out, dir, &shares)?)
+    } else {
+        let pass = passphrase(a.passphrase_file.as_deref(), true)?;
+        let s = t.backup(&a.out, &pass, BACKUP_KDF, &mut progress)?;
+        pb.finish_and_clear();
+        (s, Vec::new())
+    };
+    for w in &written {
+        println!("custodian share written to {}", w.display());
+    }
     println!(
         "backup written to {}: {} objects, {} users, {} grants, {} bytes (store {}, security \
          domain {})",
@@ -133,10 +182,28 @@ pub(crate) fn restore(ctx: &Ctx, a: &RestoreArgs) -> CliResult<ExitCode> {
     // What the file claims, before any PIN or passphrase is asked for (checked later).
     let claimed = read_backup_header(&a.input)?;
     let t = ctx.so_token()?;
-    let pass = passphrase(a.passphrase_file.as_deref(), false)?;
+    let shares = a.shares.iter().map(|p| read_share(p)).collect::<CliResult<Vec<_>>>()?;
+    let pass = match (claimed.custodians, shares.is_empty()) {
+        (Some((m, n)), true) => {
+            return Err(CliError::Usage(format!(
+                "this backup's key is split among {n} custodians: give {m} share files with --share"
+            )))
+        }
+        (Some(_), false) => None,
+        (None, false) => {
+            return Err(CliError::Usage(
+                "this backup is protected by a passphrase, not by custodian shares".into(),
+            ))
+        }
+        (None, true) => Some(passphrase(a.passphrase_file.as_deref(), false)?),
+    };
+    let unlock = match &pass {
+        Some(p) => Unlock::Passphrase(p),
+        None => Unlock::Shares(&shares),
+    };
     let pb = bar("restore (verify, then write)");
     pb.set_length(claimed.objects.saturating_mul(2));
-    let r = t.restore(&a.input, &pass, &mut |done, total| {
+    let r = t.restore_with(&a.input, unlock, &mut |done, total| {
         pb.set_length(total);
         pb.set_position(done);
     });
@@ -162,6 +229,11 @@ pub(crate) fn backup_remote(c: &bulwark_client::Client, a: &BackupArgs) -> CliRe
             "{} already exists: choose another file name",
             a.out.display()
         )));
+    }
+    if a.shares.is_some() {
+        return Err(CliError::Usage(
+            "custodian shares are for embedded stores; a remote backup uses a passphrase".into(),
+        ));
     }
     let sid = c.status()?.store_id;
     let (approvals, not_after) = crate::cmd_approval::collect(&a.approval, &sid, "backup", &[])?;
@@ -222,7 +294,11 @@ pub(crate) fn backup_remote(c: &bulwark_client::Client, a: &BackupArgs) -> CliRe
 /// `bulwark --endpoint URL restore`: uploads the file; the HSM checks all of it before it
 /// changes anything.
 pub(crate) fn restore_remote(c: &bulwark_client::Client, a: &RestoreArgs) -> CliResult<ExitCode> {
-    read_backup_header(&a.input)?;
+    if read_backup_header(&a.input)?.custodians.is_some() || !a.shares.is_empty() {
+        return Err(CliError::Usage(
+            "a backup under custodian shares is restored into an embedded store".into(),
+        ));
+    }
     let file = std::fs::File::open(&a.input)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", a.input.display())))?;
     let sid = c.status()?.store_id;

@@ -163,3 +163,47 @@ fn refused_restores_exit_2_and_change_nothing() {
     c.fails_with(&["restore", "--in", s(&file)], Some(PASS), "another security domain");
     assert_eq!(c.objects(), 1);
 }
+
+#[test]
+fn custodian_shares_replace_the_passphrase() {
+    let a = Env::new();
+    a.ok(&["key", "generate", "--type", "aes-256", "--label", "data"]);
+    let file = a.path("split.bwb");
+    let shares = a.path("custodians");
+    let out = a.ok(&[
+        "backup",
+        "--out",
+        s(&file),
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+        "--share-dir",
+        s(&shares),
+    ]);
+    assert_eq!(out.matches("custodian share written").count(), 3, "{out}");
+    let share = |i: u8| shares.join(format!("split.bwb.share-{i}-of-3.json"));
+    for i in 1..=3 {
+        let m = std::fs::metadata(share(i)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+    }
+    let b = Env::new();
+    b.fails_with(&["restore", "--in", s(&file)], Some(PASS), "give 2 share files with --share");
+    b.fails_with(
+        &["restore", "--in", s(&file), "--share", s(&share(2))],
+        Some(PASS),
+        "not enough custodian shares",
+    );
+    assert_eq!(b.objects(), 0);
+    b.ok(&["restore", "--in", s(&file), "--share", s(&share(3)), "--share", s(&share(1))]);
+    assert_eq!(b.objects(), 1);
+    // A passphrase backup does not take shares.
+    let plain = a.path("plain.bwb");
+    a.ok(&["backup", "--out", s(&plain)]);
+    let c = Env::new();
+    c.fails_with(
+        &["restore", "--in", s(&plain), "--share", s(&share(1))],
+        Some(PASS),
+        "protected by a passphrase",
+    );
+}
