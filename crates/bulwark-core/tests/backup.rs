@@ -310,6 +310,15 @@ fn backup_is_so_only_and_refuses_an_existing_file() {
     let e = as_so(&src).backup(&file, &pass(), FAST, &mut |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
+    // A directory that does not exist: a clear error, no file anywhere.
+    let missing = dir.path().join("no-such-dir").join("b.bwb");
+    let e = as_so(&src).backup(&missing, &pass(), FAST, &mut |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("cannot create the backup file"), "{e}");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
     // Two backups of one store never share bytes beyond chance (new salt, new keys).
     let file2 = dir.path().join("b2.bwb");
     as_so(&src).backup(&file2, &pass(), FAST, &mut |_, _| {}).unwrap();

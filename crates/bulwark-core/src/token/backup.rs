@@ -803,7 +803,7 @@ impl Opened {
     }
 }
 
-/// A temporary file beside `out`, removed unless it is renamed into place.
+/// A temporary file beside `out`, removed when dropped (after it is linked into place, or on failure).
 struct TempFile(Option<PathBuf>);
 
 impl Drop for TempFile {
@@ -858,7 +858,7 @@ impl<S: Store> Token<S> {
 
     /// Writes an encrypted, authenticated backup of the whole store (every object with its
     /// attributes and material, every user and grant) to `out` (mode 0600, written to a
-    /// temporary file beside it and renamed into place). Security officer only (the embedded
+    /// temporary file beside it and linked into place, never over an existing file). Security officer only (the embedded
     /// SO, or a front-door principal with that role); audited as `backup`.
     /// `kdf`: the Argon2id costs of the backup key ([`BACKUP_KDF`] unless testing).
     pub fn backup(
@@ -962,7 +962,7 @@ impl<S: Store> Token<S> {
         let tmp_path = out.with_file_name(tmp_name);
         let file = crate::fsutil::create_private(&tmp_path)
             .map_err(|e| io_error("cannot create the backup file", &e))?;
-        let mut tmp = TempFile(Some(tmp_path.clone()));
+        let tmp = TempFile(Some(tmp_path.clone()));
         let mut w = BufWriter::with_capacity(CHUNK + 64, file);
         w.write_all(&header_bytes).map_err(|e| io_error("cannot write the backup file", &e))?;
         let mut cw = ChunkWriter {
@@ -984,12 +984,16 @@ impl<S: Store> Token<S> {
             w.into_inner().map_err(|e| io_error("cannot write the backup file", e.error()))?;
         file.sync_all().map_err(|e| io_error("cannot write the backup file", &e))?;
         drop(file);
-        if out.exists() {
-            return Err(bad("the backup file already exists; choose another name"));
-        }
-        std::fs::rename(&tmp_path, out)
-            .map_err(|e| io_error("cannot rename the backup file", &e))?;
-        tmp.0 = None;
+        // A hard link never replaces a file that appeared meanwhile (rename would); the
+        // temporary name is then removed by `tmp`.
+        std::fs::hard_link(&tmp_path, out).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                bad("the backup file already exists; choose another name")
+            } else {
+                io_error("cannot move the backup file into place", &e)
+            }
+        })?;
+        drop(tmp);
         sync_dir(out);
         let summary = BackupSummary {
             objects: counts.0,
