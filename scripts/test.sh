@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole Bulwark test suite from a clean clone: installs the external tools the tests
-# check against (OpenSSL, Python with dilithium-py), then `cargo test --workspace` once.
+# check against (OpenSSL, Python with dilithium-py, PostgreSQL), then `cargo test --workspace` once.
 # Slow suites (fuzzing, soaks) are not part of this run; see README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v strace >/dev/null || need_apt+=(strace)  # tracer-as-tamper test
+# PostgreSQL server binaries: bulwark-store-pg's tests start a private server (initdb + pg_ctl).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -65,6 +65,8 @@ struct Report {
     secs: f64,
     lat: Vec<Duration>,
     errors: u64,
+    /// The first error seen (what to fix when a run fails).
+    first_error: Option<String>,
 }
 
 impl Report {
@@ -79,7 +81,8 @@ impl Report {
         let (p50, p99) = (self.percentile(0.50), self.percentile(0.99));
         if as_json {
             let v = json!({"run": self.name, "ops": self.ops, "seconds": self.secs,
-                "ops_per_sec": rate, "p50_ms": p50, "p99_ms": p99, "errors": self.errors});
+                "ops_per_sec": rate, "p50_ms": p50, "p99_ms": p99, "errors": self.errors,
+                "first_error": self.first_error});
             println!("{v}");
         } else {
             println!(
@@ -88,7 +91,10 @@ impl Report {
                 rate,
                 p50,
                 p99,
-                if self.errors > 0 { format!("   {} ERRORS", self.errors) } else { String::new() }
+                match &self.first_error {
+                    Some(e) if self.errors > 0 => format!("   {} ERRORS (first: {e})", self.errors),
+                    _ => String::new(),
+                }
             );
         }
     }
@@ -108,7 +114,7 @@ where
         handles.push(std::thread::spawn(move || {
             b.wait();
             let end = Instant::now() + Duration::from_secs(secs);
-            let (mut ops, mut errors, mut lat) = (0u64, 0u64, Vec::new());
+            let (mut ops, mut errors, mut lat, mut first) = (0u64, 0u64, Vec::new(), None);
             while Instant::now() < end {
                 let t = Instant::now();
                 match f() {
@@ -116,19 +122,26 @@ where
                         ops += k;
                         lat.push(t.elapsed());
                     }
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
-            (ops, errors, lat)
+            (ops, errors, lat, first)
         }));
     }
     let t0 = Instant::now();
-    let mut r = Report { name, ops: 0, secs: 0.0, lat: Vec::new(), errors: 0 };
+    let mut r = Report { name, ops: 0, secs: 0.0, lat: Vec::new(), errors: 0, first_error: None };
     for h in handles {
-        let (o, e, l) = h.join().map_err(|_| CliError::Usage("a bench thread failed".into()))?;
+        let (o, e, l, first) =
+            h.join().map_err(|_| CliError::Usage("a bench thread failed".into()))?;
         r.ops += o;
         r.errors += e;
         r.lat.extend(l);
+        if r.first_error.is_none() {
+            r.first_error = first;
+        }
     }
     r.secs = t0.elapsed().as_secs_f64();
     Ok(r)

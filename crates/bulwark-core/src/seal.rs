@@ -227,6 +227,23 @@ pub fn init_quorum_store_with_users(
     policy: &crate::token::SecurityPolicy,
     users: &[crate::token::InitialUser],
 ) -> Result<QuorumInit> {
+    let create = |uid: [u8; 16], unlock: &str| SqliteStore::create(path, uid, unlock);
+    init_quorum_store_on(create, path, label, total, threshold, policy, users)
+}
+
+/// [`init_quorum_store_with_users`] on any [`Store`]: `create` writes the
+/// new store's header (store id, unlock policy) and returns the store, once every argument
+/// has been checked; the audit log is the local file `<audit_base>-audit` (see
+/// [`crate::Token::open_store`]).
+pub fn init_quorum_store_on<S: Store>(
+    create: impl FnOnce([u8; 16], &str) -> Result<S>,
+    audit_base: &Path,
+    label: &str,
+    total: u8,
+    threshold: u8,
+    policy: &crate::token::SecurityPolicy,
+    users: &[crate::token::InitialUser],
+) -> Result<QuorumInit> {
     if label.is_empty() || label.len() > 32 {
         return Err(Error::ArgumentsBad("token label must be 1 to 32 bytes"));
     }
@@ -271,16 +288,9 @@ pub fn init_quorum_store_with_users(
         wrapped_mk: wrapped,
         mac: Vec::new(),
     };
-    crate::token::create_store(
-        path,
-        store_uid,
-        QUORUM_POLICY,
-        label,
-        &[slot],
-        vault,
-        policy,
-        users,
-    )?;
+    crate::limits::check_token_label(label)?;
+    let store = create(store_uid, QUORUM_POLICY)?;
+    crate::token::create_in(store, audit_base, store_uid, label, &[slot], vault, policy, users)?;
     Ok(QuorumInit { store_uid, threshold, shares })
 }
 
@@ -300,7 +310,12 @@ pub struct QuorumPolicy {
 impl QuorumPolicy {
     /// Reads the policy of the store at `path`; refuses a store of another policy.
     pub fn load(path: &Path) -> Result<Self> {
-        let store = SqliteStore::open(path)?;
+        Self::from_store(&SqliteStore::open(path)?)
+    }
+
+    /// Reads the policy of an open store (any [`Store`]); refuses a
+    /// store of another policy.
+    pub fn from_store<S: Store>(store: &S) -> Result<Self> {
         let meta = store.header()?;
         if meta.zeroized {
             return Err(Error::Zeroized);

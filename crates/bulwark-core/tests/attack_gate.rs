@@ -608,6 +608,37 @@ fn attack10_grants_die_with_their_user() {
 
 /// Attack 10: a demoted crypto officer loses its rights at once, in the sessions it already
 /// has (the front door still holds the principal it authenticated).
+/// While a tamper alarm is active, user and access-list administration is refused like every
+/// other operation (only the security officer's alarm handling runs), and nothing changes.
+#[test]
+fn user_administration_is_refused_during_a_tamper_alarm() {
+    let k = kernel(&SecurityPolicy::default());
+    let officer = k.principal("officer");
+    let key = as_(&officer, 1, || aes(&k.t, "k", true, &[b(AttrType::Encrypt, true)]).unwrap());
+    k.t.tamper_signal("test: enclosure opened");
+    let users_before = as_(&k.so, 0, || k.t.list_users().unwrap().len());
+    as_(&k.so, 0, || {
+        let r = k.t.create_user("mallory", Role::SecurityOfficer, b"mallory-password", None);
+        assert!(matches!(r, Err(Error::TamperAlarm(_))), "{r:?}");
+        assert!(matches!(k.t.delete_user("bob"), Err(Error::TamperAlarm(_))));
+        assert!(matches!(
+            k.t.set_user_role("bob", Role::CryptoOfficer),
+            Err(Error::TamperAlarm(_))
+        ));
+        assert!(matches!(k.t.reset_password("bob", b"new-password-1"), Err(Error::TamperAlarm(_))));
+        assert!(matches!(k.t.unlock_user("bob"), Err(Error::TamperAlarm(_))));
+    });
+    let r = as_(&officer, 1, || k.t.set_grant(key, &to("alice"), Some(Ops::ALL)));
+    assert!(matches!(r, Err(Error::TamperAlarm(_))), "{r:?}");
+    // Nothing changed: the officer clears the alarm and sees the same users.
+    as_(&k.so, 0, || {
+        k.t.clear_tamper_unsealed().unwrap();
+        assert_eq!(k.t.list_users().unwrap().len(), users_before);
+        assert!(k.t.list_users().unwrap().iter().all(|u| u.name != "mallory"));
+    });
+    assert!(as_(&officer, 1, || k.t.grants(key)).unwrap().is_empty());
+}
+
 #[test]
 fn attack10_a_demoted_officer_loses_its_rights_at_once() {
     let k = kernel(&SecurityPolicy::default());

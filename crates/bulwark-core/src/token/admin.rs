@@ -21,13 +21,14 @@ const AUDIT_KEY_UID: [u8; 16] = *b"bulwark-auditkey";
 
 /// Creates the audit log of a new store and records `init` (the store already holds the
 /// policy and the sealed audit key).
-pub(crate) fn after_init(
+pub(crate) fn after_init<S: Store>(
+    store: &S,
     path: &Path,
     store_uid: [u8; 16],
     signer: AuditSigner,
     policy: &SecurityPolicy,
 ) -> Result<()> {
-    SqliteStore::open(path)?.set_header_note(HeaderNote::AuditPub, Some(&signer.public_key()))?;
+    store.set_header_note(HeaderNote::AuditPub, Some(&signer.public_key()))?;
     let log = AuditLog::open(path, store_uid, true, audit::CheckpointPolicy::default())?;
     log.set_signer(Some(Arc::new(signer)));
     log.append(&AuditEvent {

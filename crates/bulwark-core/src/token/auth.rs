@@ -70,8 +70,25 @@ pub(crate) fn create_store(
     users: &[InitialUser],
 ) -> Result<()> {
     check_token_label(label)?;
-    let ik = vault.integrity_keys()?;
     let store = SqliteStore::create(path, store_uid, unlock_policy)?;
+    create_in(store, path, store_uid, label, slots, vault, policy, users)
+}
+
+/// [`create_store`] on a store whose header `create` just wrote (any [`Store`]); the audit log
+/// is `<audit_base>-audit`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create_in<S: Store>(
+    store: S,
+    audit_base: &Path,
+    store_uid: [u8; 16],
+    label: &str,
+    slots: &[KeyslotRow],
+    vault: Vault,
+    policy: &super::policy::SecurityPolicy,
+    users: &[InitialUser],
+) -> Result<()> {
+    check_token_label(label)?;
+    let ik = vault.integrity_keys()?;
     let token = Token::open_created(store, store_uid)?;
     let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
     let (signer, audit_key) = super::admin::new_audit_key(&vault)?;
@@ -101,9 +118,8 @@ pub(crate) fn create_store(
         }
     }
     token.lock_unaudited();
-    drop(token);
     // The audit log and its first record (guard.rs).
-    super::admin::after_init(path, store_uid, signer, policy)
+    super::admin::after_init(&token.store, audit_base, store_uid, signer, policy)
 }
 
 pub(super) fn init_store(

@@ -415,11 +415,15 @@ impl<S: Store> Token<S> {
             if let Some(why) = tamper_reason(&e) {
                 self.trigger(why, c.session);
             }
+            if let Some(id) = outbox {
+                self.outbox_failed(id);
+            }
             return Err(e);
         }
         if let Some(id) = outbox {
             self.outbox_done(id);
         }
+        self.outbox_retry();
         if let Err(e) = &r {
             if let Some(why) = tamper_reason(e) {
                 self.trigger(why, c.session);

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-pub(crate) use auth::create_store;
+pub(crate) use auth::create_in;
 pub use auth::InitialUser;
 pub use backup::{
     read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
@@ -282,11 +282,37 @@ impl Token<SqliteStore> {
     }
 
     fn open_with(path: &Path, audit: bool) -> Result<Self> {
-        let provider = Provider::get()?;
         let store = SqliteStore::open(path)?;
+        let log = if audit { Some(path) } else { None };
+        Token::open_on(store, log)
+    }
+
+    /// The store file path.
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+}
+
+impl<S: Store> Token<S> {
+    /// Opens a token over any store (the PostgreSQL store of a cluster, for one), as
+    /// [`Token::open`] does over a SQLite file. The audit log is the local file
+    /// `<audit_base>-audit` (beside a SQLite store, `audit_base` is the store file); opening
+    /// checks it (missing, foreign or rolled back is tampering).
+    pub fn open_store(store: S, audit_base: &Path) -> Result<Self> {
+        Self::open_on(store, Some(audit_base))
+    }
+
+    /// [`Token::open_store`] **without an audit log**: nothing is recorded. For benchmarks that
+    /// measure the store; never for a deployed token.
+    #[doc(hidden)]
+    pub fn open_store_insecure_without_audit(store: S) -> Result<Self> {
+        Self::open_on(store, None)
+    }
+
+    fn open_on(store: S, log: Option<&Path>) -> Result<Self> {
+        let provider = Provider::get()?;
         let header = store.header()?;
         let change = store.change_counter()?;
-        let log = if audit { Some(path) } else { None };
         let guard = guard::Guard::open_with(&store, header.store_uid, header.zeroized, log);
         Ok(Self(Arc::new(Inner {
             live: Live::default(),
@@ -308,7 +334,7 @@ impl Token<SqliteStore> {
     }
 
     /// A token over a store just created, with no audit log yet (store creation only).
-    pub(crate) fn open_created(store: SqliteStore, store_uid: [u8; 16]) -> Result<Self> {
+    pub(crate) fn open_created(store: S, store_uid: [u8; 16]) -> Result<Self> {
         let guard = guard::Guard::open_with(&store, store_uid, false, None);
         Ok(Self(Arc::new(Inner {
             live: Live::default(),
@@ -327,11 +353,6 @@ impl Token<SqliteStore> {
             outbox: outbox::Outbox::default(),
             store,
         })))
-    }
-
-    /// The store file path.
-    pub fn path(&self) -> &Path {
-        self.store.path()
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -64,6 +65,10 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Outbox {
     done: Mutex<Vec<[u8; 16]>>,
+    /// Rows whose record failed to append in this process (disk full, log broken): recorded
+    /// as `audit-recovered` after the next record that does append.
+    failed: Mutex<Vec<[u8; 16]>>,
+    any_failed: AtomicBool,
 }
 
 /// A call starts on this thread (its pre-check).
@@ -89,6 +94,23 @@ pub(super) fn mark(mut detail: String, id: &[u8; 16]) -> String {
 /// The outbox ids named by one audit record's detail.
 fn marked(detail: &str) -> impl Iterator<Item = &str> {
     detail.split(' ').filter_map(|w| w.strip_prefix(MARK))
+}
+
+/// The record standing for a call's lost record.
+fn recovered_event(e: &Entry, when: &str) -> AuditEvent {
+    AuditEvent {
+        actor: Actor { name: e.actor.clone(), role: e.role.clone(), client: e.client.clone() },
+        session: e.session,
+        op: "audit-recovered",
+        mechanism: None,
+        object: e.objects.join(","),
+        label: String::new(),
+        result: "ok",
+        detail: format!(
+            "{} committed at {} ms without its audit record; recovered {when}",
+            e.op, e.at_ms
+        ),
+    }
 }
 
 /// What a write does with the outbox, decided before its transaction (it may be retried).
@@ -164,6 +186,48 @@ impl<S: Store> Token<S> {
         lock(&self.outbox.done).push(id);
     }
 
+    /// The record of the call that committed row `id` failed to append.
+    pub(super) fn outbox_failed(&self, id: [u8; 16]) {
+        lock(&self.outbox.failed).push(id);
+        self.outbox.any_failed.store(true, Ordering::Release);
+    }
+
+    /// After a record appended again: the rows whose record failed earlier in this process are
+    /// recorded now (a long-running daemon does not wait for its next unseal).
+    pub(super) fn outbox_retry(&self) {
+        if !self.outbox.any_failed.load(Ordering::Acquire) {
+            return;
+        }
+        let (Some(ik), Some(log)) = (self.integrity(), self.audit_log()) else { return };
+        let ids = std::mem::take(&mut *lock(&self.outbox.failed));
+        self.outbox.any_failed.store(false, Ordering::Release);
+        let mut left = Vec::new();
+        for id in ids {
+            let r = self.store.record(kind::OUTBOX, &id).and_then(|row| match row {
+                // Already recovered (another process's unlock) or deleted.
+                None => Ok(()),
+                Some(row) => {
+                    ik.verify_row(&row)?;
+                    let e: Entry = serde_json::from_slice(&row.value)
+                        .map_err(|_| Error::Integrity("outbox row malformed"))?;
+                    log.append(&recovered_event(&e, "after a failed append"))?;
+                    Ok(())
+                }
+            });
+            match r {
+                Ok(()) => self.outbox_done(id),
+                Err(e) => {
+                    tracing::error!(error = %e, "audit outbox: cannot record a lost record yet");
+                    left.push(id);
+                }
+            }
+        }
+        if !left.is_empty() {
+            lock(&self.outbox.failed).extend(left);
+            self.outbox.any_failed.store(true, Ordering::Release);
+        }
+    }
+
     /// Records every outbox row older than `grace` whose call's audit record is not in the log
     /// as `audit-recovered` (actor, operation, objects and commit time of the lost record), then
     /// deletes the rows. Runs at each unlock with [`OUTBOX_GRACE`]; needs the store unlocked.
@@ -211,23 +275,7 @@ impl<S: Store> Token<S> {
             if recorded.contains(&hex::encode(id)) {
                 continue;
             }
-            log.append(&AuditEvent {
-                actor: Actor {
-                    name: e.actor.clone(),
-                    role: e.role.clone(),
-                    client: e.client.clone(),
-                },
-                session: e.session,
-                op: "audit-recovered",
-                mechanism: None,
-                object: e.objects.join(","),
-                label: String::new(),
-                result: "ok",
-                detail: format!(
-                    "{} committed at {} ms without its audit record; recovered at unlock",
-                    e.op, e.at_ms
-                ),
-            })?;
+            log.append(&recovered_event(e, "at unlock"))?;
             recovered += 1;
         }
         self.write(ik, |a| {
@@ -328,5 +376,38 @@ mod tests {
         // Recorded once, never again; the store still verifies (the rows were authentic).
         assert_eq!(t2.recover_audit_outbox(Duration::ZERO).unwrap(), 0);
         t2.verify_store().unwrap();
+    }
+
+    #[test]
+    fn a_failed_append_is_recovered_after_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let pin = Pin::new(b"pin-12345".to_vec());
+        let opts = InitOptions {
+            kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+            ..InitOptions::default()
+        };
+        Token::init_with_options(&path, "t", &pin, Some(&pin), &opts).unwrap();
+        let t = Token::open(&path).unwrap();
+        t.login(UserType::User, &pin).unwrap();
+        // The call commits, its append fails (as `finish` sees it).
+        begin("generate-key", 3);
+        let lost = t.generate_key_unaudited(KeyGenMechanism::AesKeyGen, &aes_template("c"), 0);
+        let lost = lost.unwrap();
+        let _ = t.obj(lost);
+        let lost_uid = t.describe(lost).0;
+        t.outbox_failed(end().unwrap());
+        assert!(!records(&t).iter().any(|r| r.op == "audit-recovered"));
+        // The next record that appends brings the lost one in, without waiting for an unlock.
+        t.generate_key(KeyGenMechanism::AesKeyGen, &aes_template("d"), 0).unwrap();
+        let recs = records(&t);
+        let rec = recs.iter().find(|r| r.op == "audit-recovered").unwrap();
+        assert_eq!(rec.object, lost_uid);
+        assert!(rec.detail.ends_with("after a failed append"), "{}", rec.detail);
+        // Its row goes with the next write; nothing is recorded twice.
+        t.set_attributes(lost, &[(AttrType::Label, AttrValue::Bytes(b"c2".to_vec()))]).unwrap();
+        assert_eq!(t.recover_audit_outbox(Duration::ZERO).unwrap(), 0);
+        assert_eq!(records(&t).iter().filter(|r| r.op == "audit-recovered").count(), 1);
+        t.verify_store().unwrap();
     }
 }

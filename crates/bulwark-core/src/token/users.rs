@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::guard::Call;
+use super::outbox;
 use super::state::AuthTx;
 use super::{read, Token};
 use crate::error::{Error, Result};
@@ -214,11 +216,22 @@ pub(crate) mod totp {
 
 impl<S: Store> Token<S> {
     fn require_so_caller(&self) -> Result<()> {
+        self.admin_gate("user-admin")?;
         if self.who().role == Some(Role::SecurityOfficer) {
             Ok(())
         } else {
             Err(Error::ActionProhibited("only the security officer manages users"))
         }
+    }
+
+    /// The dispatch pre-check for administration a front door records itself (the daemon's
+    /// user and access-list management, with the approvals it checked): refused while zeroized
+    /// or in a tamper alarm, and after another connection's commit only once the store verified
+    /// again. These writes carry no outbox row: the front door appends their record.
+    fn admin_gate(&self, op: &'static str) -> Result<()> {
+        let r = self.precheck(&Call::new(op));
+        outbox::end();
+        r
     }
 
     fn unsealed_ik(&self) -> Result<std::sync::Arc<crate::hierarchy::IntegrityKeys>> {
@@ -567,6 +580,7 @@ impl<S: Store> Token<S> {
     /// Sets (or with `None` removes) the grant of `grantee` on the object `h` (crypto officer
     /// only).
     pub fn set_grant(&self, h: u64, grantee: &Grantee, ops: Option<Ops>) -> Result<()> {
+        self.admin_gate("set-grant")?;
         let w = self.who();
         if w.role != Some(Role::CryptoOfficer) {
             return Err(Error::ActionProhibited("only crypto officers manage access lists"));
