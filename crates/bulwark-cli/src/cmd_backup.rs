@@ -221,7 +221,7 @@ pub(crate) fn restore(ctx: &Ctx, a: &RestoreArgs) -> CliResult<ExitCode> {
 }
 
 /// `bulwark --endpoint URL backup`: the HSM writes the backup and streams it here, where it
-/// goes to a 0600 temporary file beside `--out` and is renamed into place once complete.
+/// goes to a 0600 temporary file beside `--out`, linked into place once complete.
 pub(crate) fn backup_remote(c: &bulwark_client::Client, a: &BackupArgs) -> CliResult<ExitCode> {
     use std::io::Write as _;
     if a.out.exists() {
@@ -273,14 +273,15 @@ pub(crate) fn backup_remote(c: &bulwark_client::Client, a: &BackupArgs) -> CliRe
             return Err(e);
         }
     };
-    // The file must be a whole backup of this HSM before it takes the final name.
-    let h = read_backup_header(&tmp);
-    if h.is_err() || bytes == 0 {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    let h = h?;
-    std::fs::rename(&tmp, &a.out)
-        .map_err(|e| CliError::Usage(format!("cannot rename to {}: {e}", a.out.display())))?;
+    // The file must read as a backup before it takes the final name, and a hard link never
+    // replaces a file that appeared meanwhile.
+    let placed = read_backup_header(&tmp).map_err(CliError::from).and_then(|h| {
+        std::fs::hard_link(&tmp, &a.out)
+            .map(|()| h)
+            .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", a.out.display())))
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let h = placed?;
     println!(
         "backup written to {}: {} objects, {bytes} bytes (store {}, security domain {})",
         a.out.display(),
