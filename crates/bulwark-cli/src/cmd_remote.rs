@@ -244,6 +244,8 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Zeroize(a) => zeroize(endpoint, &a),
+        Command::Backup(a) => crate::cmd_backup::backup_remote(&session(endpoint)?, &a),
+        Command::Restore(a) => crate::cmd_backup::restore_remote(&session(endpoint)?, &a),
         Command::Audit(a) => audit(endpoint, a),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
         Command::Tamper(crate::cmd_zeroize::TamperCommand::Status) => {

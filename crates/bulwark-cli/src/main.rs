@@ -9,6 +9,7 @@
 
 mod cmd_approval;
 mod cmd_audit;
+mod cmd_backup;
 mod cmd_bench;
 mod cmd_keys;
 mod cmd_ops;
@@ -110,6 +111,12 @@ enum Command {
     /// Audit log: export, public-key, verify (offline), prove.
     #[command(subcommand)]
     Audit(cmd_audit::AuditCommand),
+    /// Write an encrypted, authenticated backup of the whole store (SO PIN; backup passphrase
+    /// from --passphrase-file, BULWARK_BACKUP_PASSPHRASE or a prompt). See docs/backup.md.
+    Backup(cmd_backup::BackupArgs),
+    /// Restore a backup into a freshly initialized store (SO PIN; backup passphrase as for
+    /// backup). The whole file is checked first; any refusal changes nothing.
+    Restore(cmd_backup::RestoreArgs),
     /// Destroy every key in the store irreversibly (SO PIN; asks for confirmation).
     Zeroize(cmd_zeroize::ZeroizeArgs),
     /// Tamper alarm: status, clear.
@@ -236,6 +243,8 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
             Err(CliError::Usage("seal, unseal, user, access and trust need --endpoint".into()))
         }
         Command::Audit(a) => cmd_audit::run(&ctx, a),
+        Command::Backup(a) => cmd_backup::backup(&ctx, &a),
+        Command::Restore(a) => cmd_backup::restore(&ctx, &a),
         Command::Zeroize(a) => cmd_zeroize::zeroize(&ctx, &a),
         Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),
         Command::Approval(_) => unreachable!("handled above"),

@@ -86,3 +86,70 @@ impl Client {
         Ok(self.rt.block_on(c.export_key(self.req(r)))?.into_inner())
     }
 }
+
+impl Client {
+    /// Takes a backup of the whole HSM (security officer; quorum approvals when required) and
+    /// hands each part of the file to `part`, with the object count the first part announces.
+    /// Returns the number of bytes received.
+    pub fn backup_each(
+        &self,
+        r: pb::BackupRequest,
+        mut part: impl FnMut(&[u8], u64) -> std::io::Result<()>,
+    ) -> Result<u64> {
+        let mut c = self.inner.clone();
+        let r = self.req(r);
+        self.rt.block_on(async {
+            let mut stream = c.backup(r).await?.into_inner();
+            let mut bytes = 0u64;
+            while let Some(m) = stream.message().await? {
+                bytes += m.data.len() as u64;
+                part(&m.data, m.objects).map_err(|e| {
+                    crate::ClientError::Config(format!("cannot write the backup: {e}"))
+                })?;
+            }
+            Ok(bytes)
+        })
+    }
+
+    /// Restores a backup file into the HSM (security officer; quorum approvals when required):
+    /// `first` carries the passphrase and approvals, the file follows in 1 MiB messages.
+    pub fn restore_from(
+        &self,
+        first: pb::RestoreChunk,
+        file: std::fs::File,
+    ) -> Result<pb::RestoreResponse> {
+        const CHUNK: usize = 1 << 20;
+        let mut c = self.inner.clone();
+        self.rt.block_on(async {
+            let (tx, rx) = tokio::sync::mpsc::channel::<pb::RestoreChunk>(4);
+            let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Read as _;
+                let mut f = std::io::BufReader::new(file);
+                let mut msg = first;
+                loop {
+                    let mut data = vec![0u8; CHUNK];
+                    let mut n = 0;
+                    while n < CHUNK {
+                        match f.read(&mut data[n..])? {
+                            0 => break,
+                            k => n += k,
+                        }
+                    }
+                    data.truncate(n);
+                    msg.data = data;
+                    if tx.blocking_send(msg).is_err() || n < CHUNK {
+                        return Ok(());
+                    }
+                    msg = pb::RestoreChunk::default();
+                }
+            });
+            let r = self.req(tokio_stream::wrappers::ReceiverStream::new(rx));
+            let resp = c.restore(r).await;
+            reader
+                .await
+                .map_err(|_| crate::ClientError::Config("backup reader failed".into()))?
+                .map_err(|e| crate::ClientError::Config(format!("cannot read the backup: {e}")))?;
+            Ok(resp?.into_inner())
+        })
+    }
+}

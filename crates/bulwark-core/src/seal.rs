@@ -92,9 +92,21 @@ pub enum UnsealError {
 
 /// An RNG for vsss-rs backed by the provider's (health-tested) RNG. A failure is remembered and
 /// turned into an error after the split, so no share made from a failed RNG is ever used.
-struct ProviderRng {
+pub(crate) struct ProviderRng {
     p: &'static Provider,
     failed: bool,
+}
+
+impl ProviderRng {
+    /// An RNG drawing from `p`.
+    pub(crate) fn new(p: &'static Provider) -> Self {
+        Self { p, failed: false }
+    }
+
+    /// Whether any draw failed (then nothing made from it may be used).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
 }
 
 impl rand_core::TryRng for ProviderRng {

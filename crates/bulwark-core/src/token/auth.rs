@@ -93,6 +93,9 @@ pub(crate) fn create_in<S: Store>(
     let pj = serde_json::to_vec(policy).map_err(|_| Error::Internal("policy json"))?;
     let (signer, audit_key) = super::admin::new_audit_key(&vault)?;
     let tamper_zeroize = policy.tamper_response == super::policy::TamperResponse::Zeroize;
+    // The security domain (docs/backup.md): a new random one; a restore may adopt another.
+    let mut domain = [0u8; 16];
+    Provider::get()?.random(&mut domain)?;
     token.write_with(&ik, Fresh::Init { tamper_zeroize }, |a| {
         for s in slots {
             a.put_keyslot(s)?;
@@ -101,6 +104,7 @@ pub(crate) fn create_in<S: Store>(
         a.put_record(kind::SETTING, b"policy", &pj)?;
         a.put_record(kind::SETTING, b"audit_key", &audit_key)?;
         a.put_record(kind::SETTING, b"audit_pub", &signer.public_key())?;
+        a.put_record(kind::SETTING, super::backup::DOMAIN_SETTING.as_bytes(), &domain)?;
         Ok(())
     })?;
     if !users.is_empty() {

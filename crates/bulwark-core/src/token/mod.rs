@@ -10,6 +10,7 @@
 
 mod admin;
 mod auth;
+mod backup;
 mod batch;
 mod entry;
 mod gate;
@@ -29,6 +30,10 @@ use std::time::{Duration, Instant};
 
 pub(crate) use auth::create_in;
 pub use auth::InitialUser;
+pub use backup::{
+    read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
+    Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
+};
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;
 pub use ops::Usage;

@@ -69,6 +69,9 @@ pub(crate) struct AuthTx<'a> {
     objects: i64,
     /// Unique ids of the objects inserted, changed or deleted (for the audit outbox).
     touched: Vec<[u8; 16]>,
+    /// The same ids as a set: a restore touches 100 000 objects in one write, and a linear
+    /// search per object made that quadratic.
+    touched_set: std::collections::HashSet<[u8; 16]>,
 }
 
 impl AuthTx<'_> {
@@ -78,7 +81,7 @@ impl AuthTx<'_> {
     }
 
     fn touch(&mut self, uid: [u8; 16]) {
-        if !self.touched.contains(&uid) {
+        if self.touched_set.insert(uid) {
             self.touched.push(uid);
         }
     }
@@ -241,7 +244,14 @@ impl<S: Store> Token<S> {
                 self.check_not_rolled_back(st.generation)?;
                 st
             };
-            let mut a = AuthTx { tx, ik, delta: [0; 32], objects: 0, touched: Vec::new() };
+            let mut a = AuthTx {
+                tx,
+                ik,
+                delta: [0; 32],
+                objects: 0,
+                touched: Vec::new(),
+                touched_set: std::collections::HashSet::new(),
+            };
             let v = f(&mut a)?;
             Self::outbox_apply(&plan, &mut a)?;
             let mut commitment = st.commitment;

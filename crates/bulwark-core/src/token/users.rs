@@ -31,12 +31,12 @@ use crate::kernel::{self, Grantee, Ops, Principal, Role, UserId, EVERY_CRYPTO_US
 use crate::store::Store;
 
 /// Record kinds of this module.
-mod kind {
-    pub(super) const USER: &str = "user";
-    pub(super) const USER_NAME: &str = "user-name";
-    pub(super) const LOGIN: &str = "login";
-    pub(super) const GRANT: &str = "grant";
-    pub(super) const APPROVAL: &str = "approval";
+pub(super) mod kind {
+    pub(in crate::token) const USER: &str = "user";
+    pub(in crate::token) const USER_NAME: &str = "user-name";
+    pub(in crate::token) const LOGIN: &str = "login";
+    pub(in crate::token) const GRANT: &str = "grant";
+    pub(in crate::token) const APPROVAL: &str = "approval";
 }
 
 /// Default consecutive failed logins after which a user is locked.
@@ -667,7 +667,7 @@ impl<S: Store> Token<S> {
     }
 }
 
-fn totp_name(id: UserId) -> Zeroizing<Vec<u8>> {
+pub(super) fn totp_name(id: UserId) -> Zeroizing<Vec<u8>> {
     let mut n = b"totp:".to_vec();
     n.extend_from_slice(&id.0);
     Zeroizing::new(n)

@@ -12,6 +12,7 @@
 //! authentication every one of them goes through and the trait's dispatch.
 
 mod admin;
+mod backup;
 mod key_ops;
 mod session;
 use std::sync::Arc;
@@ -383,6 +384,22 @@ impl Hsm for HsmService {
         req: Request<pb::ZeroizeRequest>,
     ) -> Result<Response<pb::ZeroizeResponse>, Status> {
         admin::zeroize(self, req).await
+    }
+
+    type BackupStream = backup::BackupStream;
+
+    async fn backup(
+        &self,
+        req: Request<pb::BackupRequest>,
+    ) -> Result<Response<backup::BackupStream>, Status> {
+        backup::backup(self, req).await
+    }
+
+    async fn restore(
+        &self,
+        req: Request<tonic::Streaming<pb::RestoreChunk>>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        backup::restore(self, req).await
     }
 
     async fn audit_export(
