@@ -57,9 +57,16 @@ struct Entry {
     at_ms: u64,
     /// The audit log's size before the call's record: its record, if any, is at or after it.
     audit_size: u64,
-    /// Unique ids (hex) of the token objects the write inserted, changed or deleted.
+    /// Unique ids (hex) of the token objects the write inserted, changed or deleted (the
+    /// first [`MAX_NAMED`]).
     objects: Vec<String>,
+    /// How many more objects it touched (a restore touches every object).
+    #[serde(default)]
+    more: u64,
 }
+
+/// How many touched objects an outbox row names.
+const MAX_NAMED: usize = 64;
 
 /// The outbox state of one open token: ids whose records are appended, to delete.
 #[derive(Default)]
@@ -118,10 +125,17 @@ fn recovered_event(e: &Entry, when: &str) -> AuditEvent {
         object: e.objects.join(","),
         label: String::new(),
         result: "ok",
-        detail: format!(
-            "{} committed at {} ms without its audit record; recovered {when}",
-            e.op, e.at_ms
-        ),
+        detail: if e.more > 0 {
+            format!(
+                "{} committed at {} ms without its audit record ({} more objects); recovered {when}",
+                e.op, e.at_ms, e.more
+            )
+        } else {
+            format!(
+                "{} committed at {} ms without its audit record; recovered {when}",
+                e.op, e.at_ms
+            )
+        },
     }
 }
 
@@ -159,6 +173,7 @@ impl<S: Store> Token<S> {
                     at_ms: audit::now_ms(),
                     audit_size: self.audit_log().map_or(Ok(0), audit::AuditLog::size)?,
                     objects: Vec::new(),
+                    more: 0,
                 };
                 Some((id, entry))
             }
@@ -182,11 +197,17 @@ impl<S: Store> Token<S> {
                 entry.at_ms = old.at_ms;
                 entry.audit_size = old.audit_size;
                 entry.objects = old.objects;
+                entry.more = old.more;
             }
             for uid in a.touched() {
                 let uid = hex::encode(uid);
-                if !entry.objects.contains(&uid) {
+                if entry.objects.contains(&uid) {
+                    continue;
+                }
+                if entry.objects.len() < MAX_NAMED {
                     entry.objects.push(uid);
+                } else {
+                    entry.more += 1;
                 }
             }
             let value =
