@@ -82,6 +82,19 @@ fn has(recs: &[audit::AuditRecord], op: &str, result: &str) -> bool {
     recs.iter().any(|r| r.op == op && r.result == result)
 }
 
+/// The aggregated `use-count` records of successful `op` calls (the bounded class counts
+/// successful key uses instead of writing a record per call).
+fn counted<'a>(recs: &'a [audit::AuditRecord], op: &str) -> Vec<&'a audit::AuditRecord> {
+    recs.iter().filter(|r| r.use_count().is_some_and(|u| u.op == op)).collect()
+}
+
+/// The number of successful `op` calls the log accounts for, counted or recorded one by one.
+fn uses(recs: &[audit::AuditRecord], op: &str) -> u64 {
+    let one_by_one = recs.iter().filter(|r| r.op == op && r.result == "ok").count() as u64;
+    counted(recs, op).iter().filter_map(|r| r.use_count()).map(|u| u.count).sum::<u64>()
+        + one_by_one
+}
+
 #[test]
 fn refused_operations_are_audited_as_refused() {
     let f = fx(alarm_policy());
@@ -102,10 +115,14 @@ fn refused_operations_are_audited_as_refused() {
     assert!(has(&recs, "login", "ok"));
     assert!(recs.iter().any(|r| r.op == "sign" && r.result != "ok" && r.label == "k"));
     assert!(has(&recs, "export-secret", "key-unextractable"));
-    let enc = recs.iter().find(|r| r.op == "encrypt").unwrap();
+    // The successful encryption is counted (bounded class), under its key, user and mechanism.
+    let enc = counted(&recs, "encrypt");
+    assert_eq!(enc.len(), 1, "{recs:#?}");
+    let enc = enc[0];
     assert_eq!((enc.result.as_str(), enc.label.as_str(), enc.actor.as_str()), ("ok", "k", "user"));
     assert_eq!(enc.mechanism, "0x00001087"); // CKM_AES_GCM
-                                             // Sequence numbers are gapless from 0.
+    assert_eq!(uses(&recs, "encrypt"), 1);
+    // Sequence numbers are gapless from 0.
     assert!(recs.iter().enumerate().all(|(i, r)| r.seq == i as u64));
     // No record carries the PINs.
     let all = format!("{recs:?}");
@@ -127,7 +144,8 @@ fn exported_log_verifies_and_any_edit_is_caught() {
     let lines = t.audit_export(0).unwrap();
     let rep = audit::verify_export(&lines, &pk);
     assert!(rep.ok(), "{rep:?}");
-    assert!(rep.records >= 16);
+    assert!(rep.records >= 8, "{rep:?}");
+    assert_eq!(rep.key_uses, 12, "{rep:?}");
     // A partial export verifies too (the header's frontier is covered by the checkpoint).
     let part = t.audit_export(6).unwrap();
     let rep = audit::verify_export(&part, &pk);
@@ -379,7 +397,9 @@ fn key_use_through_key_for_is_audited_as_init() {
     assert!(t.prepare(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
     drop(t);
     let recs = records(&f.path);
-    assert!(recs.iter().any(|r| r.op == "encrypt-init" && r.result == "ok" && r.label == "k"));
+    let init = counted(&recs, "encrypt-init");
+    assert!(init.len() == 1 && init[0].label == "k", "{recs:#?}");
+    assert_eq!(uses(&recs, "encrypt-init"), 1);
     assert!(recs.iter().any(|r| r.op == "sign-init" && r.result != "ok"));
 }
 
@@ -769,8 +789,48 @@ fn bounded_key_use_records_are_exported_and_survive_a_clean_close() {
         }
     }
     let recs = records(&f.path);
-    assert_eq!(recs.iter().filter(|r| r.op == "encrypt" && r.result == "ok").count(), 25);
+    assert_eq!(uses(&recs, "encrypt"), 25, "{recs:#?}");
     assert!(!recs.iter().any(|r| r.op == "unclean-shutdown"));
+}
+
+/// The default (bounded) policy counts every successful key use: several threads preparing
+/// keys, using them and calling the one-shot API leave aggregated counts that add up to the
+/// calls made, under the right key and user; the verifier's key-use total agrees; a refused use
+/// is still a record of its own.
+#[test]
+fn every_key_use_of_a_multithreaded_run_is_counted() {
+    let f = fx(alarm_policy());
+    let (threads, rounds, per_prepare) = (4u64, 150u64, 3u64);
+    {
+        let t = Token::open(&f.path).unwrap();
+        t.login(UserType::User, &user()).unwrap();
+        let k = aes(&t, "k", false);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let t = t.clone();
+                s.spawn(move || {
+                    for _ in 0..rounds {
+                        let p = t.prepare(k, bulwark_core::token::Usage::Encrypt, &gcm()).unwrap();
+                        for _ in 0..per_prepare {
+                            p.encrypt(&gcm(), b"data").unwrap();
+                        }
+                        t.encrypt(k, &gcm(), b"one-shot").unwrap();
+                    }
+                });
+            }
+        });
+        assert!(t.prepare(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
+    }
+    let recs = records(&f.path);
+    assert_eq!(uses(&recs, "encrypt-init"), threads * rounds);
+    assert_eq!(uses(&recs, "encrypt"), threads * rounds * (per_prepare + 1));
+    assert!(counted(&recs, "encrypt").iter().all(|r| r.label == "k" && r.actor == "user"));
+    assert!(recs.iter().any(|r| r.op == "sign-init" && r.result != "ok"));
+    let t = Token::open(&f.path).unwrap();
+    t.login(UserType::So, &so()).unwrap();
+    let rep = audit::verify_export(&t.audit_export(0).unwrap(), &t.audit_public_key().unwrap());
+    assert!(rep.ok(), "{rep:?}");
+    assert_eq!(rep.key_uses, threads * rounds * (per_prepare + 1));
 }
 
 /// After zeroization the log is final: refused requests (from the token that zeroized, from

@@ -527,6 +527,16 @@ impl AuditLog {
         c
     }
 
+    /// `Ok` while records can still be added; the integrity error once this log was found
+    /// broken (rolled back, cut, replaced). What a caller that only counts (no record of its
+    /// own) checks, so that a broken log refuses counted uses like it refuses appends.
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] naming what broke.
+    pub fn check_usable(&self) -> Result<()> {
+        self.inner.check_broken()
+    }
+
     /// Counts `n` uses of `key` without a pre-registered counter (a slot per call: for
     /// occasional uses; hot paths hold a [`UseCounter`]).
     pub fn count_use(&self, key: UseKey, n: u64) {

@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for AuditKeyUse {
 }
 
 /// Who acts: an authenticated user (or nobody), the role it holds, and where it connects from.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Actor {
     /// User name (`so`, `user`, a daemon account) or `-` when nobody is logged in.
     pub name: String,

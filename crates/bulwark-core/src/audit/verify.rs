@@ -45,7 +45,8 @@ pub struct VerifyReport {
     /// Every unclean end of an opener the log records (verified records only). Not a
     /// verification failure by itself; a tamper policy may alarm on it.
     pub unclean_shutdowns: Vec<UncleanShutdown>,
-    /// Key uses recorded: one per key-use record plus the counts of `use-count` records.
+    /// Key uses recorded: one per key-use record plus the counts of the `use-count` records
+    /// of key uses (counted `*-init` calls and lookups are not uses).
     pub key_uses: u64,
 }
 
@@ -264,7 +265,10 @@ impl<'k> Verifier<'k> {
                     self.rep.unclean_shutdowns.push(u);
                 }
                 if let Some(c) = record.use_count() {
-                    self.rep.key_uses += c.count;
+                    // Counted `*-init` and lookups are not uses of a key's data path.
+                    if is_key_use(&c.op) {
+                        self.rep.key_uses += c.count;
+                    }
                 } else if is_key_use(&record.op) && record.result == "ok" {
                     self.rep.key_uses += 1;
                 }

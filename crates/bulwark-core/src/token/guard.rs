@@ -10,6 +10,7 @@
 //! `batch.rs`, the policy in `policy.rs`. Nothing here ever records key
 //! material, plaintext or PINs: records carry names, ids, labels and result codes.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -36,6 +37,32 @@ pub(crate) struct Guard {
     seen_change: AtomicU64,
     next_file_check_ms: AtomicU64,
     client: RwLock<String>,
+    /// The use counters of the bounded class, one per key, operation, mechanism, session and
+    /// principal, each with the epoch it was made under (a newer epoch makes a new one: the
+    /// object may have been renamed or its handle reused).
+    uses: RwLock<HashMap<UseTag, (u64, audit::UseCounter)>>,
+}
+
+/// At most this many cached use counters; past it the cache starts afresh (the dropped
+/// counters are still drained: no count is lost).
+const USE_CACHE_MAX: usize = 4096;
+
+/// What one cached use counter counts (the cheap part of an [`audit::UseKey`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct UseTag {
+    handle: Option<u64>,
+    op: &'static str,
+    mechanism: Option<u64>,
+    session: SessionId,
+    who: Who,
+}
+
+/// The principal of a use: this process's login state (embedded), or the actor a front door
+/// named for the call (the daemon).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Who {
+    Local(Option<UserType>),
+    Front(Actor),
 }
 
 pub(super) fn process_identity() -> String {
@@ -91,6 +118,7 @@ impl Guard {
             seen_change: AtomicU64::new(store.change_counter().unwrap_or(0)),
             next_file_check_ms: AtomicU64::new(0),
             client: RwLock::new(process_identity()),
+            uses: RwLock::new(HashMap::new()),
         }
     }
 }
@@ -217,7 +245,6 @@ impl<S: Store> Token<S> {
         mech: &Mechanism,
     ) -> Option<audit::UseCounter> {
         self.guard.policy.audit_key_use.class()?;
-        let log = self.guard.log.as_ref()?;
         let op = match usage {
             Usage::Sign => "sign",
             Usage::Verify => "verify",
@@ -229,10 +256,44 @@ impl<S: Store> Token<S> {
             Usage::Encapsulate => "encapsulate",
             Usage::Decapsulate => "decapsulate",
         };
-        let (object, label) = self.describe(h);
-        let key =
-            audit::UseKey::new(&self.actor(None), 0, op, Some(mech.ck_type()), &object, &label);
-        Some(log.use_counter(key))
+        self.cached_counter(Some(h), op, Some(mech.ck_type()), 0, None)
+    }
+
+    /// The cached counter of `op` on `handle` by the current principal (made and registered
+    /// with the log on first use, and again after the epoch moved); `None` without a log.
+    fn cached_counter(
+        &self,
+        handle: Option<u64>,
+        op: &'static str,
+        mechanism: Option<u64>,
+        session: SessionId,
+        as_user: Option<UserType>,
+    ) -> Option<audit::UseCounter> {
+        let log = self.guard.log.as_ref()?;
+        let who = match audit::current_actor() {
+            Some(a) => Who::Front(a),
+            None => Who::Local(as_user.or_else(|| self.logged_in())),
+        };
+        let tag = UseTag { handle, op, mechanism, session, who };
+        let epoch = self.live.epoch.load(Ordering::Acquire);
+        if let Some((e, c)) = read(&self.guard.uses).get(&tag) {
+            if *e == epoch {
+                return Some(c.clone());
+            }
+        }
+        let (object, label) = handle.map(|h| self.describe(h)).unwrap_or_default();
+        let actor = match &tag.who {
+            Who::Front(a) => a.clone(),
+            Who::Local(u) => self.actor(*u),
+        };
+        let c =
+            log.use_counter(audit::UseKey::new(&actor, session, op, mechanism, &object, &label));
+        let mut uses = super::write(&self.guard.uses);
+        if uses.len() >= USE_CACHE_MAX {
+            uses.clear();
+        }
+        uses.insert(tag, (epoch, c.clone()));
+        Some(c)
     }
 
     /// The store policy on caller-chosen GCM IVs.
@@ -260,6 +321,7 @@ impl<S: Store> Token<S> {
     /// Sets the client identity recorded in audit records (the daemon passes its peer).
     pub fn set_audit_client(&self, client: &str) {
         client.clone_into(&mut super::write(&self.guard.client));
+        super::write(&self.guard.uses).clear();
     }
 
     pub(super) fn describe(&self, h: u64) -> (String, String) {
@@ -380,6 +442,16 @@ impl<S: Store> Token<S> {
         Ok(())
     }
 
+    /// Counts the successful key use `c` (bounded class) on its cached counter.
+    fn count_call(&self, c: &Call) -> Result<()> {
+        let Some(log) = &self.guard.log else { return Ok(()) };
+        log.check_usable()?;
+        if let Some(n) = self.cached_counter(c.handle, c.op, c.mechanism, c.session, c.actor) {
+            n.hit();
+        }
+        Ok(())
+    }
+
     /// Runs `f` as the audited operation `c`: pre-checks, the record (durable before the
     /// result is returned; if it cannot be written the result is withheld and the error
     /// returned instead), and the tamper response.
@@ -403,6 +475,19 @@ impl<S: Store> Token<S> {
             // Policy: successful key uses are durable, bounded or not recorded (refusals are
             // always durable).
             match self.guard.policy.audit_key_use.class() {
+                Some(audit::Durability::Bounded) if c.described.is_none() => {
+                    // Bounded: counted, and written as an aggregated `use-count` record
+                    // within the window (a broken log refuses the use as an append would).
+                    return match self.count_call(c) {
+                        Ok(()) => r,
+                        Err(e) => {
+                            if let Some(why) = tamper_reason(&e) {
+                                self.trigger(why, c.session);
+                            }
+                            Err(e)
+                        }
+                    };
+                }
                 Some(class) => class,
                 None => return r,
             }

@@ -59,7 +59,7 @@ pub const SESSION_HANDLE_BASE: u64 = 1 << 31;
 pub(crate) const SESSION_HANDLE_END: u64 = 1 << 32;
 
 /// A PKCS#11 user type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UserType {
     /// `CKU_SO`
     So,
