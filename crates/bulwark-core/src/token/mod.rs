@@ -218,6 +218,8 @@ pub struct Inner<S: Store> {
     pub(crate) live: Live,
     /// Audit outbox rows whose records are appended (outbox.rs).
     outbox: outbox::Outbox,
+    /// Group commit of concurrent object creations (state.rs).
+    group: state::GroupCommit,
 }
 
 impl<S: Store> std::fmt::Debug for Token<S> {
@@ -330,6 +332,7 @@ impl<S: Store> Token<S> {
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             outbox: outbox::Outbox::default(),
+            group: state::GroupCommit::default(),
         })))
     }
 
@@ -351,6 +354,7 @@ impl<S: Store> Token<S> {
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             outbox: outbox::Outbox::default(),
+            group: state::GroupCommit::default(),
             store,
         })))
     }
