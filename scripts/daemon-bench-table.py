@@ -28,7 +28,8 @@ def embedded(policy, op):
 
 print("| audit of key use | run | ops/s | p50 ms | p99 ms | vs embedded (same policy, mean) |")
 print("|---|---|---:|---:|---:|---:|")
-for (policy, run), ds in sorted(cells.items(), key=lambda kv: (kv[0][0] != "on", kv[0][1])):
+ORDER = {"bounded": 0, "durable": 1, "on": 1, "off": 2}
+for (policy, run), ds in sorted(cells.items(), key=lambda kv: (ORDER.get(kv[0][0], 3), kv[0][1])):
     op = "sign" if " sign" in run else "encrypt"
     base = embedded(policy, op)
     mean = sum(d["ops_per_sec"] for d in ds) / len(ds)

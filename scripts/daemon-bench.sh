@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Remote vs embedded throughput with the audit of key uses on and off, using `bulwark bench`:
-# for each policy, an embedded store (PIN policy) and a dev daemon (quorum policy) on loopback,
+# Remote vs embedded throughput under the store policies of the audit of key uses, using
+# `bulwark bench`: for each policy in POLICIES (default "bounded off"; also "durable"), an embedded store (PIN policy) and a dev daemon (quorum policy) on loopback,
 # client threads and daemon on this machine. Prints `bulwark bench --json` lines tagged with the
 # policy. Usage: scripts/daemon-bench.sh [CLIENTS] [SECONDS] [BATCH] > out.jsonl
 # BIN (default target/release) names the directory holding `bulwark` and `bulwarkd`.
@@ -24,7 +24,7 @@ export BULWARK_STATE_DIR=$work/state
 
 tag() { sed "s/^{/{\"audit_key_use\":\"$1\",\"mode\":\"$2\",/"; }
 
-for policy in on off; do
+for policy in ${POLICIES:-bounded off}; do
     # Embedded: a PIN store with that policy, `clients` threads on one token.
     store=$work/embedded-$policy.db
     BULWARK_SO_PIN=so-pin-bench BULWARK_PIN=user-pin-bench \

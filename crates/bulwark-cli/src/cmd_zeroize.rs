@@ -58,8 +58,9 @@ pub(crate) struct PolicyArgs {
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     checkpoint_secs: u64,
     /// How successful key uses (sign, verify, encrypt, decrypt) are recorded: `bounded`
-    /// (default: chained before each result, durable within 10 ms), `durable` (a disk sync per
-    /// use) or `off` (only refusals; administration and key management always are recorded).
+    /// (default: counted before each result, written as aggregated use-count records durable
+    /// within 10 ms), `durable` (a record and a disk sync per use) or `off` (only refusals;
+    /// administration and key management always are recorded).
     #[arg(long, value_enum, default_value = "bounded", value_name = "durable|bounded|off")]
     audit_key_use: KeyUseArg,
     /// Let keys leave the token only wrapped under CKA_TRUSTED keys (which only the SO marks),
@@ -77,7 +78,7 @@ pub(crate) struct PolicyArgs {
 enum KeyUseArg {
     /// Durable before each result (one disk sync per use for a single caller).
     Durable,
-    /// Sequenced and chained before each result, durable within a bounded window (10 ms).
+    /// Counted before each result; the counts are durable within a bounded window (10 ms).
     Bounded,
     /// Not recorded (refusals, key management and administration still are).
     Off,
