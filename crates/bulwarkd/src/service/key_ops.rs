@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::{core, HsmService, ANY, MANAGE, MAX_BATCH, MAX_RANDOM, USE};
 use crate::keys::{self, Purpose, SignKey};
+use crate::state::INLINE_MAX;
 
 pub(super) async fn generate_key(
     svc: &HsmService,
@@ -98,10 +99,11 @@ pub(super) async fn sign(
 ) -> Result<Response<pb::SignResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "sign").await?;
     let r = req.into_inner();
+    let small = r.data.len() <= INLINE_MAX;
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
     let (signature, mechanism) = svc
         .state
-        .run("sign", actor, move |st| {
+        .run_small("sign", actor, small, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Sign, |h, spec| {
                     let k = SignKey::new(h, spec, &r.mechanism, format)?;
@@ -119,10 +121,11 @@ pub(super) async fn verify(
 ) -> Result<Response<pb::VerifyResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "verify").await?;
     let r = req.into_inner();
+    let small = r.data.len() <= INLINE_MAX;
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
     let valid = svc
         .state
-        .run("verify", actor, move |st| {
+        .run_small("verify", actor, small, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Verify, |h, spec| {
                     SignKey::new(h, spec, &r.mechanism, format)?.verify(
@@ -143,10 +146,11 @@ pub(super) async fn encrypt(
 ) -> Result<Response<pb::EncryptResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "encrypt").await?;
     let r = req.into_inner();
+    let small = r.plaintext.len() <= INLINE_MAX;
     let plaintext = Zeroizing::new(r.plaintext);
     let ciphertext = svc
         .state
-        .run("encrypt", actor, move |st| {
+        .run_small("encrypt", actor, small, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
                     keys::encrypt(&st.token, h, &plaintext)
@@ -163,9 +167,10 @@ pub(super) async fn decrypt(
 ) -> Result<Response<pb::DecryptResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "decrypt").await?;
     let r = req.into_inner();
+    let small = r.ciphertext.len() <= INLINE_MAX;
     let plaintext = svc
         .state
-        .run("decrypt", actor, move |st| {
+        .run_small("decrypt", actor, small, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
                     keys::decrypt(&st.token, h, &r.ciphertext).map(|pt| pt.expose_secret().to_vec())
