@@ -1,0 +1,229 @@
+//! Key lifecycle states on the token: the state check of the gate, the audited transitions and
+//! date changes, and the clock dates are evaluated against.
+//!
+//! The state and its dates are attributes of the key (`CKA_BULWARK_*`), so they live in the
+//! authenticated object record like every other attribute: editing, deleting or replaying them
+//! in the store is caught as tampering, and a backup carries them. Who may change a state is
+//! who may manage the key ([`Token::check_manage`]): a role that may only use a key can neither
+//! suspend, compromise nor destroy it. Every change is one authenticated write (all the objects
+//! named, for a key pair both halves, change together or none does) recorded through
+//! [`Token::audited`].
+
+use std::sync::Arc;
+
+use super::guard::Call;
+use super::objects::{is_key, row_of};
+use super::{read, write, Material, Obj, Token, Usage};
+use crate::attr::Attributes;
+use crate::error::{Error, Result};
+use crate::lifecycle::{Clock, KeyState, Lifecycle, Transition};
+use crate::store::Store;
+
+/// New lifecycle dates (Unix seconds); `None` leaves a date as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifecycleDates {
+    /// When a pre-activation key becomes active.
+    pub activation: Option<u64>,
+    /// When the key stops protecting (becomes deactivated).
+    pub protect_stop: Option<u64>,
+    /// When the key becomes deactivated.
+    pub deactivation: Option<u64>,
+}
+
+impl LifecycleDates {
+    /// Whether no date is given.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl<S: Store> Token<S> {
+    /// The current time of this token's clock (seconds since the Unix epoch).
+    pub fn now(&self) -> u64 {
+        read(&self.clock).now()
+    }
+
+    /// Replaces the clock lifecycle dates are evaluated against (tests only: the feature
+    /// `test-clock` is never built into a release). Prepared keys pass the gate again.
+    #[cfg(any(test, feature = "test-clock"))]
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        *write(&self.clock) = clock;
+        self.bump_epoch();
+    }
+
+    /// The gate's lifecycle check: the key's state now must permit `usage`.
+    pub(crate) fn check_state(&self, o: &Obj, usage: Usage) -> Result<()> {
+        let l = Lifecycle::of(&o.attrs)?;
+        if !l.is_set() {
+            return Ok(()); // no lifecycle: active, as every key made before states existed
+        }
+        l.state_at(self.now()).permits(usage)
+    }
+
+    /// When a date next changes the state of the key behind `h` (a prepared key passes the
+    /// gate again then).
+    pub(crate) fn state_horizon(&self, h: u64) -> Option<u64> {
+        let o = self.obj(h).ok()?;
+        Lifecycle::of(&o.attrs).ok()?.next_change_after(self.now())
+    }
+
+    /// The stored lifecycle of key `h` and its state now. Reading it is not audited, like any
+    /// other attribute read.
+    ///
+    /// # Errors
+    /// `ObjectHandleInvalid` when the caller may not see it; `KeyTypeInconsistent` for an
+    /// object that is not a key.
+    pub fn key_lifecycle(&self, h: u64) -> Result<(Lifecycle, KeyState)> {
+        let o = self.obj(h)?;
+        if !is_key(&o.attrs) {
+            return Err(Error::KeyTypeInconsistent);
+        }
+        let l = Lifecycle::of(&o.attrs)?;
+        Ok((l, l.state_at(self.now())))
+    }
+
+    /// Moves the keys behind `handles` (one key, or both halves of a pair) through transition
+    /// `t`, in one authenticated write, audited as `key-state`. Each key's state now (dates
+    /// applied) must allow `t` ([`crate::lifecycle::TRANSITIONS`]); otherwise nothing changes.
+    /// A destroy removes the material from the store and keeps every attribute. Returns each
+    /// key's new state.
+    ///
+    /// # Errors
+    /// `ActionProhibited` for a transition the table refuses or a caller who may not manage the
+    /// key; `ObjectHandleInvalid` for a key the caller cannot see.
+    pub fn transition_keys(&self, handles: &[u64], t: Transition) -> Result<Vec<KeyState>> {
+        let first = handles.first().copied();
+        for h in handles {
+            let _ = self.obj(*h); // loaded, so the record can name it
+        }
+        let mut c = Call::new("key-state");
+        c.handle = first;
+        let r = self.precheck(&c).and_then(|()| self.transition_unaudited(handles, t));
+        let detail = match &r {
+            Ok(states) => {
+                let to = states.first().map_or("-", |s| s.name());
+                format!("{} -> {to}", t.name())
+            }
+            Err(_) => t.name().to_owned(),
+        };
+        self.finish(&c, r, detail)
+    }
+
+    /// Sets lifecycle dates of the keys behind `handles` in one authenticated write, audited as
+    /// `key-dates`. The activation date can be set only before a key is active (it then starts
+    /// in pre-activation), the stop dates only before it is deactivated; stop dates must come
+    /// after the activation date.
+    ///
+    /// # Errors
+    /// `ActionProhibited` / `ArgumentsBad` with the reason; nothing changes.
+    pub fn set_key_dates(&self, handles: &[u64], dates: LifecycleDates) -> Result<()> {
+        let mut c = Call::new("key-dates");
+        c.handle = handles.first().copied();
+        for h in handles {
+            let _ = self.obj(*h);
+        }
+        let r = self.precheck(&c).and_then(|()| self.set_dates_unaudited(handles, dates));
+        let show = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |d| d.to_string());
+        let detail = format!(
+            "activation={} protect-stop={} deactivation={}",
+            show(dates.activation),
+            show(dates.protect_stop),
+            show(dates.deactivation)
+        );
+        self.finish(&c, r, detail)
+    }
+
+    fn transition_unaudited(&self, handles: &[u64], t: Transition) -> Result<Vec<KeyState>> {
+        let now = self.now();
+        self.change_lifecycles(handles, t == Transition::Destroy, |o, l| {
+            if t == Transition::Destroy && !o.attrs.bool_or(crate::attr::AttrType::Destroyable, true)
+            {
+                return Err(Error::ActionProhibited("object is not destroyable"));
+            }
+            l.after(t, now)
+        })
+    }
+
+    fn set_dates_unaudited(&self, handles: &[u64], d: LifecycleDates) -> Result<()> {
+        if d.is_empty() {
+            return Err(Error::ArgumentsBad("no date given"));
+        }
+        let now = self.now();
+        self.change_lifecycles(handles, false, |_, l| {
+            l.with_dates(now, d.activation, d.protect_stop, d.deactivation)
+        })
+        .map(|_| ())
+    }
+
+    /// Computes every key's new lifecycle with `f` (all must succeed), then stores them in one
+    /// write; `drop_material` removes the keys' material too.
+    fn change_lifecycles(
+        &self,
+        handles: &[u64],
+        drop_material: bool,
+        f: impl Fn(&Obj, &Lifecycle) -> Result<Lifecycle>,
+    ) -> Result<Vec<KeyState>> {
+        if handles.is_empty() {
+            return Err(Error::ArgumentsBad("no key given"));
+        }
+        let w = self.who();
+        let now = self.now();
+        let mut planned: Vec<(Arc<Obj>, Attributes, KeyState)> = Vec::new();
+        for h in handles {
+            let o = self.obj(*h)?;
+            self.check_manage(&w, &o)?;
+            if !is_key(&o.attrs) {
+                return Err(Error::ActionProhibited("only keys have a lifecycle state"));
+            }
+            let next = f(&o, &Lifecycle::of(&o.attrs)?)?;
+            let mut attrs = o.attrs.clone();
+            next.store_in(&mut attrs);
+            planned.push((o, attrs, next.state_at(now)));
+        }
+        let rows: Vec<_> = planned
+            .iter()
+            .filter(|(o, _, _)| o.session.is_none())
+            .map(|(o, a, _)| row_of(o, a, !drop_material))
+            .collect();
+        if !rows.is_empty() {
+            let (_, ik) = self.require_vault()?;
+            self.write(&ik, |a| {
+                for r in &rows {
+                    a.update_object(r)?;
+                }
+                Ok(())
+            })?;
+        }
+        for (o, attrs, _) in planned.iter().filter(|(o, _, _)| o.session.is_some()) {
+            let material = match &o.material {
+                Material::Plain(m) if !drop_material => Material::Plain(
+                    crate::crypto::KeyMaterial::new(
+                        m.spec(),
+                        crate::secret::SecretBytes::from_slice(m.expose_secret()),
+                    ),
+                ),
+                _ => Material::None,
+            };
+            let n = Obj {
+                handle: o.handle,
+                uid: o.uid,
+                attrs: attrs.clone(),
+                material,
+                mac: Vec::new(),
+                session: o.session,
+                login: o.login,
+                verified: true,
+            };
+            write(&self.session_objects).insert(o.handle, Arc::new(n));
+        }
+        {
+            let mut c = write(&self.cache);
+            for (o, _, _) in &planned {
+                c.objects.remove(&o.handle);
+                c.keys.remove(&o.handle);
+            }
+        }
+        self.bump_epoch();
+        Ok(planned.into_iter().map(|(_, _, s)| s).collect())
+    }
+}
