@@ -87,14 +87,11 @@ impl KeyState {
     /// # Errors
     /// `KeyFunctionNotPermitted` naming the state.
     pub fn permits(self, usage: Usage) -> Result<()> {
-        let processes = matches!(
-            usage,
-            Usage::Verify | Usage::Decrypt | Usage::Unwrap | Usage::Decapsulate
-        );
+        let processes =
+            matches!(usage, Usage::Verify | Usage::Decrypt | Usage::Unwrap | Usage::Decapsulate);
         match self {
             KeyState::Active => Ok(()),
-            KeyState::Deactivated if processes => Ok(()),
-            KeyState::Compromised if processes => Ok(()),
+            KeyState::Deactivated | KeyState::Compromised if processes => Ok(()),
             KeyState::Deactivated => Err(Error::KeyFunctionNotPermitted(
                 "key is deactivated: it may only verify, decrypt and unwrap",
             )),

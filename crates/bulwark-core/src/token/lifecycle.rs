@@ -136,7 +136,8 @@ impl<S: Store> Token<S> {
     fn transition_unaudited(&self, handles: &[u64], t: Transition) -> Result<Vec<KeyState>> {
         let now = self.now();
         self.change_lifecycles(handles, t == Transition::Destroy, |o, l| {
-            if t == Transition::Destroy && !o.attrs.bool_or(crate::attr::AttrType::Destroyable, true)
+            if t == Transition::Destroy
+                && !o.attrs.bool_or(crate::attr::AttrType::Destroyable, true)
             {
                 return Err(Error::ActionProhibited("object is not destroyable"));
             }
@@ -196,12 +197,12 @@ impl<S: Store> Token<S> {
         }
         for (o, attrs, _) in planned.iter().filter(|(o, _, _)| o.session.is_some()) {
             let material = match &o.material {
-                Material::Plain(m) if !drop_material => Material::Plain(
-                    crate::crypto::KeyMaterial::new(
+                Material::Plain(m) if !drop_material => {
+                    Material::Plain(crate::crypto::KeyMaterial::new(
                         m.spec(),
                         crate::secret::SecretBytes::from_slice(m.expose_secret()),
-                    ),
-                ),
+                    ))
+                }
                 _ => Material::None,
             };
             let n = Obj {

@@ -229,7 +229,9 @@ impl<S: Store> Token<S> {
     pub(crate) fn material(&self, o: &Obj) -> Result<KeyMaterial> {
         let spec = spec_of(&o.attrs)?;
         match &o.material {
-            Material::None if !crate::lifecycle::Lifecycle::of(&o.attrs)?.state_at(0).has_material() => {
+            Material::None
+                if !crate::lifecycle::Lifecycle::of(&o.attrs)?.state_at(0).has_material() =>
+            {
                 Err(Error::KeyFunctionNotPermitted("key is destroyed: its material is gone"))
             }
             Material::None => Err(Error::KeyTypeInconsistent),
