@@ -394,7 +394,14 @@ fn unseal(endpoint: &str, a: &UnsealArgs) -> CliResult<ExitCode> {
 fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
     let c = session(endpoint)?;
     match k {
-        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id } => {
+        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates } => {
+            if dates.is_set() {
+                return Err(CliError::Usage(
+                    "--activate-at, --protect-stop-at and --deactivate-at are not yet available \
+                     with --endpoint"
+                        .into(),
+                ));
+            }
             if not_sensitive || id.is_some() {
                 return Err(CliError::Usage(
                     "--not-sensitive and --id are not available with --endpoint".into(),
@@ -468,6 +475,11 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 Some(p) => write_file(&p, pem.as_bytes())?,
                 None => print!("{pem}"),
             }
+        }
+        KeyCommand::Lifecycle(_) => {
+            return Err(CliError::Usage(
+                "key lifecycle commands are not yet available with --endpoint (use --store)".into(),
+            ))
         }
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(

@@ -16,7 +16,7 @@ use super::objects::{is_key, row_of};
 use super::{read, write, Material, Obj, Token, Usage};
 use crate::attr::Attributes;
 use crate::error::{Error, Result};
-use crate::lifecycle::{Clock, KeyState, Lifecycle, Transition};
+use crate::lifecycle::{KeyState, Lifecycle, Transition};
 use crate::store::Store;
 
 /// New lifecycle dates (Unix seconds); `None` leaves a date as it is.
@@ -46,7 +46,7 @@ impl<S: Store> Token<S> {
     /// Replaces the clock lifecycle dates are evaluated against (tests only: the feature
     /// `test-clock` is never built into a release). Prepared keys pass the gate again.
     #[cfg(any(test, feature = "test-clock"))]
-    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+    pub fn set_clock(&self, clock: Arc<dyn crate::lifecycle::Clock>) {
         *write(&self.clock) = clock;
         self.bump_epoch();
     }
