@@ -20,6 +20,7 @@ use crate::{CliError, CliResult};
 
 /// Lifecycle dates given on the command line (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
 #[derive(Args, Debug, Default, Clone)]
+#[allow(clippy::struct_field_names)] // the fields are the flags' names
 pub(crate) struct DateArgs {
     /// When the key becomes active (RFC 3339); until then it is in pre-activation and does
     /// nothing.
