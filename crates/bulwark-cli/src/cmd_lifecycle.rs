@@ -170,19 +170,7 @@ pub(crate) fn run(t: &Token, cmd: LifecycleCommand) -> CliResult<ExitCode> {
                     v["class"] = json!(class_name(o));
                     out.push(v);
                 } else {
-                    println!("object {} ({}): {}", o.handle, class_name(o), now.name());
-                    let dates = [
-                        ("activation", l.activation),
-                        ("protect-stop", l.protect_stop),
-                        ("deactivation", l.deactivation),
-                        ("compromise", l.compromise),
-                        ("destroyed", l.destroyed),
-                    ];
-                    for (n, d) in dates {
-                        if let Some(d) = d {
-                            println!("  {n:<13} {}", format_date(d));
-                        }
-                    }
+                    print_one(o.handle, &class_name(o), &l, now);
                 }
             }
             if json {
@@ -213,6 +201,82 @@ pub(crate) fn run(t: &Token, cmd: LifecycleCommand) -> CliResult<ExitCode> {
     let to = states.first().map_or("-", |s| s.name());
     println!("{label:?}: {} ({} object(s) now {to})", tr.name(), hs.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a lifecycle command against `bulwarkd` (the daemon's `KeyState` / `ChangeKeyState`).
+pub(crate) fn run_remote(c: &bulwark_client::Client, cmd: LifecycleCommand) -> CliResult<ExitCode> {
+    use bulwark_client::v1 as pb;
+    let show = |r: &pb::KeyStateResponse, json: bool| {
+        let d = |v: u64| (v != 0).then_some(v);
+        let mut out = Vec::new();
+        for o in &r.objects {
+            let l = Lifecycle {
+                state: o.stored_state.parse().ok(),
+                activation: d(o.activation_date),
+                protect_stop: d(o.protect_stop_date),
+                deactivation: d(o.deactivation_date),
+                compromise: d(o.compromise_date),
+                destroyed: d(o.destroy_date),
+            };
+            let now: KeyState = o.state.parse().unwrap_or(KeyState::Active);
+            if json {
+                let mut v = lifecycle_json(&l, now);
+                v["handle"] = json!(o.handle);
+                v["class"] = json!(o.class);
+                out.push(v);
+            } else {
+                print_one(o.handle, &o.class, &l, now);
+            }
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+    };
+    let (label, tr, dates) = match cmd {
+        LifecycleCommand::State { label, json } => {
+            show(&c.key_state(&label)?, json);
+            return Ok(ExitCode::SUCCESS);
+        }
+        LifecycleCommand::Dates { label, dates } => {
+            if !dates.is_set() {
+                return Err(CliError::Usage(
+                    "give --activate-at, --protect-stop-at or --deactivate-at".into(),
+                ));
+            }
+            let d = dates.parse()?;
+            let v = |x: Option<u64>| x.unwrap_or(0);
+            (label, "", [v(d.activation), v(d.protect_stop), v(d.deactivation)])
+        }
+        LifecycleCommand::Activate { label } => (label, "activate", [0; 3]),
+        LifecycleCommand::Suspend { label } => (label, "suspend", [0; 3]),
+        LifecycleCommand::Resume { label } => (label, "resume", [0; 3]),
+        LifecycleCommand::Deactivate { label } => (label, "deactivate", [0; 3]),
+        LifecycleCommand::Compromise { label } => (label, "compromise", [0; 3]),
+    };
+    let r = c.change_key_state(&label, tr, dates)?;
+    let to = r.objects.first().map_or("-", |o| o.state.as_str());
+    if tr.is_empty() {
+        println!("dates of {label:?} set");
+    } else {
+        println!("{label:?}: {tr} ({} object(s) now {to})", r.objects.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_one(handle: u64, class: &str, l: &Lifecycle, now: KeyState) {
+    println!("object {handle} ({class}): {}", now.name());
+    let dates = [
+        ("activation", l.activation),
+        ("protect-stop", l.protect_stop),
+        ("deactivation", l.deactivation),
+        ("compromise", l.compromise),
+        ("destroyed", l.destroyed),
+    ];
+    for (n, d) in dates {
+        if let Some(d) = d {
+            println!("  {n:<13} {}", format_date(d));
+        }
+    }
 }
 
 /// A refused change, with the key's current state in the message.

@@ -476,11 +476,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 None => print!("{pem}"),
             }
         }
-        KeyCommand::Lifecycle(_) => {
-            return Err(CliError::Usage(
-                "key lifecycle commands are not yet available with --endpoint (use --store)".into(),
-            ))
-        }
+        KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run_remote(&c, l),
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM (use key wrap)".into(),

@@ -321,6 +321,32 @@ impl Client {
             .into_inner())
     }
 
+    /// The lifecycle state and dates of a key's objects.
+    pub fn key_state(&self, label: &str) -> Result<pb::KeyStateResponse> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::KeyName { label: label.into() });
+        Ok(self.rt.block_on(c.key_state(r))?.into_inner())
+    }
+
+    /// A lifecycle transition (`activate`, `suspend`, `resume`, `deactivate`, `compromise`)
+    /// or, with an empty `transition`, new dates (Unix seconds, 0: unchanged).
+    pub fn change_key_state(
+        &self,
+        label: &str,
+        transition: &str,
+        dates: [u64; 3],
+    ) -> Result<pb::KeyStateResponse> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::ChangeKeyStateRequest {
+            label: label.into(),
+            transition: transition.into(),
+            activation_date: dates[0],
+            protect_stop_date: dates[1],
+            deactivation_date: dates[2],
+        });
+        Ok(self.rt.block_on(c.change_key_state(r))?.into_inner())
+    }
+
     /// Destroys a key; returns the number of objects destroyed.
     pub fn destroy_key(&self, label: &str) -> Result<u32> {
         let mut c = self.inner.clone();

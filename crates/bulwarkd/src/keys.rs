@@ -237,6 +237,70 @@ pub(crate) fn destroy(t: &Token, label: &str) -> Result<u32> {
     Ok(objs.len() as u32)
 }
 
+/// The key objects labelled `label`, secret or private keys first.
+fn key_objects(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
+    let mut v: Vec<ObjectInfo> = by_label(t, label)?
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o.attrs.class(),
+                Some(ObjectClass::SecretKey | ObjectClass::PrivateKey | ObjectClass::PublicKey)
+            )
+        })
+        .collect();
+    if v.is_empty() {
+        return Err(Error::NotFound(label.to_owned()));
+    }
+    v.sort_by_key(|o| o.attrs.class() == Some(ObjectClass::PublicKey));
+    Ok(v)
+}
+
+/// The lifecycle of every key object labelled `label` (docs/lifecycle.md).
+pub(crate) fn key_state(t: &Token, label: &str) -> Result<v1::KeyStateResponse> {
+    let mut objects = Vec::new();
+    for o in key_objects(t, label)? {
+        let (l, now) = t.key_lifecycle(o.handle)?;
+        objects.push(v1::KeyLifecycle {
+            handle: o.handle,
+            class: o.attrs.class().map_or_else(String::new, |c| format!("{c:?}")),
+            state: now.name().to_owned(),
+            stored_state: l.state.map_or_else(String::new, |s| s.name().to_owned()),
+            activation_date: l.activation.unwrap_or(0),
+            protect_stop_date: l.protect_stop.unwrap_or(0),
+            deactivation_date: l.deactivation.unwrap_or(0),
+            compromise_date: l.compromise.unwrap_or(0),
+            destroy_date: l.destroyed.unwrap_or(0),
+        });
+    }
+    Ok(v1::KeyStateResponse { label: label.to_owned(), objects })
+}
+
+/// A lifecycle transition (or, with an empty `transition`, new dates) for every key object
+/// labelled `label`, in one audited write of the token.
+pub(crate) fn change_key_state(t: &Token, r: &v1::ChangeKeyStateRequest) -> Result<()> {
+    let date = |v: u64| (v != 0).then_some(v);
+    let dates = bulwark_core::token::LifecycleDates {
+        activation: date(r.activation_date),
+        protect_stop: date(r.protect_stop_date),
+        deactivation: date(r.deactivation_date),
+    };
+    let handles: Vec<u64> = key_objects(t, &r.label)?.iter().map(|o| o.handle).collect();
+    match (r.transition.as_str(), dates.is_empty()) {
+        ("", true) => Err(Error::ArgumentsBad("give a transition or a date")),
+        ("", false) => t.set_key_dates(&handles, dates),
+        (name, true) => {
+            let tr: bulwark_core::lifecycle::Transition = name.parse()?;
+            if tr == bulwark_core::lifecycle::Transition::Destroy {
+                // The lifecycle destroy crypto-shreds; scheduled destruction (issue 11) will
+                // offer it with its waiting period. DestroyKey stays the way to delete.
+                return Err(Error::ArgumentsBad("use DestroyKey to destroy a key"));
+            }
+            t.transition_keys(&handles, tr).map(|_| ())
+        }
+        (_, false) => Err(Error::ArgumentsBad("a transition and dates in one request")),
+    }
+}
+
 /// The public key (SPKI PEM) of a key pair.
 pub(crate) fn public_pem(t: &Token, label: &str) -> Result<String> {
     let objs = by_label(t, label)?;

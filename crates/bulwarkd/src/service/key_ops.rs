@@ -285,6 +285,38 @@ pub(super) async fn set_key_trusted(
     Ok(Response::new(pb::SetKeyTrustedResponse { objects }))
 }
 
+pub(super) async fn key_state(
+    svc: &HsmService,
+    req: Request<pb::KeyName>,
+) -> Result<Response<pb::KeyStateResponse>, Status> {
+    let (_, actor) = svc.auth(&req, USE, "key-state").await?;
+    let label = req.into_inner().label;
+    let r = svc
+        .state
+        .run("key-state", actor, move |st| keys::key_state(&st.token, &label).map_err(|e| core(&e)))
+        .await?;
+    Ok(Response::new(r))
+}
+
+pub(super) async fn change_key_state(
+    svc: &HsmService,
+    req: Request<pb::ChangeKeyStateRequest>,
+) -> Result<Response<pb::KeyStateResponse>, Status> {
+    let (s, actor) = svc.auth(&req, MANAGE, "change-key-state").await?;
+    let r = req.into_inner();
+    tracing::info!(user = %s.user, label = %keys::shown(&r.label), transition = %keys::shown(&r.transition), "change key state");
+    let out = svc
+        .state
+        .run("change-key-state", actor, move |st| {
+            // The token checks the table and who may manage the key, and records the change.
+            keys::change_key_state(&st.token, &r)
+                .and_then(|()| keys::key_state(&st.token, &r.label))
+                .map_err(|e| core(&e))
+        })
+        .await?;
+    Ok(Response::new(out))
+}
+
 pub(super) async fn export_key(
     svc: &HsmService,
     req: Request<pb::ExportKeyRequest>,
