@@ -98,7 +98,7 @@ fn states_through_pkcs11() {
 
     // The state is never set by a template, the dates never changed after creation.
     let st = vendor(CKA_BULWARK_STATE, 2);
-    assert_eq!(rv(aes(&s, &[st.clone()])), RvError::AttributeReadOnly);
+    assert_eq!(rv(aes(&s, std::slice::from_ref(&st))), RvError::AttributeReadOnly);
     assert_eq!(rv(s.update_attributes(later, &[st])), RvError::AttributeReadOnly);
     let d = vendor(CKA_BULWARK_ACTIVATION_DATE, now() - YEAR);
     assert_eq!(rv(s.update_attributes(later, &[d])), RvError::AttributeReadOnly);

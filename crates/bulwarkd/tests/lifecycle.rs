@@ -42,9 +42,9 @@ fn states(c: &Client, label: &str) -> Vec<String> {
 
 #[test]
 fn lifecycle_over_the_daemon_api() {
-    let d = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     state_dir_once();
-    let s = DevServer::start(&d.path().join("dev")).unwrap();
+    let s = DevServer::start(&dir.path().join("dev")).unwrap();
     let so = login(&s, "so.env");
     let officer = login(&s, "officer.env");
     officer.generate_key("ec-p256", "k", false).unwrap();
@@ -63,8 +63,11 @@ fn lifecycle_over_the_daemon_api() {
     assert_eq!(code(bob.change_key_state("k", "", [0, 0, 1])).0, Code::PermissionDenied);
     assert_eq!(states(&officer, "k"), ["active", "active"]);
 
-    let r = officer.change_key_state("k", "suspend", [0; 3]).unwrap();
-    assert!(r.objects.iter().all(|o| o.state == "suspended" && o.stored_state == "suspended"));
+    let changed = officer.change_key_state("k", "suspend", [0; 3]).unwrap();
+    assert!(changed
+        .objects
+        .iter()
+        .all(|o| o.state == "suspended" && o.stored_state == "suspended"));
     assert_eq!(code(bob.sign("k", "", b"m", true)).0, Code::PermissionDenied);
     // A transition the table refuses: the reason, and nothing changes.
     let (c, m) = code(officer.change_key_state("k", "activate", [0; 3]));
