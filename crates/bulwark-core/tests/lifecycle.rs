@@ -570,3 +570,26 @@ fn backup_and_restore_keep_states() {
     assert!(z.encrypt(one(&z, "deactivated"), &gcm(), b"x").is_err());
     assert!(z.encrypt(one(&z, "suspended"), &gcm(), b"x").is_err());
 }
+
+/// Two connections to one store (two processes): a key compromised by one is compromised for
+/// the other at once, its prepared key included, and the other cannot move it back.
+#[test]
+fn another_connection_sees_a_state_change_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = store(dir.path());
+    let clock = ManualClock::new(T0);
+    let one = open(&p, &clock);
+    let two = open(&p, &clock);
+    let k = aes(&one, "shared", true, &[b(AttrType::Encrypt, true)]).unwrap();
+    let prepared = Hsm::prepare(&one, k, Usage::Encrypt, &gcm()).unwrap();
+    prepared.encrypt(&gcm(), b"x").unwrap();
+    assert_eq!(state(&one, k), KeyState::Active);
+    two.transition_keys(&[k], Transition::Compromise).unwrap();
+    // The prepared key polls the store at most once a millisecond.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(matches!(prepared.encrypt(&gcm(), b"x"), Err(Error::KeyFunctionNotPermitted(_))));
+    assert_eq!(state(&one, k), KeyState::Compromised);
+    let r = one.transition_keys(&[k], Transition::Suspend);
+    assert!(matches!(r, Err(Error::ActionProhibited(_))), "{r:?}");
+    assert_eq!(state(&two, k), KeyState::Compromised);
+}

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::guard::Call;
-use super::objects::{is_key, row_of};
+use super::objects::is_key;
 use super::{read, write, Material, Obj, Token, Usage};
 use crate::attr::Attributes;
 use crate::error::{Error, Result};
@@ -135,9 +135,8 @@ impl<S: Store> Token<S> {
 
     fn transition_unaudited(&self, handles: &[u64], t: Transition) -> Result<Vec<KeyState>> {
         let now = self.now();
-        self.change_lifecycles(handles, t == Transition::Destroy, |o, l| {
-            if t == Transition::Destroy
-                && !o.attrs.bool_or(crate::attr::AttrType::Destroyable, true)
+        self.change_lifecycles(handles, t == Transition::Destroy, |attrs, l| {
+            if t == Transition::Destroy && !attrs.bool_or(crate::attr::AttrType::Destroyable, true)
             {
                 return Err(Error::ActionProhibited("object is not destroyable"));
             }
@@ -156,75 +155,97 @@ impl<S: Store> Token<S> {
         .map(|_| ())
     }
 
-    /// Computes every key's new lifecycle with `f` (all must succeed), then stores them in one
-    /// write; `drop_material` removes the keys' material too.
+    /// Checks that the caller may manage every key, then computes each key's new lifecycle
+    /// with `f` (all must succeed) and stores them in one write; `drop_material` removes the
+    /// keys' material too. For token objects `f` runs on the row as the write transaction reads
+    /// it, so a concurrent change (another process compromising the key) is never overwritten
+    /// with a decision made on an older state.
     fn change_lifecycles(
         &self,
         handles: &[u64],
         drop_material: bool,
-        f: impl Fn(&Obj, &Lifecycle) -> Result<Lifecycle>,
+        f: impl Fn(&Attributes, &Lifecycle) -> Result<Lifecycle>,
     ) -> Result<Vec<KeyState>> {
         if handles.is_empty() {
             return Err(Error::ArgumentsBad("no key given"));
         }
         let w = self.who();
         let now = self.now();
-        let mut planned: Vec<(Arc<Obj>, Attributes, KeyState)> = Vec::new();
+        let mut objs: Vec<Arc<Obj>> = Vec::new();
         for h in handles {
             let o = self.obj(*h)?;
             self.check_manage(&w, &o)?;
             if !is_key(&o.attrs) {
                 return Err(Error::ActionProhibited("only keys have a lifecycle state"));
             }
-            let next = f(&o, &Lifecycle::of(&o.attrs)?)?;
-            let mut attrs = o.attrs.clone();
-            next.store_in(&mut attrs);
-            planned.push((o, attrs, next.state_at(now)));
+            // Checked here too, so that a refusal changes nothing anywhere.
+            f(&o.attrs, &Lifecycle::of(&o.attrs)?)?;
+            objs.push(o);
         }
-        let rows: Vec<_> = planned
-            .iter()
-            .filter(|(o, _, _)| o.session.is_none())
-            .map(|(o, a, _)| row_of(o, a, !drop_material))
-            .collect();
-        if !rows.is_empty() {
+        let token: Vec<&Arc<Obj>> = objs.iter().filter(|o| o.session.is_none()).collect();
+        let mut states: std::collections::HashMap<u64, KeyState> = std::collections::HashMap::new();
+        if !token.is_empty() {
             let (_, ik) = self.require_vault()?;
-            self.write(&ik, |a| {
-                for r in &rows {
-                    a.update_object(r)?;
+            let done = self.write(&ik, |a| {
+                let mut done = Vec::new();
+                for o in &token {
+                    let row = a.object(o.handle)?.ok_or(Error::ObjectHandleInvalid)?;
+                    if row.uid != o.uid {
+                        return Err(Error::ObjectHandleInvalid);
+                    }
+                    let mut attrs = Attributes::decode(&row.attrs)?;
+                    let next = f(&attrs, &Lifecycle::of(&attrs)?)?;
+                    next.store_in(&mut attrs);
+                    let mut new_row = row.clone();
+                    new_row.attrs = attrs.encode();
+                    if drop_material {
+                        new_row.secret = None;
+                    }
+                    a.update_object(&new_row)?;
+                    done.push((o.handle, next.state_at(now)));
                 }
-                Ok(())
+                Ok(done)
             })?;
+            states.extend(done);
         }
-        for (o, attrs, _) in planned.iter().filter(|(o, _, _)| o.session.is_some()) {
-            let material = match &o.material {
-                Material::Plain(m) if !drop_material => {
-                    Material::Plain(crate::crypto::KeyMaterial::new(
-                        m.spec(),
-                        crate::secret::SecretBytes::from_slice(m.expose_secret()),
-                    ))
-                }
-                _ => Material::None,
-            };
-            let n = Obj {
-                handle: o.handle,
-                uid: o.uid,
-                attrs: attrs.clone(),
-                material,
-                mac: Vec::new(),
-                session: o.session,
-                login: o.login,
-                verified: true,
-            };
-            write(&self.session_objects).insert(o.handle, Arc::new(n));
+        {
+            let mut session = write(&self.session_objects);
+            for o in objs.iter().filter(|o| o.session.is_some()) {
+                let cur = session.get(&o.handle).cloned().ok_or(Error::ObjectHandleInvalid)?;
+                let mut attrs = cur.attrs.clone();
+                let next = f(&attrs, &Lifecycle::of(&attrs)?)?;
+                next.store_in(&mut attrs);
+                let material = match &cur.material {
+                    Material::Plain(m) if !drop_material => {
+                        Material::Plain(crate::crypto::KeyMaterial::new(
+                            m.spec(),
+                            crate::secret::SecretBytes::from_slice(m.expose_secret()),
+                        ))
+                    }
+                    _ => Material::None,
+                };
+                let n = Obj {
+                    handle: cur.handle,
+                    uid: cur.uid,
+                    attrs,
+                    material,
+                    mac: Vec::new(),
+                    session: cur.session,
+                    login: cur.login,
+                    verified: true,
+                };
+                session.insert(o.handle, Arc::new(n));
+                states.insert(o.handle, next.state_at(now));
+            }
         }
         {
             let mut c = write(&self.cache);
-            for (o, _, _) in &planned {
+            for o in &objs {
                 c.objects.remove(&o.handle);
                 c.keys.remove(&o.handle);
             }
         }
         self.bump_epoch();
-        Ok(planned.into_iter().map(|(_, _, s)| s).collect())
+        handles.iter().map(|h| states.get(h).copied().ok_or(Error::ObjectHandleInvalid)).collect()
     }
 }

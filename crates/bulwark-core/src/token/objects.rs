@@ -402,7 +402,7 @@ impl<S: Store> Token<S> {
             return Ok(());
         }
         let (_, ik) = self.require_vault()?;
-        let row = row_of(o, &attrs, true);
+        let row = row_of(o, &attrs);
         self.write(&ik, |a| a.update_object(&row))?;
         let mut c = write(&self.cache);
         c.objects.remove(&o.handle);
@@ -467,9 +467,8 @@ impl<S: Store> Token<S> {
     }
 }
 
-/// The store row of token object `o` with new attributes; its sealed material is kept when
-/// `keep_material` (false: the material is removed, as a lifecycle destroy does).
-pub(super) fn row_of(o: &Obj, attrs: &Attributes, keep_material: bool) -> ObjectRow {
+/// The store row of token object `o` with new attributes (its sealed material kept).
+fn row_of(o: &Obj, attrs: &Attributes) -> ObjectRow {
     ObjectRow {
         handle: o.handle,
         uid: o.uid,
@@ -479,7 +478,7 @@ pub(super) fn row_of(o: &Obj, attrs: &Attributes, keep_material: bool) -> Object
         private: attrs.bool_or(AttrType::Private, true),
         attrs: attrs.encode(),
         secret: match &o.material {
-            Material::Sealed(s) if keep_material => Some(s.clone()),
+            Material::Sealed(s) => Some(s.clone()),
             _ => None,
         },
         mac: Vec::new(),
