@@ -279,6 +279,24 @@ fn print_one(handle: u64, class: &str, l: &Lifecycle, now: KeyState) {
     }
 }
 
+/// Says on stderr that a key used to process old data is not active (issue 11: deactivated
+/// and compromised keys still verify and decrypt, "and the response says so").
+pub(crate) fn note_state(label: &str, state: &str) {
+    if !state.is_empty() && state != KeyState::Active.name() {
+        eprintln!(
+            "bulwark: note: key {:?} is {state}: it only processes old data",
+            bulwark_core::display::escape(label)
+        );
+    }
+}
+
+/// [`note_state`] for a key of the embedded store.
+pub(crate) fn note_key(t: &Token, h: u64, label: &str) {
+    if let Ok((_, s)) = t.key_lifecycle(h) {
+        note_state(label, s.name());
+    }
+}
+
 /// A refused change, with the key's current state in the message.
 fn refused(t: &Token, label: &str, h: u64, e: Error) -> CliError {
     match (&e, t.key_lifecycle(h)) {

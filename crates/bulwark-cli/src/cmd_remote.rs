@@ -191,7 +191,15 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Verify(a) => {
             let c = session(endpoint)?;
             let (data, sig) = (read(&a.input)?, read(&a.sig)?);
-            if c.verify(&a.key, a.mechanism.as_deref().unwrap_or(""), &data, &sig, true)? {
+            let (valid, state) = c.verify_noting_state(
+                &a.key,
+                a.mechanism.as_deref().unwrap_or(""),
+                &data,
+                &sig,
+                true,
+            )?;
+            crate::cmd_lifecycle::note_state(&a.key, &state);
+            if valid {
                 println!("signature OK");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -207,7 +215,8 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         }
         Command::Decrypt(a) => {
             let c = session(endpoint)?;
-            let pt = c.decrypt(&a.key, &read(&a.input)?)?;
+            let (pt, state) = c.decrypt_noting_state(&a.key, &read(&a.input)?)?;
+            crate::cmd_lifecycle::note_state(&a.key, &state);
             write_file(&a.out, &pt)?;
             Ok(ExitCode::SUCCESS)
         }

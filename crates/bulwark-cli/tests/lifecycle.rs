@@ -102,7 +102,10 @@ fn transitions_and_the_gate_through_the_cli() {
     assert!(show.contains("state deactivated"), "{show}");
     assert!(show.contains("CKA_BULWARK_DEACTIVATION_DATE"), "{show}");
     // Deactivated: verifies old signatures, signs nothing new.
-    assert!(e.verify("k").status.success(), "{}", stderr(&e.verify("k")));
+    let v = e.verify("k");
+    assert!(v.status.success(), "{}", stderr(&v));
+    // The response says the key only processes old data.
+    assert!(stderr(&v).contains("note: key \"k\" is deactivated"), "{}", stderr(&v));
     let o = e.sign("k");
     assert!(!o.status.success() && stderr(&o).contains("deactivated"), "{}", stderr(&o));
     e.fails(&["key", "resume", "k"], "only a suspended key can be resumed");
@@ -140,7 +143,9 @@ fn dates_at_generation_and_later() {
     let text = e.ok(&["key", "state", "later"]);
     assert!(text.contains("pre-activation") && text.contains("2999-01-01T00:00:00Z"), "{text}");
     e.ok(&["key", "activate", "later"]);
-    assert!(e.run(&enc).status.success());
+    let o = e.run(&enc);
+    assert!(o.status.success());
+    assert!(!stderr(&o).contains("note"), "an active key needs no note");
 
     // Activation in the past, deactivation in the past: deactivated by the dates alone.
     e.ok(&[

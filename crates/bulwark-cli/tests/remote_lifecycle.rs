@@ -64,7 +64,10 @@ fn remote_cli_lifecycle() {
     ok(&bulwark(&dir, &["key", "dates", "k", "--deactivate-at", "2001-01-01T00:00:00Z"]));
     assert_eq!(states(&dir, "k"), ["deactivated", "deactivated"]);
     fails(&bulwark(&dir, &sign), "deactivated");
-    ok(&bulwark(&dir, &verify));
+    let v = bulwark(&dir, &verify);
+    ok(&v);
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert!(err.contains("note: key \"k\" is deactivated"), "{err}");
     ok(&bulwark(&dir, &["key", "compromise", "k"]));
     let text = ok(&bulwark(&dir, &["key", "state", "k"]));
     assert!(text.contains("compromised") && text.contains("2001-01-01T00:00:00Z"), "{text}");

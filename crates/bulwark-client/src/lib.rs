@@ -400,6 +400,19 @@ impl Client {
         sig: &[u8],
         der: bool,
     ) -> Result<bool> {
+        self.verify_noting_state(key, mechanism, data, sig, der).map(|(v, _)| v)
+    }
+
+    /// [`Client::verify`], with the key's lifecycle state when it is not active
+    /// (`deactivated`, `compromised`; empty for an active key).
+    pub fn verify_noting_state(
+        &self,
+        key: &str,
+        mechanism: &str,
+        data: &[u8],
+        sig: &[u8],
+        der: bool,
+    ) -> Result<(bool, String)> {
         let mut c = self.inner.clone();
         let r = self.req(pb::VerifyRequest {
             key: key.into(),
@@ -408,7 +421,8 @@ impl Client {
             signature: sig.to_vec(),
             format: fmt(der).into(),
         });
-        Ok(self.rt.block_on(c.verify(r))?.into_inner().valid)
+        let r = self.rt.block_on(c.verify(r))?.into_inner();
+        Ok((r.valid, r.key_state))
     }
 
     /// AES-GCM encryption (BWK1 format).
@@ -420,9 +434,19 @@ impl Client {
 
     /// Decrypts a BWK1 ciphertext.
     pub fn decrypt(&self, key: &str, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.decrypt_noting_state(key, ciphertext).map(|(p, _)| p)
+    }
+
+    /// [`Client::decrypt`], with the key's lifecycle state when it is not active.
+    pub fn decrypt_noting_state(
+        &self,
+        key: &str,
+        ciphertext: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, String)> {
         let mut c = self.inner.clone();
         let r = self.req(pb::DecryptRequest { key: key.into(), ciphertext: ciphertext.to_vec() });
-        Ok(Zeroizing::new(self.rt.block_on(c.decrypt(r))?.into_inner().plaintext))
+        let r = self.rt.block_on(c.decrypt(r))?.into_inner();
+        Ok((Zeroizing::new(r.plaintext), r.key_state))
     }
 
     /// Creates a user (security officer); with `totp`, returns the otpauth URI and base32

@@ -255,6 +255,15 @@ fn key_objects(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
     Ok(v)
 }
 
+/// The state of key `h` when it is not active (a deactivated or compromised key processing old
+/// data: the response says so); empty otherwise.
+pub(crate) fn state_note(t: &Token, h: u64) -> String {
+    match t.key_lifecycle(h) {
+        Ok((_, s)) if s != bulwark_core::lifecycle::KeyState::Active => s.name().to_owned(),
+        _ => String::new(),
+    }
+}
+
 /// The lifecycle of every key object labelled `label` (docs/lifecycle.md).
 pub(crate) fn key_state(t: &Token, label: &str) -> Result<v1::KeyStateResponse> {
     let mut objects = Vec::new();

@@ -55,6 +55,7 @@ fn lifecycle_over_the_daemon_api() {
 
     assert_eq!(states(&officer, "k"), ["active", "active"]);
     let sig = bob.sign("k", "", b"m", true).unwrap();
+    assert_eq!(bob.verify_noting_state("k", "", b"m", &sig, true).unwrap().1, "");
 
     // A user may use the key, not change its state or dates.
     for t in ["suspend", "deactivate", "compromise"] {
@@ -80,6 +81,9 @@ fn lifecycle_over_the_daemon_api() {
     officer.change_key_state("k", "deactivate", [0; 3]).unwrap();
     assert_eq!(states(&bob, "k"), ["deactivated", "deactivated"]);
     assert!(bob.verify("k", "", b"m", &sig, true).unwrap(), "deactivated keys still verify");
+    let (valid, note) = bob.verify_noting_state("k", "", b"m", &sig, true).unwrap();
+    assert!(valid);
+    assert_eq!(note, "deactivated", "the response says so");
     let (c, m) = code(bob.sign("k", "", b"m", true));
     assert_eq!(c, Code::PermissionDenied);
     assert!(m.contains("deactivated"), "{m}");

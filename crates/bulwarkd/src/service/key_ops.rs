@@ -120,21 +120,22 @@ pub(super) async fn verify(
     let (sess, actor) = svc.auth(&req, USE, "verify").await?;
     let r = req.into_inner();
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
-    let valid = svc
+    let (valid, key_state) = svc
         .state
         .run("verify", actor, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Verify, |h, spec| {
-                    SignKey::new(h, spec, &r.mechanism, format)?.verify(
+                    let valid = SignKey::new(h, spec, &r.mechanism, format)?.verify(
                         &st.token,
                         &r.data,
                         &r.signature,
-                    )
+                    )?;
+                    Ok((valid, keys::state_note(&st.token, h)))
                 })
                 .map_err(|e| core(&e))
         })
         .await?;
-    Ok(Response::new(pb::VerifyResponse { valid }))
+    Ok(Response::new(pb::VerifyResponse { valid, key_state }))
 }
 
 pub(super) async fn encrypt(
@@ -163,17 +164,18 @@ pub(super) async fn decrypt(
 ) -> Result<Response<pb::DecryptResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "decrypt").await?;
     let r = req.into_inner();
-    let plaintext = svc
+    let (plaintext, key_state) = svc
         .state
         .run("decrypt", actor, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
-                    keys::decrypt(&st.token, h, &r.ciphertext).map(|pt| pt.expose_secret().to_vec())
+                    let pt = keys::decrypt(&st.token, h, &r.ciphertext)?;
+                    Ok((pt.expose_secret().to_vec(), keys::state_note(&st.token, h)))
                 })
                 .map_err(|e| core(&e))
         })
         .await?;
-    Ok(Response::new(pb::DecryptResponse { plaintext }))
+    Ok(Response::new(pb::DecryptResponse { plaintext, key_state }))
 }
 
 pub(super) async fn random(
