@@ -152,11 +152,11 @@ pub(crate) fn verify(ctx: &Ctx, a: &VerifyArgs) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(1));
         };
     }
-    let r = t.verify(h, &mech, &data, &sig);
-    if r.is_ok() || matches!(r, Err(Error::SignatureInvalid | Error::SignatureLenRange)) {
+    let outcome = t.verify(h, &mech, &data, &sig);
+    if matches!(outcome, Ok(()) | Err(Error::SignatureInvalid | Error::SignatureLenRange)) {
         crate::cmd_lifecycle::note_key(&t, h, &a.key);
     }
-    match r {
+    match outcome {
         Ok(()) => {
             println!("signature OK");
             Ok(ExitCode::SUCCESS)
