@@ -72,4 +72,24 @@ fn remote_cli_lifecycle() {
     let text = ok(&bulwark(&dir, &["key", "state", "k"]));
     assert!(text.contains("compromised") && text.contains("2001-01-01T00:00:00Z"), "{text}");
     fails(&bulwark(&dir, &["key", "state", "nope"]), "nope");
+
+    // Dates at generation, in the same write as the key: pre-activation from the start.
+    ok(&bulwark(
+        &dir,
+        &[
+            "key",
+            "generate",
+            "--type",
+            "aes-256",
+            "--label",
+            "later",
+            "--activate-at",
+            "2999-01-01T00:00:00Z",
+        ],
+    ));
+    assert_eq!(states(&dir, "later"), ["pre-activation"]);
+    let list = ok(&bulwark(&dir, &["key", "list"]));
+    assert!(list.contains("STATE") && list.contains("pre-activation"), "{list}");
+    let show = ok(&bulwark(&dir, &["key", "show", "k"]));
+    assert!(show.contains("state        compromised"), "{show}");
 }

@@ -297,11 +297,26 @@ impl Client {
         label: &str,
         extractable: bool,
     ) -> Result<pb::KeyInfo> {
+        self.generate_key_with_dates(key_type, label, extractable, [0; 3])
+    }
+
+    /// Generates a key with lifecycle dates (activation, protect-stop, deactivation; Unix
+    /// seconds, 0 for none), set in the same write that stores it.
+    pub fn generate_key_with_dates(
+        &self,
+        key_type: &str,
+        label: &str,
+        extractable: bool,
+        dates: [u64; 3],
+    ) -> Result<pb::KeyInfo> {
         let mut c = self.inner.clone();
         let r = self.req(pb::GenerateKeyRequest {
             key_type: key_type.into(),
             label: label.into(),
             extractable,
+            activation_date: dates[0],
+            protect_stop_date: dates[1],
+            deactivation_date: dates[2],
         });
         Ok(self.rt.block_on(c.generate_key(r))?.into_inner())
     }

@@ -183,13 +183,19 @@ fn key_handle(t: &Token, label: &str, signing: bool) -> Result<u64> {
 }
 
 /// Generates a key (or key pair) labelled `label`; refuses a label that is taken.
-pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
+pub(crate) fn generate(
+    t: &Token,
+    type_name: &str,
+    label: &str,
+    extractable: bool,
+    dates: bulwark_core::token::LifecycleDates,
+) -> Result<()> {
     let spec = spec_for(type_name)?;
     if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
     let k = names::LabelledKey { spec, label, id: None, extractable, sensitive: true };
-    names::generate_labelled(t, &k, DAEMON_SESSION).map(|_| ())
+    names::generate_labelled_with(t, &k, dates, DAEMON_SESSION).map(|_| ())
 }
 
 fn object(t: &Token, o: &ObjectInfo) -> v1::KeyObject {
@@ -202,6 +208,7 @@ fn object(t: &Token, o: &ObjectInfo) -> v1::KeyObject {
         sensitive: o.attrs.bool_or(AttrType::Sensitive, false),
         extractable: o.attrs.bool_or(AttrType::Extractable, false),
         local: o.attrs.bool_or(AttrType::Local, false),
+        state: t.key_lifecycle(o.handle).map_or_else(|_| String::new(), |(_, s)| s.name().into()),
     }
 }
 

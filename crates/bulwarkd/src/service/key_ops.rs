@@ -21,7 +21,13 @@ pub(super) async fn generate_key(
     let info = svc
         .state
         .run("generate-key", actor, move |st| {
-            let info = keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
+            let date = |v: u64| (v != 0).then_some(v);
+            let dates = bulwark_core::token::LifecycleDates {
+                activation: date(r.activation_date),
+                protect_stop: date(r.protect_stop_date),
+                deactivation: date(r.deactivation_date),
+            };
+            let info = keys::generate(&st.token, &r.key_type, &r.label, r.extractable, dates)
                 .and_then(|()| keys::show(&st.token, &r.label))
                 .map_err(|e| core(&e));
             st.labels.clear();
