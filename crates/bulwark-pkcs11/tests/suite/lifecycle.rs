@@ -1,15 +1,10 @@
-//! Key lifecycle states through PKCS#11 (docs/lifecycle.md, docs/pkcs11.md), driven with the
-//! `cryptoki` client like any application: the state is the read-only vendor attribute
-//! `CKA_BULWARK_STATE`; the activation, protect-stop and deactivation dates are vendor
-//! attributes a key may be given at creation and never changed with `C_SetAttributeValue`; a
-//! use the state refuses is `CKR_KEY_FUNCTION_NOT_PERMITTED`, while a deactivated key still
-//! verifies and decrypts.
+//! Key lifecycle states through PKCS#11 (docs/lifecycle.md, docs/pkcs11.md), on embedded and
+//! remote slots: the state is the read-only vendor attribute `CKA_BULWARK_STATE`; the
+//! activation, protect-stop and deactivation dates are vendor attributes a key may be given at
+//! creation and never changed with `C_SetAttributeValue`; a use the state refuses is
+//! `CKR_KEY_FUNCTION_NOT_PERMITTED`, while a deactivated key still verifies and decrypts.
 
-#![allow(missing_docs)]
-
-mod common;
-
-use common::{rv, user_session};
+use crate::common::{self, rv, user_session};
 use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
@@ -49,8 +44,7 @@ fn aes(s: &Session, extra: &[Attribute]) -> cryptoki::error::Result<ObjectHandle
     s.generate_key(&Mechanism::AesKeyGen, &t)
 }
 
-#[test]
-fn states_through_pkcs11() {
+pub fn key_lifecycle_states() {
     if common::is_softhsm() {
         return; // Bulwark's vendor attributes.
     }
