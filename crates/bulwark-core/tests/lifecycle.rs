@@ -593,3 +593,51 @@ fn another_connection_sees_a_state_change_at_once() {
     assert!(matches!(r, Err(Error::ActionProhibited(_))), "{r:?}");
     assert_eq!(state(&two, k), KeyState::Compromised);
 }
+
+/// A key's state cannot be laundered: a copy keeps it, a compromised key never leaves the HSM
+/// (wrapped or in plaintext), and session keys have states too.
+#[test]
+fn states_survive_copies_and_compromised_keys_stay_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = store(dir.path());
+    let clock = ManualClock::new(T0);
+    let t = open(&p, &clock);
+    let kek = aes(&t, "kek", true, &[b(AttrType::Wrap, true)]).unwrap();
+    let kwp = Mechanism::AesKeyWrapPad;
+    let x =
+        [b(AttrType::Encrypt, true), b(AttrType::Extractable, true), b(AttrType::Sensitive, false)];
+    let k = aes(&t, "leaky", true, &x).unwrap();
+    t.transition_keys(&[k], Transition::Deactivate).unwrap();
+    // A deactivated key may still be exported (it is not compromised).
+    t.wrap_key(kek, &kwp, k).unwrap();
+    t.export_secret(k).unwrap();
+    t.transition_keys(&[k], Transition::Compromise).unwrap();
+    assert!(matches!(t.wrap_key(kek, &kwp, k), Err(Error::KeyUnextractable(_))));
+    assert!(matches!(t.export_secret(k), Err(Error::KeyUnextractable(_))));
+    let copy = t.copy_object(k, &[label("copy")], S).unwrap();
+    assert_eq!(state(&t, copy), KeyState::Compromised);
+    assert!(t.encrypt(copy, &gcm(), b"x").is_err());
+    let st = [ulong(AttrType::BulwarkState, KeyState::Active.to_raw())];
+    assert!(matches!(t.copy_object(k, &st, S), Err(Error::AttributeReadOnly(_))));
+
+    // A session key: suspended, resumed, deactivated, destroyed (its material dropped).
+    let s = aes(&t, "session", false, &[b(AttrType::Encrypt, true), b(AttrType::Decrypt, true)])
+        .unwrap();
+    let ct = t.encrypt(s, &gcm(), b"x").unwrap();
+    t.transition_keys(&[s], Transition::Suspend).unwrap();
+    assert!(t.encrypt(s, &gcm(), b"x").is_err());
+    t.transition_keys(&[s], Transition::Resume).unwrap();
+    t.transition_keys(&[s], Transition::Deactivate).unwrap();
+    assert_eq!(t.decrypt(s, &gcm(), &ct).unwrap().expose_secret(), b"x");
+    t.transition_keys(&[s], Transition::Destroy).unwrap();
+    assert_eq!(state(&t, s), KeyState::Destroyed);
+    let r = t.decrypt(s, &gcm(), &ct);
+    assert!(matches!(r, Err(Error::KeyFunctionNotPermitted(_))), "{r:?}");
+    // Both halves or neither: a refused transition on one key leaves the other unchanged.
+    let a = aes(&t, "a", true, &[]).unwrap();
+    let d = aes(&t, "d", true, &[]).unwrap();
+    t.transition_keys(&[d], Transition::Suspend).unwrap();
+    let r = t.transition_keys(&[a, d], Transition::Suspend);
+    assert!(matches!(r, Err(Error::ActionProhibited(_))), "{r:?}");
+    assert_eq!(state(&t, a), KeyState::Active);
+}

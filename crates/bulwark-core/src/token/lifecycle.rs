@@ -60,6 +60,20 @@ impl<S: Store> Token<S> {
         l.state_at(self.now()).permits(usage)
     }
 
+    /// Whether key `o` may leave the HSM (wrapped, or in plaintext where that is allowed) in
+    /// its state now: a compromised key never does (exported and imported again it would come
+    /// back active), and a destroyed key has nothing to export.
+    pub(crate) fn check_export_state(&self, o: &Obj) -> Result<()> {
+        let l = Lifecycle::of(&o.attrs)?;
+        match l.state_at(self.now()) {
+            KeyState::Compromised | KeyState::DestroyedCompromised => {
+                Err(Error::KeyUnextractable("key is compromised: it may not leave the HSM"))
+            }
+            KeyState::Destroyed => Err(Error::KeyFunctionNotPermitted("key is destroyed")),
+            _ => Ok(()),
+        }
+    }
+
     /// When a date next changes the state of the key behind `h` (a prepared key passes the
     /// gate again then).
     pub(crate) fn state_horizon(&self, h: u64) -> Option<u64> {

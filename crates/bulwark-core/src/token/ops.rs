@@ -309,6 +309,7 @@ impl<S: Store> Token<S> {
     ) -> Result<Vec<u8>> {
         let t = self.obj(target)?;
         self.check_export(&self.who(), &t)?;
+        self.check_export_state(&t)?;
         if !matches!(t.attrs.class(), Some(ObjectClass::SecretKey | ObjectClass::PrivateKey)) {
             return Err(Error::KeyTypeInconsistent);
         }
@@ -428,6 +429,7 @@ impl<S: Store> Token<S> {
                 "key is not extractable (CKA_EXTRACTABLE is false)",
             ));
         }
+        self.check_export_state(&o)?;
         let m = self.material(&o)?;
         Ok(SecretBytes::from_slice(m.expose_secret()))
     }
