@@ -2,6 +2,8 @@
 //! N concurrent clients (threads; remote: one connection and session each) for a fixed time,
 //! single and (remote) batched, and reports ops/s with p50/p99 latency per call.
 //!
+//! `--op create` measures durable key creation instead (concurrent creators share commits).
+//!
 //! Without `--key` it makes a temporary token key (`bench-<random>`, destroyed at the end), so
 //! it needs a user that may create keys (embedded: the user PIN; remote: a crypto officer).
 
@@ -28,6 +30,9 @@ pub(crate) enum BenchOp {
     Sign,
     /// AES-256-GCM encryption with a fresh random nonce.
     Encrypt,
+    /// Durable creation of token keys (`--type`, default aes-256), each under a new label;
+    /// the keys made are destroyed at the end (reported as a second run).
+    Create,
 }
 
 /// `bulwark bench` arguments.
@@ -172,6 +177,12 @@ fn temp_label() -> String {
 pub(crate) fn embedded(ctx: &Ctx, a: &BenchArgs) -> CliResult<ExitCode> {
     let key_type = check(a)?;
     let t = Arc::new(ctx.user_token()?);
+    if a.op == BenchOp::Create {
+        for r in embedded_create(&t, a, &key_type)? {
+            r.print(a.json);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let (label, temporary) = if let Some(l) = &a.key {
         (l.clone(), false)
     } else {
@@ -192,6 +203,55 @@ pub(crate) fn embedded(ctx: &Ctx, a: &BenchArgs) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--op create`: `clients` threads each generating token keys under fresh labels, then the
+/// keys made destroyed (one thread) so the store is left as it was.
+fn embedded_create(t: &Arc<Token>, a: &BenchArgs, key_type: &str) -> CliResult<Vec<Report>> {
+    let spec = names::key_spec(key_type)
+        .ok_or_else(|| CliError::Usage(format!("unknown key type {key_type:?}")))?;
+    let prefix = temp_label();
+    let made = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let name = format!("embedded create {key_type} x{}", a.clients);
+    let created = run(name, a.clients, a.seconds, || {
+        let (t, prefix, made) = (t.clone(), prefix.clone(), made.clone());
+        Ok(move || {
+            let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let label = format!("{prefix}-{n}");
+            let k =
+                LabelledKey { spec, label: &label, id: None, extractable: false, sensitive: true };
+            names::generate_labelled(&t, &k, 0)?;
+            Ok(1)
+        })
+    });
+    // Every label handed out, made or not: a failed generation left nothing to destroy.
+    let n = made.load(std::sync::atomic::Ordering::Relaxed);
+    let start = Instant::now();
+    let mut gone = Report {
+        name: format!("embedded destroy {key_type} x1"),
+        ops: 0,
+        secs: 0.0,
+        lat: Vec::new(),
+        errors: 0,
+        first_error: None,
+    };
+    for i in 0..n {
+        for h in t.find_by_label(&format!("{prefix}-{i}")).unwrap_or_default() {
+            let s = Instant::now();
+            match t.destroy_object(h.handle) {
+                Ok(()) => {
+                    gone.ops += 1;
+                    gone.lat.push(s.elapsed());
+                }
+                Err(e) => {
+                    gone.errors += 1;
+                    gone.first_error.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+    gone.secs = start.elapsed().as_secs_f64();
+    Ok(vec![created?, gone])
+}
+
 fn embedded_run(t: &Arc<Token>, a: &BenchArgs, label: &str) -> CliResult<Report> {
     let msg = vec![0x42u8; a.size];
     let name = format!("embedded {:?} {label} x{}", a.op, a.clients).to_lowercase();
@@ -204,6 +264,7 @@ fn embedded_run(t: &Arc<Token>, a: &BenchArgs, label: &str) -> CliResult<Report>
                 Ok(move || Ok(t.sign(h, &mech, &m).map(|_| 1)?))
             })
         }
+        BenchOp::Create => Err(CliError::Usage("--op create makes its own keys".into())),
         BenchOp::Encrypt => {
             let h = crate::cmd_ops::aes_key(t, label)?;
             run(name, a.clients, a.seconds, || {
@@ -231,6 +292,25 @@ pub(crate) fn remote(
 ) -> CliResult<ExitCode> {
     let key_type = check(a)?;
     let admin = connect()?;
+    if a.op == BenchOp::Create {
+        let prefix = temp_label();
+        let made = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let name = format!("remote create {key_type} x{} ({endpoint})", a.clients);
+        let created = run(name, a.clients, a.seconds, || {
+            let (c, prefix, made, ty) =
+                (connect()?, prefix.clone(), made.clone(), key_type.clone());
+            Ok(move || {
+                let n = made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c.generate_key(&ty, &format!("{prefix}-{n}"), false)?;
+                Ok(1)
+            })
+        });
+        for i in 0..made.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = admin.destroy_key(&format!("{prefix}-{i}"));
+        }
+        created?.print(a.json);
+        return Ok(ExitCode::SUCCESS);
+    }
     let (label, temporary) = if let Some(l) = &a.key {
         (l.clone(), false)
     } else {

@@ -39,8 +39,17 @@ fn load_in(dir: &Path, store_uid: &[u8; 16]) -> u64 {
         .unwrap_or(0)
 }
 
+/// Serializes this process's mark writes (so a mark only grows here).
+static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Numbers this process's temporary mark files.
+static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Records `generation` if it is higher than the recorded one. Best effort: a read-only home
 /// directory must not make the token unusable, so failures are logged, not returned.
+///
+/// Not synced: the store's own commit is durable before its generation is recorded, so a
+/// mark never runs ahead of the store (no false rollback alarm after a power loss); a mark
+/// lost with the page cache only weakens detection until the next write.
 pub fn record(store_uid: &[u8; 16], generation: u64) {
     if let Some(d) = state_dir() {
         record_in(&d, store_uid, generation);
@@ -49,6 +58,7 @@ pub fn record(store_uid: &[u8; 16], generation: u64) {
 
 fn record_in(dir: &Path, store_uid: &[u8; 16], generation: u64) {
     let path = mark_path(dir, store_uid);
+    let _one = WRITER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if load_in(dir, store_uid) >= generation {
         return;
     }
@@ -58,9 +68,21 @@ fn record_in(dir: &Path, store_uid: &[u8; 16], generation: u64) {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir(dir)?;
         }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        crate::fsutil::write_private(&tmp, generation.to_string().as_bytes())?;
-        std::fs::rename(&tmp, &path)
+        // A name of its own for every write: two threads or processes never write into the
+        // same temporary file.
+        let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+        let written = (|| {
+            use std::io::Write as _;
+            let mut f = crate::fsutil::create_private(&tmp)?;
+            f.write_all(generation.to_string().as_bytes())?;
+            drop(f);
+            std::fs::rename(&tmp, &path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     };
     if let Err(e) = write() {
         tracing::warn!(error = %e, "cannot record the store generation high-water mark");

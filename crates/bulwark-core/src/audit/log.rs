@@ -459,6 +459,13 @@ impl AuditLog {
     /// # Errors
     /// Store errors reading the file.
     pub fn size(&self) -> Result<u64> {
+        {
+            // Holding the lease, the head is this process's: no wait for a write in progress.
+            let s = lock(&self.inner.seq);
+            if s.leased {
+                return Ok(s.size);
+            }
+        }
         let w = lock(&self.inner.writer);
         let s = lock(&self.inner.seq);
         if s.leased {

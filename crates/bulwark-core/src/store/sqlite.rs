@@ -69,6 +69,9 @@ pub struct SqliteStore {
     path: PathBuf,
     shm: std::sync::OnceLock<Option<std::fs::File>>,
     conn: Mutex<Connection>,
+    /// A second connection for reads (opened on first use): in WAL mode it reads the last
+    /// commit while `conn` is inside a write and its sync, so no lookup waits on the disk.
+    reader: Mutex<Option<Connection>>,
     /// Fingerprint of the WAL-index header when `data_version` was last read.
     wal_seen: AtomicU64,
     /// `PRAGMA data_version` as last read.
@@ -360,6 +363,7 @@ impl SqliteStore {
             path: path.to_owned(),
             shm: std::sync::OnceLock::new(),
             conn: Mutex::new(conn),
+            reader: Mutex::new(None),
             wal_seen: AtomicU64::new(0),
             data_version: AtomicU64::new(0),
         }
@@ -373,6 +377,25 @@ impl SqliteStore {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut c = self.conn.lock().map_err(|_| Error::Internal("store lock poisoned"))?;
         f(&mut c)
+    }
+
+    /// Runs a read on the reader connection. Each statement (or `f`'s own transaction) sees
+    /// the last commit of any connection, this process's writer included.
+    fn reading<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let mut r = self.reader.lock().map_err(|_| Error::Internal("store lock poisoned"))?;
+        let c = match &mut *r {
+            Some(c) => c,
+            none => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(Duration::from_secs(10))?;
+                c.pragma_update(None, "query_only", "ON")?;
+                none.insert(c)
+            }
+        };
+        f(c)
     }
 }
 
@@ -509,18 +532,18 @@ impl StoreTx for SqliteTx<'_> {
 
 impl Store for SqliteStore {
     fn header(&self) -> Result<StoreHeader> {
-        self.with(|c| {
+        self.reading(|c| {
             let tx = c.transaction()?; // one consistent snapshot
             read_header(&tx)
         })
     }
 
     fn keyslot(&self, user_type: u8) -> Result<Option<KeyslotRow>> {
-        self.with(|c| query_keyslot(c, user_type))
+        self.reading(|c| query_keyslot(c, user_type))
     }
 
     fn object(&self, handle: u64) -> Result<Option<ObjectRow>> {
-        self.with(|c| query_object(c, handle))
+        self.reading(|c| query_object(c, handle))
     }
 
     fn find(
@@ -529,7 +552,7 @@ impl Store for SqliteStore {
         label: Option<&[u8]>,
         ckaid: Option<&[u8]>,
     ) -> Result<Vec<ObjectRow>> {
-        self.with(|c| {
+        self.reading(|c| {
             let class = class.map(i64_of).transpose()?;
             // Only the given conditions go into the WHERE clause: `(?1 IS NULL OR label = ?1)`
             // defeats SQLite's index use and made every lookup a full scan (28 ms at 100 k
@@ -562,18 +585,18 @@ impl Store for SqliteStore {
     }
 
     fn count(&self) -> Result<u64> {
-        self.with(|c| {
+        self.reading(|c| {
             let mut st = c.prepare_cached("SELECT n FROM object_count")?;
             Ok(u64_of(st.query_row([], |r| r.get(0))?))
         })
     }
 
     fn record(&self, kind: &str, key: &[u8]) -> Result<Option<RecordRow>> {
-        self.with(|c| query_record(c, kind, key))
+        self.reading(|c| query_record(c, kind, key))
     }
 
     fn records(&self, kind: &str, prefix: &[u8]) -> Result<Vec<RecordRow>> {
-        self.with(|c| query_records(c, kind, prefix))
+        self.reading(|c| query_records(c, kind, prefix))
     }
 
     fn change_counter(&self) -> Result<u64> {
@@ -590,7 +613,26 @@ impl Store for SqliteStore {
                 return Ok(self.data_version.load(Ordering::Acquire));
             }
         }
-        self.with(|c| {
+        // `data_version` must come from the writer connection (it moves only for other
+        // connections' commits, so this process's own writes are not taken for foreign ones).
+        // While that connection is inside this process's own write (and its sync), the last
+        // value read stands: that write checks for foreign commits itself before it writes,
+        // and the next call after it asks again. Only the very first read waits.
+        let mut guard = match self.conn.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock)
+                if self.wal_seen.load(Ordering::Acquire) != 0 =>
+            {
+                return Ok(self.data_version.load(Ordering::Acquire));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.conn.lock().map_err(|_| Error::Internal("store lock poisoned"))?
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Err(Error::Internal("store lock poisoned"))
+            }
+        };
+        (|c: &mut Connection| {
             let mut st = c.prepare_cached("PRAGMA data_version")?;
             let v = u64_of(st.query_row([], |r| r.get(0))?);
             // Both under the connection lock, the version first: a reader that sees this
@@ -600,7 +642,7 @@ impl Store for SqliteStore {
             self.data_version.store(v, Ordering::Release);
             self.wal_seen.store(fp.unwrap_or(0), Ordering::Release);
             Ok(v)
-        })
+        })(&mut guard)
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn StoreTx) -> Result<()>) -> Result<()> {
@@ -613,7 +655,7 @@ impl Store for SqliteStore {
     }
 
     fn scan(&self, f: &mut dyn FnMut(ScanRow<'_>) -> Result<()>) -> Result<StoreHeader> {
-        self.with(|c| {
+        self.reading(|c| {
             let tx = c.transaction()?; // one snapshot for the header and every row
             let header = read_header(&tx)?;
             {
@@ -715,7 +757,31 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{fold_header, prefix_end};
+    use super::{fold_header, prefix_end, SqliteStore};
+    use crate::store::Store as _;
+
+    /// Reads do not wait for this process's write in progress (its commit and sync): lookups
+    /// use the reader connection, and the change counter keeps its last value meanwhile.
+    #[test]
+    fn reads_do_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let s = SqliteStore::create(&path, [3; 16], "{}").unwrap();
+        let before = s.change_counter().unwrap();
+        let writing = s.conn.lock().unwrap(); // a write holds the writer connection
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let found = s.find(None, Some(b"x"), None).map(|v| v.len());
+                let header = s.header().map(|h| h.store_uid);
+                let change = s.change_counter();
+                tx.send((found.ok(), header.ok(), change.ok())).unwrap();
+            });
+            let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+            drop(writing);
+            assert_eq!(got.unwrap(), (Some(0), Some([3; 16]), Some(before)));
+        });
+    }
 
     #[test]
     fn prefix_end_is_the_next_string() {

@@ -180,8 +180,10 @@ impl Call {
                 | "decrypt-init"
                 | "encapsulate-init"
                 | "decapsulate-init"
-                // Successful lookups are as frequent as key uses and change nothing.
+                // Successful lookups and random generation are as frequent as key uses and
+                // change nothing (C_GenerateRandom may be an application's RNG).
                 | "find"
+                | "random"
         )
     }
     pub(super) fn session(mut self, s: SessionId) -> Self {

@@ -222,6 +222,8 @@ pub struct Inner<S: Store> {
     outbox: outbox::Outbox,
     /// The time lifecycle dates are evaluated against (lifecycle.rs).
     clock: RwLock<Arc<dyn crate::lifecycle::Clock>>,
+    /// Group commit of concurrent object creations (state.rs).
+    group: state::GroupCommit,
 }
 
 impl<S: Store> std::fmt::Debug for Token<S> {
@@ -335,6 +337,7 @@ impl<S: Store> Token<S> {
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             outbox: outbox::Outbox::default(),
             clock: RwLock::new(crate::lifecycle::system()),
+            group: state::GroupCommit::default(),
         })))
     }
 
@@ -357,6 +360,7 @@ impl<S: Store> Token<S> {
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             outbox: outbox::Outbox::default(),
             clock: RwLock::new(crate::lifecycle::system()),
+            group: state::GroupCommit::default(),
             store,
         })))
     }

@@ -303,7 +303,8 @@ impl<S: Store> Token<S> {
             secret,
             mac: Vec::new(),
         };
-        self.write(&ik, |a| {
+        // Creations from several sessions at once share one commit.
+        self.write_grouped(&ik, move |a| {
             let h = a.insert_object(&row)?;
             if let Some(from) = &inherit {
                 Self::copy_grants(a, from, &uid)?;

@@ -13,6 +13,7 @@
 //! Nothing here decides who may write what; callers check that first.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
@@ -78,6 +79,12 @@ impl AuthTx<'_> {
     /// The unique ids of the objects this write inserted, changed or deleted so far.
     pub(crate) fn touched(&self) -> &[[u8; 16]] {
         &self.touched
+    }
+
+    /// Starts a new list of touched objects (the next write of a group).
+    fn reset_touched(&mut self) {
+        self.touched.clear();
+        self.touched_set.clear();
     }
 
     fn touch(&mut self, uid: [u8; 16]) {
@@ -199,6 +206,26 @@ impl AuthTx<'_> {
     }
 }
 
+/// Where a grouped write's result lands: the result and the caller's outbox plan back.
+type Slot = Arc<Mutex<Option<(Result<u64>, Option<super::outbox::Plan>)>>>;
+
+/// The body of a grouped write.
+type GroupedWrite = Box<dyn FnMut(&mut AuthTx<'_>) -> Result<u64> + Send>;
+
+/// A queued write of a group (see [`Token::write_grouped`]).
+struct Pending {
+    f: GroupedWrite,
+    plan: super::outbox::Plan,
+    slot: Slot,
+}
+
+/// Group commit of concurrent writes: the queue and the combiner that runs it.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    queue: Mutex<Vec<Pending>>,
+    combiner: Mutex<()>,
+}
+
 /// How a write treats a store without a sealed state.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fresh {
@@ -225,6 +252,92 @@ impl<S: Store> Token<S> {
         fresh: Fresh,
         mut f: impl FnMut(&mut AuthTx<'_>) -> Result<T>,
     ) -> Result<T> {
+        let plan = self.outbox_plan()?;
+        let mut out = None;
+        let r = self.commit_tx(ik, fresh, &mut |a| {
+            let v = f(a)?;
+            Self::outbox_apply(&plan, a)?;
+            out = Some(v);
+            Ok(())
+        });
+        self.outbox_after(plan, r.is_ok());
+        r?;
+        out.ok_or(Error::Internal("write produced no value"))
+    }
+
+    /// [`Token::write`] with group commit, for writes that callers on several threads make at
+    /// once (object creation): the write is queued, and whichever caller holds the combiner
+    /// runs every queued write in one store transaction (one sealed state, one commit, one
+    /// sync). If that transaction fails, each write of the group is run again on its own, so
+    /// one bad write never fails another, and every caller gets its own result and error.
+    pub(crate) fn write_grouped(
+        &self,
+        ik: &IntegrityKeys,
+        f: impl FnMut(&mut AuthTx<'_>) -> Result<u64> + Send + 'static,
+    ) -> Result<u64> {
+        let plan = self.outbox_plan()?;
+        let slot: Slot = Arc::default();
+        lock(&self.group.queue).push(Pending { f: Box::new(f), plan, slot: slot.clone() });
+        let r = {
+            let _combiner = lock(&self.group.combiner);
+            if lock(&slot).is_none() {
+                let mut batch = std::mem::take(&mut *lock(&self.group.queue));
+                self.run_group(ik, &mut batch);
+            }
+            lock(&slot).take()
+        };
+        let (r, plan) = r.unwrap_or((Err(Error::Internal("group write lost")), None));
+        if let Some(plan) = plan {
+            self.outbox_after(plan, r.is_ok());
+        }
+        r
+    }
+
+    /// Runs a group of queued writes (the caller holds the combiner) and fills their slots.
+    fn run_group(&self, ik: &IntegrityKeys, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        if batch.len() > 1 {
+            let mut outs = Vec::with_capacity(batch.len());
+            let r = self.commit_tx(ik, Fresh::No, &mut |a| {
+                outs.clear();
+                for p in batch.iter_mut() {
+                    a.reset_touched(); // each call's outbox row names its own objects
+                    outs.push((p.f)(a)?);
+                    Self::outbox_apply(&p.plan, a)?;
+                }
+                Ok(())
+            });
+            if r.is_ok() {
+                for (p, h) in batch.drain(..).zip(outs) {
+                    *lock(&p.slot) = Some((Ok(h), Some(p.plan)));
+                }
+                return;
+            }
+        }
+        for mut p in batch.drain(..) {
+            let mut out = None;
+            let r = self.commit_tx(ik, Fresh::No, &mut |a| {
+                let h = (p.f)(a)?;
+                Self::outbox_apply(&p.plan, a)?;
+                out = Some(h);
+                Ok(())
+            });
+            let r = r.and_then(|()| out.ok_or(Error::Internal("write produced no value")));
+            *lock(&p.slot) = Some((r, Some(p.plan)));
+        }
+    }
+
+    /// One authenticated store transaction around `body`: opens and checks the sealed state,
+    /// runs `body`, seals the next state, commits; then notes the generation and moves the
+    /// prepared-key epoch.
+    fn commit_tx(
+        &self,
+        ik: &IntegrityKeys,
+        fresh: Fresh,
+        body: &mut dyn FnMut(&mut AuthTx<'_>) -> Result<()>,
+    ) -> Result<()> {
         self.provider.check()?;
         if fresh == Fresh::No {
             // Another connection's commit is verified before anything is decided on the rows
@@ -233,10 +346,8 @@ impl<S: Store> Token<S> {
         }
         let mut nonce = [0u8; 12];
         self.provider.random(&mut nonce)?;
-        let mut out = None;
         let mut next_gen = 0;
-        let plan = self.outbox_plan()?;
-        let r = self.store.write(&mut |tx| {
+        self.store.write(&mut |tx| {
             let h = tx.header()?;
             if h.zeroized {
                 return Err(Error::Zeroized);
@@ -262,8 +373,7 @@ impl<S: Store> Token<S> {
                 touched: Vec::new(),
                 touched_set: std::collections::HashSet::new(),
             };
-            let v = f(&mut a)?;
-            Self::outbox_apply(&plan, &mut a)?;
+            body(&mut a)?;
             let mut commitment = st.commitment;
             xor_into(&mut commitment, &a.delta);
             let objects = st
@@ -279,15 +389,12 @@ impl<S: Store> Token<S> {
             let sealed = ik.seal_state(&next, nonce)?;
             a.tx.set_state(next.generation, &sealed)?;
             next_gen = next.generation;
-            out = Some(v);
             Ok(())
-        });
-        self.outbox_after(plan, r.is_ok());
-        r?;
+        })?;
         self.note_generation(next_gen);
         // Access may have changed: prepared keys pass the full gate again before their next use.
         self.bump_epoch();
-        out.ok_or(Error::Internal("write produced no value"))
+        Ok(())
     }
 
     /// Refuses a generation older than this host has seen.
@@ -406,5 +513,186 @@ impl<S: Store> Token<S> {
         let Some(r) = self.store.record(kind::SETTING, name.as_bytes())? else { return Ok(None) };
         ik.verify_row(&r)?;
         Ok(Some(r.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::{AttrType, AttrValue};
+    use crate::hierarchy::KdfParams;
+    use crate::mechanism::KeyGenMechanism;
+    use crate::secret::Pin;
+    use crate::token::{InitOptions, UserType};
+    use crate::Token;
+
+    fn token(dir: &std::path::Path) -> Token {
+        let path = dir.join("t.db");
+        let pin = Pin::new(b"pin-12345".to_vec());
+        let opts = InitOptions {
+            kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+            ..InitOptions::default()
+        };
+        Token::init_with_options(&path, "t", &pin, Some(&pin), &opts).unwrap();
+        let t = Token::open(&path).unwrap();
+        t.login(UserType::User, &pin).unwrap();
+        t
+    }
+
+    fn aes(t: &Token, label: &str) -> Result<u64> {
+        t.generate_key(
+            KeyGenMechanism::AesKeyGen,
+            &[
+                (AttrType::Token, AttrValue::Bool(true)),
+                (AttrType::Label, AttrValue::Bytes(label.as_bytes().to_vec())),
+                (AttrType::ValueLen, AttrValue::Ulong(32)),
+            ],
+            1,
+        )
+    }
+
+    /// Writes queued while the combiner is busy commit as one group: one generation step for
+    /// all of them; a write that fails in the group fails alone (the rest are run again one by
+    /// one and land), and nothing of the failed one is stored.
+    #[test]
+    fn a_group_commits_once_and_a_bad_write_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = token(dir.path());
+        let (_, ik) = t.require_vault().unwrap();
+        let gen0 = t.store.header().unwrap().generation;
+        let (n, bad) = (6usize, 3usize);
+        let results = {
+            let held = lock(&t.group.combiner); // every write below queues behind it
+            let results = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..n)
+                    .map(|i| {
+                        let (t, ik) = (t.clone(), ik.clone());
+                        s.spawn(move || {
+                            t.write_grouped(&ik, move |a| {
+                                if i == bad {
+                                    return Err(Error::TemplateInconsistent(
+                                        "refused for the test",
+                                    ));
+                                }
+                                a.put_record(kind::SETTING, format!("group-{i}").as_bytes(), b"v")
+                                    .map(|()| i as u64)
+                            })
+                        })
+                    })
+                    .collect();
+                // Release the combiner once all are queued: the first thread in runs them all.
+                while lock(&t.group.queue).len() < n {
+                    std::thread::yield_now();
+                }
+                drop(held);
+                hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            });
+            results
+        };
+        for (i, r) in results.iter().enumerate() {
+            if i == bad {
+                assert!(matches!(r, Err(Error::TemplateInconsistent(_))), "{r:?}");
+            } else {
+                assert_eq!(r.as_ref().unwrap(), &(i as u64));
+            }
+        }
+        for i in 0..n {
+            let row = t.store.record(kind::SETTING, format!("group-{i}").as_bytes()).unwrap();
+            assert_eq!(row.is_some(), i != bad, "row {i}");
+        }
+        // The group failed as a whole (the bad write), then each write ran on its own.
+        let gen = t.store.header().unwrap().generation;
+        assert_eq!(gen - gen0, (n - 1) as u64, "one generation per write after the fallback");
+        t.verify_store().unwrap();
+    }
+
+    /// A group without a bad write is one transaction: one generation step for all.
+    #[test]
+    fn a_clean_group_is_one_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = token(dir.path());
+        let (_, ik) = t.require_vault().unwrap();
+        let gen0 = t.store.header().unwrap().generation;
+        let n = 5usize;
+        let held = lock(&t.group.combiner);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..n)
+                .map(|i| {
+                    let (t, ik) = (t.clone(), ik.clone());
+                    s.spawn(move || {
+                        t.write_grouped(&ik, move |a| {
+                            a.put_record(kind::SETTING, format!("g-{i}").as_bytes(), b"v")
+                                .map(|()| 0)
+                        })
+                    })
+                })
+                .collect();
+            while lock(&t.group.queue).len() < n {
+                std::thread::yield_now();
+            }
+            drop(held);
+            for h in hs {
+                h.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(t.store.header().unwrap().generation - gen0, 1);
+        t.verify_store().unwrap();
+    }
+
+    /// Many sessions creating keys at once: every key is stored once under its own handle,
+    /// the store verifies, every creation has its own audit record naming its own key, and
+    /// no outbox row is left behind.
+    #[test]
+    fn concurrent_creations_are_all_stored_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = token(dir.path());
+        let (threads, each) = (8usize, 25usize);
+        let handles: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|k| {
+                    let t = t.clone();
+                    s.spawn(move || {
+                        (0..each)
+                            .map(|i| aes(&t, &format!("k{k}-{i}")).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let distinct: std::collections::HashSet<_> = handles.iter().collect();
+        assert_eq!(distinct.len(), threads * each);
+        assert_eq!(t.verify_store().unwrap(), (threads * each) as u64);
+        let uids: std::collections::HashSet<String> = handles
+            .iter()
+            .map(|h| {
+                let v = t.attribute(*h, AttrType::UniqueId).unwrap();
+                match v {
+                    AttrValue::Bytes(b) => String::from_utf8(b).unwrap(),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        let log = t.audit_log().unwrap();
+        log.flush().unwrap();
+        let recorded: Vec<String> = log
+            .export_lines(0)
+            .unwrap()
+            .into_iter()
+            .filter_map(|l| match l {
+                crate::audit::ExportLine::Record { record, .. }
+                    if record.op == "generate-key" && record.result == "ok" =>
+                {
+                    Some(record.object)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(recorded.len(), threads * each);
+        assert_eq!(recorded.iter().collect::<std::collections::HashSet<_>>().len(), recorded.len());
+        assert!(recorded.iter().all(|o| uids.contains(o)), "each record names its own key");
+        // One more write takes the done rows away.
+        aes(&t, "last").unwrap();
+        assert!(t.store.records(kind::OUTBOX, b"").unwrap().len() <= 1);
     }
 }
