@@ -264,7 +264,12 @@ pub(crate) fn run_remote(c: &bulwark_client::Client, cmd: LifecycleCommand) -> C
 }
 
 fn print_one(handle: u64, class: &str, l: &Lifecycle, now: KeyState) {
-    println!("object {handle} ({class}): {}", now.name());
+    match l.state {
+        Some(s) if s != now => {
+            println!("object {handle} ({class}): {} (stored: {s}, moved by its dates)", now.name());
+        }
+        _ => println!("object {handle} ({class}): {}", now.name()),
+    }
     let dates = [
         ("activation", l.activation),
         ("protect-stop", l.protect_stop),

@@ -161,6 +161,8 @@ fn dates_at_generation_and_later() {
         "2021-01-01T00:00:00+02:00",
     ]);
     assert_eq!(e.state("old"), ["deactivated"]);
+    let text = e.ok(&["key", "state", "old"]);
+    assert!(text.contains("deactivated (stored: pre-activation, moved by its dates)"), "{text}");
     let out = e.ok(&["key", "state", "old", "--json"]);
     assert!(out.contains("2020-12-31T22:00:00Z"), "{out}");
 
