@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use bulwark_core::attr::{AttrType, AttrValue, KeyType, ObjectClass};
 use bulwark_core::crypto::KeySpec;
+use bulwark_core::lifecycle::KeyState;
 use bulwark_core::names::LabelledKey;
 use bulwark_core::token::ObjectInfo;
 use bulwark_core::{Error, Token};
@@ -43,6 +44,8 @@ pub(crate) enum KeyCommand {
         /// CKA_ID as hex (default: 16 random bytes).
         #[arg(long)]
         id: Option<String>,
+        #[command(flatten)]
+        dates: crate::cmd_lifecycle::DateArgs,
     },
     /// List keys.
     List {
@@ -97,6 +100,8 @@ pub(crate) enum KeyCommand {
         #[command(flatten)]
         approval: crate::cmd_approval::ApprovalArgs,
     },
+    #[command(flatten)]
+    Lifecycle(crate::cmd_lifecycle::LifecycleCommand),
 }
 
 fn spec_for(name: &str) -> CliResult<KeySpec> {
@@ -115,6 +120,7 @@ fn generate(
     extractable: bool,
     not_sensitive: bool,
     id: Option<&str>,
+    dates: &crate::cmd_lifecycle::DateArgs,
 ) -> CliResult<Vec<u64>> {
     let spec = spec_for(type_name)?;
     if not_sensitive && spec.is_asymmetric() {
@@ -123,8 +129,9 @@ fn generate(
     let id = id
         .map(|h| hex::decode(h).map_err(|_| CliError::Usage("--id must be hex".into())))
         .transpose()?;
+    let dates = dates.parse()?;
     let k = LabelledKey { spec, label, id, extractable, sensitive: !not_sensitive };
-    Ok(bulwark_core::names::generate_labelled(t, &k, CLI_SESSION)?)
+    Ok(bulwark_core::names::generate_labelled_with(t, &k, dates, CLI_SESSION)?)
 }
 
 /// The objects labelled `label`, or `NotFound`.
@@ -186,6 +193,17 @@ fn attr_json(t: AttrType, v: &AttrValue) -> Value {
         (AttrType::Class, AttrValue::Ulong(c)) => json!(class_name(*c)),
         (AttrType::KeyType, AttrValue::Ulong(k)) => json!(key_type_name(*k)),
         (AttrType::KeyGenMechanism, AttrValue::Ulong(m)) => json!(format!("0x{m:x}")),
+        (AttrType::BulwarkState, AttrValue::Ulong(s)) => {
+            json!(KeyState::from_raw(*s).map_or_else(|| format!("0x{s:x}"), |k| k.name().into()))
+        }
+        (
+            AttrType::BulwarkActivationDate
+            | AttrType::BulwarkProtectStopDate
+            | AttrType::BulwarkDeactivationDate
+            | AttrType::BulwarkCompromiseDate
+            | AttrType::BulwarkDestroyDate,
+            AttrValue::Ulong(d),
+        ) => json!(crate::cmd_lifecycle::format_date(*d)),
         (_, AttrValue::Ulong(u)) => json!(u),
         (AttrType::Label | AttrType::UniqueId, AttrValue::Bytes(b)) => {
             json!(String::from_utf8_lossy(b))
@@ -208,6 +226,10 @@ fn object_json(t: &Token, o: &ObjectInfo) -> Value {
     if let Ok(spec) = t.key_spec(o.handle) {
         m.insert("type".into(), json!(spec.name()));
     }
+    if let Ok((l, now)) = t.key_lifecycle(o.handle) {
+        m.insert("state".into(), json!(now.name()));
+        m.insert("lifecycle".into(), crate::cmd_lifecycle::lifecycle_json(&l, now));
+    }
     let mut attrs = Map::new();
     for (k, v) in o.attrs.iter() {
         attrs.insert(attr_name(k), attr_json(k, v));
@@ -216,31 +238,41 @@ fn object_json(t: &Token, o: &ObjectInfo) -> Value {
     Value::Object(m)
 }
 
-fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String) {
+fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String, String) {
     let class = o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}"));
     let ty = t.key_spec(o.handle).map_or_else(|_| "-".into(), |s| s.name());
     let flags = bulwark_core::names::usage_names(&o.attrs).join(",");
+    let state = t.key_lifecycle(o.handle).map_or_else(|_| "-".into(), |(_, s)| s.name().into());
     // Labels may hold any bytes: escaped for the terminal.
-    (bulwark_core::display::escape(&o.attrs.label()), class, ty, flags)
+    (bulwark_core::display::escape(&o.attrs.label()), class, ty, state, flags)
 }
 
 pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
     let t = ctx.user_token()?;
     match cmd {
-        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id } => {
-            let hs = generate(&t, &key_type, &label, extractable, not_sensitive, id.as_deref())?;
+        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates } => {
+            let hs =
+                generate(&t, &key_type, &label, extractable, not_sensitive, id.as_deref(), &dates)?;
             println!("generated {key_type} key {label:?} (handles {hs:?})");
+            if dates.is_set() {
+                let (_, now) = t.key_lifecycle(hs[0])?;
+                println!("state: {now}");
+            }
         }
+        KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run(&t, l),
         KeyCommand::List { json } => {
             let objs = t.list()?;
             if json {
                 let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("{:<8} {:<24} {:<11} {:<14} USAGE", "HANDLE", "LABEL", "CLASS", "TYPE");
+                println!(
+                    "{:<8} {:<24} {:<11} {:<14} {:<22} USAGE",
+                    "HANDLE", "LABEL", "CLASS", "TYPE", "STATE"
+                );
                 for o in &objs {
-                    let (l, c, ty, f) = summary(&t, o);
-                    println!("{:<8} {:<24} {:<11} {:<14} {}", o.handle, l, c, ty, f);
+                    let (l, c, ty, st, f) = summary(&t, o);
+                    println!("{:<8} {:<24} {:<11} {:<14} {:<22} {}", o.handle, l, c, ty, st, f);
                 }
             }
         }
@@ -251,7 +283,8 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
                 for o in &objs {
-                    println!("object {} ({})", o.handle, summary(&t, o).1);
+                    let (_, class, _, state, _) = summary(&t, o);
+                    println!("object {} ({class}), state {state}", o.handle);
                     for (k, v) in o.attrs.iter() {
                         println!("  {:<24} {}", attr_name(k), attr_text(k, v));
                     }

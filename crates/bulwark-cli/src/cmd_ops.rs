@@ -152,7 +152,11 @@ pub(crate) fn verify(ctx: &Ctx, a: &VerifyArgs) -> CliResult<ExitCode> {
             return Ok(ExitCode::from(1));
         };
     }
-    match t.verify(h, &mech, &data, &sig) {
+    let outcome = t.verify(h, &mech, &data, &sig);
+    if matches!(outcome, Ok(()) | Err(Error::SignatureInvalid | Error::SignatureLenRange)) {
+        crate::cmd_lifecycle::note_key(&t, h, &a.key);
+    }
+    match outcome {
         Ok(()) => {
             println!("signature OK");
             Ok(ExitCode::SUCCESS)
@@ -205,6 +209,7 @@ pub(crate) fn decrypt(ctx: &Ctx, a: &CryptArgs) -> CliResult<ExitCode> {
     let nonce = data[4..4 + NONCE_LEN].to_vec();
     let mech = Mechanism::AesGcm { iv: nonce, aad: MAGIC.to_vec(), tag_bits: 128 };
     let pt = t.decrypt(h, &mech, &data[4 + NONCE_LEN..])?;
+    crate::cmd_lifecycle::note_key(&t, h, &a.key);
     write_file(&a.out, pt.expose_secret())?;
     Ok(ExitCode::SUCCESS)
 }

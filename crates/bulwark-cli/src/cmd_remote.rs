@@ -191,7 +191,15 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Verify(a) => {
             let c = session(endpoint)?;
             let (data, sig) = (read(&a.input)?, read(&a.sig)?);
-            if c.verify(&a.key, a.mechanism.as_deref().unwrap_or(""), &data, &sig, true)? {
+            let (valid, state) = c.verify_noting_state(
+                &a.key,
+                a.mechanism.as_deref().unwrap_or(""),
+                &data,
+                &sig,
+                true,
+            )?;
+            crate::cmd_lifecycle::note_state(&a.key, &state);
+            if valid {
                 println!("signature OK");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -207,7 +215,8 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         }
         Command::Decrypt(a) => {
             let c = session(endpoint)?;
-            let pt = c.decrypt(&a.key, &read(&a.input)?)?;
+            let (pt, state) = c.decrypt_noting_state(&a.key, &read(&a.input)?)?;
+            crate::cmd_lifecycle::note_state(&a.key, &state);
             write_file(&a.out, &pt)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -394,15 +403,26 @@ fn unseal(endpoint: &str, a: &UnsealArgs) -> CliResult<ExitCode> {
 fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
     let c = session(endpoint)?;
     match k {
-        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id } => {
+        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates } => {
             if not_sensitive || id.is_some() {
                 return Err(CliError::Usage(
                     "--not-sensitive and --id are not available with --endpoint".into(),
                 ));
             }
-            let info = c.generate_key(&key_type, &label, extractable)?;
+            let d = dates.parse()?;
+            let v = |x: Option<u64>| x.unwrap_or(0);
+            let info = c.generate_key_with_dates(
+                &key_type,
+                &label,
+                extractable,
+                [v(d.activation), v(d.protect_stop), v(d.deactivation)],
+            )?;
             let hs: Vec<u64> = info.objects.iter().map(|o| o.handle).collect();
             println!("generated {key_type} key {label:?} (handles {hs:?})");
+            if dates.is_set() {
+                let state = info.objects.first().map_or("-", |o| o.state.as_str());
+                println!("state: {state}");
+            }
         }
         KeyCommand::List { json } => {
             let keys = c.list_keys()?;
@@ -413,21 +433,25 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                         k.objects.iter().map(move |o| json!({
                     "handle": o.handle, "label": k.label, "class": o.class, "type": o.key_type,
                     "usage": o.usage, "sensitive": o.sensitive, "extractable": o.extractable,
-                    "local": o.local,
+                    "local": o.local, "state": o.state,
                 }))
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                println!("{:<8} {:<24} {:<11} {:<14} USAGE", "HANDLE", "LABEL", "CLASS", "TYPE");
+                println!(
+                    "{:<8} {:<24} {:<11} {:<14} {:<22} USAGE",
+                    "HANDLE", "LABEL", "CLASS", "TYPE", "STATE"
+                );
                 for k in &keys {
                     for o in &k.objects {
                         println!(
-                            "{:<8} {:<24} {:<11} {:<14} {}",
+                            "{:<8} {:<24} {:<11} {:<14} {:<22} {}",
                             o.handle,
                             bulwark_core::display::escape(&k.label),
                             o.class,
                             o.key_type,
+                            o.state,
                             o.usage.join(",")
                         );
                     }
@@ -443,6 +467,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                     json!({
                         "handle": o.handle, "class": o.class, "type": o.key_type, "usage": o.usage,
                         "sensitive": o.sensitive, "extractable": o.extractable, "local": o.local,
+                        "state": o.state,
                     })
                 })
                 .collect();
@@ -455,6 +480,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                     println!("  sensitive    {}", o.sensitive);
                     println!("  extractable  {}", o.extractable);
                     println!("  local        {}", o.local);
+                    println!("  state        {}", o.state);
                 }
             }
         }
@@ -469,6 +495,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 None => print!("{pem}"),
             }
         }
+        KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run_remote(&c, l),
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM (use key wrap)".into(),

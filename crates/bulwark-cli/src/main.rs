@@ -12,6 +12,7 @@ mod cmd_audit;
 mod cmd_backup;
 mod cmd_bench;
 mod cmd_keys;
+mod cmd_lifecycle;
 mod cmd_ops;
 mod cmd_remote;
 mod cmd_remote_init;

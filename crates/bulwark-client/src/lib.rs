@@ -297,11 +297,26 @@ impl Client {
         label: &str,
         extractable: bool,
     ) -> Result<pb::KeyInfo> {
+        self.generate_key_with_dates(key_type, label, extractable, [0; 3])
+    }
+
+    /// Generates a key with lifecycle dates (activation, protect-stop, deactivation; Unix
+    /// seconds, 0 for none), set in the same write that stores it.
+    pub fn generate_key_with_dates(
+        &self,
+        key_type: &str,
+        label: &str,
+        extractable: bool,
+        dates: [u64; 3],
+    ) -> Result<pb::KeyInfo> {
         let mut c = self.inner.clone();
         let r = self.req(pb::GenerateKeyRequest {
             key_type: key_type.into(),
             label: label.into(),
             extractable,
+            activation_date: dates[0],
+            protect_stop_date: dates[1],
+            deactivation_date: dates[2],
         });
         Ok(self.rt.block_on(c.generate_key(r))?.into_inner())
     }
@@ -319,6 +334,32 @@ impl Client {
             .rt
             .block_on(c.show_key(self.req(pb::KeyName { label: label.into() })))?
             .into_inner())
+    }
+
+    /// The lifecycle state and dates of a key's objects.
+    pub fn key_state(&self, label: &str) -> Result<pb::KeyStateResponse> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::KeyName { label: label.into() });
+        Ok(self.rt.block_on(c.key_state(r))?.into_inner())
+    }
+
+    /// A lifecycle transition (`activate`, `suspend`, `resume`, `deactivate`, `compromise`)
+    /// or, with an empty `transition`, new dates (Unix seconds, 0: unchanged).
+    pub fn change_key_state(
+        &self,
+        label: &str,
+        transition: &str,
+        dates: [u64; 3],
+    ) -> Result<pb::KeyStateResponse> {
+        let mut c = self.inner.clone();
+        let r = self.req(pb::ChangeKeyStateRequest {
+            label: label.into(),
+            transition: transition.into(),
+            activation_date: dates[0],
+            protect_stop_date: dates[1],
+            deactivation_date: dates[2],
+        });
+        Ok(self.rt.block_on(c.change_key_state(r))?.into_inner())
     }
 
     /// Destroys a key; returns the number of objects destroyed.
@@ -374,6 +415,19 @@ impl Client {
         sig: &[u8],
         der: bool,
     ) -> Result<bool> {
+        self.verify_noting_state(key, mechanism, data, sig, der).map(|(v, _)| v)
+    }
+
+    /// [`Client::verify`], with the key's lifecycle state when it is not active
+    /// (`deactivated`, `compromised`; empty for an active key).
+    pub fn verify_noting_state(
+        &self,
+        key: &str,
+        mechanism: &str,
+        data: &[u8],
+        sig: &[u8],
+        der: bool,
+    ) -> Result<(bool, String)> {
         let mut c = self.inner.clone();
         let r = self.req(pb::VerifyRequest {
             key: key.into(),
@@ -382,7 +436,8 @@ impl Client {
             signature: sig.to_vec(),
             format: fmt(der).into(),
         });
-        Ok(self.rt.block_on(c.verify(r))?.into_inner().valid)
+        let r = self.rt.block_on(c.verify(r))?.into_inner();
+        Ok((r.valid, r.key_state))
     }
 
     /// AES-GCM encryption (BWK1 format).
@@ -394,9 +449,19 @@ impl Client {
 
     /// Decrypts a BWK1 ciphertext.
     pub fn decrypt(&self, key: &str, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.decrypt_noting_state(key, ciphertext).map(|(p, _)| p)
+    }
+
+    /// [`Client::decrypt`], with the key's lifecycle state when it is not active.
+    pub fn decrypt_noting_state(
+        &self,
+        key: &str,
+        ciphertext: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, String)> {
         let mut c = self.inner.clone();
         let r = self.req(pb::DecryptRequest { key: key.into(), ciphertext: ciphertext.to_vec() });
-        Ok(Zeroizing::new(self.rt.block_on(c.decrypt(r))?.into_inner().plaintext))
+        let r = self.rt.block_on(c.decrypt(r))?.into_inner();
+        Ok((Zeroizing::new(r.plaintext), r.key_state))
     }
 
     /// Creates a user (security officer); with `totp`, returns the otpauth URI and base32

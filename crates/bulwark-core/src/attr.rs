@@ -191,7 +191,39 @@ ck_enum! {
         Decapsulate = cryptoki_sys::CKA_DECAPSULATE,
         /// `CKA_SEED`
         Seed = cryptoki_sys::CKA_SEED,
+        /// `CKA_BULWARK_STATE` (vendor): the key's lifecycle state ([`crate::lifecycle`]).
+        BulwarkState = vendor::CKA_BULWARK_STATE,
+        /// `CKA_BULWARK_ACTIVATION_DATE` (vendor): Unix seconds.
+        BulwarkActivationDate = vendor::CKA_BULWARK_ACTIVATION_DATE,
+        /// `CKA_BULWARK_PROTECT_STOP_DATE` (vendor): Unix seconds.
+        BulwarkProtectStopDate = vendor::CKA_BULWARK_PROTECT_STOP_DATE,
+        /// `CKA_BULWARK_DEACTIVATION_DATE` (vendor): Unix seconds.
+        BulwarkDeactivationDate = vendor::CKA_BULWARK_DEACTIVATION_DATE,
+        /// `CKA_BULWARK_COMPROMISE_DATE` (vendor): Unix seconds.
+        BulwarkCompromiseDate = vendor::CKA_BULWARK_COMPROMISE_DATE,
+        /// `CKA_BULWARK_DESTROY_DATE` (vendor): Unix seconds.
+        BulwarkDestroyDate = vendor::CKA_BULWARK_DESTROY_DATE,
     }
+}
+
+/// Bulwark's vendor-defined attribute types (`CKA_VENDOR_DEFINED | 0x4257_xxxx`, "BW"). They
+/// fit 32 bits, so they read the same through a 32-bit `CK_ULONG`. All are read-only through
+/// PKCS#11: the lifecycle is changed by its own audited calls.
+pub mod vendor {
+    /// Bulwark's prefix inside the vendor-defined range.
+    pub const CKA_BULWARK_BASE: u64 = 0x8000_0000 | 0x4257_0000;
+    /// The lifecycle state, a `CK_ULONG` with KMIP's State values (suspended: 0x8000_0001).
+    pub const CKA_BULWARK_STATE: u64 = CKA_BULWARK_BASE | 0x01;
+    /// Activation date, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_ACTIVATION_DATE: u64 = CKA_BULWARK_BASE | 0x02;
+    /// Protect-stop date, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_PROTECT_STOP_DATE: u64 = CKA_BULWARK_BASE | 0x03;
+    /// Deactivation date, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_DEACTIVATION_DATE: u64 = CKA_BULWARK_BASE | 0x04;
+    /// Compromise date, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_COMPROMISE_DATE: u64 = CKA_BULWARK_BASE | 0x05;
+    /// Destroy date, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_DESTROY_DATE: u64 = CKA_BULWARK_BASE | 0x06;
 }
 
 /// How an attribute's value is encoded.
@@ -246,7 +278,13 @@ impl AttrType {
             | A::ValueBits
             | A::ValueLen
             | A::KeyGenMechanism
-            | A::ParameterSet => AttrKind::Ulong,
+            | A::ParameterSet
+            | A::BulwarkState
+            | A::BulwarkActivationDate
+            | A::BulwarkProtectStopDate
+            | A::BulwarkDeactivationDate
+            | A::BulwarkCompromiseDate
+            | A::BulwarkDestroyDate => AttrKind::Ulong,
             A::StartDate | A::EndDate => AttrKind::Date,
             A::AllowedMechanisms => AttrKind::MechanismList,
             _ => AttrKind::Bytes,

@@ -154,6 +154,9 @@ pub struct EmbeddedKey<S: Store = SqliteStore> {
     always_authenticate: bool,
     /// Every successful use is counted into the audit log (one aggregated record per window).
     uses: Option<crate::audit::UseCounter>,
+    /// When a lifecycle date next changes the key's state (Unix seconds; `u64::MAX`: never):
+    /// from then on the key passes the full gate again.
+    horizon: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Store> std::fmt::Debug for EmbeddedKey<S> {
@@ -166,13 +169,19 @@ impl<S: Store> EmbeddedKey<S> {
     /// Runs `f` on the key after the gate (see the type's documentation), and counts the use.
     fn with_key<T>(&self, f: impl FnOnce(&KeyRef, &'static Provider) -> Result<T>) -> Result<T> {
         let epoch = self.token.prepared_gate()?;
+        let horizon = self.horizon.load(std::sync::atomic::Ordering::Acquire);
+        let due = horizon != u64::MAX && self.token.now() >= horizon;
         let r = {
             let st = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if st.0 == epoch {
+            if st.0 == epoch && !due {
                 Some(f(&st.1, self.token.provider()))
             } else {
                 drop(st);
                 let k = self.token.regate(self.h, self.usage, &self.mech)?;
+                self.horizon.store(
+                    self.token.state_horizon(self.h).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Release,
+                );
                 let r = f(&k, self.token.provider());
                 *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (epoch, k);
                 Some(r)
@@ -349,6 +358,7 @@ impl Hsm for Token {
             state: std::sync::RwLock::new((epoch, key)),
             always_authenticate,
             uses: self.use_counter(h, usage, mech),
+            horizon: std::sync::atomic::AtomicU64::new(self.state_horizon(h).unwrap_or(u64::MAX)),
         }))
     }
 

@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod hierarchy;
 pub mod hsm;
 pub mod kernel;
+pub mod lifecycle;
 pub mod limits;
 pub mod mechanism;
 pub mod names;

@@ -162,6 +162,21 @@ pub struct LabelledKey<'a> {
 /// `Exists` when the label is taken; `TemplateInconsistent` for a non-sensitive private key;
 /// any generation error.
 pub fn generate_labelled(t: &Token, k: &LabelledKey<'_>, session: SessionId) -> Result<Vec<u64>> {
+    generate_labelled_with(t, k, crate::token::LifecycleDates::default(), session)
+}
+
+/// [`generate_labelled`] with lifecycle dates, set in the same write that stores the key (a
+/// key given an activation date is created in pre-activation; see [`crate::lifecycle`]).
+///
+/// # Errors
+/// As [`generate_labelled`]; `TemplateInconsistent` when a stop date does not come after the
+/// activation date.
+pub fn generate_labelled_with(
+    t: &Token,
+    k: &LabelledKey<'_>,
+    dates: crate::token::LifecycleDates,
+    session: SessionId,
+) -> Result<Vec<u64>> {
     if !t.find_by_label(k.label)?.is_empty() {
         return Err(Error::Exists(k.label.to_owned()));
     }
@@ -182,6 +197,16 @@ pub fn generate_labelled(t: &Token, k: &LabelledKey<'_>, session: SessionId) -> 
         (AttrType::Label, AttrValue::Bytes(k.label.as_bytes().to_vec())),
         (AttrType::Id, AttrValue::Bytes(id)),
     ];
+    let mut common = common;
+    for (a, v) in [
+        (AttrType::BulwarkActivationDate, dates.activation),
+        (AttrType::BulwarkProtectStopDate, dates.protect_stop),
+        (AttrType::BulwarkDeactivationDate, dates.deactivation),
+    ] {
+        if let Some(v) = v {
+            common.push(ulong(a, v));
+        }
+    }
     let mut secret = common.clone();
     secret.push(b(AttrType::Private, true));
     secret.push(b(AttrType::Extractable, k.extractable || !k.sensitive));

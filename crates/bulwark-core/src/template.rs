@@ -68,6 +68,11 @@ fn find_bytes(t: &Template, a: AttrType) -> Option<&[u8]> {
 /// Attributes only the HSM sets (at creation) and a template may never contain.
 const HSM_ONLY: &[AttrType] = &[
     AttrType::Local,
+    // The state moves only by its own audited transitions; the activation, protect-stop and
+    // deactivation dates may be given at creation.
+    AttrType::BulwarkState,
+    AttrType::BulwarkCompromiseDate,
+    AttrType::BulwarkDestroyDate,
     AttrType::AlwaysSensitive,
     AttrType::NeverExtractable,
     AttrType::KeyGenMechanism,
@@ -94,6 +99,12 @@ const KEY_COMMON: &[AttrType] = &[
     AttrType::Local,
     AttrType::KeyGenMechanism,
     AttrType::AllowedMechanisms,
+    AttrType::BulwarkState,
+    AttrType::BulwarkActivationDate,
+    AttrType::BulwarkProtectStopDate,
+    AttrType::BulwarkDeactivationDate,
+    AttrType::BulwarkCompromiseDate,
+    AttrType::BulwarkDestroyDate,
 ];
 
 const SECRET_OR_PRIVATE: &[AttrType] = &[
@@ -701,6 +712,13 @@ const IMMUTABLE: &[AttrType] = &[
     AttrType::CertificateCategory,
     AttrType::Trusted,
     AttrType::CheckValue,
+    // The lifecycle changes only through its own audited transitions.
+    AttrType::BulwarkState,
+    AttrType::BulwarkActivationDate,
+    AttrType::BulwarkProtectStopDate,
+    AttrType::BulwarkDeactivationDate,
+    AttrType::BulwarkCompromiseDate,
+    AttrType::BulwarkDestroyDate,
 ];
 
 /// Applies `C_SetAttributeValue` (or, with `copy = true`, the template of `C_CopyObject`) to

@@ -183,13 +183,19 @@ fn key_handle(t: &Token, label: &str, signing: bool) -> Result<u64> {
 }
 
 /// Generates a key (or key pair) labelled `label`; refuses a label that is taken.
-pub(crate) fn generate(t: &Token, type_name: &str, label: &str, extractable: bool) -> Result<()> {
+pub(crate) fn generate(
+    t: &Token,
+    type_name: &str,
+    label: &str,
+    extractable: bool,
+    dates: bulwark_core::token::LifecycleDates,
+) -> Result<()> {
     let spec = spec_for(type_name)?;
     if label.is_empty() || label.len() > bulwark_core::limits::MAX_LABEL {
         return Err(Error::ArgumentsBad("key label must be 1 to 256 bytes"));
     }
     let k = names::LabelledKey { spec, label, id: None, extractable, sensitive: true };
-    names::generate_labelled(t, &k, DAEMON_SESSION).map(|_| ())
+    names::generate_labelled_with(t, &k, dates, DAEMON_SESSION).map(|_| ())
 }
 
 fn object(t: &Token, o: &ObjectInfo) -> v1::KeyObject {
@@ -202,6 +208,7 @@ fn object(t: &Token, o: &ObjectInfo) -> v1::KeyObject {
         sensitive: o.attrs.bool_or(AttrType::Sensitive, false),
         extractable: o.attrs.bool_or(AttrType::Extractable, false),
         local: o.attrs.bool_or(AttrType::Local, false),
+        state: t.key_lifecycle(o.handle).map_or_else(|_| String::new(), |(_, s)| s.name().into()),
     }
 }
 
@@ -235,6 +242,79 @@ pub(crate) fn destroy(t: &Token, label: &str) -> Result<u32> {
         t.destroy_object(o.handle)?;
     }
     Ok(objs.len() as u32)
+}
+
+/// The key objects labelled `label`, secret or private keys first.
+fn key_objects(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
+    let mut v: Vec<ObjectInfo> = by_label(t, label)?
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o.attrs.class(),
+                Some(ObjectClass::SecretKey | ObjectClass::PrivateKey | ObjectClass::PublicKey)
+            )
+        })
+        .collect();
+    if v.is_empty() {
+        return Err(Error::NotFound(label.to_owned()));
+    }
+    v.sort_by_key(|o| o.attrs.class() == Some(ObjectClass::PublicKey));
+    Ok(v)
+}
+
+/// The state of key `h` when it is not active (a deactivated or compromised key processing old
+/// data: the response says so); empty otherwise.
+pub(crate) fn state_note(t: &Token, h: u64) -> String {
+    match t.key_lifecycle(h) {
+        Ok((_, s)) if s != bulwark_core::lifecycle::KeyState::Active => s.name().to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The lifecycle of every key object labelled `label` (docs/lifecycle.md).
+pub(crate) fn key_state(t: &Token, label: &str) -> Result<v1::KeyStateResponse> {
+    let mut objects = Vec::new();
+    for o in key_objects(t, label)? {
+        let (l, now) = t.key_lifecycle(o.handle)?;
+        objects.push(v1::KeyLifecycle {
+            handle: o.handle,
+            class: o.attrs.class().map_or_else(String::new, |c| format!("{c:?}")),
+            state: now.name().to_owned(),
+            stored_state: l.state.map_or_else(String::new, |s| s.name().to_owned()),
+            activation_date: l.activation.unwrap_or(0),
+            protect_stop_date: l.protect_stop.unwrap_or(0),
+            deactivation_date: l.deactivation.unwrap_or(0),
+            compromise_date: l.compromise.unwrap_or(0),
+            destroy_date: l.destroyed.unwrap_or(0),
+        });
+    }
+    Ok(v1::KeyStateResponse { label: label.to_owned(), objects })
+}
+
+/// A lifecycle transition (or, with an empty `transition`, new dates) for every key object
+/// labelled `label`, in one audited write of the token.
+pub(crate) fn change_key_state(t: &Token, r: &v1::ChangeKeyStateRequest) -> Result<()> {
+    let date = |v: u64| (v != 0).then_some(v);
+    let dates = bulwark_core::token::LifecycleDates {
+        activation: date(r.activation_date),
+        protect_stop: date(r.protect_stop_date),
+        deactivation: date(r.deactivation_date),
+    };
+    let handles: Vec<u64> = key_objects(t, &r.label)?.iter().map(|o| o.handle).collect();
+    match (r.transition.as_str(), dates.is_empty()) {
+        ("", true) => Err(Error::ArgumentsBad("give a transition or a date")),
+        ("", false) => t.set_key_dates(&handles, dates),
+        (name, true) => {
+            let tr: bulwark_core::lifecycle::Transition = name.parse()?;
+            if tr == bulwark_core::lifecycle::Transition::Destroy {
+                // The lifecycle destroy crypto-shreds; scheduled destruction (issue 11) will
+                // offer it with its waiting period. DestroyKey stays the way to delete.
+                return Err(Error::ArgumentsBad("use DestroyKey to destroy a key"));
+            }
+            t.transition_keys(&handles, tr).map(|_| ())
+        }
+        (_, false) => Err(Error::ArgumentsBad("a transition and dates in one request")),
+    }
 }
 
 /// The public key (SPKI PEM) of a key pair.

@@ -15,6 +15,7 @@ mod batch;
 mod entry;
 mod gate;
 mod guard;
+mod lifecycle;
 mod objects;
 mod ops;
 mod outbox;
@@ -34,6 +35,7 @@ pub use backup::{
     read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
     Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
 };
+pub use lifecycle::LifecycleDates;
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;
 pub use ops::Usage;
@@ -218,6 +220,8 @@ pub struct Inner<S: Store> {
     pub(crate) live: Live,
     /// Audit outbox rows whose records are appended (outbox.rs).
     outbox: outbox::Outbox,
+    /// The time lifecycle dates are evaluated against (lifecycle.rs).
+    clock: RwLock<Arc<dyn crate::lifecycle::Clock>>,
     /// Group commit of concurrent object creations (state.rs).
     group: state::GroupCommit,
 }
@@ -332,6 +336,7 @@ impl<S: Store> Token<S> {
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             outbox: outbox::Outbox::default(),
+            clock: RwLock::new(crate::lifecycle::system()),
             group: state::GroupCommit::default(),
         })))
     }
@@ -354,6 +359,7 @@ impl<S: Store> Token<S> {
             acl: RwLock::new(gate::AclCache::default()),
             login_limit: std::sync::atomic::AtomicU32::new(MAX_LOGIN_FAILURES),
             outbox: outbox::Outbox::default(),
+            clock: RwLock::new(crate::lifecycle::system()),
             group: state::GroupCommit::default(),
             store,
         })))

@@ -25,6 +25,14 @@ pub struct ObjectInfo {
     pub attrs: Attributes,
 }
 
+/// Whether an attribute set is a key's (secret, private or public).
+pub(crate) fn is_key(a: &Attributes) -> bool {
+    matches!(
+        a.class(),
+        Some(ObjectClass::PrivateKey | ObjectClass::SecretKey | ObjectClass::PublicKey)
+    )
+}
+
 /// The key spec of a key object, from its attributes.
 pub(crate) fn spec_of(a: &Attributes) -> Result<KeySpec> {
     let bad = Error::Integrity("key attributes inconsistent");
@@ -209,6 +217,11 @@ impl<S: Store> Token<S> {
             let m = self.material(&o)?;
             return Ok(AttrValue::Bytes(m.expose_secret().to_vec()));
         }
+        if t == AttrType::BulwarkState && is_key(&o.attrs) {
+            // The state now (dates applied); a key without a stored state is active.
+            let state = crate::lifecycle::Lifecycle::of(&o.attrs)?.state_at(self.now());
+            return Ok(AttrValue::Ulong(state.to_raw()));
+        }
         o.attrs.get(t).cloned().ok_or(Error::AttributeTypeInvalid(t.to_raw()))
     }
 
@@ -216,6 +229,11 @@ impl<S: Store> Token<S> {
     pub(crate) fn material(&self, o: &Obj) -> Result<KeyMaterial> {
         let spec = spec_of(&o.attrs)?;
         match &o.material {
+            Material::None
+                if !crate::lifecycle::Lifecycle::of(&o.attrs)?.state_at(0).has_material() =>
+            {
+                Err(Error::KeyFunctionNotPermitted("key is destroyed: its material is gone"))
+            }
             Material::None => Err(Error::KeyTypeInconsistent),
             Material::Plain(m) => {
                 Ok(KeyMaterial::new(m.spec(), SecretBytes::from_slice(m.expose_secret())))
@@ -244,6 +262,7 @@ impl<S: Store> Token<S> {
         let mut uid = [0u8; 16];
         self.provider.random(&mut uid)?;
         let mut attrs = attrs;
+        crate::lifecycle::Lifecycle::for_new(&mut attrs)?;
         attrs.set_bytes(AttrType::UniqueId, hex::encode(uid).into_bytes());
         if !attrs.bool_or(AttrType::Token, false) {
             let h = self.next_session_handle();
@@ -384,21 +403,7 @@ impl<S: Store> Token<S> {
             return Ok(());
         }
         let (_, ik) = self.require_vault()?;
-        let mut row = ObjectRow {
-            handle: o.handle,
-            uid: o.uid,
-            class: attrs.ulong(AttrType::Class).unwrap_or(0),
-            label: attrs.bytes(AttrType::Label).unwrap_or_default().to_vec(),
-            ckaid: attrs.bytes(AttrType::Id).unwrap_or_default().to_vec(),
-            private: attrs.bool_or(AttrType::Private, true),
-            attrs: attrs.encode(),
-            secret: match &o.material {
-                Material::Sealed(s) => Some(s.clone()),
-                _ => None,
-            },
-            mac: Vec::new(),
-        };
-        row.mac = Vec::new();
+        let row = row_of(o, &attrs);
         self.write(&ik, |a| a.update_object(&row))?;
         let mut c = write(&self.cache);
         c.objects.remove(&o.handle);
@@ -460,6 +465,24 @@ impl<S: Store> Token<S> {
     /// Destroys the session objects of a closed session.
     pub fn close_session(&self, session: SessionId) {
         write(&self.session_objects).retain(|_, o| o.session != Some(session));
+    }
+}
+
+/// The store row of token object `o` with new attributes (its sealed material kept).
+fn row_of(o: &Obj, attrs: &Attributes) -> ObjectRow {
+    ObjectRow {
+        handle: o.handle,
+        uid: o.uid,
+        class: attrs.ulong(AttrType::Class).unwrap_or(0),
+        label: attrs.bytes(AttrType::Label).unwrap_or_default().to_vec(),
+        ckaid: attrs.bytes(AttrType::Id).unwrap_or_default().to_vec(),
+        private: attrs.bool_or(AttrType::Private, true),
+        attrs: attrs.encode(),
+        secret: match &o.material {
+            Material::Sealed(s) => Some(s.clone()),
+            _ => None,
+        },
+        mac: Vec::new(),
     }
 }
 

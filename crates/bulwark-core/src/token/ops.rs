@@ -90,27 +90,6 @@ impl Usage {
     }
 }
 
-/// Today as `YYYYMMDD` (UTC), for CKA_START_DATE / CKA_END_DATE checks.
-#[allow(clippy::many_single_char_names)] // the published algorithm's names
-fn today() -> [u8; 8] {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    // Civil-from-days (Howard Hinnant's algorithm), proleptic Gregorian.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = format!("{y:04}{m:02}{d:02}");
-    s.as_bytes().try_into().unwrap_or(*b"19700101")
-}
-
 impl<S: Store> Token<S> {
     /// Checks that key `h` may be used for `usage` with `mech`, and returns it parsed.
     pub(super) fn key_for_unaudited(
@@ -139,6 +118,9 @@ impl<S: Store> Token<S> {
         }
         let o = self.obj_at(h, seen)?;
         self.check_use(&self.who(), &o, usage)?;
+        // The lifecycle state (dates applied): only active keys protect; deactivated and
+        // compromised keys still process old data; other states do nothing.
+        self.check_state(&o, usage)?;
         if usage == Usage::Encrypt {
             self.check_nonce_policy(mech)?;
         }
@@ -162,6 +144,7 @@ impl<S: Store> Token<S> {
                 return Err(Error::MechanismInvalid(mech.ck_type()));
             }
         }
+        let today = || crate::lifecycle::ck_date(self.now());
         if let Some(AttrValue::Date(Some(start))) = o.attrs.get(AttrType::StartDate) {
             if today() < *start {
                 return Err(Error::KeyFunctionNotPermitted(
@@ -326,6 +309,7 @@ impl<S: Store> Token<S> {
     ) -> Result<Vec<u8>> {
         let t = self.obj(target)?;
         self.check_export(&self.who(), &t)?;
+        self.check_export_state(&t)?;
         if !matches!(t.attrs.class(), Some(ObjectClass::SecretKey | ObjectClass::PrivateKey)) {
             return Err(Error::KeyTypeInconsistent);
         }
@@ -445,6 +429,7 @@ impl<S: Store> Token<S> {
                 "key is not extractable (CKA_EXTRACTABLE is false)",
             ));
         }
+        self.check_export_state(&o)?;
         let m = self.material(&o)?;
         Ok(SecretBytes::from_slice(m.expose_secret()))
     }

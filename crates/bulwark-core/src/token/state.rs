@@ -153,6 +153,16 @@ impl AuthTx<'_> {
         self.tx.put_keyslot(&row)
     }
 
+    /// An object row as this transaction sees it, checked against its MAC (a change decided on
+    /// the row read here cannot lose a concurrent writer's change).
+    pub(crate) fn object(&mut self, handle: u64) -> Result<Option<ObjectRow>> {
+        let r = self.tx.object(handle)?;
+        if let Some(r) = &r {
+            self.ik.verify_record(r)?;
+        }
+        Ok(r)
+    }
+
     /// Inserts an object (its handle and MAC are assigned here) and returns the handle.
     pub(crate) fn insert_object(&mut self, row: &ObjectRow) -> Result<u64> {
         let handle = self.tx.insert_object(row)?;

@@ -12,7 +12,10 @@
     clippy::match_same_arms
 )]
 
+mod lifecycle;
 mod mechanisms;
+
+pub use lifecycle::key_lifecycle_states;
 
 pub use mechanisms::{
     aes_cmac_known_answers, cipher_updates_stream_every_block, ecdh_x963_sha1_kdf,
@@ -813,7 +816,8 @@ macro_rules! for_each_p11_test {
             aes_cmac_known_answers,
             ecdh_x963_sha1_kdf,
             message_based_gcm_with_token_ivs,
-            session_semantics_and_defaults
+            session_semantics_and_defaults,
+            key_lifecycle_states
         );
     };
 }

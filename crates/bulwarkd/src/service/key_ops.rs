@@ -22,7 +22,13 @@ pub(super) async fn generate_key(
     let info = svc
         .state
         .run("generate-key", actor, move |st| {
-            let info = keys::generate(&st.token, &r.key_type, &r.label, r.extractable)
+            let date = |v: u64| (v != 0).then_some(v);
+            let dates = bulwark_core::token::LifecycleDates {
+                activation: date(r.activation_date),
+                protect_stop: date(r.protect_stop_date),
+                deactivation: date(r.deactivation_date),
+            };
+            let info = keys::generate(&st.token, &r.key_type, &r.label, r.extractable, dates)
                 .and_then(|()| keys::show(&st.token, &r.label))
                 .map_err(|e| core(&e));
             st.labels.clear();
@@ -123,21 +129,22 @@ pub(super) async fn verify(
     let r = req.into_inner();
     let small = r.data.len() <= INLINE_MAX;
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
-    let valid = svc
+    let (valid, key_state) = svc
         .state
         .run_small("verify", actor, small, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Verify, |h, spec| {
-                    SignKey::new(h, spec, &r.mechanism, format)?.verify(
+                    let valid = SignKey::new(h, spec, &r.mechanism, format)?.verify(
                         &st.token,
                         &r.data,
                         &r.signature,
-                    )
+                    )?;
+                    Ok((valid, keys::state_note(&st.token, h)))
                 })
                 .map_err(|e| core(&e))
         })
         .await?;
-    Ok(Response::new(pb::VerifyResponse { valid }))
+    Ok(Response::new(pb::VerifyResponse { valid, key_state }))
 }
 
 pub(super) async fn encrypt(
@@ -168,17 +175,18 @@ pub(super) async fn decrypt(
     let (sess, actor) = svc.auth(&req, USE, "decrypt").await?;
     let r = req.into_inner();
     let small = r.ciphertext.len() <= INLINE_MAX;
-    let plaintext = svc
+    let (plaintext, key_state) = svc
         .state
         .run_small("decrypt", actor, small, move |st| {
             st.labels
                 .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
-                    keys::decrypt(&st.token, h, &r.ciphertext).map(|pt| pt.expose_secret().to_vec())
+                    let pt = keys::decrypt(&st.token, h, &r.ciphertext)?;
+                    Ok((pt.expose_secret().to_vec(), keys::state_note(&st.token, h)))
                 })
                 .map_err(|e| core(&e))
         })
         .await?;
-    Ok(Response::new(pb::DecryptResponse { plaintext }))
+    Ok(Response::new(pb::DecryptResponse { plaintext, key_state }))
 }
 
 pub(super) async fn random(
@@ -288,6 +296,38 @@ pub(super) async fn set_key_trusted(
         })
         .await?;
     Ok(Response::new(pb::SetKeyTrustedResponse { objects }))
+}
+
+pub(super) async fn key_state(
+    svc: &HsmService,
+    req: Request<pb::KeyName>,
+) -> Result<Response<pb::KeyStateResponse>, Status> {
+    let (_, actor) = svc.auth(&req, USE, "key-state").await?;
+    let label = req.into_inner().label;
+    let r = svc
+        .state
+        .run("key-state", actor, move |st| keys::key_state(&st.token, &label).map_err(|e| core(&e)))
+        .await?;
+    Ok(Response::new(r))
+}
+
+pub(super) async fn change_key_state(
+    svc: &HsmService,
+    req: Request<pb::ChangeKeyStateRequest>,
+) -> Result<Response<pb::KeyStateResponse>, Status> {
+    let (s, actor) = svc.auth(&req, MANAGE, "change-key-state").await?;
+    let r = req.into_inner();
+    tracing::info!(user = %s.user, label = %keys::shown(&r.label), transition = %keys::shown(&r.transition), "change key state");
+    let out = svc
+        .state
+        .run("change-key-state", actor, move |st| {
+            // The token checks the table and who may manage the key, and records the change.
+            keys::change_key_state(&st.token, &r)
+                .and_then(|()| keys::key_state(&st.token, &r.label))
+                .map_err(|e| core(&e))
+        })
+        .await?;
+    Ok(Response::new(out))
 }
 
 pub(super) async fn export_key(

@@ -267,6 +267,20 @@ impl Hsm for HsmService {
         key_ops::destroy_key(self, req).await
     }
 
+    async fn key_state(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::KeyStateResponse>, Status> {
+        key_ops::key_state(self, req).await
+    }
+
+    async fn change_key_state(
+        &self,
+        req: Request<pb::ChangeKeyStateRequest>,
+    ) -> Result<Response<pb::KeyStateResponse>, Status> {
+        key_ops::change_key_state(self, req).await
+    }
+
     async fn public_key(
         &self,
         req: Request<pb::KeyName>,
