@@ -884,3 +884,48 @@ fn verify_rejects_unknown_fields() {
         assert!(why.contains(&format!("line {}", at + 1)) && why.contains("approved_by"), "{why}");
     }
 }
+
+/// The flusher drains the use counters while appenders keep the log at its hold-back limit
+/// (a small window, bounded batches from several threads): it never waits for room it is itself
+/// to make. Before, it did, and every appender and the daemon's shutdown waited forever.
+#[test]
+fn counted_uses_under_hold_back_never_stop_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, id, signer) = new_log(dir.path());
+    let window = audit::Window { max_delay: std::time::Duration::from_millis(1), max_records: 2 };
+    let log = Arc::new(
+        AuditLog::open_with(&store, id, false, CheckpointPolicy::default(), window).unwrap(),
+    );
+    let actor = audit::Actor { name: "u".into(), role: "crypto-user".into(), client: "t".into() };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut hs = Vec::new();
+    for t in 0..6u64 {
+        let (log, actor, tx) = (log.clone(), actor.clone(), tx.clone());
+        hs.push(std::thread::spawn(move || {
+            let c = log.use_counter(UseKey::new(&actor, t, "sign", None, "00ff", "k"));
+            let ev = AuditEvent { op: "encrypt", result: "ok", ..AuditEvent::default() };
+            for _ in 0..400 {
+                c.hit();
+                log.append_all_with(
+                    &[ev.clone(), ev.clone(), ev.clone()],
+                    audit::Durability::Bounded,
+                )
+                .unwrap();
+            }
+            tx.send(()).unwrap();
+        }));
+    }
+    for _ in 0..6 {
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("appenders stopped: the log no longer makes progress");
+    }
+    for h in hs {
+        h.join().unwrap();
+    }
+    drop(log);
+    let (recs, rep) = verified_records(&store, id, &signer);
+    assert!(rep.ok(), "{rep:?}");
+    let counted: u64 = recs.iter().filter_map(AuditRecord::use_count).map(|u| u.count).sum();
+    assert_eq!(counted, 6 * 400);
+    assert_eq!(recs.iter().filter(|r| r.op == "encrypt").count(), 6 * 400 * 3);
+}

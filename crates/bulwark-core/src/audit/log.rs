@@ -733,7 +733,20 @@ impl Inner {
     /// Assigns sequence numbers and chain values to `recs` (in memory, under the lease) and
     /// queues them with `ops`; returns the first number and the failure epoch.
     fn sequence(&self, recs: &[AuditRecord], ops: Vec<OpenerOp>) -> Result<(u64, u64)> {
-        let hard_cap = self.window.max_records.saturating_mul(4).max(1);
+        self.sequence_with(recs, ops, true)
+    }
+
+    /// [`Inner::sequence`]; `hold_back`: wait while the disk does not keep up. The flusher's
+    /// own drain of the use counters never waits (it is what makes room: waiting there would
+    /// stop the log for good).
+    fn sequence_with(
+        &self,
+        recs: &[AuditRecord],
+        ops: Vec<OpenerOp>,
+        hold_back: bool,
+    ) -> Result<(u64, u64)> {
+        let hard_cap =
+            if hold_back { self.window.max_records.saturating_mul(4).max(1) } else { usize::MAX };
         // Encoded before the lock; only the number and the chain value are computed under it.
         let mut encoded: Vec<Vec<u8>> = recs.iter().map(AuditRecord::canonical).collect();
         loop {
@@ -961,7 +974,7 @@ impl Inner {
     fn drain_counts(&self) -> Result<()> {
         let recs = self.counters.drain();
         if !recs.is_empty() {
-            self.sequence(&recs, Vec::new())?;
+            self.sequence_with(&recs, Vec::new(), false)?;
         }
         Ok(())
     }
