@@ -822,17 +822,22 @@ fn every_key_use_of_a_multithreaded_run_is_counted() {
             }
         });
         assert!(t.prepare(k, bulwark_core::token::Usage::Sign, &gcm()).is_err());
+        // A batch of 10 is counted as 10 uses.
+        let items: Vec<(Mechanism, Vec<u8>)> = (0..10u8)
+            .map(|i| (Mechanism::AesGcm { iv: vec![i; 12], aad: vec![], tag_bits: 128 }, vec![i]))
+            .collect();
+        assert_eq!(t.encrypt_batch(k, &items).unwrap().len(), 10);
     }
     let recs = records(&f.path);
     assert_eq!(uses(&recs, "encrypt-init"), threads * rounds);
-    assert_eq!(uses(&recs, "encrypt"), threads * rounds * (per_prepare + 1));
+    assert_eq!(uses(&recs, "encrypt"), threads * rounds * (per_prepare + 1) + 10);
     assert!(counted(&recs, "encrypt").iter().all(|r| r.label == "k" && r.actor == "user"));
     assert!(recs.iter().any(|r| r.op == "sign-init" && r.result != "ok"));
     let t = Token::open(&f.path).unwrap();
     t.login(UserType::So, &so()).unwrap();
     let rep = audit::verify_export(&t.audit_export(0).unwrap(), &t.audit_public_key().unwrap());
     assert!(rep.ok(), "{rep:?}");
-    assert_eq!(rep.key_uses, threads * rounds * (per_prepare + 1));
+    assert_eq!(rep.key_uses, threads * rounds * (per_prepare + 1) + 10);
 }
 
 /// After zeroization the log is final: refused requests (from the token that zeroized, from

@@ -57,10 +57,21 @@ impl<S: Store> Token<S> {
             Err(e) => return self.finish(&c, Err(e), String::new()),
         };
         let results: Vec<Result<T>> = (0..count).map(|i| item(&key, i)).collect();
+        let class = self.guard.policy.audit_key_use.class();
+        if let (Some(log), Some(audit::Durability::Bounded)) = (&self.guard.log, class) {
+            if results.iter().all(Result::is_ok) {
+                // Bounded and all succeeded: counted like single uses (a broken log refuses).
+                log.check_usable()?;
+                if let Some(n) = self.cached_counter(Some(h), op, Some(mech.ck_type()), 0, None) {
+                    n.add(u64::try_from(count).unwrap_or(u64::MAX));
+                }
+                outbox::end();
+                return results.into_iter().collect();
+            }
+        }
         if let Some(log) = &self.guard.log {
             let (object, label) = self.describe(h);
             let actor = self.actor(None);
-            let class = self.guard.policy.audit_key_use.class();
             let every = class.is_some();
             let evs: Vec<AuditEvent> = results
                 .iter()

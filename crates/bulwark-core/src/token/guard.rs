@@ -263,7 +263,7 @@ impl<S: Store> Token<S> {
 
     /// The cached counter of `op` on `handle` by the current principal (made and registered
     /// with the log on first use, and again after the epoch moved); `None` without a log.
-    fn cached_counter(
+    pub(super) fn cached_counter(
         &self,
         handle: Option<u64>,
         op: &'static str,
