@@ -432,7 +432,10 @@ fn scan_is_one_snapshot<B: Backend + 'static>(b: Arc<B>) {
     };
     let mut scans = 0;
     let mut last = 0;
-    while scans < 40 {
+    let start = std::time::Instant::now();
+    // At least 40 scans, and on until some of them ran while the writer wrote (scans may read
+    // on a connection of their own and never wait for the writer).
+    while scans < 40 || (last < 5 && start.elapsed() < std::time::Duration::from_secs(30)) {
         let (mut objects, mut records) = (0u64, 0u64);
         let h = s
             .scan(&mut |row| {
