@@ -2,50 +2,12 @@
 //! symbolic link, a symlinked store path is refused, and labels cannot put control characters
 //! or ANSI escapes on the officer's terminal.
 
+mod common;
+
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 
-const SO_PIN: &str = "so-secret-1234";
-const PIN: &str = "user-pin-5678";
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        let e = Self { dir: tempfile::tempdir().unwrap() };
-        e.ok(&["init", "--label", "test"]);
-        e
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run_on(&self, store: &std::path::Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_bulwark"))
-            .env("BULWARK_STORE", store)
-            .env("BULWARK_SO_PIN", SO_PIN)
-            .env("BULWARK_PIN", PIN)
-            .env("BULWARK_STATE_DIR", self.dir.path().join("state"))
-            .stdin(Stdio::null())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_on(&self.path("store.db"), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    }
-}
+use common::Env;
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -3,59 +3,20 @@
 //! show in `key state`, `key show` and `key list`; refused transitions and refused key uses
 //! are one clear line on stderr and a non-zero exit, and change nothing.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-const SO_PIN: &str = "so-secret-1234";
-const PIN: &str = "user-pin-5678";
+use std::process::Output;
 
-struct Env {
-    dir: tempfile::TempDir,
+use common::{stderr, Env};
+
+/// An environment with a message file `msg` to sign.
+fn env() -> Env {
+    let e = Env::new();
+    std::fs::write(e.path("msg"), b"hello").unwrap();
+    e
 }
 
 impl Env {
-    fn new() -> Self {
-        let e = Self { dir: tempfile::tempdir().unwrap() };
-        e.ok(&["init", "--label", "test"]);
-        std::fs::write(e.path("msg"), b"hello").unwrap();
-        e
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn s(&self, name: &str) -> String {
-        self.path(name).to_str().unwrap().to_owned()
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_bulwark"))
-            .env("BULWARK_STORE", self.path("store.db"))
-            .env("BULWARK_SO_PIN", SO_PIN)
-            .env("BULWARK_PIN", PIN)
-            .env("BULWARK_STATE_DIR", self.dir.path().join("state"))
-            .stdin(Stdio::null())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-        String::from_utf8(o.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str], needle: &str) -> String {
-        let o = self.run(args);
-        let err = stderr(&o);
-        assert!(!o.status.success(), "{args:?} should fail");
-        assert!(err.to_lowercase().contains(needle), "{args:?}: {err:?} lacks {needle:?}");
-        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
-        err
-    }
-
     fn state(&self, label: &str) -> Vec<String> {
         let out = self.ok(&["key", "state", label, "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -71,13 +32,9 @@ impl Env {
     }
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn transitions_and_the_gate_through_the_cli() {
-    let e = Env::new();
+    let e = env();
     e.ok(&["key", "generate", "--type", "ec-p256", "--label", "k"]);
     // A key made without lifecycle options is active; both halves of the pair.
     assert_eq!(e.state("k"), ["active", "active"]);
@@ -124,7 +81,7 @@ fn transitions_and_the_gate_through_the_cli() {
 
 #[test]
 fn dates_at_generation_and_later() {
-    let e = Env::new();
+    let e = env();
     // Activation in the future: pre-activation, usable for nothing.
     e.ok(&[
         "key",

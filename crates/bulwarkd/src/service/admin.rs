@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use super::{core, HsmService, AUDIT};
 use crate::keys::{self};
+use crate::state::HsmState;
 
 pub(super) async fn create_user(
     svc: &HsmService,
@@ -200,6 +201,18 @@ pub(super) async fn zeroize(
     Ok(Response::new(pb::ZeroizeResponse {}))
 }
 
+/// Records an audit export from `since` and signs the checkpoint the export ends with (it
+/// covers every exported record); the log to export.
+fn begin_export(st: &HsmState, since: u64) -> Result<&bulwark_core::audit::AuditLog, Status> {
+    let log = st
+        .token
+        .audit_log()
+        .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
+    st.audit(&current_actor().unwrap_or_default(), "audit-export", "ok", format!("since {since}"));
+    log.checkpoint().map_err(|e| core(&e))?;
+    Ok(log)
+}
+
 pub(super) async fn audit_export(
     svc: &HsmService,
     req: Request<pb::AuditExportRequest>,
@@ -209,18 +222,7 @@ pub(super) async fn audit_export(
     let lines = svc
         .state
         .run("audit-export", actor, move |st| {
-            let log = st
-                .token
-                .audit_log()
-                .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
-            st.audit(
-                &current_actor().unwrap_or_default(),
-                "audit-export",
-                "ok",
-                format!("since {since}"),
-            );
-            // The export ends with a checkpoint covering every exported record.
-            log.checkpoint().map_err(|e| core(&e))?;
+            let log = begin_export(st, since)?;
             let lines = log.export_lines(since).map_err(|e| core(&e))?;
             bulwark_core::audit::lines_to_json(&lines).map_err(|e| core(&e))
         })
@@ -240,18 +242,7 @@ pub(super) async fn audit_export_stream(
     let lines = svc
         .state
         .run("audit-export", actor, move |st| {
-            let log = st
-                .token
-                .audit_log()
-                .ok_or_else(|| Status::failed_precondition("this HSM has no audit log"))?;
-            st.audit(
-                &current_actor().unwrap_or_default(),
-                "audit-export",
-                "ok",
-                format!("since {since}"),
-            );
-            // The export ends with a checkpoint covering every exported record.
-            log.checkpoint().map_err(|e| core(&e))?;
+            let log = begin_export(st, since)?;
             log.export_iter(since).map_err(|e| core(&e))
         })
         .await?;
