@@ -16,6 +16,7 @@ pub mod display;
 pub mod error;
 pub mod fsutil;
 pub mod hierarchy;
+pub mod history;
 pub mod hsm;
 pub mod kernel;
 pub mod lifecycle;

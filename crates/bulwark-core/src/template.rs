@@ -73,6 +73,12 @@ const HSM_ONLY: &[AttrType] = &[
     AttrType::BulwarkState,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    // Versions and rotation change only through their own audited calls (token/versions.rs).
+    AttrType::BulwarkKeyVersion,
+    AttrType::BulwarkRotationPeriod,
+    AttrType::BulwarkKeyFamily,
+    AttrType::BulwarkMinDecryptVersion,
+    AttrType::BulwarkRotatedAt,
     AttrType::AlwaysSensitive,
     AttrType::NeverExtractable,
     AttrType::KeyGenMechanism,
@@ -105,6 +111,11 @@ const KEY_COMMON: &[AttrType] = &[
     AttrType::BulwarkDeactivationDate,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    AttrType::BulwarkKeyVersion,
+    AttrType::BulwarkRotationPeriod,
+    AttrType::BulwarkKeyFamily,
+    AttrType::BulwarkMinDecryptVersion,
+    AttrType::BulwarkRotatedAt,
 ];
 
 const SECRET_OR_PRIVATE: &[AttrType] = &[
@@ -719,6 +730,11 @@ const IMMUTABLE: &[AttrType] = &[
     AttrType::BulwarkDeactivationDate,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    AttrType::BulwarkKeyVersion,
+    AttrType::BulwarkRotationPeriod,
+    AttrType::BulwarkKeyFamily,
+    AttrType::BulwarkMinDecryptVersion,
+    AttrType::BulwarkRotatedAt,
 ];
 
 /// Applies `C_SetAttributeValue` (or, with `copy = true`, the template of `C_CopyObject`) to

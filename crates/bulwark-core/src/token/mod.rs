@@ -22,6 +22,7 @@ mod outbox;
 mod policy;
 mod state;
 mod users;
+mod versions;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,6 +42,7 @@ pub(crate) use ops::KeyRef;
 pub use ops::Usage;
 pub use policy::{InitOptions, SecurityPolicy, TamperResponse};
 pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
+pub use versions::{rotation_due_at, version_of, KeyVersionInfo, MIN_ROTATION_PERIOD};
 
 use crate::attr::Attributes;
 use crate::crypto::{KeyMaterial, Provider};

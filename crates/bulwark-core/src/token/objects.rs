@@ -222,6 +222,9 @@ impl<S: Store> Token<S> {
             let state = crate::lifecycle::Lifecycle::of(&o.attrs)?.state_at(self.now());
             return Ok(AttrValue::Ulong(state.to_raw()));
         }
+        if t == AttrType::BulwarkKeyVersion && is_key(&o.attrs) {
+            return Ok(AttrValue::Ulong(super::versions::version_of(&o.attrs)));
+        }
         o.attrs.get(t).cloned().ok_or(Error::AttributeTypeInvalid(t.to_raw()))
     }
 
@@ -427,6 +430,15 @@ impl<S: Store> Token<S> {
         let mut attrs = template::apply_changes(&o.attrs, t, true)?;
         check_copy_tightens(&o.attrs, &attrs)?;
         attrs.remove(AttrType::UniqueId);
+        // A copy is a key of its own, not a version of its source's family (its version number
+        // and minimum decryption version stay: a retired version's copy stays retired).
+        for t in [
+            AttrType::BulwarkKeyFamily,
+            AttrType::BulwarkRotationPeriod,
+            AttrType::BulwarkRotatedAt,
+        ] {
+            attrs.remove(t);
+        }
         let material = match o.material {
             Material::None => None,
             _ => Some(self.material(&o)?),
