@@ -16,6 +16,7 @@ mod cmd_lifecycle;
 mod cmd_ops;
 mod cmd_remote;
 mod cmd_remote_init;
+mod cmd_versions;
 mod cmd_zeroize;
 mod pin;
 

@@ -13,6 +13,7 @@ pub mod attr;
 pub mod audit;
 pub mod crypto;
 pub mod display;
+pub mod envelope;
 pub mod error;
 pub mod fsutil;
 pub mod hierarchy;

@@ -15,6 +15,7 @@ mod admin;
 mod backup;
 mod key_ops;
 mod session;
+mod versions;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -279,6 +280,27 @@ impl Hsm for HsmService {
         req: Request<pb::ChangeKeyStateRequest>,
     ) -> Result<Response<pb::KeyStateResponse>, Status> {
         key_ops::change_key_state(self, req).await
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
+        versions::rotate_key(self, req).await
+    }
+
+    async fn key_versions(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
+        versions::key_versions(self, req).await
+    }
+
+    async fn set_key_rotation(
+        &self,
+        req: Request<pb::SetKeyRotationRequest>,
+    ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
+        versions::set_key_rotation(self, req).await
     }
 
     async fn public_key(
