@@ -49,8 +49,8 @@ pub(crate) struct SignArgs {
 /// `bulwark verify` arguments.
 #[derive(Args, Debug)]
 pub(crate) struct VerifyArgs {
-    /// Key label.
-    #[arg(long)]
+    /// Key label (not needed with --bundle).
+    #[arg(long, required_unless_present = "bundle", default_value = "")]
     pub(crate) key: String,
     /// Signed file.
     #[arg(long = "in", value_name = "FILE")]

@@ -55,7 +55,8 @@ pub(crate) enum VersionCommand {
         /// Key label.
         label: String,
         /// The lowest version that may still be used.
-        version: u64,
+        #[arg(value_name = "N")]
+        min_version: u64,
     },
 }
 
@@ -122,7 +123,7 @@ pub(crate) fn run(t: &Token, cmd: VersionCommand) -> CliResult<ExitCode> {
             let h = t.public_key_history(&label)?;
             write_out(out.as_deref(), &h.to_json())?;
         }
-        VersionCommand::MinDecryptVersion { label, version } => {
+        VersionCommand::MinDecryptVersion { label, min_version: version } => {
             let h = main_handle(t, &label)?;
             t.set_min_decrypt_version(h, version)?;
             println!("{label:?}: versions below {version} are retired");
@@ -199,7 +200,7 @@ pub(crate) fn run_remote(c: &bulwark_client::Client, cmd: VersionCommand) -> Cli
             let h = KeyHistory::from_json(&r.history_json)?;
             write_out(out.as_deref(), &h.to_json())?;
         }
-        VersionCommand::MinDecryptVersion { label, version } => {
+        VersionCommand::MinDecryptVersion { label, min_version: version } => {
             c.set_min_decrypt_version(&label, version)?;
             println!("{label:?}: versions below {version} are retired");
         }
