@@ -3,6 +3,8 @@
 //! on an embedded store, through the daemon's `RotateKey`, `KeyVersions` and `SetKeyRotation`
 //! and the `key_version` fields; only a crypto officer rotates.
 
+#![allow(clippy::many_single_char_names)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -4,6 +4,8 @@
 //! the public-key history bundle and `verify --bundle`, the minimum decryption version, and
 //! refusals that are one clear line and change nothing.
 
+#![allow(clippy::many_single_char_names)]
+
 mod common;
 
 use common::{stderr, Env};

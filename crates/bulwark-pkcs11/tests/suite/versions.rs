@@ -45,7 +45,7 @@ pub fn key_versions_are_objects() {
     // Rotate through a second connection to the slot's store.
     let desc = common::p11().get_slot_info(slot).unwrap().slot_description().to_owned();
     let path = std::path::PathBuf::from(desc.split_once(": ").unwrap().1.trim_end());
-    assert!(path.exists(), "store of the slot: {path:?}");
+    assert!(path.exists(), "store of the slot: {}", path.display());
     let t = bulwark_core::Token::open(&path).unwrap();
     t.login(
         bulwark_core::UserType::User,
