@@ -336,8 +336,14 @@ impl<S: Store> Token<S> {
                 Err(_) => "automatic".to_owned(),
             };
             self.finish(&call, r, detail)
-        })?;
-        Ok(made.is_some())
+        });
+        match made {
+            Ok(m) => Ok(m.is_some()),
+            // A family that can no longer rotate (its private half was destroyed, or its label
+            // became ambiguous) keeps working as it is; the refusal is in the audit log.
+            Err(Error::ActionProhibited(_) | Error::Ambiguous(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The rotation itself. `auto`: only if the version of `h` is still current, active and
