@@ -443,6 +443,18 @@ fn rotation_refusals_change_nothing() {
     assert!(matches!(t.rotate_key(pu), Err(Error::ActionProhibited(_))));
     assert_eq!(t.find(&[label("half")]).unwrap(), vec![pu]);
     assert_eq!(t.public_key(pu).unwrap(), spki);
+    // A pair whose halves were given different CKA_IDs is still rotated as one pair.
+    let (mpub, mpriv) = ec_pair(&t, "mixed", true, &[bytes(AttrType::Id, b"priv-id")]).unwrap();
+    let (new, _) = t.rotate_key(mpub).unwrap();
+    assert_eq!(new.len(), 2, "both halves");
+    assert_eq!(t.key_lifecycle(mpriv).unwrap().1, KeyState::Deactivated);
+    let s = t.sign(new[0], &Mechanism::EcdsaSha256, b"m").unwrap();
+    t.verify(new[1], &Mechanism::EcdsaSha256, b"m", &s).unwrap();
+    // Two unrelated keys under one label (no family, same CKA_ID) are ambiguous: refused.
+    aes(&t, "twins", true, &[]).unwrap();
+    let twin = aes(&t, "twins", true, &[]).unwrap();
+    assert!(matches!(t.rotate_key(twin), Err(Error::Ambiguous(_))));
+    assert_eq!(t.find(&[label("twins")]).unwrap().len(), 2, "nothing made");
     // Data objects are not keys.
     let d = data_object(&t, "doc", true).unwrap();
     assert!(t.rotate_key(d).is_err());

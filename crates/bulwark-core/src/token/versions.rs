@@ -169,6 +169,31 @@ impl<S: Store> Token<S> {
                 .or_default()
                 .push(o);
         }
+        // Keys made before versions existed are grouped by CKA_ID; a pair whose halves were
+        // given different CKA_IDs (through PKCS#11) is still one key when the label holds no
+        // other key of the same classes.
+        let legacy: Vec<(bool, FamilyKey)> = fams
+            .keys()
+            .filter(|(session, k)| !*session && matches!(k, FamilyKey::Legacy(_)))
+            .cloned()
+            .collect();
+        if legacy.len() > 1 {
+            let mut per_class: BTreeMap<Option<u64>, usize> = BTreeMap::new();
+            for k in &legacy {
+                for o in fams[k].values().flatten() {
+                    *per_class.entry(o.attrs.ulong(AttrType::Class)).or_default() += 1;
+                }
+            }
+            if per_class.values().all(|n| *n == 1) {
+                let mut merged = Versions::new();
+                for k in &legacy {
+                    for (v, objs) in fams.remove(k).unwrap_or_default() {
+                        merged.entry(v).or_default().extend(objs);
+                    }
+                }
+                fams.insert(legacy[0].clone(), merged);
+            }
+        }
         Ok(fams
             .into_iter()
             .map(|((_, key), mut versions)| {
@@ -191,11 +216,10 @@ impl<S: Store> Token<S> {
         }
         let label = String::from_utf8_lossy(o.attrs.bytes(AttrType::Label).unwrap_or_default())
             .into_owned();
-        let fk = family_key(&o.attrs);
         let fam = self
             .families(&label)?
             .into_iter()
-            .find(|f| f.key == fk && f.versions.values().flatten().any(|x| x.handle == h))
+            .find(|f| f.versions.values().flatten().any(|x| x.handle == h))
             .ok_or(Error::ObjectHandleInvalid)?;
         Ok((o, fam))
     }
