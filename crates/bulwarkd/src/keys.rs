@@ -10,6 +10,7 @@
 use bulwark_core::attr::{AttrType, ObjectClass};
 use bulwark_core::crypto::{self, Curve, KeySpec};
 use bulwark_core::kernel::{Grantee, Ops, UserId};
+use bulwark_core::lifecycle::KeyState;
 use bulwark_core::mechanism::Mechanism;
 use bulwark_core::token::{ObjectInfo, SESSION_HANDLE_BASE};
 use bulwark_core::{envelope, names};
@@ -68,8 +69,18 @@ impl LabelCache {
 
     fn resolve(&self, t: &Token, key: &LabelKey) -> Result<(u64, KeySpec)> {
         let (label, purpose, version) = (key.0.as_str(), key.1, (key.3 != 0).then_some(key.3));
-        if let Some(v) = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key) {
-            return Ok(*v);
+        let cached =
+            self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).copied();
+        if let Some(v) = cached {
+            // The current version of a label stops being current when it is rotated (here, on
+            // another node, or automatically at a use): then it is no longer active, and the
+            // label is resolved again. Verification would otherwise go on with the old version.
+            let current =
+                version.is_some() || t.key_lifecycle(v.0).is_ok_and(|(_, s)| s == KeyState::Active);
+            if current {
+                return Ok(v);
+            }
+            self.forget(key);
         }
         let h = match purpose {
             Purpose::Sign => key_handle_v(t, label, version, true)?,
