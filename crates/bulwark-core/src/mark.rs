@@ -134,12 +134,25 @@ fn read_mark(path: &Path, fresh: bool) -> u64 {
 /// The I/O error (callers log it: a mark is best effort, a read-only state directory must not
 /// make a token unusable).
 pub(crate) fn raise(path: &Path, value: u64) -> io::Result<()> {
+    write(path, value, false)
+}
+
+/// Sets the mark at `path` to `value`, lower or not: only for an audited, authorized reset of
+/// the baseline (a restore that replaced a store's contents).
+///
+/// # Errors
+/// As [`raise`].
+pub(crate) fn set(path: &Path, value: u64) -> io::Result<()> {
+    write(path, value, true)
+}
+
+fn write(path: &Path, value: u64, lower: bool) -> io::Result<()> {
     let mut open_marks = marks();
     let f = file(&mut open_marks, path, false)?;
     flock(&f, FlockOperation::LockExclusive)?;
     let r = (|| {
         let (current, len) = read(&f)?;
-        if current >= value {
+        if current >= value && !lower {
             return Ok(());
         }
         let line = format!("{value:020}\n");
@@ -169,6 +182,9 @@ mod tests {
         assert_eq!(load(&p), 12);
         raise(&p, 7).unwrap();
         assert_eq!(load(&p), 12);
+        super::set(&p, 7).unwrap();
+        assert_eq!(load(&p), 7);
+        raise(&p, 12).unwrap();
         raise(&p, u64::MAX).unwrap();
         assert_eq!(load(&p), u64::MAX);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{}\n", u64::MAX));
