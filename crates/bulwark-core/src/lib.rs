@@ -22,6 +22,7 @@ pub mod hsm;
 pub mod kernel;
 pub mod lifecycle;
 pub mod limits;
+mod mark;
 pub mod mechanism;
 pub mod names;
 pub mod rollback;
