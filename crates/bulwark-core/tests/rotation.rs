@@ -248,6 +248,12 @@ fn grants_carry_over_exactly_and_only_managers_rotate() {
     assert!(matches!(r, Err(Error::ActionProhibited(_))), "{r:?}");
     let r = as_caller(caller(&so, 0), || t.rotate_key(priv1));
     assert!(r.is_err(), "{r:?}");
+    // Through the public half either (the officer may manage public objects, not the private
+    // half a rotation also changes).
+    let r = as_caller(caller(&so, 0), || t.rotate_key(pub1));
+    assert!(r.is_err(), "{r:?}");
+    let r = as_caller(caller(&so, 0), || t.set_rotation_period(pub1, Some(86_400)));
+    assert!(r.is_err(), "{r:?}");
     assert_eq!(as_caller(caller(&officer, 1), || t.key_versions("shared").unwrap()).len(), 1);
 
     let (new, _) = as_caller(caller(&officer, 1), || t.rotate_key(priv1)).unwrap();
@@ -328,6 +334,50 @@ fn ec_and_rsa_keys_rotate_automatically() {
     let lines = so_t.audit_export(0).unwrap().join("\n");
     assert!(lines.contains("automatic -> v2"), "{lines}");
     assert!(lines.contains("\"key-rotation-period\""), "{lines}");
+}
+
+/// An automatic rotation triggered by a crypto user who may see only the private half still
+/// rotates the whole pair (it is the system's rotation, not the user's).
+#[test]
+fn an_automatic_rotation_is_the_whole_family_whoever_triggers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sp = dir.path().join("q.db");
+    let policy = bulwark_core::token::SecurityPolicy::default();
+    let t = open_unsealed(&sp, &quorum_store(&sp, &policy));
+    let clock = ManualClock::new(T0);
+    t.set_clock(clock.clone());
+    let so = admin(&t);
+    as_caller(caller(&so, 0), || {
+        t.create_user("erin", Role::CryptoUser, b"erin-password", None).unwrap();
+    });
+    let erin = t
+        .authenticate(&bulwark_core::token::Credentials {
+            name: "erin",
+            password: b"erin-password",
+            totp: None,
+            cert_sha256: None,
+        })
+        .unwrap();
+    let officer = keeper(&t);
+    let (pub1, priv1) = as_caller(caller(&officer, 1), || {
+        let (pu, pr) = ec_pair(&t, "auto-pair", true, &[]).unwrap();
+        t.set_grant(pr, &to("erin"), Some(Ops::SIGN)).unwrap();
+        t.set_rotation_period(pr, Some(DAY)).unwrap();
+        (pu, pr)
+    });
+    clock.advance(2 * DAY);
+    as_caller(caller(&erin, 2), || {
+        let h = handle(&t, "auto-pair", None, ObjectClass::PrivateKey);
+        assert_ne!(h, priv1, "rotated at the resolution");
+        t.sign(h, &Mechanism::EcdsaSha256, b"m").unwrap();
+        assert!(t.rotate_key(h).is_err(), "still not erin's to rotate by hand");
+    });
+    as_caller(caller(&officer, 1), || {
+        let vs = t.key_versions("auto-pair").unwrap();
+        assert_eq!(vs.len(), 2);
+        assert_eq!(vs[1].handles.len(), 2, "both halves: {vs:?}");
+        assert_eq!(t.key_lifecycle(pub1).unwrap().1, KeyState::Deactivated);
+    });
 }
 
 #[test]

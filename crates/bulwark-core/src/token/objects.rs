@@ -71,7 +71,7 @@ pub(crate) fn fill_public(a: &mut Attributes, pk: &PublicKey, public_object: boo
 }
 
 impl<S: Store> Token<S> {
-    fn decode_row(&self, row: ObjectRow) -> Result<Obj> {
+    pub(super) fn decode_row(&self, row: ObjectRow) -> Result<Obj> {
         let verified = match self.integrity() {
             Some(ik) => {
                 ik.verify_record(&row)?;

@@ -152,9 +152,32 @@ impl<S: Store> Token<S> {
     /// own family of one version).
     fn families(&self, label: &str) -> Result<Vec<Family>> {
         let t = [(AttrType::Label, crate::attr::AttrValue::Bytes(label.as_bytes().to_vec()))];
+        let objs = self
+            .find_unaudited(&t)?
+            .into_iter()
+            .map(|h| self.obj(h))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::group(objs))
+    }
+
+    /// Every token key object labelled `label`, whoever the caller is: a rotation is made for
+    /// the whole family (both halves of a pair, every version), also when the caller that
+    /// triggered an automatic one may see only part of it. Records are checked as always.
+    fn families_unfiltered(&self, label: &str) -> Result<Vec<Family>> {
+        self.require_vault()?;
+        self.sync()?;
+        let mut objs = Vec::new();
+        for row in self.store.find(None, Some(label.as_bytes()), None)? {
+            objs.push(Arc::new(self.decode_row(row)?));
+        }
+        Ok(Self::group(objs))
+    }
+
+    /// Groups key objects into families and versions.
+    fn group(objs: Vec<Arc<Obj>>) -> Vec<Family> {
         let mut fams: BTreeMap<(bool, FamilyKey), Versions> = BTreeMap::new();
-        for h in self.find_unaudited(&t)? {
-            let o = self.obj(h)?;
+        for o in objs {
+            let h = o.handle;
             if !is_key(&o.attrs) {
                 continue;
             }
@@ -194,18 +217,18 @@ impl<S: Store> Token<S> {
                 fams.insert(legacy[0].clone(), merged);
             }
         }
-        Ok(fams
-            .into_iter()
+        fams.into_iter()
             .map(|((_, key), mut versions)| {
                 for objs in versions.values_mut() {
                     secret_first(objs);
                 }
                 Family { key, versions }
             })
-            .collect())
+            .collect()
     }
 
-    /// The family of key object `h`.
+    /// The family of key object `h` (which the caller must see), every member of it whoever
+    /// the caller is.
     fn family_of(&self, h: u64) -> Result<(Arc<Obj>, Family)> {
         let o = self.obj(h)?;
         if !is_key(&o.attrs) {
@@ -217,7 +240,7 @@ impl<S: Store> Token<S> {
         let label = String::from_utf8_lossy(o.attrs.bytes(AttrType::Label).unwrap_or_default())
             .into_owned();
         let fam = self
-            .families(&label)?
+            .families_unfiltered(&label)?
             .into_iter()
             .find(|f| f.versions.values().flatten().any(|x| x.handle == h))
             .ok_or(Error::ObjectHandleInvalid)?;
@@ -375,6 +398,14 @@ impl<S: Store> Token<S> {
     fn rotate_unaudited(&self, h: u64, auto: bool) -> Result<Option<(Vec<u64>, u64)>> {
         let now = self.now();
         let (_, fam) = self.family_of(h)?;
+        if !auto {
+            // A manual rotation changes every member: the caller must be able to manage each
+            // (a security officer may manage a public key, never its private half).
+            let w = self.who();
+            for o in fam.versions.values().flatten() {
+                self.check_manage(&w, o)?;
+            }
+        }
         let from = fam.current(now);
         let latest = fam.latest();
         let cur: Vec<Arc<Obj>> = fam.versions.get(&from).cloned().unwrap_or_default();
@@ -556,9 +587,12 @@ impl<S: Store> Token<S> {
         h: u64,
         f: impl Fn(&mut Attributes, &Family) -> Result<()>,
     ) -> Result<()> {
-        let (o, fam) = self.family_of(h)?;
-        self.check_manage(&self.who(), &o)?;
+        let (_, fam) = self.family_of(h)?;
+        let w = self.who();
         let objs: Vec<Arc<Obj>> = fam.versions.values().flatten().cloned().collect();
+        for o in &objs {
+            self.check_manage(&w, o)?;
+        }
         for x in &objs {
             let mut a = x.attrs.clone();
             f(&mut a, &fam)?; // checked first, so that a refusal changes nothing
