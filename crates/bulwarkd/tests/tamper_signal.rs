@@ -39,7 +39,7 @@ fn sigusr1_raises_the_alarm_until_the_security_officer_clears_it() {
     wait_for("the alarm", || !so.status().unwrap().tamper_alarm.is_empty());
     assert!(so.status().unwrap().tamper_alarm.contains("SIGUSR1"));
     let (c, m) = code(crypto.sign("k", "", b"during", true));
-    assert_eq!(c, Code::FailedPrecondition);
+    assert_eq!(c, Code::FailedPrecondition, "{m}");
     assert!(m.contains("tamper alarm"), "{m}");
     // Only the security officer clears it.
     assert_eq!(code(crypto.clear_tamper()).0, Code::PermissionDenied);
