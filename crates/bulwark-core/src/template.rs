@@ -73,6 +73,13 @@ const HSM_ONLY: &[AttrType] = &[
     AttrType::BulwarkState,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    // The usage policy changes only through its own audited call (token/usepolicy.rs).
+    AttrType::BulwarkUsePrincipals,
+    AttrType::BulwarkMaxUses,
+    AttrType::BulwarkUseCount,
+    AttrType::BulwarkRateUses,
+    AttrType::BulwarkRatePeriod,
+    AttrType::BulwarkUseQuorum,
     AttrType::AlwaysSensitive,
     AttrType::NeverExtractable,
     AttrType::KeyGenMechanism,
@@ -105,6 +112,12 @@ const KEY_COMMON: &[AttrType] = &[
     AttrType::BulwarkDeactivationDate,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    AttrType::BulwarkUsePrincipals,
+    AttrType::BulwarkMaxUses,
+    AttrType::BulwarkUseCount,
+    AttrType::BulwarkRateUses,
+    AttrType::BulwarkRatePeriod,
+    AttrType::BulwarkUseQuorum,
 ];
 
 const SECRET_OR_PRIVATE: &[AttrType] = &[
@@ -719,6 +732,13 @@ const IMMUTABLE: &[AttrType] = &[
     AttrType::BulwarkDeactivationDate,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    // So does the usage policy (token/usepolicy.rs).
+    AttrType::BulwarkUsePrincipals,
+    AttrType::BulwarkMaxUses,
+    AttrType::BulwarkUseCount,
+    AttrType::BulwarkRateUses,
+    AttrType::BulwarkRatePeriod,
+    AttrType::BulwarkUseQuorum,
 ];
 
 /// Applies `C_SetAttributeValue` (or, with `copy = true`, the template of `C_CopyObject`) to

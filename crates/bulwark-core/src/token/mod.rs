@@ -21,6 +21,7 @@ mod ops;
 mod outbox;
 mod policy;
 mod state;
+mod usepolicy;
 mod users;
 
 use std::collections::HashMap;
@@ -40,6 +41,10 @@ pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;
 pub use ops::Usage;
 pub use policy::{InitOptions, SecurityPolicy, TamperResponse};
+pub use usepolicy::{
+    usage_name, use_approval_digest, with_use_approvals, Rate, UsagePolicy, UseApproval,
+    UseApprovals, UseApprover, UseCount, USE_APPROVAL_OP,
+};
 pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
 
 use crate::attr::Attributes;
