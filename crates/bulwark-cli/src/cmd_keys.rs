@@ -46,6 +46,8 @@ pub(crate) enum KeyCommand {
         id: Option<String>,
         #[command(flatten)]
         dates: crate::cmd_lifecycle::DateArgs,
+        #[command(flatten)]
+        policy: crate::cmd_usepolicy::PolicyArgs,
     },
     /// List keys.
     List {
@@ -102,6 +104,8 @@ pub(crate) enum KeyCommand {
     },
     #[command(flatten)]
     Lifecycle(crate::cmd_lifecycle::LifecycleCommand),
+    #[command(flatten)]
+    Usage(crate::cmd_usepolicy::UsageCommand),
 }
 
 fn spec_for(name: &str) -> CliResult<KeySpec> {
@@ -230,6 +234,9 @@ fn object_json(t: &Token, o: &ObjectInfo) -> Value {
         m.insert("state".into(), json!(now.name()));
         m.insert("lifecycle".into(), crate::cmd_lifecycle::lifecycle_json(&l, now));
     }
+    if let Ok((p, c)) = t.usage_policy(o.handle) {
+        m.insert("usage_policy".into(), crate::cmd_usepolicy::policy_json(&p, &c, t.now()));
+    }
     let mut attrs = Map::new();
     for (k, v) in o.attrs.iter() {
         attrs.insert(attr_name(k), attr_json(k, v));
@@ -248,11 +255,15 @@ fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String, String
 }
 
 pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
+    if let KeyCommand::Usage(u) = cmd {
+        return crate::cmd_usepolicy::run(ctx, u);
+    }
     let t = ctx.user_token()?;
     match cmd {
-        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates } => {
+        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates, policy } => {
             let hs =
                 generate(&t, &key_type, &label, extractable, not_sensitive, id.as_deref(), &dates)?;
+            crate::cmd_usepolicy::apply_on_generate(&t, &hs, &policy)?;
             println!("generated {key_type} key {label:?} (handles {hs:?})");
             if dates.is_set() {
                 let (_, now) = t.key_lifecycle(hs[0])?;
@@ -260,6 +271,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run(&t, l),
+        KeyCommand::Usage(_) => unreachable!("handled above"),
         KeyCommand::List { json } => {
             let objs = t.list()?;
             if json {
@@ -287,6 +299,11 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                     println!("object {} ({class}), state {state}", o.handle);
                     for (k, v) in o.attrs.iter() {
                         println!("  {:<24} {}", attr_name(k), attr_text(k, v));
+                    }
+                    if let Ok((p, c)) = t.usage_policy(o.handle) {
+                        for l in crate::cmd_usepolicy::policy_lines(&p, &c, t.now()) {
+                            println!("  usage policy: {l}");
+                        }
                     }
                 }
             }

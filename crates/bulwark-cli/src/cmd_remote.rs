@@ -403,7 +403,7 @@ fn unseal(endpoint: &str, a: &UnsealArgs) -> CliResult<ExitCode> {
 fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
     let c = session(endpoint)?;
     match k {
-        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates } => {
+        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates, policy } => {
             if not_sensitive || id.is_some() {
                 return Err(CliError::Usage(
                     "--not-sensitive and --id are not available with --endpoint".into(),
@@ -418,6 +418,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 [v(d.activation), v(d.protect_stop), v(d.deactivation)],
             )?;
             let hs: Vec<u64> = info.objects.iter().map(|o| o.handle).collect();
+            crate::cmd_usepolicy::apply_remote_on_generate(&c, &label, &policy)?;
             println!("generated {key_type} key {label:?} (handles {hs:?})");
             if dates.is_set() {
                 let state = info.objects.first().map_or("-", |o| o.state.as_str());
@@ -496,6 +497,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run_remote(&c, l),
+        KeyCommand::Usage(u) => return crate::cmd_usepolicy::run_remote(&c, u),
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM (use key wrap)".into(),

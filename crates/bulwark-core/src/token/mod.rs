@@ -42,8 +42,8 @@ pub(crate) use ops::KeyRef;
 pub use ops::Usage;
 pub use policy::{InitOptions, SecurityPolicy, TamperResponse};
 pub use usepolicy::{
-    usage_name, use_approval_digest, with_use_approvals, Rate, UsagePolicy, UseApproval,
-    UseApprovals, UseApprover, UseCount, USE_APPROVAL_OP,
+    current_use_approvals, usage_name, use_approval_digest, with_use_approvals, Rate, UsagePolicy,
+    UseApproval, UseApprovals, UseApprover, UseCount, USE_APPROVAL_OP,
 };
 pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
 

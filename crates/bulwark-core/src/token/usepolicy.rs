@@ -363,6 +363,11 @@ pub fn with_use_approvals<T>(a: UseApprovals, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// The use approvals [`with_use_approvals`] set on this thread (a remote client forwards them).
+pub fn current_use_approvals() -> Option<UseApprovals> {
+    current_approvals()
+}
+
 fn current_approvals() -> Option<UseApprovals> {
     APPROVALS.try_with(|c| c.borrow().clone()).ok().flatten()
 }
