@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use bulwark_client::v1 as pb;
 use bulwark_core::attr::ObjectClass;
 use bulwark_core::kernel::{UserId, EMBEDDED_SO, EMBEDDED_USER};
 use bulwark_core::token::{Rate, UsagePolicy, UseApprovals, UseApprover, UseCount};
@@ -138,6 +139,8 @@ pub(crate) enum UsageCommand {
         /// An approver, NAME=HEXKEY (repeat; none: show the current set).
         #[arg(long = "approver", value_name = "NAME=HEX")]
         approvers: Vec<String>,
+        #[command(flatten)]
+        approval: crate::cmd_approval::ApprovalArgs,
     },
 }
 
@@ -274,7 +277,13 @@ pub(crate) fn request_op(op: &str, valid_for: u64) -> CliResult<u64> {
 /// Runs a usage-policy command on the embedded store.
 pub(crate) fn run(ctx: &Ctx, cmd: UsageCommand) -> CliResult<ExitCode> {
     match cmd {
-        UsageCommand::UseApprovers { approvers } => {
+        UsageCommand::UseApprovers { approvers, approval } => {
+            if approval.is_set() {
+                return Err(CliError::Usage(
+                    "--approval and --approval-request-out apply to a remote HSM (--endpoint)"
+                        .into(),
+                ));
+            }
             let t = ctx.so_token()?;
             if approvers.is_empty() {
                 for a in t.use_approvers()? {
@@ -337,6 +346,84 @@ pub(crate) fn run(ctx: &Ctx, cmd: UsageCommand) -> CliResult<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `current` (a remote key's policy) with the options applied; principals stay names.
+fn apply_remote(a: &PolicyArgs, current: &pb::KeyPolicy) -> CliResult<pb::KeyPolicy> {
+    let mut p = current.clone();
+    for c in &a.clear {
+        match c.trim() {
+            "all" => p = pb::KeyPolicy::default(),
+            "max-uses" => (p.max_uses, p.has_max_uses) = (0, false),
+            "rate" => (p.rate_uses, p.rate_period) = (0, 0),
+            "principals" => p.principals.clear(),
+            "quorum" => p.quorum = 0,
+            other => {
+                return Err(CliError::Usage(format!(
+                    "--clear: {:?} is not one of max-uses, rate, principals, quorum, all",
+                    bulwark_core::display::escape(other)
+                )))
+            }
+        }
+    }
+    if let Some(m) = a.max_uses {
+        (p.max_uses, p.has_max_uses) = (m, true);
+    }
+    if let Some(r) = &a.rate {
+        let r = Rate::parse(r)?;
+        (p.rate_uses, p.rate_period) = (r.uses, r.period);
+    }
+    if let Some(list) = &a.principals {
+        p.principals =
+            list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        if p.principals.is_empty() {
+            return Err(CliError::Usage(
+                "--principals: name at least one (or --clear principals)".into(),
+            ));
+        }
+    }
+    if let Some(q) = a.quorum {
+        p.quorum = q;
+    }
+    Ok(p)
+}
+
+/// A remote key's policy as the core type (principals by name are not ids: left out).
+fn remote_policy(r: &pb::KeyPolicyResponse) -> (UsagePolicy, UseCount, Vec<String>) {
+    let p = r.policy.clone().unwrap_or_default();
+    let u = UsagePolicy {
+        principals: Vec::new(),
+        max_uses: p.has_max_uses.then_some(p.max_uses),
+        rate: (p.rate_uses != 0).then_some(Rate { uses: p.rate_uses, period: p.rate_period }),
+        quorum: p.quorum,
+    };
+    (u, UseCount::with_uses(r.uses), p.principals)
+}
+
+fn print_remote(r: &pb::KeyPolicyResponse, json: bool) {
+    let (u, c, names) = remote_policy(r);
+    if json {
+        let mut v = policy_json(&u, &c, 0);
+        v["principals"] = json!(names);
+        v["rate_available"] = if u.rate.is_some() { json!(r.rate_available) } else { Value::Null };
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    if u.is_empty() && names.is_empty() {
+        println!("{:?}: no usage policy", r.label);
+        return;
+    }
+    println!("{:?}:", r.label);
+    if !names.is_empty() {
+        println!("  principals   {}", names.join(","));
+    }
+    for l in policy_lines(&u, &c, 0) {
+        if let (Some(rate), true) = (u.rate, l.starts_with("rate")) {
+            println!("  rate         {rate} ({} available now)", r.rate_available);
+        } else {
+            println!("  {l}");
+        }
+    }
+}
+
 /// Applies `--max-uses` & co. of `key generate --endpoint` to the new key.
 pub(crate) fn apply_remote_on_generate(
     c: &bulwark_client::Client,
@@ -346,14 +433,72 @@ pub(crate) fn apply_remote_on_generate(
     if !a.is_set() {
         return Ok(());
     }
-    let _ = (c, label);
-    Err(CliError::Usage("usage policies over --endpoint: not yet".into()))
+    let p = apply_remote(a, &pb::KeyPolicy::default())?;
+    c.set_key_policy(label, p)?;
+    Ok(())
 }
 
 /// Runs a usage-policy command against `bulwarkd`.
 pub(crate) fn run_remote(c: &bulwark_client::Client, cmd: UsageCommand) -> CliResult<ExitCode> {
-    let _ = (c, cmd);
-    Err(CliError::Usage("usage policies over --endpoint: not yet".into()))
+    match cmd {
+        UsageCommand::Policy { label, policy, json } => {
+            let cur = c.key_policy(&label)?;
+            if policy.is_set() {
+                let p = apply_remote(&policy, &cur.policy.clone().unwrap_or_default())?;
+                let r = c.set_key_policy(&label, p)?;
+                println!("usage policy of {label:?} set");
+                print_remote(&r, false);
+            } else {
+                print_remote(&cur, json);
+            }
+        }
+        UsageCommand::UseRequest { label, op, out, valid_for } => {
+            let not_after = request_op(&op, valid_for)?;
+            let r = c.key_policy(&label)?;
+            let id = new_request_id()?;
+            crate::cmd_approval::write_use_request(
+                &out,
+                &r.store_id,
+                &r.key_uid,
+                &op,
+                &id,
+                not_after,
+            )?;
+            println!("use request {id} for {op} with {label:?} written to {}", out.display());
+        }
+        UsageCommand::UseApprovers { approvers, approval } => {
+            if approvers.is_empty() {
+                for a in c.use_approvers()? {
+                    println!("{} {}", a.name, a.public_key);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let list = parse_approvers(&approvers)?;
+            let lines: Vec<String> =
+                list.iter().map(|a| format!("{}={}", a.name, a.public_key)).collect();
+            let fields: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let sid = c.status()?.store_id;
+            let op = "set-use-approvers";
+            let (approvals, not_after) =
+                crate::cmd_approval::collect(&approval, &sid, op, &fields)?;
+            c.set_use_approvers(pb::SetUseApproversRequest {
+                approvers: list
+                    .iter()
+                    .map(|a| pb::UseApprover {
+                        name: a.name.clone(),
+                        public_key: a.public_key.clone(),
+                    })
+                    .collect(),
+                approvals,
+                approval_not_after: not_after,
+            })
+            .map_err(|e| {
+                crate::cmd_approval::explain(e, &approval, &sid, op, &fields, not_after)
+            })?;
+            println!("{} use approver(s) set", list.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The approvals of `--use-approval FILE...`, for the core (embedded) or the client (remote).

@@ -260,6 +260,11 @@ pub struct UseCount {
 }
 
 impl UseCount {
+    /// Counters of `uses` uses and a full rate bucket (what a remote HSM reports).
+    pub fn with_uses(uses: u64) -> Self {
+        Self { uses, ..Self::default() }
+    }
+
     fn decode(b: &[u8]) -> Result<Self> {
         if b.len() != 24 {
             return Err(Error::Integrity("use count record malformed"));
@@ -614,6 +619,37 @@ impl<S: Store> Token<S> {
         });
         let names: Vec<&str> = approvers.iter().map(|a| a.name.as_str()).collect();
         self.finish(&c, r, names.join(","))
+    }
+
+    /// The id of the user named `name`, for naming a policy's principals (a caller that uses
+    /// keys; the embedded logins are `user` and `so`).
+    ///
+    /// # Errors
+    /// `ActionProhibited` for a role that uses no keys; `NotFound` for an unknown name.
+    pub fn principal_id(&self, name: &str) -> Result<UserId> {
+        if !self.who().role.is_some_and(Role::uses_keys) {
+            return Err(Error::ActionProhibited("this role names no principals"));
+        }
+        match name {
+            "user" if self.logged_in().is_some() => return Ok(crate::kernel::EMBEDDED_USER),
+            "so" if self.logged_in().is_some() => return Ok(crate::kernel::EMBEDDED_SO),
+            _ => {}
+        }
+        if let Some(id) = UserId::from_hex(name) {
+            return Ok(id);
+        }
+        self.user_id_by_name(name)?.ok_or_else(|| Error::NotFound(name.to_owned()))
+    }
+
+    /// The name of principal `id` (its hex id when it names no user of this store).
+    pub fn principal_name(&self, id: UserId) -> String {
+        if id == crate::kernel::EMBEDDED_USER {
+            return "user".into();
+        }
+        if id == crate::kernel::EMBEDDED_SO {
+            return "so".into();
+        }
+        self.user_by_id(id).ok().flatten().map_or_else(|| id.to_hex(), |u| u.name)
     }
 
     /// The usage policy of key `h` and its counters (not audited, like an attribute read).
