@@ -106,6 +106,8 @@ pub(crate) enum KeyCommand {
     Lifecycle(crate::cmd_lifecycle::LifecycleCommand),
     #[command(flatten)]
     Usage(crate::cmd_usepolicy::UsageCommand),
+    #[command(flatten)]
+    Byok(crate::cmd_byok::ByokCommand),
 }
 
 fn spec_for(name: &str) -> CliResult<KeySpec> {
@@ -272,6 +274,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run(&t, l),
         KeyCommand::Usage(_) => unreachable!("handled above"),
+        KeyCommand::Byok(b) => return crate::cmd_byok::run(&t, b),
         KeyCommand::List { json } => {
             let objs = t.list()?;
             if json {

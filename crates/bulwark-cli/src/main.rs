@@ -11,6 +11,7 @@ mod cmd_approval;
 mod cmd_audit;
 mod cmd_backup;
 mod cmd_bench;
+mod cmd_byok;
 mod cmd_keys;
 mod cmd_lifecycle;
 mod cmd_ops;
