@@ -7,18 +7,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bulwark_core::attr::{AttrType, AttrValue, KeyType, ObjectClass};
-use bulwark_core::crypto::KeySpec;
-use bulwark_core::{Error, Token};
+use bulwark_core::attr::ObjectClass;
+use bulwark_core::token::{import_mechanism, import_type, WrappedImport, MAX_WRAPPED};
+use bulwark_core::Token;
 use clap::{Args, Subcommand};
 
 use crate::{CliError, CliResult};
 
 /// Session id used for the (token) objects the CLI makes.
 const CLI_SESSION: u64 = 1;
-
-/// The largest wrapped key accepted (an RSA-8192 OAEP block is 1 KiB).
-const MAX_WRAPPED: u64 = 16 * 1024;
 
 /// BYOK commands (flattened into `bulwark key`).
 #[derive(Subcommand, Debug)]
@@ -58,35 +55,12 @@ pub(crate) struct ImportArgs {
     pub(crate) policy: crate::cmd_usepolicy::PolicyArgs,
 }
 
-/// The key type and length the template names.
-pub(crate) fn secret_type(name: &str) -> CliResult<(KeyType, usize)> {
-    match bulwark_core::names::key_spec(name) {
-        Some(KeySpec::Aes { bytes }) => Ok((KeyType::Aes, bytes)),
-        Some(KeySpec::GenericSecret { bytes }) => Ok((KeyType::GenericSecret, bytes)),
-        _ => Err(CliError::Usage(format!(
-            "--type {:?}: only secret keys are imported wrapped (aes-128, aes-192, aes-256, \
-             hmac-sha256, hmac-sha384, hmac-sha512)",
-            bulwark_core::display::escape(name)
-        ))),
-    }
-}
-
-/// The canonical mechanism name (`rsa-oaep` is RSA-OAEP with SHA-256).
-pub(crate) fn mechanism_name(name: &str) -> CliResult<&'static str> {
-    match name {
-        "rsa-oaep" | "rsa-oaep-sha256" => Ok("rsa-oaep-sha256"),
-        "aes-kwp" => Ok("aes-kwp"),
-        "aes-kw" => Ok("aes-kw"),
-        _ => Err(CliError::Usage("--mechanism: rsa-oaep, aes-kwp or aes-kw".into())),
-    }
-}
-
 /// Reads the wrapped key file (bounded).
 pub(crate) fn read_wrapped(p: &std::path::Path) -> CliResult<Vec<u8>> {
     let cannot =
         |e: std::io::Error| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind()));
     let len = std::fs::metadata(p).map_err(cannot)?.len();
-    if len == 0 || len > MAX_WRAPPED {
+    if len == 0 || len > MAX_WRAPPED as u64 {
         return Err(CliError::Usage(format!(
             "{}: a wrapped key is 1 to {MAX_WRAPPED} bytes",
             p.display()
@@ -97,37 +71,53 @@ pub(crate) fn read_wrapped(p: &std::path::Path) -> CliResult<Vec<u8>> {
 
 /// Imports the wrapped key; returns its handle.
 fn import(t: &Token, a: &ImportArgs) -> CliResult<u64> {
-    let (kt, bytes) = secret_type(&a.key_type)?;
-    let mech_name = mechanism_name(&a.mechanism)?;
+    import_type(&a.key_type)?;
+    import_mechanism(&a.mechanism)?;
     let wrapped = read_wrapped(&a.wrapped)?;
-    if !t.find_by_label(&a.label)?.is_empty() {
-        return Err(Error::Exists(a.label.clone()).into());
-    }
     let objs = crate::cmd_keys::by_label(t, &a.unwrap_with)?;
     let uh = crate::cmd_keys::one_of(&objs, ObjectClass::PrivateKey, &a.unwrap_with)
         .or_else(|_| crate::cmd_keys::one_of(&objs, ObjectClass::SecretKey, &a.unwrap_with))?;
-    let (mech, _) = bulwark_core::names::wrap_mechanism(mech_name, t.key_spec(uh)?)
-        .ok_or_else(|| CliError::Usage("--mechanism does not fit the unwrapping key".into()))?;
-    let mut id = [0u8; 16];
-    t.random(&mut id)?;
-    let tmpl = vec![
-        (AttrType::Class, AttrValue::Ulong(ObjectClass::SecretKey.to_raw())),
-        (AttrType::KeyType, AttrValue::Ulong(kt.to_raw())),
-        (AttrType::ValueLen, AttrValue::Ulong(bytes as u64)),
-        (AttrType::Token, AttrValue::Bool(true)),
-        (AttrType::Private, AttrValue::Bool(true)),
-        (AttrType::Label, AttrValue::Bytes(a.label.as_bytes().to_vec())),
-        (AttrType::Id, AttrValue::Bytes(id.to_vec())),
-        (AttrType::Sensitive, AttrValue::Bool(!a.not_sensitive)),
-        (AttrType::Extractable, AttrValue::Bool(a.extractable || a.not_sensitive)),
-    ];
-    let h = t.unwrap_key(uh, &mech, &wrapped, &tmpl, CLI_SESSION)?;
+    let r = WrappedImport {
+        wrapped: &wrapped,
+        unwrap_with: uh,
+        mechanism: &a.mechanism,
+        key_type: &a.key_type,
+        label: &a.label,
+        extractable: a.extractable,
+        sensitive: !a.not_sensitive,
+    };
+    let h = t.import_wrapped(&r, CLI_SESSION)?;
     if let Err(e) = crate::cmd_usepolicy::apply_on_generate(t, &[h], &a.policy) {
         // No key without the policy asked for.
         let _ = t.destroy_object(h);
         return Err(e);
     }
     Ok(h)
+}
+
+/// Imports through `bulwarkd` (`ImportWrappedKey`).
+pub(crate) fn run_remote(c: &bulwark_client::Client, cmd: ByokCommand) -> CliResult<ExitCode> {
+    let ByokCommand::Import(a) = cmd;
+    import_type(&a.key_type)?;
+    let mech = import_mechanism(&a.mechanism)?;
+    let wrapped = read_wrapped(&a.wrapped)?;
+    let policy = if a.policy.is_set() {
+        Some(crate::cmd_usepolicy::remote_policy_of(&a.policy)?)
+    } else {
+        None
+    };
+    c.import_wrapped_key(bulwark_client::v1::ImportWrappedKeyRequest {
+        label: a.label.clone(),
+        unwrap_with: a.unwrap_with.clone(),
+        mechanism: mech.to_owned(),
+        key_type: a.key_type.clone(),
+        wrapped,
+        extractable: a.extractable,
+        not_sensitive: a.not_sensitive,
+        policy,
+    })?;
+    println!("imported {} key {:?} unwrapped by {:?} ({mech})", a.key_type, a.label, a.unwrap_with);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs a BYOK command on the embedded store.
@@ -140,23 +130,9 @@ pub(crate) fn run(t: &Token, cmd: ByokCommand) -> CliResult<ExitCode> {
                 a.key_type,
                 a.label,
                 a.unwrap_with,
-                mechanism_name(&a.mechanism)?
+                import_mechanism(&a.mechanism)?
             );
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        assert_eq!(secret_type("aes-256").unwrap(), (KeyType::Aes, 32));
-        assert_eq!(secret_type("hmac-sha384").unwrap(), (KeyType::GenericSecret, 48));
-        assert!(secret_type("rsa-2048").is_err());
-        assert_eq!(mechanism_name("rsa-oaep").unwrap(), "rsa-oaep-sha256");
-        assert!(mechanism_name("rsa-pkcs").is_err());
-    }
 }

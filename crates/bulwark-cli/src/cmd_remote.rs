@@ -498,13 +498,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run_remote(&c, l),
         KeyCommand::Usage(u) => return crate::cmd_usepolicy::run_remote(&c, u),
-        KeyCommand::Byok(_) => {
-            return Err(CliError::Usage(
-                "key import --wrapped works on an embedded store; on a network HSM use \
-                 C_UnwrapKey through its PKCS#11 remote slot"
-                    .into(),
-            ))
-        }
+        KeyCommand::Byok(b) => return crate::cmd_byok::run_remote(&c, b),
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM (use key wrap)".into(),

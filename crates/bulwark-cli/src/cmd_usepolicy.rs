@@ -424,6 +424,11 @@ fn print_remote(r: &pb::KeyPolicyResponse, json: bool) {
     }
 }
 
+/// The policy `--max-uses` & co. describe, for a new remote key.
+pub(crate) fn remote_policy_of(a: &PolicyArgs) -> CliResult<pb::KeyPolicy> {
+    apply_remote(a, &pb::KeyPolicy::default())
+}
+
 /// Applies `--max-uses` & co. of `key generate --endpoint` to the new key.
 pub(crate) fn apply_remote_on_generate(
     c: &bulwark_client::Client,

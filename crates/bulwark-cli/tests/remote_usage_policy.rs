@@ -109,4 +109,32 @@ fn remote_usage_policy_and_per_use_quorum() {
     let p: serde_json::Value =
         serde_json::from_str(&ok(&officer(&["key", "policy", "root", "--json"]))).unwrap();
     assert_eq!((p["uses"].as_u64(), p["quorum"].as_u64()), (Some(1), Some(2)));
+
+    // BYOK over the network: a key wrapped out under a KEK comes back in under a new label
+    // with a policy (ImportWrappedKey), and decrypts what the original encrypted.
+    ok(&officer(&["key", "generate", "--type", "aes-256", "--label", "kek"]));
+    ok(&officer(&["key", "generate", "--type", "aes-256", "--label", "src", "--extractable"]));
+    // The dev store lets keys leave only under trusted keys: the security officer marks it.
+    ok(&bulwark_as(&dir, "so.env", &["trust", "kek"]));
+    ok(&officer(&["key", "wrap", "src", "--wrapping-key", "kek", "--out", &f("src.kwp")]));
+    let import = |label: &str, extra: &[&str]| {
+        let w = f("src.kwp");
+        let mut a = vec!["key", "import", "--wrapped", &w, "--unwrap-with", "kek"];
+        a.extend_from_slice(&["--mechanism", "aes-kwp", "--type", "aes-256", "--label", label]);
+        a.extend_from_slice(extra);
+        officer(&a)
+    };
+    ok(&import("copy", &["--max-uses", "2"]));
+    fails(&import("copy", &[]), "already exists");
+    let p: serde_json::Value =
+        serde_json::from_str(&ok(&officer(&["key", "policy", "copy", "--json"]))).unwrap();
+    assert_eq!(p["max_uses"], 2);
+    let (ct, pt) = (f("ct"), f("pt"));
+    ok(&officer(&["encrypt", "--key", "src", "--in", &msg, "--out", &ct]));
+    ok(&officer(&["decrypt", "--key", "copy", "--in", &ct, "--out", &pt]));
+    assert_eq!(std::fs::read(&pt).unwrap(), b"m");
+    let mut bad = std::fs::read(f("src.kwp")).unwrap();
+    bad[3] ^= 1;
+    std::fs::write(f("src.kwp"), bad).unwrap();
+    fails(&import("y", &[]), "wrapped key is invalid");
 }

@@ -39,4 +39,10 @@ impl Client {
         self.rt.block_on(c.set_use_approvers(self.req(r)))?;
         Ok(())
     }
+
+    /// Imports a wrapped secret key (BYOK; crypto officer).
+    pub fn import_wrapped_key(&self, r: pb::ImportWrappedKeyRequest) -> Result<pb::KeyInfo> {
+        let mut c = self.inner.clone();
+        Ok(self.rt.block_on(c.import_wrapped_key(self.req(r)))?.into_inner())
+    }
 }

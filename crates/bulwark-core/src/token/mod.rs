@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod backup;
 mod batch;
+mod byok;
 mod entry;
 mod gate;
 mod guard;
@@ -36,6 +37,7 @@ pub use backup::{
     read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
     Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
 };
+pub use byok::{import_mechanism, import_type, WrappedImport, MAX_WRAPPED};
 pub use lifecycle::LifecycleDates;
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;

@@ -310,6 +310,13 @@ impl Hsm for HsmService {
         usepolicy::set_use_approvers(self, req).await
     }
 
+    async fn import_wrapped_key(
+        &self,
+        req: Request<pb::ImportWrappedKeyRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        usepolicy::import_wrapped_key(self, req).await
+    }
+
     async fn public_key(
         &self,
         req: Request<pb::KeyName>,

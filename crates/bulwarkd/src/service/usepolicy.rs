@@ -12,6 +12,9 @@ use tonic::{Request, Response, Status};
 use super::{core, HsmService, ANY, USE};
 use crate::state::HsmState;
 
+/// The session id of keys the daemon makes (token objects: the id names no live session).
+const IMPORT_SESSION: u64 = 1;
+
 /// The per-use approvals a request carries, if any.
 pub(crate) fn approvals_of<T>(req: &Request<T>) -> Result<Option<UseApprovals>, Status> {
     let Some(v) = req.metadata().get_bin(bulwark_proto::USE_APPROVALS_METADATA) else {
@@ -198,4 +201,55 @@ pub(super) async fn set_use_approvers(
             .map(|a| pb::UseApprover { name: a.name, public_key: a.public_key })
             .collect(),
     }))
+}
+
+pub(super) async fn import_wrapped_key(
+    svc: &HsmService,
+    req: Request<pb::ImportWrappedKeyRequest>,
+) -> Result<Response<pb::KeyInfo>, Status> {
+    let (sess, actor) = svc.auth(&req, super::MANAGE, "import-wrapped-key").await?;
+    let r = req.into_inner();
+    tracing::info!(user = %sess.user, label = %crate::keys::shown(&r.label), unwrap_with = %crate::keys::shown(&r.unwrap_with), "import wrapped key");
+    let out = svc
+        .state
+        .run("import-wrapped-key", actor, move |st| {
+            let t = &st.token;
+            let policy = r.policy.as_ref().map(|kp| policy_of(t, kp)).transpose();
+            let policy = policy.map_err(|e| core(&e))?;
+            let uh = unwrapping_handle(t, &r.unwrap_with).map_err(|e| core(&e))?;
+            let w = bulwark_core::token::WrappedImport {
+                wrapped: &r.wrapped,
+                unwrap_with: uh,
+                mechanism: &r.mechanism,
+                key_type: &r.key_type,
+                label: &r.label,
+                extractable: r.extractable,
+                sensitive: !r.not_sensitive,
+            };
+            let h = t.import_wrapped(&w, IMPORT_SESSION).map_err(|e| core(&e))?;
+            if let Some(pol) = policy {
+                if let Err(e) = t.set_usage_policy(&[h], &pol) {
+                    // No key without the policy asked for.
+                    let _ = t.destroy_object(h);
+                    return Err(core(&e));
+                }
+            }
+            crate::keys::show(t, &r.label).map_err(|e| core(&e))
+        })
+        .await?;
+    Ok(Response::new(out))
+}
+
+/// The unwrapping key labelled `label`: an RSA private key or an AES secret key.
+fn unwrapping_handle(t: &Token, label: &str) -> bulwark_core::Result<u64> {
+    use bulwark_core::attr::ObjectClass;
+    let objs = t.find_by_label(label)?;
+    let pick = |c: ObjectClass| -> Vec<u64> {
+        objs.iter().filter(|o| o.attrs.class() == Some(c)).map(|o| o.handle).collect()
+    };
+    match (pick(ObjectClass::PrivateKey).as_slice(), pick(ObjectClass::SecretKey).as_slice()) {
+        ([h], _) | ([], [h]) => Ok(*h),
+        ([], []) => Err(Error::NotFound(label.to_owned())),
+        _ => Err(Error::Ambiguous(label.to_owned())),
+    }
 }
