@@ -62,6 +62,17 @@ pub(crate) struct BenchArgs {
     /// JSON output (one object per run).
     #[arg(long)]
     json: bool,
+    /// With `--op create` (embedded): create exactly N token keys labelled PREFIX0..PREFIX(N-1)
+    /// on `--clients` threads and keep them (fills a store for lookup benchmarks such as
+    /// p11bench `find-by-label --count N`); `--seconds` is ignored.
+    #[arg(long, value_name = "N", requires = "label_prefix")]
+    populate: Option<u64>,
+    /// Label prefix of `--populate` (p11bench's is `p11bench-obj-`).
+    #[arg(long, value_name = "PREFIX")]
+    label_prefix: Option<String>,
+    /// First index of `--populate` (to grow a store populated before).
+    #[arg(long, value_name = "K", default_value_t = 0, requires = "populate")]
+    populate_from: u64,
 }
 
 struct Report {
@@ -177,6 +188,13 @@ fn temp_label() -> String {
 pub(crate) fn embedded(ctx: &Ctx, a: &BenchArgs) -> CliResult<ExitCode> {
     let key_type = check(a)?;
     let t = Arc::new(ctx.user_token()?);
+    if let (BenchOp::Create, Some(n), Some(prefix)) = (a.op, a.populate, &a.label_prefix) {
+        embedded_populate(&t, a.clients, a.populate_from..n, prefix, &key_type)?.print(a.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.populate.is_some() {
+        return Err(CliError::Usage("--populate needs --op create on an embedded store".into()));
+    }
     if a.op == BenchOp::Create {
         for r in embedded_create(&t, a, &key_type)? {
             r.print(a.json);
@@ -252,6 +270,82 @@ fn embedded_create(t: &Arc<Token>, a: &BenchArgs, key_type: &str) -> CliResult<V
     Ok(vec![created?, gone])
 }
 
+/// `--op create --populate N`: keys `PREFIX{i}` for `i` in `range`, made by `clients` threads
+/// taking the next index, kept. Stops at the first failure (a store that refuses one creation would
+/// refuse the rest).
+fn embedded_populate(
+    t: &Arc<Token>,
+    clients: usize,
+    range: std::ops::Range<u64>,
+    prefix: &str,
+    key_type: &str,
+) -> CliResult<Report> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let spec = names::key_spec(key_type)
+        .ok_or_else(|| CliError::Usage(format!("unknown key type {key_type:?}")))?;
+    let count = range.end.saturating_sub(range.start);
+    let next = AtomicU64::new(range.start);
+    let failed = AtomicBool::new(false);
+    let start = Instant::now();
+    let results: Vec<(u64, Vec<Duration>, Option<String>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut ops, mut lat, mut err) = (0u64, Vec::new(), None);
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= range.end {
+                            break;
+                        }
+                        let label = format!("{prefix}{i}");
+                        let k = LabelledKey {
+                            spec,
+                            label: &label,
+                            id: None,
+                            extractable: false,
+                            sensitive: true,
+                        };
+                        let t0 = Instant::now();
+                        match names::generate_labelled(t, &k, 0) {
+                            Ok(_) => {
+                                ops += 1;
+                                lat.push(t0.elapsed());
+                            }
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                err = Some(format!("{label}: {e}"));
+                            }
+                        }
+                    }
+                    (ops, lat, err)
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().ok()).collect()
+    });
+    let mut r = Report {
+        name: format!("embedded populate {key_type} {}..{} x{clients}", range.start, range.end),
+        ops: 0,
+        secs: start.elapsed().as_secs_f64(),
+        lat: Vec::new(),
+        errors: 0,
+        first_error: None,
+    };
+    for (ops, lat, err) in results {
+        r.ops += ops;
+        r.lat.extend(lat);
+        if let Some(e) = err {
+            r.errors += 1;
+            r.first_error.get_or_insert(e);
+        }
+    }
+    if r.ops != count && r.errors == 0 {
+        r.errors = 1;
+        r.first_error = Some("a populate thread failed".into());
+    }
+    Ok(r)
+}
+
 fn embedded_run(t: &Arc<Token>, a: &BenchArgs, label: &str) -> CliResult<Report> {
     let msg = vec![0x42u8; a.size];
     let name = format!("embedded {:?} {label} x{}", a.op, a.clients).to_lowercase();
@@ -291,6 +385,9 @@ pub(crate) fn remote(
     a: &BenchArgs,
 ) -> CliResult<ExitCode> {
     let key_type = check(a)?;
+    if a.populate.is_some() {
+        return Err(CliError::Usage("--populate needs --op create on an embedded store".into()));
+    }
     let admin = connect()?;
     if a.op == BenchOp::Create {
         let prefix = temp_label();

@@ -48,6 +48,9 @@ pub(crate) enum KeyCommand {
         dates: crate::cmd_lifecycle::DateArgs,
         #[command(flatten)]
         policy: crate::cmd_usepolicy::PolicyArgs,
+        /// Rotate the key automatically with this period (e.g. 90d; units s, m, h, d, w).
+        #[arg(long, value_name = "PERIOD")]
+        rotate_every: Option<String>,
     },
     /// List keys.
     List {
@@ -55,7 +58,8 @@ pub(crate) enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show every attribute and policy flag of a key.
+    /// Show every attribute and policy flag of a key, its versions, their states and the
+    /// next rotation.
     Show {
         /// Key label.
         label: String,
@@ -63,7 +67,7 @@ pub(crate) enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Destroy a key (both halves of a pair).
+    /// Destroy a key (both halves of a pair, every version).
     Destroy {
         /// Key label.
         label: String,
@@ -72,6 +76,9 @@ pub(crate) enum KeyCommand {
     Public {
         /// Key label.
         label: String,
+        /// This version of the key instead of the current one.
+        #[arg(long = "key-version", value_name = "N")]
+        key_version: Option<u64>,
         /// Write to this file instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -108,6 +115,8 @@ pub(crate) enum KeyCommand {
     Usage(crate::cmd_usepolicy::UsageCommand),
     #[command(flatten)]
     Byok(crate::cmd_byok::ByokCommand),
+    #[command(flatten)]
+    Versions(crate::cmd_versions::VersionCommand),
 }
 
 fn spec_for(name: &str) -> CliResult<KeySpec> {
@@ -140,8 +149,23 @@ fn generate(
     Ok(bulwark_core::names::generate_labelled_with(t, &k, dates, CLI_SESSION)?)
 }
 
-/// The objects labelled `label`, or `NotFound`.
+/// The key objects `label` names: its current version (docs/lifecycle.md), or `NotFound`.
 pub(crate) fn by_label(t: &Token, label: &str) -> CliResult<Vec<ObjectInfo>> {
+    by_version(t, label, None)
+}
+
+/// The key objects of version `version` of the key labelled `label` (`None`: the current
+/// version), or `NotFound`.
+pub(crate) fn by_version(
+    t: &Token,
+    label: &str,
+    version: Option<u64>,
+) -> CliResult<Vec<ObjectInfo>> {
+    Ok(t.resolve_key(label, version)?)
+}
+
+/// Every object labelled `label` (every version), or `NotFound`.
+fn all_labelled(t: &Token, label: &str) -> CliResult<Vec<ObjectInfo>> {
     let v = t.find_by_label(label)?;
     if v.is_empty() {
         return Err(Error::NotFound(label.to_owned()).into());
@@ -207,7 +231,8 @@ fn attr_json(t: AttrType, v: &AttrValue) -> Value {
             | AttrType::BulwarkProtectStopDate
             | AttrType::BulwarkDeactivationDate
             | AttrType::BulwarkCompromiseDate
-            | AttrType::BulwarkDestroyDate,
+            | AttrType::BulwarkDestroyDate
+            | AttrType::BulwarkRotatedAt,
             AttrValue::Ulong(d),
         ) => json!(crate::cmd_lifecycle::format_date(*d)),
         (_, AttrValue::Ulong(u)) => json!(u),
@@ -235,6 +260,11 @@ fn object_json(t: &Token, o: &ObjectInfo) -> Value {
     if let Ok((l, now)) = t.key_lifecycle(o.handle) {
         m.insert("state".into(), json!(now.name()));
         m.insert("lifecycle".into(), crate::cmd_lifecycle::lifecycle_json(&l, now));
+        m.insert("version".into(), json!(bulwark_core::token::version_of(&o.attrs)));
+        let next = bulwark_core::token::rotation_due_at(&o.attrs)
+            .filter(|_| now == KeyState::Active)
+            .map(crate::cmd_lifecycle::format_date);
+        m.insert("next_rotation".into(), json!(next));
     }
     if let Ok((p, c)) = t.usage_policy(o.handle) {
         m.insert("usage_policy".into(), crate::cmd_usepolicy::policy_json(&p, &c, t.now()));
@@ -262,11 +292,32 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
     }
     let t = ctx.user_token()?;
     match cmd {
-        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates, policy } => {
+        KeyCommand::Generate {
+            key_type,
+            label,
+            extractable,
+            not_sensitive,
+            id,
+            dates,
+            rotate_every,
+            policy,
+        } => {
+            let period =
+                rotate_every.as_deref().map(crate::cmd_versions::parse_period).transpose()?;
             let hs =
                 generate(&t, &key_type, &label, extractable, not_sensitive, id.as_deref(), &dates)?;
             crate::cmd_usepolicy::apply_on_generate(&t, &hs, &policy)?;
             println!("generated {key_type} key {label:?} (handles {hs:?})");
+            if let Some(p) = period {
+                let next = t.set_rotation_period(hs[0], Some(p))?;
+                if let Some(n) = next {
+                    println!(
+                        "rotates every {}; next rotation {}",
+                        crate::cmd_versions::format_period(p),
+                        crate::cmd_lifecycle::format_date(n)
+                    );
+                }
+            }
             if dates.is_set() {
                 let (_, now) = t.key_lifecycle(hs[0])?;
                 println!("state: {now}");
@@ -275,6 +326,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run(&t, l),
         KeyCommand::Usage(_) => unreachable!("handled above"),
         KeyCommand::Byok(b) => return crate::cmd_byok::run(&t, b),
+        KeyCommand::Versions(v) => return crate::cmd_versions::run(&t, v),
         KeyCommand::List { json } => {
             let objs = t.list()?;
             if json {
@@ -292,7 +344,8 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Show { label, json } => {
-            let objs = by_label(&t, &label)?;
+            let objs = all_labelled(&t, &label)?;
+            let versions = t.key_versions(&label).unwrap_or_default();
             if json {
                 let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -309,17 +362,20 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                         }
                     }
                 }
+                if !versions.is_empty() {
+                    crate::cmd_versions::print_versions(&versions);
+                }
             }
         }
         KeyCommand::Destroy { label } => {
-            let objs = by_label(&t, &label)?;
+            let objs = all_labelled(&t, &label)?;
             for o in &objs {
                 t.destroy_object(o.handle)?;
             }
             println!("destroyed {} object(s) labelled {label:?}", objs.len());
         }
-        KeyCommand::Public { label, out } => {
-            let objs = by_label(&t, &label)?;
+        KeyCommand::Public { label, key_version, out } => {
+            let objs = by_version(&t, &label, key_version)?;
             let h = one_of(&objs, ObjectClass::PublicKey, &label)
                 .or_else(|_| one_of(&objs, ObjectClass::PrivateKey, &label))?;
             let pem = t.public_key(h)?.to_pem();

@@ -5,9 +5,10 @@
 //! SHA-384, P-521: SHA-512); Ed25519 → pure Ed25519; ML-DSA → pure ML-DSA; HMAC keys →
 //! HMAC-SHA-256/384/512 by key size.
 //!
-//! `encrypt` output format (version 1), documented in docs/cli.md:
-//! `"BWK1"` (4 bytes) || nonce (12 bytes) || AES-GCM ciphertext || tag (16 bytes), where the
-//! 4-byte header is the associated data.
+//! `encrypt` output format (format 2, `bulwark_core::envelope`, documented in docs/cli.md):
+//! `"BWK2"` || key version (u32 BE) || nonce (12 bytes) || AES-GCM ciphertext || tag (16
+//! bytes), where the 8-byte header is the associated data; `decrypt` reads it and format 1
+//! (`"BWK1"`, no version) and picks the key version the envelope names.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,12 +20,10 @@ use bulwark_core::{Error, Token};
 use clap::Args;
 use serde_json::json;
 
-use crate::cmd_keys::{by_label, one_of};
+use crate::cmd_keys::one_of;
 use crate::{CliError, CliResult, Ctx};
 
-const MAGIC: &[u8; 4] = b"BWK1";
-const NONCE_LEN: usize = 12;
-const TAG_LEN: usize = 16;
+const NONCE_LEN: usize = bulwark_core::envelope::NONCE_LEN;
 
 /// `bulwark sign` arguments.
 #[derive(Args, Debug)]
@@ -42,13 +41,16 @@ pub(crate) struct SignArgs {
     /// ml-dsa, hmac-sha256|384|512 (default: by key type, see `bulwark sign --help`).
     #[arg(long)]
     pub(crate) mechanism: Option<String>,
+    /// Use this version of the key instead of the current one.
+    #[arg(long = "key-version", value_name = "N")]
+    pub(crate) key_version: Option<u64>,
 }
 
 /// `bulwark verify` arguments.
 #[derive(Args, Debug)]
 pub(crate) struct VerifyArgs {
-    /// Key label.
-    #[arg(long)]
+    /// Key label (not needed with --bundle).
+    #[arg(long, required_unless_present = "bundle", default_value = "")]
     pub(crate) key: String,
     /// Signed file.
     #[arg(long = "in", value_name = "FILE")]
@@ -59,6 +61,18 @@ pub(crate) struct VerifyArgs {
     /// As for `sign`.
     #[arg(long)]
     pub(crate) mechanism: Option<String>,
+    /// Use this version of the key (default: the current one; with --bundle, every version
+    /// is tried unless --key-version or --at names one).
+    #[arg(long = "key-version", value_name = "N")]
+    pub(crate) key_version: Option<u64>,
+    /// Verify offline with a public-key history bundle (`bulwark key history --out FILE`)
+    /// instead of the HSM; --key is then ignored.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) bundle: Option<PathBuf>,
+    /// With --bundle: the time the signature was made (RFC 3339); the version whose
+    /// signing window covers it verifies.
+    #[arg(long, value_name = "RFC3339", requires = "bundle")]
+    pub(crate) at: Option<String>,
 }
 
 /// `bulwark encrypt|decrypt` arguments.
@@ -73,9 +87,13 @@ pub(crate) struct CryptArgs {
     /// Output file.
     #[arg(long, value_name = "FILE")]
     pub(crate) out: PathBuf,
+    /// encrypt: use this version of the key instead of the current one. decrypt: only for
+    /// format-1 (BWK1) files, which do not name their version (format 2 names it).
+    #[arg(long = "key-version", value_name = "N")]
+    pub(crate) key_version: Option<u64>,
 }
 
-fn read(p: &Path) -> CliResult<Vec<u8>> {
+pub(crate) fn read(p: &Path) -> CliResult<Vec<u8>> {
     std::fs::read(p)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {}", p.display(), e.kind())))
 }
@@ -99,7 +117,17 @@ fn named_mechanism(name: &str) -> CliResult<Mechanism> {
 
 /// The key handle for signing (private or secret key) or verifying (public or secret key).
 pub(crate) fn key_handle(t: &Token, label: &str, signing: bool) -> CliResult<u64> {
-    let objs = by_label(t, label)?;
+    key_handle_v(t, label, None, signing)
+}
+
+/// [`key_handle`] of version `version` (`None`: the current one).
+pub(crate) fn key_handle_v(
+    t: &Token,
+    label: &str,
+    version: Option<u64>,
+    signing: bool,
+) -> CliResult<u64> {
+    let objs = crate::cmd_keys::by_version(t, label, version)?;
     let class = if signing { ObjectClass::PrivateKey } else { ObjectClass::PublicKey };
     one_of(&objs, class, label).or_else(|_| one_of(&objs, ObjectClass::SecretKey, label))
 }
@@ -126,7 +154,7 @@ fn is_ecdsa(m: &Mechanism) -> bool {
 
 pub(crate) fn sign(ctx: &Ctx, a: &SignArgs) -> CliResult<ExitCode> {
     let t = ctx.user_token()?;
-    let h = key_handle(&t, &a.key, true)?;
+    let h = key_handle_v(&t, &a.key, a.key_version, true)?;
     let (mech, spec) = mechanism_for(&t, h, a.mechanism.as_deref())?;
     let data = read(&a.input)?;
     let mut sig = t.sign(h, &mech, &data)?;
@@ -139,8 +167,11 @@ pub(crate) fn sign(ctx: &Ctx, a: &SignArgs) -> CliResult<ExitCode> {
 }
 
 pub(crate) fn verify(ctx: &Ctx, a: &VerifyArgs) -> CliResult<ExitCode> {
+    if let Some(b) = &a.bundle {
+        return crate::cmd_versions::verify_bundle(a, b);
+    }
     let t = ctx.user_token()?;
-    let h = key_handle(&t, &a.key, false)?;
+    let h = key_handle_v(&t, &a.key, a.key_version, false)?;
     let (mech, spec) = mechanism_for(&t, h, a.mechanism.as_deref())?;
     let data = read(&a.input)?;
     let mut sig = read(&a.sig)?;
@@ -170,7 +201,12 @@ pub(crate) fn verify(ctx: &Ctx, a: &VerifyArgs) -> CliResult<ExitCode> {
 }
 
 pub(crate) fn aes_key(t: &Token, label: &str) -> CliResult<u64> {
-    let objs = by_label(t, label)?;
+    aes_key_v(t, label, None)
+}
+
+/// [`aes_key`] of version `version` (`None`: the current one).
+pub(crate) fn aes_key_v(t: &Token, label: &str, version: Option<u64>) -> CliResult<u64> {
+    let objs = crate::cmd_keys::by_version(t, label, version)?;
     let h = one_of(&objs, ObjectClass::SecretKey, label)?;
     match t.key_spec(h)? {
         KeySpec::Aes { .. } => Ok(h),
@@ -182,33 +218,48 @@ pub(crate) fn aes_key(t: &Token, label: &str) -> CliResult<u64> {
 
 pub(crate) fn encrypt(ctx: &Ctx, a: &CryptArgs) -> CliResult<ExitCode> {
     let t = ctx.user_token()?;
-    let h = aes_key(&t, &a.key)?;
+    let h = aes_key_v(&t, &a.key, a.key_version)?;
+    let version = bulwark_core::token::version_of(&t.object_info(h)?.attrs);
     let data = read(&a.input)?;
     let mut nonce = [0u8; NONCE_LEN];
     t.random(&mut nonce)?;
-    let mech = Mechanism::AesGcm { iv: nonce.to_vec(), aad: MAGIC.to_vec(), tag_bits: 128 };
+    let (mut out, mech) = bulwark_core::envelope::seal_header(version, nonce)?;
     let ct = t.encrypt(h, &mech, &data)?;
-    let mut out = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ct.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
     write_file(&a.out, &out)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn decrypt(ctx: &Ctx, a: &CryptArgs) -> CliResult<ExitCode> {
-    let t = ctx.user_token()?;
-    let h = aes_key(&t, &a.key)?;
-    let data = read(&a.input)?;
-    if data.len() < MAGIC.len() + NONCE_LEN + TAG_LEN || &data[..4] != MAGIC {
-        return Err(CliError::Usage(format!(
-            "{} is not a bulwark ciphertext (expected the BWK1 format)",
-            a.input.display()
-        )));
+/// The key version that opens envelope `e`: the one it names; `--key-version` only for a
+/// format-1 envelope, which names none.
+pub(crate) fn envelope_version(
+    e: &bulwark_core::envelope::Envelope<'_>,
+    flag: Option<u64>,
+    input: &Path,
+) -> CliResult<u64> {
+    match flag {
+        Some(v) if e.legacy => Ok(v),
+        Some(v) if v != e.key_version => Err(CliError::Usage(format!(
+            "{} was made by key version {}, not {v}",
+            input.display(),
+            e.key_version
+        ))),
+        _ => Ok(e.key_version),
     }
-    let nonce = data[4..4 + NONCE_LEN].to_vec();
-    let mech = Mechanism::AesGcm { iv: nonce, aad: MAGIC.to_vec(), tag_bits: 128 };
-    let pt = t.decrypt(h, &mech, &data[4 + NONCE_LEN..])?;
+}
+
+pub(crate) fn decrypt(ctx: &Ctx, a: &CryptArgs) -> CliResult<ExitCode> {
+    let data = read(&a.input)?;
+    let e = bulwark_core::envelope::parse(&data).map_err(|_| {
+        CliError::Usage(format!(
+            "{} is not a bulwark ciphertext (expected the BWK2 or BWK1 format)",
+            a.input.display()
+        ))
+    })?;
+    let version = envelope_version(&e, a.key_version, &a.input)?;
+    let t = ctx.user_token()?;
+    let h = aes_key_v(&t, &a.key, Some(version))?;
+    let pt = t.decrypt(h, &e.mechanism, e.body)?;
     crate::cmd_lifecycle::note_key(&t, h, &a.key);
     write_file(&a.out, pt.expose_secret())?;
     Ok(ExitCode::SUCCESS)

@@ -184,19 +184,27 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Sign(a) => {
             let c = session(endpoint)?;
             let data = read(&a.input)?;
-            let sig = c.sign(&a.key, a.mechanism.as_deref().unwrap_or(""), &data, true)?;
+            let sig = c.sign_version(
+                &a.key,
+                a.key_version.unwrap_or(0),
+                a.mechanism.as_deref().unwrap_or(""),
+                &data,
+            )?;
             write_file(&a.out, &sig)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify(a) => {
+            if let Some(b) = &a.bundle {
+                return crate::cmd_versions::verify_bundle(&a, b);
+            }
             let c = session(endpoint)?;
             let (data, sig) = (read(&a.input)?, read(&a.sig)?);
-            let (valid, state) = c.verify_noting_state(
+            let (valid, state) = c.verify_version(
                 &a.key,
+                a.key_version.unwrap_or(0),
                 a.mechanism.as_deref().unwrap_or(""),
                 &data,
                 &sig,
-                true,
             )?;
             crate::cmd_lifecycle::note_state(&a.key, &state);
             if valid {
@@ -210,12 +218,13 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Encrypt(a) => {
             let c = session(endpoint)?;
             let pt = Zeroizing::new(read(&a.input)?);
-            write_file(&a.out, &c.encrypt(&a.key, &pt)?)?;
+            write_file(&a.out, &c.encrypt_version(&a.key, a.key_version.unwrap_or(0), &pt)?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Decrypt(a) => {
             let c = session(endpoint)?;
-            let (pt, state) = c.decrypt_noting_state(&a.key, &read(&a.input)?)?;
+            let (pt, state) =
+                c.decrypt_version(&a.key, a.key_version.unwrap_or(0), &read(&a.input)?)?;
             crate::cmd_lifecycle::note_state(&a.key, &state);
             write_file(&a.out, &pt)?;
             Ok(ExitCode::SUCCESS)
@@ -403,7 +412,18 @@ fn unseal(endpoint: &str, a: &UnsealArgs) -> CliResult<ExitCode> {
 fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
     let c = session(endpoint)?;
     match k {
-        KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates, policy } => {
+        KeyCommand::Generate {
+            key_type,
+            label,
+            extractable,
+            not_sensitive,
+            id,
+            dates,
+            rotate_every,
+            policy,
+        } => {
+            let period =
+                rotate_every.as_deref().map(crate::cmd_versions::parse_period).transpose()?;
             if not_sensitive || id.is_some() {
                 return Err(CliError::Usage(
                     "--not-sensitive and --id are not available with --endpoint".into(),
@@ -423,6 +443,9 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             if dates.is_set() {
                 let state = info.objects.first().map_or("-", |o| o.state.as_str());
                 println!("state: {state}");
+            }
+            if let Some(p) = period {
+                crate::cmd_versions::rotation_remote(&c, &label, Some(p))?;
             }
         }
         KeyCommand::List { json } => {
@@ -468,7 +491,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                     json!({
                         "handle": o.handle, "class": o.class, "type": o.key_type, "usage": o.usage,
                         "sensitive": o.sensitive, "extractable": o.extractable, "local": o.local,
-                        "state": o.state,
+                        "state": o.state, "version": o.key_version,
                     })
                 })
                 .collect();
@@ -482,6 +505,10 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                     println!("  extractable  {}", o.extractable);
                     println!("  local        {}", o.local);
                     println!("  state        {}", o.state);
+                    println!("  version      {}", o.key_version);
+                }
+                if let Ok(r) = c.key_versions(&label) {
+                    crate::cmd_versions::print_versions(&crate::cmd_versions::from_pb(&r));
                 }
             }
         }
@@ -489,8 +516,8 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             let n = c.destroy_key(&label)?;
             println!("destroyed {n} object(s) labelled {label:?}");
         }
-        KeyCommand::Public { label, out } => {
-            let pem = c.public_key(&label)?;
+        KeyCommand::Public { label, key_version, out } => {
+            let pem = c.public_key_version(&label, key_version.unwrap_or(0))?;
             match out {
                 Some(p) => write_file(&p, pem.as_bytes())?,
                 None => print!("{pem}"),
@@ -499,6 +526,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run_remote(&c, l),
         KeyCommand::Usage(u) => return crate::cmd_usepolicy::run_remote(&c, u),
         KeyCommand::Byok(b) => return crate::cmd_byok::run_remote(&c, b),
+        KeyCommand::Versions(v) => return crate::cmd_versions::run_remote(&c, v),
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM (use key wrap)".into(),

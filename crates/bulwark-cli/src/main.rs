@@ -18,6 +18,7 @@ mod cmd_ops;
 mod cmd_remote;
 mod cmd_remote_init;
 mod cmd_usepolicy;
+mod cmd_versions;
 mod cmd_zeroize;
 mod pin;
 

@@ -312,8 +312,9 @@ fn encrypt_decrypt_round_trip_and_tamper() {
         ct.to_str().unwrap(),
     ]);
     let c = std::fs::read(&ct).unwrap();
-    assert_eq!(&c[..4], b"BWK1");
-    assert_eq!(c.len(), 4 + 12 + 19 + 16);
+    // The envelope names the key version that made it (docs/cli.md).
+    assert_eq!(&c[..8], b"BWK2\0\0\0\x01");
+    assert_eq!(c.len(), 8 + 12 + 19 + 16);
     e.ok(&[
         "decrypt",
         "--key",

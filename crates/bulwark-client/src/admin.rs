@@ -64,7 +64,7 @@ impl Client {
     /// Many AES-GCM encryptions (BWK1 format) with one key in one request.
     pub fn batch_encrypt(&self, key: &str, plaintexts: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
         let mut c = self.inner.clone();
-        let r = self.req(pb::BatchEncryptRequest { key: key.into(), plaintexts });
+        let r = self.req(pb::BatchEncryptRequest { key: key.into(), plaintexts, key_version: 0 });
         Ok(self.rt.block_on(c.batch_encrypt(r))?.into_inner().ciphertexts)
     }
 }

@@ -11,6 +11,7 @@ mod admin;
 mod bootstrap;
 pub mod remote_hsm;
 mod usepolicy;
+mod versions;
 
 use std::path::Path;
 
@@ -351,14 +352,14 @@ impl Client {
         let mut c = self.inner.clone();
         Ok(self
             .rt
-            .block_on(c.show_key(self.req(pb::KeyName { label: label.into() })))?
+            .block_on(c.show_key(self.req(pb::KeyName { label: label.into(), key_version: 0 })))?
             .into_inner())
     }
 
     /// The lifecycle state and dates of a key's objects.
     pub fn key_state(&self, label: &str) -> Result<pb::KeyStateResponse> {
         let mut c = self.inner.clone();
-        let r = self.req(pb::KeyName { label: label.into() });
+        let r = self.req(pb::KeyName { label: label.into(), key_version: 0 });
         Ok(self.rt.block_on(c.key_state(r))?.into_inner())
     }
 
@@ -384,14 +385,14 @@ impl Client {
     /// Destroys a key; returns the number of objects destroyed.
     pub fn destroy_key(&self, label: &str) -> Result<u32> {
         let mut c = self.inner.clone();
-        let r = self.req(pb::KeyName { label: label.into() });
+        let r = self.req(pb::KeyName { label: label.into(), key_version: 0 });
         Ok(self.rt.block_on(c.destroy_key(r))?.into_inner().destroyed)
     }
 
     /// The public key as SPKI PEM.
     pub fn public_key(&self, label: &str) -> Result<String> {
         let mut c = self.inner.clone();
-        let r = self.req(pb::KeyName { label: label.into() });
+        let r = self.req(pb::KeyName { label: label.into(), key_version: 0 });
         Ok(self.rt.block_on(c.public_key(r))?.into_inner().pem)
     }
 
@@ -403,6 +404,7 @@ impl Client {
             mechanism: mechanism.into(),
             data: data.to_vec(),
             format: fmt(der).into(),
+            key_version: 0,
         });
         Ok(self.rt.block_on(c.sign(r))?.into_inner().signature)
     }
@@ -421,6 +423,7 @@ impl Client {
             mechanism: mechanism.into(),
             data,
             format: fmt(der).into(),
+            key_version: 0,
         });
         Ok(self.rt.block_on(c.batch_sign(r))?.into_inner().signatures)
     }
@@ -454,6 +457,7 @@ impl Client {
             data: data.to_vec(),
             signature: sig.to_vec(),
             format: fmt(der).into(),
+            key_version: 0,
         });
         let r = self.rt.block_on(c.verify(r))?.into_inner();
         Ok((r.valid, r.key_state))
@@ -462,7 +466,11 @@ impl Client {
     /// AES-GCM encryption (BWK1 format).
     pub fn encrypt(&self, key: &str, plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut c = self.inner.clone();
-        let r = self.req(pb::EncryptRequest { key: key.into(), plaintext: plaintext.to_vec() });
+        let r = self.req(pb::EncryptRequest {
+            key: key.into(),
+            plaintext: plaintext.to_vec(),
+            key_version: 0,
+        });
         Ok(self.rt.block_on(c.encrypt(r))?.into_inner().ciphertext)
     }
 
@@ -478,7 +486,11 @@ impl Client {
         ciphertext: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, String)> {
         let mut c = self.inner.clone();
-        let r = self.req(pb::DecryptRequest { key: key.into(), ciphertext: ciphertext.to_vec() });
+        let r = self.req(pb::DecryptRequest {
+            key: key.into(),
+            ciphertext: ciphertext.to_vec(),
+            key_version: 0,
+        });
         let r = self.rt.block_on(c.decrypt(r))?.into_inner();
         Ok((Zeroizing::new(r.plaintext), r.key_state))
     }

@@ -215,6 +215,18 @@ ck_enum! {
         BulwarkRatePeriod = vendor::CKA_BULWARK_RATE_PERIOD,
         /// `CKA_BULWARK_USE_QUORUM` (vendor): approvals each use needs.
         BulwarkUseQuorum = vendor::CKA_BULWARK_USE_QUORUM,
+        /// `CKA_BULWARK_KEY_VERSION` (vendor): the version of a rotated key (absent: 1).
+        BulwarkKeyVersion = vendor::CKA_BULWARK_KEY_VERSION,
+        /// `CKA_BULWARK_ROTATION_PERIOD` (vendor): automatic rotation period in seconds.
+        BulwarkRotationPeriod = vendor::CKA_BULWARK_ROTATION_PERIOD,
+        /// `CKA_BULWARK_KEY_FAMILY` (vendor): 16 bytes shared by every version of one key.
+        BulwarkKeyFamily = vendor::CKA_BULWARK_KEY_FAMILY,
+        /// `CKA_BULWARK_MIN_DECRYPT_VERSION` (vendor): older versions of the family refuse
+        /// decrypt, unwrap and verify.
+        BulwarkMinDecryptVersion = vendor::CKA_BULWARK_MIN_DECRYPT_VERSION,
+        /// `CKA_BULWARK_ROTATED_AT` (vendor): Unix seconds when this version became current
+        /// (the start of its rotation period).
+        BulwarkRotatedAt = vendor::CKA_BULWARK_ROTATED_AT,
     }
 }
 
@@ -248,6 +260,16 @@ pub mod vendor {
     pub const CKA_BULWARK_RATE_PERIOD: u64 = CKA_BULWARK_BASE | 0x34;
     /// Per-use quorum (usage policy): fresh approvals each use needs, a `CK_ULONG`.
     pub const CKA_BULWARK_USE_QUORUM: u64 = CKA_BULWARK_BASE | 0x35;
+    /// Key version (rotation), a `CK_ULONG`; a key never rotated reads 1.
+    pub const CKA_BULWARK_KEY_VERSION: u64 = CKA_BULWARK_BASE | 0x20;
+    /// Automatic rotation period, a `CK_ULONG` of seconds.
+    pub const CKA_BULWARK_ROTATION_PERIOD: u64 = CKA_BULWARK_BASE | 0x21;
+    /// Key family: 16 bytes shared by every version of one key.
+    pub const CKA_BULWARK_KEY_FAMILY: u64 = CKA_BULWARK_BASE | 0x22;
+    /// Minimum decryption version of the key's family, a `CK_ULONG`.
+    pub const CKA_BULWARK_MIN_DECRYPT_VERSION: u64 = CKA_BULWARK_BASE | 0x23;
+    /// When this version became current, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_ROTATED_AT: u64 = CKA_BULWARK_BASE | 0x24;
 }
 
 /// How an attribute's value is encoded.
@@ -313,7 +335,11 @@ impl AttrType {
             | A::BulwarkUseCount
             | A::BulwarkRateUses
             | A::BulwarkRatePeriod
-            | A::BulwarkUseQuorum => AttrKind::Ulong,
+            | A::BulwarkUseQuorum
+            | A::BulwarkKeyVersion
+            | A::BulwarkRotationPeriod
+            | A::BulwarkMinDecryptVersion
+            | A::BulwarkRotatedAt => AttrKind::Ulong,
             A::StartDate | A::EndDate => AttrKind::Date,
             A::AllowedMechanisms => AttrKind::MechanismList,
             _ => AttrKind::Bytes,

@@ -33,23 +33,16 @@ pub fn load(store_uid: &[u8; 16]) -> u64 {
 }
 
 fn load_in(dir: &Path, store_uid: &[u8; 16]) -> u64 {
-    std::fs::read_to_string(mark_path(dir, store_uid))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    crate::mark::load(&mark_path(dir, store_uid))
 }
-
-/// Serializes this process's mark writes (so a mark only grows here).
-static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// Numbers this process's temporary mark files.
-static TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Records `generation` if it is higher than the recorded one. Best effort: a read-only home
 /// directory must not make the token unusable, so failures are logged, not returned.
 ///
-/// Not synced: the store's own commit is durable before its generation is recorded, so a
-/// mark never runs ahead of the store (no false rollback alarm after a power loss); a mark
-/// lost with the page cache only weakens detection until the next write.
+/// Not synced, written in place ([`crate::mark`]): the store's own commit is durable before
+/// its generation is recorded, so a mark never runs ahead of the store (no false rollback
+/// alarm after a power loss); a mark lost with the page cache only weakens detection until
+/// the next write.
 pub fn record(store_uid: &[u8; 16], generation: u64) {
     if let Some(d) = state_dir() {
         record_in(&d, store_uid, generation);
@@ -57,34 +50,7 @@ pub fn record(store_uid: &[u8; 16], generation: u64) {
 }
 
 fn record_in(dir: &Path, store_uid: &[u8; 16], generation: u64) {
-    let path = mark_path(dir, store_uid);
-    let _one = WRITER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if load_in(dir, store_uid) >= generation {
-        return;
-    }
-    // A private directory and private files: the marks say which stores exist here and how
-    // busy they are, which is nobody else's business (and nobody else may write them).
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            crate::fsutil::create_private_dir(dir)?;
-        }
-        // A name of its own for every write: two threads or processes never write into the
-        // same temporary file.
-        let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        let written = (|| {
-            use std::io::Write as _;
-            let mut f = crate::fsutil::create_private(&tmp)?;
-            f.write_all(generation.to_string().as_bytes())?;
-            drop(f);
-            std::fs::rename(&tmp, &path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
-    };
-    if let Err(e) = write() {
+    if let Err(e) = crate::mark::raise(&mark_path(dir, store_uid), generation) {
         tracing::warn!(error = %e, "cannot record the store generation high-water mark");
     }
 }

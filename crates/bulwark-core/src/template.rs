@@ -80,6 +80,12 @@ const HSM_ONLY: &[AttrType] = &[
     AttrType::BulwarkRateUses,
     AttrType::BulwarkRatePeriod,
     AttrType::BulwarkUseQuorum,
+    // Versions and rotation change only through their own audited calls (token/versions.rs).
+    AttrType::BulwarkKeyVersion,
+    AttrType::BulwarkRotationPeriod,
+    AttrType::BulwarkKeyFamily,
+    AttrType::BulwarkMinDecryptVersion,
+    AttrType::BulwarkRotatedAt,
     AttrType::AlwaysSensitive,
     AttrType::NeverExtractable,
     AttrType::KeyGenMechanism,
@@ -118,6 +124,11 @@ const KEY_COMMON: &[AttrType] = &[
     AttrType::BulwarkRateUses,
     AttrType::BulwarkRatePeriod,
     AttrType::BulwarkUseQuorum,
+    AttrType::BulwarkKeyVersion,
+    AttrType::BulwarkRotationPeriod,
+    AttrType::BulwarkKeyFamily,
+    AttrType::BulwarkMinDecryptVersion,
+    AttrType::BulwarkRotatedAt,
 ];
 
 const SECRET_OR_PRIVATE: &[AttrType] = &[
@@ -739,6 +750,11 @@ const IMMUTABLE: &[AttrType] = &[
     AttrType::BulwarkRateUses,
     AttrType::BulwarkRatePeriod,
     AttrType::BulwarkUseQuorum,
+    AttrType::BulwarkKeyVersion,
+    AttrType::BulwarkRotationPeriod,
+    AttrType::BulwarkKeyFamily,
+    AttrType::BulwarkMinDecryptVersion,
+    AttrType::BulwarkRotatedAt,
 ];
 
 /// Applies `C_SetAttributeValue` (or, with `copy = true`, the template of `C_CopyObject`) to

@@ -192,49 +192,20 @@ fn mark_path(log_id: &[u8; 16]) -> Option<PathBuf> {
 
 /// The largest durable size recorded for log `log_id` on this host (0 when none).
 pub(super) fn load_mark(log_id: &[u8; 16]) -> u64 {
-    mark_path(log_id)
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    mark_path(log_id).map_or(0, |p| crate::mark::load(&p))
 }
 
-/// Serializes this process's mark writes.
-static MARK_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-/// Numbers this process's temporary mark files.
-static MARK_TMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// [`load_mark`] through the mark file this process has open (checks on every write).
+pub(super) fn peek_mark(log_id: &[u8; 16]) -> u64 {
+    mark_path(log_id).map_or(0, |p| crate::mark::peek(&p))
+}
 
-/// Records `size` as durable for log `log_id` if it is larger than the recorded one. No fsync
-/// (a lost mark only weakens detection); best effort, failures are logged.
+/// Records `size` as durable for log `log_id` if it is larger than the recorded one, in place
+/// and without fsync ([`crate::mark`]: a lost mark only weakens detection); best effort,
+/// failures are logged.
 pub(super) fn record_mark(log_id: &[u8; 16], size: u64) {
     let Some(path) = mark_path(log_id) else { return };
-    // One writer at a time in this process, so the mark only grows here (another process may
-    // still write a smaller one: that weakens detection, never raises a false alarm).
-    let _one = MARK_WRITER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if load_mark(log_id) >= size {
-        return;
-    }
-    let w = || -> std::io::Result<()> {
-        if let Some(d) = path.parent() {
-            private_dir(d)?;
-        }
-        // A name of its own for every write: two logs of one process (or two threads) never
-        // write into the same temporary file (interleaved writes could leave a larger number).
-        let n = MARK_TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let written = (|| {
-            use std::io::Write as _;
-            let mut f = open_private(&tmp)?;
-            f.write_all(size.to_string().as_bytes())?;
-            drop(f);
-            std::fs::rename(&tmp, &path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
-    };
-    if let Err(e) = w() {
+    if let Err(e) = crate::mark::raise(&path, size) {
         tracing::warn!(error = %e, "cannot record the audit high-water mark");
     }
 }

@@ -674,7 +674,7 @@ impl Inner {
         let r = if self.file_id.is_some() && files::file_id(&self.path) != self.file_id {
             Err(Error::Integrity("audit log file replaced under an open log"))
         } else if stored < self.known.load(Ordering::Acquire)
-            || stored < files::load_mark(&self.log_id)
+            || stored < files::peek_mark(&self.log_id)
         {
             Err(Error::Integrity("audit log rolled back (shorter than seen before)"))
         } else {

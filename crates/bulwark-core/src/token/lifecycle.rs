@@ -78,7 +78,14 @@ impl<S: Store> Token<S> {
     /// gate again then).
     pub(crate) fn state_horizon(&self, h: u64) -> Option<u64> {
         let o = self.obj(h).ok()?;
-        Lifecycle::of(&o.attrs).ok()?.next_change_after(self.now())
+        let now = self.now();
+        let dates = Lifecycle::of(&o.attrs).ok()?.next_change_after(now);
+        // A due automatic rotation deactivates the version too (versions.rs).
+        let rotation = super::versions::rotation_due_at(&o.attrs).filter(|d| *d > now);
+        match (dates, rotation) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The stored lifecycle of key `h` and its state now. Reading it is not audited, like any

@@ -24,6 +24,7 @@ mod policy;
 mod state;
 mod usepolicy;
 mod users;
+mod versions;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,6 +49,7 @@ pub use usepolicy::{
     UseApproval, UseApprovals, UseApprover, UseCount, USE_APPROVAL_OP,
 };
 pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
+pub use versions::{rotation_due_at, version_of, KeyVersionInfo, MIN_ROTATION_PERIOD};
 
 use crate::attr::Attributes;
 use crate::crypto::{KeyMaterial, Provider};

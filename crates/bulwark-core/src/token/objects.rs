@@ -71,7 +71,7 @@ pub(crate) fn fill_public(a: &mut Attributes, pk: &PublicKey, public_object: boo
 }
 
 impl<S: Store> Token<S> {
-    fn decode_row(&self, row: ObjectRow) -> Result<Obj> {
+    pub(super) fn decode_row(&self, row: ObjectRow) -> Result<Obj> {
         let verified = match self.integrity() {
             Some(ik) => {
                 ik.verify_record(&row)?;
@@ -225,6 +225,9 @@ impl<S: Store> Token<S> {
             // The state now (dates applied); a key without a stored state is active.
             let state = crate::lifecycle::Lifecycle::of(&o.attrs)?.state_at(self.now());
             return Ok(AttrValue::Ulong(state.to_raw()));
+        }
+        if t == AttrType::BulwarkKeyVersion && is_key(&o.attrs) {
+            return Ok(AttrValue::Ulong(super::versions::version_of(&o.attrs)));
         }
         o.attrs.get(t).cloned().ok_or(Error::AttributeTypeInvalid(t.to_raw()))
     }
@@ -436,6 +439,15 @@ impl<S: Store> Token<S> {
         let mut attrs = template::apply_changes(&o.attrs, t, true)?;
         check_copy_tightens(&o.attrs, &attrs)?;
         attrs.remove(AttrType::UniqueId);
+        // A copy is a key of its own, not a version of its source's family (its version number
+        // and minimum decryption version stay: a retired version's copy stays retired).
+        for t in [
+            AttrType::BulwarkKeyFamily,
+            AttrType::BulwarkRotationPeriod,
+            AttrType::BulwarkRotatedAt,
+        ] {
+            attrs.remove(t);
+        }
         let material = match o.material {
             Material::None => None,
             _ => Some(self.material(&o)?),

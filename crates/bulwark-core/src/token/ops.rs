@@ -121,9 +121,13 @@ impl<S: Store> Token<S> {
         }
         let o = self.obj_at(h, seen)?;
         self.check_use(&self.who(), &o, usage)?;
+        // A due automatic rotation happens here, where the dates apply (versions.rs): the
+        // version `h` names is then deactivated, and the state check below sees it.
+        let o = if self.rotate_if_due(&o)? { self.obj(h)? } else { o };
         // The lifecycle state (dates applied): only active keys protect; deactivated and
         // compromised keys still process old data; other states do nothing.
         self.check_state(&o, usage)?;
+        self.check_version(&o, usage)?;
         if usage == Usage::Encrypt {
             self.check_nonce_policy(mech)?;
         }

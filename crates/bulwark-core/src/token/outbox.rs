@@ -95,6 +95,15 @@ pub(super) fn begin_continued<T>(op: &'static str, check: impl FnOnce() -> T) ->
     r
 }
 
+/// Runs `f`, an audited call of its own made inside another one (an automatic key rotation
+/// at the gate of a key use), and gives the outer call back its own outbox state afterwards.
+pub(super) fn nested<T>(f: impl FnOnce() -> T) -> T {
+    let outer = INTENT.try_with(Cell::take).ok().flatten();
+    let r = f();
+    let _ = INTENT.try_with(|c| c.set(outer));
+    r
+}
+
 /// The call on this thread ends; the outbox id its writes committed, if any.
 pub(super) fn end() -> Option<[u8; 16]> {
     INTENT.try_with(Cell::take).ok().flatten().and_then(|i| i.id)

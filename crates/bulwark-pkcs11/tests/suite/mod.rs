@@ -14,8 +14,10 @@
 
 mod lifecycle;
 mod mechanisms;
+mod versions;
 
 pub use lifecycle::key_lifecycle_states;
+pub use versions::key_versions_are_objects;
 
 pub use mechanisms::{
     aes_cmac_known_answers, cipher_updates_stream_every_block, ecdh_x963_sha1_kdf,
@@ -817,7 +819,8 @@ macro_rules! for_each_p11_test {
             ecdh_x963_sha1_kdf,
             message_based_gcm_with_token_ivs,
             session_semantics_and_defaults,
-            key_lifecycle_states
+            key_lifecycle_states,
+            key_versions_are_objects
         );
     };
 }

@@ -89,11 +89,11 @@ pub(super) async fn public_key(
     req: Request<pb::KeyName>,
 ) -> Result<Response<pb::PublicKeyResponse>, Status> {
     let (_, actor) = svc.auth(&req, USE, "public-key").await?;
-    let label = req.into_inner().label;
+    let pb::KeyName { label, key_version } = req.into_inner();
     let pem = svc
         .state
         .run("public-key", actor, move |st| {
-            keys::public_pem(&st.token, &label).map_err(|e| core(&e))
+            keys::public_pem(&st.token, &label, key_version).map_err(|e| core(&e))
         })
         .await?;
     Ok(Response::new(pb::PublicKeyResponse { pem }))
@@ -108,7 +108,7 @@ pub(super) async fn sign(
     let r = req.into_inner();
     let small = r.data.len() <= INLINE_MAX;
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
-    let (signature, mechanism) = svc
+    let (signature, mechanism, key_version) = svc
         .state
         .run_small(
             "sign",
@@ -116,15 +116,23 @@ pub(super) async fn sign(
             small,
             super::usepolicy::carrying(ap, move |st| {
                 st.labels
-                    .with(&st.token, sess.user_id, &r.key, Purpose::Sign, |h, spec| {
-                        let k = SignKey::new(h, spec, &r.mechanism, format)?;
-                        Ok((k.sign(&st.token, &r.data)?, k.mechanism_name()))
-                    })
+                    .with_version(
+                        &st.token,
+                        sess.user_id,
+                        &r.key,
+                        r.key_version,
+                        Purpose::Sign,
+                        |h, spec| {
+                            let k = SignKey::new(h, spec, &r.mechanism, format)?;
+                            let sig = k.sign(&st.token, &r.data)?;
+                            Ok((sig, k.mechanism_name(), keys::version_of(&st.token, h)?))
+                        },
+                    )
                     .map_err(|e| core(&e))
             }),
         )
         .await?;
-    Ok(Response::new(pb::SignResponse { signature, mechanism }))
+    Ok(Response::new(pb::SignResponse { signature, mechanism, key_version }))
 }
 
 pub(super) async fn verify(
@@ -136,7 +144,7 @@ pub(super) async fn verify(
     let r = req.into_inner();
     let small = r.data.len() <= INLINE_MAX;
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
-    let (valid, key_state) = svc
+    let (valid, key_state, key_version) = svc
         .state
         .run_small(
             "verify",
@@ -144,19 +152,30 @@ pub(super) async fn verify(
             small,
             super::usepolicy::carrying(ap, move |st| {
                 st.labels
-                    .with(&st.token, sess.user_id, &r.key, Purpose::Verify, |h, spec| {
-                        let valid = SignKey::new(h, spec, &r.mechanism, format)?.verify(
-                            &st.token,
-                            &r.data,
-                            &r.signature,
-                        )?;
-                        Ok((valid, keys::state_note(&st.token, h)))
-                    })
+                    .with_version(
+                        &st.token,
+                        sess.user_id,
+                        &r.key,
+                        r.key_version,
+                        Purpose::Verify,
+                        |h, spec| {
+                            let valid = SignKey::new(h, spec, &r.mechanism, format)?.verify(
+                                &st.token,
+                                &r.data,
+                                &r.signature,
+                            )?;
+                            Ok((
+                                valid,
+                                keys::state_note(&st.token, h),
+                                keys::version_of(&st.token, h)?,
+                            ))
+                        },
+                    )
                     .map_err(|e| core(&e))
             }),
         )
         .await?;
-    Ok(Response::new(pb::VerifyResponse { valid, key_state }))
+    Ok(Response::new(pb::VerifyResponse { valid, key_state, key_version }))
 }
 
 pub(super) async fn encrypt(
@@ -168,7 +187,7 @@ pub(super) async fn encrypt(
     let r = req.into_inner();
     let small = r.plaintext.len() <= INLINE_MAX;
     let plaintext = Zeroizing::new(r.plaintext);
-    let ciphertext = svc
+    let (ciphertext, key_version) = svc
         .state
         .run_small(
             "encrypt",
@@ -176,14 +195,24 @@ pub(super) async fn encrypt(
             small,
             super::usepolicy::carrying(ap, move |st| {
                 st.labels
-                    .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
-                        keys::encrypt(&st.token, h, &plaintext)
-                    })
+                    .with_version(
+                        &st.token,
+                        sess.user_id,
+                        &r.key,
+                        r.key_version,
+                        Purpose::Aes,
+                        |h, _| {
+                            Ok((
+                                keys::encrypt(&st.token, h, &plaintext)?,
+                                keys::version_of(&st.token, h)?,
+                            ))
+                        },
+                    )
                     .map_err(|e| core(&e))
             }),
         )
         .await?;
-    Ok(Response::new(pb::EncryptResponse { ciphertext }))
+    Ok(Response::new(pb::EncryptResponse { ciphertext, key_version }))
 }
 
 pub(super) async fn decrypt(
@@ -194,23 +223,26 @@ pub(super) async fn decrypt(
     let ap = super::usepolicy::approvals_of(&req)?;
     let r = req.into_inner();
     let small = r.ciphertext.len() <= INLINE_MAX;
-    let (plaintext, key_state) = svc
+    let (plaintext, key_state, key_version) = svc
         .state
         .run_small(
             "decrypt",
             actor,
             small,
             super::usepolicy::carrying(ap, move |st| {
+                // The envelope names the version that made it (docs/cli.md).
+                let version =
+                    keys::envelope_version(&r.ciphertext, r.key_version).map_err(|e| core(&e))?;
                 st.labels
-                    .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
+                    .with_version(&st.token, sess.user_id, &r.key, version, Purpose::Aes, |h, _| {
                         let pt = keys::decrypt(&st.token, h, &r.ciphertext)?;
-                        Ok((pt.expose_secret().to_vec(), keys::state_note(&st.token, h)))
+                        Ok((pt.expose_secret().to_vec(), keys::state_note(&st.token, h), version))
                     })
                     .map_err(|e| core(&e))
             }),
         )
         .await?;
-    Ok(Response::new(pb::DecryptResponse { plaintext, key_state }))
+    Ok(Response::new(pb::DecryptResponse { plaintext, key_state, key_version }))
 }
 
 pub(super) async fn random(
@@ -243,18 +275,25 @@ pub(super) async fn batch_sign(
         return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
     }
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
-    let signatures = svc
+    let (signatures, key_version) = svc
         .state
         .run("batch-sign", actor, move |st| {
             st.labels
-                .with(&st.token, sess.user_id, &r.key, Purpose::Sign, |h, spec| {
-                    let k = SignKey::new(h, spec, &r.mechanism, format)?;
-                    k.sign_batch(&st.token, &r.data)
-                })
+                .with_version(
+                    &st.token,
+                    sess.user_id,
+                    &r.key,
+                    r.key_version,
+                    Purpose::Sign,
+                    |h, spec| {
+                        let k = SignKey::new(h, spec, &r.mechanism, format)?;
+                        Ok((k.sign_batch(&st.token, &r.data)?, keys::version_of(&st.token, h)?))
+                    },
+                )
                 .map_err(|e| core(&e))
         })
         .await?;
-    Ok(Response::new(pb::BatchSignResponse { signatures }))
+    Ok(Response::new(pb::BatchSignResponse { signatures, key_version }))
 }
 
 pub(super) async fn batch_encrypt(
@@ -266,17 +305,27 @@ pub(super) async fn batch_encrypt(
     if r.plaintexts.len() > MAX_BATCH {
         return Err(Status::invalid_argument("batch too large (at most 1024 items)"));
     }
-    let ciphertexts = svc
+    let (ciphertexts, key_version) = svc
         .state
         .run("batch-encrypt", actor, move |st| {
             st.labels
-                .with(&st.token, sess.user_id, &r.key, Purpose::Aes, |h, _| {
-                    keys::encrypt_batch(&st.token, h, &r.plaintexts)
-                })
+                .with_version(
+                    &st.token,
+                    sess.user_id,
+                    &r.key,
+                    r.key_version,
+                    Purpose::Aes,
+                    |h, _| {
+                        Ok((
+                            keys::encrypt_batch(&st.token, h, &r.plaintexts)?,
+                            keys::version_of(&st.token, h)?,
+                        ))
+                    },
+                )
                 .map_err(|e| core(&e))
         })
         .await?;
-    Ok(Response::new(pb::BatchEncryptResponse { ciphertexts }))
+    Ok(Response::new(pb::BatchEncryptResponse { ciphertexts, key_version }))
 }
 
 pub(super) async fn set_key_access(

@@ -16,6 +16,7 @@ mod backup;
 mod key_ops;
 mod session;
 mod usepolicy;
+mod versions;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -315,6 +316,27 @@ impl Hsm for HsmService {
         req: Request<pb::ImportWrappedKeyRequest>,
     ) -> Result<Response<pb::KeyInfo>, Status> {
         usepolicy::import_wrapped_key(self, req).await
+    }
+
+    async fn rotate_key(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
+        versions::rotate_key(self, req).await
+    }
+
+    async fn key_versions(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
+        versions::key_versions(self, req).await
+    }
+
+    async fn set_key_rotation(
+        &self,
+        req: Request<pb::SetKeyRotationRequest>,
+    ) -> Result<Response<pb::KeyVersionsResponse>, Status> {
+        versions::set_key_rotation(self, req).await
     }
 
     async fn public_key(
