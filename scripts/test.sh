@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole Bulwark test suite from a clean clone: installs the external tools the tests
-# check against (OpenSSL, Python with dilithium-py, PostgreSQL), then `cargo test --workspace` once.
+# check against (OpenSSL, Python with dilithium-py and cryptography, PostgreSQL), then
+# `cargo test --workspace` once.
 # Slow suites (fuzzing, soaks) are not part of this run; see README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +24,12 @@ fi
 
 # Python tools in a private venv (independent implementations used as test oracles).
 venv=target/test-venv
-if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import dilithium_py' 2>/dev/null; then
+if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import dilithium_py, cryptography' 2>/dev/null; then
   python3 -m venv "$venv" 2>/dev/null || { rm -rf "$venv"; python3 -m venv --without-pip "$venv"; }
   "$venv/bin/python3" -m pip --version >/dev/null 2>&1 || python3 -m pip --python "$venv/bin/python3" --version >/dev/null
-  "$venv/bin/python3" -m pip install -q --disable-pip-version-check dilithium-py==1.5.1
+  # cryptography: the BYOK tests' independent RSA-OAEP / AES-KWP (crates/bulwark-cli/tests/byok.rs).
+  "$venv/bin/python3" -m pip install -q --disable-pip-version-check dilithium-py==1.5.1 \
+    cryptography==48.0.0
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

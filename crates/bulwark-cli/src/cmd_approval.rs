@@ -253,3 +253,52 @@ pub(crate) fn explain(
         path.display()
     ))
 }
+
+/// Writes the approval request for one use of a key with a per-use quorum (see
+/// `bulwark_core::token::use_approval_digest`: the same framing as every approval, with the
+/// operation `key-use` and the fields key uid, usage, request id).
+pub(crate) fn write_use_request(
+    path: &Path,
+    store_id: &str,
+    key_uid: &str,
+    usage_op: &str,
+    request_id: &str,
+    not_after: u64,
+) -> CliResult<()> {
+    let req = ApprovalRequest {
+        store_id: store_id.to_owned(),
+        op: bulwark_core::token::USE_APPROVAL_OP.to_owned(),
+        fields: vec![key_uid.to_owned(), usage_op.to_owned(), request_id.to_owned()],
+        not_after,
+    };
+    let text = serde_json::to_vec_pretty(&req).map_err(|_| usage("cannot encode the request"))?;
+    std::fs::write(path, text)
+        .map_err(|e| usage(format!("cannot write {}: {}", path.display(), e.kind())))
+}
+
+/// Reads `--use-approval` files: all must approve the same key-use request.
+pub(crate) fn read_use_approvals(
+    paths: &[PathBuf],
+) -> CliResult<bulwark_core::token::UseApprovals> {
+    let mut first: Option<ApprovalRequest> = None;
+    let mut out = Vec::new();
+    for p in paths {
+        let f: ApprovalFile = read_json(p, "an approval file")?;
+        if f.request.op != bulwark_core::token::USE_APPROVAL_OP || f.request.fields.len() != 3 {
+            return Err(usage(format!("{} does not approve a key use", p.display())));
+        }
+        if first.as_ref().is_some_and(|r| *r != f.request) {
+            return Err(usage("the approval files were made for different requests"));
+        }
+        let signature = hex::decode(&f.signature)
+            .map_err(|_| usage(format!("{} is not an approval file", p.display())))?;
+        out.push(bulwark_core::token::UseApproval { approver: f.approver, signature });
+        first.get_or_insert(f.request);
+    }
+    let r = first.ok_or_else(|| usage("no approval file given"))?;
+    Ok(bulwark_core::token::UseApprovals {
+        request_id: r.fields[2].clone(),
+        not_after: r.not_after,
+        approvals: out,
+    })
+}

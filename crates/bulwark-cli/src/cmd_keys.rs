@@ -46,6 +46,8 @@ pub(crate) enum KeyCommand {
         id: Option<String>,
         #[command(flatten)]
         dates: crate::cmd_lifecycle::DateArgs,
+        #[command(flatten)]
+        policy: crate::cmd_usepolicy::PolicyArgs,
         /// Rotate the key automatically with this period (e.g. 90d; units s, m, h, d, w).
         #[arg(long, value_name = "PERIOD")]
         rotate_every: Option<String>,
@@ -109,6 +111,10 @@ pub(crate) enum KeyCommand {
     },
     #[command(flatten)]
     Lifecycle(crate::cmd_lifecycle::LifecycleCommand),
+    #[command(flatten)]
+    Usage(crate::cmd_usepolicy::UsageCommand),
+    #[command(flatten)]
+    Byok(crate::cmd_byok::ByokCommand),
     #[command(flatten)]
     Versions(crate::cmd_versions::VersionCommand),
 }
@@ -260,6 +266,9 @@ fn object_json(t: &Token, o: &ObjectInfo) -> Value {
             .map(crate::cmd_lifecycle::format_date);
         m.insert("next_rotation".into(), json!(next));
     }
+    if let Ok((p, c)) = t.usage_policy(o.handle) {
+        m.insert("usage_policy".into(), crate::cmd_usepolicy::policy_json(&p, &c, t.now()));
+    }
     let mut attrs = Map::new();
     for (k, v) in o.attrs.iter() {
         attrs.insert(attr_name(k), attr_json(k, v));
@@ -278,6 +287,9 @@ fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String, String
 }
 
 pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
+    if let KeyCommand::Usage(u) = cmd {
+        return crate::cmd_usepolicy::run(ctx, u);
+    }
     let t = ctx.user_token()?;
     match cmd {
         KeyCommand::Generate {
@@ -288,11 +300,13 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
             id,
             dates,
             rotate_every,
+            policy,
         } => {
             let period =
                 rotate_every.as_deref().map(crate::cmd_versions::parse_period).transpose()?;
             let hs =
                 generate(&t, &key_type, &label, extractable, not_sensitive, id.as_deref(), &dates)?;
+            crate::cmd_usepolicy::apply_on_generate(&t, &hs, &policy)?;
             println!("generated {key_type} key {label:?} (handles {hs:?})");
             if let Some(p) = period {
                 let next = t.set_rotation_period(hs[0], Some(p))?;
@@ -310,6 +324,8 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run(&t, l),
+        KeyCommand::Usage(_) => unreachable!("handled above"),
+        KeyCommand::Byok(b) => return crate::cmd_byok::run(&t, b),
         KeyCommand::Versions(v) => return crate::cmd_versions::run(&t, v),
         KeyCommand::List { json } => {
             let objs = t.list()?;
@@ -339,6 +355,11 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                     println!("object {} ({class}), state {state}", o.handle);
                     for (k, v) in o.attrs.iter() {
                         println!("  {:<24} {}", attr_name(k), attr_text(k, v));
+                    }
+                    if let Ok((p, c)) = t.usage_policy(o.handle) {
+                        for l in crate::cmd_usepolicy::policy_lines(&p, &c, t.now()) {
+                            println!("  usage policy: {l}");
+                        }
                     }
                 }
                 if !versions.is_empty() {

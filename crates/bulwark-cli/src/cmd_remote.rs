@@ -420,6 +420,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             id,
             dates,
             rotate_every,
+            policy,
         } => {
             let period =
                 rotate_every.as_deref().map(crate::cmd_versions::parse_period).transpose()?;
@@ -437,6 +438,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 [v(d.activation), v(d.protect_stop), v(d.deactivation)],
             )?;
             let hs: Vec<u64> = info.objects.iter().map(|o| o.handle).collect();
+            crate::cmd_usepolicy::apply_remote_on_generate(&c, &label, &policy)?;
             println!("generated {key_type} key {label:?} (handles {hs:?})");
             if dates.is_set() {
                 let state = info.objects.first().map_or("-", |o| o.state.as_str());
@@ -522,6 +524,8 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run_remote(&c, l),
+        KeyCommand::Usage(u) => return crate::cmd_usepolicy::run_remote(&c, u),
+        KeyCommand::Byok(b) => return crate::cmd_byok::run_remote(&c, b),
         KeyCommand::Versions(v) => return crate::cmd_versions::run_remote(&c, v),
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(

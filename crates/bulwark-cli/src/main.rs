@@ -11,11 +11,13 @@ mod cmd_approval;
 mod cmd_audit;
 mod cmd_backup;
 mod cmd_bench;
+mod cmd_byok;
 mod cmd_keys;
 mod cmd_lifecycle;
 mod cmd_ops;
 mod cmd_remote;
 mod cmd_remote_init;
+mod cmd_usepolicy;
 mod cmd_versions;
 mod cmd_zeroize;
 mod pin;
@@ -42,6 +44,10 @@ struct Cli {
     /// BULWARK_CLIENT_CERT, BULWARK_CLIENT_KEY; login from BULWARK_USER, BULWARK_PASSWORD.
     #[arg(long, global = true, env = "BULWARK_ENDPOINT", value_name = "URL")]
     endpoint: Option<String>,
+    /// An approval for one use of a key with a per-use quorum (repeat, one file per approver;
+    /// see `bulwark key use-request`).
+    #[arg(long = "use-approval", global = true, value_name = "FILE")]
+    use_approval: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -179,6 +185,11 @@ fn describe(e: &Error) -> String {
         Error::NotInitialized(p) => {
             format!("no store at {p}: create one with `bulwark init --label LABEL`")
         }
+        Error::UseApprovalRequired(m) => format!(
+            "quorum approval required: {m}; make a request with `bulwark key use-request LABEL \
+             --op OP --out FILE`, have each approver sign it, then re-run with --use-approval FILE \
+             for each"
+        ),
         e => e.to_string(),
     }
 }
@@ -199,7 +210,17 @@ pub(crate) fn store_path(cli_store: Option<&PathBuf>) -> CliResult<PathBuf> {
     Ok(p)
 }
 
-fn run(cli: Cli) -> CliResult<ExitCode> {
+/// Runs the command; with `--use-approval`, every key use it makes carries those approvals
+/// (embedded: to the core; remote: in the request metadata).
+fn run(mut cli: Cli) -> CliResult<ExitCode> {
+    let files = std::mem::take(&mut cli.use_approval);
+    match cmd_usepolicy::use_approvals(&files)? {
+        Some(a) => bulwark_core::token::with_use_approvals(a, || run_command(cli)),
+        None => run_command(cli),
+    }
+}
+
+fn run_command(cli: Cli) -> CliResult<ExitCode> {
     if let Command::Approval(a) = cli.command {
         return cmd_approval::run(a);
     }

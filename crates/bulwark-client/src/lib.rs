@@ -10,6 +10,7 @@
 mod admin;
 mod bootstrap;
 pub mod remote_hsm;
+mod usepolicy;
 mod versions;
 
 use std::path::Path;
@@ -229,6 +230,24 @@ impl Client {
             if let Ok(v) = MetadataValue::try_from(format!("Bearer {}", s.as_str())) {
                 r.metadata_mut().insert("authorization", v);
             }
+        }
+        // Per-use quorum approvals set for this thread travel with every request.
+        if let Some(a) = bulwark_core::token::current_use_approvals() {
+            let m = pb::UseApprovals {
+                request_id: a.request_id,
+                not_after: a.not_after,
+                approvals: a
+                    .approvals
+                    .into_iter()
+                    .map(|x| pb::Approval { approver: x.approver, signature: x.signature })
+                    .collect(),
+            };
+            r.metadata_mut().insert_bin(
+                bulwark_proto::USE_APPROVALS_METADATA,
+                tonic::metadata::MetadataValue::from_bytes(&bulwark_proto::encode_use_approvals(
+                    &m,
+                )),
+            );
         }
         r
     }

@@ -203,6 +203,18 @@ ck_enum! {
         BulwarkCompromiseDate = vendor::CKA_BULWARK_COMPROMISE_DATE,
         /// `CKA_BULWARK_DESTROY_DATE` (vendor): Unix seconds.
         BulwarkDestroyDate = vendor::CKA_BULWARK_DESTROY_DATE,
+        /// `CKA_BULWARK_USE_PRINCIPALS` (vendor): the user ids allowed to use the key.
+        BulwarkUsePrincipals = vendor::CKA_BULWARK_USE_PRINCIPALS,
+        /// `CKA_BULWARK_MAX_USES` (vendor): the key's use quota.
+        BulwarkMaxUses = vendor::CKA_BULWARK_MAX_USES,
+        /// `CKA_BULWARK_USE_COUNT` (vendor, computed): uses counted so far.
+        BulwarkUseCount = vendor::CKA_BULWARK_USE_COUNT,
+        /// `CKA_BULWARK_RATE_USES` (vendor): uses allowed per rate period.
+        BulwarkRateUses = vendor::CKA_BULWARK_RATE_USES,
+        /// `CKA_BULWARK_RATE_PERIOD` (vendor): the rate period in seconds.
+        BulwarkRatePeriod = vendor::CKA_BULWARK_RATE_PERIOD,
+        /// `CKA_BULWARK_USE_QUORUM` (vendor): approvals each use needs.
+        BulwarkUseQuorum = vendor::CKA_BULWARK_USE_QUORUM,
         /// `CKA_BULWARK_KEY_VERSION` (vendor): the version of a rotated key (absent: 1).
         BulwarkKeyVersion = vendor::CKA_BULWARK_KEY_VERSION,
         /// `CKA_BULWARK_ROTATION_PERIOD` (vendor): automatic rotation period in seconds.
@@ -236,6 +248,18 @@ pub mod vendor {
     pub const CKA_BULWARK_COMPROMISE_DATE: u64 = CKA_BULWARK_BASE | 0x05;
     /// Destroy date, a `CK_ULONG` of Unix seconds.
     pub const CKA_BULWARK_DESTROY_DATE: u64 = CKA_BULWARK_BASE | 0x06;
+    /// The principals allowed to use the key (usage policy): 16-byte user ids, concatenated.
+    pub const CKA_BULWARK_USE_PRINCIPALS: u64 = CKA_BULWARK_BASE | 0x30;
+    /// The maximum number of uses of the key (usage policy), a `CK_ULONG`.
+    pub const CKA_BULWARK_MAX_USES: u64 = CKA_BULWARK_BASE | 0x31;
+    /// The uses of the key counted so far, a `CK_ULONG` (computed on read, never stored).
+    pub const CKA_BULWARK_USE_COUNT: u64 = CKA_BULWARK_BASE | 0x32;
+    /// Rate limit (usage policy): uses allowed per period, a `CK_ULONG`.
+    pub const CKA_BULWARK_RATE_USES: u64 = CKA_BULWARK_BASE | 0x33;
+    /// Rate limit (usage policy): the period in seconds, a `CK_ULONG`.
+    pub const CKA_BULWARK_RATE_PERIOD: u64 = CKA_BULWARK_BASE | 0x34;
+    /// Per-use quorum (usage policy): fresh approvals each use needs, a `CK_ULONG`.
+    pub const CKA_BULWARK_USE_QUORUM: u64 = CKA_BULWARK_BASE | 0x35;
     /// Key version (rotation), a `CK_ULONG`; a key never rotated reads 1.
     pub const CKA_BULWARK_KEY_VERSION: u64 = CKA_BULWARK_BASE | 0x20;
     /// Automatic rotation period, a `CK_ULONG` of seconds.
@@ -307,6 +331,11 @@ impl AttrType {
             | A::BulwarkDeactivationDate
             | A::BulwarkCompromiseDate
             | A::BulwarkDestroyDate
+            | A::BulwarkMaxUses
+            | A::BulwarkUseCount
+            | A::BulwarkRateUses
+            | A::BulwarkRatePeriod
+            | A::BulwarkUseQuorum
             | A::BulwarkKeyVersion
             | A::BulwarkRotationPeriod
             | A::BulwarkMinDecryptVersion

@@ -89,6 +89,14 @@ pub enum Error {
     /// The operation is forbidden by an object attribute (not destroyable, not modifiable...).
     #[error("action prohibited: {0}")]
     ActionProhibited(&'static str),
+    /// The key's usage policy refuses this use now: its use quota is spent or its rate limit
+    /// reached (token/usepolicy.rs).
+    #[error("key usage limit: {0}")]
+    UsageLimit(&'static str),
+    /// The key's usage policy requires fresh quorum approvals for each use; the message names
+    /// the request the approvers must sign.
+    #[error("quorum approval required: {0}")]
+    UseApprovalRequired(String),
 
     // --- authentication ----------------------------------------------------------------------
     /// Wrong PIN. The store records the failure.
@@ -224,6 +232,10 @@ pub enum ErrorKind {
     SignatureLenRange,
     /// [`Error::ActionProhibited`].
     ActionProhibited,
+    /// [`Error::UsageLimit`].
+    UsageLimit,
+    /// [`Error::UseApprovalRequired`].
+    UseApprovalRequired,
     /// [`Error::PinIncorrect`].
     PinIncorrect,
     /// [`Error::PinLocked`].
@@ -294,6 +306,8 @@ impl ErrorKind {
         ErrorKind::SignatureInvalid,
         ErrorKind::SignatureLenRange,
         ErrorKind::ActionProhibited,
+        ErrorKind::UsageLimit,
+        ErrorKind::UseApprovalRequired,
         ErrorKind::PinIncorrect,
         ErrorKind::PinLocked,
         ErrorKind::PinLenRange,
@@ -346,6 +360,8 @@ impl Error {
             Error::SignatureInvalid => ErrorKind::SignatureInvalid,
             Error::SignatureLenRange => ErrorKind::SignatureLenRange,
             Error::ActionProhibited(..) => ErrorKind::ActionProhibited,
+            Error::UsageLimit(..) => ErrorKind::UsageLimit,
+            Error::UseApprovalRequired(..) => ErrorKind::UseApprovalRequired,
             Error::PinIncorrect => ErrorKind::PinIncorrect,
             Error::PinLocked => ErrorKind::PinLocked,
             Error::PinLenRange { .. } => ErrorKind::PinLenRange,

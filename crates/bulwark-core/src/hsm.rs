@@ -157,6 +157,9 @@ pub struct EmbeddedKey<S: Store = SqliteStore> {
     /// When a lifecycle date next changes the key's state (Unix seconds; `u64::MAX`: never):
     /// from then on the key passes the full gate again.
     horizon: std::sync::atomic::AtomicU64,
+    /// Whether the key's usage policy counts every use in the store (refreshed at each full
+    /// gate pass): then each use is counted durably before it runs.
+    metered: std::sync::atomic::AtomicBool,
 }
 
 impl<S: Store> std::fmt::Debug for EmbeddedKey<S> {
@@ -174,6 +177,9 @@ impl<S: Store> EmbeddedKey<S> {
         let r = {
             let st = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if st.0 == epoch && !due {
+                if self.metered.load(std::sync::atomic::Ordering::Acquire) {
+                    self.token.meter_prepared(self.h, self.usage, &self.mech)?;
+                }
                 Some(f(&st.1, self.token.provider()))
             } else {
                 drop(st);
@@ -182,13 +188,19 @@ impl<S: Store> EmbeddedKey<S> {
                     self.token.state_horizon(self.h).unwrap_or(u64::MAX),
                     std::sync::atomic::Ordering::Release,
                 );
+                let metered = self.token.handle_metered(self.h);
+                self.metered.store(metered, std::sync::atomic::Ordering::Release);
+                if metered {
+                    self.token.meter_prepared(self.h, self.usage, &self.mech)?;
+                }
                 let r = f(&k, self.token.provider());
                 *self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (epoch, k);
                 Some(r)
             }
         };
         let r = r.ok_or(Error::Internal("prepared key"))?;
-        if r.is_ok() {
+        // A metered use was recorded durably when it was counted.
+        if r.is_ok() && !self.metered.load(std::sync::atomic::Ordering::Acquire) {
             if let Some(c) = &self.uses {
                 c.hit();
             }
@@ -359,6 +371,7 @@ impl Hsm for Token {
             always_authenticate,
             uses: self.use_counter(h, usage, mech),
             horizon: std::sync::atomic::AtomicU64::new(self.state_horizon(h).unwrap_or(u64::MAX)),
+            metered: std::sync::atomic::AtomicBool::new(self.handle_metered(h)),
         }))
     }
 

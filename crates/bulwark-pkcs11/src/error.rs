@@ -157,6 +157,10 @@ pub fn kind_rv(k: ErrorKind) -> CK_RV {
         ErrorKind::SignatureInvalid => ck::CKR_SIGNATURE_INVALID,
         ErrorKind::SignatureLenRange => ck::CKR_SIGNATURE_LEN_RANGE,
         ErrorKind::ActionProhibited => ck::CKR_ACTION_PROHIBITED,
+        // A key's usage policy (quota, rate, per-use quorum): PKCS#11 has no finer code.
+        ErrorKind::UsageLimit | ErrorKind::UseApprovalRequired => {
+            ck::CKR_KEY_FUNCTION_NOT_PERMITTED
+        }
         ErrorKind::PinIncorrect => ck::CKR_PIN_INCORRECT,
         ErrorKind::PinLocked => ck::CKR_PIN_LOCKED,
         ErrorKind::PinLenRange => ck::CKR_PIN_LEN_RANGE,

@@ -69,3 +69,17 @@ pub fn approval_digest(
         .digest(bulwark_core::mechanism::DigestAlg::Sha256, &m)?;
     d.try_into().map_err(|_| bulwark_core::Error::Internal("digest length"))
 }
+
+/// The metadata entry in which any key operation carries per-use quorum approvals (an
+/// encoded [`v1::UseApprovals`]).
+pub const USE_APPROVALS_METADATA: &str = "bulwark-use-approvals-bin";
+
+/// Encodes per-use approvals for [`USE_APPROVALS_METADATA`].
+pub fn encode_use_approvals(a: &v1::UseApprovals) -> Vec<u8> {
+    prost::Message::encode_to_vec(a)
+}
+
+/// Decodes per-use approvals from [`USE_APPROVALS_METADATA`]; `None` when malformed.
+pub fn decode_use_approvals(b: &[u8]) -> Option<v1::UseApprovals> {
+    <v1::UseApprovals as prost::Message>::decode(b).ok()
+}

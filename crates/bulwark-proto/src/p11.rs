@@ -359,6 +359,8 @@ fn error_code(e: &Error) -> String {
         Error::SignatureInvalid => "SignatureInvalid".into(),
         Error::SignatureLenRange => "SignatureLenRange".into(),
         Error::ActionProhibited(_) => "ActionProhibited".into(),
+        Error::UsageLimit(_) => "UsageLimit".into(),
+        Error::UseApprovalRequired(_) => "UseApprovalRequired".into(),
         Error::PinIncorrect => "PinIncorrect".into(),
         Error::PinLocked => "PinLocked".into(),
         Error::PinLenRange { min, max } => format!("PinLenRange:{min}:{max}"),
@@ -415,6 +417,8 @@ fn error_from_code(code: &str, message: &str) -> Option<Error> {
         "SignatureInvalid" => Error::SignatureInvalid,
         "SignatureLenRange" => Error::SignatureLenRange,
         "ActionProhibited" => Error::ActionProhibited(REMOTE),
+        "UsageLimit" => Error::UsageLimit(REMOTE),
+        "UseApprovalRequired" => Error::UseApprovalRequired(msg()),
         "PinIncorrect" => Error::PinIncorrect,
         "PinLocked" => Error::PinLocked,
         "PinLenRange" => {

@@ -69,6 +69,9 @@ pub fn quorum_required(message: impl Into<String>) -> Status {
 /// The gRPC status for a core error. The message is safe to send to the caller.
 pub fn status_from_core(e: &Error) -> Status {
     let code = code_of(e.kind());
+    if e.kind() == ErrorKind::UseApprovalRequired {
+        return quorum_required(e.to_string());
+    }
     let msg = match e.kind() {
         ErrorKind::PinIncorrect => "authentication failed".to_owned(),
         ErrorKind::NotInitialized => "store not initialized".to_owned(),
@@ -111,6 +114,8 @@ pub fn code_of(k: ErrorKind) -> Code {
         | ErrorKind::KeyFunctionNotPermitted
         | ErrorKind::KeyUnextractable
         | ErrorKind::ActionProhibited => Code::PermissionDenied,
+        ErrorKind::UsageLimit => Code::ResourceExhausted,
+        ErrorKind::UseApprovalRequired => Code::FailedPrecondition,
         ErrorKind::ObjectHandleInvalid | ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Ambiguous => Code::FailedPrecondition,
         ErrorKind::Exists | ErrorKind::AlreadyInitialized => Code::AlreadyExists,

@@ -528,6 +528,8 @@ pub fn error_code(e: &Error) -> &'static str {
         Error::MechanismParamInvalid(_) => "mechanism-param-invalid",
         Error::KeyTypeInconsistent => "key-type-inconsistent",
         Error::KeyFunctionNotPermitted(_) => "key-function-not-permitted",
+        Error::UsageLimit(_) => "usage-limit",
+        Error::UseApprovalRequired(_) => "use-approval-required",
         Error::KeyUnextractable(_) => "key-unextractable",
         Error::KeySizeRange => "key-size-range",
         Error::KeyInvalid => "key-invalid",

@@ -52,7 +52,11 @@ impl<S: Store> Token<S> {
             _ => return Err(Error::ArgumentsBad("batches are for sign and encrypt")),
         };
         let c = Call::new(op).obj(h).mech(mech.ck_type());
-        let key = match self.precheck(&c).and_then(|()| self.key_for_unaudited(h, usage, mech)) {
+        let n = u64::try_from(count).unwrap_or(u64::MAX);
+        let key = match self
+            .precheck_at(&c)
+            .and_then(|seen| self.key_for_at(h, usage, mech, Some(seen), n).map(|(k, _)| k))
+        {
             Ok(k) => k,
             Err(e) => return self.finish(&c, Err(e), String::new()),
         };

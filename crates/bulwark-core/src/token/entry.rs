@@ -109,7 +109,7 @@ impl<S: Store> Token<S> {
             Usage::Decapsulate => "decapsulate-init",
         };
         self.audited_key(Call::new(op).obj(h).mech(mech.ck_type()), |seen| {
-            self.key_for_at(h, usage, mech, Some(seen))
+            self.key_for_at(h, usage, mech, Some(seen), 0)
         })
     }
 

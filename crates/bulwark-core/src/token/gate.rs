@@ -150,6 +150,8 @@ impl<S: Store> Token<S> {
         if !self.may_see(w, o) {
             return Err(Error::ObjectHandleInvalid);
         }
+        // The key's own usage policy (usepolicy.rs): its allowed principals bind every role.
+        self.check_principals(w, o)?;
         match w.role {
             Some(Role::CryptoOfficer) => Ok(()),
             Some(Role::CryptoUser) if o.session.is_some() => Ok(()),

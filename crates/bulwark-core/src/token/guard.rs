@@ -227,7 +227,8 @@ impl<S: Store> Token<S> {
     /// recorded unless it is refused.
     pub(crate) fn regate(&self, h: u64, usage: Usage, mech: &Mechanism) -> Result<KeyRef> {
         let c = Call::new("prepared-key").obj(h).mech(mech.ck_type());
-        let r = self.precheck_at(&c).and_then(|seen| self.key_for_at(h, usage, mech, Some(seen)));
+        let r =
+            self.precheck_at(&c).and_then(|seen| self.key_for_at(h, usage, mech, Some(seen), 0));
         match r {
             Ok((k, _)) => {
                 outbox::end();

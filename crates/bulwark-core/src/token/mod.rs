@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod backup;
 mod batch;
+mod byok;
 mod entry;
 mod gate;
 mod guard;
@@ -21,6 +22,7 @@ mod ops;
 mod outbox;
 mod policy;
 mod state;
+mod usepolicy;
 mod users;
 mod versions;
 
@@ -36,11 +38,16 @@ pub use backup::{
     read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
     Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
 };
+pub use byok::{import_mechanism, import_type, WrappedImport, MAX_WRAPPED};
 pub use lifecycle::LifecycleDates;
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;
 pub use ops::Usage;
 pub use policy::{InitOptions, SecurityPolicy, TamperResponse};
+pub use usepolicy::{
+    current_use_approvals, usage_name, use_approval_digest, with_use_approvals, Rate, UsagePolicy,
+    UseApproval, UseApprovals, UseApprover, UseCount, USE_APPROVAL_OP,
+};
 pub use users::{Credentials, UserInfo, UserRecord, MAX_LOGIN_FAILURES};
 pub use versions::{rotation_due_at, version_of, KeyVersionInfo, MIN_ROTATION_PERIOD};
 

@@ -217,6 +217,10 @@ impl<S: Store> Token<S> {
             let m = self.material(&o)?;
             return Ok(AttrValue::Bytes(m.expose_secret().to_vec()));
         }
+        if t == AttrType::BulwarkUseCount && is_key(&o.attrs) {
+            // Computed from the key's counter record (usepolicy.rs), never stored.
+            return Ok(AttrValue::Ulong(self.use_count(&o)?.uses));
+        }
         if t == AttrType::BulwarkState && is_key(&o.attrs) {
             // The state now (dates applied); a key without a stored state is active.
             let state = crate::lifecycle::Lifecycle::of(&o.attrs)?.state_at(self.now());
@@ -359,6 +363,7 @@ impl<S: Store> Token<S> {
                 let gone = a.delete_object(h)?;
                 if gone.is_some() {
                     Self::drop_grants(a, &o.uid)?;
+                    Self::drop_use_count(a, &o.uid)?;
                 }
                 Ok(gone)
             })?;
@@ -427,6 +432,10 @@ impl<S: Store> Token<S> {
         // controls, so whoever may only use a key must not be able to copy it.
         self.check_manage(&w, &o)?;
         self.check_trusted_change(&w, t)?;
+        if Self::is_metered(&o) {
+            // A copy would start its own count: the quota would mean nothing.
+            return Err(Error::ActionProhibited("a key under a usage limit cannot be copied"));
+        }
         let mut attrs = template::apply_changes(&o.attrs, t, true)?;
         check_copy_tightens(&o.attrs, &attrs)?;
         attrs.remove(AttrType::UniqueId);

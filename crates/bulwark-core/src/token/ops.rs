@@ -98,18 +98,21 @@ impl<S: Store> Token<S> {
         usage: Usage,
         mech: &Mechanism,
     ) -> Result<KeyRef> {
-        self.key_for_at(h, usage, mech, None).map(|(k, _)| k)
+        self.key_for_at(h, usage, mech, None, 1).map(|(k, _)| k)
     }
 
     /// [`Token::key_for_unaudited`] with the change counter this call's pre-check read (see
     /// [`Token::obj_at`]); also returns the key's `CKA_ALWAYS_AUTHENTICATE` (read-only after
-    /// creation), from the same record.
+    /// creation), from the same record. `uses` is how many uses this call makes of the key
+    /// (0 for `C_*Init` and a prepared key's re-check): a metered key counts them durably
+    /// before the key is handed out (usepolicy.rs).
     pub(super) fn key_for_at(
         &self,
         h: u64,
         usage: Usage,
         mech: &Mechanism,
         seen: Option<u64>,
+        uses: u64,
     ) -> Result<(KeyRef, bool)> {
         self.provider.check()?;
         if !mech.allows(usage) {
@@ -171,6 +174,8 @@ impl<S: Store> Token<S> {
         if !mech.key_fits(spec) {
             return Err(Error::KeyTypeInconsistent);
         }
+        // Last, once everything else allows the use: a refused call never spends a use.
+        self.meter(&o, usage, uses)?;
         Ok((k, o.attrs.bool_or(AttrType::AlwaysAuthenticate, false)))
     }
 
@@ -254,7 +259,7 @@ impl<S: Store> Token<S> {
         data: &[u8],
         seen: Option<u64>,
     ) -> Result<Vec<u8>> {
-        match self.key_for_at(h, Usage::Sign, mech, seen)?.0 {
+        match self.key_for_at(h, Usage::Sign, mech, seen, 1)?.0 {
             KeyRef::Private(k) => k.sign(self.provider, mech, data),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }
@@ -269,7 +274,7 @@ impl<S: Store> Token<S> {
         sig: &[u8],
         seen: Option<u64>,
     ) -> Result<()> {
-        match self.key_for_at(h, Usage::Verify, mech, seen)?.0 {
+        match self.key_for_at(h, Usage::Verify, mech, seen, 1)?.0 {
             KeyRef::Private(k) => k.verify(self.provider, mech, data, sig),
             KeyRef::Public(k) => k.verify(self.provider, mech, data, sig),
         }
@@ -283,7 +288,7 @@ impl<S: Store> Token<S> {
         data: &[u8],
         seen: Option<u64>,
     ) -> Result<Vec<u8>> {
-        match self.key_for_at(h, Usage::Encrypt, mech, seen)?.0 {
+        match self.key_for_at(h, Usage::Encrypt, mech, seen, 1)?.0 {
             KeyRef::Private(k) => k.encrypt(self.provider, mech, data),
             KeyRef::Public(k) => k.encrypt(self.provider, mech, data),
         }
@@ -297,7 +302,7 @@ impl<S: Store> Token<S> {
         data: &[u8],
         seen: Option<u64>,
     ) -> Result<SecretBytes> {
-        match self.key_for_at(h, Usage::Decrypt, mech, seen)?.0 {
+        match self.key_for_at(h, Usage::Decrypt, mech, seen, 1)?.0 {
             KeyRef::Private(k) => k.decrypt(self.provider, mech, data),
             KeyRef::Public(_) => Err(Error::KeyTypeInconsistent),
         }
@@ -314,6 +319,7 @@ impl<S: Store> Token<S> {
         let t = self.obj(target)?;
         self.check_export(&self.who(), &t)?;
         self.check_export_state(&t)?;
+        Self::check_export_metered(&t)?;
         if !matches!(t.attrs.class(), Some(ObjectClass::SecretKey | ObjectClass::PrivateKey)) {
             return Err(Error::KeyTypeInconsistent);
         }
@@ -434,6 +440,7 @@ impl<S: Store> Token<S> {
             ));
         }
         self.check_export_state(&o)?;
+        Self::check_export_metered(&o)?;
         let m = self.material(&o)?;
         Ok(SecretBytes::from_slice(m.expose_secret()))
     }

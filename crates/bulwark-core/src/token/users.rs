@@ -250,7 +250,7 @@ impl<S: Store> Token<S> {
     }
 
     /// A user id by name (authenticated).
-    fn user_id_by_name(&self, name: &str) -> Result<Option<UserId>> {
+    pub(super) fn user_id_by_name(&self, name: &str) -> Result<Option<UserId>> {
         let ik = self.unsealed_ik()?;
         match self.store.record(kind::USER_NAME, name.as_bytes())? {
             Some(r) => {

@@ -104,27 +104,33 @@ pub(super) async fn sign(
     req: Request<pb::SignRequest>,
 ) -> Result<Response<pb::SignResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "sign").await?;
+    let ap = super::usepolicy::approvals_of(&req)?;
     let r = req.into_inner();
     let small = r.data.len() <= INLINE_MAX;
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
     let (signature, mechanism, key_version) = svc
         .state
-        .run_small("sign", actor, small, move |st| {
-            st.labels
-                .with_version(
-                    &st.token,
-                    sess.user_id,
-                    &r.key,
-                    r.key_version,
-                    Purpose::Sign,
-                    |h, spec| {
-                        let k = SignKey::new(h, spec, &r.mechanism, format)?;
-                        let sig = k.sign(&st.token, &r.data)?;
-                        Ok((sig, k.mechanism_name(), keys::version_of(&st.token, h)?))
-                    },
-                )
-                .map_err(|e| core(&e))
-        })
+        .run_small(
+            "sign",
+            actor,
+            small,
+            super::usepolicy::carrying(ap, move |st| {
+                st.labels
+                    .with_version(
+                        &st.token,
+                        sess.user_id,
+                        &r.key,
+                        r.key_version,
+                        Purpose::Sign,
+                        |h, spec| {
+                            let k = SignKey::new(h, spec, &r.mechanism, format)?;
+                            let sig = k.sign(&st.token, &r.data)?;
+                            Ok((sig, k.mechanism_name(), keys::version_of(&st.token, h)?))
+                        },
+                    )
+                    .map_err(|e| core(&e))
+            }),
+        )
         .await?;
     Ok(Response::new(pb::SignResponse { signature, mechanism, key_version }))
 }
@@ -134,30 +140,40 @@ pub(super) async fn verify(
     req: Request<pb::VerifyRequest>,
 ) -> Result<Response<pb::VerifyResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "verify").await?;
+    let ap = super::usepolicy::approvals_of(&req)?;
     let r = req.into_inner();
     let small = r.data.len() <= INLINE_MAX;
     let format = SignatureFormat::try_from(r.format).unwrap_or(SignatureFormat::Raw);
     let (valid, key_state, key_version) = svc
         .state
-        .run_small("verify", actor, small, move |st| {
-            st.labels
-                .with_version(
-                    &st.token,
-                    sess.user_id,
-                    &r.key,
-                    r.key_version,
-                    Purpose::Verify,
-                    |h, spec| {
-                        let valid = SignKey::new(h, spec, &r.mechanism, format)?.verify(
-                            &st.token,
-                            &r.data,
-                            &r.signature,
-                        )?;
-                        Ok((valid, keys::state_note(&st.token, h), keys::version_of(&st.token, h)?))
-                    },
-                )
-                .map_err(|e| core(&e))
-        })
+        .run_small(
+            "verify",
+            actor,
+            small,
+            super::usepolicy::carrying(ap, move |st| {
+                st.labels
+                    .with_version(
+                        &st.token,
+                        sess.user_id,
+                        &r.key,
+                        r.key_version,
+                        Purpose::Verify,
+                        |h, spec| {
+                            let valid = SignKey::new(h, spec, &r.mechanism, format)?.verify(
+                                &st.token,
+                                &r.data,
+                                &r.signature,
+                            )?;
+                            Ok((
+                                valid,
+                                keys::state_note(&st.token, h),
+                                keys::version_of(&st.token, h)?,
+                            ))
+                        },
+                    )
+                    .map_err(|e| core(&e))
+            }),
+        )
         .await?;
     Ok(Response::new(pb::VerifyResponse { valid, key_state, key_version }))
 }
@@ -167,28 +183,34 @@ pub(super) async fn encrypt(
     req: Request<pb::EncryptRequest>,
 ) -> Result<Response<pb::EncryptResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "encrypt").await?;
+    let ap = super::usepolicy::approvals_of(&req)?;
     let r = req.into_inner();
     let small = r.plaintext.len() <= INLINE_MAX;
     let plaintext = Zeroizing::new(r.plaintext);
     let (ciphertext, key_version) = svc
         .state
-        .run_small("encrypt", actor, small, move |st| {
-            st.labels
-                .with_version(
-                    &st.token,
-                    sess.user_id,
-                    &r.key,
-                    r.key_version,
-                    Purpose::Aes,
-                    |h, _| {
-                        Ok((
-                            keys::encrypt(&st.token, h, &plaintext)?,
-                            keys::version_of(&st.token, h)?,
-                        ))
-                    },
-                )
-                .map_err(|e| core(&e))
-        })
+        .run_small(
+            "encrypt",
+            actor,
+            small,
+            super::usepolicy::carrying(ap, move |st| {
+                st.labels
+                    .with_version(
+                        &st.token,
+                        sess.user_id,
+                        &r.key,
+                        r.key_version,
+                        Purpose::Aes,
+                        |h, _| {
+                            Ok((
+                                keys::encrypt(&st.token, h, &plaintext)?,
+                                keys::version_of(&st.token, h)?,
+                            ))
+                        },
+                    )
+                    .map_err(|e| core(&e))
+            }),
+        )
         .await?;
     Ok(Response::new(pb::EncryptResponse { ciphertext, key_version }))
 }
@@ -198,21 +220,27 @@ pub(super) async fn decrypt(
     req: Request<pb::DecryptRequest>,
 ) -> Result<Response<pb::DecryptResponse>, Status> {
     let (sess, actor) = svc.auth(&req, USE, "decrypt").await?;
+    let ap = super::usepolicy::approvals_of(&req)?;
     let r = req.into_inner();
     let small = r.ciphertext.len() <= INLINE_MAX;
     let (plaintext, key_state, key_version) = svc
         .state
-        .run_small("decrypt", actor, small, move |st| {
-            // The envelope names the version that made it (docs/cli.md).
-            let version =
-                keys::envelope_version(&r.ciphertext, r.key_version).map_err(|e| core(&e))?;
-            st.labels
-                .with_version(&st.token, sess.user_id, &r.key, version, Purpose::Aes, |h, _| {
-                    let pt = keys::decrypt(&st.token, h, &r.ciphertext)?;
-                    Ok((pt.expose_secret().to_vec(), keys::state_note(&st.token, h), version))
-                })
-                .map_err(|e| core(&e))
-        })
+        .run_small(
+            "decrypt",
+            actor,
+            small,
+            super::usepolicy::carrying(ap, move |st| {
+                // The envelope names the version that made it (docs/cli.md).
+                let version =
+                    keys::envelope_version(&r.ciphertext, r.key_version).map_err(|e| core(&e))?;
+                st.labels
+                    .with_version(&st.token, sess.user_id, &r.key, version, Purpose::Aes, |h, _| {
+                        let pt = keys::decrypt(&st.token, h, &r.ciphertext)?;
+                        Ok((pt.expose_secret().to_vec(), keys::state_note(&st.token, h), version))
+                    })
+                    .map_err(|e| core(&e))
+            }),
+        )
         .await?;
     Ok(Response::new(pb::DecryptResponse { plaintext, key_state, key_version }))
 }
@@ -380,27 +408,32 @@ pub(super) async fn export_key(
     req: Request<pb::ExportKeyRequest>,
 ) -> Result<Response<pb::ExportKeyResponse>, Status> {
     let (s, actor) = svc.auth(&req, MANAGE, "export-key").await?;
+    let ap = super::usepolicy::approvals_of(&req)?;
     let r = req.into_inner();
     tracing::warn!(user = %s.user, key = %r.key, wrapping_key = %r.wrapping_key, "key export under wrap");
     let (wrapped, mechanism) = svc
         .state
-        .run("export-key", actor, move |st| {
-            let fields = [r.key.as_str(), r.wrapping_key.as_str(), r.mechanism.as_str()];
-            let approved_by =
-                st.check_approvals("export-key", &fields, &r.approvals, r.approval_not_after)?;
-            let out = keys::export(&st.token, &r.key, &r.wrapping_key, &r.mechanism)
-                .map_err(|e| core(&e))?;
-            if !approved_by.is_empty() {
-                let detail = format!(
-                    "key {} under {} approved by [{}]",
-                    r.key,
-                    r.wrapping_key,
-                    approved_by.join(",")
-                );
-                st.audit(&current_actor().unwrap_or_default(), "export-key", "ok", detail);
-            }
-            Ok(out)
-        })
+        .run(
+            "export-key",
+            actor,
+            super::usepolicy::carrying(ap, move |st| {
+                let fields = [r.key.as_str(), r.wrapping_key.as_str(), r.mechanism.as_str()];
+                let approved_by =
+                    st.check_approvals("export-key", &fields, &r.approvals, r.approval_not_after)?;
+                let out = keys::export(&st.token, &r.key, &r.wrapping_key, &r.mechanism)
+                    .map_err(|e| core(&e))?;
+                if !approved_by.is_empty() {
+                    let detail = format!(
+                        "key {} under {} approved by [{}]",
+                        r.key,
+                        r.wrapping_key,
+                        approved_by.join(",")
+                    );
+                    st.audit(&current_actor().unwrap_or_default(), "export-key", "ok", detail);
+                }
+                Ok(out)
+            }),
+        )
         .await?;
     Ok(Response::new(pb::ExportKeyResponse { wrapped, mechanism }))
 }

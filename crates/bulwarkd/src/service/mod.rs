@@ -15,6 +15,7 @@ mod admin;
 mod backup;
 mod key_ops;
 mod session;
+mod usepolicy;
 mod versions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -280,6 +281,41 @@ impl Hsm for HsmService {
         req: Request<pb::ChangeKeyStateRequest>,
     ) -> Result<Response<pb::KeyStateResponse>, Status> {
         key_ops::change_key_state(self, req).await
+    }
+
+    async fn key_policy(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::KeyPolicyResponse>, Status> {
+        usepolicy::key_policy(self, req).await
+    }
+
+    async fn set_key_policy(
+        &self,
+        req: Request<pb::SetKeyPolicyRequest>,
+    ) -> Result<Response<pb::KeyPolicyResponse>, Status> {
+        usepolicy::set_key_policy(self, req).await
+    }
+
+    async fn use_approvers(
+        &self,
+        req: Request<pb::UseApproversRequest>,
+    ) -> Result<Response<pb::UseApproversResponse>, Status> {
+        usepolicy::use_approvers(self, req).await
+    }
+
+    async fn set_use_approvers(
+        &self,
+        req: Request<pb::SetUseApproversRequest>,
+    ) -> Result<Response<pb::UseApproversResponse>, Status> {
+        usepolicy::set_use_approvers(self, req).await
+    }
+
+    async fn import_wrapped_key(
+        &self,
+        req: Request<pb::ImportWrappedKeyRequest>,
+    ) -> Result<Response<pb::KeyInfo>, Status> {
+        usepolicy::import_wrapped_key(self, req).await
     }
 
     async fn rotate_key(
