@@ -203,6 +203,12 @@ ck_enum! {
         BulwarkCompromiseDate = vendor::CKA_BULWARK_COMPROMISE_DATE,
         /// `CKA_BULWARK_DESTROY_DATE` (vendor): Unix seconds.
         BulwarkDestroyDate = vendor::CKA_BULWARK_DESTROY_DATE,
+        /// `CKA_BULWARK_DESTROY_SCHEDULED` (vendor): Unix seconds when a scheduled destruction
+        /// is (or was) due ([`crate::destruction`]).
+        BulwarkDestroyScheduled = vendor::CKA_BULWARK_DESTROY_SCHEDULED,
+        /// `CKA_BULWARK_ARCHIVED` (vendor): Unix seconds when the key's material was archived
+        /// out of the live store.
+        BulwarkArchived = vendor::CKA_BULWARK_ARCHIVED,
     }
 }
 
@@ -224,6 +230,10 @@ pub mod vendor {
     pub const CKA_BULWARK_COMPROMISE_DATE: u64 = CKA_BULWARK_BASE | 0x05;
     /// Destroy date, a `CK_ULONG` of Unix seconds.
     pub const CKA_BULWARK_DESTROY_DATE: u64 = CKA_BULWARK_BASE | 0x06;
+    /// When a scheduled destruction is due, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_DESTROY_SCHEDULED: u64 = CKA_BULWARK_BASE | 0x40;
+    /// When the key was archived (material removed, kept in an archive file), Unix seconds.
+    pub const CKA_BULWARK_ARCHIVED: u64 = CKA_BULWARK_BASE | 0x41;
 }
 
 /// How an attribute's value is encoded.
@@ -284,7 +294,9 @@ impl AttrType {
             | A::BulwarkProtectStopDate
             | A::BulwarkDeactivationDate
             | A::BulwarkCompromiseDate
-            | A::BulwarkDestroyDate => AttrKind::Ulong,
+            | A::BulwarkDestroyDate
+            | A::BulwarkDestroyScheduled
+            | A::BulwarkArchived => AttrKind::Ulong,
             A::StartDate | A::EndDate => AttrKind::Date,
             A::AllowedMechanisms => AttrKind::MechanismList,
             _ => AttrKind::Bytes,

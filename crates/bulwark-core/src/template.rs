@@ -73,6 +73,8 @@ const HSM_ONLY: &[AttrType] = &[
     AttrType::BulwarkState,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    AttrType::BulwarkDestroyScheduled,
+    AttrType::BulwarkArchived,
     AttrType::AlwaysSensitive,
     AttrType::NeverExtractable,
     AttrType::KeyGenMechanism,
@@ -105,6 +107,8 @@ const KEY_COMMON: &[AttrType] = &[
     AttrType::BulwarkDeactivationDate,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    AttrType::BulwarkDestroyScheduled,
+    AttrType::BulwarkArchived,
 ];
 
 const SECRET_OR_PRIVATE: &[AttrType] = &[
@@ -719,6 +723,8 @@ const IMMUTABLE: &[AttrType] = &[
     AttrType::BulwarkDeactivationDate,
     AttrType::BulwarkCompromiseDate,
     AttrType::BulwarkDestroyDate,
+    AttrType::BulwarkDestroyScheduled,
+    AttrType::BulwarkArchived,
 ];
 
 /// Applies `C_SetAttributeValue` (or, with `copy = true`, the template of `C_CopyObject`) to

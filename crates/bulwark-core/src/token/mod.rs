@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod backup;
 mod batch;
+mod destruction;
 mod entry;
 mod gate;
 mod guard;
@@ -35,6 +36,7 @@ pub use backup::{
     read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
     Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
 };
+pub use destruction::{DestroyOutcome, ScheduledKey};
 pub use lifecycle::LifecycleDates;
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;
