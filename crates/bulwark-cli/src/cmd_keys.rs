@@ -52,6 +52,9 @@ pub(crate) enum KeyCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// List the keys whose destruction is scheduled instead (docs/lifecycle.md).
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Show every attribute and policy flag of a key.
     Show {
@@ -61,10 +64,15 @@ pub(crate) enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Destroy a key (both halves of a pair).
+    /// Destroy a key (both halves of a pair). When the store's destruction wait is not 0
+    /// the destruction is scheduled: the key is unusable and invisible at once, and its
+    /// material is shredded when the wait ends (see `bulwark settings`).
     Destroy {
         /// Key label.
         label: String,
+        /// Cancel the scheduled destruction of the key instead (before its wait ends).
+        #[arg(long)]
+        cancel: bool,
     },
     /// Print the public key as SubjectPublicKeyInfo PEM.
     Public {
@@ -153,7 +161,7 @@ pub(crate) fn one_of(objs: &[ObjectInfo], class: ObjectClass, label: &str) -> Cl
     }
 }
 
-fn attr_name(t: AttrType) -> String {
+pub(crate) fn attr_name(t: AttrType) -> String {
     let dbg = format!("{t:?}");
     let mut out = String::from("CKA_");
     for (i, ch) in dbg.chars().enumerate() {
@@ -178,7 +186,7 @@ fn key_type_name(v: u64) -> String {
 }
 
 /// An attribute for a person: labels (any bytes) escaped for the terminal, the rest as in JSON.
-fn attr_text(t: AttrType, v: &AttrValue) -> String {
+pub(crate) fn attr_text(t: AttrType, v: &AttrValue) -> String {
     match (t, v) {
         (AttrType::Label | AttrType::UniqueId, AttrValue::Bytes(b)) => {
             format!("\"{}\"", bulwark_core::display::escape_bytes(b))
@@ -187,7 +195,7 @@ fn attr_text(t: AttrType, v: &AttrValue) -> String {
     }
 }
 
-fn attr_json(t: AttrType, v: &AttrValue) -> Value {
+pub(crate) fn attr_json(t: AttrType, v: &AttrValue) -> Value {
     match (t, v) {
         (_, AttrValue::Bool(b)) => json!(b),
         (AttrType::Class, AttrValue::Ulong(c)) => json!(class_name(*c)),
@@ -201,7 +209,9 @@ fn attr_json(t: AttrType, v: &AttrValue) -> Value {
             | AttrType::BulwarkProtectStopDate
             | AttrType::BulwarkDeactivationDate
             | AttrType::BulwarkCompromiseDate
-            | AttrType::BulwarkDestroyDate,
+            | AttrType::BulwarkDestroyDate
+            | AttrType::BulwarkDestroyScheduled
+            | AttrType::BulwarkArchived,
             AttrValue::Ulong(d),
         ) => json!(crate::cmd_lifecycle::format_date(*d)),
         (_, AttrValue::Ulong(u)) => json!(u),
@@ -260,7 +270,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run(&t, l),
-        KeyCommand::List { json } => {
+        KeyCommand::List { json, scheduled: false } => {
             let objs = t.list()?;
             if json {
                 let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
@@ -276,8 +286,16 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 }
             }
         }
+        KeyCommand::List { json, scheduled: true } => {
+            return crate::cmd_destroy::list_scheduled(&t, None, json);
+        }
         KeyCommand::Show { label, json } => {
-            let objs = by_label(&t, &label)?;
+            let objs = match by_label(&t, &label) {
+                Err(CliError::Core(Error::NotFound(_))) => {
+                    return crate::cmd_destroy::list_scheduled(&t, Some(&label), json);
+                }
+                r => r?,
+            };
             if json {
                 let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -291,12 +309,8 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 }
             }
         }
-        KeyCommand::Destroy { label } => {
-            let objs = by_label(&t, &label)?;
-            for o in &objs {
-                t.destroy_object(o.handle)?;
-            }
-            println!("destroyed {} object(s) labelled {label:?}", objs.len());
+        KeyCommand::Destroy { label, cancel } => {
+            return crate::cmd_destroy::destroy(&t, &label, cancel);
         }
         KeyCommand::Public { label, out } => {
             let objs = by_label(&t, &label)?;

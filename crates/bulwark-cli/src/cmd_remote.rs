@@ -256,6 +256,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Backup(a) => crate::cmd_backup::backup_remote(&session(endpoint)?, &a),
         Command::Restore(a) => crate::cmd_backup::restore_remote(&session(endpoint)?, &a),
         Command::Audit(a) => audit(endpoint, a),
+        Command::Settings(s) => crate::cmd_destroy::settings_remote(&session(endpoint)?, s),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
         Command::Tamper(crate::cmd_zeroize::TamperCommand::Status) => {
             let s = connect(endpoint)?.status()?;
@@ -424,7 +425,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 println!("state: {state}");
             }
         }
-        KeyCommand::List { json } => {
+        KeyCommand::List { json, scheduled: false } => {
             let keys = c.list_keys()?;
             if json {
                 let v: Vec<_> = keys
@@ -459,7 +460,12 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Show { label, json } => {
-            let k = c.show_key(&label)?;
+            let k = match c.show_key(&label) {
+                Err(e) if e.code() == Some(bulwark_client::Code::NotFound) => {
+                    return crate::cmd_destroy::list_scheduled_remote(&c, Some(&label), json);
+                }
+                r => r?,
+            };
             let v: Vec<_> = k
                 .objects
                 .iter()
@@ -484,9 +490,11 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 }
             }
         }
-        KeyCommand::Destroy { label } => {
-            let n = c.destroy_key(&label)?;
-            println!("destroyed {n} object(s) labelled {label:?}");
+        KeyCommand::Destroy { label, cancel } => {
+            return crate::cmd_destroy::destroy_remote(&c, &label, cancel);
+        }
+        KeyCommand::List { json, scheduled: true } => {
+            return crate::cmd_destroy::list_scheduled_remote(&c, None, json);
         }
         KeyCommand::Public { label, out } => {
             let pem = c.public_key(&label)?;

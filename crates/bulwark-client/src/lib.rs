@@ -9,6 +9,7 @@
 
 mod admin;
 mod bootstrap;
+mod destruction;
 pub mod remote_hsm;
 
 use std::path::Path;

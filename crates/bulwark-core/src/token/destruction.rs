@@ -15,7 +15,7 @@
 //! Nothing here may run inside another audited call (each destruction is its own call), so
 //! the entry points apply due destructions before they start their own call.
 
-use super::objects::is_key;
+use super::objects::{is_key, spec_of};
 use super::state::kind;
 use super::{write, Obj, Token};
 use crate::attr::{AttrType, Attributes};
@@ -58,6 +58,10 @@ pub struct ScheduledKey {
     pub due: u64,
     /// Whether the destruction has been carried out (material gone).
     pub shredded: bool,
+    /// The key's state now (dates applied; destroyed once shredded).
+    pub state: KeyState,
+    /// The key type's name (`aes-256`, `ec-p256`...), `-` when unknown.
+    pub key_type: String,
 }
 
 fn due_value(due: u64, uid: &[u8; 16]) -> Vec<u8> {
@@ -266,6 +270,8 @@ impl<S: Store> Token<S> {
                 attrs: o.attrs.clone(),
                 due: s.due,
                 shredded: s.is_due(now),
+                state: Lifecycle::of(&o.attrs)?.state_at(now),
+                key_type: spec_of(&o.attrs).map_or_else(|_| "-".into(), |k| k.name()),
             });
         }
         Ok(out)
