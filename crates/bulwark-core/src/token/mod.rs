@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 pub(crate) use auth::create_in;
 pub use auth::InitialUser;
 pub use backup::{
-    read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
-    Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
+    read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreOptions,
+    RestoreSummary, Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, BACKUP_VERSION_SELECTED,
+    PASSPHRASE_MAX, PASSPHRASE_MIN,
 };
 pub use destruction::{DestroyOutcome, ScheduledKey};
 pub use lifecycle::LifecycleDates;
