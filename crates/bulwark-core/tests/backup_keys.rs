@@ -230,3 +230,69 @@ fn rebase_takes_a_store_back_and_resets_the_mark() {
     assert!(e.to_string().contains("another security domain"), "{e}");
     assert!(hash_store(&other) == ob, "another domain: the store changed");
 }
+
+fn secret_column(p: &Path, h: u64) -> Option<Vec<u8>> {
+    let c = rusqlite::Connection::open(p).unwrap();
+    #[allow(clippy::cast_possible_wrap)]
+    let h = h as i64;
+    c.query_row("SELECT secret FROM objects WHERE handle = ?", [h], |r| r.get(0)).unwrap()
+}
+
+/// Archival: a deactivated key goes to an archive file and leaves the live store (its
+/// metadata stays, every use is refused), and the archive's restore brings it back usable for
+/// decrypt and verify.
+#[test]
+fn archive_round_trip() {
+    use bulwark_core::lifecycle::Transition;
+    let dir = tempfile::tempdir().unwrap();
+    let a = init(dir.path(), "a.db");
+    let t = as_user(&a);
+    let enc = [b(AttrType::Encrypt, true), b(AttrType::Decrypt, true)];
+    let k = aes(&t, "old", true, &enc).unwrap();
+    let (pk, sk) = ec_pair(&t, "oldsig", true, &[]).unwrap();
+    let ct = t.encrypt(k, &gcm(), b"archived data").unwrap();
+    let sig = t.sign(sk, &Mechanism::EcdsaSha256, b"m").unwrap();
+    drop(t);
+
+    let so_t = as_so(&a);
+    let out = dir.path().join("old.archive");
+    let e = so_t.archive_key("old", &out, &pass(), FAST).unwrap_err();
+    assert!(e.to_string().contains("deactivate it first"), "{e}");
+    assert!(!out.exists());
+    let u = as_user(&a);
+    u.transition_keys(&[k], Transition::Deactivate).unwrap();
+    u.transition_keys(&[pk, sk], Transition::Compromise).unwrap();
+    drop(u);
+    let e = as_user(&a).archive_key("old", &out, &pass(), FAST).unwrap_err();
+    assert!(e.to_string().contains("security officer"), "{e}");
+
+    let s = so_t.archive_key("old", &out, &pass(), FAST).unwrap();
+    assert_eq!(s.objects, 1);
+    let s2 = so_t.archive_key("oldsig", &dir.path().join("sig.archive"), &pass(), FAST).unwrap();
+    assert_eq!(s2.objects, 2);
+    assert_eq!(secret_column(&a, k), None, "the material left the live store");
+    assert_eq!(secret_column(&a, sk), None);
+    let e = so_t.archive_key("old", &dir.path().join("again"), &pass(), FAST).unwrap_err();
+    assert!(e.to_string().contains("already archived"), "{e}");
+
+    let u = as_user(&a);
+    let listed = u.find_by_label("old").unwrap();
+    assert_eq!(listed.len(), 1, "the metadata stays");
+    assert_eq!(listed[0].attrs.ulong(AttrType::BulwarkArchived), Some(s.archived_at));
+    let e = u.decrypt(k, &gcm(), &ct).unwrap_err();
+    assert!(e.to_string().contains("archived"), "{e}");
+    assert!(u.verify(pk, &Mechanism::EcdsaSha256, b"m", &sig).is_err());
+    drop(u);
+
+    let r = so_t.restore(&out, &pass(), &mut |_, _| {}).unwrap();
+    assert_eq!(r.objects, 1);
+    so_t.restore(&dir.path().join("sig.archive"), &pass(), &mut |_, _| {}).unwrap();
+    drop(so_t);
+    let u = as_user(&a);
+    assert_eq!(u.decrypt(k, &gcm(), &ct).unwrap().expose_secret(), b"archived data");
+    assert!(u.encrypt(k, &gcm(), b"new").is_err(), "still deactivated: no new data");
+    u.verify(pk, &Mechanism::EcdsaSha256, b"m", &sig).unwrap();
+    assert!(u.find_by_label("old").unwrap()[0].attrs.ulong(AttrType::BulwarkArchived).is_none());
+    drop(u);
+    assert_eq!(as_so(&a).verify_store().unwrap(), 3);
+}

@@ -1642,6 +1642,17 @@ impl<S: Store> Token<S> {
     }
 }
 
+/// Reads a whole backup file back (header, every chunk and entry, every sealed material, the
+/// counts): what an archive checks before it removes the material from the live store. Returns
+/// the number of objects.
+pub(super) fn check_backup_file(path: &Path, unlock: Unlock<'_>) -> Result<u64> {
+    let opened = open_backup(path, unlock)?;
+    let mut r = opened.reader(path)?;
+    let (objects, _, _) = read_stream(&mut r, &opened.header, &mut |_| Ok(()))?;
+    r.finish()?;
+    Ok(objects)
+}
+
 /// What a restore does to its target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {

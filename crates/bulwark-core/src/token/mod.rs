@@ -9,6 +9,7 @@
 //! call that writes.
 
 mod admin;
+mod archive;
 mod auth;
 mod backup;
 mod batch;
@@ -30,6 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+pub use archive::ArchiveSummary;
 pub(crate) use auth::create_in;
 pub use auth::InitialUser;
 pub use backup::{
