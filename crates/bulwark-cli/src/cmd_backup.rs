@@ -72,7 +72,7 @@ pub(crate) struct RestoreArgs {
     approval: crate::cmd_approval::ApprovalArgs,
 }
 
-fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
+pub(crate) fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
     if let Some(f) = file {
         let raw = bulwark_core::fsutil::read_private(f).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => CliError::Usage(e.to_string()),

@@ -307,3 +307,31 @@ pub(crate) fn list_scheduled_remote(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `bulwark key archive LABEL --out FILE` (embedded store, SO PIN).
+pub(crate) fn archive(
+    ctx: &Ctx,
+    label: &str,
+    out: &std::path::Path,
+    passphrase_file: Option<&std::path::Path>,
+) -> CliResult<ExitCode> {
+    if out.exists() {
+        return Err(CliError::Usage(format!(
+            "{} already exists: choose another file name",
+            out.display()
+        )));
+    }
+    let t = ctx.so_token()?;
+    let pass = crate::cmd_backup::passphrase(passphrase_file, true)?;
+    let s = t.archive_key(label, out, &pass, bulwark_core::token::BACKUP_KDF)?;
+    println!(
+        "archived {} object(s) labelled {label:?} to {} ({} bytes): the material left the store \
+         on {}; bring it back with `bulwark restore --in {}`",
+        s.objects,
+        out.display(),
+        s.bytes,
+        when(s.archived_at),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

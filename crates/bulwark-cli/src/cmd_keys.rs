@@ -74,6 +74,20 @@ pub(crate) enum KeyCommand {
         #[arg(long)]
         cancel: bool,
     },
+    /// Archive a deactivated or compromised key: write it to an archive file (a selected-key
+    /// backup under a backup passphrase), then remove its material from the store; its
+    /// metadata stays (state archived). `bulwark restore --in FILE` brings it back. SO PIN.
+    Archive {
+        /// Key label.
+        label: String,
+        /// The archive file to write (mode 0600; refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Read the backup passphrase from this file (else BULWARK_BACKUP_PASSPHRASE, else a
+        /// prompt).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
     /// Print the public key as SubjectPublicKeyInfo PEM.
     Public {
         /// Key label.
@@ -252,12 +266,19 @@ fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String, String
     let class = o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}"));
     let ty = t.key_spec(o.handle).map_or_else(|_| "-".into(), |s| s.name());
     let flags = bulwark_core::names::usage_names(&o.attrs).join(",");
-    let state = t.key_lifecycle(o.handle).map_or_else(|_| "-".into(), |(_, s)| s.name().into());
+    let state = if o.attrs.contains(AttrType::BulwarkArchived) {
+        "archived".into()
+    } else {
+        t.key_lifecycle(o.handle).map_or_else(|_| "-".into(), |(_, s)| s.name().into())
+    };
     // Labels may hold any bytes: escaped for the terminal.
     (bulwark_core::display::escape(&o.attrs.label()), class, ty, state, flags)
 }
 
 pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
+    if let KeyCommand::Archive { label, out, passphrase_file } = cmd {
+        return crate::cmd_destroy::archive(ctx, &label, &out, passphrase_file.as_deref());
+    }
     let t = ctx.user_token()?;
     match cmd {
         KeyCommand::Generate { key_type, label, extractable, not_sensitive, id, dates } => {
@@ -312,6 +333,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
         KeyCommand::Destroy { label, cancel } => {
             return crate::cmd_destroy::destroy(&t, &label, cancel);
         }
+        KeyCommand::Archive { .. } => unreachable!("handled before the user login"),
         KeyCommand::Public { label, out } => {
             let objs = by_label(&t, &label)?;
             let h = one_of(&objs, ObjectClass::PublicKey, &label)

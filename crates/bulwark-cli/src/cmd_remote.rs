@@ -504,6 +504,13 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Lifecycle(l) => return crate::cmd_lifecycle::run_remote(&c, l),
+        KeyCommand::Archive { .. } => {
+            return Err(CliError::Usage(
+                "key archive works on an embedded store; on a remote HSM use backup --key LABEL, \
+                 then key destroy LABEL"
+                    .into(),
+            ));
+        }
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM (use key wrap)".into(),

@@ -4,7 +4,7 @@
 //! store are refused and leave the target unchanged byte for byte; a whole-store restore with
 //! a rebase takes a store back to the backup and re-bases its anti-rollback mark, audited.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::many_single_char_names)]
 
 mod attack_support;
 
