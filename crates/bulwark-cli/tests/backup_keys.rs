@@ -118,3 +118,73 @@ fn archive_and_restore() {
     assert_eq!(bytes(&e.path("back")), b"hello archive");
     assert!(!e.ok(&["key", "list"]).contains("archived"));
 }
+
+mod remote {
+    //! Through a real bulwarkd (dev mode, loopback): `backup --key` streams a selected-key
+    //! file, a restore of it into the HSM that holds those keys is refused, and a rebase is
+    //! refused without quorum approvals.
+
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    use bulwarkd::dev::DevServer;
+
+    fn bulwark(dir: &Path, who: &str, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bulwark"));
+        c.args(args)
+            .env_remove("BULWARK_STORE")
+            .env("BULWARK_BACKUP_PASSPHRASE", "a long backup passphrase");
+        let text = std::fs::read_to_string(dir.join(who)).unwrap();
+        for l in text.lines().filter_map(|l| l.strip_prefix("export ")) {
+            if let Some((k, v)) = l.split_once('=') {
+                c.env(k, v.trim_matches('\''));
+            }
+        }
+        c.output().unwrap()
+    }
+
+    fn ok(o: &Output) -> String {
+        assert!(o.status.success(), "stderr {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn fails(o: &Output, needle: &str) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    }
+
+    #[test]
+    fn remote_selected_backup_and_rebase() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::env::set_var("BULWARK_STATE_DIR", tmp.path().join("state"));
+        let server = DevServer::start(&tmp.path().join("dev")).unwrap();
+        let dir = server.dir.clone();
+        ok(&bulwark(
+            &dir,
+            "officer.env",
+            &["key", "generate", "--type", "aes-256", "--label", "rk"],
+        ));
+        ok(&bulwark(
+            &dir,
+            "officer.env",
+            &["key", "generate", "--type", "aes-256", "--label", "other"],
+        ));
+        let sel = tmp.path().join("sel.bwb");
+        let whole = tmp.path().join("whole.bwb");
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        let out = ok(&bulwark(&dir, "so.env", &["backup", "--out", &s(&sel), "--key", "rk"]));
+        assert!(out.contains("1 objects"), "{out}");
+        let h = bulwark_core::token::read_backup_header(&sel).unwrap();
+        assert_eq!(h.version, bulwark_core::token::BACKUP_VERSION_SELECTED);
+        ok(&bulwark(&dir, "so.env", &["backup", "--out", &s(&whole)]));
+        fails(&bulwark(&dir, "so.env", &["restore", "--in", &s(&sel)]), "already in this store");
+        fails(
+            &bulwark(&dir, "so.env", &["restore", "--in", &s(&whole), "--rebase"]),
+            "needs quorum approvals",
+        );
+        fails(&bulwark(&dir, "so.env", &["restore", "--in", &s(&whole)]), "not empty");
+        let list = ok(&bulwark(&dir, "officer.env", &["key", "list"]));
+        assert!(list.contains("rk") && list.contains("other"), "{list}");
+    }
+}
