@@ -38,6 +38,11 @@ pub(crate) struct BackupArgs {
     /// Where to write the share files (0600), one per custodian.
     #[arg(long, value_name = "DIR", requires = "shares")]
     share_dir: Option<PathBuf>,
+    /// Back up only this key (every object labelled LABEL: both halves of a pair, every
+    /// version, with attributes, states, policies and access lists); repeat for more keys.
+    /// Without it, the whole store.
+    #[arg(long = "key", value_name = "LABEL")]
+    keys: Vec<String>,
     /// Quorum approvals of operation "backup" (remote HSMs that require them).
     #[command(flatten)]
     approval: crate::cmd_approval::ApprovalArgs,
@@ -57,12 +62,17 @@ pub(crate) struct RestoreArgs {
     /// least the threshold). Replaces the passphrase.
     #[arg(long = "share", value_name = "FILE", conflicts_with = "passphrase_file")]
     shares: Vec<PathBuf>,
+    /// Replace the contents of this store (not empty, same security domain) with the
+    /// whole-store backup, taking it back to the backup's state, and reset its anti-rollback
+    /// baseline (audited; quorum approvals of operation "restore-rebase" on a remote HSM).
+    #[arg(long)]
+    rebase: bool,
     /// Quorum approvals of operation "restore" (remote HSMs that require them).
     #[command(flatten)]
     approval: crate::cmd_approval::ApprovalArgs,
 }
 
-fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
+pub(crate) fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
     if let Some(f) = file {
         let raw = bulwark_core::fsutil::read_private(f).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => CliError::Usage(e.to_string()),
@@ -152,12 +162,20 @@ pub(crate) fn backup(ctx: &Ctx, a: &BackupArgs) -> CliResult<ExitCode> {
     {
         bulwark_core::fsutil::create_private_dir(dir)
             .map_err(|e| CliError::Usage(format!("cannot use {}: {e}", dir.display())))?;
-        let (s, shares) = t.backup_with_shares(&a.out, m, n, &mut progress)?;
+        let (s, shares) = if a.keys.is_empty() {
+            t.backup_with_shares(&a.out, m, n, &mut progress)?
+        } else {
+            t.backup_selected_with_shares(&a.out, &a.keys, m, n, &mut progress)?
+        };
         pb.finish_and_clear();
         (s, write_shares(&a.out, dir, &shares)?)
     } else {
         let pass = passphrase(a.passphrase_file.as_deref(), true)?;
-        let s = t.backup(&a.out, &pass, BACKUP_KDF, &mut progress)?;
+        let s = if a.keys.is_empty() {
+            t.backup(&a.out, &pass, BACKUP_KDF, &mut progress)?
+        } else {
+            t.backup_selected(&a.out, &a.keys, &pass, BACKUP_KDF, &mut progress)?
+        };
         pb.finish_and_clear();
         (s, Vec::new())
     };
@@ -175,7 +193,29 @@ pub(crate) fn backup(ctx: &Ctx, a: &BackupArgs) -> CliResult<ExitCode> {
         hex::encode(s.source_store),
         hex::encode(s.domain)
     );
+    if !s.keys.is_empty() {
+        println!("keys: {}", shown_keys(&s.keys));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn shown_keys(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| format!("{:?}", bulwark_core::display::escape(k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_restored(keys: &[String], rebased: Option<u64>) {
+    if !keys.is_empty() {
+        println!("keys added: {}", shown_keys(keys));
+    }
+    if let Some(g) = rebased {
+        println!(
+            "the store's previous contents were replaced; its anti-rollback baseline is reset to \
+             generation {g}"
+        );
+    }
 }
 
 pub(crate) fn restore(ctx: &Ctx, a: &RestoreArgs) -> CliResult<ExitCode> {
@@ -203,7 +243,8 @@ pub(crate) fn restore(ctx: &Ctx, a: &RestoreArgs) -> CliResult<ExitCode> {
     };
     let pb = bar("restore (verify, then write)");
     pb.set_length(claimed.objects.saturating_mul(2));
-    let r = t.restore_with(&a.input, unlock, &mut |done, total| {
+    let opts = bulwark_core::token::RestoreOptions { rebase: a.rebase };
+    let r = t.restore_with_options(&a.input, unlock, opts, &mut |done, total| {
         pb.set_length(total);
         pb.set_position(done);
     });
@@ -217,6 +258,7 @@ pub(crate) fn restore(ctx: &Ctx, a: &RestoreArgs) -> CliResult<ExitCode> {
         hex::encode(s.source_store),
         hex::encode(s.domain)
     );
+    print_restored(&s.keys, s.rebased);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -250,6 +292,7 @@ pub(crate) fn backup_remote(c: &bulwark_client::Client, a: &BackupArgs) -> CliRe
             passphrase: pass.expose_secret().to_vec(),
             approvals,
             approval_not_after: not_after,
+            keys: a.keys.clone(),
         },
         |data, _objects| {
             pb.inc(data.len() as u64);
@@ -303,20 +346,23 @@ pub(crate) fn restore_remote(c: &bulwark_client::Client, a: &RestoreArgs) -> Cli
     let file = std::fs::File::open(&a.input)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", a.input.display())))?;
     let sid = c.status()?.store_id;
-    let (approvals, not_after) = crate::cmd_approval::collect(&a.approval, &sid, "restore", &[])?;
+    let op = if a.rebase { "restore-rebase" } else { "restore" };
+    let (approvals, not_after) = crate::cmd_approval::collect(&a.approval, &sid, op, &[])?;
     let pass = passphrase(a.passphrase_file.as_deref(), false)?;
     let first = bulwark_proto::v1::RestoreChunk {
         passphrase: pass.expose_secret().to_vec(),
         approvals,
         approval_not_after: not_after,
         data: Vec::new(),
+        rebase: a.rebase,
     };
-    let s = c.restore_from(first, file).map_err(|e| {
-        crate::cmd_approval::explain(e, &a.approval, &sid, "restore", &[], not_after)
-    })?;
+    let s = c
+        .restore_from(first, file)
+        .map_err(|e| crate::cmd_approval::explain(e, &a.approval, &sid, op, &[], not_after))?;
     println!(
         "restored {} objects, {} users, {} grants from store {} (security domain {})",
         s.objects, s.users, s.grants, s.source_store, s.domain
     );
+    print_restored(&s.keys, (s.rebased_generation != 0).then_some(s.rebased_generation));
     Ok(ExitCode::SUCCESS)
 }

@@ -57,6 +57,9 @@ pub(crate) enum KeyCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+        /// List the keys whose destruction is scheduled instead (docs/lifecycle.md).
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Show every attribute and policy flag of a key, its versions, their states and the
     /// next rotation.
@@ -67,10 +70,29 @@ pub(crate) enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Destroy a key (both halves of a pair, every version).
+    /// Destroy a key (both halves of a pair, every version). When the store's destruction
+    /// wait is not 0 the destruction is scheduled: the key is unusable and invisible at once,
+    /// and its material is shredded when the wait ends (see `bulwark settings`).
     Destroy {
         /// Key label.
         label: String,
+        /// Cancel the scheduled destruction of the key instead (before its wait ends).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Archive a deactivated or compromised key: write it to an archive file (a selected-key
+    /// backup under a backup passphrase), then remove its material from the store; its
+    /// metadata stays (state archived). `bulwark restore --in FILE` brings it back. SO PIN.
+    Archive {
+        /// Key label.
+        label: String,
+        /// The archive file to write (mode 0600; refused if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Read the backup passphrase from this file (else BULWARK_BACKUP_PASSPHRASE, else a
+        /// prompt).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
     },
     /// Print the public key as SubjectPublicKeyInfo PEM.
     Public {
@@ -165,7 +187,7 @@ pub(crate) fn by_version(
 }
 
 /// Every object labelled `label` (every version), or `NotFound`.
-fn all_labelled(t: &Token, label: &str) -> CliResult<Vec<ObjectInfo>> {
+pub(crate) fn all_labelled(t: &Token, label: &str) -> CliResult<Vec<ObjectInfo>> {
     let v = t.find_by_label(label)?;
     if v.is_empty() {
         return Err(Error::NotFound(label.to_owned()).into());
@@ -183,7 +205,7 @@ pub(crate) fn one_of(objs: &[ObjectInfo], class: ObjectClass, label: &str) -> Cl
     }
 }
 
-fn attr_name(t: AttrType) -> String {
+pub(crate) fn attr_name(t: AttrType) -> String {
     let dbg = format!("{t:?}");
     let mut out = String::from("CKA_");
     for (i, ch) in dbg.chars().enumerate() {
@@ -208,7 +230,7 @@ fn key_type_name(v: u64) -> String {
 }
 
 /// An attribute for a person: labels (any bytes) escaped for the terminal, the rest as in JSON.
-fn attr_text(t: AttrType, v: &AttrValue) -> String {
+pub(crate) fn attr_text(t: AttrType, v: &AttrValue) -> String {
     match (t, v) {
         (AttrType::Label | AttrType::UniqueId, AttrValue::Bytes(b)) => {
             format!("\"{}\"", bulwark_core::display::escape_bytes(b))
@@ -217,7 +239,7 @@ fn attr_text(t: AttrType, v: &AttrValue) -> String {
     }
 }
 
-fn attr_json(t: AttrType, v: &AttrValue) -> Value {
+pub(crate) fn attr_json(t: AttrType, v: &AttrValue) -> Value {
     match (t, v) {
         (_, AttrValue::Bool(b)) => json!(b),
         (AttrType::Class, AttrValue::Ulong(c)) => json!(class_name(*c)),
@@ -232,7 +254,9 @@ fn attr_json(t: AttrType, v: &AttrValue) -> Value {
             | AttrType::BulwarkDeactivationDate
             | AttrType::BulwarkCompromiseDate
             | AttrType::BulwarkDestroyDate
-            | AttrType::BulwarkRotatedAt,
+            | AttrType::BulwarkRotatedAt
+            | AttrType::BulwarkDestroyScheduled
+            | AttrType::BulwarkArchived,
             AttrValue::Ulong(d),
         ) => json!(crate::cmd_lifecycle::format_date(*d)),
         (_, AttrValue::Ulong(u)) => json!(u),
@@ -281,7 +305,11 @@ fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String, String
     let class = o.attrs.class().map_or_else(|| "?".into(), |c| format!("{c:?}"));
     let ty = t.key_spec(o.handle).map_or_else(|_| "-".into(), |s| s.name());
     let flags = bulwark_core::names::usage_names(&o.attrs).join(",");
-    let state = t.key_lifecycle(o.handle).map_or_else(|_| "-".into(), |(_, s)| s.name().into());
+    let state = if o.attrs.contains(AttrType::BulwarkArchived) {
+        "archived".into()
+    } else {
+        t.key_lifecycle(o.handle).map_or_else(|_| "-".into(), |(_, s)| s.name().into())
+    };
     // Labels may hold any bytes: escaped for the terminal.
     (bulwark_core::display::escape(&o.attrs.label()), class, ty, state, flags)
 }
@@ -289,6 +317,9 @@ fn summary(t: &Token, o: &ObjectInfo) -> (String, String, String, String, String
 pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
     if let KeyCommand::Usage(u) = cmd {
         return crate::cmd_usepolicy::run(ctx, u);
+    }
+    if let KeyCommand::Archive { label, out, passphrase_file } = cmd {
+        return crate::cmd_destroy::archive(ctx, &label, &out, passphrase_file.as_deref());
     }
     let t = ctx.user_token()?;
     match cmd {
@@ -327,7 +358,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
         KeyCommand::Usage(_) => unreachable!("handled above"),
         KeyCommand::Byok(b) => return crate::cmd_byok::run(&t, b),
         KeyCommand::Versions(v) => return crate::cmd_versions::run(&t, v),
-        KeyCommand::List { json } => {
+        KeyCommand::List { json, scheduled: false } => {
             let objs = t.list()?;
             if json {
                 let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
@@ -343,8 +374,16 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 }
             }
         }
+        KeyCommand::List { json, scheduled: true } => {
+            return crate::cmd_destroy::list_scheduled(&t, None, json);
+        }
         KeyCommand::Show { label, json } => {
-            let objs = all_labelled(&t, &label)?;
+            let objs = match all_labelled(&t, &label) {
+                Err(CliError::Core(Error::NotFound(_))) => {
+                    return crate::cmd_destroy::list_scheduled(&t, Some(&label), json);
+                }
+                r => r?,
+            };
             let versions = t.key_versions(&label).unwrap_or_default();
             if json {
                 let v: Vec<Value> = objs.iter().map(|o| object_json(&t, o)).collect();
@@ -367,13 +406,10 @@ pub(crate) fn run(ctx: &Ctx, cmd: KeyCommand) -> CliResult<ExitCode> {
                 }
             }
         }
-        KeyCommand::Destroy { label } => {
-            let objs = all_labelled(&t, &label)?;
-            for o in &objs {
-                t.destroy_object(o.handle)?;
-            }
-            println!("destroyed {} object(s) labelled {label:?}", objs.len());
+        KeyCommand::Destroy { label, cancel } => {
+            return crate::cmd_destroy::destroy(&t, &label, cancel);
         }
+        KeyCommand::Archive { .. } => unreachable!("handled before the user login"),
         KeyCommand::Public { label, key_version, out } => {
             let objs = by_version(&t, &label, key_version)?;
             let h = one_of(&objs, ObjectClass::PublicKey, &label)

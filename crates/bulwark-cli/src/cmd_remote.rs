@@ -265,6 +265,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Backup(a) => crate::cmd_backup::backup_remote(&session(endpoint)?, &a),
         Command::Restore(a) => crate::cmd_backup::restore_remote(&session(endpoint)?, &a),
         Command::Audit(a) => audit(endpoint, a),
+        Command::Settings(s) => crate::cmd_destroy::settings_remote(&session(endpoint)?, s),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
         Command::Tamper(crate::cmd_zeroize::TamperCommand::Status) => {
             let s = connect(endpoint)?.status()?;
@@ -448,7 +449,7 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 crate::cmd_versions::rotation_remote(&c, &label, Some(p))?;
             }
         }
-        KeyCommand::List { json } => {
+        KeyCommand::List { json, scheduled: false } => {
             let keys = c.list_keys()?;
             if json {
                 let v: Vec<_> = keys
@@ -483,7 +484,12 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
             }
         }
         KeyCommand::Show { label, json } => {
-            let k = c.show_key(&label)?;
+            let k = match c.show_key(&label) {
+                Err(e) if e.code() == Some(bulwark_client::Code::NotFound) => {
+                    return crate::cmd_destroy::list_scheduled_remote(&c, Some(&label), json);
+                }
+                r => r?,
+            };
             let v: Vec<_> = k
                 .objects
                 .iter()
@@ -512,9 +518,11 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
                 }
             }
         }
-        KeyCommand::Destroy { label } => {
-            let n = c.destroy_key(&label)?;
-            println!("destroyed {n} object(s) labelled {label:?}");
+        KeyCommand::Destroy { label, cancel } => {
+            return crate::cmd_destroy::destroy_remote(&c, &label, cancel);
+        }
+        KeyCommand::List { json, scheduled: true } => {
+            return crate::cmd_destroy::list_scheduled_remote(&c, None, json);
         }
         KeyCommand::Public { label, key_version, out } => {
             let pem = c.public_key_version(&label, key_version.unwrap_or(0))?;
@@ -527,6 +535,13 @@ fn key(endpoint: &str, k: KeyCommand) -> CliResult<ExitCode> {
         KeyCommand::Usage(u) => return crate::cmd_usepolicy::run_remote(&c, u),
         KeyCommand::Byok(b) => return crate::cmd_byok::run_remote(&c, b),
         KeyCommand::Versions(v) => return crate::cmd_versions::run_remote(&c, v),
+        KeyCommand::Archive { .. } => {
+            return Err(CliError::Usage(
+                "key archive works on an embedded store; on a remote HSM use backup --key LABEL, \
+                 then key destroy LABEL"
+                    .into(),
+            ));
+        }
         KeyCommand::Export { .. } => {
             return Err(CliError::Usage(
                 "plaintext key export is not offered by the network HSM (use key wrap)".into(),

@@ -12,6 +12,7 @@ mod cmd_audit;
 mod cmd_backup;
 mod cmd_bench;
 mod cmd_byok;
+mod cmd_destroy;
 mod cmd_keys;
 mod cmd_lifecycle;
 mod cmd_ops;
@@ -133,6 +134,10 @@ enum Command {
     /// Load test: ops/s and p50/p99 latency of sign or encrypt on N concurrent clients
     /// (embedded, or remote single and batch with --endpoint).
     Bench(cmd_bench::BenchArgs),
+    /// Store settings: the destruction wait and purge protection (security officer; see
+    /// docs/lifecycle.md).
+    #[command(subcommand)]
+    Settings(cmd_destroy::SettingsCommand),
     /// Quorum approvals: make an approver key, approve a request (works offline).
     #[command(subcommand)]
     Approval(cmd_approval::ApprovalCommand),
@@ -272,6 +277,7 @@ fn run_command(cli: Cli) -> CliResult<ExitCode> {
         Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),
         Command::Approval(_) => unreachable!("handled above"),
         Command::Bench(a) => cmd_bench::embedded(&ctx, &a),
+        Command::Settings(s) => cmd_destroy::settings(&ctx, s),
     }
 }
 

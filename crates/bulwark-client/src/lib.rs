@@ -9,6 +9,7 @@
 
 mod admin;
 mod bootstrap;
+mod destruction;
 pub mod remote_hsm;
 mod usepolicy;
 mod versions;

@@ -227,6 +227,12 @@ ck_enum! {
         /// `CKA_BULWARK_ROTATED_AT` (vendor): Unix seconds when this version became current
         /// (the start of its rotation period).
         BulwarkRotatedAt = vendor::CKA_BULWARK_ROTATED_AT,
+        /// `CKA_BULWARK_DESTROY_SCHEDULED` (vendor): Unix seconds when a scheduled destruction
+        /// is (or was) due ([`crate::destruction`]).
+        BulwarkDestroyScheduled = vendor::CKA_BULWARK_DESTROY_SCHEDULED,
+        /// `CKA_BULWARK_ARCHIVED` (vendor): Unix seconds when the key's material was archived
+        /// out of the live store.
+        BulwarkArchived = vendor::CKA_BULWARK_ARCHIVED,
     }
 }
 
@@ -270,6 +276,10 @@ pub mod vendor {
     pub const CKA_BULWARK_MIN_DECRYPT_VERSION: u64 = CKA_BULWARK_BASE | 0x23;
     /// When this version became current, a `CK_ULONG` of Unix seconds.
     pub const CKA_BULWARK_ROTATED_AT: u64 = CKA_BULWARK_BASE | 0x24;
+    /// When a scheduled destruction is due, a `CK_ULONG` of Unix seconds.
+    pub const CKA_BULWARK_DESTROY_SCHEDULED: u64 = CKA_BULWARK_BASE | 0x40;
+    /// When the key was archived (material removed, kept in an archive file), Unix seconds.
+    pub const CKA_BULWARK_ARCHIVED: u64 = CKA_BULWARK_BASE | 0x41;
 }
 
 /// How an attribute's value is encoded.
@@ -339,7 +349,9 @@ impl AttrType {
             | A::BulwarkKeyVersion
             | A::BulwarkRotationPeriod
             | A::BulwarkMinDecryptVersion
-            | A::BulwarkRotatedAt => AttrKind::Ulong,
+            | A::BulwarkRotatedAt
+            | A::BulwarkDestroyScheduled
+            | A::BulwarkArchived => AttrKind::Ulong,
             A::StartDate | A::EndDate => AttrKind::Date,
             A::AllowedMechanisms => AttrKind::MechanismList,
             _ => AttrKind::Bytes,

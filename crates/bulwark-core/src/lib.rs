@@ -12,6 +12,7 @@
 pub mod attr;
 pub mod audit;
 pub mod crypto;
+pub mod destruction;
 pub mod display;
 pub mod envelope;
 pub mod error;

@@ -142,7 +142,6 @@ pub(crate) fn raise(path: &Path, value: u64) -> io::Result<()> {
 ///
 /// # Errors
 /// As [`raise`].
-#[allow(dead_code)] // the restore rebase (being merged) is its caller
 pub(crate) fn set(path: &Path, value: u64) -> io::Result<()> {
     write(path, value, true)
 }

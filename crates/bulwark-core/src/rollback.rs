@@ -49,8 +49,44 @@ pub fn record(store_uid: &[u8; 16], generation: u64) {
     }
 }
 
+/// Re-bases the mark: records `generation` even when it is lower than the recorded one, and
+/// notes the rebase beside the mark (`<store id>.rebased`: the previous mark, the new one and
+/// the time). Only for an audited, authorized reset of the baseline (a restore that replaced
+/// the store's contents, see `Token::restore_with_options`); best effort like [`record`].
+pub fn rebase(store_uid: &[u8; 16], generation: u64) {
+    let Some(d) = state_dir() else { return };
+    let before = load_in(&d, store_uid);
+    write_in(&d, store_uid, generation, true);
+    let note = format!(
+        "previous {before} new {generation} at {}\n",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs())
+    );
+    let path = d.join(format!("{}.rebased", hex::encode(store_uid)));
+    let appended = (|| -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        f.write_all(note.as_bytes())
+    })();
+    if let Err(e) = appended {
+        tracing::warn!(error = %e, "cannot note the anti-rollback rebase");
+    }
+    tracing::warn!(previous = before, generation, "anti-rollback baseline re-based");
+}
+
 fn record_in(dir: &Path, store_uid: &[u8; 16], generation: u64) {
-    if let Err(e) = crate::mark::raise(&mark_path(dir, store_uid), generation) {
+    write_in(dir, store_uid, generation, false);
+}
+
+fn write_in(dir: &Path, store_uid: &[u8; 16], generation: u64, force: bool) {
+    let path = mark_path(dir, store_uid);
+    let r = if force {
+        crate::mark::set(&path, generation)
+    } else {
+        crate::mark::raise(&path, generation)
+    };
+    if let Err(e) = r {
         tracing::warn!(error = %e, "cannot record the store generation high-water mark");
     }
 }
@@ -69,5 +105,10 @@ mod tests {
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(format!("{}.generation", hex::encode(uid)))), 0o600);
+        // A mark only grows, unless re-based.
+        super::record_in(&dir, &uid, 3);
+        assert_eq!(super::load_in(&dir, &uid), 5);
+        super::write_in(&dir, &uid, 3, true);
+        assert_eq!(super::load_in(&dir, &uid), 3);
     }
 }

@@ -86,6 +86,8 @@ const HSM_ONLY: &[AttrType] = &[
     AttrType::BulwarkKeyFamily,
     AttrType::BulwarkMinDecryptVersion,
     AttrType::BulwarkRotatedAt,
+    AttrType::BulwarkDestroyScheduled,
+    AttrType::BulwarkArchived,
     AttrType::AlwaysSensitive,
     AttrType::NeverExtractable,
     AttrType::KeyGenMechanism,
@@ -129,6 +131,8 @@ const KEY_COMMON: &[AttrType] = &[
     AttrType::BulwarkKeyFamily,
     AttrType::BulwarkMinDecryptVersion,
     AttrType::BulwarkRotatedAt,
+    AttrType::BulwarkDestroyScheduled,
+    AttrType::BulwarkArchived,
 ];
 
 const SECRET_OR_PRIVATE: &[AttrType] = &[
@@ -755,6 +759,8 @@ const IMMUTABLE: &[AttrType] = &[
     AttrType::BulwarkKeyFamily,
     AttrType::BulwarkMinDecryptVersion,
     AttrType::BulwarkRotatedAt,
+    AttrType::BulwarkDestroyScheduled,
+    AttrType::BulwarkArchived,
 ];
 
 /// Applies `C_SetAttributeValue` (or, with `copy = true`, the template of `C_CopyObject`) to

@@ -296,15 +296,6 @@ pub(crate) fn show(t: &Token, label: &str) -> Result<v1::KeyInfo> {
     })
 }
 
-/// Destroys every object labelled `label` (every version); returns how many.
-pub(crate) fn destroy(t: &Token, label: &str) -> Result<u32> {
-    let objs = all_labelled(t, label)?;
-    for o in &objs {
-        t.destroy_object(o.handle)?;
-    }
-    Ok(objs.len() as u32)
-}
-
 /// The key objects labelled `label`, secret or private keys first.
 fn key_objects(t: &Token, label: &str) -> Result<Vec<ObjectInfo>> {
     let mut v: Vec<ObjectInfo> = by_label(t, label)?

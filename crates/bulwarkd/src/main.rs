@@ -453,6 +453,16 @@ where
                 .await;
             }
         });
+        let sweeper = running.state.clone();
+        tokio::spawn(async move {
+            // Scheduled key destructions fall due without anyone asking (docs/lifecycle.md).
+            let mut tick = tokio::time::interval(bulwarkd::service::DESTROY_SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                let st = sweeper.clone();
+                let _ = tokio::task::spawn_blocking(move || st.apply_due_destructions()).await;
+            }
+        });
         let stop = running.stopper();
         tokio::spawn(async move {
             stop_signal().await;

@@ -135,7 +135,7 @@ impl<S: Store> Token<S> {
                 self.lock_unaudited();
             })
         });
-        self.finish(&c, r, String::new())
+        self.finish(&c, r, String::new()).inspect(|()| self.destructions_after_unlock())
     }
 
     /// Quorum policy: installs a master key reconstructed from unseal shares (see
@@ -148,7 +148,7 @@ impl<S: Store> Token<S> {
                 self.lock_unaudited();
             })
         });
-        self.finish(&c, r, String::new())
+        self.finish(&c, r, String::new()).inspect(|()| self.destructions_after_unlock())
     }
 
     /// `C_Logout`: forgets who is logged in and wipes every parsed key from the cache.

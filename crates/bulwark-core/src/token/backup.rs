@@ -64,8 +64,12 @@ use crate::store::{ObjectRow, ScanRow, Store};
 /// The first bytes of every backup file.
 pub const BACKUP_MAGIC: &[u8; 8] = b"BWBACKUP";
 
-/// The format version this build writes and reads.
+/// The format version of whole-store backups.
 pub const BACKUP_VERSION: u16 = 1;
+
+/// The format version of selected-key backups: as version 1, and the stream starts with a
+/// scope entry naming the keys the file covers.
+pub const BACKUP_VERSION_SELECTED: u16 = 2;
 
 /// Argon2id costs of a new backup key: 64 MiB, 3 passes, 1 lane.
 pub const BACKUP_KDF: KdfParams = KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 };
@@ -167,7 +171,7 @@ impl BackupHeader {
         let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap_or_default());
         let arr16 = |i: usize| -> [u8; 16] { b[i..i + 16].try_into().unwrap_or_default() };
         let version = u16_at(8);
-        if version != BACKUP_VERSION {
+        if version != BACKUP_VERSION && version != BACKUP_VERSION_SELECTED {
             return Err(bad("unsupported backup format version"));
         }
         let kdf = KdfParams { m_cost: u32_at(11), t_cost: u32_at(15), p_cost: u32_at(19) };
@@ -226,6 +230,8 @@ pub struct BackupSummary {
     pub source_store: [u8; 16],
     /// Its security domain.
     pub domain: [u8; 16],
+    /// The labels of the keys a selected-key backup covers (empty: the whole store).
+    pub keys: Vec<String>,
 }
 
 /// What a restore did.
@@ -241,6 +247,22 @@ pub struct RestoreSummary {
     pub source_store: [u8; 16],
     /// The security domain the target now belongs to.
     pub domain: [u8; 16],
+    /// The labels of the keys a selected-key backup covers (empty: the whole store).
+    pub keys: Vec<String>,
+    /// The store's contents were replaced and its anti-rollback baseline reset to this
+    /// generation ([`RestoreOptions::rebase`]).
+    pub rebased: Option<u64>,
+}
+
+/// How a restore may change a store that already holds objects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// A whole-store backup into a store of the same security domain that is not empty:
+    /// replace its objects and grants with the backup's (users are merged by name), and reset
+    /// the host's anti-rollback mark to the resulting generation. Taking a store back to an
+    /// older state is what anti-rollback exists to refuse, so this is an explicit, audited
+    /// decision: the embedded security officer's, or the daemon's with quorum approvals.
+    pub rebase: bool,
 }
 
 /// Progress reports: (entries done, entries expected). Restore reports both passes (verify,
@@ -524,10 +546,29 @@ fn put_field(out: &mut Vec<u8>, v: &[u8]) -> Result<()> {
 
 /// One entry read back from a backup stream, already opened with the backup keys.
 enum Entry {
-    Object { uid: [u8; 16], attrs: Attributes, material: Option<SecretBytes> },
-    User { id: UserId, record: UserRecord, totp: Option<SecretBytes> },
-    Grant { key: Vec<u8>, value: Vec<u8> },
-    End { objects: u64, users: u64, grants: u64 },
+    /// The keys a selected-key backup covers (first entry of a version 2 stream only).
+    Scope {
+        labels: Vec<String>,
+    },
+    Object {
+        uid: [u8; 16],
+        attrs: Attributes,
+        material: Option<SecretBytes>,
+    },
+    User {
+        id: UserId,
+        record: UserRecord,
+        totp: Option<SecretBytes>,
+    },
+    Grant {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    End {
+        objects: u64,
+        users: u64,
+        grants: u64,
+    },
 }
 
 fn read_entry<R: Read>(r: &mut ChunkReader<'_, R>) -> Result<Entry> {
@@ -567,6 +608,11 @@ fn read_entry<R: Read>(r: &mut ChunkReader<'_, R>) -> Result<Entry> {
             Ok(Entry::Grant { key, value })
         }
         b'E' => Ok(Entry::End { objects: r.u64()?, users: r.u64()?, grants: r.u64()? }),
+        b'S' => {
+            let labels: Vec<String> =
+                serde_json::from_slice(&r.field()?).map_err(|_| bad(MODIFIED))?;
+            Ok(Entry::Scope { labels })
+        }
         _ => Err(bad(MODIFIED)),
     }
 }
@@ -579,9 +625,17 @@ fn read_stream<R: Read>(
     each: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<(u64, u64, u64)> {
     let mut seen = (0u64, 0u64, 0u64);
+    let mut first = true;
+    let scoped = header.version == BACKUP_VERSION_SELECTED;
     loop {
         let entry = read_entry(reader)?;
+        // A selected-key stream starts with its scope, and only it has one.
+        if matches!(entry, Entry::Scope { .. }) != (first && scoped) {
+            return Err(bad(MODIFIED));
+        }
+        first = false;
         match &entry {
+            Entry::Scope { .. } => {}
             Entry::End { objects, users, grants } => {
                 let end = (*objects, *users, *grants);
                 if end != seen || end.0 != header.objects {
@@ -826,6 +880,25 @@ fn hex16(v: &[u8; 16]) -> String {
     hex::encode(v)
 }
 
+/// What a selected-key backup covers.
+#[derive(Default)]
+struct Selection {
+    labels: Vec<String>,
+    uids: std::collections::HashSet<[u8; 16]>,
+    /// Users named by the selected keys' grants.
+    users: std::collections::HashSet<[u8; 16]>,
+}
+
+/// The audit detail's note of a selected-key file's labels.
+fn scope_note(keys: &[String]) -> String {
+    if keys.is_empty() {
+        String::new()
+    } else {
+        let shown: Vec<String> = keys.iter().map(|k| crate::display::escape(k)).collect();
+        format!(" keys [{}]", shown.join(","))
+    }
+}
+
 impl<S: Store> Token<S> {
     /// The security domain of this store (a random id set at init; stores made before
     /// domains existed get one at their first backup).
@@ -868,7 +941,8 @@ impl<S: Store> Token<S> {
         kdf: KdfParams,
         progress: Progress<'_>,
     ) -> Result<BackupSummary> {
-        self.backup_call(out, KeySource::Passphrase(passphrase, kdf), progress).map(|(s, _)| s)
+        self.backup_call(out, KeySource::Passphrase(passphrase, kdf), None, progress)
+            .map(|(s, _)| s)
     }
 
     /// [`Token::backup`] under a random backup key split `threshold`-of-`total` among
@@ -882,13 +956,81 @@ impl<S: Store> Token<S> {
         total: u8,
         progress: Progress<'_>,
     ) -> Result<(BackupSummary, Vec<CustodianShare>)> {
-        self.backup_call(out, KeySource::Shares(threshold, total), progress)
+        self.backup_call(out, KeySource::Shares(threshold, total), None, progress)
+    }
+
+    /// [`Token::backup`] of selected keys only: every object labelled with one of `labels`
+    /// (both halves of a pair, every version), with their attributes, states and material,
+    /// their grants and the users those grants name. The file (format version 2) names the
+    /// labels it covers; restoring it into a store of the same security domain adds those
+    /// keys ([`Token::restore_with`]). Keys whose destruction is scheduled, and archived keys
+    /// (their material is elsewhere), are not included.
+    ///
+    /// # Errors
+    /// `NotFound` for a label with no key to back up; otherwise as [`Token::backup`].
+    pub fn backup_selected(
+        &self,
+        out: &Path,
+        labels: &[String],
+        passphrase: &SecretBytes,
+        kdf: KdfParams,
+        progress: Progress<'_>,
+    ) -> Result<BackupSummary> {
+        self.backup_call(out, KeySource::Passphrase(passphrase, kdf), Some(labels), progress)
+            .map(|(s, _)| s)
+    }
+
+    /// [`Token::backup_selected`] under a key split among custodians.
+    pub fn backup_selected_with_shares(
+        &self,
+        out: &Path,
+        labels: &[String],
+        threshold: u8,
+        total: u8,
+        progress: Progress<'_>,
+    ) -> Result<(BackupSummary, Vec<CustodianShare>)> {
+        self.backup_call(out, KeySource::Shares(threshold, total), Some(labels), progress)
+    }
+
+    /// The objects (by uid) a selected-key backup of `labels` covers, and the users their
+    /// grants name.
+    fn selection(&self, ik: &IntegrityKeys, labels: &[String]) -> Result<Selection> {
+        if labels.is_empty() {
+            return Err(bad("no key selected"));
+        }
+        let mut sel = Selection::default();
+        for l in labels {
+            let mut found = false;
+            for row in self.store.find(None, Some(l.as_bytes()), None)? {
+                ik.verify_record(&row)?;
+                let attrs = Attributes::decode(&row.attrs)?;
+                if crate::destruction::Schedule::is_scheduled(&attrs)
+                    || attrs.contains(AttrType::BulwarkArchived)
+                {
+                    continue;
+                }
+                for g in self.store.records(users::kind::GRANT, &row.uid)? {
+                    ik.verify_row(&g)?;
+                    if let Some(u) = g.key.get(16..32).and_then(|u| <[u8; 16]>::try_from(u).ok()) {
+                        sel.users.insert(u);
+                    }
+                }
+                sel.uids.insert(row.uid);
+                found = true;
+            }
+            if !found {
+                return Err(Error::NotFound(l.clone()));
+            }
+        }
+        sel.labels = labels.to_vec();
+        Ok(sel)
     }
 
     fn backup_call(
         &self,
         out: &Path,
         source: KeySource<'_>,
+        scope: Option<&[String]>,
         progress: Progress<'_>,
     ) -> Result<(BackupSummary, Vec<CustodianShare>)> {
         let c = Call::new("backup");
@@ -898,16 +1040,17 @@ impl<S: Store> Token<S> {
         };
         let r = self.precheck(&c).and_then(|()| {
             self.require_security_officer()?;
-            self.backup_unaudited(out, source, progress)
+            self.backup_unaudited(out, source, scope, progress)
         });
         let detail = match &r {
             Ok((s, _)) => format!(
-                "source {} domain {} objects {} users {} grants {} key {key}",
+                "source {} domain {} objects {} users {} grants {} key {key}{}",
                 hex16(&s.source_store),
                 hex16(&s.domain),
                 s.objects,
                 s.users,
-                s.grants
+                s.grants,
+                scope_note(&s.keys)
             ),
             Err(_) => String::new(),
         };
@@ -918,12 +1061,14 @@ impl<S: Store> Token<S> {
         &self,
         out: &Path,
         source: KeySource<'_>,
+        scope: Option<&[String]>,
         progress: Progress<'_>,
     ) -> Result<(BackupSummary, Vec<CustodianShare>)> {
         let (vault, ik) = self.require_vault()?;
         if out.exists() {
             return Err(bad("the backup file already exists; choose another name"));
         }
+        let sel = scope.map(|l| self.selection(&ik, l)).transpose()?;
         let domain = self.domain_or_create(&ik)?;
         let before = self.store.header()?;
         let state = ik.open_state(&before.state)?;
@@ -940,13 +1085,13 @@ impl<S: Store> Token<S> {
             }
         };
         let mut header = BackupHeader {
-            version: BACKUP_VERSION,
+            version: if sel.is_some() { BACKUP_VERSION_SELECTED } else { BACKUP_VERSION },
             kdf,
             custodians,
             source_store: self.store_uid,
             domain,
             generation: state.generation,
-            objects: state.objects,
+            objects: sel.as_ref().map_or(state.objects, |s| s.uids.len() as u64),
             created_ms: crate::audit::now_ms(),
             salt,
             check: [0; 32],
@@ -973,7 +1118,14 @@ impl<S: Store> Token<S> {
             buf: Zeroizing::new(Vec::with_capacity(CHUNK + TAG_LEN)),
             written: HEADER_LEN as u64,
         };
-        let counts = self.write_entries(&vault, &ik, &keys, &before, &mut cw, progress)?;
+        if let Some(s) = &sel {
+            let json = serde_json::to_vec(&s.labels).map_err(|_| Error::Internal("scope"))?;
+            let mut entry = vec![b'S'];
+            put_field(&mut entry, &json)?;
+            cw.push(&entry)?;
+        }
+        let counts =
+            self.write_entries(&vault, &ik, &keys, &before, sel.as_ref(), &mut cw, progress)?;
         let mut end = vec![b'E'];
         end.extend_from_slice(&counts.0.to_be_bytes());
         end.extend_from_slice(&counts.1.to_be_bytes());
@@ -1002,23 +1154,29 @@ impl<S: Store> Token<S> {
             bytes,
             source_store: self.store_uid,
             domain,
+            keys: sel.map(|s| s.labels).unwrap_or_default(),
         };
         Ok((summary, shares))
     }
 
-    /// Streams every object, user and grant of one store snapshot into `cw`, checking each
-    /// row's MAC and, at the end, the snapshot against the sealed state read before.
+    /// Streams every object, user and grant of one store snapshot (or those `sel` covers)
+    /// into `cw`, checking each row's MAC and, at the end, the snapshot against the sealed
+    /// state read before.
+    #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // one pass, one snapshot
     fn write_entries<W: Write>(
         &self,
         vault: &Vault,
         ik: &IntegrityKeys,
         keys: &BackupKeys,
         before: &crate::store::StoreHeader,
+        sel: Option<&Selection>,
         cw: &mut ChunkWriter<'_, W>,
         progress: Progress<'_>,
     ) -> Result<(u64, u64, u64)> {
         let (mut objects, mut users, mut grants) = (0u64, 0u64, 0u64);
-        let total = ik.open_state(&before.state)?.objects;
+        // Every object of the snapshot, selected or not: the set check below needs them all.
+        let mut scanned = 0u64;
+        let total = sel.map_or(ik.open_state(&before.state)?.objects, |s| s.uids.len() as u64);
         let mut acc = [0u8; 32];
         let mut entry = Zeroizing::new(Vec::with_capacity(4096));
         let snap = self.store.scan(&mut |row| {
@@ -1033,6 +1191,10 @@ impl<S: Store> Token<S> {
                 }
                 ScanRow::Object(o) => {
                     ik.verify_record(o)?;
+                    scanned += 1;
+                    if sel.is_some_and(|s| !s.uids.contains(&o.uid)) {
+                        return Ok(());
+                    }
                     entry.push(b'O');
                     entry.extend_from_slice(&o.uid);
                     put_field(&mut entry, &o.attrs)?;
@@ -1062,6 +1224,9 @@ impl<S: Store> Token<S> {
                             .as_slice()
                             .try_into()
                             .map_err(|_| Error::Integrity("user record key malformed"))?;
+                        if sel.is_some_and(|s| !s.users.contains(&id)) {
+                            return Ok(());
+                        }
                         let mut u: UserRecord = serde_json::from_slice(&r.value)
                             .map_err(|_| Error::Integrity("user record malformed"))?;
                         if let Some(h) = u.totp.take() {
@@ -1083,6 +1248,10 @@ impl<S: Store> Token<S> {
                         put_field(&mut entry, &json)?;
                         users += 1;
                     } else if r.kind == users::kind::GRANT {
+                        let of = r.key.get(..16).and_then(|u| <[u8; 16]>::try_from(u).ok());
+                        if sel.is_some_and(|s| !of.is_some_and(|u| s.uids.contains(&u))) {
+                            return Ok(());
+                        }
                         entry.push(b'G');
                         put_field(&mut entry, &r.key)?;
                         put_field(&mut entry, &r.value)?;
@@ -1099,7 +1268,7 @@ impl<S: Store> Token<S> {
         if snap.generation != before.generation || st.generation != before.generation {
             return Err(Error::Store("the store changed during the backup: run it again".into()));
         }
-        if acc != st.commitment || objects != st.objects {
+        if acc != st.commitment || scanned != st.objects {
             return Err(Error::Integrity(
                 "store rows do not match the set commitment (a row was deleted, inserted or replayed)",
             ));
@@ -1123,52 +1292,92 @@ impl<S: Store> Token<S> {
         self.restore_with(input, Unlock::Passphrase(passphrase), progress)
     }
 
-    /// [`Token::restore`] with the backup's passphrase or enough of its custodian shares.
+    /// [`Token::restore`] with the backup's passphrase or enough of its custodian shares. A
+    /// selected-key backup ([`Token::backup_selected`]) adds its keys to a store of the same
+    /// security domain (refusing any conflict); a whole-store backup goes into an empty store.
     pub fn restore_with(
         &self,
         input: &Path,
         unlock: Unlock<'_>,
         progress: Progress<'_>,
     ) -> Result<RestoreSummary> {
+        self.restore_with_options(input, unlock, RestoreOptions::default(), progress)
+    }
+
+    /// [`Token::restore_with`], with [`RestoreOptions::rebase`]: a whole-store backup into a
+    /// store of the same domain that is not empty replaces its objects and grants and resets
+    /// the anti-rollback baseline (audited as such).
+    pub fn restore_with_options(
+        &self,
+        input: &Path,
+        unlock: Unlock<'_>,
+        opts: RestoreOptions,
+        progress: Progress<'_>,
+    ) -> Result<RestoreSummary> {
         let c = Call::new("restore");
         let r = self.precheck(&c).and_then(|()| {
             self.require_security_officer()?;
-            self.restore_unaudited(input, unlock, progress)
+            self.restore_unaudited(input, unlock, opts, progress)
         });
         let detail = match &r {
             Ok(s) => format!(
-                "source {} domain {} objects {} users {} grants {}",
+                "source {} domain {} objects {} users {} grants {}{}{}",
                 hex16(&s.source_store),
                 hex16(&s.domain),
                 s.objects,
                 s.users,
-                s.grants
+                s.grants,
+                scope_note(&s.keys),
+                s.rebased.map_or_else(String::new, |g| format!(
+                    " rebase: contents replaced, anti-rollback baseline reset to generation {g}"
+                )),
             ),
+            Err(_) if opts.rebase => "rebase refused".to_owned(),
             Err(_) => String::new(),
         };
         self.finish(&c, r, detail)
     }
 
+    #[allow(clippy::too_many_lines)] // two passes over one file, kept side by side
     fn restore_unaudited(
         &self,
         input: &Path,
         unlock: Unlock<'_>,
+        opts: RestoreOptions,
         progress: Progress<'_>,
     ) -> Result<RestoreSummary> {
         let (vault, ik) = self.require_vault()?;
         let opened = open_backup(input, unlock)?;
         let h = &opened.header;
-        self.check_restore_target(&ik, h)?;
+        let mode = self.check_restore_target(&ik, h, opts)?;
         let total = h.objects.saturating_mul(2);
         // Pass 1: the whole file, nothing written.
         let mut done = 0u64;
         // Backup users whose name the target already has keep the target's account; their
         // grants go to it (user id in the backup -> user id here).
         let mut matched: HashMap<[u8; 16], [u8; 16]> = HashMap::new();
+        // Selected keys: the scope, the archived stubs here that get their material back
+        // (uid -> handle), the backup's uids, and the users this store does not have (their
+        // grants are not restored: a selected-key restore creates no account).
+        let mut scope: Vec<String> = Vec::new();
+        let mut stubs: HashMap<[u8; 16], u64> = HashMap::new();
+        let mut uids: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
+        let mut absent: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
         let mut r = opened.reader(input)?;
         let counts = read_stream(&mut r, h, &mut |e| {
             match e {
-                Entry::Object { .. } => {
+                Entry::Scope { labels } => scope = labels,
+                Entry::Object { uid, attrs, .. } => {
+                    if mode == Mode::Add {
+                        let label = attrs.bytes(AttrType::Label).unwrap_or_default();
+                        if !scope.iter().any(|l| l.as_bytes() == label) {
+                            return Err(bad(MODIFIED));
+                        }
+                        if let Some(handle) = self.restore_conflict(&ik, &uid, label)? {
+                            stubs.insert(uid, handle);
+                        }
+                        uids.insert(uid);
+                    }
                     done += 1;
                     progress(done, total);
                 }
@@ -1187,6 +1396,8 @@ impl<S: Store> Token<S> {
                         return Err(Error::ActionProhibited(
                             "a user of the backup has the id of another user of this store",
                         ));
+                    } else if mode == Mode::Add {
+                        absent.insert(id.0);
                     }
                 }
                 Entry::Grant { .. } | Entry::End { .. } => {}
@@ -1194,15 +1405,38 @@ impl<S: Store> Token<S> {
             Ok(())
         })?;
         r.finish()?;
+        if mode == Mode::Add {
+            self.check_label_conflicts(&ik, &scope, &uids)?;
+        }
+        // Replace: every object, grant and scheduled destruction of the store goes, in the
+        // same write that brings the backup's in.
+        let old: Vec<u64> = if mode == Mode::Replace {
+            self.store.find(None, None, None)?.iter().map(|r| r.handle).collect()
+        } else {
+            Vec::new()
+        };
         // Pass 2: the same file again, inside one authenticated write; any failure (the file
         // changed meanwhile) rolls the whole write back.
         let base = done;
         self.write(&ik, |a| {
             done = base;
+            for h in &old {
+                a.delete_object(*h)?;
+            }
+            if mode == Mode::Replace {
+                for g in a.records(users::kind::GRANT, b"")? {
+                    a.delete_record(users::kind::GRANT, &g.key)?;
+                }
+                for d in a.records(super::destruction::DESTROY_DUE, b"")? {
+                    a.delete_record(super::destruction::DESTROY_DUE, &d.key)?;
+                }
+            }
             let mut r = opened.reader(input)?;
             let c = read_stream(&mut r, h, &mut |e| {
                 match e {
+                    Entry::Scope { .. } | Entry::End { .. } => {}
                     Entry::Object { uid, attrs, material } => {
+                        let has_material = material.is_some();
                         let secret = match material {
                             Some(m) => {
                                 let mut nonce = [0u8; NONCE_LEN];
@@ -1211,7 +1445,7 @@ impl<S: Store> Token<S> {
                             }
                             None => None,
                         };
-                        let row = ObjectRow {
+                        let mut row = ObjectRow {
                             handle: 0,
                             uid,
                             class: attrs.ulong(AttrType::Class).unwrap_or(0),
@@ -1222,12 +1456,31 @@ impl<S: Store> Token<S> {
                             secret,
                             mac: Vec::new(),
                         };
-                        a.insert_object(&row)?;
+                        let handle = match stubs.get(&uid) {
+                            Some(h) => {
+                                row.handle = *h;
+                                a.update_object(&row)?;
+                                *h
+                            }
+                            None => a.insert_object(&row)?,
+                        };
+                        // A key restored with its destruction pending is indexed again.
+                        if let (Some(s), true) =
+                            (crate::destruction::Schedule::of(&attrs), has_material)
+                        {
+                            let mut v = s.due.to_be_bytes().to_vec();
+                            v.extend_from_slice(&uid);
+                            a.put_record(
+                                super::destruction::DESTROY_DUE,
+                                &handle.to_be_bytes(),
+                                &v,
+                            )?;
+                        }
                         done += 1;
                         progress(done, total);
                     }
                     Entry::User { id, mut record, totp } => {
-                        if matched.contains_key(&id.0) {
+                        if matched.contains_key(&id.0) || mode == Mode::Add {
                             return Ok(());
                         }
                         if let Some(s) = totp {
@@ -1250,12 +1503,14 @@ impl<S: Store> Token<S> {
                     }
                     Entry::Grant { mut key, value } => {
                         let user: [u8; 16] = key[16..].try_into().map_err(|_| bad(MODIFIED))?;
+                        if absent.contains(&user) {
+                            return Ok(());
+                        }
                         if let Some(here) = matched.get(&user) {
                             key[16..].copy_from_slice(here);
                         }
                         a.put_record(users::kind::GRANT, &key, &value)?;
                     }
-                    Entry::End { .. } => {}
                 }
                 Ok(())
             })?;
@@ -1266,33 +1521,147 @@ impl<S: Store> Token<S> {
             a.put_record(kind::SETTING, DOMAIN_SETTING.as_bytes(), &h.domain)?;
             Ok(())
         })?;
+        let rebased = if mode == Mode::Replace {
+            let g = self.store.header()?.generation;
+            crate::rollback::rebase(&self.store_uid, g);
+            self.generation_seen.store(g, std::sync::atomic::Ordering::Release);
+            Some(g)
+        } else {
+            None
+        };
+        if mode != Mode::Fresh {
+            {
+                let mut c = super::write(&self.cache);
+                c.objects.clear();
+                c.keys.clear();
+            }
+            self.acl_forget();
+            self.bump_epoch();
+        }
         Ok(RestoreSummary {
             objects: counts.0,
             users: counts.1,
             grants: counts.2,
             source_store: h.source_store,
             domain: h.domain,
+            keys: scope,
+            rebased,
         })
     }
 
-    /// The restore rule: only into a store with no object. A store with objects is refused,
-    /// with a domain error when it belongs to another security domain.
-    fn check_restore_target(&self, ik: &IntegrityKeys, h: &BackupHeader) -> Result<()> {
-        let st = self.verify_set(ik)?;
-        if st.objects == 0 {
-            return Ok(());
+    /// Whether a selected key of the backup may come into this store: a key with its unique
+    /// id here is a conflict, unless it is the archived stub of that very key (then its handle:
+    /// the restore gives it its material back).
+    fn restore_conflict(
+        &self,
+        ik: &IntegrityKeys,
+        uid: &[u8; 16],
+        label: &[u8],
+    ) -> Result<Option<u64>> {
+        for row in self.store.find(None, Some(label), None)? {
+            if &row.uid != uid {
+                continue;
+            }
+            ik.verify_record(&row)?;
+            let attrs = Attributes::decode(&row.attrs)?;
+            if attrs.contains(AttrType::BulwarkArchived) && row.secret.is_none() {
+                return Ok(Some(row.handle));
+            }
+            return Err(Error::ActionProhibited(
+                "a key of the backup is already in this store (same unique id): nothing restored",
+            ));
         }
+        Ok(None)
+    }
+
+    /// A selected-key restore refuses labels that name other live keys here (the CLI and the
+    /// daemon name keys by label): nothing is restored then.
+    fn check_label_conflicts(
+        &self,
+        ik: &IntegrityKeys,
+        scope: &[String],
+        uids: &std::collections::HashSet<[u8; 16]>,
+    ) -> Result<()> {
+        for l in scope {
+            for row in self.store.find(None, Some(l.as_bytes()), None)? {
+                if uids.contains(&row.uid) {
+                    continue;
+                }
+                ik.verify_record(&row)?;
+                let attrs = Attributes::decode(&row.attrs)?;
+                if !crate::destruction::Schedule::is_scheduled(&attrs) {
+                    return Err(Error::ActionProhibited(
+                        "another key of this store has a label of the backup: nothing restored",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The restore rule: a whole-store backup only into a store with no object, or (rebase)
+    /// into a store of the same domain; a selected-key backup only into a store of the same
+    /// domain.
+    fn check_restore_target(
+        &self,
+        ik: &IntegrityKeys,
+        h: &BackupHeader,
+        opts: RestoreOptions,
+    ) -> Result<Mode> {
+        let st = self.verify_set(ik)?;
         let domain = self.verified_setting(ik, DOMAIN_SETTING)?;
-        if domain.as_deref() != Some(&h.domain[..]) {
+        let same = domain.as_deref() == Some(&h.domain[..]);
+        if h.version == BACKUP_VERSION_SELECTED {
+            if opts.rebase {
+                return Err(bad("a selected-key backup adds keys: it cannot rebase a store"));
+            }
+            if !same {
+                return Err(Error::ActionProhibited(
+                    "the backup belongs to another security domain: selected keys restore only \
+                     into a store of the same domain",
+                ));
+            }
+            return Ok(Mode::Add);
+        }
+        if st.objects == 0 {
+            return Ok(Mode::Fresh);
+        }
+        if !same {
             return Err(Error::ActionProhibited(
                 "the backup belongs to another security domain and this store is not empty: \
                  restore into a freshly initialized store",
             ));
         }
+        if opts.rebase {
+            return Ok(Mode::Replace);
+        }
         Err(Error::ActionProhibited(
-            "the store is not empty: restore into a freshly initialized store",
+            "the store is not empty: restore into a freshly initialized store (or replace this \
+             store's contents with a rebase, which resets its anti-rollback baseline)",
         ))
     }
+}
+
+/// Reads a whole backup file back (header, every chunk and entry, every sealed material, the
+/// counts): what an archive checks before it removes the material from the live store. Returns
+/// the number of objects.
+pub(super) fn check_backup_file(path: &Path, unlock: Unlock<'_>) -> Result<u64> {
+    let opened = open_backup(path, unlock)?;
+    let mut r = opened.reader(path)?;
+    let (objects, _, _) = read_stream(&mut r, &opened.header, &mut |_| Ok(()))?;
+    r.finish()?;
+    Ok(objects)
+}
+
+/// What a restore does to its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// A whole-store backup into an empty store.
+    Fresh,
+    /// Selected keys added to a store of the same domain.
+    Add,
+    /// A whole-store backup replacing a non-empty store's contents (rebase).
+    Replace,
 }
 
 #[cfg(test)]
@@ -1325,7 +1694,7 @@ mod tests {
         let b = h.encode();
         assert_eq!(BackupHeader::decode(&b).unwrap(), h);
         let mut v = b;
-        v[9] = 2;
+        v[9] = 9;
         assert!(BackupHeader::decode(&v).unwrap_err().to_string().contains("version"));
         let mut m = b;
         m[0] = b'X';

@@ -45,10 +45,10 @@ impl<S: Store> Token<S> {
     }
 
     /// `C_DestroyObject`.
+    /// A token key is scheduled for destruction when the store's wait is not 0
+    /// ([`Token::destroy_key_object`]): it is gone for PKCS#11 at once either way.
     pub fn destroy_object(&self, h: u64) -> Result<()> {
-        let _ = self.obj(h); // load it so that the record can name it after it is gone
-        let c = Call { described: Some(self.describe(h)), ..Call::new("destroy-object").obj(h) };
-        self.audited(c, || self.destroy_object_unaudited(h))
+        self.destroy_key_object(h).map(|_| ())
     }
 
     /// Marks the wrapping keys labelled `label` CKA_TRUSTED or not (security officer only).

@@ -53,6 +53,7 @@ impl<S: Store> Token<S> {
 
     /// The gate's lifecycle check: the key's state now must permit `usage`.
     pub(crate) fn check_state(&self, o: &Obj, usage: Usage) -> Result<()> {
+        Self::check_present(o)?;
         let l = Lifecycle::of(&o.attrs)?;
         if !l.is_set() {
             return Ok(()); // no lifecycle: active, as every key made before states existed

@@ -9,10 +9,12 @@
 //! call that writes.
 
 mod admin;
+mod archive;
 mod auth;
 mod backup;
 mod batch;
 mod byok;
+mod destruction;
 mod entry;
 mod gate;
 mod guard;
@@ -32,13 +34,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+pub use archive::ArchiveSummary;
 pub(crate) use auth::create_in;
 pub use auth::InitialUser;
 pub use backup::{
-    read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreSummary,
-    Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, PASSPHRASE_MAX, PASSPHRASE_MIN,
+    read_backup_header, BackupHeader, BackupSummary, CustodianShare, Progress, RestoreOptions,
+    RestoreSummary, Unlock, BACKUP_KDF, BACKUP_MAGIC, BACKUP_VERSION, BACKUP_VERSION_SELECTED,
+    PASSPHRASE_MAX, PASSPHRASE_MIN,
 };
 pub use byok::{import_mechanism, import_type, WrappedImport, MAX_WRAPPED};
+pub use destruction::{DestroyOutcome, ScheduledKey};
 pub use lifecycle::LifecycleDates;
 pub use objects::ObjectInfo;
 pub(crate) use ops::KeyRef;

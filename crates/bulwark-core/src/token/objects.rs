@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::destruction::DestroyOutcome;
 use super::{
     read, write, Material, Obj, SessionId, Token, SESSION_HANDLE_BASE, SESSION_HANDLE_END,
 };
@@ -108,6 +109,20 @@ impl<S: Store> Token<S> {
     /// [`Token::obj`]; with `seen`, the store's change counter as this call's pre-check read
     /// it, which then stands for the check (see [`Token::sync_to`]).
     pub(crate) fn obj_at(&self, h: u64, seen: Option<u64>) -> Result<Arc<Obj>> {
+        let o = self.obj_any_at(h, seen)?;
+        // A key whose destruction was scheduled is gone for every ordinary caller.
+        if Self::is_hidden(&o) {
+            return Err(Error::ObjectHandleInvalid);
+        }
+        Ok(o)
+    }
+
+    /// [`Token::obj`] including keys whose destruction is scheduled (destruction.rs only).
+    pub(crate) fn obj_any(&self, h: u64) -> Result<Arc<Obj>> {
+        self.obj_any_at(h, None)
+    }
+
+    fn obj_any_at(&self, h: u64, seen: Option<u64>) -> Result<Arc<Obj>> {
         let o = if h >= SESSION_HANDLE_BASE {
             read(&self.session_objects).get(&h).cloned().ok_or(Error::ObjectHandleInvalid)?
         } else {
@@ -165,7 +180,7 @@ impl<S: Store> Token<S> {
                         o
                     }
                 };
-                if o.attrs.matches(t) && self.may_see(&w, &o) {
+                if o.attrs.matches(t) && self.may_see(&w, &o) && !Self::is_hidden(&o) {
                     out.push(h);
                 }
             }
@@ -348,12 +363,16 @@ impl<S: Store> Token<S> {
         self.insert(attrs, material, session, None)
     }
 
-    /// `C_DestroyObject`.
-    pub(super) fn destroy_object_unaudited(&self, h: u64) -> Result<()> {
+    /// `C_DestroyObject`: a token key is scheduled when the store's destruction wait is not 0
+    /// (destruction.rs); everything else goes at once.
+    pub(super) fn destroy_object_unaudited(&self, h: u64) -> Result<DestroyOutcome> {
         let o = self.obj(h)?;
         self.check_manage(&self.who(), &o)?;
         if !o.attrs.bool_or(AttrType::Destroyable, true) {
             return Err(Error::ActionProhibited("object is not destroyable"));
+        }
+        if let Some(scheduled) = self.schedule_destroy(&o)? {
+            return Ok(scheduled);
         }
         if o.session.is_some() {
             write(&self.session_objects).remove(&h);
@@ -375,7 +394,7 @@ impl<S: Store> Token<S> {
         let mut c = write(&self.cache);
         c.objects.remove(&h);
         c.keys.remove(&h);
-        Ok(())
+        Ok(DestroyOutcome::Destroyed)
     }
 
     /// `C_SetAttributeValue`.

@@ -788,6 +788,33 @@ pub fn threads_sign_on_separate_sessions() {
     });
 }
 
+/// `C_DestroyObject` of a token key: `CKR_OK`, and the key is gone for PKCS#11 at once (not
+/// found, its handle invalid), whether the store destroys at once (an embedded token) or
+/// schedules the destruction (a daemon store's 30-day wait; docs/lifecycle.md).
+pub fn destroyed_token_key_is_gone() {
+    let (_, s) = user_session();
+    let label = b"doomed".to_vec();
+    let k = s
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(true),
+                Attribute::Label(label.clone()),
+                Attribute::ValueLen(32.into()),
+                Attribute::Encrypt(true),
+            ],
+        )
+        .unwrap();
+    let mut iv = [1u8; 12];
+    let gcm = Mechanism::AesGcm(GcmParams::new(&mut iv, &[], 128.into()).unwrap());
+    s.encrypt(&gcm, k, b"x").unwrap();
+    s.destroy_object(k).unwrap();
+    assert!(s.find_objects(&[Attribute::Label(label)]).unwrap().is_empty());
+    assert_eq!(rv(s.get_attributes(k, &[AttributeType::Label])), RvError::ObjectHandleInvalid);
+    assert!(s.encrypt(&gcm, k, b"x").is_err());
+    assert_eq!(rv(s.destroy_object(k)), RvError::ObjectHandleInvalid);
+}
+
 /// Every test body, by name (for the wrappers in each test binary).
 #[macro_export]
 macro_rules! for_each_p11_test {
@@ -820,7 +847,8 @@ macro_rules! for_each_p11_test {
             message_based_gcm_with_token_ivs,
             session_semantics_and_defaults,
             key_lifecycle_states,
-            key_versions_are_objects
+            key_versions_are_objects,
+            destroyed_token_key_is_gone
         );
     };
 }

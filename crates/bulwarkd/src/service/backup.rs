@@ -56,17 +56,19 @@ pub(super) async fn backup(
     let (so, actor) = svc.auth(&req, &[Role::SecurityOfficer], "backup").await?;
     let r = req.into_inner();
     let pass = SecretBytes::new(r.passphrase);
-    let (approvals, not_after) = (r.approvals, r.approval_not_after);
-    tracing::info!(user = %so.user, "backup requested");
+    let (approvals, not_after, keys) = (r.approvals, r.approval_not_after, r.keys);
+    tracing::info!(user = %so.user, selected = keys.len(), "backup requested");
     let (file, objects) = svc
         .state
         .run("backup", actor, move |st| {
             st.check_approvals("backup", &[], &approvals, not_after)?;
             let scratch = Scratch::new(st.token.path(), "backup")?;
-            let s = st
-                .token
-                .backup(&scratch.0, &pass, BACKUP_KDF, &mut |_, _| {})
-                .map_err(|e| core(&e))?;
+            let s = if keys.is_empty() {
+                st.token.backup(&scratch.0, &pass, BACKUP_KDF, &mut |_, _| {})
+            } else {
+                st.token.backup_selected(&scratch.0, &keys, &pass, BACKUP_KDF, &mut |_, _| {})
+            }
+            .map_err(|e| core(&e))?;
             // Opened, then unlinked when `scratch` drops: only this stream can read it.
             let f = std::fs::File::open(&scratch.0).map_err(|e| io(&e))?;
             Ok((f, s.objects))
@@ -119,14 +121,14 @@ pub(super) async fn restore(
     let first =
         stream.message().await?.ok_or_else(|| Status::invalid_argument("empty restore stream"))?;
     let pass = SecretBytes::new(first.passphrase);
-    let (approvals, not_after) = (first.approvals, first.approval_not_after);
+    let (approvals, not_after, rebase) = (first.approvals, first.approval_not_after, first.rebase);
     let scratch = Scratch::new(svc.state.token.path(), "restore")?;
     let f = bulwark_core::fsutil::create_private(&scratch.0).map_err(|e| io(&e))?;
     let mut w = std::io::BufWriter::new(f);
     let mut total = first.data.len() as u64;
     w.write_all(&first.data).map_err(|e| io(&e))?;
     while let Some(m) = stream.message().await? {
-        if !m.passphrase.is_empty() || !m.approvals.is_empty() {
+        if !m.passphrase.is_empty() || !m.approvals.is_empty() || m.rebase {
             return Err(Status::invalid_argument(
                 "only the first restore message carries the passphrase and approvals",
             ));
@@ -144,8 +146,25 @@ pub(super) async fn restore(
     let resp = svc
         .state
         .run("restore", actor, move |st| {
-            st.check_approvals("restore", &[], &approvals, not_after)?;
-            let s = st.token.restore(&scratch.0, &pass, &mut |_, _| {}).map_err(|e| core(&e))?;
+            let opts = bulwark_core::token::RestoreOptions { rebase };
+            if rebase {
+                // Taking the HSM back to a backup resets its anti-rollback baseline: only a
+                // quorum may decide that.
+                let by = st.check_approvals("restore-rebase", &[], &approvals, not_after)?;
+                if by.is_empty() {
+                    return Err(Status::failed_precondition(
+                        "a restore that replaces this HSM's contents (rebase) needs quorum \
+                         approvals: configure [approvals] in bulwarkd.toml",
+                    ));
+                }
+            } else {
+                st.check_approvals("restore", &[], &approvals, not_after)?;
+            }
+            let unlock = bulwark_core::token::Unlock::Passphrase(&pass);
+            let s = st
+                .token
+                .restore_with_options(&scratch.0, unlock, opts, &mut |_, _| {})
+                .map_err(|e| core(&e))?;
             st.labels.clear();
             drop(scratch);
             Ok(pb::RestoreResponse {
@@ -154,6 +173,8 @@ pub(super) async fn restore(
                 grants: s.grants,
                 source_store: hex::encode(s.source_store),
                 domain: hex::encode(s.domain),
+                keys: s.keys,
+                rebased_generation: s.rebased.unwrap_or(0),
             })
         })
         .await?;

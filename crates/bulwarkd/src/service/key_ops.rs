@@ -65,25 +65,6 @@ pub(super) async fn show_key(
     Ok(Response::new(k))
 }
 
-pub(super) async fn destroy_key(
-    svc: &HsmService,
-    req: Request<pb::KeyName>,
-) -> Result<Response<pb::DestroyKeyResponse>, Status> {
-    let (s, actor) = svc.auth(&req, MANAGE, "destroy-key").await?;
-    let label = req.into_inner().label;
-    tracing::info!(user = %s.user, label = %keys::shown(&label), "destroy key");
-    let destroyed = svc
-        .state
-        .run("destroy-key", actor, move |st| {
-            // The token drops the key's grants with it.
-            let r = keys::destroy(&st.token, &label).map_err(|e| core(&e));
-            st.labels.clear();
-            r
-        })
-        .await?;
-    Ok(Response::new(pb::DestroyKeyResponse { destroyed }))
-}
-
 pub(super) async fn public_key(
     svc: &HsmService,
     req: Request<pb::KeyName>,

@@ -13,6 +13,7 @@
 
 mod admin;
 mod backup;
+mod destruction;
 mod key_ops;
 mod session;
 mod usepolicy;
@@ -30,6 +31,8 @@ use tonic::{Request, Response, Status};
 use crate::state::{HsmState, Session};
 use bulwark_core::audit::Actor;
 use bulwark_core::kernel::{Caller, Role};
+
+pub use destruction::SWEEP_EVERY as DESTROY_SWEEP_EVERY;
 
 /// Largest batch accepted in one request.
 pub(crate) const MAX_BATCH: usize = bulwark_core::limits::MAX_BATCH;
@@ -266,7 +269,7 @@ impl Hsm for HsmService {
         &self,
         req: Request<pb::KeyName>,
     ) -> Result<Response<pb::DestroyKeyResponse>, Status> {
-        key_ops::destroy_key(self, req).await
+        destruction::destroy_key(self, req).await
     }
 
     async fn key_state(
@@ -486,6 +489,34 @@ impl Hsm for HsmService {
         req: Request<pb::AuditPublicKeyRequest>,
     ) -> Result<Response<pb::AuditPublicKeyResponse>, Status> {
         admin::audit_public_key(self, req).await
+    }
+
+    async fn cancel_destroy_key(
+        &self,
+        req: Request<pb::KeyName>,
+    ) -> Result<Response<pb::CancelDestroyKeyResponse>, Status> {
+        destruction::cancel_destroy_key(self, req).await
+    }
+
+    async fn list_scheduled_keys(
+        &self,
+        req: Request<pb::ListScheduledKeysRequest>,
+    ) -> Result<Response<pb::ListScheduledKeysResponse>, Status> {
+        destruction::list_scheduled_keys(self, req).await
+    }
+
+    async fn get_destroy_settings(
+        &self,
+        req: Request<pb::GetDestroySettingsRequest>,
+    ) -> Result<Response<pb::DestroySettings>, Status> {
+        destruction::get_destroy_settings(self, req).await
+    }
+
+    async fn set_destroy_settings(
+        &self,
+        req: Request<pb::SetDestroySettingsRequest>,
+    ) -> Result<Response<pb::DestroySettings>, Status> {
+        destruction::set_destroy_settings(self, req).await
     }
 
     async fn clear_tamper(
