@@ -208,7 +208,8 @@ impl Pool {
         self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn connect(&self) -> Result<Conn> {
+    /// A new connection outside the pool's count (the change listener's own).
+    pub(crate) fn connect(&self) -> Result<Conn> {
         let client = match &self.tls {
             PgTls::Disabled => self.cfg.connect(postgres::NoTls),
             PgTls::Rustls(c) => {
