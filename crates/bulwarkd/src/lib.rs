@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod cluster;
+pub mod cluster_open;
 pub mod config;
 pub mod dev;
 pub mod error;
@@ -21,5 +23,6 @@ pub mod recover;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod users;

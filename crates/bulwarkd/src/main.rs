@@ -319,18 +319,32 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     pass.push(Some(p));
                 }
             }
-            let files = bulwarkd::dev::init_store_with(
-                &cfg.store,
-                label,
-                (*shares, *threshold),
-                share_dir,
-                &pass,
-                &policy,
-                std::slice::from_ref(&so),
-            )?;
+            let files = match cfg.store_location() {
+                bulwarkd::config::StoreLocation::File(store) => bulwarkd::dev::init_store_with(
+                    store,
+                    label,
+                    (*shares, *threshold),
+                    share_dir,
+                    &pass,
+                    &policy,
+                    std::slice::from_ref(&so),
+                )?,
+                bulwarkd::config::StoreLocation::Postgres(url) => {
+                    bulwarkd::cluster_open::init_pg(
+                        &cfg,
+                        url,
+                        label,
+                        (*shares, *threshold),
+                        share_dir,
+                        &pass,
+                        &policy,
+                        std::slice::from_ref(&so),
+                    )?
+                }
+            };
             println!(
                 "store {} created: {threshold} of {shares} shares unseal it; give each custodian one file:",
-                cfg.store.display()
+                cfg.store_shown()
             );
             for f in files {
                 println!("  {}", f.display());
@@ -350,6 +364,10 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
         }
         None => {
             let cfg = config(cli)?;
+            if let Some(d) = bulwarkd::cluster_open::state_dir_for(&cfg) {
+                // A cluster node's anti-rollback watermark is its own (no thread runs yet).
+                std::env::set_var("BULWARK_STATE_DIR", d);
+            }
             serve(async move {
                 // No store yet: only the bootstrap service until a client initializes the HSM
                 // (`bulwark --endpoint URL init`), then the normal service on the same socket.

@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod backup;
 mod batch;
+mod cluster;
 mod entry;
 mod gate;
 mod guard;
