@@ -213,9 +213,11 @@ impl PgStore {
     /// # Errors
     /// `Store` when the database cannot be reached.
     pub fn change_listener(&self) -> Result<ChangeListener> {
-        let mut conn = self.pool.connect()?;
-        conn.client.batch_execute("LISTEN bulwark_commits").map_err(|e| db_err(&e))?;
-        Ok(ChangeListener { conn })
+        crate::conn::offload(|| {
+            let mut conn = self.pool.connect()?;
+            conn.client.batch_execute("LISTEN bulwark_commits").map_err(|e| db_err(&e))?;
+            Ok(ChangeListener { conn })
+        })
     }
 }
 
@@ -239,6 +241,10 @@ impl ChangeListener {
     /// # Errors
     /// `Store` when the connection broke (make a new listener).
     pub fn wait(&mut self, timeout: Duration) -> Result<bool> {
+        crate::conn::offload(|| self.wait_here(timeout))
+    }
+
+    fn wait_here(&mut self, timeout: Duration) -> Result<bool> {
         use postgres::fallible_iterator::FallibleIterator;
         let first = {
             let mut n = self.conn.client.notifications();

@@ -306,6 +306,10 @@ impl PgStore {
     /// `ArgumentsBad` for a malformed URL or one the TLS policy refuses; `Store` when the
     /// database cannot be reached; `SchemaUnsupported` for a schema newer than this build.
     pub fn create(url: &str, store_uid: [u8; 16], policy: &str, opts: &PgOptions) -> Result<Self> {
+        conn::offload(|| Self::create_here(url, store_uid, policy, opts))
+    }
+
+    fn create_here(url: &str, store_uid: [u8; 16], policy: &str, opts: &PgOptions) -> Result<Self> {
         let (pool, name) = Self::connect(url, opts)?;
         {
             let mut c = pool.get()?;
@@ -337,6 +341,10 @@ impl PgStore {
     /// # Errors
     /// As [`PgStore::create`]; `NotInitialized` when the database holds no store.
     pub fn open(url: &str, opts: &PgOptions) -> Result<Self> {
+        conn::offload(|| Self::open_here(url, opts))
+    }
+
+    fn open_here(url: &str, opts: &PgOptions) -> Result<Self> {
         let (pool, name) = Self::connect(url, opts)?;
         {
             let mut c = pool.get()?;
@@ -386,6 +394,14 @@ impl PgStore {
         isolation: IsolationLevel,
         f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts) -> Result<(T, bool)>,
     ) -> Result<T> {
+        conn::offload(|| self.committing_here(isolation, f))
+    }
+
+    fn committing_here<T>(
+        &self,
+        isolation: IsolationLevel,
+        f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts) -> Result<(T, bool)>,
+    ) -> Result<T> {
         let mut lease = self.pool.get()?;
         let conn = &mut *lease;
         let mut tx = conn
@@ -412,9 +428,11 @@ impl PgStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut postgres::Client, &mut Stmts) -> Result<T>) -> Result<T> {
-        let mut lease = self.pool.get()?;
-        let conn = &mut *lease;
-        f(&mut conn.client, &mut conn.stmts)
+        conn::offload(|| {
+            let mut lease = self.pool.get()?;
+            let conn = &mut *lease;
+            f(&mut conn.client, &mut conn.stmts)
+        })
     }
 }
 

@@ -240,8 +240,23 @@ impl DevSetup {
     }
 
     fn unseal_inner(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
+        unseal_from(&self.dir.join("shares"), state)
+    }
+}
+
+/// Unseals `state` with shares 1 and 2 of the dev share directory `shares` (dev mode and the
+/// nodes of a dev cluster), as the daemon's own start-up ([`startup_actor`]).
+pub fn unseal_with_dev_shares(
+    shares: &Path,
+    state: &crate::state::HsmState,
+) -> Result<(), DaemonError> {
+    bulwark_core::audit::with_actor(startup_actor(), || unseal_from(shares, state))
+}
+
+fn unseal_from(shares: &Path, state: &crate::state::HsmState) -> Result<(), DaemonError> {
+    {
         for i in 1..=DEV_THRESHOLD {
-            let p = self.dir.join("shares").join(format!("share-{i}.json"));
+            let p = shares.join(format!("share-{i}.json"));
             let text =
                 Zeroizing::new(std::fs::read(&p).map_err(|e| DaemonError::file("read", &p, e))?);
             let f = bulwark_core::seal::ShareFile::parse(&text)?;

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cluster_open;
 pub mod config;
 pub mod dev;
+pub mod dev_cluster;
 pub mod error;
 mod keys;
 pub mod listen;

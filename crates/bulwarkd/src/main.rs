@@ -52,6 +52,15 @@ struct Cli {
         requires = "dev"
     )]
     dev_audit_key_use: KeyUseArg,
+    /// Dev mode: run a cluster of this many nodes on a private PostgreSQL (needs --dir).
+    #[arg(long, value_name = "N", requires = "dev", requires = "dir")]
+    nodes: Option<u8>,
+    /// Dev cluster: lease length of each node, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 3000, requires = "nodes")]
+    lease_ms: u64,
+    /// A dev cluster's node: unseal at start with shares 1 and 2 of this directory.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "dev")]
+    dev_unseal_from: Option<PathBuf>,
     /// Dev mode: the response to tampering (SIGUSR1, integrity failures, ...).
     #[arg(long, value_enum, default_value = "alarm", requires = "dev")]
     dev_tamper_response: ResponseArg,
@@ -351,6 +360,10 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
             }
             Ok(())
         }
+        None if cli.dev && cli.nodes.is_some() => {
+            let dir = cli.dir.as_deref().ok_or_else(|| DaemonError::Config("--dir".into()))?;
+            run_dev_cluster(dir, cli.nodes.unwrap_or(1), cli.lease_ms)
+        }
         None if cli.dev => {
             let policy = SecurityPolicy {
                 audit_key_use: cli.dev_audit_key_use.into(),
@@ -368,6 +381,7 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                 // A cluster node's anti-rollback watermark is its own (no thread runs yet).
                 std::env::set_var("BULWARK_STATE_DIR", d);
             }
+            let unseal_from = cli.dev_unseal_from.clone();
             serve(async move {
                 // No store yet: only the bootstrap service until a client initializes the HSM
                 // (`bulwark --endpoint URL init`), then the normal service on the same socket.
@@ -388,7 +402,19 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     };
                     let _ = writeln!(std::io::stdout(), "{line}");
                 };
-                bulwarkd::bootstrap::start_daemon(&cfg, stop_signal(), listening).await
+                let running =
+                    bulwarkd::bootstrap::start_daemon(&cfg, stop_signal(), listening).await?;
+                if let (Some(r), Some(shares)) = (&running, unseal_from) {
+                    let st = r.state.clone();
+                    tokio::task::spawn_blocking(move || {
+                        bulwarkd::dev::unseal_with_dev_shares(&shares, &st)
+                    })
+                    .await
+                    .map_err(|e| DaemonError::Server(e.to_string()))??;
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stdout(), "unsealed");
+                }
+                Ok(running)
             })
         }
     }
@@ -423,6 +449,27 @@ fn run_dev(
         println!("listening on {}", running.addr);
         Ok(Some(running))
     })
+}
+
+fn run_dev_cluster(dir: &Path, nodes: u8, lease_ms: u64) -> Result<(), DaemonError> {
+    eprintln!("{}", bulwarkd::dev_cluster::BANNER);
+    let cluster = bulwarkd::dev_cluster::start(dir, nodes, lease_ms)?;
+    let d = cluster.dir.display();
+    println!("dev directory: {d}");
+    println!("database: {} (socket in {}/pg/sock)", cluster.pg.tcp_url("bulwark"), d);
+    for n in &cluster.nodes {
+        println!("{}: https://{} (pid {}): . {d}/{}/officer.env | dev.env | so.env", n.id, n.addr, n.pid(), n.id);
+    }
+    println!("unseal shares (3, threshold 2): {d}/shares/");
+    println!("cluster ready ({} nodes)", cluster.nodes.len());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DaemonError::Server(e.to_string()))?;
+    rt.block_on(stop_signal());
+    eprintln!("bulwarkd: stopping the dev cluster");
+    cluster.stop();
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.
