@@ -257,6 +257,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Restore(a) => crate::cmd_backup::restore_remote(&session(endpoint)?, &a),
         Command::Audit(a) => audit(endpoint, a),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
+        Command::Cluster(c) => crate::cmd_cluster::run(&session(endpoint)?, &c),
         Command::Tamper(crate::cmd_zeroize::TamperCommand::Status) => {
             let s = connect(endpoint)?.status()?;
             if s.tamper_alarm.is_empty() {

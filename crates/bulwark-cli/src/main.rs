@@ -11,6 +11,7 @@ mod cmd_approval;
 mod cmd_audit;
 mod cmd_backup;
 mod cmd_bench;
+mod cmd_cluster;
 mod cmd_keys;
 mod cmd_lifecycle;
 mod cmd_ops;
@@ -129,6 +130,9 @@ enum Command {
     /// Quorum approvals: make an approver key, approve a request (works offline).
     #[command(subcommand)]
     Approval(cmd_approval::ApprovalCommand),
+    /// Cluster mode: nodes, leases, applied generation, lag (--endpoint).
+    #[command(subcommand)]
+    Cluster(cmd_cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -250,6 +254,7 @@ fn run(cli: Cli) -> CliResult<ExitCode> {
         Command::Tamper(t) => cmd_zeroize::tamper(&ctx, &t),
         Command::Approval(_) => unreachable!("handled above"),
         Command::Bench(a) => cmd_bench::embedded(&ctx, &a),
+        Command::Cluster(_) => Err(CliError::Usage("cluster needs --endpoint".into())),
     }
 }
 

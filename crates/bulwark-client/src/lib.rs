@@ -9,6 +9,7 @@
 
 mod admin;
 mod bootstrap;
+mod cluster;
 pub mod failover;
 pub mod remote_hsm;
 
