@@ -149,7 +149,10 @@ impl Failover {
             Arc::new(Creds { user: user.to_owned(), password: Zeroizing::new(password.to_owned()) })
         });
         let mut s = self.0.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.insert(bearer.to_owned(), Moved { node, bearer: Zeroizing::new(bearer.to_owned()), creds });
+        s.insert(
+            bearer.to_owned(),
+            Moved { node, bearer: Zeroizing::new(bearer.to_owned()), creds },
+        );
     }
 
     /// Forgets a session (logout).
@@ -193,10 +196,7 @@ impl Failover {
         Some(fresh)
     }
 
-    async fn call_inner(
-        self,
-        req: http::Request<Body>,
-    ) -> Result<http::Response<Body>, BoxError> {
+    async fn call_inner(self, req: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
         let (parts, body) = req.into_parts();
         let data = body.collect().await?.to_bytes();
         let caller_bearer = parts

@@ -112,7 +112,8 @@ impl PgStore {
             let ttl_f = ttl_ms as f64;
             c.execute(sql, &[&node_id, &endpoint, &ttl_f, &ack, &generation])
                 .map_err(|e| db_err(&e))?;
-            let r = c.query_one("SELECT seq FROM commits WHERE id = 1", &[]).map_err(|e| db_err(&e))?;
+            let r =
+                c.query_one("SELECT seq FROM commits WHERE id = 1", &[]).map_err(|e| db_err(&e))?;
             Ok(u64_of(r.try_get(0).map_err(|e| db_err(&e))?))
         })
     }
@@ -170,7 +171,9 @@ impl PgStore {
                 )
                 .map_err(|e| db_err(&e))?;
             let g = |r: &postgres::Row, i: usize| -> Result<i64> {
-                r.try_get::<_, Option<i64>>(i).map_err(|e| db_err(&e)).map(Option::unwrap_or_default)
+                r.try_get::<_, Option<i64>>(i)
+                    .map_err(|e| db_err(&e))
+                    .map(Option::unwrap_or_default)
             };
             let (now_ms, commit_seq, generation) = (g(&head, 0)?, g(&head, 1)?, g(&head, 2)?);
             let rows = tx

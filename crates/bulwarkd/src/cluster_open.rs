@@ -45,9 +45,8 @@ pub(crate) fn options(c: &ClusterConfig) -> Result<PgOptions, DaemonError> {
         Some(p) => Some(Zeroizing::new(p.into_bytes())),
         None => match &c.password_file {
             Some(f) => {
-                let text = Zeroizing::new(
-                    std::fs::read(f).map_err(|e| DaemonError::file("read", f, e))?,
-                );
+                let text =
+                    Zeroizing::new(std::fs::read(f).map_err(|e| DaemonError::file("read", f, e))?);
                 let line = text.split(|b| *b == b'\n').next().unwrap_or_default();
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 Some(Zeroizing::new(line.to_vec()))

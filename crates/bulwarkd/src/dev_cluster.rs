@@ -81,9 +81,8 @@ pub fn start(dir: &Path, nodes: u8, lease_ms: u64) -> Result<DevCluster, DaemonE
     }
     std::fs::create_dir_all(dir).map_err(|e| DaemonError::file("create", dir, e))?;
     let dir = dir.canonicalize().map_err(|e| DaemonError::file("resolve", dir, e))?;
-    let pg = DevPg::start(&dir.join("pg"), false)
-        .map_err(DaemonError::Setup)?
-        .ok_or_else(|| {
+    let pg =
+        DevPg::start(&dir.join("pg"), false).map_err(DaemonError::Setup)?.ok_or_else(|| {
             DaemonError::Setup(
                 "no PostgreSQL 15+ server binaries (/usr/lib/postgresql/*/bin): install the \
                  `postgresql` package (or set BULWARK_PG_BIN)"
@@ -135,7 +134,10 @@ pub fn start(dir: &Path, nodes: u8, lease_ms: u64) -> Result<DevCluster, DaemonE
     let (u, c, s) = if passwords.exists() {
         let v = |k: &str| {
             env_value(&passwords, k).map(Zeroizing::new).ok_or_else(|| {
-                DaemonError::Setup(format!("{} is incomplete: use a new --dir", passwords.display()))
+                DaemonError::Setup(format!(
+                    "{} is incomplete: use a new --dir",
+                    passwords.display()
+                ))
             })
         };
         (v("USER_PASSWORD")?, v("CRYPTO_PASSWORD")?, v("SO_PASSWORD")?)
@@ -185,8 +187,7 @@ pub fn start(dir: &Path, nodes: u8, lease_ms: u64) -> Result<DevCluster, DaemonE
         write_private(&nd.join("pid"), &format!("{}\n", node.pid()))?;
         cluster.nodes.push(node);
     }
-    let addrs: Vec<String> =
-        cluster.nodes.iter().map(|n| format!("https://{}", n.addr)).collect();
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| format!("https://{}", n.addr)).collect();
     for (i, n) in cluster.nodes.iter().enumerate() {
         let mut list = vec![addrs[i].clone()];
         list.extend(addrs.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a.clone()));

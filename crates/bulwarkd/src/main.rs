@@ -338,18 +338,16 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     &policy,
                     std::slice::from_ref(&so),
                 )?,
-                bulwarkd::config::StoreLocation::Postgres(url) => {
-                    bulwarkd::cluster_open::init_pg(
-                        &cfg,
-                        url,
-                        label,
-                        (*shares, *threshold),
-                        share_dir,
-                        &pass,
-                        &policy,
-                        std::slice::from_ref(&so),
-                    )?
-                }
+                bulwarkd::config::StoreLocation::Postgres(url) => bulwarkd::cluster_open::init_pg(
+                    &cfg,
+                    url,
+                    label,
+                    (*shares, *threshold),
+                    share_dir,
+                    &pass,
+                    &policy,
+                    std::slice::from_ref(&so),
+                )?,
             };
             println!(
                 "store {} created: {threshold} of {shares} shares unseal it; give each custodian one file:",
@@ -458,7 +456,13 @@ fn run_dev_cluster(dir: &Path, nodes: u8, lease_ms: u64) -> Result<(), DaemonErr
     println!("dev directory: {d}");
     println!("database: {} (socket in {}/pg/sock)", cluster.pg.tcp_url("bulwark"), d);
     for n in &cluster.nodes {
-        println!("{}: https://{} (pid {}): . {d}/{}/officer.env | dev.env | so.env", n.id, n.addr, n.pid(), n.id);
+        println!(
+            "{}: https://{} (pid {}): . {d}/{}/officer.env | dev.env | so.env",
+            n.id,
+            n.addr,
+            n.pid(),
+            n.id
+        );
     }
     println!("unseal shares (3, threshold 2): {d}/shares/");
     println!("cluster ready ({} nodes)", cluster.nodes.len());
@@ -466,7 +470,22 @@ fn run_dev_cluster(dir: &Path, nodes: u8, lease_ms: u64) -> Result<(), DaemonErr
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Server(e.to_string()))?;
-    rt.block_on(stop_signal());
+    // Also stop when whoever started us is gone (a test harness that died): nothing of a dev
+    // cluster may outlive it.
+    let parent = rustix::process::getppid();
+    rt.block_on(async {
+        tokio::select! {
+            () = stop_signal() => {}
+            () = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    if rustix::process::getppid() != parent {
+                        break;
+                    }
+                }
+            } => {}
+        }
+    });
     eprintln!("bulwarkd: stopping the dev cluster");
     cluster.stop();
     Ok(())

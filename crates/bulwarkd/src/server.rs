@@ -82,8 +82,10 @@ pub(crate) fn open_token(
             let pg = Arc::new(crate::cluster_open::open_pg(url, c)?);
             let policy = QuorumPolicy::from_store(pg.as_ref())?;
             let local = crate::cluster_open::local_base(c, &pg)?;
-            let token =
-                Token::open_store(NodeStore::Pg { store: pg.clone(), local: local.clone() }, &local)?;
+            let token = Token::open_store(
+                NodeStore::Pg { store: pg.clone(), local: local.clone() },
+                &local,
+            )?;
             let node = Arc::new(crate::cluster::Node::new(
                 pg,
                 c.node_id.clone(),

@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::store::NodeToken as Token;
 use aws_lc_rs::digest;
 use bulwark_core::audit::{self, Actor, AuditEvent};
 use bulwark_core::kernel::{Caller, Principal, Role, UserId};
 use bulwark_core::seal::{Progress, QuorumPolicy, Share, UnsealError, Unsealer};
-use crate::store::NodeToken as Token;
 use tokio::sync::Semaphore;
 use tonic::Status;
 
@@ -427,7 +427,8 @@ impl HsmState {
             if let Some(n) = self.cluster.clone() {
                 // Returns only once every live node applied the change (or its lease expired).
                 let b = tokio::task::spawn_blocking(move || n.barrier()).await;
-                if let Ok(Err(e)) | Err(e) = b.map_err(|_| bulwark_core::Error::Internal("barrier")) {
+                if let Ok(Err(e)) | Err(e) = b.map_err(|_| bulwark_core::Error::Internal("barrier"))
+                {
                     tracing::error!(error = %e, op, "cluster barrier failed");
                     r = Err(Status::unavailable(
                         "the change was committed, but this node cannot confirm that every \

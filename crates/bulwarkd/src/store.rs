@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bulwark_core::store::{
-    HeaderNote, KeyslotRow, ObjectRow, RecordRow, ScanRow, SqliteStore, Store, StoreHeader,
-    StoreTx,
+    HeaderNote, KeyslotRow, ObjectRow, RecordRow, ScanRow, SqliteStore, Store, StoreHeader, StoreTx,
 };
 use bulwark_core::{Result, Token};
 use bulwark_store_pg::PgStore;
