@@ -236,7 +236,8 @@ impl Node {
             tracing::info!(node = %self.id, seq = seq2, "cluster node serving");
         }
         let margin = self.lease / 5;
-        let until = t0 + u64::try_from((self.lease - margin).as_nanos()).unwrap_or(u64::MAX);
+        let until =
+            t0 + u64::try_from(self.lease.saturating_sub(margin).as_nanos()).unwrap_or(u64::MAX);
         self.serving_until.store(until, Ordering::Release);
         Ok(())
     }

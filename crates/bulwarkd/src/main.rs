@@ -409,8 +409,7 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     })
                     .await
                     .map_err(|e| DaemonError::Server(e.to_string()))??;
-                    use std::io::Write;
-                    let _ = writeln!(std::io::stdout(), "unsealed");
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), b"unsealed\n");
                 }
                 Ok(running)
             })

@@ -77,7 +77,7 @@ impl Cluster {
         loop {
             let line = rx.recv_timeout(Duration::from_secs(120)).expect("dev cluster start");
             if let Some(rest) = line.strip_prefix("database: ") {
-                db_url = rest.split_whitespace().next().unwrap().to_owned();
+                rest.split_whitespace().next().unwrap().clone_into(&mut db_url);
             }
             if line.starts_with("cluster ready") {
                 break;
@@ -286,10 +286,11 @@ fn a_database_rolled_back_behind_the_nodes_is_refused() {
     make_key(&officer, "after");
     user2.sign("after", "", b"x", true).unwrap();
     // Point-in-time restore of the snapshot (every row, consistent and correctly MACed).
-    let mut sql = String::from("BEGIN;");
-    for t in tables {
-        sql.push_str(&format!("DELETE FROM {t}; INSERT INTO {t} SELECT * FROM snap_{t};"));
-    }
+    let restore: Vec<String> = tables
+        .iter()
+        .map(|t| format!("DELETE FROM {t}; INSERT INTO {t} SELECT * FROM snap_{t};"))
+        .collect();
+    let mut sql = format!("BEGIN;{}", restore.concat());
     sql.push_str("COMMIT; NOTIFY bulwark_commits;");
     db.batch_execute(&sql).unwrap();
     // Every node has seen a later generation: none serves the rolled-back store.
