@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bulwark_client::{Client, ClientConfig, ClientError, Code};
+use rustix::process::Signal;
 
 /// Lease of the test clusters (ms): short, so a stopped node drops out quickly.
 const LEASE_MS: u64 = 1500;
@@ -32,10 +33,10 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for k in 1..=3 {
             if let Some(pid) = self.pid(k) {
-                let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+                send(pid, Signal::CONT);
             }
         }
-        let _ = Command::new("kill").args(["-TERM", &self.parent.id().to_string()]).status();
+        send(self.parent.id(), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.parent.try_wait() {
@@ -94,9 +95,8 @@ impl Cluster {
         std::fs::read_to_string(self.node_dir(k).join("pid")).ok()?.trim().parse().ok()
     }
 
-    fn signal(&self, k: u8, sig: &str) {
-        let pid = self.pid(k).unwrap().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    fn signal(&self, k: u8, sig: Signal) {
+        assert!(send(self.pid(k).unwrap(), sig), "signal to node {k}");
     }
 
     /// The env file value `key` of node `k`'s `file`.
@@ -134,6 +134,14 @@ impl Cluster {
     fn db(&self) -> postgres::Client {
         postgres::Client::connect(&self.db_url, postgres::NoTls).unwrap()
     }
+}
+
+/// Sends `sig` to process `pid`; whether it was delivered.
+fn send(pid: u32, sig: Signal) -> bool {
+    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    rustix::process::kill_process(p, sig).is_ok()
 }
 
 fn env_value(file: &Path, key: &str) -> String {
@@ -213,7 +221,7 @@ fn a_stopped_node_refuses_until_it_caught_up() {
     let user3 = cl.login(3, "dev.env");
     make_key(&officer, "web");
     user3.sign("web", "", b"x", true).unwrap();
-    cl.signal(3, "-STOP");
+    cl.signal(3, Signal::STOP);
     // Node 3 cannot acknowledge: the destroy returns once its lease has expired.
     let t = Instant::now();
     officer.destroy_key("web").unwrap();
@@ -222,7 +230,7 @@ fn a_stopped_node_refuses_until_it_caught_up() {
     let status = cl.login(2, "so.env").cluster_status().unwrap();
     let n3 = status.nodes.iter().find(|n| n.node_id == "node-3").unwrap();
     assert!(!n3.live, "the stopped node's lease lapsed");
-    cl.signal(3, "-CONT");
+    cl.signal(3, Signal::CONT);
     // Never a signature with the destroyed key: UNAVAILABLE while it catches up, then gone.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut saw = Vec::new();
@@ -252,7 +260,7 @@ fn clients_fail_over_and_sessions_follow() {
     let user = cl.login_list(1, "dev.env");
     let first = user.current_endpoint();
     user.sign("fo", "", b"a", true).unwrap();
-    cl.signal(1, "-KILL");
+    cl.signal(1, Signal::KILL);
     // The same client, the same session: the call moves to node 2, which logs in again.
     let sig = user.sign("fo", "", b"b", true).unwrap();
     assert!(user.verify("fo", "", b"b", &sig, true).unwrap());
@@ -262,9 +270,9 @@ fn clients_fail_over_and_sessions_follow() {
     late.sign("fo", "", b"c", true).unwrap();
     // A node that does not serve (lease lapsed) sends clients on, too.
     let user2 = cl.login_list(2, "dev.env");
-    cl.signal(2, "-STOP");
+    cl.signal(2, Signal::STOP);
     std::thread::sleep(Duration::from_millis(LEASE_MS + 200));
-    cl.signal(2, "-CONT");
+    cl.signal(2, Signal::CONT);
     // Node 2 answers UNAVAILABLE until it renewed, or already serves: either way it works.
     user2.sign("fo", "", b"d", true).unwrap();
 }
