@@ -266,6 +266,41 @@ impl Node {
         }
     }
 
+    /// This node's cluster gauges for `/metrics` (local state only: no database query).
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let id = &self.id;
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_cluster_serving 1 while this node holds a lease it serves under."
+        );
+        let _ = writeln!(out, "# TYPE bulwark_cluster_serving gauge");
+        let _ =
+            writeln!(out, "bulwark_cluster_serving{{node=\"{id}\"}} {}", u8::from(self.serving()));
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_cluster_applied_seq Commit sequence number this node acknowledged."
+        );
+        let _ = writeln!(out, "# TYPE bulwark_cluster_applied_seq gauge");
+        let _ = writeln!(
+            out,
+            "bulwark_cluster_applied_seq{{node=\"{id}\"}} {}",
+            self.applied.load(Ordering::Acquire)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_cluster_lease_lapses_total Times this node's lease lapsed."
+        );
+        let _ = writeln!(out, "# TYPE bulwark_cluster_lease_lapses_total counter");
+        let _ = writeln!(
+            out,
+            "bulwark_cluster_lease_lapses_total{{node=\"{id}\"}} {}",
+            self.lapses.load(Ordering::Relaxed)
+        );
+        out
+    }
+
     /// The cluster as the database sees it, and this node's own state.
     pub fn status(&self) -> bulwark_core::Result<NodeStatus> {
         Ok(NodeStatus {

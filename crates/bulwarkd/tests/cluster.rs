@@ -27,6 +27,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     parent: Child,
     db_url: String,
+    /// Each node's `/metrics` address (`host:port`), from its start-up output.
+    http: std::collections::HashMap<u8, String>,
 }
 
 impl Drop for Cluster {
@@ -75,8 +77,17 @@ impl Cluster {
             }
         });
         let mut db_url = String::new();
+        let mut http = std::collections::HashMap::new();
         loop {
             let line = rx.recv_timeout(Duration::from_secs(120)).expect("dev cluster start");
+            // "[node-K] metrics http://ADDR/metrics"
+            if let Some((k, addr)) = line
+                .strip_prefix("[node-")
+                .and_then(|r| r.split_once("] metrics http://"))
+                .and_then(|(k, r)| Some((k.parse::<u8>().ok()?, r.strip_suffix("/metrics")?)))
+            {
+                http.insert(k, addr.to_owned());
+            }
             if let Some(rest) = line.strip_prefix("database: ") {
                 rest.split_whitespace().next().unwrap().clone_into(&mut db_url);
             }
@@ -84,7 +95,7 @@ impl Cluster {
                 break;
             }
         }
-        Some(Self { dir, parent, db_url })
+        Some(Self { dir, parent, db_url, http })
     }
 
     fn node_dir(&self, k: u8) -> PathBuf {
@@ -131,9 +142,23 @@ impl Cluster {
         c
     }
 
+    fn http(&self, k: u8) -> String {
+        self.http.get(&k).cloned().unwrap_or_else(|| panic!("node {k} printed no metrics address"))
+    }
+
     fn db(&self) -> postgres::Client {
         postgres::Client::connect(&self.db_url, postgres::NoTls).unwrap()
     }
+}
+
+/// A plain HTTP/1.0 GET of `path` on `addr`; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(out)
 }
 
 /// Sends `sig` to process `pid`; whether it was delivered.
@@ -249,6 +274,11 @@ fn a_stopped_node_refuses_until_it_caught_up() {
     let s = cl.login(3, "so.env").cluster_status().unwrap();
     assert!(s.serving);
     assert!(s.lease_lapses >= 1, "{s:?}");
+    // The same in its /metrics.
+    let http = cl.http(3);
+    let m = http_get(&http, "/metrics");
+    assert!(m.contains("bulwark_cluster_serving{node=\"node-3\"} 1"), "{m}");
+    assert!(!m.contains("bulwark_cluster_lease_lapses_total{node=\"node-3\"} 0"), "{m}");
 }
 
 #[test]
