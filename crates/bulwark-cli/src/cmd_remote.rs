@@ -267,6 +267,7 @@ pub(crate) fn run(endpoint: &str, cmd: Command) -> CliResult<ExitCode> {
         Command::Audit(a) => audit(endpoint, a),
         Command::Settings(s) => crate::cmd_destroy::settings_remote(&session(endpoint)?, s),
         Command::Bench(a) => crate::cmd_bench::remote(&|| session(endpoint), endpoint, &a),
+        Command::Cluster(c) => crate::cmd_cluster::run(&session(endpoint)?, &c),
         Command::Tamper(crate::cmd_zeroize::TamperCommand::Status) => {
             let s = connect(endpoint)?.status()?;
             if s.tamper_alarm.is_empty() {

@@ -12,6 +12,7 @@ mod cmd_audit;
 mod cmd_backup;
 mod cmd_bench;
 mod cmd_byok;
+mod cmd_cluster;
 mod cmd_destroy;
 mod cmd_keys;
 mod cmd_lifecycle;
@@ -141,6 +142,9 @@ enum Command {
     /// Quorum approvals: make an approver key, approve a request (works offline).
     #[command(subcommand)]
     Approval(cmd_approval::ApprovalCommand),
+    /// Cluster mode: nodes, leases, applied generation, lag (--endpoint).
+    #[command(subcommand)]
+    Cluster(cmd_cluster::ClusterCommand),
 }
 
 fn main() -> ExitCode {
@@ -278,6 +282,7 @@ fn run_command(cli: Cli) -> CliResult<ExitCode> {
         Command::Approval(_) => unreachable!("handled above"),
         Command::Bench(a) => cmd_bench::embedded(&ctx, &a),
         Command::Settings(s) => cmd_destroy::settings(&ctx, s),
+        Command::Cluster(_) => Err(CliError::Usage("cluster needs --endpoint".into())),
     }
 }
 

@@ -78,6 +78,7 @@ fn start(dir: &Path) -> DaemonThread {
         session_ttl_secs: 3600,
         max_login_failures: 5,
         connections: bulwarkd::config::ConnectionLimits::default(),
+        cluster: None,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),

@@ -9,7 +9,9 @@
 
 mod admin;
 mod bootstrap;
+mod cluster;
 mod destruction;
+pub mod failover;
 pub mod remote_hsm;
 mod usepolicy;
 mod versions;
@@ -19,7 +21,9 @@ use std::path::Path;
 use bulwark_proto::v1::hsm_client::HsmClient;
 use bulwark_proto::v1::{self as pb, SignatureFormat};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+use failover::Failover;
 use zeroize::Zeroizing;
 
 pub use bootstrap::Initialized;
@@ -97,7 +101,8 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
 /// Where the HSM is and how to authenticate the TLS connection.
 pub struct ClientConfig {
-    /// `https://host:port`.
+    /// `https://host:port`, or a comma-separated list of the nodes of a cluster, tried in
+    /// order with failover ([`failover`]).
     pub endpoint: String,
     /// PEM of the CA that issued the server certificate.
     pub ca_pem: Vec<u8>,
@@ -160,9 +165,9 @@ impl ClientConfig {
 /// A connection to one HSM, with an optional login session.
 pub struct Client {
     rt: tokio::runtime::Runtime,
-    inner: HsmClient<Channel>,
+    inner: HsmClient<Failover>,
     /// The connection, for the other services (bootstrap).
-    channel: Channel,
+    channel: Failover,
     session: Option<Zeroizing<String>>,
 }
 
@@ -192,13 +197,27 @@ impl Client {
         if let Some(n) = &cfg.server_name {
             tls = tls.domain_name(n.clone());
         }
-        let ep = Endpoint::from_shared(cfg.endpoint.clone())
-            .map_err(|_| ClientError::Config(format!("bad endpoint {:?}", cfg.endpoint)))?
-            .tls_config(tls)
-            .map_err(|e| ClientError::Config(chain(&e)))?
-            .connect_timeout(std::time::Duration::from_secs(10));
-        let channel = rt.block_on(ep.connect()).map_err(|e| ClientError::Connect(chain(&e)))?;
+        let names = failover::split_endpoints(&cfg.endpoint);
+        if names.is_empty() {
+            return Err(ClientError::Config("no endpoint given".into()));
+        }
+        let mut eps = Vec::with_capacity(names.len());
+        for name in &names {
+            let ep = Endpoint::from_shared(name.clone())
+                .map_err(|_| ClientError::Config(format!("bad endpoint {name:?}")))?
+                .tls_config(tls.clone())
+                .map_err(|e| ClientError::Config(chain(&e)))?
+                .connect_timeout(std::time::Duration::from_secs(10));
+            eps.push(ep);
+        }
+        let channel = Failover::new(eps, names);
+        rt.block_on(channel.connect()).map_err(|e| ClientError::Connect(chain(e.as_ref())))?;
         Ok(Self { rt, inner: HsmClient::new(channel.clone()), channel, session: None })
+    }
+
+    /// The endpoint calls go to now (the first of the list that answered).
+    pub fn current_endpoint(&self) -> String {
+        self.rt.block_on(self.channel.current_endpoint())
     }
 
     /// Connects to the daemon's local admin socket (no TLS: the socket is 0600, so only the
@@ -222,6 +241,7 @@ impl Client {
                 },
             )))
             .map_err(|e| ClientError::Connect(chain(&e)))?;
+        let channel = Failover::fixed(channel, "unix socket".into());
         Ok(Self { rt, inner: HsmClient::new(channel.clone()), channel, session: None })
     }
 
@@ -267,6 +287,8 @@ impl Client {
         });
         let mut c = self.inner.clone();
         let resp = self.rt.block_on(c.login(r))?.into_inner();
+        // Kept so that the session can follow a failover to another node.
+        self.channel.remember_login(&resp.session, user, password, !otp.is_empty());
         self.session = Some(Zeroizing::new(resp.session.clone()));
         Ok(resp.role.clone())
     }
@@ -287,7 +309,9 @@ impl Client {
         let r = self.req(pb::LogoutRequest {});
         let mut c = self.inner.clone();
         self.rt.block_on(c.logout(r))?;
-        self.session = None;
+        if let Some(s) = self.session.take() {
+            self.channel.forget_login(&s);
+        }
         Ok(())
     }
 

@@ -32,10 +32,11 @@ use bulwark_proto::p11::{
 use bulwark_proto::v1::hsm_client::HsmClient;
 use bulwark_proto::Reason;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 use zeroize::Zeroizing;
 
+use crate::failover::Failover;
 use crate::ClientConfig;
 
 /// Largest random request the daemon serves at once.
@@ -65,7 +66,7 @@ struct LoginState {
 
 struct Inner {
     rt: tokio::runtime::Runtime,
-    channel: Channel,
+    channel: Failover,
     login: RwLock<Option<LoginState>>,
     /// The fresh login of the last `C_Login(CKU_CONTEXT_SPECIFIC)`, for the next Sign or
     /// Decrypt with a `CKA_ALWAYS_AUTHENTICATE` key (the daemon ends it when it is used).
@@ -161,7 +162,7 @@ impl Inner {
     where
         T: Send + 'static,
         R: Send + 'static,
-        F: FnOnce(TokenClient<Channel>, tonic::Request<T>) -> Fut + Send + 'static,
+        F: FnOnce(TokenClient<Failover>, tonic::Request<T>) -> Fut + Send + 'static,
         Fut: Future<Output = RpcResult<R>> + Send,
     {
         let bearer = self.bearer().ok_or(Error::UserNotLoggedIn)?;
@@ -196,6 +197,8 @@ impl Inner {
         match r {
             Ok(resp) => {
                 let resp = resp.into_inner();
+                // Kept so that the login can follow a failover to another node.
+                self.channel.remember_login(&resp.session, &user, &password, !otp.is_empty());
                 Ok((user, Zeroizing::new(resp.session), resp.role))
             }
             Err(st) => Err(match st.code() {
@@ -219,6 +222,7 @@ impl Inner {
     }
 
     fn end_login(&self, bearer: &str) {
+        self.channel.forget_login(bearer);
         let req = Self::request(pb::Empty {}, Some(bearer));
         let mut client = TokenClient::new(self.channel.clone());
         let _ = self.run(async move { client.logout(req).await });
@@ -249,21 +253,28 @@ impl RemoteHsm {
         if let Some(n) = &cfg.server_name {
             tls = tls.domain_name(n.clone());
         }
-        let ep = Endpoint::from_shared(cfg.endpoint.clone())
-            .map_err(|_| Error::ArgumentsBad("bad endpoint"))?
-            .tls_config(tls)
-            .map_err(|_| Error::ArgumentsBad("bad TLS configuration"))?
-            .connect_timeout(std::time::Duration::from_secs(10))
-            // A safety net against a hung daemon or network, well above the slowest operation
-            // (RSA-4096 generation on a busy HSM); a dead peer is noticed by keepalives.
-            .timeout(std::time::Duration::from_secs(120))
-            .tcp_keepalive(Some(std::time::Duration::from_secs(30)))
-            .http2_keep_alive_interval(std::time::Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        let channel = {
-            let _guard = rt.enter();
-            ep.connect_lazy()
-        };
+        let names = crate::failover::split_endpoints(&cfg.endpoint);
+        if names.is_empty() {
+            return Err(Error::ArgumentsBad("bad endpoint"));
+        }
+        let mut eps = Vec::with_capacity(names.len());
+        for name in &names {
+            let ep = Endpoint::from_shared(name.clone())
+                .map_err(|_| Error::ArgumentsBad("bad endpoint"))?
+                .tls_config(tls.clone())
+                .map_err(|_| Error::ArgumentsBad("bad TLS configuration"))?
+                .connect_timeout(std::time::Duration::from_secs(10))
+                // A safety net against a hung daemon or network, well above the slowest
+                // operation (RSA-4096 generation on a busy HSM); a dead peer is noticed by
+                // keepalives.
+                .timeout(std::time::Duration::from_secs(120))
+                .tcp_keepalive(Some(std::time::Duration::from_secs(30)))
+                .http2_keep_alive_interval(std::time::Duration::from_secs(30))
+                .keep_alive_while_idle(true);
+            eps.push(ep);
+        }
+        // Connects lazily (on the first call), trying the nodes in order.
+        let channel = Failover::new(eps, names);
         Ok(Self {
             inner: Arc::new(Inner {
                 rt,
@@ -279,7 +290,7 @@ impl RemoteHsm {
     fn objects_call<T, F, Fut>(&self, msg: T, f: F) -> Result<u64>
     where
         T: Send + 'static,
-        F: FnOnce(TokenClient<Channel>, tonic::Request<T>) -> Fut + Send + 'static,
+        F: FnOnce(TokenClient<Failover>, tonic::Request<T>) -> Fut + Send + 'static,
         Fut: Future<Output = RpcResult<pb::HandleResponse>> + Send,
     {
         Ok(self.inner.call(msg, f)?.handle)

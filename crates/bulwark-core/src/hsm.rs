@@ -293,7 +293,7 @@ impl<S: Store + 'static> PreparedKey for EmbeddedKey<S> {
     }
 }
 
-impl Hsm for Token {
+impl<S: Store + 'static> Hsm for Token<S> {
     fn status(&self) -> Result<TokenStatus> {
         Token::status(self)
     }

@@ -161,7 +161,11 @@ pub struct LabelledKey<'a> {
 /// # Errors
 /// `Exists` when the label is taken; `TemplateInconsistent` for a non-sensitive private key;
 /// any generation error.
-pub fn generate_labelled(t: &Token, k: &LabelledKey<'_>, session: SessionId) -> Result<Vec<u64>> {
+pub fn generate_labelled<S: crate::store::Store>(
+    t: &Token<S>,
+    k: &LabelledKey<'_>,
+    session: SessionId,
+) -> Result<Vec<u64>> {
     generate_labelled_with(t, k, crate::token::LifecycleDates::default(), session)
 }
 
@@ -171,8 +175,8 @@ pub fn generate_labelled(t: &Token, k: &LabelledKey<'_>, session: SessionId) -> 
 /// # Errors
 /// As [`generate_labelled`]; `TemplateInconsistent` when a stop date does not come after the
 /// activation date.
-pub fn generate_labelled_with(
-    t: &Token,
+pub fn generate_labelled_with<S: crate::store::Store>(
+    t: &Token<S>,
     k: &LabelledKey<'_>,
     dates: crate::token::LifecycleDates,
     session: SessionId,

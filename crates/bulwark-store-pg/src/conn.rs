@@ -25,6 +25,20 @@ use postgres::{Client, GenericClient, Statement};
 
 use crate::db_err;
 
+/// Runs blocking database work `f`. The synchronous client drives each connection with a
+/// runtime of its own and cannot do so on a thread that is driving an async runtime: called
+/// from a worker of a multi-threaded tokio runtime (a daemon handler that did not move to the
+/// blocking pool), the work is moved off the worker first (`block_in_place`); anywhere else it
+/// simply runs.
+pub(crate) fn offload<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// How connections to the database are protected.
 #[derive(Clone)]
 pub enum PgTls {
@@ -185,11 +199,21 @@ impl Drop for Lease<'_> {
         let mut s = self.pool.lock();
         if conn.client.is_closed() {
             s.open -= 1;
+            drop(s);
+            // Closing a client blocks on its runtime.
+            offload(|| drop(conn));
         } else {
             s.idle.push(conn);
+            drop(s);
         }
-        drop(s);
         self.pool.freed.notify_one();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        offload(|| drop(idle));
     }
 }
 
@@ -208,7 +232,12 @@ impl Pool {
         self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn connect(&self) -> Result<Conn> {
+    /// A new connection outside the pool's count (the change listener's own).
+    pub(crate) fn connect(&self) -> Result<Conn> {
+        offload(|| self.connect_here())
+    }
+
+    fn connect_here(&self) -> Result<Conn> {
         let client = match &self.tls {
             PgTls::Disabled => self.cfg.connect(postgres::NoTls),
             PgTls::Rustls(c) => {

@@ -27,7 +27,9 @@
 #![forbid(unsafe_code)]
 
 mod changes;
+pub mod cluster;
 mod conn;
+pub mod devserver;
 mod schema;
 mod tx;
 
@@ -45,17 +47,30 @@ use changes::Changes;
 use conn::{Pool, Stmts};
 
 /// Connection options of a [`PgStore`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// Most connections opened at once (default 8).
     pub pool_size: usize,
     /// TLS to the database (default: none, loopback and Unix sockets only).
     pub tls: PgTls,
+    /// The database password, when it is not in the URL (read by the caller from a file or
+    /// the environment; never on a command line). Takes precedence over one in the URL.
+    pub password: Option<std::sync::Arc<zeroize::Zeroizing<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("pool_size", &self.pool_size)
+            .field("tls", &self.tls)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
-        Self { pool_size: 8, tls: PgTls::Disabled }
+        Self { pool_size: 8, tls: PgTls::Disabled, password: None }
     }
 }
 
@@ -158,7 +173,10 @@ const SQL_HEADER: &str = "SELECT store_uid, policy, generation, state, zeroized,
                           FROM header WHERE id = 1";
 const SQL_HEADER_LOCK: &str = "SELECT store_uid, policy, generation, state, zeroized, alarm, \
                                audit_pub FROM header WHERE id = 1 FOR UPDATE";
-const SQL_BUMP: &str = "UPDATE commits SET seq = seq + 1 WHERE id = 1 RETURNING seq";
+/// Bumps the commit sequence and wakes the other nodes (`LISTEN bulwark_commits`; the
+/// notification is delivered when, and only if, the transaction commits).
+const SQL_BUMP: &str = "WITH b AS (UPDATE commits SET seq = seq + 1 WHERE id = 1 RETURNING seq) \
+                        SELECT seq, pg_notify('bulwark_commits', seq::text) FROM b";
 const SQL_SEQ: &str = "SELECT seq FROM commits WHERE id = 1";
 const SQL_KEYSLOT: &str = "SELECT user_type, salt, m_cost, t_cost, p_cost, wrapped_mk, mac \
                            FROM keyslots WHERE user_type = $1";
@@ -288,6 +306,10 @@ impl PgStore {
     /// `ArgumentsBad` for a malformed URL or one the TLS policy refuses; `Store` when the
     /// database cannot be reached; `SchemaUnsupported` for a schema newer than this build.
     pub fn create(url: &str, store_uid: [u8; 16], policy: &str, opts: &PgOptions) -> Result<Self> {
+        conn::offload(|| Self::create_here(url, store_uid, policy, opts))
+    }
+
+    fn create_here(url: &str, store_uid: [u8; 16], policy: &str, opts: &PgOptions) -> Result<Self> {
         let (pool, name) = Self::connect(url, opts)?;
         {
             let mut c = pool.get()?;
@@ -319,6 +341,10 @@ impl PgStore {
     /// # Errors
     /// As [`PgStore::create`]; `NotInitialized` when the database holds no store.
     pub fn open(url: &str, opts: &PgOptions) -> Result<Self> {
+        conn::offload(|| Self::open_here(url, opts))
+    }
+
+    fn open_here(url: &str, opts: &PgOptions) -> Result<Self> {
         let (pool, name) = Self::connect(url, opts)?;
         {
             let mut c = pool.get()?;
@@ -339,7 +365,10 @@ impl PgStore {
     }
 
     fn connect(url: &str, opts: &PgOptions) -> Result<(Pool, String)> {
-        let cfg = conn::configure(url, &opts.tls)?;
+        let mut cfg = conn::configure(url, &opts.tls)?;
+        if let Some(pw) = &opts.password {
+            cfg.password(pw.as_slice());
+        }
         let name = describe(&cfg);
         Ok((Pool::new(cfg, opts.tls.clone(), opts.pool_size), name))
     }
@@ -361,6 +390,14 @@ impl PgStore {
     /// Runs `f` in a transaction that commits a change of its own: bumps the commit sequence
     /// last, registers it as ours, then commits.
     fn committing<T>(
+        &self,
+        isolation: IsolationLevel,
+        f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts) -> Result<(T, bool)>,
+    ) -> Result<T> {
+        conn::offload(|| self.committing_here(isolation, f))
+    }
+
+    fn committing_here<T>(
         &self,
         isolation: IsolationLevel,
         f: impl FnOnce(&mut postgres::Transaction<'_>, &mut Stmts) -> Result<(T, bool)>,
@@ -391,9 +428,11 @@ impl PgStore {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut postgres::Client, &mut Stmts) -> Result<T>) -> Result<T> {
-        let mut lease = self.pool.get()?;
-        let conn = &mut *lease;
-        f(&mut conn.client, &mut conn.stmts)
+        conn::offload(|| {
+            let mut lease = self.pool.get()?;
+            let conn = &mut *lease;
+            f(&mut conn.client, &mut conn.stmts)
+        })
     }
 }
 

@@ -52,6 +52,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE records (
         kind TEXT NOT NULL, key BYTEA NOT NULL, value BYTEA NOT NULL, mac BYTEA NOT NULL,
         PRIMARY KEY (kind, key));",
+    // v2: cluster mode. One lease row per serving node (not authenticated: it says who is
+    // alive and what each node has applied, nothing the kernel trusts; see cluster.rs). Times
+    // are the database's clock.
+    "CREATE TABLE cluster_nodes (
+        node_id TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        renewed_at TIMESTAMPTZ NOT NULL,
+        lease_until TIMESTAMPTZ NOT NULL,
+        acked_seq BIGINT NOT NULL,
+        generation BIGINT NOT NULL);",
 ];
 
 /// The schema version this build writes.

@@ -434,7 +434,10 @@ pub async fn start_daemon(
     shutdown: impl std::future::Future<Output = ()>,
     mut listening: impl FnMut(SocketAddr, bool),
 ) -> Result<Option<Running>, DaemonError> {
-    let listener = if cfg.store.exists() {
+    let listener = if cfg.store.exists()
+        || matches!(cfg.store_location(), crate::config::StoreLocation::Postgres(_))
+    {
+        // A PostgreSQL store is created with `bulwarkd init` (no remote initialization).
         None
     } else {
         let boot = start(cfg).await?;

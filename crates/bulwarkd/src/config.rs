@@ -17,6 +17,10 @@
 //! cert = "/etc/bulwark/pki/server.pem"
 //! key = "/etc/bulwark/pki/server-key.pem"
 //! ```
+//! Cluster mode (docs/cluster.md): `store = "postgresql://bulwark@db1:5432,db2:5432/bulwark?target_session_attrs=read-write"`
+//! and a `[cluster]` section (`node_id`, `data_dir`, `endpoint`, `lease_ms`, `password_file`,
+//! `ca`, `pool_size`); the password comes from `password_file` or `BULWARKD_PG_PASSWORD`.
+//!
 //! Overrides: `BULWARKD_LISTEN`, `BULWARKD_HTTP_LISTEN`, `BULWARKD_UNIX_SOCKET`, `BULWARKD_STORE`, `BULWARKD_USERS`, `BULWARKD_WORKERS`,
 //! `BULWARKD_SESSION_TTL_SECS`, `BULWARKD_TLS_CA`, `BULWARKD_TLS_CERT`, `BULWARKD_TLS_KEY`,
 //! `BULWARKD_MAX_CONNECTIONS`, `BULWARKD_HANDSHAKE_TIMEOUT_SECS`, `BULWARKD_HEADER_TIMEOUT_SECS`,
@@ -59,6 +63,51 @@ pub struct ApprovalsConfig {
     pub approvers: Vec<Approver>,
 }
 
+/// Cluster mode: this node, on a PostgreSQL store (`store = "postgres://..."`; docs/cluster.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// This node's id (unique in the cluster; names its lease row).
+    pub node_id: String,
+    /// Local directory of this node: its audit log and its anti-rollback watermark. Never
+    /// shared with another node.
+    pub data_dir: PathBuf,
+    /// The endpoint clients reach this node at (shown by `bulwark cluster status`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
+    /// Lease length: a node that has not renewed for this long is out (and stops serving a
+    /// little before). Revocations wait at most about this long for a node that stopped.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// A file holding the database password (first line); `BULWARKD_PG_PASSWORD` overrides.
+    /// Never on a command line or in the URL of a file others can read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) the database server's certificate must chain to: TLS to the
+    /// database is then required. Without it only Unix sockets and loopback are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Most database connections of this node (default 8).
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+}
+
+fn default_lease_ms() -> u64 {
+    5000
+}
+
+fn default_pool() -> usize {
+    8
+}
+
+/// Where the store is.
+#[derive(Clone, Copy, Debug)]
+pub enum StoreLocation<'a> {
+    /// A SQLite file.
+    File(&'a Path),
+    /// A PostgreSQL database (libpq-style URL or key/value string).
+    Postgres(&'a str),
+}
+
 /// The daemon configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Config {
@@ -96,6 +145,9 @@ pub struct Config {
     /// Connection limits and deadlines of every listener (`[connections]`).
     #[serde(default)]
     pub connections: ConnectionLimits,
+    /// Cluster mode (`[cluster]`), required with a PostgreSQL store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 fn default_ttl() -> u64 {
@@ -162,7 +214,32 @@ impl Config {
         if let Some(v) = var("BULWARKD_TLS_KEY") {
             self.tls.key = v.into();
         }
+        if let Some(v) = var("BULWARKD_NODE_ID") {
+            if let Some(c) = self.cluster.as_mut() {
+                c.node_id = v;
+            }
+        }
         Ok(())
+    }
+
+    /// Where the store is: `store` starting with `postgres://` or `postgresql://` (or a
+    /// key/value string with `host=`) names a PostgreSQL database, anything else a file.
+    pub fn store_location(&self) -> StoreLocation<'_> {
+        let s = self.store.to_str().unwrap_or_default();
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") || s.starts_with("host=")
+        {
+            StoreLocation::Postgres(s)
+        } else {
+            StoreLocation::File(&self.store)
+        }
+    }
+
+    /// The store as shown in messages: the file, or the database's hosts (never a password).
+    pub fn store_shown(&self) -> String {
+        match self.store_location() {
+            StoreLocation::File(p) => p.display().to_string(),
+            StoreLocation::Postgres(_) => "the PostgreSQL store".to_owned(),
+        }
     }
 
     /// The worker pool size.
@@ -180,5 +257,45 @@ impl Config {
     /// The configuration as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, StoreLocation};
+
+    fn config(extra: &str) -> Config {
+        toml::from_str(&format!(
+            "listen = \"127.0.0.1:7443\"\n{extra}\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_postgres_url_is_a_cluster_store_and_anything_else_a_file() {
+        for url in [
+            "postgres://bulwark@db1:5432,db2:5432/bulwark?target_session_attrs=read-write",
+            "postgresql://bulwark@db/bulwark",
+            "host=/run/postgresql port=5432 dbname=bulwark",
+        ] {
+            let c = config(&format!("store = {url:?}"));
+            assert!(matches!(c.store_location(), StoreLocation::Postgres(u) if u == url));
+            assert_eq!(c.store_shown(), "the PostgreSQL store", "never the URL");
+        }
+        let c = config("store = \"/var/lib/bulwark/store.db\"");
+        assert!(matches!(c.store_location(), StoreLocation::File(p) if p.ends_with("store.db")));
+        assert!(c.cluster.is_none());
+    }
+
+    #[test]
+    fn the_cluster_section_has_defaults_and_survives_a_round_trip() {
+        let c = config(
+            "store = \"postgresql://db/bulwark\"\n[cluster]\nnode_id = \"a\"\ndata_dir = \"/x\"",
+        );
+        let k = c.cluster.as_ref().unwrap();
+        assert_eq!((k.lease_ms, k.pool_size), (5000, 8));
+        assert!(k.password_file.is_none() && k.ca.is_none());
+        let again: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again.cluster.unwrap().node_id, "a");
     }
 }

@@ -76,15 +76,26 @@ pub fn init_store_with(
     policy: &bulwark_core::token::SecurityPolicy,
     users: &[InitialUser],
 ) -> Result<Vec<PathBuf>, DaemonError> {
-    use bulwark_core::seal::{init_quorum_store_with_users, ShareFile};
+    use bulwark_core::seal::init_quorum_store_with_users;
     let (shares, threshold) = quorum;
     bulwark_core::fsutil::check_store_path(store)?;
     std::fs::create_dir_all(share_dir).map_err(|e| DaemonError::file("create", share_dir, e))?;
     let init = init_quorum_store_with_users(store, label, shares, threshold, policy, users)?;
+    write_shares(&init, share_dir, passphrases)
+}
+
+/// Writes one share file per custodian of a new store into `share_dir` (`share-<i>.json`,
+/// 0600), each encrypted to its passphrase where one is given.
+pub fn write_shares(
+    init: &bulwark_core::seal::QuorumInit,
+    share_dir: &Path,
+    passphrases: &[Option<Zeroizing<String>>],
+) -> Result<Vec<PathBuf>, DaemonError> {
+    use bulwark_core::seal::ShareFile;
     let mut out = Vec::new();
     for (i, s) in init.shares.iter().enumerate() {
         let pass = passphrases.get(i).and_then(Option::as_ref).map(|p| p.as_bytes());
-        let f = ShareFile::new(&init, s, pass, bulwark_core::hierarchy::KdfParams::default())?;
+        let f = ShareFile::new(init, s, pass, bulwark_core::hierarchy::KdfParams::default())?;
         let path = share_dir.join(format!("share-{}.json", s.index()));
         write_private(&path, &f.to_json())?;
         out.push(path);
@@ -188,6 +199,7 @@ pub fn prepare_with(
         session_ttl_secs: 3600,
         max_login_failures: crate::users::MAX_LOGIN_FAILURES,
         connections: connection_limits()?,
+        cluster: None,
         tls: TlsConfig {
             ca: pki.join("ca.pem"),
             cert: pki.join("server.pem"),
@@ -228,8 +240,23 @@ impl DevSetup {
     }
 
     fn unseal_inner(&self, state: &crate::state::HsmState) -> Result<(), DaemonError> {
+        unseal_from(&self.dir.join("shares"), state)
+    }
+}
+
+/// Unseals `state` with shares 1 and 2 of the dev share directory `shares` (dev mode and the
+/// nodes of a dev cluster), as the daemon's own start-up ([`startup_actor`]).
+pub fn unseal_with_dev_shares(
+    shares: &Path,
+    state: &crate::state::HsmState,
+) -> Result<(), DaemonError> {
+    bulwark_core::audit::with_actor(startup_actor(), || unseal_from(shares, state))
+}
+
+fn unseal_from(shares: &Path, state: &crate::state::HsmState) -> Result<(), DaemonError> {
+    {
         for i in 1..=DEV_THRESHOLD {
-            let p = self.dir.join("shares").join(format!("share-{i}.json"));
+            let p = shares.join(format!("share-{i}.json"));
             let text =
                 Zeroizing::new(std::fs::read(&p).map_err(|e| DaemonError::file("read", &p, e))?);
             let f = bulwark_core::seal::ShareFile::parse(&text)?;

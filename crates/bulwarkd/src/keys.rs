@@ -14,7 +14,9 @@ use bulwark_core::lifecycle::KeyState;
 use bulwark_core::mechanism::Mechanism;
 use bulwark_core::token::{ObjectInfo, SESSION_HANDLE_BASE};
 use bulwark_core::{envelope, names};
-use bulwark_core::{Error, Result, Token};
+use bulwark_core::{Error, Result};
+
+use crate::store::NodeToken as Token;
 use bulwark_proto::v1;
 
 /// A caller-supplied string as it may appear in a log line or a terminal: control characters

@@ -8,8 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod cluster;
+pub mod cluster_open;
 pub mod config;
 pub mod dev;
+pub mod dev_cluster;
 pub mod error;
 mod keys;
 pub mod listen;
@@ -21,5 +24,6 @@ pub mod recover;
 pub mod server;
 pub mod service;
 pub mod state;
+pub mod store;
 pub mod tls;
 pub mod users;

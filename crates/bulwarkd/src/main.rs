@@ -52,6 +52,15 @@ struct Cli {
         requires = "dev"
     )]
     dev_audit_key_use: KeyUseArg,
+    /// Dev mode: run a cluster of this many nodes on a private PostgreSQL (needs --dir).
+    #[arg(long, value_name = "N", requires = "dev", requires = "dir")]
+    nodes: Option<u8>,
+    /// Dev cluster: lease length of each node, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 3000, requires = "nodes")]
+    lease_ms: u64,
+    /// A dev cluster's node: unseal at start with shares 1 and 2 of this directory.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "dev")]
+    dev_unseal_from: Option<PathBuf>,
     /// Dev mode: the response to tampering (SIGUSR1, integrity failures, ...).
     #[arg(long, value_enum, default_value = "alarm", requires = "dev")]
     dev_tamper_response: ResponseArg,
@@ -319,23 +328,39 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     pass.push(Some(p));
                 }
             }
-            let files = bulwarkd::dev::init_store_with(
-                &cfg.store,
-                label,
-                (*shares, *threshold),
-                share_dir,
-                &pass,
-                &policy,
-                std::slice::from_ref(&so),
-            )?;
+            let files = match cfg.store_location() {
+                bulwarkd::config::StoreLocation::File(store) => bulwarkd::dev::init_store_with(
+                    store,
+                    label,
+                    (*shares, *threshold),
+                    share_dir,
+                    &pass,
+                    &policy,
+                    std::slice::from_ref(&so),
+                )?,
+                bulwarkd::config::StoreLocation::Postgres(url) => bulwarkd::cluster_open::init_pg(
+                    &cfg,
+                    url,
+                    label,
+                    (*shares, *threshold),
+                    share_dir,
+                    &pass,
+                    &policy,
+                    std::slice::from_ref(&so),
+                )?,
+            };
             println!(
                 "store {} created: {threshold} of {shares} shares unseal it; give each custodian one file:",
-                cfg.store.display()
+                cfg.store_shown()
             );
             for f in files {
                 println!("  {}", f.display());
             }
             Ok(())
+        }
+        None if cli.dev && cli.nodes.is_some() => {
+            let dir = cli.dir.as_deref().ok_or_else(|| DaemonError::Config("--dir".into()))?;
+            run_dev_cluster(dir, cli.nodes.unwrap_or(1), cli.lease_ms)
         }
         None if cli.dev => {
             let policy = SecurityPolicy {
@@ -350,6 +375,11 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
         }
         None => {
             let cfg = config(cli)?;
+            if let Some(d) = bulwarkd::cluster_open::state_dir_for(&cfg) {
+                // A cluster node's anti-rollback watermark is its own (no thread runs yet).
+                std::env::set_var("BULWARK_STATE_DIR", d);
+            }
+            let unseal_from = cli.dev_unseal_from.clone();
             serve(async move {
                 // No store yet: only the bootstrap service until a client initializes the HSM
                 // (`bulwark --endpoint URL init`), then the normal service on the same socket.
@@ -370,7 +400,22 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     };
                     let _ = writeln!(std::io::stdout(), "{line}");
                 };
-                bulwarkd::bootstrap::start_daemon(&cfg, stop_signal(), listening).await
+                let running =
+                    bulwarkd::bootstrap::start_daemon(&cfg, stop_signal(), listening).await?;
+                if let (Some(r), Some(shares)) = (&running, unseal_from) {
+                    let st = r.state.clone();
+                    tokio::task::spawn_blocking(move || {
+                        bulwarkd::dev::unseal_with_dev_shares(&shares, &st)
+                    })
+                    .await
+                    .map_err(|e| DaemonError::Server(e.to_string()))??;
+                    if let Some(h) = r.http {
+                        let line = format!("metrics http://{h}/metrics\n");
+                        let _ = std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes());
+                    }
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), b"unsealed\n");
+                }
+                Ok(running)
             })
         }
     }
@@ -405,6 +450,48 @@ fn run_dev(
         println!("listening on {}", running.addr);
         Ok(Some(running))
     })
+}
+
+fn run_dev_cluster(dir: &Path, nodes: u8, lease_ms: u64) -> Result<(), DaemonError> {
+    eprintln!("{}", bulwarkd::dev_cluster::BANNER);
+    let cluster = bulwarkd::dev_cluster::start(dir, nodes, lease_ms)?;
+    let d = cluster.dir.display();
+    println!("dev directory: {d}");
+    println!("database: {} (socket in {}/pg/sock)", cluster.pg.tcp_url("bulwark"), d);
+    for n in &cluster.nodes {
+        println!(
+            "{}: https://{} (pid {}): . {d}/{}/officer.env | dev.env | so.env",
+            n.id,
+            n.addr,
+            n.pid(),
+            n.id
+        );
+    }
+    println!("unseal shares (3, threshold 2): {d}/shares/");
+    println!("cluster ready ({} nodes)", cluster.nodes.len());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DaemonError::Server(e.to_string()))?;
+    // Also stop when whoever started us is gone (a test harness that died): nothing of a dev
+    // cluster may outlive it.
+    let parent = rustix::process::getppid();
+    rt.block_on(async {
+        tokio::select! {
+            () = stop_signal() => {}
+            () = async {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    if rustix::process::getppid() != parent {
+                        break;
+                    }
+                }
+            } => {}
+        }
+    });
+    eprintln!("bulwarkd: stopping the dev cluster");
+    cluster.stop();
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

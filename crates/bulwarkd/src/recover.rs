@@ -6,8 +6,9 @@
 
 use bulwark_core::audit::{Actor, AuditEvent};
 use bulwark_core::kernel::Role;
-use bulwark_core::seal::{Progress, QuorumPolicy, Share, Unsealer};
-use bulwark_core::Token;
+use bulwark_core::seal::{Progress, Share, Unsealer};
+
+use crate::store::NodeToken as Token;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
@@ -21,8 +22,8 @@ pub fn recover_user(
     shares: Vec<Share>,
 ) -> Result<String, String> {
     bulwark_core::kernel::check_user_name(name).map_err(|e| e.to_string())?;
-    let policy = QuorumPolicy::load(&cfg.store).map_err(|e| format!("store: {e}"))?;
-    let token = Token::open(&cfg.store).map_err(|e| format!("store: {e}"))?;
+    let (token, policy, _node, _) =
+        crate::server::open_token(cfg).map_err(|e| format!("store: {e}"))?;
     let mut u = Unsealer::new(policy);
     let mut keys = None;
     for s in shares {

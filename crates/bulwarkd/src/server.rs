@@ -32,9 +32,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens the store (sealed) and the user database.
 pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, DaemonError> {
-    bulwark_core::fsutil::check_store_path(&cfg.store)?;
-    let policy = QuorumPolicy::load(&cfg.store)?;
-    let token = Token::open(&cfg.store)?;
+    let (token, policy, node, local) = open_token(cfg)?;
     if let Some(notice) = cfg.users.as_deref().and_then(crate::users::legacy_user_file_notice) {
         tracing::warn!("{notice}");
     }
@@ -42,7 +40,7 @@ pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, DaemonE
         return Err(DaemonError::Config("max_login_failures must be at least 1".into()));
     }
     token.set_login_failure_limit(cfg.max_login_failures);
-    Ok(Arc::new(
+    let state = Arc::new(
         HsmState::new(
             token,
             policy,
@@ -50,8 +48,52 @@ pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, DaemonE
             Duration::from_secs(cfg.session_ttl_secs.max(1)),
             dev_mode,
         )
-        .with_approvals(cfg.approvals.clone()),
-    ))
+        .with_approvals(cfg.approvals.clone())
+        .with_cluster(node.clone(), local),
+    );
+    if let Some(n) = node {
+        n.spawn(Arc::downgrade(&state))
+            .map_err(|e| DaemonError::Server(format!("cannot start the lease thread: {e}")))?;
+    }
+    Ok(state)
+}
+
+/// What [`open_token`] opens.
+pub(crate) type Opened =
+    (crate::store::NodeToken, QuorumPolicy, Option<Arc<crate::cluster::Node>>, std::path::PathBuf);
+
+/// The token of the configured store, its unseal policy, the cluster node (PostgreSQL) and the
+/// local path scratch files go beside.
+pub(crate) fn open_token(cfg: &Config) -> Result<Opened, DaemonError> {
+    use crate::config::StoreLocation;
+    use crate::store::NodeStore;
+    match cfg.store_location() {
+        StoreLocation::File(path) => {
+            bulwark_core::fsutil::check_store_path(path)?;
+            let policy = QuorumPolicy::load(path)?;
+            // As `Token::open(path)`: the store file, its audit log beside it.
+            let store = bulwark_core::store::SqliteStore::open(path)?;
+            let token = Token::open_store(NodeStore::Sqlite(store), path)?;
+            Ok((token, policy, None, path.to_owned()))
+        }
+        StoreLocation::Postgres(url) => {
+            let c = crate::cluster_open::node_config(cfg)?;
+            let pg = Arc::new(crate::cluster_open::open_pg(url, c)?);
+            let policy = QuorumPolicy::from_store(pg.as_ref())?;
+            let local = crate::cluster_open::local_base(c, &pg)?;
+            let token = Token::open_store(
+                NodeStore::Pg { store: pg.clone(), local: local.clone() },
+                &local,
+            )?;
+            let node = Arc::new(crate::cluster::Node::new(
+                pg,
+                c.node_id.clone(),
+                c.endpoint.clone(),
+                Duration::from_millis(c.lease_ms),
+            ));
+            Ok((token, policy, Some(node), local))
+        }
+    }
 }
 
 /// A running daemon.
@@ -91,6 +133,10 @@ impl Running {
             }
         };
         self.state.seal();
+        if let Some(n) = self.state.cluster().cloned() {
+            // Gives the lease up: other nodes stop waiting for this one at once.
+            let _ = tokio::task::spawn_blocking(move || n.shutdown()).await;
+        }
         r
     }
 
@@ -186,6 +232,9 @@ pub async fn start_on(
     let addr = listener
         .local_addr()
         .map_err(|source| DaemonError::Listen { addr: cfg.listen.to_string(), source })?;
+    if let Some(n) = state.cluster() {
+        n.set_endpoint_if_empty(format!("https://{addr}"));
+    }
     let (stop, mut stop_rx) = watch::channel(false);
     let limits = cfg.connections;
     let (incoming, _accept) = spawn_accept(listener, acceptor, limits, stop_rx.clone());

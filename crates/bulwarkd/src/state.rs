@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::store::NodeToken as Token;
 use aws_lc_rs::digest;
 use bulwark_core::audit::{self, Actor, AuditEvent};
 use bulwark_core::kernel::{Caller, Principal, Role, UserId};
 use bulwark_core::seal::{Progress, QuorumPolicy, Share, UnsealError, Unsealer};
-use bulwark_core::Token;
 use tokio::sync::Semaphore;
 use tonic::Status;
 
@@ -97,6 +97,10 @@ pub struct HsmState {
     pub metrics: crate::metrics::Metrics,
     /// Quorum approvals for user changes, if configured.
     pub(crate) approvals: Option<crate::config::ApprovalsConfig>,
+    /// Cluster mode: this node's lease (a PostgreSQL store).
+    pub(crate) cluster: Option<Arc<crate::cluster::Node>>,
+    /// Where scratch files go (beside the store file, or in the node's data directory).
+    pub(crate) local_path: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for HsmState {
@@ -136,7 +140,31 @@ impl HsmState {
             admin: Mutex::new(()),
             metrics: crate::metrics::Metrics::default(),
             approvals: None,
+            cluster: None,
+            local_path: std::path::PathBuf::new(),
         }
+    }
+
+    /// A cluster node: `node` keeps the lease; scratch files go beside `local_path`.
+    #[must_use]
+    pub fn with_cluster(
+        mut self,
+        node: Option<Arc<crate::cluster::Node>>,
+        local_path: std::path::PathBuf,
+    ) -> Self {
+        self.cluster = node;
+        self.local_path = local_path;
+        self
+    }
+
+    /// This node's cluster membership, if it is a cluster node.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Node>> {
+        self.cluster.as_ref()
+    }
+
+    /// Where scratch files go.
+    pub(crate) fn local_path(&self) -> &std::path::Path {
+        &self.local_path
     }
 
     /// Requires quorum approvals for user changes.
@@ -270,6 +298,11 @@ impl HsmState {
         if self.is_sealed() {
             return Err(bulwark_proto::sealed());
         }
+        // A cluster node whose lease lapsed may have missed a revocation: it refuses until it
+        // has renewed and caught up.
+        if let Some(n) = &self.cluster {
+            n.check()?;
+        }
         Ok(())
     }
 
@@ -389,7 +422,21 @@ impl HsmState {
         F: FnOnce(&HsmState) -> Result<T, Status> + Send + 'static,
     {
         let start = std::time::Instant::now();
-        let r = self.run_unmetered(actor, f).await;
+        let mut r = self.run_unmetered(actor, f).await;
+        if r.is_ok() && crate::cluster::BARRIER_OPS.contains(&op) {
+            if let Some(n) = self.cluster.clone() {
+                // Returns only once every live node applied the change (or its lease expired).
+                let b = tokio::task::spawn_blocking(move || n.barrier()).await;
+                if let Ok(Err(e)) | Err(e) = b.map_err(|_| bulwark_core::Error::Internal("barrier"))
+                {
+                    tracing::error!(error = %e, op, "cluster barrier failed");
+                    r = Err(Status::unavailable(
+                        "the change was committed, but this node cannot confirm that every \
+                         cluster node applied it (database unreachable)",
+                    ));
+                }
+            }
+        }
         let result = match &r {
             Ok(_) => "ok",
             Err(st) => crate::metrics::code_name(st.code()),

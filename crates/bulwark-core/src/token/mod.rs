@@ -14,6 +14,7 @@ mod auth;
 mod backup;
 mod batch;
 mod byok;
+mod cluster;
 mod destruction;
 mod entry;
 mod gate;

@@ -11,174 +11,40 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-pub struct PgServer {
-    pub dir: PathBuf,
-    pub port: u16,
-    pub sock: PathBuf,
-    bin: PathBuf,
-    as_postgres: bool,
-}
+use bulwark_store_pg::devserver::DevPg;
 
-/// The newest PostgreSQL (15 or later) server binaries on this machine.
-fn find_bin() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("BULWARK_PG_BIN") {
-        return Some(PathBuf::from(d));
+/// The server of the tests (the crate's own dev server, in a temporary directory removed when
+/// the test process has exited).
+pub struct PgServer(DevPg);
+
+impl std::ops::Deref for PgServer {
+    type Target = DevPg;
+    fn deref(&self) -> &DevPg {
+        &self.0
     }
-    let mut best: Option<(u32, PathBuf)> = None;
-    for e in std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten() {
-        let Ok(v) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let bin = e.path().join("bin");
-        if v >= 15 && bin.join("initdb").exists() && best.as_ref().is_none_or(|(b, _)| v > *b) {
-            best = Some((v, bin));
-        }
-    }
-    best.map(|(_, b)| b)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl PgServer {
-    /// Runs one of the server's programs (as `postgres` when we are root).
-    fn run(&self, prog: &str, args: &[&str]) -> std::process::Output {
-        let exe = self.bin.join(prog);
-        let mut c = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        c.args(args).stdin(Stdio::null()).output().unwrap()
-    }
-
     fn start() -> Option<Self> {
-        let Some(bin) = find_bin() else {
+        let dir = tempfile::Builder::new().prefix("bulwark-pg-").tempdir().unwrap().keep();
+        let Some(s) = DevPg::start(&dir, true).unwrap() else {
             eprintln!(
                 "SKIPPED: no PostgreSQL 15+ server binaries (/usr/lib/postgresql/*/bin); \
                  scripts/test.sh installs them (apt-get install postgresql)"
             );
             return None;
         };
-        let as_postgres = is_root();
-        let dir = tempfile::Builder::new().prefix("bulwark-pg-").tempdir().unwrap().keep();
-        std::fs::create_dir_all(dir.join("sock")).unwrap();
-        std::fs::create_dir_all(dir.join("state")).unwrap();
-        if as_postgres {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown of the server directory to postgres failed");
-        }
-        let port = free_port();
-        let s = Self { sock: dir.join("sock"), dir, port, bin, as_postgres };
-        // The watcher first: whatever happens below, the directory goes when we exit.
-        s.spawn_reaper();
-        let data = s.dir.join("data");
-        let out = s.run(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-        );
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-             -c shared_buffers=32MB",
-            s.port,
-            s.sock.display()
-        );
-        let log = s.dir.join("server.log");
-        let out = s.run(
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        std::fs::create_dir_all(s.dir.join("state")).unwrap();
         // Host anti-rollback marks of the stores these tests create stay in the directory.
         std::env::set_var("BULWARK_STATE_DIR", s.dir.join("state"));
-        Some(s)
-    }
-
-    /// Stops the server and removes its directory once this process has exited.
-    fn spawn_reaper(&self) {
-        let data = self.dir.join("data");
-        let stop = format!(
-            "{}{} -D {} -m immediate stop",
-            if self.as_postgres { "runuser -u postgres -- " } else { "" },
-            self.bin.join("pg_ctl").display(),
-            data.display()
-        );
-        let script = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             {stop} >/dev/null 2>&1; rm -rf {dir}",
-            pid = std::process::id(),
-            dir = self.dir.display()
-        );
-        // Never waited for: it outlives this process on purpose (setsid makes it its own).
-        #[allow(clippy::zombie_processes)]
-        Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("setsid sh");
-    }
-
-    /// A key/value connection string over the Unix socket.
-    pub fn url(&self, db: &str) -> String {
-        format!("host={} port={} user=postgres dbname={db}", self.sock.display(), self.port)
-    }
-
-    /// A URL over TCP on loopback.
-    pub fn tcp_url(&self, db: &str) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/{db}", self.port)
+        Some(Self(s))
     }
 
     pub fn admin(&self, db: &str) -> postgres::Client {
-        postgres::Client::connect(&self.url(db), postgres::NoTls).unwrap()
-    }
-
-    pub fn bin(&self) -> &Path {
-        &self.bin
+        self.0.admin(db).unwrap()
     }
 }
 

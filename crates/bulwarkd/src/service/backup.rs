@@ -62,7 +62,7 @@ pub(super) async fn backup(
         .state
         .run("backup", actor, move |st| {
             st.check_approvals("backup", &[], &approvals, not_after)?;
-            let scratch = Scratch::new(st.token.path(), "backup")?;
+            let scratch = Scratch::new(st.local_path(), "backup")?;
             let s = if keys.is_empty() {
                 st.token.backup(&scratch.0, &pass, BACKUP_KDF, &mut |_, _| {})
             } else {
@@ -122,7 +122,7 @@ pub(super) async fn restore(
         stream.message().await?.ok_or_else(|| Status::invalid_argument("empty restore stream"))?;
     let pass = SecretBytes::new(first.passphrase);
     let (approvals, not_after, rebase) = (first.approvals, first.approval_not_after, first.rebase);
-    let scratch = Scratch::new(svc.state.token.path(), "restore")?;
+    let scratch = Scratch::new(svc.state.local_path(), "restore")?;
     let f = bulwark_core::fsutil::create_private(&scratch.0).map_err(|e| io(&e))?;
     let mut w = std::io::BufWriter::new(f);
     let mut total = first.data.len() as u64;

@@ -7,7 +7,9 @@
 
 use bulwark_core::kernel::Role;
 use bulwark_core::token::{DestroyOutcome, SESSION_HANDLE_BASE};
-use bulwark_core::{Error, Result, Token};
+use bulwark_core::{Error, Result};
+
+use crate::store::NodeToken as Token;
 use bulwark_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 

@@ -13,6 +13,7 @@
 
 mod admin;
 mod backup;
+mod cluster;
 mod destruction;
 mod key_ops;
 mod session;
@@ -216,6 +217,13 @@ impl Hsm for HsmService {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         session::status(self, req).await
+    }
+
+    async fn cluster_status(
+        &self,
+        req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        cluster::status(self, req).await
     }
 
     async fn unseal(

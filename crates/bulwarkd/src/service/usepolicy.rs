@@ -5,7 +5,9 @@
 
 use bulwark_core::kernel::Role;
 use bulwark_core::token::{Rate, UsagePolicy, UseApproval, UseApprovals, UseApprover};
-use bulwark_core::{Error, Token};
+use bulwark_core::Error;
+
+use crate::store::NodeToken as Token;
 use bulwark_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 

@@ -5,7 +5,9 @@
 
 use bulwark_core::attr::ObjectClass;
 use bulwark_core::token::KeyVersionInfo;
-use bulwark_core::{Error, Result, Token};
+use bulwark_core::{Error, Result};
+
+use crate::store::NodeToken as Token;
 use bulwark_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
