@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 pub struct NodeHead {
     /// The node's cluster id.
     pub node_id: String,
+    /// Hex id of the node's local log (its chain starts at [`genesis`] of it).
+    pub log_id: String,
     /// Number of the node's records covered.
     pub size: u64,
     /// Hex chain value after the last covered record.
@@ -88,6 +90,7 @@ impl GlobalEntry {
             }
             last = Some(&hd.node_id);
             put(&mut b, hd.node_id.as_bytes());
+            b.extend_from_slice(&<[u8; 16]>::try_from(hex::decode(&hd.log_id).ok()?).ok()?);
             b.extend_from_slice(&hd.size.to_be_bytes());
             b.extend_from_slice(&h32(&hd.chain)?);
         }
@@ -115,6 +118,19 @@ impl GlobalEntry {
         signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
             .verify(&msg, &sig)
             .is_ok()
+    }
+
+    /// The heads as JSON text (how a database keeps them).
+    pub fn heads_json(&self) -> String {
+        serde_json::to_string(&self.heads).unwrap_or_default()
+    }
+
+    /// Heads from [`GlobalEntry::heads_json`]'s text.
+    ///
+    /// # Errors
+    /// `Integrity` when the text does not parse.
+    pub fn parse_heads(text: &str) -> Result<Vec<NodeHead>> {
+        serde_json::from_str(text).map_err(|_| Error::Integrity("global audit heads do not parse"))
     }
 
     /// The head of `node_id`, if this entry names it.
@@ -301,8 +317,8 @@ pub struct ClusterVerifier<'k> {
     global_failed: bool,
     /// (node, size) → (chain, first entry naming it).
     expect: HashMap<(String, u64), (Hash, u64)>,
-    /// node → (largest size, entry).
-    last_head: BTreeMap<String, (u64, u64)>,
+    /// node → (largest size, entry, node log id).
+    last_head: BTreeMap<String, (u64, u64, [u8; 16])>,
     listed: Vec<String>,
     sections: BTreeSet<String>,
     section: Option<Section>,
@@ -379,8 +395,9 @@ impl<'k> ClusterVerifier<'k> {
                          fork)"
                     ));
                 }
+                let node_log = self.last_head.get(&node_id).map_or(log_id, |(_, _, id)| *id);
                 self.section = Some(Section {
-                    chain: genesis(&log_id),
+                    chain: genesis(&node_log),
                     node: node_id,
                     expected: 0,
                     failed: false,
@@ -445,11 +462,19 @@ impl<'k> ClusterVerifier<'k> {
                 ),
             );
         }
-        for (node, (size, at)) in &self.last_head {
+        for (node, (size, at, id)) in &self.last_head {
             match e.head(node) {
                 None => {
                     let p = format!(
                         "global checkpoint {}: node {node} (in checkpoint {at}) is missing",
+                        e.n
+                    );
+                    return fail(self, p);
+                }
+                Some(h) if h.log_id != hex::encode(id) => {
+                    let p = format!(
+                        "global checkpoint {}: node {node} names another log than checkpoint {at} \
+                         (a fork)",
                         e.n
                     );
                     return fail(self, p);
@@ -466,7 +491,8 @@ impl<'k> ClusterVerifier<'k> {
             }
         }
         for hd in &e.heads {
-            let Some(chain) = h32(&hd.chain) else {
+            let id = hex::decode(&hd.log_id).ok().and_then(|v| <[u8; 16]>::try_from(v).ok());
+            let (Some(chain), Some(id)) = (h32(&hd.chain), id) else {
                 return fail(self, format!("global checkpoint {}: malformed head", e.n));
             };
             match self.expect.get(&(hd.node_id.clone(), hd.size)) {
@@ -483,7 +509,7 @@ impl<'k> ClusterVerifier<'k> {
                     self.expect.insert((hd.node_id.clone(), hd.size), (chain, e.n));
                 }
             }
-            self.last_head.insert(hd.node_id.clone(), (hd.size, e.n));
+            self.last_head.insert(hd.node_id.clone(), (hd.size, e.n, id));
             self.rep.nodes.entry(hd.node_id.clone()).or_default().covered = hd.size;
         }
         self.prev = e.hash(log_id).unwrap_or_default();
@@ -551,12 +577,12 @@ impl<'k> ClusterVerifier<'k> {
             return;
         }
         match self.last_head.get(&s.node) {
-            Some((size, n)) if s.expected < *size => self.problem(format!(
+            Some((size, n, _)) if s.expected < *size => self.problem(format!(
                 "node {}: truncated: global checkpoint {n} covers {size} records, the export \
                  holds {}",
                 s.node, s.expected
             )),
-            Some((size, _)) if s.expected > *size => self.problem(format!(
+            Some((size, _, _)) if s.expected > *size => self.problem(format!(
                 "node {}: records {size}..{} are not covered by a signed global checkpoint",
                 s.node, s.expected
             )),
@@ -578,7 +604,7 @@ impl<'k> ClusterVerifier<'k> {
             return self.rep;
         }
         self.end_section();
-        for (node, (size, n)) in &self.last_head.clone() {
+        for (node, (size, n, _)) in &self.last_head.clone() {
             if !self.sections.contains(node) && *size > 0 {
                 self.problem(format!(
                     "node {node}: missing from the export (global checkpoint {n} covers {size} \
@@ -633,7 +659,7 @@ mod tests {
         for (s, l) in lines.iter().take(usize::try_from(size).unwrap()).enumerate() {
             c = step_node_chain(&c, s as u64, l).unwrap();
         }
-        NodeHead { node_id: node.into(), size, chain: hex::encode(c) }
+        NodeHead { node_id: node.into(), log_id: hex::encode(ID), size, chain: hex::encode(c) }
     }
 
     /// Two nodes, three global entries; returns (export lines, public key).
