@@ -247,6 +247,19 @@ impl PgStore {
         Ok(())
     }
 
+    /// Whether the last global entry covers at least `size` records of `node`.
+    ///
+    /// # Errors
+    /// `Store` when the database cannot be reached.
+    pub fn audit_global_covers(
+        &self,
+        node: &str,
+        size: u64,
+    ) -> std::result::Result<bool, AuditError> {
+        let last = self.with(|c, _| Ok(last_entry(c)))??;
+        Ok(size == 0 || last.and_then(|l| l.head(node).map(|h| h.size >= size)).unwrap_or(false))
+    }
+
     /// The stored bytes of `node`'s record `seq`.
     ///
     /// # Errors
