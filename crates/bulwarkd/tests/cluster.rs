@@ -337,15 +337,17 @@ fn cluster_audit_exports_verify_and_forks_are_refused() {
 
     // Tampering with the export: an edited record, a deleted one, a forked one inserted, a
     // global entry dropped.
-    let rec = lines.iter().position(|l| l.contains("\"op\":\"sign\"")).unwrap();
+    // Record 1 of the first node section.
+    let rec = lines.iter().position(|l| l.starts_with("{\"type\":\"node\"")).unwrap() + 2;
+    assert!(lines[rec].contains("\"seq\":1,"), "{}", lines[rec]);
     let mut edited = lines.clone();
-    edited[rec] = edited[rec].replace("\"result\":\"ok\"", "\"result\":\"denied\"");
+    edited[rec] = edited[rec].replace("\"time_ms\":", "\"time_ms\":1");
     assert!(problems(&edited).contains("does not match its chain value (edited)"));
     let mut deleted = lines.clone();
     deleted.remove(rec);
     assert!(problems(&deleted).contains("is missing (gap)"), "{}", problems(&deleted));
     let mut forked = lines.clone();
-    forked.insert(rec + 1, lines[rec].replace("hello", "other"));
+    forked.insert(rec + 1, lines[rec].replace("\"time_ms\":", "\"time_ms\":2"));
     assert!(problems(&forked).contains("a fork"), "{}", problems(&forked));
     let g = lines.iter().filter(|l| l.starts_with("{\"type\":\"global\"")).count();
     assert!(g >= 1);
