@@ -307,7 +307,7 @@ pub(crate) fn export_cluster(c: &bulwark_client::Client, out: &Path) -> CliResul
         w.write_all(b"\n")
     })?;
     w.into_inner()
-        .map_err(|e| e.into_error())
+        .map_err(std::io::IntoInnerError::into_error)
         .and_then(|f| f.sync_all())
         .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", out.display())))?;
     println!(

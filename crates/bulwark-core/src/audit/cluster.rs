@@ -386,7 +386,7 @@ impl<'k> ClusterVerifier<'k> {
             return;
         }
         match serde_json::from_str::<ClusterLine>(line) {
-            Ok(ClusterLine::Global(e)) => self.global(&log_id, e),
+            Ok(ClusterLine::Global(e)) => self.global(&log_id, &e),
             Ok(ClusterLine::Node { node_id }) => {
                 self.end_section();
                 if !self.sections.insert(node_id.clone()) {
@@ -419,7 +419,7 @@ impl<'k> ClusterVerifier<'k> {
         self.fatal = true;
     }
 
-    fn global(&mut self, log_id: &[u8; 16], e: GlobalEntry) {
+    fn global(&mut self, log_id: &[u8; 16], e: &GlobalEntry) {
         if self.section.is_some() {
             let n = self.line_no;
             self.problem(format!("line {n}: global checkpoint {} after the node sections", e.n));
