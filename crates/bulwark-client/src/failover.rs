@@ -191,7 +191,7 @@ impl Failover {
         let mut s = self.0.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(m) = s.get_mut(bearer) {
             m.node = i;
-            m.bearer = fresh.clone();
+            m.bearer.clone_from(&fresh);
         }
         Some(fresh)
     }

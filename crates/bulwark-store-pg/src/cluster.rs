@@ -72,7 +72,7 @@ impl PgStore {
     /// # Errors
     /// `Store` when the database cannot be reached.
     pub fn commit_seq(&self) -> Result<u64> {
-        self.with(|c, st| crate::read_seq(c, st))
+        self.with(crate::read_seq)
     }
 
     /// Registers (`first`) or renews the lease of `node_id` for `ttl` from now (database

@@ -82,6 +82,20 @@ impl DevPg {
         std::fs::create_dir_all(dir.join("sock")).map_err(|e| format!("{}: {e}", dir.display()))?;
         let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
         if as_postgres {
+            // The server user must reach its directory: ancestors that others cannot enter
+            // (a 0700 temporary directory) get search permission only (no listing, no reading).
+            use std::os::unix::fs::PermissionsExt;
+            for a in dir.ancestors().skip(1) {
+                if let Ok(m) = std::fs::metadata(a) {
+                    let mode = m.permissions().mode();
+                    if mode & 0o001 == 0 {
+                        let _ = std::fs::set_permissions(
+                            a,
+                            std::fs::Permissions::from_mode((mode & 0o7777) | 0o001),
+                        );
+                    }
+                }
+            }
             let ok = Command::new("chown")
                 .args(["-R", "postgres:"])
                 .arg(&dir)

@@ -236,7 +236,8 @@ impl Node {
             tracing::info!(node = %self.id, seq = seq2, "cluster node serving");
         }
         let margin = self.lease / 5;
-        let until = t0 + u64::try_from((self.lease - margin).as_nanos()).unwrap_or(u64::MAX);
+        let until =
+            t0 + u64::try_from(self.lease.saturating_sub(margin).as_nanos()).unwrap_or(u64::MAX);
         self.serving_until.store(until, Ordering::Release);
         Ok(())
     }
@@ -263,6 +264,41 @@ impl Node {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+
+    /// This node's cluster gauges for `/metrics` (local state only: no database query).
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let id = &self.id;
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_cluster_serving 1 while this node holds a lease it serves under."
+        );
+        let _ = writeln!(out, "# TYPE bulwark_cluster_serving gauge");
+        let _ =
+            writeln!(out, "bulwark_cluster_serving{{node=\"{id}\"}} {}", u8::from(self.serving()));
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_cluster_applied_seq Commit sequence number this node acknowledged."
+        );
+        let _ = writeln!(out, "# TYPE bulwark_cluster_applied_seq gauge");
+        let _ = writeln!(
+            out,
+            "bulwark_cluster_applied_seq{{node=\"{id}\"}} {}",
+            self.applied.load(Ordering::Acquire)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP bulwark_cluster_lease_lapses_total Times this node's lease lapsed."
+        );
+        let _ = writeln!(out, "# TYPE bulwark_cluster_lease_lapses_total counter");
+        let _ = writeln!(
+            out,
+            "bulwark_cluster_lease_lapses_total{{node=\"{id}\"}} {}",
+            self.lapses.load(Ordering::Relaxed)
+        );
+        out
     }
 
     /// The cluster as the database sees it, and this node's own state.

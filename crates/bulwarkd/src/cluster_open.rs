@@ -162,3 +162,39 @@ fn tempdir_in(dir: &Path) -> Result<PathBuf, DaemonError> {
     bulwark_core::fsutil::create_private_dir(&p).map_err(|e| DaemonError::file("create", &p, e))?;
     Ok(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::node_config;
+    use crate::config::{ClusterConfig, Config};
+
+    fn cfg(node_id: &str, lease_ms: u64) -> Config {
+        let mut c: Config = toml::from_str(
+            "listen = \"127.0.0.1:7443\"\nstore = \"postgresql://db/b\"\n\
+             [tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+        )
+        .unwrap();
+        c.cluster = Some(ClusterConfig {
+            node_id: node_id.into(),
+            data_dir: "/x".into(),
+            endpoint: String::new(),
+            lease_ms,
+            password_file: None,
+            ca: None,
+            pool_size: 8,
+        });
+        c
+    }
+
+    #[test]
+    fn node_ids_and_leases_are_checked() {
+        assert!(node_config(&cfg("node-1", 5000)).is_ok());
+        for bad in ["", "a b", "x/../y", &"n".repeat(65)] {
+            assert!(node_config(&cfg(bad, 5000)).is_err(), "{bad:?}");
+        }
+        assert!(node_config(&cfg("n", 100)).is_err(), "a lease under 500 ms");
+        let mut none = cfg("n", 5000);
+        none.cluster = None;
+        assert!(node_config(&none).is_err(), "a PostgreSQL store needs [cluster]");
+    }
+}

@@ -259,3 +259,43 @@ impl Config {
         toml::to_string(self).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, StoreLocation};
+
+    fn config(extra: &str) -> Config {
+        toml::from_str(&format!(
+            "listen = \"127.0.0.1:7443\"\n{extra}\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_postgres_url_is_a_cluster_store_and_anything_else_a_file() {
+        for url in [
+            "postgres://bulwark@db1:5432,db2:5432/bulwark?target_session_attrs=read-write",
+            "postgresql://bulwark@db/bulwark",
+            "host=/run/postgresql port=5432 dbname=bulwark",
+        ] {
+            let c = config(&format!("store = {url:?}"));
+            assert!(matches!(c.store_location(), StoreLocation::Postgres(u) if u == url));
+            assert_eq!(c.store_shown(), "the PostgreSQL store", "never the URL");
+        }
+        let c = config("store = \"/var/lib/bulwark/store.db\"");
+        assert!(matches!(c.store_location(), StoreLocation::File(p) if p.ends_with("store.db")));
+        assert!(c.cluster.is_none());
+    }
+
+    #[test]
+    fn the_cluster_section_has_defaults_and_survives_a_round_trip() {
+        let c = config(
+            "store = \"postgresql://db/bulwark\"\n[cluster]\nnode_id = \"a\"\ndata_dir = \"/x\"",
+        );
+        let k = c.cluster.as_ref().unwrap();
+        assert_eq!((k.lease_ms, k.pool_size), (5000, 8));
+        assert!(k.password_file.is_none() && k.ca.is_none());
+        let again: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again.cluster.unwrap().node_id, "a");
+    }
+}

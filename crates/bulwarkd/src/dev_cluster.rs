@@ -11,7 +11,7 @@
 //! others: the client's failover list) and `DIR/node-K/pid`. Ctrl-C or SIGTERM stops the nodes
 //! and the database. Running it again on the same directory reuses the database and the store.
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -244,28 +244,25 @@ fn spawn_node(config: &Path, shares: &Path, id: &str) -> Result<DevNode, DaemonE
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines() {
             let Ok(line) = line else { break };
-            let _ = tx.send(line.clone());
-            println!("[{tag}] {line}");
+            // Written, not println!: a closed stdout must not end the forwarding with a panic.
+            let _ = writeln!(std::io::stdout(), "[{tag}] {line}");
+            let _ = tx.send(line);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut addr = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(a) = line.strip_prefix("listening on ") {
-                    addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
-                }
-                if line.starts_with("unsealed") {
-                    break;
-                }
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(DaemonError::Setup(format!("{id} did not start (see its output)")));
-            }
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(DaemonError::Setup(format!("{id} did not start (see its output)")));
+        };
+        if let Some(a) = line.strip_prefix("listening on ") {
+            addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+        if line.starts_with("unsealed") {
+            break;
         }
     }
     let addr = addr.ok_or_else(|| DaemonError::Setup(format!("{id}: no listening address")))?;

@@ -409,8 +409,11 @@ fn run(cli: &Cli) -> Result<(), DaemonError> {
                     })
                     .await
                     .map_err(|e| DaemonError::Server(e.to_string()))??;
-                    use std::io::Write;
-                    let _ = writeln!(std::io::stdout(), "unsealed");
+                    if let Some(h) = r.http {
+                        let line = format!("metrics http://{h}/metrics\n");
+                        let _ = std::io::Write::write_all(&mut std::io::stdout(), line.as_bytes());
+                    }
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), b"unsealed\n");
                 }
                 Ok(running)
             })

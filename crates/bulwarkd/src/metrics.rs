@@ -172,7 +172,8 @@ pub async fn serve_http(
                 let (progress, _, _) = s3.unseal_progress();
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    s3.metrics.render(s3.is_sealed(), progress),
+                    s3.metrics.render(s3.is_sealed(), progress)
+                        + &s3.cluster().map(|n| n.render_metrics()).unwrap_or_default(),
                 )
             }),
         );

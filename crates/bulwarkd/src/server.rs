@@ -60,14 +60,13 @@ pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, DaemonE
     Ok(state)
 }
 
+/// What [`open_token`] opens.
+pub(crate) type Opened =
+    (crate::store::NodeToken, QuorumPolicy, Option<Arc<crate::cluster::Node>>, std::path::PathBuf);
+
 /// The token of the configured store, its unseal policy, the cluster node (PostgreSQL) and the
 /// local path scratch files go beside.
-pub(crate) fn open_token(
-    cfg: &Config,
-) -> Result<
-    (crate::store::NodeToken, QuorumPolicy, Option<Arc<crate::cluster::Node>>, std::path::PathBuf),
-    DaemonError,
-> {
+pub(crate) fn open_token(cfg: &Config) -> Result<Opened, DaemonError> {
     use crate::config::StoreLocation;
     use crate::store::NodeStore;
     match cfg.store_location() {

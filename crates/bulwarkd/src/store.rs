@@ -17,6 +17,7 @@ pub type NodeToken = Token<NodeStore>;
 
 /// A SQLite file or a PostgreSQL database.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per process, never moved on a hot path
 pub enum NodeStore {
     /// One node: the store file.
     Sqlite(SqliteStore),

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bulwark_client::{Client, ClientConfig, ClientError, Code};
+use rustix::process::Signal;
 
 /// Lease of the test clusters (ms): short, so a stopped node drops out quickly.
 const LEASE_MS: u64 = 1500;
@@ -26,16 +27,18 @@ struct Cluster {
     dir: tempfile::TempDir,
     parent: Child,
     db_url: String,
+    /// Each node's `/metrics` address (`host:port`), from its start-up output.
+    http: std::collections::HashMap<u8, String>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         for k in 1..=3 {
             if let Some(pid) = self.pid(k) {
-                let _ = Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+                send(pid, Signal::CONT);
             }
         }
-        let _ = Command::new("kill").args(["-TERM", &self.parent.id().to_string()]).status();
+        send(self.parent.id(), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.parent.try_wait() {
@@ -74,16 +77,25 @@ impl Cluster {
             }
         });
         let mut db_url = String::new();
+        let mut http = std::collections::HashMap::new();
         loop {
             let line = rx.recv_timeout(Duration::from_secs(120)).expect("dev cluster start");
+            // "[node-K] metrics http://ADDR/metrics"
+            if let Some((k, addr)) = line
+                .strip_prefix("[node-")
+                .and_then(|r| r.split_once("] metrics http://"))
+                .and_then(|(k, r)| Some((k.parse::<u8>().ok()?, r.strip_suffix("/metrics")?)))
+            {
+                http.insert(k, addr.to_owned());
+            }
             if let Some(rest) = line.strip_prefix("database: ") {
-                db_url = rest.split_whitespace().next().unwrap().to_owned();
+                rest.split_whitespace().next().unwrap().clone_into(&mut db_url);
             }
             if line.starts_with("cluster ready") {
                 break;
             }
         }
-        Some(Self { dir, parent, db_url })
+        Some(Self { dir, parent, db_url, http })
     }
 
     fn node_dir(&self, k: u8) -> PathBuf {
@@ -94,9 +106,8 @@ impl Cluster {
         std::fs::read_to_string(self.node_dir(k).join("pid")).ok()?.trim().parse().ok()
     }
 
-    fn signal(&self, k: u8, sig: &str) {
-        let pid = self.pid(k).unwrap().to_string();
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    fn signal(&self, k: u8, sig: Signal) {
+        assert!(send(self.pid(k).unwrap(), sig), "signal to node {k}");
     }
 
     /// The env file value `key` of node `k`'s `file`.
@@ -131,9 +142,31 @@ impl Cluster {
         c
     }
 
+    fn http(&self, k: u8) -> String {
+        self.http.get(&k).cloned().unwrap_or_else(|| panic!("node {k} printed no metrics address"))
+    }
+
     fn db(&self) -> postgres::Client {
         postgres::Client::connect(&self.db_url, postgres::NoTls).unwrap()
     }
+}
+
+/// A plain HTTP/1.0 GET of `path` on `addr`; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(out)
+}
+
+/// Sends `sig` to process `pid`; whether it was delivered.
+fn send(pid: u32, sig: Signal) -> bool {
+    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+        return false;
+    };
+    rustix::process::kill_process(p, sig).is_ok()
 }
 
 fn env_value(file: &Path, key: &str) -> String {
@@ -213,7 +246,7 @@ fn a_stopped_node_refuses_until_it_caught_up() {
     let user3 = cl.login(3, "dev.env");
     make_key(&officer, "web");
     user3.sign("web", "", b"x", true).unwrap();
-    cl.signal(3, "-STOP");
+    cl.signal(3, Signal::STOP);
     // Node 3 cannot acknowledge: the destroy returns once its lease has expired.
     let t = Instant::now();
     officer.destroy_key("web").unwrap();
@@ -222,7 +255,7 @@ fn a_stopped_node_refuses_until_it_caught_up() {
     let status = cl.login(2, "so.env").cluster_status().unwrap();
     let n3 = status.nodes.iter().find(|n| n.node_id == "node-3").unwrap();
     assert!(!n3.live, "the stopped node's lease lapsed");
-    cl.signal(3, "-CONT");
+    cl.signal(3, Signal::CONT);
     // Never a signature with the destroyed key: UNAVAILABLE while it catches up, then gone.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut saw = Vec::new();
@@ -241,6 +274,11 @@ fn a_stopped_node_refuses_until_it_caught_up() {
     let s = cl.login(3, "so.env").cluster_status().unwrap();
     assert!(s.serving);
     assert!(s.lease_lapses >= 1, "{s:?}");
+    // The same in its /metrics.
+    let http = cl.http(3);
+    let m = http_get(&http, "/metrics");
+    assert!(m.contains("bulwark_cluster_serving{node=\"node-3\"} 1"), "{m}");
+    assert!(!m.contains("bulwark_cluster_lease_lapses_total{node=\"node-3\"} 0"), "{m}");
 }
 
 #[test]
@@ -252,7 +290,7 @@ fn clients_fail_over_and_sessions_follow() {
     let user = cl.login_list(1, "dev.env");
     let first = user.current_endpoint();
     user.sign("fo", "", b"a", true).unwrap();
-    cl.signal(1, "-KILL");
+    cl.signal(1, Signal::KILL);
     // The same client, the same session: the call moves to node 2, which logs in again.
     let sig = user.sign("fo", "", b"b", true).unwrap();
     assert!(user.verify("fo", "", b"b", &sig, true).unwrap());
@@ -262,9 +300,9 @@ fn clients_fail_over_and_sessions_follow() {
     late.sign("fo", "", b"c", true).unwrap();
     // A node that does not serve (lease lapsed) sends clients on, too.
     let user2 = cl.login_list(2, "dev.env");
-    cl.signal(2, "-STOP");
+    cl.signal(2, Signal::STOP);
     std::thread::sleep(Duration::from_millis(LEASE_MS + 200));
-    cl.signal(2, "-CONT");
+    cl.signal(2, Signal::CONT);
     // Node 2 answers UNAVAILABLE until it renewed, or already serves: either way it works.
     user2.sign("fo", "", b"d", true).unwrap();
 }
@@ -286,10 +324,11 @@ fn a_database_rolled_back_behind_the_nodes_is_refused() {
     make_key(&officer, "after");
     user2.sign("after", "", b"x", true).unwrap();
     // Point-in-time restore of the snapshot (every row, consistent and correctly MACed).
-    let mut sql = String::from("BEGIN;");
-    for t in tables {
-        sql.push_str(&format!("DELETE FROM {t}; INSERT INTO {t} SELECT * FROM snap_{t};"));
-    }
+    let restore: Vec<String> = tables
+        .iter()
+        .map(|t| format!("DELETE FROM {t}; INSERT INTO {t} SELECT * FROM snap_{t};"))
+        .collect();
+    let mut sql = format!("BEGIN;{}", restore.concat());
     sql.push_str("COMMIT; NOTIFY bulwark_commits;");
     db.batch_execute(&sql).unwrap();
     // Every node has seen a later generation: none serves the rolled-back store.

@@ -413,6 +413,11 @@ impl<S: Store> Token<S> {
         let start = Instant::now();
         // Read before the snapshot: a commit in between only makes the next check run again.
         let change = self.store.change_counter()?;
+        // The watermark as the snapshot begins: every generation noted so far was committed
+        // before it was noted, so the snapshot must show at least this one. (One noted while
+        // the scan runs — a concurrent write, another node's commit seen by another thread —
+        // may be newer than the snapshot without any rollback.)
+        let seen_before = self.generation_seen.load(Ordering::Acquire);
         // The sealed tamper response first: whatever the scan below finds wrong is answered
         // with it, not with the (unauthenticated) policy record read at open.
         if let Ok(st) = self.store.header().and_then(|h| ik.open_state(&h.state)) {
@@ -449,7 +454,9 @@ impl<S: Store> Token<S> {
         if objects != st.objects {
             return Err(Error::Integrity("object count does not match the store state"));
         }
-        self.check_not_rolled_back(st.generation)?;
+        if st.generation < seen_before {
+            return Err(Error::Rollback { found: st.generation, seen: seen_before });
+        }
         self.note_generation(st.generation);
         let mut v = lock(&self.verified);
         v.change = Some(change);
