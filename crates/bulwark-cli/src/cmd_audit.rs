@@ -25,6 +25,10 @@ pub(crate) enum AuditCommand {
         /// Output file.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Cluster mode (remote node): every node's records and the signed global checkpoint
+        /// chain, for `audit verify` of the whole cluster.
+        #[arg(long, conflicts_with = "since")]
+        cluster: bool,
     },
     /// Write the audit public key (Ed25519, PEM). SO PIN.
     PublicKey {
@@ -99,8 +103,13 @@ fn auditor_token(ctx: &Ctx) -> CliResult<bulwark_core::Token> {
 
 pub(crate) fn run(ctx: &Ctx, cmd: AuditCommand) -> CliResult<ExitCode> {
     match cmd {
-        AuditCommand::Export { since, out } => {
+        AuditCommand::Export { since, out, cluster } => {
             use std::io::Write as _;
+            if cluster {
+                return Err(CliError::Usage(
+                    "audit export --cluster needs a cluster node: set BULWARK_ENDPOINT".into(),
+                ));
+            }
             let t = auditor_token(ctx)?;
             // Streamed: constant memory whatever the size of the log.
             let lines = t.audit_export_iter(since.unwrap_or(0))?;
@@ -154,6 +163,11 @@ pub(crate) fn verify(
         None => None,
     };
     let mut proven: Option<audit::AuditRecord> = None;
+    if let (Some(p), None) = (log, &proof) {
+        if first_line(p)?.is_some_and(|l| audit::is_cluster_export(&l)) {
+            return verify_cluster(p, &pk);
+        }
+    }
     if let Some(p) = log {
         let f = std::fs::File::open(p).map_err(|e| {
             CliError::Usage(format!("cannot read log {}: {}", p.display(), e.kind()))
@@ -224,5 +238,81 @@ pub(crate) fn verify(
             p.seq, p.checkpoint.size, p.checkpoint.root
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn first_line(p: &Path) -> CliResult<Option<String>> {
+    use std::io::BufRead as _;
+    let f = std::fs::File::open(p)
+        .map_err(|e| CliError::Usage(format!("cannot read log {}: {}", p.display(), e.kind())))?;
+    let mut l = String::new();
+    let n = std::io::BufReader::new(f)
+        .read_line(&mut l)
+        .map_err(|e| CliError::Usage(format!("cannot read log {}: {}", p.display(), e.kind())))?;
+    Ok((n > 0).then_some(l))
+}
+
+/// `audit verify` of a cluster export (`audit export --cluster`): every node chain, the global
+/// chain's signatures and links, every head against the node chains. Streamed.
+fn verify_cluster(p: &Path, pk: &[u8]) -> CliResult<ExitCode> {
+    use std::io::BufRead as _;
+    let f = std::fs::File::open(p)
+        .map_err(|e| CliError::Usage(format!("cannot read log {}: {}", p.display(), e.kind())))?;
+    let mut v = audit::ClusterVerifier::new(pk);
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.map_err(|e| {
+            CliError::Usage(format!("cannot read log {}: {}", p.display(), e.kind()))
+        })?;
+        v.push_line(&line);
+    }
+    let rep = v.finish();
+    if !rep.ok() {
+        eprintln!(
+            "bulwark: cluster audit verification FAILED ({} problem(s)):",
+            rep.problems.len()
+        );
+        for pr in &rep.problems {
+            eprintln!("  {pr}");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let records: u64 = rep.nodes.values().map(|n| n.records).sum();
+    println!(
+        "OK: cluster export: {} nodes, {records} records, {} signed global checkpoints",
+        rep.nodes.len(),
+        rep.global_entries
+    );
+    for (id, n) in &rep.nodes {
+        println!("  node {id}: {} records, all covered by the last global checkpoint", n.records);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit export --cluster` against a remote cluster node: streamed to a private file.
+pub(crate) fn export_cluster(c: &bulwark_client::Client, out: &Path) -> CliResult<ExitCode> {
+    use std::io::Write as _;
+    let f = bulwark_core::fsutil::create_private(out)
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", out.display())))?;
+    let mut w = std::io::BufWriter::new(f);
+    let (mut records, mut globals, mut nodes) = (0u64, 0u64, 0u64);
+    c.audit_export_cluster_each(|l| {
+        if l.starts_with("{\"type\":\"record\"") {
+            records += 1;
+        } else if l.starts_with("{\"type\":\"global\"") {
+            globals += 1;
+        } else if l.starts_with("{\"type\":\"node\"") {
+            nodes += 1;
+        }
+        w.write_all(l.as_bytes())?;
+        w.write_all(b"\n")
+    })?;
+    w.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", out.display())))?;
+    println!(
+        "exported {records} records of {nodes} nodes and {globals} global checkpoints to {}",
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

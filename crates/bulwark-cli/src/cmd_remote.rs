@@ -704,7 +704,10 @@ fn zeroize(endpoint: &str, a: &crate::cmd_zeroize::ZeroizeArgs) -> CliResult<Exi
 
 fn audit(endpoint: &str, cmd: AuditCommand) -> CliResult<ExitCode> {
     match cmd {
-        AuditCommand::Export { since, out } => {
+        AuditCommand::Export { out, cluster: true, .. } => {
+            crate::cmd_audit::export_cluster(&session(endpoint)?, &out)
+        }
+        AuditCommand::Export { since, out, cluster: false } => {
             use std::io::Write as _;
             // Streamed to a private file (0600, never through a symlink), one line at a time.
             let f = bulwark_core::fsutil::create_private(&out)

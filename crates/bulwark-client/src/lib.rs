@@ -10,6 +10,7 @@
 mod admin;
 mod bootstrap;
 mod cluster;
+mod cluster_audit;
 mod destruction;
 pub mod failover;
 pub mod remote_hsm;

@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod changes;
 pub mod cluster;
 mod conn;

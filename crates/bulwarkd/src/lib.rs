@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod cluster;
+pub mod cluster_audit;
 pub mod cluster_open;
 pub mod config;
 pub mod dev;

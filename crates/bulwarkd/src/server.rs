@@ -54,6 +54,8 @@ pub fn open_state(cfg: &Config, dev_mode: bool) -> Result<Arc<HsmState>, DaemonE
     if let Some(n) = node {
         n.spawn(Arc::downgrade(&state))
             .map_err(|e| DaemonError::Server(format!("cannot start the lease thread: {e}")))?;
+        crate::cluster_audit::spawn(n.clone(), Arc::downgrade(&state))
+            .map_err(|e| DaemonError::Server(format!("cannot start the audit thread: {e}")))?;
     }
     Ok(state)
 }

@@ -16,6 +16,7 @@
 //! This module never receives key material, plaintext or PINs: records hold names, numbers and
 //! result codes only. Nothing here can change or delete a record once written.
 
+mod cluster;
 mod counter;
 mod export;
 mod files;
@@ -27,6 +28,10 @@ use aws_lc_rs::digest;
 use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _};
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{
+    cluster_line_json, global_genesis, is_cluster_export, step_node_chain, verify_cluster_export,
+    ClusterLine, ClusterReport, ClusterVerifier, GlobalEntry, NodeHead, NodeSummary,
+};
 pub use counter::{UseCount, UseCounter, UseKey, USE_COUNT_OP};
 pub use export::{line_json, lines_json as lines_to_json, ExportIter};
 pub(crate) use log::log_path as log_path_for;

@@ -14,6 +14,7 @@
 mod admin;
 mod backup;
 mod cluster;
+mod cluster_audit;
 mod destruction;
 mod key_ops;
 mod session;
@@ -217,6 +218,15 @@ impl Hsm for HsmService {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         session::status(self, req).await
+    }
+
+    type AuditExportClusterStream = AuditStream;
+
+    async fn audit_export_cluster(
+        &self,
+        req: Request<pb::AuditExportClusterRequest>,
+    ) -> Result<Response<AuditStream>, Status> {
+        cluster_audit::export(self, req).await
     }
 
     async fn cluster_status(
