@@ -559,6 +559,9 @@ fn quorum_scene() -> Scene {
         let t = open_unsealed(&base, &shares);
         let so = admin(&t);
         as_caller(caller(&so, 1), || {
+            // Destroys delete at once here (a daemon store would schedule them): the scene
+            // replays destroyed rows.
+            t.set_destroy_settings(Some(0), None, true).unwrap();
             t.create_user("officer", Role::CryptoOfficer, b"officer-password", None).unwrap();
             t.create_user("alice", Role::CryptoUser, b"alice-password", None).unwrap();
             t.create_user("bob", Role::CryptoUser, b"bob-password", None).unwrap();
@@ -936,6 +939,8 @@ fn a_resurrected_key_is_detected_at_once_by_a_running_quorum_token() {
     let path = dir.path().join("t.db");
     let shares = quorum_store(&path, &SecurityPolicy::default());
     let t = open_unsealed(&path, &shares);
+    // An immediate destruction (a daemon store would schedule it and keep the row).
+    as_caller(caller(&admin(&t), 1), || t.set_destroy_settings(Some(0), None, true).unwrap());
     let keeper = keeper(&t);
     let (h, ct) = as_caller(caller(&keeper, 1), || {
         let h = aes(&t, "doomed", true, &[]).unwrap();
