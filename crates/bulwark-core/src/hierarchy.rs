@@ -220,6 +220,9 @@ pub struct StoreState {
     pub tamper_zeroize: bool,
 }
 
+/// The setting name under which anti-rollback marks are tagged ([`IntegrityKeys::mark_tag`]).
+const MARK_TAG: &str = "anti-rollback-mark";
+
 /// Keys that authenticate records and the store generation. They protect integrity only (no
 /// confidentiality), so a token keeps them after logout to keep checking public objects.
 pub struct IntegrityKeys {
@@ -373,6 +376,20 @@ impl IntegrityKeys {
     /// The MAC of a named store setting (tamper policy and similar metadata).
     pub fn meta_mac(&self, name: &str, value: &[u8]) -> Vec<u8> {
         hmac::sign(&self.generation, &self.meta_input(name, value)).as_ref().to_vec()
+    }
+
+    /// The tag of this store's anti-rollback mark at `generation` ([`crate::rollback`]).
+    pub(crate) fn mark_tag(&self, generation: u64) -> [u8; 32] {
+        let mut t = [0u8; 32];
+        t.copy_from_slice(&self.meta_mac(MARK_TAG, &generation.to_be_bytes()));
+        t
+    }
+
+    /// Checks the tag of an anti-rollback mark, in constant time.
+    pub(crate) fn verify_mark(&self, generation: u64, tag: &[u8; 32]) -> Result<()> {
+        self.verify_meta(MARK_TAG, &generation.to_be_bytes(), tag).map_err(|_| {
+            Error::Integrity("the anti-rollback mark was altered (its tag does not authenticate)")
+        })
     }
 
     /// Checks a named store setting's MAC.

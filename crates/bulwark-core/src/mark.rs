@@ -9,6 +9,12 @@
 //! under the lock). The file holds one line: the value as 20 zero-padded decimal digits, a
 //! newline. Shorter files written by older versions (digits, no padding) read the same.
 //!
+//! A **sealed** mark (the store generation, [`crate::rollback`]) carries after the digits a
+//! space and a 32-byte tag in hex that its writer computed over the value with a key only the
+//! unlocked store has: the reader checks it, so a mark lowered by hand — the half of a rollback
+//! attack that happens outside the store — is caught. The tag cannot tell a replayed older
+//! copy of the same file from the current one; it only makes values impossible to invent.
+//!
 //! Not synced: the caller's own commit is durable before its mark is raised, so a mark never
 //! runs ahead of what it guards (no false alarm after a power loss); a mark lost with the page
 //! cache only weakens detection until the next raise.
@@ -27,6 +33,18 @@ use rustix::fs::{flock, FlockOperation};
 
 /// Bytes of a mark: 20 digits (`u64::MAX` has 20) and a newline.
 const WIDTH: usize = 21;
+/// Bytes of a sealed mark: 20 digits, a space, 64 hex digits of tag, a newline.
+const SEALED_WIDTH: usize = 86;
+
+/// The tag of a sealed mark's value.
+pub(crate) type Tag = [u8; 32];
+
+/// What a mark file holds: its value and, for a sealed mark, the tag written with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Line {
+    pub value: u64,
+    pub tag: Option<Tag>,
+}
 /// Open marks kept per process; past this the cache starts over (test binaries open many
 /// stores; a process serving a handful of stores never reaches it).
 const MAX_OPEN: usize = 64;
@@ -83,9 +101,10 @@ fn file(
     Ok(f)
 }
 
-/// The value in `f` (0 for an empty or unreadable one); the caller holds a lock on it.
-fn read(f: &File) -> io::Result<(u64, usize)> {
-    let mut buf = [0u8; 64];
+/// The line in `f` (value 0 for an empty or unreadable one) and the file's length; the caller
+/// holds a lock on it.
+fn read(f: &File) -> io::Result<(Line, usize)> {
+    let mut buf = [0u8; 128];
     let mut n = 0;
     while n < buf.len() {
         match f.read_at(&mut buf[n..], n as u64)? {
@@ -93,23 +112,37 @@ fn read(f: &File) -> io::Result<(u64, usize)> {
             k => n += k,
         }
     }
-    let v = std::str::from_utf8(&buf[..n]).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
-    Ok((v, n))
+    Ok((parse(&buf[..n]), n))
+}
+
+fn parse(bytes: &[u8]) -> Line {
+    let text = std::str::from_utf8(bytes).unwrap_or_default().trim();
+    let (digits, tag) = text.split_once(' ').unwrap_or((text, ""));
+    let value = digits.parse().unwrap_or(0);
+    let mut t = [0u8; 32];
+    let tag = (hex::decode_to_slice(tag, &mut t).is_ok()).then_some(t);
+    Line { value, tag }
 }
 
 /// The value of the mark at `path` (0 when there is none or it cannot be read), re-opened by
 /// path (at a token's or a log's open).
 pub(crate) fn load(path: &Path) -> u64 {
-    read_mark(path, true)
+    read_mark(path, true).map_or(0, |l| l.value)
 }
 
 /// [`load`] through the file this process already has open, if any (checks made on every
 /// write: other processes raise the same file, so their raises are seen).
 pub(crate) fn peek(path: &Path) -> u64 {
-    read_mark(path, false)
+    read_mark(path, false).map_or(0, |l| l.value)
 }
 
-fn read_mark(path: &Path, fresh: bool) -> u64 {
+/// The line of the mark at `path`, re-opened by path; `None` when there is no mark (or it
+/// cannot be read).
+pub(crate) fn load_line(path: &Path) -> Option<Line> {
+    read_mark(path, true)
+}
+
+fn read_mark(path: &Path, fresh: bool) -> Option<Line> {
     let mut open_marks = marks();
     let cached = open_marks.as_ref().is_some_and(|m| m.contains_key(path));
     if (fresh || !cached) && !path.exists() {
@@ -117,7 +150,7 @@ fn read_mark(path: &Path, fresh: bool) -> u64 {
         if let Some(m) = open_marks.as_mut() {
             m.remove(path);
         }
-        return 0;
+        return None;
     }
     let r = file(&mut open_marks, path, fresh).and_then(|f| {
         flock(&f, FlockOperation::LockShared)?;
@@ -125,7 +158,7 @@ fn read_mark(path: &Path, fresh: bool) -> u64 {
         let _ = flock(&f, FlockOperation::Unlock);
         v
     });
-    r.map_or(0, |(v, _)| v)
+    r.ok().map(|(l, _)| l)
 }
 
 /// Raises the mark at `path` to `value` (no change when it already is at least `value`).
@@ -134,7 +167,16 @@ fn read_mark(path: &Path, fresh: bool) -> u64 {
 /// The I/O error (callers log it: a mark is best effort, a read-only state directory must not
 /// make a token unusable).
 pub(crate) fn raise(path: &Path, value: u64) -> io::Result<()> {
-    write(path, value, false)
+    write(path, value, false, None)
+}
+
+/// [`raise`] for a sealed mark: the line written carries `tag(value)`. A mark already at
+/// `value` but without a tag is written again, sealed.
+///
+/// # Errors
+/// As [`raise`].
+pub(crate) fn raise_sealed(path: &Path, value: u64, tag: &dyn Fn(u64) -> Tag) -> io::Result<()> {
+    write(path, value, false, Some(tag))
 }
 
 /// Sets the mark at `path` to `value`, lower or not: only for an audited, authorized reset of
@@ -142,24 +184,28 @@ pub(crate) fn raise(path: &Path, value: u64) -> io::Result<()> {
 ///
 /// # Errors
 /// As [`raise`].
-pub(crate) fn set(path: &Path, value: u64) -> io::Result<()> {
-    write(path, value, true)
+pub(crate) fn set(path: &Path, value: u64, tag: Option<&dyn Fn(u64) -> Tag>) -> io::Result<()> {
+    write(path, value, true, tag)
 }
 
-fn write(path: &Path, value: u64, lower: bool) -> io::Result<()> {
+fn write(path: &Path, value: u64, lower: bool, tag: Option<&dyn Fn(u64) -> Tag>) -> io::Result<()> {
     let mut open_marks = marks();
     let f = file(&mut open_marks, path, false)?;
     flock(&f, FlockOperation::LockExclusive)?;
     let r = (|| {
         let (current, len) = read(&f)?;
-        if current >= value && !lower {
+        let reseal = tag.is_some() && current.value == value && current.tag.is_none();
+        if current.value >= value && !lower && !reseal {
             return Ok(());
         }
-        let line = format!("{value:020}\n");
-        debug_assert_eq!(line.len(), WIDTH);
+        let (line, width) = match tag {
+            Some(t) => (format!("{value:020} {}\n", hex::encode(t(value))), SEALED_WIDTH),
+            None => (format!("{value:020}\n"), WIDTH),
+        };
+        debug_assert_eq!(line.len(), width);
         f.write_all_at(line.as_bytes(), 0)?;
-        if len > WIDTH {
-            f.set_len(WIDTH as u64)?;
+        if len > width {
+            f.set_len(width as u64)?;
         }
         Ok(())
     })();
@@ -182,7 +228,7 @@ mod tests {
         assert_eq!(load(&p), 12);
         raise(&p, 7).unwrap();
         assert_eq!(load(&p), 12);
-        super::set(&p, 7).unwrap();
+        super::set(&p, 7, None).unwrap();
         assert_eq!(load(&p), 7);
         raise(&p, 12).unwrap();
         raise(&p, u64::MAX).unwrap();
@@ -198,6 +244,34 @@ mod tests {
         assert_eq!(load(&q), 4096);
         raise(&q, 5000).unwrap();
         assert_eq!(std::fs::read_to_string(&q).unwrap(), "00000000000000005000\n");
+    }
+
+    #[test]
+    fn sealed_marks_carry_their_tag() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.generation");
+        let tag = |v: u64| {
+            let mut t = [0xA5u8; 32];
+            t[..8].copy_from_slice(&v.to_be_bytes());
+            t
+        };
+        assert_eq!(super::load_line(&p), None);
+        super::raise_sealed(&p, 41, &tag).unwrap();
+        assert_eq!(super::load_line(&p), Some(super::Line { value: 41, tag: Some(tag(41)) }));
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), super::SEALED_WIDTH as u64);
+        // Lower: no change; higher: the tag follows the value.
+        super::raise_sealed(&p, 40, &tag).unwrap();
+        assert_eq!(load(&p), 41);
+        super::raise_sealed(&p, 42, &tag).unwrap();
+        assert_eq!(super::load_line(&p).unwrap().tag, Some(tag(42)));
+        // An unsealed line of the same value (written by hand) is sealed again by the next raise.
+        std::fs::write(&p, "42\n").unwrap();
+        assert_eq!(super::load_line(&p), Some(super::Line { value: 42, tag: None }));
+        super::raise_sealed(&p, 42, &tag).unwrap();
+        assert_eq!(super::load_line(&p).unwrap().tag, Some(tag(42)));
+        // Setting a lower value (a rebase) writes the shorter line and no stale bytes.
+        super::set(&p, 3, None).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "00000000000000000003\n");
     }
 
     #[test]

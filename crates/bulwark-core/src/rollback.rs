@@ -3,10 +3,13 @@
 //! process that opens it.
 //!
 //! The mark lives in `$BULWARK_STATE_DIR`, else `$XDG_STATE_HOME/bulwark`, else
-//! `~/.local/state/bulwark`, one file per store id. It holds no secret. An attacker who can roll
-//! back both the store and this directory defeats it; keep the state directory on a different
-//! volume from the store where that matters (the daemon can also pin it in its own config).
-//! The directory is created 0700 and each mark 0600.
+//! `~/.local/state/bulwark`, one file per store id. It holds no secret. The mark is **sealed**:
+//! written with a tag that only the unlocked store can compute ([`crate::mark`]), and checked at
+//! every whole-store verification, so a mark lowered or written by hand is tamper evidence, not
+//! a new baseline. An attacker who can roll back both the store and this directory to copies
+//! of the same moment still defeats it (a tag cannot tell an old copy from the current one);
+//! keep the state directory on a different volume from the store where that matters (a cluster
+//! node keeps it in its own `data_dir`). The directory is created 0700 and each mark 0600.
 
 use std::path::{Path, PathBuf};
 
@@ -27,10 +30,24 @@ fn mark_path(dir: &Path, store_uid: &[u8; 16]) -> PathBuf {
     dir.join(format!("{}.generation", hex::encode(store_uid)))
 }
 
-/// The highest generation recorded for this store (0 when none).
+/// The highest generation recorded for this store (0 when none). Not checked: see [`sealed`].
 pub fn load(store_uid: &[u8; 16]) -> u64 {
     state_dir().map_or(0, |d| load_in(&d, store_uid))
 }
+
+/// The recorded generation and the tag written with it, re-read from the file; `None` when
+/// there is no mark (or no state directory).
+pub(crate) fn sealed(store_uid: &[u8; 16]) -> Option<crate::mark::Line> {
+    state_dir().and_then(|d| crate::mark::load_line(&mark_path(&d, store_uid)))
+}
+
+/// Whether this host holds a mark for the store (a non-empty one).
+pub fn exists(store_uid: &[u8; 16]) -> bool {
+    sealed(store_uid).is_some_and(|m| m.value > 0)
+}
+
+/// Computes the tag of a mark value (the caller holds the unlocked store's keys).
+pub(crate) type Sealer<'a> = &'a dyn Fn(u64) -> crate::mark::Tag;
 
 fn load_in(dir: &Path, store_uid: &[u8; 16]) -> u64 {
     crate::mark::load(&mark_path(dir, store_uid))
@@ -43,9 +60,9 @@ fn load_in(dir: &Path, store_uid: &[u8; 16]) -> u64 {
 /// its generation is recorded, so a mark never runs ahead of the store (no false rollback
 /// alarm after a power loss); a mark lost with the page cache only weakens detection until
 /// the next write.
-pub fn record(store_uid: &[u8; 16], generation: u64) {
+pub(crate) fn record(store_uid: &[u8; 16], generation: u64, seal: Sealer<'_>) {
     if let Some(d) = state_dir() {
-        record_in(&d, store_uid, generation);
+        write_in(&d, store_uid, generation, false, Some(seal));
     }
 }
 
@@ -53,10 +70,10 @@ pub fn record(store_uid: &[u8; 16], generation: u64) {
 /// notes the rebase beside the mark (`<store id>.rebased`: the previous mark, the new one and
 /// the time). Only for an audited, authorized reset of the baseline (a restore that replaced
 /// the store's contents, see `Token::restore_with_options`); best effort like [`record`].
-pub fn rebase(store_uid: &[u8; 16], generation: u64) {
+pub(crate) fn rebase(store_uid: &[u8; 16], generation: u64, seal: Sealer<'_>) {
     let Some(d) = state_dir() else { return };
     let before = load_in(&d, store_uid);
-    write_in(&d, store_uid, generation, true);
+    write_in(&d, store_uid, generation, true, Some(seal));
     let note = format!(
         "previous {before} new {generation} at {}\n",
         std::time::SystemTime::now()
@@ -75,16 +92,18 @@ pub fn rebase(store_uid: &[u8; 16], generation: u64) {
     tracing::warn!(previous = before, generation, "anti-rollback baseline re-based");
 }
 
-fn record_in(dir: &Path, store_uid: &[u8; 16], generation: u64) {
-    write_in(dir, store_uid, generation, false);
-}
-
-fn write_in(dir: &Path, store_uid: &[u8; 16], generation: u64, force: bool) {
+fn write_in(
+    dir: &Path,
+    store_uid: &[u8; 16],
+    generation: u64,
+    force: bool,
+    seal: Option<Sealer<'_>>,
+) {
     let path = mark_path(dir, store_uid);
-    let r = if force {
-        crate::mark::set(&path, generation)
-    } else {
-        crate::mark::raise(&path, generation)
+    let r = match (force, seal) {
+        (true, seal) => crate::mark::set(&path, generation, seal),
+        (false, Some(seal)) => crate::mark::raise_sealed(&path, generation, seal),
+        (false, None) => crate::mark::raise(&path, generation),
     };
     if let Err(e) = r {
         tracing::warn!(error = %e, "cannot record the store generation high-water mark");
@@ -100,15 +119,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("state");
         let uid = [7u8; 16];
-        super::record_in(&dir, &uid, 5);
+        let seal = |v: u64| [v as u8; 32];
+        super::write_in(&dir, &uid, 5, false, Some(&seal));
         assert_eq!(super::load_in(&dir, &uid), 5);
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join(format!("{}.generation", hex::encode(uid)))), 0o600);
         // A mark only grows, unless re-based.
-        super::record_in(&dir, &uid, 3);
+        super::write_in(&dir, &uid, 3, false, Some(&seal));
         assert_eq!(super::load_in(&dir, &uid), 5);
-        super::write_in(&dir, &uid, 3, true);
+        super::write_in(&dir, &uid, 3, true, Some(&seal));
         assert_eq!(super::load_in(&dir, &uid), 3);
     }
 }

@@ -205,7 +205,9 @@ fn rebase_takes_a_store_back_and_resets_the_mark() {
         dir.path().join("state").join(format!("{}.generation", hex::encode(uid))),
     )
     .unwrap();
-    assert_eq!(mark.trim().parse::<u64>().unwrap(), g);
+    let (digits, tag) = mark.trim().split_once(' ').expect("a sealed mark");
+    assert_eq!(digits.parse::<u64>().unwrap(), g);
+    assert_eq!(tag.len(), 64, "re-based, still sealed");
     assert!(dir.path().join("state").join(format!("{}.rebased", hex::encode(uid))).exists());
     let lines = as_so(&a).audit_export(0).unwrap().join("\n");
     assert!(lines.contains("anti-rollback baseline reset to generation"), "{lines}");

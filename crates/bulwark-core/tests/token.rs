@@ -193,6 +193,71 @@ fn rollback_to_an_older_store_copy_is_detected() {
     assert_integrity(t.login(UserType::User, &user()), "generation");
 }
 
+/// The store's anti-rollback mark file in this host's state directory.
+fn mark_file(store: &Path) -> PathBuf {
+    let c = rusqlite::Connection::open(store).unwrap();
+    let uid: Vec<u8> =
+        c.query_row("SELECT v FROM meta WHERE k = 'store_uid'", [], |r| r.get(0)).unwrap();
+    bulwark_core::rollback::state_dir().unwrap().join(format!("{}.generation", hex::encode(uid)))
+}
+
+/// A store with two keys written and its sealed mark: (fixture, mark path, mark text, value, tag).
+fn marked_store() -> (Fixture, PathBuf, String, u64, String) {
+    let f = fixture();
+    {
+        let t = open_user(&f.path);
+        aes(&t, "one", &[]);
+        aes(&t, "two", &[]);
+    }
+    let mark = mark_file(&f.path);
+    let sealed = std::fs::read_to_string(&mark).unwrap();
+    let (digits, tag) = sealed.trim().split_once(' ').expect("a sealed mark: digits, tag");
+    let gen: u64 = digits.parse().unwrap();
+    assert!(gen > 1 && tag.len() == 64, "{sealed:?}");
+    let tag = tag.to_owned();
+    (f, mark, sealed, gen, tag)
+}
+
+#[test]
+fn a_mark_lowered_or_forged_by_hand_is_tamper_evidence() {
+    let (_, _, _, gen, tag) = marked_store();
+    // Every store made the same way reaches the same generation.
+    let mut flipped = tag.into_bytes();
+    flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let forgeries = [
+        format!("{:020}\n", gen - 1),                    // lowered, unsealed
+        format!("{gen:020}\n"),                          // the right value, unsealed
+        format!("{:020} {flipped}\n", gen - 1),          // lowered with a made-up tag
+        format!("{gen:020} {flipped}\n"),                // a flipped tag
+        format!("{:020} {}\n", gen + 1, "0".repeat(64)), // raised with a made-up tag
+    ];
+    for forged in &forgeries {
+        // Each on a store of its own (the first refusal raises a lasting tamper alarm).
+        let (f, mark, _, _, _) = marked_store();
+        std::fs::write(&mark, forged).unwrap();
+        let t = Token::open(&f.path).unwrap();
+        assert_integrity(t.login(UserType::User, &user()), forged);
+    }
+    // The other store's real tag on this store's value is refused too.
+    let (f1, mark1, _, gen1, _) = marked_store();
+    let (_f2, _, _, gen2, tag2) = marked_store();
+    assert_eq!(gen1, gen2, "same history, same generation");
+    std::fs::write(&mark1, format!("{gen1:020} {tag2}\n")).unwrap();
+    let t = Token::open(&f1.path).unwrap();
+    assert_integrity(t.login(UserType::User, &user()), "another store's tag");
+}
+
+#[test]
+fn a_missing_mark_is_written_again_sealed() {
+    // No mark at all (a new user or host): the store's own state is the baseline, and the
+    // verification writes the sealed mark again.
+    let (f, mark, sealed, _, _) = marked_store();
+    std::fs::remove_file(&mark).unwrap();
+    open_user(&f.path);
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), sealed);
+}
+
 #[test]
 fn login_lockout_and_so_reset() {
     let f = fixture();

@@ -5,7 +5,9 @@
 //! **Joining.** A node's local audit log is created once, when the node first starts with an
 //! empty data directory (a `node-id` file records which node and store it belongs to). From
 //! then on a missing or foreign log is tampering, exactly as beside a SQLite store; a data
-//! directory of another store or another node id is refused.
+//! directory of another store or another node id is refused; and the node's sealed
+//! anti-rollback watermark (`state/<store id>.generation`, written at its first unseal) must
+//! exist: a node whose data directory lost it refuses the store as tampered.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,7 +73,9 @@ pub(crate) fn open_pg(url: &str, c: &ClusterConfig) -> Result<PgStore, DaemonErr
 
 /// The node's local base path (`<data_dir>/node`; the audit log is `<data_dir>/node-audit`),
 /// after checking — or, on first start, writing — the data directory's `node-id` file, and
-/// creating the audit log on first start.
+/// creating the audit log on first start. A node past its first start must still hold its
+/// watermark (the file is written at the first unseal): without it the node does not start —
+/// deleting it is how a rollback of the database would be hidden from this node.
 pub(crate) fn local_base(c: &ClusterConfig, pg: &PgStore) -> Result<PathBuf, DaemonError> {
     let dir = &c.data_dir;
     bulwark_core::fsutil::create_private_dir(dir)
@@ -81,7 +85,18 @@ pub(crate) fn local_base(c: &ClusterConfig, pg: &PgStore) -> Result<PathBuf, Dae
     let ident = format!("{} {}\n", c.node_id, hex::encode(uid));
     let id_file = dir.join("node-id");
     match std::fs::read_to_string(&id_file) {
-        Ok(t) if t == ident => {}
+        Ok(t) if t == ident => {
+            if !bulwark_core::rollback::exists(&uid) {
+                return Err(DaemonError::Config(format!(
+                    "{}: this node's anti-rollback watermark is missing (state/{}.generation). \
+                     Deleting it is how a rollback of the database would be hidden, so the node \
+                     does not start. If the node never finished its first unseal, remove the \
+                     directory and start the node again; otherwise investigate first",
+                    dir.display(),
+                    hex::encode(uid)
+                )));
+            }
+        }
         Ok(_) => {
             return Err(DaemonError::Config(format!(
                 "{} belongs to another node or another store: give each node its own data_dir",

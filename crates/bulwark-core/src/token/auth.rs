@@ -293,10 +293,12 @@ impl<S: Store> Token<S> {
         Ok(())
     }
 
-    pub(super) fn note_generation(&self, generation: u64) {
+    /// Notes a generation this process saw committed: raises the in-memory watermark and the
+    /// sealed mark on disk (tagged with `ik`).
+    pub(super) fn note_generation(&self, ik: &IntegrityKeys, generation: u64) {
         let prev = self.generation_seen.fetch_max(generation, std::sync::atomic::Ordering::AcqRel);
         if generation > prev {
-            crate::rollback::record(&self.store_uid, generation);
+            crate::rollback::record(&self.store_uid, generation, &|v| ik.mark_tag(v));
         }
     }
 

@@ -1523,7 +1523,7 @@ impl<S: Store> Token<S> {
         })?;
         let rebased = if mode == Mode::Replace {
             let g = self.store.header()?.generation;
-            crate::rollback::rebase(&self.store_uid, g);
+            crate::rollback::rebase(&self.store_uid, g, &|v| ik.mark_tag(v));
             self.generation_seen.store(g, std::sync::atomic::Ordering::Release);
             Some(g)
         } else {

@@ -391,7 +391,7 @@ impl<S: Store> Token<S> {
             next_gen = next.generation;
             Ok(())
         })?;
-        self.note_generation(next_gen);
+        self.note_generation(ik, next_gen);
         // Access may have changed: prepared keys pass the full gate again before their next use.
         self.bump_epoch();
         Ok(())
@@ -418,6 +418,9 @@ impl<S: Store> Token<S> {
         // the scan runs — a concurrent write, another node's commit seen by another thread —
         // may be newer than the snapshot without any rollback.)
         let seen_before = self.generation_seen.load(Ordering::Acquire);
+        // The mark on disk as the snapshot begins (other processes raise it too); its tag is
+        // checked once the store's own state authenticated.
+        let mark = crate::rollback::sealed(&self.store_uid);
         // The sealed tamper response first: whatever the scan below finds wrong is answered
         // with it, not with the (unauthenticated) policy record read at open.
         if let Ok(st) = self.store.header().and_then(|h| ik.open_state(&h.state)) {
@@ -454,10 +457,17 @@ impl<S: Store> Token<S> {
         if objects != st.objects {
             return Err(Error::Integrity("object count does not match the store state"));
         }
-        if st.generation < seen_before {
-            return Err(Error::Rollback { found: st.generation, seen: seen_before });
+        let mut seen = seen_before;
+        if let Some(m) = mark.filter(|m| m.value > 0) {
+            // A mark without a tag, or with one this store did not make, was written by hand.
+            let tag = m.tag.ok_or(Error::Integrity("the anti-rollback mark is not sealed"))?;
+            ik.verify_mark(m.value, &tag)?;
+            seen = seen.max(m.value);
         }
-        self.note_generation(st.generation);
+        if st.generation < seen {
+            return Err(Error::Rollback { found: st.generation, seen });
+        }
+        self.note_generation(ik, st.generation);
         let mut v = lock(&self.verified);
         v.change = Some(change);
         v.last_took = start.elapsed();
